@@ -1,0 +1,50 @@
+"""Which accounts exist and how they sign: read from the database, cached briefly."""
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.db.models import Account
+from shared.events import Platform
+
+
+@dataclass(frozen=True)
+class AccountView:
+    id: str
+    tenant_id: str
+    platform: Platform
+    webhook_secret: str
+
+
+class AccountDirectory:
+    """A read-through cache, so a webhook costs no database round trip in the steady state."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, ttl_seconds: float) -> None:
+        self._sessions = sessions
+        self._ttl = ttl_seconds
+        self._cache: dict[str, tuple[float, AccountView | None]] = {}
+
+    async def get(self, account_id: str) -> AccountView | None:
+        now = time.monotonic()
+        cached = self._cache.get(account_id)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        async with self._sessions() as session:
+            row = (await session.exec(select(Account).where(Account.id == account_id))).first()
+        view = (
+            AccountView(
+                id=row.id,
+                tenant_id=row.tenant_id,
+                platform=Platform(row.platform),
+                webhook_secret=row.webhook_secret,
+            )
+            if row is not None
+            else None
+        )
+        if len(self._cache) >= 10_000:  # unknown ids in URLs must not grow memory
+            self._cache.clear()
+        self._cache[account_id] = (now, view)
+        return view

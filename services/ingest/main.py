@@ -1,0 +1,38 @@
+"""The ingest service's composition root."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.ingest.accounts import AccountDirectory
+from services.ingest.publisher import InteractionPublisher
+from services.ingest.settings import IngestSettings
+from services.ingest.webhooks import router as webhooks
+from shared import subjects
+from shared.runtime import Runtime, health_router, install_error_handlers
+
+
+def create_app(settings: IngestSettings) -> FastAPI:
+    runtime = Runtime("ingest", settings, required_streams=(subjects.INTERACTIONS_STREAM,))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        app.state.publisher = InteractionPublisher(
+            runtime.js, timeout=settings.publish_timeout.total_seconds()
+        )
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="StayHuman ingest", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.accounts = AccountDirectory(
+        runtime.sessions, ttl_seconds=settings.account_cache_ttl.total_seconds()
+    )
+    install_error_handlers(app)
+    app.include_router(health_router(runtime))
+    app.include_router(webhooks)
+    return app

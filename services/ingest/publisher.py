@@ -1,0 +1,34 @@
+"""Publishing normalised interactions to JetStream, deduplicated by platform id."""
+
+from nats.js import JetStreamContext
+
+from shared import subjects
+from shared.events import InteractionReceived
+from shared.ids import dedupe_key
+from shared.jetstream import MSG_ID
+from shared.logs import CORRELATION_HEADER
+
+
+class InteractionPublisher:
+    def __init__(self, js: JetStreamContext, *, timeout: float) -> None:
+        self._js = js
+        self._timeout = timeout
+
+    async def publish(self, event: InteractionReceived) -> bool:
+        """Store one interaction; True if JetStream already had it (a redelivery)."""
+        ack = await self._js.publish(
+            subjects.interaction_received(tenant_id=event.tenant_id, account_id=event.account_id),
+            event.model_dump_json().encode(),
+            timeout=self._timeout,
+            stream=subjects.INTERACTIONS_STREAM,
+            headers={
+                MSG_ID: dedupe_key(
+                    tenant_id=event.tenant_id,
+                    account_id=event.account_id,
+                    external_id=event.external_id,
+                    edit_version=event.edit_version,
+                ),
+                CORRELATION_HEADER: event.correlation_id,
+            },
+        )
+        return bool(ack.duplicate)

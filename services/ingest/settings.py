@@ -1,0 +1,16 @@
+from datetime import timedelta
+
+from pydantic import Field
+
+from shared.settings import CommonSettings, Duration
+
+
+class IngestSettings(CommonSettings):
+    ingest_port: int = Field(default=8080, description="HTTP port of ingest (webhooks).")
+    max_body_bytes: int = Field(default=1_048_576, description="Largest webhook body accepted.")
+    publish_timeout: Duration = Field(
+        default=timedelta(seconds=5), description="How long ingest waits for JetStream's ack."
+    )
+    account_cache_ttl: Duration = Field(
+        default=timedelta(seconds=10), description="How long ingest trusts a cached account."
+    )

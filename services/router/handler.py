@@ -1,0 +1,254 @@
+"""The router's hot path: a batch of interactions in, conversations and events out.
+
+One database transaction per batch, events written to the outbox in that same
+transaction, then published with their acks in flight together, then the input
+acknowledged. A crash anywhere leaves either nothing (redelivery redoes it) or
+committed state whose events the outbox relay publishes under the same ids.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.router import store
+from services.router.conversations import Emitted, Outcome, route_interaction
+from shared import subjects
+from shared.db.models import Interaction, OutboxMessage
+from shared.db.session import transaction
+from shared.events import (
+    ConversationAssigned,
+    ConversationOpened,
+    ConversationReopened,
+    ConversationResponded,
+    DeadlineChanged,
+    Event,
+    InteractionReceived,
+    utcnow,
+)
+from shared.ids import conversation_id
+from shared.jetstream import Outgoing, dead_letter, is_last_delivery, publish_pipelined
+from shared.logs import correlation_id
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "router-interactions"
+
+ROUTED = Counter("stayhuman_router_interactions_total", "Interactions handled", ["result"])
+REDELIVERED = Counter("stayhuman_router_redeliveries_total", "Messages delivered more than once")
+ASSIGNED = Counter("stayhuman_router_assignments_total", "Conversations assigned to a person")
+BATCH_SECONDS = Histogram(
+    "stayhuman_router_batch_seconds",
+    "Time to route one batch, commit included",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+ROUTING_LATENCY = Histogram(
+    "stayhuman_router_latency_seconds",
+    "From ingest receiving an interaction to the router committing it",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def subject_for(event: Event) -> str:
+    match event:
+        case ConversationOpened() | ConversationAssigned() | ConversationResponded() | ConversationReopened():
+            return subjects.conversation_event(
+                tenant_id=event.tenant_id,
+                conversation_id=event.conversation_id,
+                event=event.type.split(".", 1)[1],  # type: ignore[arg-type]
+            )
+        case DeadlineChanged():
+            return subjects.deadline(tenant_id=event.tenant_id, conversation_id=event.conversation_id)
+    raise TypeError(f"no subject for {type(event).__name__}")
+
+
+def outbox_row(emitted: Emitted) -> OutboxMessage:
+    return OutboxMessage(
+        id=emitted.msg_id,
+        subject=subject_for(emitted.event),
+        payload=emitted.event.model_dump_json().encode(),
+        correlation_id=emitted.event.correlation_id,
+    )
+
+
+def to_outgoing(row: OutboxMessage) -> Outgoing:
+    return Outgoing(row.subject, row.payload, row.id, row.correlation_id)
+
+
+@dataclass
+class InteractionRouter:
+    js: JetStreamContext
+    sessions: async_sessionmaker[AsyncSession]
+    backfill_cutoff: timedelta
+    max_deliver: int
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        items: list[tuple[Msg, InteractionReceived]] = []
+        for msg in msgs:
+            if msg.metadata.num_delivered > 1:
+                REDELIVERED.inc()
+            try:
+                items.append((msg, InteractionReceived.model_validate_json(msg.data)))
+            except ValidationError as error:
+                ROUTED.labels("dead_letter").inc()
+                await self._dead_letter(msg, f"invalid interaction: {error}")
+        if not items:
+            return
+        try:
+            await self._route(items)
+        except Exception:
+            if len(items) == 1:
+                raise
+            # Isolate the message that fails so one poison message cannot hold back
+            # the batch, and so it reaches the dead letter on its last delivery.
+            log.warning("batch failed; routing its messages one by one", exc_info=True)
+            for item in items:
+                await self._route_alone(item)
+
+    async def _route_alone(self, item: tuple[Msg, InteractionReceived]) -> None:
+        msg, _ix = item
+        try:
+            await self._route([item])
+        except Exception as error:
+            if is_last_delivery(msg, self.max_deliver):
+                ROUTED.labels("dead_letter").inc()
+                await self._dead_letter(msg, f"{type(error).__name__}: {error}")
+            else:
+                await msg.nak(delay=1.0)
+
+    async def _dead_letter(self, msg: Msg, error: str) -> None:
+        await dead_letter(
+            self.js, msg, stream=subjects.INTERACTIONS_STREAM, consumer=CONSUMER, error=error
+        )
+
+    async def _route(self, items: list[tuple[Msg, InteractionReceived]]) -> None:
+        with BATCH_SECONDS.time():
+            rows, unknown = await self._commit([ix for _msg, ix in items])
+        try:
+            await publish_pipelined(self.js, [to_outgoing(row) for row in rows])
+        except Exception:
+            # Committed: the relay publishes these under the same ids. The input is
+            # acked anyway, since routing it again would find it already stored.
+            log.warning("events not yet published; the outbox relay will retry", exc_info=True)
+        else:
+            if rows:
+                async with transaction(self.sessions) as session:
+                    await store.delete_outbox(session=session, ids=[row.id for row in rows])
+        for msg, ix in items:
+            if ix.interaction_id in unknown:
+                ROUTED.labels("dead_letter").inc()
+                await self._dead_letter(msg, f"unknown account {ix.account_id!r}")
+            else:
+                await msg.ack()
+
+    async def _commit(
+        self, interactions: list[InteractionReceived]
+    ) -> tuple[list[OutboxMessage], set[str]]:
+        now = utcnow()
+        rows: list[OutboxMessage] = []
+        unknown: set[str] = set()
+        async with transaction(self.sessions) as session:
+            known = await store.get_known_interaction_ids(
+                session=session, ids=[ix.interaction_id for ix in interactions]
+            )
+            fresh: dict[str, InteractionReceived] = {}
+            for ix in interactions:
+                if ix.interaction_id in known or ix.interaction_id in fresh:
+                    ROUTED.labels("duplicate").inc()
+                else:
+                    fresh[ix.interaction_id] = ix
+            if not fresh:
+                return rows, unknown
+            contexts = await store.get_routing_contexts(
+                session=session,
+                account_ids={ix.account_id for ix in fresh.values()},
+                backfill_cutoff=self.backfill_cutoff,
+            )
+            conversations = await store.get_conversations(
+                session=session,
+                ids={conversation_id(account_id=ix.account_id, thread_id=ix.thread_id) for ix in fresh.values()},
+            )
+            assigned: dict[str, datetime] = {}
+            for ix in fresh.values():
+                context = contexts.get(ix.account_id)
+                if context is None:
+                    unknown.add(ix.interaction_id)
+                    continue
+                cid = conversation_id(account_id=ix.account_id, thread_id=ix.thread_id)
+                outcome = route_interaction(conversations.get(cid), ix, context, now=now)
+                self._apply(session, ix, outcome)
+                if outcome.conversation is not None:
+                    conversations[cid] = outcome.conversation
+                if outcome.assigned_to:
+                    assigned[outcome.assigned_to] = now
+                rows.extend(outbox_row(emitted) for emitted in outcome.events)
+                ROUTING_LATENCY.observe(max(0.0, (now - ix.received_at).total_seconds()))
+                ROUTED.labels("routed").inc()
+            session.add_all(rows)
+            await store.record_assignments(session=session, assigned=assigned)
+        return rows, unknown
+
+    @staticmethod
+    def _apply(session: AsyncSession, ix: InteractionReceived, outcome: Outcome) -> None:
+        conversation = outcome.conversation
+        session.add(
+            Interaction(
+                id=ix.interaction_id,
+                tenant_id=ix.tenant_id,
+                account_id=ix.account_id,
+                external_id=ix.external_id,
+                edit_version=ix.edit_version,
+                kind=ix.kind.value,
+                direction=ix.direction.value,
+                thread_id=ix.thread_id,
+                author_id=ix.author.id,
+                author_name=ix.author.name,
+                text=ix.text,
+                url=ix.url,
+                created_at=ix.created_at,
+                received_at=ix.received_at,
+                conversation_id=conversation.id if conversation else None,
+                correlation_id=ix.correlation_id,
+            )
+        )
+        if conversation is not None:
+            session.add(conversation)
+        if outcome.assigned_to:
+            ASSIGNED.inc()
+            token = correlation_id.set(ix.correlation_id)
+            log.info(
+                "conversation assigned",
+                extra={
+                    "conversation_id": conversation.id if conversation else None,
+                    "owner_id": outcome.assigned_to,
+                    "reason": conversation.assignment_reason if conversation else "",
+                },
+            )
+            correlation_id.reset(token)
+
+
+@dataclass
+class OutboxRelay:
+    """Publishes events that were committed but not published (a crash, a NATS outage)."""
+
+    js: JetStreamContext
+    sessions: async_sessionmaker[AsyncSession]
+    grace: timedelta = timedelta(seconds=10)
+
+    async def relay_once(self, *, everything: bool = False) -> int:
+        older_than = None if everything else utcnow() - self.grace
+        async with self.sessions() as session:
+            rows = await store.get_pending_outbox(session=session, older_than=older_than, limit=1000)
+        if not rows:
+            return 0
+        await publish_pipelined(self.js, [to_outgoing(row) for row in rows])
+        async with transaction(self.sessions) as session:
+            await store.delete_outbox(session=session, ids=[row.id for row in rows])
+        log.info("outbox relayed", extra={"count": len(rows)})
+        return len(rows)

@@ -1,0 +1,1 @@
+"""Contracts that StayHuman's services agree on: messages, subjects, settings, storage."""

@@ -1,0 +1,1 @@
+"""Database models and session helpers shared by the services."""

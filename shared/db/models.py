@@ -1,0 +1,150 @@
+"""Tables. Rows only: HTTP bodies and NATS messages have their own models."""
+
+from datetime import datetime
+
+from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from shared.db.types import UtcDateTime
+from shared.events import utcnow
+
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _utc(*, nullable: bool = False, index: bool = False) -> Column:  # type: ignore[type-arg]
+    return Column(UtcDateTime(), nullable=nullable, index=index)
+
+
+class Tenant(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=63)
+    name: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+
+
+class Person(SQLModel, table=True):
+    """A human who answers: defined once per installation, serving one or more tenants."""
+
+    id: str = Field(primary_key=True, max_length=63)
+    name: str = Field(max_length=200)
+    email: str = Field(max_length=320)
+    last_assigned_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+
+
+class SlaPolicy(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True)
+    name: str = Field(max_length=63)
+    first_response_seconds: int
+    next_response_seconds: int | None = None
+    warn_before_seconds: int | None = None
+
+
+class Team(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("tenant_id", "slug"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True)
+    slug: str = Field(max_length=63)
+    name: str = Field(max_length=200)
+    sla_policy_id: str | None = Field(default=None, foreign_key="slapolicy.id")
+
+
+class TeamMember(SQLModel, table=True):
+    team_id: str = Field(foreign_key="team.id", primary_key=True)
+    person_id: str = Field(foreign_key="person.id", primary_key=True, index=True)
+
+
+class Account(SQLModel, table=True):
+    """A brand's account on one platform; its id appears in webhook URLs."""
+
+    id: str = Field(primary_key=True, max_length=63)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True)
+    platform: str = Field(max_length=32)
+    handle: str = Field(max_length=200)
+    team_id: str = Field(foreign_key="team.id")
+    webhook_secret: str = Field(max_length=512)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+
+
+class Interaction(SQLModel, table=True):
+    """One platform message, kept once: platforms redeliver for far longer than NATS dedupes."""
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "account_id", "external_id", "edit_version"),
+        Index("ix_interaction_conversation", "conversation_id", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(max_length=63)
+    account_id: str = Field(foreign_key="account.id", max_length=63)
+    external_id: str = Field(max_length=512)
+    edit_version: int = 0
+    kind: str = Field(max_length=16)
+    direction: str = Field(max_length=16)
+    thread_id: str = Field(max_length=512)
+    author_id: str = Field(max_length=256)
+    author_name: str = Field(default="", max_length=256)
+    text: str
+    url: str | None = None
+    created_at: datetime = Field(sa_column=_utc())
+    received_at: datetime = Field(sa_column=_utc())
+    conversation_id: str | None = Field(default=None, max_length=32)
+    correlation_id: str = Field(default="", max_length=64)
+
+
+class Conversation(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("account_id", "thread_id"),
+        Index("ix_conversation_tenant_state", "tenant_id", "state"),
+        Index("ix_conversation_owner_state", "owner_id", "state"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(foreign_key="tenant.id", max_length=63)
+    account_id: str = Field(foreign_key="account.id", max_length=63)
+    platform: str = Field(max_length=32)
+    thread_id: str = Field(max_length=512)
+    state: str = Field(max_length=16)
+    team_id: str | None = Field(default=None, max_length=32)
+    owner_id: str | None = Field(default=None, max_length=63)
+    assignment_reason: str = Field(default="", max_length=200)
+    author_id: str = Field(max_length=256)
+    author_name: str = Field(default="", max_length=256)
+    last_inbound_text: str = ""
+    last_inbound_url: str | None = None
+    opened_at: datetime = Field(sa_column=_utc())
+    assigned_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    awaiting_since: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    last_inbound_at: datetime = Field(sa_column=_utc())
+    responded_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    deadline_version: int = 0
+    deadline_kind: str | None = Field(default=None, max_length=32)
+    warn_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    due_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True, index=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+
+
+class OutboxMessage(SQLModel, table=True):
+    """Events committed with the state that caused them, published after the commit.
+
+    The id is the deterministic `Nats-Msg-Id`; a row stays until JetStream has
+    acknowledged it, so a crash between commit and publish only delays the event.
+    """
+
+    id: str = Field(primary_key=True, max_length=200)
+    subject: str = Field(max_length=255)
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    correlation_id: str = Field(default="", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(index=True))

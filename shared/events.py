@@ -1,0 +1,169 @@
+"""Events that StayHuman's services publish to each other (version 1).
+
+Events are facts named in the past tense. Each carries its own `type` and
+`version`; a consumer that meets a newer version than it knows refuses it loudly
+(it goes to the dead letter) instead of misreading it.
+"""
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a timezone offset, e.g. 2026-11-26T10:00:00Z")
+    return value.astimezone(UTC)
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware_utc)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Platform(enum.StrEnum):
+    facebook = "facebook"
+    instagram = "instagram"
+    x = "x"
+    mastodon = "mastodon"
+    bluesky = "bluesky"
+    youtube = "youtube"
+    other = "other"
+
+
+class Kind(enum.StrEnum):
+    mention = "mention"
+    comment = "comment"
+    reply = "reply"
+    dm = "dm"
+    review = "review"
+
+
+class Direction(enum.StrEnum):
+    inbound = "inbound"
+    outbound = "outbound"
+
+
+class Author(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256)
+    name: str = Field(default="", max_length=256)
+    handle: str = Field(default="", max_length=256)
+    followers: int | None = Field(default=None, ge=0)
+    verified: bool = False
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+    tenant_id: str
+    correlation_id: str = ""
+
+
+class InteractionReceived(Event):
+    """A normalised message from a platform, inbound or the brand's own reply."""
+
+    type: Literal["interaction.received"] = "interaction.received"
+    version: Literal[1] = 1
+    interaction_id: str
+    account_id: str
+    platform: Platform
+    external_id: str
+    edit_version: int = 0
+    kind: Kind
+    direction: Direction
+    thread_id: str
+    parent_id: str | None = None
+    author: Author
+    text: str
+    url: str | None = None
+    language: str | None = None
+    created_at: AwareDatetime
+    received_at: AwareDatetime
+
+
+class ConversationEvent(Event):
+    conversation_id: str
+    account_id: str
+
+
+class ConversationOpened(ConversationEvent):
+    """The first inbound message of a thread opened a conversation."""
+
+    type: Literal["conversation.opened"] = "conversation.opened"
+    version: Literal[1] = 1
+    platform: Platform
+    thread_id: str
+    author: Author
+    interaction_id: str
+    opened_at: AwareDatetime
+
+
+class ConversationAssigned(ConversationEvent):
+    """A conversation got a human owner; `reason` says which rule and step chose them."""
+
+    type: Literal["conversation.assigned"] = "conversation.assigned"
+    version: Literal[1] = 1
+    team_id: str | None
+    owner_id: str | None
+    reason: str
+    assigned_at: AwareDatetime
+
+
+class ConversationResponded(ConversationEvent):
+    """The brand replied in the thread: the clock stops."""
+
+    type: Literal["conversation.responded"] = "conversation.responded"
+    version: Literal[1] = 1
+    interaction_id: str
+    responded_at: AwareDatetime
+
+
+class ConversationReopened(ConversationEvent):
+    """The customer wrote again after the brand's reply: a next-response clock starts."""
+
+    type: Literal["conversation.reopened"] = "conversation.reopened"
+    version: Literal[1] = 1
+    interaction_id: str
+    reopened_at: AwareDatetime
+
+
+class DeadlineKind(enum.StrEnum):
+    first_response = "first_response"
+    next_response = "next_response"
+
+
+class DeadlineChanged(Event):
+    """The deadline contract: the router computes absolute times, notify only arms them.
+
+    `version` only grows for a conversation. `due_at` None means no timer is armed
+    any more (responded, resolved, or an interaction older than the backfill cutoff).
+    A consumer acts on the highest version it has seen and ignores older ones.
+    """
+
+    type: Literal["deadline.changed"] = "deadline.changed"
+    version: Literal[1] = 1
+    conversation_id: str
+    account_id: str
+    deadline_version: int = Field(ge=1)
+    kind: DeadlineKind | None
+    owner_id: str | None
+    started_at: AwareDatetime | None
+    warn_at: AwareDatetime | None
+    due_at: AwareDatetime | None
+    reason: str
+
+
+AnyConversationEvent = Annotated[
+    ConversationOpened | ConversationAssigned | ConversationResponded | ConversationReopened,
+    Field(discriminator="type"),
+]
+conversation_event_adapter: TypeAdapter[AnyConversationEvent] = TypeAdapter(AnyConversationEvent)

@@ -1,0 +1,45 @@
+"""Identifiers: validated slugs for configured things, deterministic UUIDs for derived ones.
+
+Interactions and conversations get ids derived from their natural keys, so that a
+redelivered message or a second router replica computes the same id and the
+database's primary key settles any race.
+"""
+
+import re
+import uuid
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_SLUG = re.compile(SLUG_PATTERN)
+_NAMESPACE = uuid.UUID("5b0f3f4e-6a53-4d1e-9a59-2b1c8d7e0c11")
+
+
+def is_slug(value: str) -> bool:
+    """True for ids that are safe as NATS subject tokens and URL path segments."""
+    return bool(_SLUG.match(value))
+
+
+def _derive(*parts: str) -> str:
+    return uuid.uuid5(_NAMESPACE, "\x1f".join(parts)).hex
+
+
+def interaction_id(*, tenant_id: str, account_id: str, external_id: str, edit_version: int) -> str:
+    """The id of one platform message (or one edit of it)."""
+    return _derive("interaction", tenant_id, account_id, external_id, str(edit_version))
+
+
+def conversation_id(*, account_id: str, thread_id: str) -> str:
+    """The id of the conversation that a platform thread on an account belongs to."""
+    return _derive("conversation", account_id, thread_id)
+
+
+def team_id(*, tenant_id: str, slug: str) -> str:
+    return _derive("team", tenant_id, slug)
+
+
+def sla_policy_id(*, tenant_id: str, name: str) -> str:
+    return _derive("sla", tenant_id, name)
+
+
+def dedupe_key(*, tenant_id: str, account_id: str, external_id: str, edit_version: int) -> str:
+    """The `Nats-Msg-Id` of an interaction: what makes two deliveries the same message."""
+    return f"ix:{tenant_id}:{account_id}:{external_id}:{edit_version}"

@@ -1,0 +1,283 @@
+"""JetStream plumbing shared by the services: streams, pipelined publishes, batch consumers.
+
+Streams and durable consumers are declared idempotently at start by every service
+that uses them, so any start order works and a redeploy converges the settings.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from shared import subjects
+from shared.logs import CORRELATION_HEADER
+
+log = logging.getLogger(__name__)
+
+MIN_SERVER_VERSION = (2, 12, 0)
+MSG_ID = "Nats-Msg-Id"
+DLQ_ERROR = "Sh-Error"
+DLQ_SUBJECT = "Sh-Original-Subject"
+DLQ_SEQUENCE = "Sh-Original-Sequence"
+DLQ_DELIVERIES = "Sh-Deliveries"
+
+
+class ServerTooOld(RuntimeError):
+    pass
+
+
+def check_server_version(nc: Client) -> None:
+    """Message schedules need nats-server 2.12 or newer: say what to upgrade."""
+    version = nc.connected_server_version
+    found = (version.major, version.minor, version.patch)
+    if found < MIN_SERVER_VERSION:
+        raise ServerTooOld(
+            f"nats-server {version} at {nc.connected_url.netloc if nc.connected_url else '?'} "
+            "is too old: StayHuman needs 2.12 or newer (JetStream message schedules); "
+            "upgrade the server or unset STAYHUMAN_NATS_URL to use the embedded one"
+        )
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    replicas: int = 1
+    interactions_max_age: timedelta = timedelta(days=7)
+    events_max_age: timedelta = timedelta(days=7)
+    dead_letter_max_age: timedelta = timedelta(days=30)
+    duplicate_window: timedelta = timedelta(minutes=2)
+
+
+def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
+    """Every stream StayHuman uses, with the limits that keep each one honest."""
+    common = {
+        "storage": StorageType.FILE,
+        "num_replicas": settings.replicas,
+        "duplicate_window": settings.duplicate_window.total_seconds(),
+    }
+    return [
+        StreamConfig(
+            name=subjects.INTERACTIONS_STREAM,
+            subjects=[subjects.all_interactions()],
+            retention=RetentionPolicy.LIMITS,
+            max_age=settings.interactions_max_age.total_seconds(),
+            description="Normalised interactions from every platform",
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.EVENTS_STREAM,
+            subjects=[subjects.all_conversation_events(), subjects.all_deadlines()],
+            retention=RetentionPolicy.LIMITS,
+            max_age=settings.events_max_age.total_seconds(),
+            description="Conversation lifecycle events and deadline contracts",
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.TIMERS_STREAM,
+            subjects=["sh.timer.>"],
+            retention=RetentionPolicy.LIMITS,
+            # No age, count or size limit, so an armed timer is never dropped to
+            # make room (the server refuses discard-new on schedule streams). One
+            # message per subject: a re-arm replaces the timer, a newer firing the
+            # older one.
+            max_msgs_per_subject=1,
+            allow_msg_schedules=True,
+            description="One armed schedule per conversation, and the messages they fire",
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.DEAD_LETTER_STREAM,
+            subjects=["sh.dlq.>"],
+            retention=RetentionPolicy.LIMITS,
+            max_age=settings.dead_letter_max_age.total_seconds(),
+            description="Messages that could not be processed, kept with their error",
+            **common,
+        ),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, configs: Sequence[StreamConfig]) -> None:
+    """Create each stream, or update it to the configuration given."""
+    for config in configs:
+        assert config.name is not None
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+                log.info("stream created", extra={"stream": config.name})
+            except BadRequestError as error:
+                if error.err_code != 10058:  # created concurrently by another process
+                    raise
+            continue
+        await js.update_stream(config)
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    """Create a durable consumer, or bring its mutable settings up to date."""
+    assert config.durable_name is not None
+    try:
+        await js.consumer_info(stream, config.durable_name)
+    except NotFoundError:
+        await js.add_consumer(stream, config)
+        return
+    await js.add_consumer(stream, config)  # same name: an update of the editable fields
+
+
+async def streams_present(js: JetStreamContext, names: Sequence[str]) -> list[str]:
+    """The names among `names` that do not exist (for readiness checks)."""
+    missing = []
+    for name in names:
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            missing.append(name)
+    return missing
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    subject: str
+    payload: bytes
+    msg_id: str
+    correlation_id: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def all_headers(self) -> dict[str, str]:
+        result = {MSG_ID: self.msg_id, **self.headers}
+        if self.correlation_id:
+            result[CORRELATION_HEADER] = self.correlation_id
+        return result
+
+
+async def publish_pipelined(
+    js: JetStreamContext, messages: Sequence[Outgoing], *, timeout: float = 10.0
+) -> None:
+    """Publish many messages with their acks in flight together; raise if any is not stored."""
+    if not messages:
+        return
+    futures = [
+        await js.publish_async(m.subject, m.payload, headers=m.all_headers(), wait_stall=timeout)
+        for m in messages
+    ]
+    try:
+        async with asyncio.timeout(timeout):
+            acks = await asyncio.gather(*futures)
+    except TimeoutError:
+        for future in futures:
+            future.cancel()
+        raise NatsTimeoutError from None
+    del acks
+
+
+BatchHandler = Callable[[list[Msg]], Awaitable[None]]
+
+
+@dataclass
+class BatchConsumer:
+    """Pulls batches from a durable consumer and hands them to one handler.
+
+    The handler owns acknowledgement: it acks, naks or dead-letters each message.
+    If the handler raises, every message of the batch still unacknowledged is
+    nak'ed with a delay and so delivered again, up to the consumer's max_deliver.
+    """
+
+    js: JetStreamContext
+    stream: str
+    config: ConsumerConfig
+    handler: BatchHandler
+    batch_size: int = 500
+    fetch_timeout: float = 1.0
+    retry_delay: float = 1.0
+    _task: asyncio.Task[None] | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        await ensure_consumer(self.js, self.stream, self.config)
+        subscription = await self.js.pull_subscribe_bind(
+            durable=self.config.durable_name or "", stream=self.stream
+        )
+        self._task = asyncio.create_task(self._run(subscription), name=f"consume-{self.stream}")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=self.fetch_timeout + 10)
+            if not self._task.done():
+                self._task.cancel()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _run(self, subscription: JetStreamContext.PullSubscription) -> None:
+        while not self._stopping.is_set():
+            try:
+                batch = await subscription.fetch(self.batch_size, timeout=self.fetch_timeout)
+            except NatsTimeoutError:
+                continue
+            except Exception:
+                log.exception("fetch failed", extra={"stream": self.stream})
+                await asyncio.sleep(self.retry_delay)
+                continue
+            try:
+                await self.handler(batch)
+            except Exception:
+                log.exception("batch failed; it will be delivered again", extra={"size": len(batch)})
+                await asyncio.gather(
+                    *(m.nak(delay=self.retry_delay) for m in batch if not m._ackd),
+                    return_exceptions=True,
+                )
+
+
+def work_consumer(
+    *, durable: str, filter_subject: str, ack_wait: timedelta, max_deliver: int
+) -> ConsumerConfig:
+    """A durable pull consumer shared by all replicas of one service."""
+    return ConsumerConfig(
+        durable_name=durable,
+        filter_subject=filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait.total_seconds(),
+        max_deliver=max_deliver,
+        max_ack_pending=20_000,
+    )
+
+
+def is_last_delivery(msg: Msg, max_deliver: int) -> bool:
+    return msg.metadata.num_delivered >= max_deliver
+
+
+async def dead_letter(
+    js: JetStreamContext, msg: Msg, *, stream: str, consumer: str, error: str
+) -> None:
+    """Keep a poison message with its error on the dead-letter stream, then stop its delivery."""
+    metadata = msg.metadata
+    headers = dict(msg.headers or {})
+    headers.pop(MSG_ID, None)
+    headers[DLQ_ERROR] = error[:2000].replace("\r", " ").replace("\n", " ")
+    headers[DLQ_SUBJECT] = msg.subject
+    headers[DLQ_SEQUENCE] = str(metadata.sequence.stream)
+    headers[DLQ_DELIVERIES] = str(metadata.num_delivered)
+    headers[MSG_ID] = f"dlq:{stream}:{consumer}:{metadata.sequence.stream}"
+    await js.publish(
+        subjects.dead_letter(stream=stream, consumer=consumer), msg.data, headers=headers
+    )
+    await msg.term()
+    log.warning(
+        "message dead-lettered",
+        extra={"stream": stream, "seq": metadata.sequence.stream, "error": error[:500]},
+    )

@@ -1,0 +1,138 @@
+"""What every service process has: a NATS connection, a database, health endpoints.
+
+A service's composition root builds one `Runtime`, starts it in its FastAPI
+lifespan and stops it on shutdown (draining NATS so no acknowledgement is lost).
+"""
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from faststream.nats import NatsBroker
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.db.session import create_engine, ping, session_factory
+from shared.jetstream import (
+    StreamSettings,
+    check_server_version,
+    ensure_streams,
+    stream_configs,
+    streams_present,
+)
+from shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    service: str
+    settings: CommonSettings
+    broker: NatsBroker = field(init=False)
+    engine: AsyncEngine = field(init=False)
+    sessions: async_sessionmaker[AsyncSession] = field(init=False)
+    required_streams: tuple[str, ...] = ()
+    stream_settings: StreamSettings = field(default_factory=StreamSettings)
+
+    def __post_init__(self) -> None:
+        self.broker = NatsBroker(
+            self.settings.nats_servers,
+            name=f"stayhuman-{self.service}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            # Per-message framework logging costs more than the work on a hot path.
+            log_level=logging.DEBUG,
+        )
+        self.engine = create_engine(self.settings.sqlalchemy_url)
+        self.sessions = session_factory(self.engine)
+
+    @property
+    def nc(self) -> Client:
+        return self.broker.config.connection_state.connection
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.broker.config.connection_state.stream
+
+    async def start(self) -> None:
+        await self.broker.connect()
+        check_server_version(self.nc)
+        await ensure_streams(self.js, stream_configs(self.stream_settings))
+        await self.broker.start()
+        log.info("connected", extra={"nats": str(self.nc.connected_url.netloc if self.nc.connected_url else "")})
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, Any]:
+        """What /readyz reports: NATS connected, database reachable, streams present."""
+        checks: dict[str, Any] = {}
+        try:
+            connected = self.nc is not None and self.nc.is_connected
+        except Exception:
+            connected = False
+        checks["nats"] = "ok" if connected else "disconnected"
+        try:
+            await ping(self.engine)
+            checks["database"] = "ok"
+        except Exception as error:
+            checks["database"] = f"unreachable: {type(error).__name__}"
+        if connected:
+            try:
+                missing = await streams_present(self.js, self.required_streams)
+                checks["streams"] = "ok" if not missing else f"missing: {', '.join(missing)}"
+            except Exception as error:
+                checks["streams"] = f"unknown: {type(error).__name__}"
+        else:
+            checks["streams"] = "unknown"
+        return checks
+
+
+def health_router(runtime: Runtime, extra: Any = None) -> APIRouter:
+    """`/healthz` (the process is alive) and `/readyz` (it can do its work)."""
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "service": runtime.service, "pid": os.getpid()}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks = await runtime.readiness()
+        if extra is not None:
+            checks.update(await extra())
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    return router
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error answers JSON that names the problem."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import Request
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        detail = error.detail
+        body = detail if isinstance(detail, dict) else {"error": str(detail)}
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in item["loc"][1:]), "problem": item["msg"]}
+            for item in error.errors()
+        ]
+        return JSONResponse({"error": "invalid request", "problems": problems}, status_code=400)

@@ -1,0 +1,72 @@
+"""NATS subjects and stream names, one builder per subject family.
+
+Subjects carry only tenant ids and internal ids (slugs and hex UUIDs). Raw platform
+ids contain dots, slashes and URIs, so they never appear in a subject.
+"""
+
+from typing import Literal
+
+from shared.ids import is_slug
+
+INTERACTIONS_STREAM = "SH_INTERACTIONS"
+EVENTS_STREAM = "SH_EVENTS"
+TIMERS_STREAM = "SH_TIMERS"
+DEAD_LETTER_STREAM = "SH_DEADLETTER"
+
+ConversationEvent = Literal["opened", "assigned", "responded", "reopened"]
+
+
+def _token(value: str) -> str:
+    if not is_slug(value) and not _is_hex_id(value):
+        raise ValueError(f"{value!r} cannot be used in a subject")
+    return value
+
+
+def _is_hex_id(value: str) -> bool:
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+
+
+def interaction_received(*, tenant_id: str, account_id: str) -> str:
+    """Where ingest publishes every normalised interaction (inbound and the brand's own)."""
+    return f"sh.ix.{_token(tenant_id)}.{_token(account_id)}"
+
+
+def all_interactions() -> str:
+    return "sh.ix.>"
+
+
+def conversation_event(*, tenant_id: str, conversation_id: str, event: ConversationEvent) -> str:
+    """Lifecycle events of one conversation, published by the router."""
+    return f"sh.conv.{_token(tenant_id)}.{_token(conversation_id)}.{event}"
+
+
+def all_conversation_events(event: ConversationEvent | Literal["*"] = "*") -> str:
+    return f"sh.conv.*.*.{event}"
+
+
+def deadline(*, tenant_id: str, conversation_id: str) -> str:
+    """The deadline contract of one conversation: the router sets it, notify arms it."""
+    return f"sh.deadline.{_token(tenant_id)}.{_token(conversation_id)}"
+
+
+def all_deadlines() -> str:
+    return "sh.deadline.>"
+
+
+def timer_schedule(*, tenant_id: str, conversation_id: str) -> str:
+    """The one schedule subject per conversation that holds its next timer."""
+    return f"sh.timer.sched.{_token(tenant_id)}.{_token(conversation_id)}"
+
+
+def timer_fired(*, tenant_id: str, conversation_id: str) -> str:
+    """Where the server writes a schedule's message when it comes due."""
+    return f"sh.timer.fired.{_token(tenant_id)}.{_token(conversation_id)}"
+
+
+def all_timers_fired() -> str:
+    return "sh.timer.fired.>"
+
+
+def dead_letter(*, stream: str, consumer: str) -> str:
+    """Poison messages of one consumer, kept with their error."""
+    return f"sh.dlq.{stream.lower()}.{consumer}"

@@ -1,0 +1,1 @@
+"""StayHuman's command line: run the stack, apply configuration, migrate, inspect."""

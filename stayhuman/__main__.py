@@ -1,0 +1,3 @@
+from stayhuman.cli import main
+
+raise SystemExit(main())

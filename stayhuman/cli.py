@@ -1,0 +1,120 @@
+"""The `stayhuman` command."""
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.settings import CommonSettings, SettingsError, load_settings
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"stayhuman: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from stayhuman.supervisor import UpSettings, run_up
+
+    if args.routers < 1:
+        return _fail("--routers must be at least 1")
+    return run_up(load_settings(UpSettings), routers=args.routers)
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from shared.jetstream import ServerTooOld
+    from shared.locks import AlreadyRunning
+    from stayhuman.serve import serve
+
+    try:
+        serve(args.command)
+    except (AlreadyRunning, ServerTooOld) as error:
+        return _fail(str(error))
+    return 0
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from shared.db.migrate import current_revision_sync, upgrade
+
+    url = load_settings(CommonSettings).sqlalchemy_url
+    upgrade(url)
+    print(f"database schema at revision {current_revision_sync(url)}")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from shared.db.session import create_engine, session_factory
+    from stayhuman.config import ConfigError, apply_config, load_config
+
+    settings = load_settings(CommonSettings)
+    try:
+        document = load_config(Path(args.file))
+    except ConfigError as error:
+        return _fail(f"{args.file} is invalid, nothing was applied:\n" + str(error))
+
+    async def run() -> str:
+        engine = create_engine(settings.sqlalchemy_url)
+        try:
+            return str(await apply_config(session_factory(engine), document, source=args.file))
+        finally:
+            await engine.dispose()
+
+    try:
+        summary = asyncio.run(run())
+    except ConfigError as error:
+        return _fail(f"{args.file} is invalid, nothing was applied:\n" + str(error))
+    print(f"applied {args.file}: {summary}")
+    return 0
+
+
+def cmd_conversations(args: argparse.Namespace) -> int:
+    from stayhuman.inspect import list_conversations, render_table
+
+    settings = load_settings(CommonSettings)
+    rows = asyncio.run(
+        list_conversations(settings.sqlalchemy_url, tenant=args.tenant, state=args.state, limit=args.limit)
+    )
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
+    else:
+        print(render_table(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stayhuman", description="Every social media interaction reaches the right human, on time."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = commands.add_parser("up", help="start NATS (unless configured), migrate, run all services")
+    up.add_argument("--routers", type=int, default=1, help="router processes (PostgreSQL only for >1)")
+    up.set_defaults(func=cmd_up)
+    for name, text in (
+        ("ingest", "run the ingest service (webhooks in, interactions to NATS)"),
+        ("router", "run the router service (conversations, owners, deadlines)"),
+        ("notify", "run the notify service (timers and alerts)"),
+    ):
+        commands.add_parser(name, help=text).set_defaults(func=cmd_service)
+    commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=cmd_migrate)
+    apply = commands.add_parser("apply", help="create or update tenants, accounts, teams and people")
+    apply.add_argument("-f", "--file", required=True, help="configuration YAML file")
+    apply.set_defaults(func=cmd_apply)
+    conversations = commands.add_parser("conversations", help="list conversations with owner and state")
+    conversations.add_argument("--tenant", help="only this tenant")
+    conversations.add_argument("--state", choices=["open", "responded"], help="only this state")
+    conversations.add_argument("--limit", type=int, default=50)
+    conversations.add_argument("--json", action="store_true", help="JSON instead of a table")
+    conversations.set_defaults(func=cmd_conversations)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,283 @@
+"""`stayhuman apply -f FILE.yaml`: tenants, accounts, teams, people and SLA targets.
+
+Validation happens completely before anything is written, and the write is one
+transaction: an invalid file changes nothing. Applying the same file twice is a
+no-op. Things absent from the file are left as they are.
+"""
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, ValidationError
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared import ids
+from shared.db.models import Account, Person, SlaPolicy, Team, TeamMember, Tenant
+from shared.db.session import transaction
+from shared.durations import parse_duration
+from shared.events import Platform, utcnow
+
+Slug = Annotated[str, Field(pattern=ids.SLUG_PATTERN)]
+
+
+def _duration(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+DurationText = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PersonSpec(_Strict):
+    id: Slug
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+
+
+class SlaSpec(_Strict):
+    name: Slug
+    first_response: DurationText
+    next_response: DurationText | None = None
+    warn_before: DurationText | None = None
+
+
+class TeamSpec(_Strict):
+    id: Slug
+    name: str = Field(min_length=1, max_length=200)
+    sla_policy: Slug | None = None
+    members: list[Slug] = Field(default_factory=list)
+
+
+class AccountSpec(_Strict):
+    id: Slug
+    platform: Platform
+    handle: str = Field(min_length=1, max_length=200)
+    team: Slug
+    webhook_secret: str = Field(min_length=16, max_length=512)
+
+
+class TenantSpec(_Strict):
+    id: Slug
+    name: str = Field(min_length=1, max_length=200)
+    sla_policies: list[SlaSpec] = Field(default_factory=list)
+    teams: list[TeamSpec] = Field(default_factory=list)
+    accounts: list[AccountSpec] = Field(default_factory=list)
+
+
+class ConfigDocument(_Strict):
+    people: list[PersonSpec] = Field(default_factory=list)
+    tenants: list[TenantSpec] = Field(default_factory=list)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration file; each problem names the file and the path inside it."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(node: Any, loc: tuple[int | str, ...], problems: list[str], source: str) -> Any:
+    """Replace `${NAME}` with the environment variable, so secrets stay out of the file."""
+    if isinstance(node, dict):
+        return {k: _expand(v, (*loc, k), problems, source) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, (*loc, i), problems, source) for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            value = os.environ.get(match.group(1))
+            if value is None:
+                problems.append(f"{source}: {_path(loc)}: environment variable {match.group(1)} is not set")
+                return ""
+            return value
+
+        return _ENV.sub(substitute, node)
+    return node
+
+
+def parse_config(text: str, *, source: str) -> ConfigDocument:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError([f"{source}: not valid YAML: {error}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: (top level): expected a mapping with people and tenants"])
+    problems: list[str] = []
+    raw = _expand(raw, (), problems, source)
+    try:
+        document = ConfigDocument.model_validate(raw)
+    except ValidationError as error:
+        problems.extend(f"{source}: {_path(item['loc'])}: {item['msg']}" for item in error.errors())
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return document
+
+
+def load_config(path: Path) -> ConfigDocument:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from None
+    return parse_config(text, source=str(path))
+
+
+def _duplicates(values: list[str]) -> set[str]:
+    seen: set[str] = set()
+    return {v for v in values if v in seen or seen.add(v)}  # type: ignore[func-returns-value]
+
+
+def cross_check(document: ConfigDocument, *, source: str, known_people: set[str]) -> None:
+    """References that must resolve: members to people, teams to policies, accounts to teams."""
+    problems = []
+    people = {person.id for person in document.people} | known_people
+    for dup in _duplicates([p.id for p in document.people]):
+        problems.append(f"{source}: people: {dup!r} is defined twice")
+    for dup in _duplicates([t.id for t in document.tenants]):
+        problems.append(f"{source}: tenants: {dup!r} is defined twice")
+    all_accounts = [a.id for t in document.tenants for a in t.accounts]
+    for dup in _duplicates(all_accounts):
+        problems.append(f"{source}: tenants: account {dup!r} is defined twice")
+    for ti, tenant in enumerate(document.tenants):
+        policies = {policy.name for policy in tenant.sla_policies}
+        teams = {team.id for team in tenant.teams}
+        for mi, team in enumerate(tenant.teams):
+            where = f"tenants[{ti}].teams[{mi}]"
+            if team.sla_policy and team.sla_policy not in policies:
+                problems.append(f"{source}: {where}.sla_policy: no SLA policy {team.sla_policy!r} in tenant {tenant.id!r}")
+            for pi, member in enumerate(team.members):
+                if member not in people:
+                    problems.append(f"{source}: {where}.members[{pi}]: no person {member!r}")
+        for ai, account in enumerate(tenant.accounts):
+            if account.team not in teams:
+                problems.append(f"{source}: tenants[{ti}].accounts[{ai}].team: no team {account.team!r} in tenant {tenant.id!r}")
+    if problems:
+        raise ConfigError(problems)
+
+
+@dataclass
+class Summary:
+    created: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+
+    def count(self, kind: str, created: bool) -> None:
+        target = self.created if created else self.updated
+        target[kind] = target.get(kind, 0) + 1
+
+    def __str__(self) -> str:
+        def render(counts: dict[str, int]) -> str:
+            return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing"
+
+        return f"created {render(self.created)}; updated {render(self.updated)}"
+
+
+async def _upsert(session: AsyncSession, model: type, key: dict[str, Any], values: dict[str, Any], summary: Summary, kind: str) -> None:
+    row = await session.get(model, tuple(key.values()) if len(key) > 1 else next(iter(key.values())))
+    if row is None:
+        session.add(model(**key, **values))
+        summary.count(kind, created=True)
+        return
+    changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+    if changed:
+        for k, v in changed.items():
+            setattr(row, k, v)
+        if hasattr(row, "updated_at"):
+            row.updated_at = utcnow()
+        summary.count(kind, created=False)
+
+
+async def apply_config(
+    sessions: async_sessionmaker[AsyncSession], document: ConfigDocument, *, source: str
+) -> Summary:
+    """Create or update everything in the document, in one transaction."""
+    summary = Summary()
+    async with transaction(sessions) as session:
+        referenced = {m for t in document.tenants for team in t.teams for m in team.members}
+        stored = (await session.exec(select(Person.id).where(col(Person.id).in_(referenced)))).all()
+        cross_check(document, source=source, known_people=set(stored))
+        for person in document.people:
+            await _upsert(session, Person, {"id": person.id}, {"name": person.name, "email": str(person.email)}, summary, "people")
+        for tenant in document.tenants:
+            await _upsert(session, Tenant, {"id": tenant.id}, {"name": tenant.name}, summary, "tenants")
+            for policy in tenant.sla_policies:
+                await _upsert(
+                    session,
+                    SlaPolicy,
+                    {"id": ids.sla_policy_id(tenant_id=tenant.id, name=policy.name)},
+                    {
+                        "tenant_id": tenant.id,
+                        "name": policy.name,
+                        "first_response_seconds": int(policy.first_response.total_seconds()),
+                        "next_response_seconds": int(policy.next_response.total_seconds()) if policy.next_response else None,
+                        "warn_before_seconds": int(policy.warn_before.total_seconds()) if policy.warn_before else None,
+                    },
+                    summary,
+                    "SLA policies",
+                )
+            await session.flush()
+            for team in tenant.teams:
+                team_id = ids.team_id(tenant_id=tenant.id, slug=team.id)
+                await _upsert(
+                    session,
+                    Team,
+                    {"id": team_id},
+                    {
+                        "tenant_id": tenant.id,
+                        "slug": team.id,
+                        "name": team.name,
+                        "sla_policy_id": ids.sla_policy_id(tenant_id=tenant.id, name=team.sla_policy) if team.sla_policy else None,
+                    },
+                    summary,
+                    "teams",
+                )
+                await session.flush()
+                current = set((await session.exec(select(TeamMember.person_id).where(TeamMember.team_id == team_id))).all())
+                wanted = set(team.members)
+                if current != wanted:
+                    await session.execute(delete(TeamMember).where(col(TeamMember.team_id) == team_id))
+                    session.add_all(TeamMember(team_id=team_id, person_id=p) for p in sorted(wanted))
+                    summary.count("team memberships", created=not current)
+            await session.flush()
+            for account in tenant.accounts:
+                existing = await session.get(Account, account.id)
+                if existing is not None and existing.tenant_id != tenant.id:
+                    raise ConfigError([f"{source}: account {account.id!r} belongs to tenant {existing.tenant_id!r}; account ids are unique in the installation"])
+                await _upsert(
+                    session,
+                    Account,
+                    {"id": account.id},
+                    {
+                        "tenant_id": tenant.id,
+                        "platform": account.platform.value,
+                        "handle": account.handle,
+                        "team_id": ids.team_id(tenant_id=tenant.id, slug=account.team),
+                        "webhook_secret": account.webhook_secret,
+                    },
+                    summary,
+                    "accounts",
+                )
+    return summary

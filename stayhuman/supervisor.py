@@ -1,0 +1,188 @@
+"""`stayhuman up`: NATS, the schema and the three services as separate processes.
+
+Each service runs as `python -m stayhuman <service>`, exactly as compose and
+Kubernetes run them. A service that dies is restarted with a growing delay; Ctrl-C
+or SIGTERM stops everything in order.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydantic import Field
+
+from shared.db.migrate import upgrade
+from shared.db.session import is_sqlite
+from shared.settings import CommonSettings
+from stayhuman.natsserver import EmbeddedNats
+
+SERVICES = ("ingest", "router", "notify")
+
+
+class UpSettings(CommonSettings):
+    embedded_nats_port: int = Field(default=0, description="Port of the embedded NATS (0: any free).")
+    ingest_port: int = 8080
+    router_port: int = 8081
+    notify_port: int = 8082
+
+
+@dataclass
+class Child:
+    name: str
+    index: int
+    port: int
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    next_start: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return self.name if self.index == 0 else f"{self.name}-{self.index}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stayhuman", self.name], env=self.env, stdin=subprocess.DEVNULL
+        )
+        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class Supervisor:
+    settings: UpSettings
+    routers: int = 1
+    say: Callable[[str], None] = print
+    nats: EmbeddedNats | None = None
+    children: list[Child] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def check(self) -> None:
+        if self.routers > 1 and is_sqlite(self.settings.sqlalchemy_url):
+            raise SystemExit(
+                "stayhuman up: error: more than one router needs PostgreSQL "
+                "(set STAYHUMAN_DATABASE_URL); SQLite allows a single router"
+            )
+
+    def start(self) -> None:
+        self.check()
+        state = self.settings.state_dir.resolve()
+        state.mkdir(parents=True, exist_ok=True)
+        nats_url = self.settings.nats_url
+        if not nats_url:
+            self.nats = EmbeddedNats(state / "nats", port=self.settings.embedded_nats_port).start()
+            nats_url = self.nats.url
+        database_url = self.settings.sqlalchemy_url
+        upgrade(database_url)
+        env = {
+            **os.environ,
+            "STAYHUMAN_NATS_URL": nats_url,
+            "STAYHUMAN_DATABASE_URL": database_url,
+            "STAYHUMAN_STATE_DIR": str(state),
+        }
+        ports = {"ingest": self.settings.ingest_port, "router": self.settings.router_port, "notify": self.settings.notify_port}
+        for name in SERVICES:
+            for index in range(self.routers if name == "router" else 1):
+                port = ports[name] + index * 10
+                child_env = {**env, f"STAYHUMAN_{name.upper()}_PORT": str(port)}
+                self.children.append(Child(name, index, port, child_env))
+        for child in self.children:
+            child.start()
+        self._wait_ready(timeout=60)
+        host = self.settings.host
+        self.say("StayHuman is up")
+        self.say(f"  NATS      {nats_url}" + (" (embedded)" if self.nats else ""))
+        self.say(f"  database  {_redact(database_url)}")
+        for child in self.children:
+            self.say(f"  {child.label:<9} http://{host}:{child.port}")
+        self.say(f"  webhooks  http://{host}:{ports['ingest']}/webhooks/generic/<account_id>")
+        self.say("Ctrl-C stops everything.")
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(self.children)
+        while pending and time.monotonic() < deadline:
+            for child in list(pending):
+                if not child.alive():
+                    raise RuntimeError(f"{child.label} exited during start-up; see its log above")
+                try:
+                    url = f"http://{self.settings.host}:{child.port}/readyz"
+                    with urllib.request.urlopen(url, timeout=1) as response:
+                        if response.status == 200:
+                            pending.remove(child)
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        if pending:
+            raise RuntimeError("not ready in time: " + ", ".join(c.label for c in pending))
+
+    def watch(self) -> None:
+        """Restart services that die, until asked to stop."""
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            for child in self.children:
+                if child.alive():
+                    if now - child.started_at > 60:
+                        child.restarts = 0
+                    continue
+                if child.next_start == 0.0:
+                    code = child.process.returncode if child.process else None
+                    delay = min(30.0, 0.5 * 2**child.restarts)
+                    self.say(f"stayhuman up: {child.label} exited ({code}); restarting in {delay:.1f}s")
+                    child.next_start = now + delay
+                elif now >= child.next_start:
+                    child.restarts += 1
+                    child.next_start = 0.0
+                    child.start()
+
+    def request_stop(self, *_args: object) -> None:
+        self._stop.set()
+
+    def stop(self) -> None:
+        for child in self.children:
+            if child.alive() and child.process is not None:
+                child.process.send_signal(signal.SIGTERM)
+        for child in self.children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        if self.nats is not None:
+            self.nats.stop()
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def run_up(settings: UpSettings, *, routers: int, on_started: Callable[[Supervisor], None] | None = None) -> int:
+    supervisor = Supervisor(settings, routers=routers)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    try:
+        supervisor.start()
+        if on_started is not None:
+            on_started(supervisor)
+        supervisor.watch()
+    except RuntimeError as error:
+        print(f"stayhuman up: error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        supervisor.stop()
+        print("stayhuman up: stopped", file=sys.stderr)
+    return 0
+

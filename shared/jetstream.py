@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -40,15 +39,14 @@ class ServerTooOld(RuntimeError):
     pass
 
 
-def check_server_version(nc: Client) -> None:
+def check_server_version(version: str, *, where: str) -> None:
     """Message schedules need nats-server 2.12 or newer: say what to upgrade."""
-    version = nc.connected_server_version
-    found = (version.major, version.minor, version.patch)
-    if found < MIN_SERVER_VERSION:
+    parts = [int(p) for p in version.split("-")[0].split(".")[:3] if p.isdigit()]
+    if tuple(parts) < MIN_SERVER_VERSION:
         raise ServerTooOld(
-            f"nats-server {version} at {nc.connected_url.netloc if nc.connected_url else '?'} "
-            "is too old: StayHuman needs 2.12 or newer (JetStream message schedules); "
-            "upgrade the server or unset STAYHUMAN_NATS_URL to use the embedded one"
+            f"nats-server {version} at {where} is too old: StayHuman needs 2.12 or newer "
+            "(JetStream message schedules); upgrade the server, or unset STAYHUMAN_NATS_URL "
+            "so that `stayhuman up` starts the pinned one"
         )
 
 
@@ -203,14 +201,17 @@ class BatchConsumer:
     fetch_timeout: float = 1.0
     retry_delay: float = 1.0
     _task: asyncio.Task[None] | None = None
+    _subscription: JetStreamContext.PullSubscription | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         await ensure_consumer(self.js, self.stream, self.config)
-        subscription = await self.js.pull_subscribe_bind(
+        self._subscription = await self.js.pull_subscribe_bind(
             durable=self.config.durable_name or "", stream=self.stream
         )
-        self._task = asyncio.create_task(self._run(subscription), name=f"consume-{self.stream}")
+        self._task = asyncio.create_task(
+            self._run(self._subscription), name=f"consume-{self.stream}"
+        )
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -218,6 +219,11 @@ class BatchConsumer:
             await asyncio.wait([self._task], timeout=self.fetch_timeout + 10)
             if not self._task.done():
                 self._task.cancel()
+        if self._subscription is not None:
+            # A pull subscription left subscribed stalls the connection's drain
+            # for its whole timeout (30 s).
+            await self._subscription.unsubscribe()
+            self._subscription = None
 
     @property
     def running(self) -> bool:

@@ -62,7 +62,10 @@ class Runtime:
 
     async def start(self) -> None:
         await self.broker.connect()
-        check_server_version(self.nc)
+        check_server_version(
+            self.nc._server_info.get("version", "0"),
+            where=self.nc.connected_url.netloc if self.nc.connected_url else "?",
+        )
         await ensure_streams(self.js, stream_configs(self.stream_settings))
         await self.broker.start()
         log.info("connected", extra={"nats": str(self.nc.connected_url.netloc if self.nc.connected_url else "")})

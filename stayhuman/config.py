@@ -258,7 +258,7 @@ async def apply_config(
                 current = set((await session.exec(select(TeamMember.person_id).where(TeamMember.team_id == team_id))).all())
                 wanted = set(team.members)
                 if current != wanted:
-                    await session.execute(delete(TeamMember).where(col(TeamMember.team_id) == team_id))
+                    await session.exec(delete(TeamMember).where(col(TeamMember.team_id) == team_id))
                     session.add_all(TeamMember(team_id=team_id, person_id=p) for p in sorted(wanted))
                     summary.count("team memberships", created=not current)
             await session.flush()

@@ -85,7 +85,7 @@ def _targets(policy: SlaPolicy) -> SlaTargets:
 
 async def record_assignments(*, session: AsyncSession, assigned: dict[str, datetime]) -> None:
     for person_id, at in assigned.items():
-        await session.execute(
+        await session.exec(
             update(Person).where(col(Person.id) == person_id).values(last_assigned_at=at)
         )
 
@@ -100,4 +100,4 @@ async def get_pending_outbox(
 
 
 async def delete_outbox(*, session: AsyncSession, ids: list[str]) -> None:
-    await session.execute(delete(OutboxMessage).where(col(OutboxMessage.id).in_(ids)))
+    await session.exec(delete(OutboxMessage).where(col(OutboxMessage.id).in_(ids)))

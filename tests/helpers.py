@@ -1,0 +1,91 @@
+"""Small helpers shared by the tests: unique ids, signing, polling, test configurations."""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def generic_body(
+    external_id: str,
+    *,
+    thread_id: str = "thread-1",
+    direction: str = "inbound",
+    created_at: datetime | None = None,
+    text: str = "Is the oat latte back on the menu?",
+    **extra: Any,
+) -> bytes:
+    document = {
+        "external_id": external_id,
+        "kind": "comment",
+        "direction": direction,
+        "thread_id": thread_id,
+        "author": {"id": "author-1", "name": "Dana Reyes", "handle": "@dana"},
+        "text": text,
+        "created_at": (created_at or datetime.now(UTC)).isoformat(),
+        **extra,
+    }
+    return json.dumps(document).encode()
+
+
+def config_yaml(
+    *,
+    tenant: str,
+    account: str,
+    secret: str,
+    people: list[str],
+    first_response: str = "30m",
+    team: str = "care",
+) -> str:
+    lines = ["people:"]
+    for person in people:
+        lines += [f"  - id: {person}", f"    name: Person {person}", f"    email: {person}@example.com"]
+    lines += [
+        "tenants:",
+        f"  - id: {tenant}",
+        f"    name: Tenant {tenant}",
+        "    sla_policies:",
+        "      - name: standard",
+        f"        first_response: {first_response}",
+        "    teams:",
+        f"      - id: {team}",
+        "        name: Care",
+        "        sla_policy: standard",
+        f"        members: [{', '.join(people)}]",
+        "    accounts:",
+        f"      - id: {account}",
+        "        platform: facebook",
+        "        handle: Brand",
+        f"        team: {team}",
+        f"        webhook_secret: {secret}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll until `probe` returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}; last: {last!r}")

@@ -1,0 +1,130 @@
+"""Streams, dedupe, dead letters and version checks against a real nats-server."""
+
+from datetime import timedelta
+
+import pytest
+from nats.aio.client import Client
+
+from shared import subjects
+from shared.jetstream import (
+    DLQ_ERROR,
+    DLQ_SUBJECT,
+    MSG_ID,
+    BatchConsumer,
+    Outgoing,
+    ServerTooOld,
+    StreamSettings,
+    check_server_version,
+    dead_letter,
+    ensure_streams,
+    publish_pipelined,
+    stream_configs,
+    work_consumer,
+)
+
+
+async def test_streams_are_declared_idempotently(nc: Client) -> None:
+    js = nc.jetstream()
+    configs = stream_configs(StreamSettings())
+    await ensure_streams(js, configs)
+    await ensure_streams(js, stream_configs(StreamSettings(events_max_age=timedelta(days=3))))
+    events = await js.stream_info(subjects.EVENTS_STREAM)
+    assert events.config.max_age == timedelta(days=3).total_seconds()
+    timers = await js.stream_info(subjects.TIMERS_STREAM)
+    assert timers.config.allow_msg_schedules is True
+    assert timers.config.max_age in (0, None) and timers.config.max_bytes in (-1, None)
+    assert timers.config.max_msgs in (-1, None)
+
+
+async def test_interactions_are_deduplicated_by_msg_id(nc: Client) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    subject = subjects.interaction_received(tenant_id="acme", account_id="acme-fb")
+    first = await js.publish(subject, b"{}", headers={MSG_ID: "ix:acme:acme-fb:m1:0"})
+    second = await js.publish(subject, b"{}", headers={MSG_ID: "ix:acme:acme-fb:m1:0"})
+    edit = await js.publish(subject, b"{}", headers={MSG_ID: "ix:acme:acme-fb:m1:1"})
+    assert not first.duplicate and second.duplicate and not edit.duplicate
+    assert (await js.stream_info(subjects.INTERACTIONS_STREAM)).state.messages == 2
+
+
+async def test_pipelined_publish_stores_everything(nc: Client) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    messages = [
+        Outgoing(subjects.interaction_received(tenant_id="acme", account_id="a"), b"x", f"id-{i}")
+        for i in range(2000)
+    ]
+    await publish_pipelined(js, messages)
+    await publish_pipelined(js, messages[:100])  # republished: deduplicated
+    assert (await js.stream_info(subjects.INTERACTIONS_STREAM)).state.messages == 2000
+
+
+async def test_pipelined_publish_raises_when_nothing_stores(nc: Client) -> None:
+    js = nc.jetstream()
+    with pytest.raises(Exception):  # noqa: B017 - no stream: no responders or timeout
+        await publish_pipelined(js, [Outgoing("sh.nowhere.x", b"x", "id-1")], timeout=2)
+
+
+async def test_poison_message_reaches_dead_letter_with_error(nc: Client) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    subject = subjects.interaction_received(tenant_id="acme", account_id="acme-fb")
+    await js.publish(subject, b"not json", headers={MSG_ID: "poison"})
+    seen: list[int] = []
+
+    async def handler(batch: list) -> None:  # type: ignore[type-arg]
+        for msg in batch:
+            seen.append(msg.metadata.num_delivered)
+            if msg.metadata.num_delivered >= 3:
+                await dead_letter(js, msg, stream=subjects.INTERACTIONS_STREAM, consumer="t", error="boom: bad")
+            else:
+                raise ValueError("cannot parse")
+
+    consumer = BatchConsumer(
+        js=js,
+        stream=subjects.INTERACTIONS_STREAM,
+        config=work_consumer(
+            durable="t", filter_subject=subjects.all_interactions(), ack_wait=timedelta(seconds=5), max_deliver=3
+        ),
+        handler=handler,
+        retry_delay=0.1,
+        fetch_timeout=0.2,
+    )
+    await consumer.start()
+    sub = await js.pull_subscribe(subjects.dead_letter(stream=subjects.INTERACTIONS_STREAM, consumer="t"), durable="dlq")
+    msgs = await sub.fetch(1, timeout=10)
+    await sub.unsubscribe()
+    await consumer.stop()
+    assert seen == [1, 2, 3]
+    assert msgs[0].data == b"not json"
+    assert msgs[0].headers is not None
+    assert msgs[0].headers[DLQ_ERROR] == "boom: bad"
+    assert msgs[0].headers[DLQ_SUBJECT] == subject
+    info = await js.consumer_info(subjects.INTERACTIONS_STREAM, "t")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_old_servers_are_refused_with_advice(nc: Client) -> None:
+    check_server_version(nc._server_info["version"], where="test")  # the pinned server is new enough
+    check_server_version("2.12.0", where="test")
+    with pytest.raises(ServerTooOld, match=r"2\.9\.10 at nats1:4222 is too old: StayHuman needs 2\.12"):
+        check_server_version("2.9.10", where="nats1:4222")
+    with pytest.raises(ServerTooOld):
+        check_server_version("2.11.9-beta", where="nats1:4222")
+
+
+async def test_schedule_stream_fires_into_itself(nc: Client) -> None:
+    """The timer stream accepts `@at` schedules with one subject per conversation."""
+    from datetime import UTC, datetime
+
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    cid = "c" * 32
+    sched = subjects.timer_schedule(tenant_id="acme", conversation_id=cid)
+    fired = subjects.timer_fired(tenant_id="acme", conversation_id=cid)
+    sub = await js.pull_subscribe(subjects.all_timers_fired(), durable="probe")
+    at = (datetime.now(UTC) + timedelta(milliseconds=300)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    await js.publish(sched, b"v1", headers={"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": fired})
+    msgs = await sub.fetch(1, timeout=5)
+    await sub.unsubscribe()
+    assert msgs[0].subject == fired and msgs[0].data == b"v1"

@@ -1,0 +1,163 @@
+"""The router's hot path against a real nats-server and each database."""
+
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.ingest.generic import GenericInteraction, normalise
+from services.router.handler import CONSUMER, InteractionRouter, OutboxRelay
+from shared import subjects
+from shared.db.models import Conversation, Interaction, OutboxMessage
+from shared.db.session import create_engine, session_factory
+from shared.events import InteractionReceived, Platform
+from shared.ids import dedupe_key
+from shared.jetstream import DLQ_ERROR, MSG_ID, StreamSettings, ensure_consumer, ensure_streams, stream_configs, work_consumer
+from stayhuman.config import apply_config, parse_config
+from tests.helpers import config_yaml, generic_body
+
+
+@dataclass
+class Setup:
+    js: JetStreamContext
+    sessions: async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+async def setup(nc: Client, database_url: str) -> AsyncIterator[Setup]:
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    await ensure_consumer(
+        js,
+        subjects.INTERACTIONS_STREAM,
+        work_consumer(durable=CONSUMER, filter_subject=subjects.all_interactions(), ack_wait=timedelta(seconds=30), max_deliver=3),
+    )
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    document = parse_config(
+        config_yaml(tenant="acme", account="acme-fb", secret="s" * 20, people=["maria", "li"]), source="t.yaml"
+    )
+    await apply_config(sessions, document, source="t.yaml")
+    yield Setup(js, sessions)
+    await engine.dispose()
+
+
+def event(external_id: str, *, account: str = "acme-fb", **kwargs: Any) -> InteractionReceived:
+    payload = GenericInteraction.model_validate_json(generic_body(external_id, **kwargs))
+    return normalise(
+        payload, tenant_id="acme", account_id=account, platform=Platform.facebook,
+        received_at=datetime.now(UTC), correlation_id=f"cid-{external_id}",
+    )
+
+
+async def publish(js: JetStreamContext, *events: InteractionReceived, raw: bytes | None = None) -> None:
+    for ev in events:
+        await js.publish(
+            subjects.interaction_received(tenant_id=ev.tenant_id, account_id=ev.account_id),
+            ev.model_dump_json().encode(),
+            headers={MSG_ID: dedupe_key(tenant_id=ev.tenant_id, account_id=ev.account_id, external_id=ev.external_id, edit_version=ev.edit_version)},
+        )
+    if raw is not None:
+        await js.publish(subjects.interaction_received(tenant_id="acme", account_id="acme-fb"), raw)
+
+
+async def fetch_all(js: JetStreamContext, count: int) -> list[Any]:
+    sub = await js.pull_subscribe_bind(durable=CONSUMER, stream=subjects.INTERACTIONS_STREAM)
+    msgs = await sub.fetch(count, timeout=5)
+    await sub.unsubscribe()
+    return msgs
+
+
+async def stored_events(js: JetStreamContext) -> dict[str, int]:
+    info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=">")
+    return dict(info.state.subjects or {})
+
+
+def router(setup: Setup, js: Any = None) -> InteractionRouter:
+    return InteractionRouter(js=js or setup.js, sessions=setup.sessions, backfill_cutoff=timedelta(hours=24), max_deliver=3)
+
+
+async def test_batch_opens_assigns_and_responds(setup: Setup) -> None:
+    t0 = datetime.now(UTC) - timedelta(minutes=1)
+    await publish(
+        setup.js,
+        event("m1", thread_id="post-1", created_at=t0),
+        event("m2", thread_id="post-2", created_at=t0),
+        event("m3", thread_id="post-1", created_at=t0 + timedelta(seconds=5)),
+        event("r1", thread_id="post-1", direction="outbound", created_at=t0 + timedelta(seconds=30)),
+    )
+    await router(setup).handle_batch(await fetch_all(setup.js, 4))
+    async with setup.sessions() as session:
+        conversations = {c.thread_id: c for c in (await session.exec(select(Conversation))).all()}
+        interactions = (await session.exec(select(Interaction))).all()
+        outbox = (await session.exec(select(OutboxMessage))).all()
+    assert len(interactions) == 4 and outbox == []
+    assert conversations["post-1"].state == "responded"
+    assert conversations["post-2"].state == "open"
+    assert {conversations["post-1"].owner_id, conversations["post-2"].owner_id} == {"maria", "li"}
+    assert conversations["post-2"].due_at == t0 + timedelta(minutes=30)
+    events = await stored_events(setup.js)
+    kinds = sorted(subject.split(".")[1] + "." + subject.split(".")[-1] if subject.startswith("sh.conv") else "deadline" for subject in events)
+    assert kinds.count("conv.assigned") == 2 and kinds.count("conv.responded") == 1
+    p1 = conversations["post-1"].id
+    assert events[subjects.deadline(tenant_id="acme", conversation_id=p1)] == 2  # set, then cleared
+    info = await setup.js.consumer_info(subjects.INTERACTIONS_STREAM, CONSUMER)
+    assert info.num_ack_pending == 0
+
+
+async def test_redelivered_batch_changes_nothing(setup: Setup) -> None:
+    await publish(setup.js, event("m1"), event("m2", thread_id="other"))
+    msgs = await fetch_all(setup.js, 2)
+    await router(setup).handle_batch(msgs)
+    before = await stored_events(setup.js)
+    # A redelivery after a crash: the same messages arrive again, as new deliveries.
+    await router(setup).handle_batch([dataclasses.replace(m, _ackd=False) for m in msgs])
+    assert await stored_events(setup.js) == before
+    async with setup.sessions() as session:
+        assert len((await session.exec(select(Conversation))).all()) == 2
+        assert len((await session.exec(select(Interaction))).all()) == 2
+
+
+class FailingPublishes:
+    """A JetStream that stores nothing: NATS went away right after the commit."""
+
+    def __init__(self, real: JetStreamContext) -> None:
+        self._real = real
+
+    async def publish_async(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("nats unavailable")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+async def test_events_committed_but_not_published_are_relayed_once(setup: Setup) -> None:
+    await publish(setup.js, event("m1"))
+    await router(setup, js=FailingPublishes(setup.js)).handle_batch(await fetch_all(setup.js, 1))
+    assert await stored_events(setup.js) == {}
+    async with setup.sessions() as session:
+        assert len((await session.exec(select(OutboxMessage))).all()) == 3  # opened, assigned, deadline
+    relay = OutboxRelay(setup.js, setup.sessions)
+    assert await relay.relay_once(everything=True) == 3
+    assert await relay.relay_once(everything=True) == 0
+    assert sum((await stored_events(setup.js)).values()) == 3
+
+
+async def test_unknown_account_and_garbage_go_to_dead_letter(setup: Setup) -> None:
+    await publish(setup.js, event("m1", account="ghost-account"), raw=b'{"type": "something else"}')
+    await router(setup).handle_batch(await fetch_all(setup.js, 2))
+    sub = await setup.js.pull_subscribe(subjects.dead_letter(stream=subjects.INTERACTIONS_STREAM, consumer=CONSUMER), durable="check")
+    letters = await sub.fetch(2, timeout=5)
+    await sub.unsubscribe()
+    errors = sorted(m.headers[DLQ_ERROR].split(":")[0] for m in letters)
+    assert errors == ["invalid interaction", "unknown account 'ghost-account'"]
+    async with setup.sessions() as session:
+        assert (await session.exec(select(Interaction))).all() == []

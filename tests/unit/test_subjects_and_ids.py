@@ -1,0 +1,31 @@
+import pytest
+
+from shared import ids, subjects
+
+
+def test_subjects_carry_tenant_and_internal_ids() -> None:
+    cid = ids.conversation_id(account_id="acme-fb", thread_id="104857600000001_900000000000001")
+    assert subjects.interaction_received(tenant_id="acme", account_id="acme-fb") == "sh.ix.acme.acme-fb"
+    assert subjects.conversation_event(tenant_id="acme", conversation_id=cid, event="assigned") == (
+        f"sh.conv.acme.{cid}.assigned"
+    )
+    assert subjects.deadline(tenant_id="acme", conversation_id=cid) == f"sh.deadline.acme.{cid}"
+
+
+@pytest.mark.parametrize("bad", ["a.b", "at://did:plc:x/app.bsky.feed.post/1", "*", ">", "A B", ""])
+def test_subjects_refuse_raw_platform_ids(bad: str) -> None:
+    with pytest.raises(ValueError):
+        subjects.interaction_received(tenant_id="acme", account_id=bad)
+
+
+def test_derived_ids_are_deterministic_and_distinct() -> None:
+    a = ids.interaction_id(tenant_id="t", account_id="a", external_id="m1", edit_version=0)
+    assert a == ids.interaction_id(tenant_id="t", account_id="a", external_id="m1", edit_version=0)
+    assert a != ids.interaction_id(tenant_id="t", account_id="a", external_id="m1", edit_version=1)
+    assert a != ids.interaction_id(tenant_id="t", account_id="b", external_id="m1", edit_version=0)
+    assert ids.conversation_id(account_id="a", thread_id="x") != ids.conversation_id(account_id="b", thread_id="x")
+
+
+def test_dedupe_key_names_tenant_account_message_and_edit() -> None:
+    key = ids.dedupe_key(tenant_id="t", account_id="a", external_id="m_1", edit_version=2)
+    assert key == "ix:t:a:m_1:2"

@@ -1,0 +1,101 @@
+"""The whole stack as a user runs it: `stayhuman up` in its own process group."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from stayhuman.natsserver import EmbeddedNats, free_port
+from tests.helpers import sign
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    nats: EmbeddedNats | None = None
+    process: subprocess.Popen[bytes] | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.workdir / "state"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "up.log"
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite+aiosqlite:///{self.state_dir / 'stayhuman.db'}"
+
+    def env(self) -> dict[str, str]:
+        if not self.ports:
+            self.ports = {name: free_port() for name in ("ingest", "router", "notify")}
+        env = {
+            **os.environ,
+            "STAYHUMAN_STATE_DIR": str(self.state_dir),
+            "STAYHUMAN_DATABASE_URL": self.database_url,
+            "STAYHUMAN_INGEST_PORT": str(self.ports["ingest"]),
+            "STAYHUMAN_ROUTER_PORT": str(self.ports["router"]),
+            "STAYHUMAN_NOTIFY_PORT": str(self.ports["notify"]),
+            "STAYHUMAN_LOG_JSON": "true",
+            **self.env_overrides,
+        }
+        if self.nats is not None:
+            env["STAYHUMAN_NATS_URL"] = self.nats.url
+        return env
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "stayhuman", *args],
+            env=self.env(), capture_output=True, text=True, check=check, timeout=120,
+        )
+
+    def start(self, timeout: float = 60) -> "Stack":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stayhuman", "up"],
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"stayhuman up exited:\n{self.log_path.read_text()[-5000:]}")
+            if "StayHuman is up" in self.log_path.read_text(errors="replace"):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"stayhuman up not ready:\n{self.log_path.read_text()[-5000:]}")
+
+    def url(self, service: str, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}{path}"
+
+    def service_pid(self, service: str) -> int:
+        return int(httpx.get(self.url(service, "/healthz"), timeout=5).json()["pid"])
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+async def post_webhook(
+    client: httpx.AsyncClient, stack: Stack, account: str, secret: str, body: bytes, **headers: str
+) -> httpx.Response:
+    all_headers: dict[str, Any] = {"Content-Type": "application/json", "X-Signature-256": sign(secret, body), **headers}
+    return await client.post(stack.url("ingest", f"/webhooks/generic/{account}"), content=body, headers=all_headers)

@@ -61,19 +61,13 @@ class StreamSettings:
 
 def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
     """Every stream StayHuman uses, with the limits that keep each one honest."""
-    common = {
-        "storage": StorageType.FILE,
-        "num_replicas": settings.replicas,
-        "duplicate_window": settings.duplicate_window.total_seconds(),
-    }
-    return [
+    configs = [
         StreamConfig(
             name=subjects.INTERACTIONS_STREAM,
             subjects=[subjects.all_interactions()],
             retention=RetentionPolicy.LIMITS,
             max_age=settings.interactions_max_age.total_seconds(),
             description="Normalised interactions from every platform",
-            **common,
         ),
         StreamConfig(
             name=subjects.EVENTS_STREAM,
@@ -81,7 +75,6 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             max_age=settings.events_max_age.total_seconds(),
             description="Conversation lifecycle events and deadline contracts",
-            **common,
         ),
         StreamConfig(
             name=subjects.TIMERS_STREAM,
@@ -94,7 +87,6 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
             max_msgs_per_subject=1,
             allow_msg_schedules=True,
             description="One armed schedule per conversation, and the messages they fire",
-            **common,
         ),
         StreamConfig(
             name=subjects.DEAD_LETTER_STREAM,
@@ -102,9 +94,13 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             max_age=settings.dead_letter_max_age.total_seconds(),
             description="Messages that could not be processed, kept with their error",
-            **common,
         ),
     ]
+    for config in configs:
+        config.storage = StorageType.FILE
+        config.num_replicas = settings.replicas
+        config.duplicate_window = settings.duplicate_window.total_seconds()
+    return configs
 
 
 async def ensure_streams(js: JetStreamContext, configs: Sequence[StreamConfig]) -> None:
@@ -209,9 +205,7 @@ class BatchConsumer:
         self._subscription = await self.js.pull_subscribe_bind(
             durable=self.config.durable_name or "", stream=self.stream
         )
-        self._task = asyncio.create_task(
-            self._run(self._subscription), name=f"consume-{self.stream}"
-        )
+        self._task = asyncio.create_task(self._run(self._subscription), name=f"consume-{self.stream}")
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -267,9 +261,7 @@ def is_last_delivery(msg: Msg, max_deliver: int) -> bool:
     return msg.metadata.num_delivered >= max_deliver
 
 
-async def dead_letter(
-    js: JetStreamContext, msg: Msg, *, stream: str, consumer: str, error: str
-) -> None:
+async def dead_letter(js: JetStreamContext, msg: Msg, *, stream: str, consumer: str, error: str) -> None:
     """Keep a poison message with its error on the dead-letter stream, then stop its delivery."""
     metadata = msg.metadata
     headers = dict(msg.headers or {})
@@ -279,9 +271,7 @@ async def dead_letter(
     headers[DLQ_SEQUENCE] = str(metadata.sequence.stream)
     headers[DLQ_DELIVERIES] = str(metadata.num_delivered)
     headers[MSG_ID] = f"dlq:{stream}:{consumer}:{metadata.sequence.stream}"
-    await js.publish(
-        subjects.dead_letter(stream=stream, consumer=consumer), msg.data, headers=headers
-    )
+    await js.publish(subjects.dead_letter(stream=stream, consumer=consumer), msg.data, headers=headers)
     await msg.term()
     log.warning(
         "message dead-lettered",

@@ -68,7 +68,9 @@ class Runtime:
         )
         await ensure_streams(self.js, stream_configs(self.stream_settings))
         await self.broker.start()
-        log.info("connected", extra={"nats": str(self.nc.connected_url.netloc if self.nc.connected_url else "")})
+        log.info(
+            "connected", extra={"nats": str(self.nc.connected_url.netloc if self.nc.connected_url else "")}
+        )
 
     async def stop(self) -> None:
         await self.broker.stop()

@@ -27,9 +27,7 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="STAYHUMAN_", env_file=".env", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="STAYHUMAN_", env_file=".env", extra="ignore", frozen=True)
 
     nats_url: str | None = Field(
         default=None,

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, ValidationError
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import ids
@@ -147,8 +147,7 @@ def load_config(path: Path) -> ConfigDocument:
 
 
 def _duplicates(values: list[str]) -> set[str]:
-    seen: set[str] = set()
-    return {v for v in values if v in seen or seen.add(v)}  # type: ignore[func-returns-value]
+    return {value for value in values if values.count(value) > 1}
 
 
 def cross_check(document: ConfigDocument, *, source: str, known_people: set[str]) -> None:
@@ -168,13 +167,17 @@ def cross_check(document: ConfigDocument, *, source: str, known_people: set[str]
         for mi, team in enumerate(tenant.teams):
             where = f"tenants[{ti}].teams[{mi}]"
             if team.sla_policy and team.sla_policy not in policies:
-                problems.append(f"{source}: {where}.sla_policy: no SLA policy {team.sla_policy!r} in tenant {tenant.id!r}")
+                problems.append(
+                    f"{source}: {where}.sla_policy: no SLA policy {team.sla_policy!r} in tenant {tenant.id!r}"
+                )
             for pi, member in enumerate(team.members):
                 if member not in people:
                     problems.append(f"{source}: {where}.members[{pi}]: no person {member!r}")
         for ai, account in enumerate(tenant.accounts):
             if account.team not in teams:
-                problems.append(f"{source}: tenants[{ti}].accounts[{ai}].team: no team {account.team!r} in tenant {tenant.id!r}")
+                problems.append(
+                    f"{source}: tenants[{ti}].accounts[{ai}].team: no team {account.team!r} in tenant {tenant.id!r}"
+                )
     if problems:
         raise ConfigError(problems)
 
@@ -195,10 +198,17 @@ class Summary:
         return f"created {render(self.created)}; updated {render(self.updated)}"
 
 
-async def _upsert(session: AsyncSession, model: type, key: dict[str, Any], values: dict[str, Any], summary: Summary, kind: str) -> None:
-    row = await session.get(model, tuple(key.values()) if len(key) > 1 else next(iter(key.values())))
+async def _upsert(
+    session: AsyncSession,
+    model: type[SQLModel],
+    key: str,
+    values: dict[str, Any],
+    summary: Summary,
+    kind: str,
+) -> None:
+    row = await session.get(model, key)
     if row is None:
-        session.add(model(**key, **values))
+        session.add(model(id=key, **values))
         summary.count(kind, created=True)
         return
     changed = {k: v for k, v in values.items() if getattr(row, k) != v}
@@ -220,20 +230,31 @@ async def apply_config(
         stored = (await session.exec(select(Person.id).where(col(Person.id).in_(referenced)))).all()
         cross_check(document, source=source, known_people=set(stored))
         for person in document.people:
-            await _upsert(session, Person, {"id": person.id}, {"name": person.name, "email": str(person.email)}, summary, "people")
+            await _upsert(
+                session,
+                Person,
+                person.id,
+                {"name": person.name, "email": str(person.email)},
+                summary,
+                "people",
+            )
         for tenant in document.tenants:
-            await _upsert(session, Tenant, {"id": tenant.id}, {"name": tenant.name}, summary, "tenants")
+            await _upsert(session, Tenant, tenant.id, {"name": tenant.name}, summary, "tenants")
             for policy in tenant.sla_policies:
                 await _upsert(
                     session,
                     SlaPolicy,
-                    {"id": ids.sla_policy_id(tenant_id=tenant.id, name=policy.name)},
+                    ids.sla_policy_id(tenant_id=tenant.id, name=policy.name),
                     {
                         "tenant_id": tenant.id,
                         "name": policy.name,
                         "first_response_seconds": int(policy.first_response.total_seconds()),
-                        "next_response_seconds": int(policy.next_response.total_seconds()) if policy.next_response else None,
-                        "warn_before_seconds": int(policy.warn_before.total_seconds()) if policy.warn_before else None,
+                        "next_response_seconds": int(policy.next_response.total_seconds())
+                        if policy.next_response
+                        else None,
+                        "warn_before_seconds": int(policy.warn_before.total_seconds())
+                        if policy.warn_before
+                        else None,
                     },
                     summary,
                     "SLA policies",
@@ -244,18 +265,24 @@ async def apply_config(
                 await _upsert(
                     session,
                     Team,
-                    {"id": team_id},
+                    team_id,
                     {
                         "tenant_id": tenant.id,
                         "slug": team.id,
                         "name": team.name,
-                        "sla_policy_id": ids.sla_policy_id(tenant_id=tenant.id, name=team.sla_policy) if team.sla_policy else None,
+                        "sla_policy_id": ids.sla_policy_id(tenant_id=tenant.id, name=team.sla_policy)
+                        if team.sla_policy
+                        else None,
                     },
                     summary,
                     "teams",
                 )
                 await session.flush()
-                current = set((await session.exec(select(TeamMember.person_id).where(TeamMember.team_id == team_id))).all())
+                current = set(
+                    (
+                        await session.exec(select(TeamMember.person_id).where(TeamMember.team_id == team_id))
+                    ).all()
+                )
                 wanted = set(team.members)
                 if current != wanted:
                     await session.exec(delete(TeamMember).where(col(TeamMember.team_id) == team_id))
@@ -265,11 +292,15 @@ async def apply_config(
             for account in tenant.accounts:
                 existing = await session.get(Account, account.id)
                 if existing is not None and existing.tenant_id != tenant.id:
-                    raise ConfigError([f"{source}: account {account.id!r} belongs to tenant {existing.tenant_id!r}; account ids are unique in the installation"])
+                    raise ConfigError(
+                        [
+                            f"{source}: account {account.id!r} belongs to tenant {existing.tenant_id!r}; account ids are unique in the installation"
+                        ]
+                    )
                 await _upsert(
                     session,
                     Account,
-                    {"id": account.id},
+                    account.id,
                     {
                         "tenant_id": tenant.id,
                         "platform": account.platform.value,

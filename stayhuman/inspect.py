@@ -8,7 +8,9 @@ from shared.db.models import Conversation, Person
 from shared.db.session import create_engine, session_factory
 
 
-async def list_conversations(url: str, *, tenant: str | None, state: str | None, limit: int) -> list[dict[str, Any]]:
+async def list_conversations(
+    url: str, *, tenant: str | None, state: str | None, limit: int
+) -> list[dict[str, Any]]:
     engine = create_engine(url)
     try:
         async with session_factory(engine)() as session:
@@ -63,4 +65,6 @@ def render_table(rows: list[dict[str, Any]]) -> str:
             )
         )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+    return "\n".join(
+        "  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )

@@ -89,7 +89,11 @@ class Supervisor:
             "STAYHUMAN_DATABASE_URL": database_url,
             "STAYHUMAN_STATE_DIR": str(state),
         }
-        ports = {"ingest": self.settings.ingest_port, "router": self.settings.router_port, "notify": self.settings.notify_port}
+        ports = {
+            "ingest": self.settings.ingest_port,
+            "router": self.settings.router_port,
+            "notify": self.settings.notify_port,
+        }
         for name in SERVICES:
             for index in range(self.routers if name == "router" else 1):
                 port = ports[name] + index * 10
@@ -169,7 +173,9 @@ def _redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def run_up(settings: UpSettings, *, routers: int, on_started: Callable[[Supervisor], None] | None = None) -> int:
+def run_up(
+    settings: UpSettings, *, routers: int, on_started: Callable[[Supervisor], None] | None = None
+) -> int:
     supervisor = Supervisor(settings, routers=routers)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
@@ -185,4 +191,3 @@ def run_up(settings: UpSettings, *, routers: int, on_started: Callable[[Supervis
         supervisor.stop()
         print("stayhuman up: stopped", file=sys.stderr)
     return 0
-

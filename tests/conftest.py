@@ -36,7 +36,10 @@ async def _create_postgres_database() -> str:
     base = make_url(POSTGRES_URL)
     name = f"sh_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(
-        host=base.host, port=base.port or 5432, user=base.username, password=base.password,
+        host=base.host,
+        port=base.port or 5432,
+        user=base.username,
+        password=base.password,
         database=base.database or "postgres",
     )
     try:
@@ -49,7 +52,10 @@ async def _create_postgres_database() -> str:
 async def _drop_postgres_database(url: str) -> None:
     target = make_url(url)
     admin = await asyncpg.connect(
-        host=target.host, port=target.port or 5432, user=target.username, password=target.password,
+        host=target.host,
+        port=target.port or 5432,
+        user=target.username,
+        password=target.password,
         database=make_url(POSTGRES_URL or "").database or "postgres",
     )
     try:

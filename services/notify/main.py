@@ -12,9 +12,7 @@ from shared.runtime import Runtime, health_router, install_error_handlers
 
 
 def create_app(settings: NotifySettings) -> FastAPI:
-    runtime = Runtime(
-        "notify", settings, required_streams=(subjects.EVENTS_STREAM, subjects.TIMERS_STREAM)
-    )
+    runtime = Runtime("notify", settings, required_streams=(subjects.EVENTS_STREAM, subjects.TIMERS_STREAM))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -123,9 +123,7 @@ class InteractionRouter:
                 await msg.nak(delay=1.0)
 
     async def _dead_letter(self, msg: Msg, error: str) -> None:
-        await dead_letter(
-            self.js, msg, stream=subjects.INTERACTIONS_STREAM, consumer=CONSUMER, error=error
-        )
+        await dead_letter(self.js, msg, stream=subjects.INTERACTIONS_STREAM, consumer=CONSUMER, error=error)
 
     async def _route(self, items: list[tuple[Msg, InteractionReceived]]) -> None:
         with BATCH_SECONDS.time():
@@ -147,9 +145,7 @@ class InteractionRouter:
             else:
                 await msg.ack()
 
-    async def _commit(
-        self, interactions: list[InteractionReceived]
-    ) -> tuple[list[OutboxMessage], set[str]]:
+    async def _commit(self, interactions: list[InteractionReceived]) -> tuple[list[OutboxMessage], set[str]]:
         now = utcnow()
         rows: list[OutboxMessage] = []
         unknown: set[str] = set()
@@ -172,7 +168,9 @@ class InteractionRouter:
             )
             conversations = await store.get_conversations(
                 session=session,
-                ids={conversation_id(account_id=ix.account_id, thread_id=ix.thread_id) for ix in fresh.values()},
+                ids={
+                    conversation_id(account_id=ix.account_id, thread_id=ix.thread_id) for ix in fresh.values()
+                },
             )
             assigned: dict[str, datetime] = {}
             for ix in fresh.values():

@@ -36,20 +36,15 @@ async def get_routing_contexts(
     *, session: AsyncSession, account_ids: Iterable[str], backfill_cutoff: timedelta
 ) -> dict[str, RoutingContext]:
     """One context per known account; accounts of one team share their candidates."""
-    accounts = (
-        await session.exec(select(Account).where(col(Account.id).in_(list(account_ids))))
-    ).all()
+    accounts = (await session.exec(select(Account).where(col(Account.id).in_(list(account_ids))))).all()
     team_ids = {account.team_id for account in accounts}
     teams = {
-        team.id: team
-        for team in (await session.exec(select(Team).where(col(Team.id).in_(team_ids)))).all()
+        team.id: team for team in (await session.exec(select(Team).where(col(Team.id).in_(team_ids)))).all()
     }
     policy_ids = {team.sla_policy_id for team in teams.values() if team.sla_policy_id}
     policies = {
         policy.id: policy
-        for policy in (
-            await session.exec(select(SlaPolicy).where(col(SlaPolicy.id).in_(policy_ids)))
-        ).all()
+        for policy in (await session.exec(select(SlaPolicy).where(col(SlaPolicy.id).in_(policy_ids)))).all()
     }
     members: dict[str, list[Candidate]] = {team_id: [] for team_id in teams}
     rows = await session.exec(
@@ -85,9 +80,7 @@ def _targets(policy: SlaPolicy) -> SlaTargets:
 
 async def record_assignments(*, session: AsyncSession, assigned: dict[str, datetime]) -> None:
     for person_id, at in assigned.items():
-        await session.exec(
-            update(Person).where(col(Person.id) == person_id).values(last_assigned_at=at)
-        )
+        await session.exec(update(Person).where(col(Person.id) == person_id).values(last_assigned_at=at))
 
 
 async def get_pending_outbox(

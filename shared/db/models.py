@@ -8,7 +8,6 @@ from sqlmodel import Field, SQLModel
 from shared.db.types import UtcDateTime
 from shared.events import utcnow
 
-
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -17,7 +16,7 @@ SQLModel.metadata.naming_convention = {
 }
 
 
-def _utc(*, nullable: bool = False, index: bool = False) -> Column:  # type: ignore[type-arg]
+def _utc(*, nullable: bool = False, index: bool = False) -> Column:
     return Column(UtcDateTime(), nullable=nullable, index=index)
 
 

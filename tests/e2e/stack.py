@@ -55,7 +55,11 @@ class Stack:
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "stayhuman", *args],
-            env=self.env(), capture_output=True, text=True, check=check, timeout=120,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
         )
 
     def start(self, timeout: float = 60) -> "Stack":
@@ -63,7 +67,10 @@ class Stack:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stayhuman", "up"],
-            env=self.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -97,5 +104,11 @@ class Stack:
 async def post_webhook(
     client: httpx.AsyncClient, stack: Stack, account: str, secret: str, body: bytes, **headers: str
 ) -> httpx.Response:
-    all_headers: dict[str, Any] = {"Content-Type": "application/json", "X-Signature-256": sign(secret, body), **headers}
-    return await client.post(stack.url("ingest", f"/webhooks/generic/{account}"), content=body, headers=all_headers)
+    all_headers: dict[str, Any] = {
+        "Content-Type": "application/json",
+        "X-Signature-256": sign(secret, body),
+        **headers,
+    }
+    return await client.post(
+        stack.url("ingest", f"/webhooks/generic/{account}"), content=body, headers=all_headers
+    )

@@ -28,7 +28,9 @@ def started_stack(workdir: Path, nats_server: EmbeddedNats, **env: str) -> Stack
     stack = Stack(workdir, env_overrides=env, nats=nats_server)
     config = workdir / "acme.yaml"
     workdir.mkdir(parents=True, exist_ok=True)
-    config.write_text(config_yaml(tenant="acme", account="acme-fb", secret=SECRET, people=["maria", "li", "sam"]))
+    config.write_text(
+        config_yaml(tenant="acme", account="acme-fb", secret=SECRET, people=["maria", "li", "sam"])
+    )
     stack.cli("migrate")
     stack.cli("apply", "-f", str(config))
     return stack.start()
@@ -74,11 +76,16 @@ def _metric(text: str, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-async def test_router_killed_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, nats_server: EmbeddedNats) -> None:
+async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
     total = 2000
     stack = started_stack(
-        tmp_path / "stack", nats_server,
-        STAYHUMAN_ROUTER_ACK_WAIT="2s", STAYHUMAN_ROUTER_BATCH_SIZE="50", STAYHUMAN_LOG_LEVEL="warning",
+        tmp_path / "stack",
+        nats_server,
+        STAYHUMAN_ROUTER_ACK_WAIT="2s",
+        STAYHUMAN_ROUTER_BATCH_SIZE="50",
+        STAYHUMAN_LOG_LEVEL="warning",
     )
     try:
         router_pid = stack.service_pid("router")

@@ -15,7 +15,10 @@ pytestmark = pytest.mark.e2e
 def test_a_second_router_is_refused_on_sqlite(stack: Stack) -> None:
     second = subprocess.run(
         [sys.executable, "-m", "stayhuman", "router"],
-        env={**stack.env(), "STAYHUMAN_ROUTER_PORT": "0", "STAYHUMAN_NATS_URL": "nats://127.0.0.1:1"}, capture_output=True, text=True, timeout=60,
+        env={**stack.env(), "STAYHUMAN_ROUTER_PORT": "0", "STAYHUMAN_NATS_URL": "nats://127.0.0.1:1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert second.returncode == 2
     assert "a router is already running against this SQLite database" in second.stderr
@@ -29,7 +32,10 @@ def test_up_refuses_several_routers_on_sqlite(tmp_path: Path) -> None:
 
 
 def test_bad_settings_stop_with_the_variable_named(tmp_path: Path) -> None:
-    stack = Stack(tmp_path, env_overrides={"STAYHUMAN_ROUTER_MAX_DELIVER": "1", "STAYHUMAN_NATS_URL": "nats://127.0.0.1:1"})
+    stack = Stack(
+        tmp_path,
+        env_overrides={"STAYHUMAN_ROUTER_MAX_DELIVER": "1", "STAYHUMAN_NATS_URL": "nats://127.0.0.1:1"},
+    )
     result = stack.cli("router", check=False)
     assert result.returncode == 2
     assert "STAYHUMAN_ROUTER_MAX_DELIVER" in result.stderr
@@ -46,7 +52,8 @@ def test_sigterm_stops_every_process(tmp_path: Path) -> None:
     assert "stayhuman up: stopped" in stack.logs()
     # the embedded nats-server, started with the state folder in its arguments, is gone too
     leftovers = [
-        proc for proc in Path("/proc").iterdir()
+        proc
+        for proc in Path("/proc").iterdir()
         if proc.name.isdigit() and str(stack.state_dir) in _cmdline(proc)
     ]
     assert leftovers == []

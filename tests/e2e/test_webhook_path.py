@@ -20,7 +20,9 @@ async def conversation_of(stack: Stack, thread_id: str) -> Conversation | None:
     engine = create_engine(stack.database_url)
     try:
         async with session_factory(engine)() as session:
-            return (await session.exec(select(Conversation).where(Conversation.thread_id == thread_id))).first()
+            return (
+                await session.exec(select(Conversation).where(Conversation.thread_id == thread_id))
+            ).first()
     finally:
         await engine.dispose()
 
@@ -29,7 +31,9 @@ async def interactions_of(stack: Stack, thread_id: str) -> list[Interaction]:
     engine = create_engine(stack.database_url)
     try:
         async with session_factory(engine)() as session:
-            return list((await session.exec(select(Interaction).where(Interaction.thread_id == thread_id))).all())
+            return list(
+                (await session.exec(select(Interaction).where(Interaction.thread_id == thread_id))).all()
+            )
     finally:
         await engine.dispose()
 
@@ -47,7 +51,12 @@ async def test_signed_webhook_ends_assigned_to_a_person(stack: Stack) -> None:
     cid = unique("corr")
     async with httpx.AsyncClient() as client:
         response = await post_webhook(
-            client, stack, "acme-fb", SECRET, generic_body(unique("m"), thread_id=thread), **{"X-Correlation-Id": cid}
+            client,
+            stack,
+            "acme-fb",
+            SECRET,
+            generic_body(unique("m"), thread_id=thread),
+            **{"X-Correlation-Id": cid},
         )
     assert response.status_code == 202, response.text
     assert response.json()["duplicate"] is False
@@ -69,10 +78,14 @@ async def test_the_brands_reply_marks_it_responded(stack: Stack) -> None:
     thread = unique("post")
     asked = datetime.now(UTC) - timedelta(minutes=2)
     async with httpx.AsyncClient() as client:
-        first = await post_webhook(client, stack, "acme-fb", SECRET, generic_body(unique("m"), thread_id=thread, created_at=asked))
+        first = await post_webhook(
+            client, stack, "acme-fb", SECRET, generic_body(unique("m"), thread_id=thread, created_at=asked)
+        )
         assert first.status_code == 202
         await eventually(lambda: conversation_of(stack, thread), what="the conversation")
-        reply = generic_body(unique("r"), thread_id=thread, direction="outbound", created_at=asked + timedelta(minutes=1))
+        reply = generic_body(
+            unique("r"), thread_id=thread, direction="outbound", created_at=asked + timedelta(minutes=1)
+        )
         assert (await post_webhook(client, stack, "acme-fb", SECRET, reply)).status_code == 202
 
     async def responded() -> Conversation | None:
@@ -101,16 +114,24 @@ async def test_errors_answer_json_naming_the_problem(stack: Stack) -> None:
     url = stack.url("ingest", "/webhooks/generic/acme-fb")
     async with httpx.AsyncClient() as client:
         missing = await client.post(url, content=body)
-        bad = await client.post(url, content=body, headers={"X-Signature-256": sign("wrong-secret-xxxxxxxx", body)})
+        bad = await client.post(
+            url, content=body, headers={"X-Signature-256": sign("wrong-secret-xxxxxxxx", body)}
+        )
         unknown = await post_webhook(client, stack, "nobody-fb", SECRET, body)
         not_json = await post_webhook(client, stack, "acme-fb", SECRET, b"{not json")
         no_kind = json.loads(body)
         del no_kind["kind"]
         malformed = await post_webhook(client, stack, "acme-fb", SECRET, json.dumps(no_kind).encode())
         naive = await post_webhook(
-            client, stack, "acme-fb", SECRET, json.dumps({**json.loads(body), "created_at": "2026-11-26T10:00:00"}).encode()
+            client,
+            stack,
+            "acme-fb",
+            SECRET,
+            json.dumps({**json.loads(body), "created_at": "2026-11-26T10:00:00"}).encode(),
         )
-        huge = await post_webhook(client, stack, "acme-fb", SECRET, generic_body(unique("m"), text="x" * 2_000_000))
+        huge = await post_webhook(
+            client, stack, "acme-fb", SECRET, generic_body(unique("m"), text="x" * 2_000_000)
+        )
     assert (missing.status_code, missing.json()) == (401, {"error": "missing signature in X-Signature-256"})
     assert (bad.status_code, bad.json()) == (401, {"error": "bad signature in X-Signature-256"})
     assert (unknown.status_code, unknown.json()) == (404, {"error": "unknown account 'nobody-fb'"})

@@ -45,9 +45,18 @@ async def test_an_interaction_is_stored_once(database_url: str) -> None:
     def row(row_id: str) -> Interaction:
         now = datetime.now(UTC)
         return Interaction(
-            id=row_id, tenant_id="acme", account_id="acme-fb", external_id="m1", edit_version=0,
-            kind="comment", direction="inbound", thread_id="p1", author_id="u1", text="hi",
-            created_at=now, received_at=now,
+            id=row_id,
+            tenant_id="acme",
+            account_id="acme-fb",
+            external_id="m1",
+            edit_version=0,
+            kind="comment",
+            direction="inbound",
+            thread_id="p1",
+            author_id="u1",
+            text="hi",
+            created_at=now,
+            received_at=now,
         )
 
     async with transaction(sessions) as session:
@@ -73,13 +82,20 @@ async def test_apply_is_idempotent_and_updates(database_url: str) -> None:
     text = config_yaml(tenant=tenant, account=f"{tenant}-fb", secret="s" * 20, people=["maria", "li"])
     first = await apply_config(sessions, parse_config(text, source="a.yaml"), source="a.yaml")
     assert first.created == {
-        "SLA policies": 1, "accounts": 1, "people": 2, "team memberships": 1, "teams": 1, "tenants": 1,
+        "SLA policies": 1,
+        "accounts": 1,
+        "people": 2,
+        "team memberships": 1,
+        "teams": 1,
+        "tenants": 1,
     }
     counts = await _counts(sessions)
     again = await apply_config(sessions, parse_config(text, source="a.yaml"), source="a.yaml")
     assert again.created == {} and again.updated == {}
     assert await _counts(sessions) == counts
-    changed = text.replace("first_response: 30m", "first_response: 45s").replace("members: [maria, li]", "members: [li]")
+    changed = text.replace("first_response: 30m", "first_response: 45s").replace(
+        "members: [maria, li]", "members: [li]"
+    )
     await apply_config(sessions, parse_config(changed, source="a.yaml"), source="a.yaml")
     async with sessions() as session:
         policy = (await session.exec(select(SlaPolicy).where(SlaPolicy.tenant_id == tenant))).one()
@@ -95,7 +111,9 @@ async def test_an_invalid_file_changes_nothing(database_url: str) -> None:
     good = config_yaml(tenant="acme", account="acme-fb", secret="s" * 20, people=["maria"])
     await apply_config(sessions, parse_config(good, source="a.yaml"), source="a.yaml")
     before = await _counts(sessions)
-    bad = good.replace("name: Person maria", "name: Maria Changed").replace("members: [maria]", "members: [ghost]")
+    bad = good.replace("name: Person maria", "name: Maria Changed").replace(
+        "members: [maria]", "members: [ghost]"
+    )
     with pytest.raises(ConfigError, match="no person 'ghost'"):
         await apply_config(sessions, parse_config(bad, source="b.yaml"), source="b.yaml")
     async with sessions() as session:

@@ -76,7 +76,9 @@ async def test_poison_message_reaches_dead_letter_with_error(nc: Client) -> None
         for msg in batch:
             seen.append(msg.metadata.num_delivered)
             if msg.metadata.num_delivered >= 3:
-                await dead_letter(js, msg, stream=subjects.INTERACTIONS_STREAM, consumer="t", error="boom: bad")
+                await dead_letter(
+                    js, msg, stream=subjects.INTERACTIONS_STREAM, consumer="t", error="boom: bad"
+                )
             else:
                 raise ValueError("cannot parse")
 
@@ -84,14 +86,19 @@ async def test_poison_message_reaches_dead_letter_with_error(nc: Client) -> None
         js=js,
         stream=subjects.INTERACTIONS_STREAM,
         config=work_consumer(
-            durable="t", filter_subject=subjects.all_interactions(), ack_wait=timedelta(seconds=5), max_deliver=3
+            durable="t",
+            filter_subject=subjects.all_interactions(),
+            ack_wait=timedelta(seconds=5),
+            max_deliver=3,
         ),
         handler=handler,
         retry_delay=0.1,
         fetch_timeout=0.2,
     )
     await consumer.start()
-    sub = await js.pull_subscribe(subjects.dead_letter(stream=subjects.INTERACTIONS_STREAM, consumer="t"), durable="dlq")
+    sub = await js.pull_subscribe(
+        subjects.dead_letter(stream=subjects.INTERACTIONS_STREAM, consumer="t"), durable="dlq"
+    )
     msgs = await sub.fetch(1, timeout=10)
     await sub.unsubscribe()
     await consumer.stop()

@@ -20,7 +20,15 @@ from shared.db.models import Conversation, Interaction, OutboxMessage
 from shared.db.session import create_engine, session_factory
 from shared.events import InteractionReceived, Platform
 from shared.ids import dedupe_key
-from shared.jetstream import DLQ_ERROR, MSG_ID, StreamSettings, ensure_consumer, ensure_streams, stream_configs, work_consumer
+from shared.jetstream import (
+    DLQ_ERROR,
+    MSG_ID,
+    StreamSettings,
+    ensure_consumer,
+    ensure_streams,
+    stream_configs,
+    work_consumer,
+)
 from stayhuman.config import apply_config, parse_config
 from tests.helpers import config_yaml, generic_body
 
@@ -38,12 +46,18 @@ async def setup(nc: Client, database_url: str) -> AsyncIterator[Setup]:
     await ensure_consumer(
         js,
         subjects.INTERACTIONS_STREAM,
-        work_consumer(durable=CONSUMER, filter_subject=subjects.all_interactions(), ack_wait=timedelta(seconds=30), max_deliver=3),
+        work_consumer(
+            durable=CONSUMER,
+            filter_subject=subjects.all_interactions(),
+            ack_wait=timedelta(seconds=30),
+            max_deliver=3,
+        ),
     )
     engine = create_engine(database_url)
     sessions = session_factory(engine)
     document = parse_config(
-        config_yaml(tenant="acme", account="acme-fb", secret="s" * 20, people=["maria", "li"]), source="t.yaml"
+        config_yaml(tenant="acme", account="acme-fb", secret="s" * 20, people=["maria", "li"]),
+        source="t.yaml",
     )
     await apply_config(sessions, document, source="t.yaml")
     yield Setup(js, sessions)
@@ -53,8 +67,12 @@ async def setup(nc: Client, database_url: str) -> AsyncIterator[Setup]:
 def event(external_id: str, *, account: str = "acme-fb", **kwargs: Any) -> InteractionReceived:
     payload = GenericInteraction.model_validate_json(generic_body(external_id, **kwargs))
     return normalise(
-        payload, tenant_id="acme", account_id=account, platform=Platform.facebook,
-        received_at=datetime.now(UTC), correlation_id=f"cid-{external_id}",
+        payload,
+        tenant_id="acme",
+        account_id=account,
+        platform=Platform.facebook,
+        received_at=datetime.now(UTC),
+        correlation_id=f"cid-{external_id}",
     )
 
 
@@ -63,7 +81,14 @@ async def publish(js: JetStreamContext, *events: InteractionReceived, raw: bytes
         await js.publish(
             subjects.interaction_received(tenant_id=ev.tenant_id, account_id=ev.account_id),
             ev.model_dump_json().encode(),
-            headers={MSG_ID: dedupe_key(tenant_id=ev.tenant_id, account_id=ev.account_id, external_id=ev.external_id, edit_version=ev.edit_version)},
+            headers={
+                MSG_ID: dedupe_key(
+                    tenant_id=ev.tenant_id,
+                    account_id=ev.account_id,
+                    external_id=ev.external_id,
+                    edit_version=ev.edit_version,
+                )
+            },
         )
     if raw is not None:
         await js.publish(subjects.interaction_received(tenant_id="acme", account_id="acme-fb"), raw)
@@ -82,7 +107,9 @@ async def stored_events(js: JetStreamContext) -> dict[str, int]:
 
 
 def router(setup: Setup, js: Any = None) -> InteractionRouter:
-    return InteractionRouter(js=js or setup.js, sessions=setup.sessions, backfill_cutoff=timedelta(hours=24), max_deliver=3)
+    return InteractionRouter(
+        js=js or setup.js, sessions=setup.sessions, backfill_cutoff=timedelta(hours=24), max_deliver=3
+    )
 
 
 async def test_batch_opens_assigns_and_responds(setup: Setup) -> None:
@@ -105,7 +132,10 @@ async def test_batch_opens_assigns_and_responds(setup: Setup) -> None:
     assert {conversations["post-1"].owner_id, conversations["post-2"].owner_id} == {"maria", "li"}
     assert conversations["post-2"].due_at == t0 + timedelta(minutes=30)
     events = await stored_events(setup.js)
-    kinds = sorted(subject.split(".")[1] + "." + subject.split(".")[-1] if subject.startswith("sh.conv") else "deadline" for subject in events)
+    kinds = sorted(
+        subject.split(".")[1] + "." + subject.split(".")[-1] if subject.startswith("sh.conv") else "deadline"
+        for subject in events
+    )
     assert kinds.count("conv.assigned") == 2 and kinds.count("conv.responded") == 1
     p1 = conversations["post-1"].id
     assert events[subjects.deadline(tenant_id="acme", conversation_id=p1)] == 2  # set, then cleared
@@ -154,7 +184,9 @@ async def test_events_committed_but_not_published_are_relayed_once(setup: Setup)
 async def test_unknown_account_and_garbage_go_to_dead_letter(setup: Setup) -> None:
     await publish(setup.js, event("m1", account="ghost-account"), raw=b'{"type": "something else"}')
     await router(setup).handle_batch(await fetch_all(setup.js, 2))
-    sub = await setup.js.pull_subscribe(subjects.dead_letter(stream=subjects.INTERACTIONS_STREAM, consumer=CONSUMER), durable="check")
+    sub = await setup.js.pull_subscribe(
+        subjects.dead_letter(stream=subjects.INTERACTIONS_STREAM, consumer=CONSUMER), durable="check"
+    )
     letters = await sub.fetch(2, timeout=5)
     await sub.unsubscribe()
     errors = sorted(m.headers[DLQ_ERROR].split(":")[0] for m in letters)

@@ -60,6 +60,13 @@ def test_backfilled_interactions_never_get_a_deadline() -> None:
 
 
 def test_no_policy_no_deadline() -> None:
-    assert plan_deadline(
-        kind=DeadlineKind.first_response, started_at=T0, sla=None, now=T0, backfill_cutoff=timedelta(hours=24)
-    ) is None
+    assert (
+        plan_deadline(
+            kind=DeadlineKind.first_response,
+            started_at=T0,
+            sla=None,
+            now=T0,
+            backfill_cutoff=timedelta(hours=24),
+        )
+        is None
+    )

@@ -19,7 +19,11 @@ def test_valid_file_parses_with_durations() -> None:
 @pytest.mark.parametrize(
     ("before", "after", "expected"),
     [
-        ("first_response: 30m", "first_response: soon", "acme.yaml: tenants[0].sla_policies[0].first_response"),
+        (
+            "first_response: 30m",
+            "first_response: soon",
+            "acme.yaml: tenants[0].sla_policies[0].first_response",
+        ),
         ("platform: facebook", "platform: myspace", "acme.yaml: tenants[0].accounts[0].platform"),
         ("email: maria@example.com", "email: not-an-email", "acme.yaml: people[0].email"),
         ("- id: acme", "- id: Acme Corp", "acme.yaml: tenants[0].id"),
@@ -40,11 +44,18 @@ def test_not_yaml() -> None:
 
 def test_unknown_keys_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"tenants\[0\].colour: Extra inputs are not permitted"):
-        parse_config(valid().replace("    name: Tenant acme", "    name: Tenant acme\n    colour: blue"), source="acme.yaml")
+        parse_config(
+            valid().replace("    name: Tenant acme", "    name: Tenant acme\n    colour: blue"),
+            source="acme.yaml",
+        )
 
 
 def test_references_must_resolve() -> None:
-    text = valid().replace("members: [maria, li]", "members: [maria, ghost]").replace("team: care", "team: sales")
+    text = (
+        valid()
+        .replace("members: [maria, li]", "members: [maria, ghost]")
+        .replace("team: care", "team: sales")
+    )
     document = parse_config(text, source="acme.yaml")
     with pytest.raises(ConfigError) as error:
         cross_check(document, source="acme.yaml", known_people=set())
@@ -63,5 +74,8 @@ def test_secrets_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     document = parse_config(valid().replace("s" * 20, "${ACME_SECRET}"), source="a.yaml")
     assert document.tenants[0].accounts[0].webhook_secret == "from-the-environment-123"
     monkeypatch.delenv("ACME_SECRET")
-    with pytest.raises(ConfigError, match=r"a.yaml: tenants\[0\].accounts\[0\].webhook_secret: environment variable ACME_SECRET is not set"):
+    with pytest.raises(
+        ConfigError,
+        match=r"a.yaml: tenants\[0\].accounts\[0\].webhook_secret: environment variable ACME_SECRET is not set",
+    ):
         parse_config(valid().replace("s" * 20, "${ACME_SECRET}"), source="a.yaml")

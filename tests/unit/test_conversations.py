@@ -87,7 +87,9 @@ def test_message_ids_are_deterministic() -> None:
 
 def test_a_second_inbound_message_does_not_move_the_clock() -> None:
     opened = route_interaction(None, interaction("m1"), context("maria"), now=T0).conversation
-    outcome = route_interaction(opened, interaction("m2", at=T0 + timedelta(minutes=5)), context("maria"), now=T0)
+    outcome = route_interaction(
+        opened, interaction("m2", at=T0 + timedelta(minutes=5)), context("maria"), now=T0
+    )
     assert outcome.events == []
     assert outcome.conversation is not None
     assert outcome.conversation.due_at == T0 + timedelta(minutes=30)
@@ -114,7 +116,9 @@ def test_a_reply_older_than_the_question_does_not_answer_it() -> None:
 
 
 def test_outbound_without_conversation_is_only_recorded() -> None:
-    outcome = route_interaction(None, interaction("r1", direction=Direction.outbound), context("maria"), now=T0)
+    outcome = route_interaction(
+        None, interaction("r1", direction=Direction.outbound), context("maria"), now=T0
+    )
     assert outcome.conversation is None and outcome.events == []
 
 
@@ -122,7 +126,10 @@ def test_customer_writing_again_after_reply_starts_next_response_clock() -> None
     ctx = context("maria")
     conversation = route_interaction(None, interaction("m1"), ctx, now=T0).conversation
     conversation = route_interaction(
-        conversation, interaction("r1", direction=Direction.outbound, at=T0 + timedelta(minutes=1)), ctx, now=T0
+        conversation,
+        interaction("r1", direction=Direction.outbound, at=T0 + timedelta(minutes=1)),
+        ctx,
+        now=T0,
     ).conversation
     later = T0 + timedelta(minutes=10)
     outcome = route_interaction(conversation, interaction("m2", at=later), ctx, now=later)

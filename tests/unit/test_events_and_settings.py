@@ -11,8 +11,16 @@ from shared.settings import SettingsError, load_settings
 def test_naive_timestamps_are_refused() -> None:
     with pytest.raises(ValidationError, match="timezone offset"):
         DeadlineChanged(
-            tenant_id="t", conversation_id="c", account_id="a", deadline_version=1, kind=None,
-            owner_id=None, started_at=None, warn_at=None, due_at=datetime(2026, 1, 1), reason="x",
+            tenant_id="t",
+            conversation_id="c",
+            account_id="a",
+            deadline_version=1,
+            kind=None,
+            owner_id=None,
+            started_at=None,
+            warn_at=None,
+            due_at=datetime(2026, 1, 1),
+            reason="x",
         )
 
 

@@ -14,7 +14,9 @@ SECRET = "a-test-secret-of-some-length"
 def test_signature_accepts_exact_body_only() -> None:
     body = generic_body("m1")
     assert signature_valid(secret=SECRET, body=body, header=sign(SECRET, body))
-    assert signature_valid(secret=SECRET, body=body, header=sign(SECRET, body).upper().replace("SHA256", "sha256"))
+    assert signature_valid(
+        secret=SECRET, body=body, header=sign(SECRET, body).upper().replace("SHA256", "sha256")
+    )
     assert not signature_valid(secret=SECRET, body=body + b" ", header=sign(SECRET, body))
     assert not signature_valid(secret="other-secret-value", body=body, header=sign(SECRET, body))
 
@@ -37,14 +39,17 @@ def test_normalise_derives_ids_and_keeps_platform_time() -> None:
     )
     assert event.created_at == created
     assert event.direction is Direction.inbound
-    assert event.interaction_id == normalise(
-        payload,
-        tenant_id="acme",
-        account_id="acme-fb",
-        platform=Platform.facebook,
-        received_at=datetime(2026, 11, 26, 11, 0, tzinfo=UTC),
-        correlation_id="c2",
-    ).interaction_id
+    assert (
+        event.interaction_id
+        == normalise(
+            payload,
+            tenant_id="acme",
+            account_id="acme-fb",
+            platform=Platform.facebook,
+            received_at=datetime(2026, 11, 26, 11, 0, tzinfo=UTC),
+            correlation_id="c2",
+        ).interaction_id
+    )
 
 
 def test_offsets_are_converted_to_utc() -> None:

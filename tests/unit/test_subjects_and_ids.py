@@ -23,7 +23,9 @@ def test_derived_ids_are_deterministic_and_distinct() -> None:
     assert a == ids.interaction_id(tenant_id="t", account_id="a", external_id="m1", edit_version=0)
     assert a != ids.interaction_id(tenant_id="t", account_id="a", external_id="m1", edit_version=1)
     assert a != ids.interaction_id(tenant_id="t", account_id="b", external_id="m1", edit_version=0)
-    assert ids.conversation_id(account_id="a", thread_id="x") != ids.conversation_id(account_id="b", thread_id="x")
+    assert ids.conversation_id(account_id="a", thread_id="x") != ids.conversation_id(
+        account_id="b", thread_id="x"
+    )
 
 
 def test_dedupe_key_names_tenant_account_message_and_edit() -> None:

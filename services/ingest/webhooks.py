@@ -20,11 +20,11 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-def _directory(request: Request) -> AccountDirectory:
+async def _directory(request: Request) -> AccountDirectory:
     return request.app.state.accounts
 
 
-def _publisher(request: Request) -> InteractionPublisher:
+async def _publisher(request: Request) -> InteractionPublisher:
     return request.app.state.publisher
 
 

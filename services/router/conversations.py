@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 
 from services.router.assignment import Candidate, choose_owner
 from services.router.deadlines import Deadline, SlaTargets, plan_deadline
-from shared.db.models import Conversation
 from shared.events import (
     ConversationAssigned,
     ConversationOpened,
@@ -30,6 +29,35 @@ from shared.ids import conversation_id
 class State(enum.StrEnum):
     open = "open"  # waiting for the brand's answer
     responded = "responded"
+
+
+@dataclass(slots=True)
+class Conversation:
+    """A conversation as the router reasons about it: one row of the `conversation` table."""
+
+    id: str
+    tenant_id: str
+    account_id: str
+    platform: str
+    thread_id: str
+    state: str
+    author_id: str
+    opened_at: datetime
+    last_inbound_at: datetime
+    updated_at: datetime
+    team_id: str | None = None
+    owner_id: str | None = None
+    assignment_reason: str = ""
+    author_name: str = ""
+    last_inbound_text: str = ""
+    last_inbound_url: str | None = None
+    assigned_at: datetime | None = None
+    awaiting_since: datetime | None = None
+    responded_at: datetime | None = None
+    deadline_version: int = 0
+    deadline_kind: str | None = None
+    warn_at: datetime | None = None
+    due_at: datetime | None = None
 
 
 @dataclass
@@ -54,6 +82,8 @@ class Outcome:
     conversation: Conversation | None
     events: list[Emitted] = field(default_factory=list)
     assigned_to: str | None = None
+    created: bool = False  # the conversation is new: insert it
+    changed: bool = False  # an existing conversation changed: update it
 
 
 def route_interaction(
@@ -76,7 +106,7 @@ def route_interaction(
     conversation.last_inbound_text = ix.text
     conversation.last_inbound_url = ix.url
     conversation.updated_at = now
-    return Outcome(conversation)
+    return Outcome(conversation, changed=True)
 
 
 def _open(ix: InteractionReceived, context: RoutingContext, *, now: datetime) -> Outcome:
@@ -107,7 +137,7 @@ def _open(ix: InteractionReceived, context: RoutingContext, *, now: datetime) ->
             if candidate.person_id == choice.person_id:
                 candidate.last_assigned_at = now
     common = {"tenant_id": ix.tenant_id, "correlation_id": ix.correlation_id, "occurred_at": now}
-    outcome = Outcome(conversation, assigned_to=choice.person_id)
+    outcome = Outcome(conversation, assigned_to=choice.person_id, created=True)
     outcome.events.append(
         Emitted(
             f"opened:{cid}:{ix.interaction_id}",
@@ -158,7 +188,7 @@ def _reopen(
     conversation.last_inbound_text = ix.text
     conversation.last_inbound_url = ix.url
     conversation.updated_at = now
-    outcome = Outcome(conversation)
+    outcome = Outcome(conversation, changed=True)
     outcome.events.append(
         Emitted(
             f"reopened:{conversation.id}:{ix.interaction_id}",
@@ -199,7 +229,7 @@ def _outbound(conversation: Conversation | None, ix: InteractionReceived, *, now
     conversation.responded_at = ix.created_at
     conversation.awaiting_since = None
     conversation.updated_at = now
-    outcome = Outcome(conversation)
+    outcome = Outcome(conversation, changed=True)
     outcome.events.append(
         Emitted(
             f"responded:{conversation.id}:{ix.interaction_id}",

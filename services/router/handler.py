@@ -18,9 +18,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.router import store
-from services.router.conversations import Emitted, Outcome, route_interaction
+from services.router.conversations import Conversation, Emitted, Outcome, route_interaction
 from shared import subjects
-from shared.db.models import Interaction, OutboxMessage
 from shared.db.session import transaction
 from shared.events import (
     ConversationAssigned,
@@ -68,17 +67,13 @@ def subject_for(event: Event) -> str:
     raise TypeError(f"no subject for {type(event).__name__}")
 
 
-def outbox_row(emitted: Emitted) -> OutboxMessage:
-    return OutboxMessage(
-        id=emitted.msg_id,
-        subject=subject_for(emitted.event),
-        payload=emitted.event.model_dump_json().encode(),
-        correlation_id=emitted.event.correlation_id,
+def to_outgoing(emitted: Emitted) -> Outgoing:
+    return Outgoing(
+        subject_for(emitted.event),
+        emitted.event.model_dump_json().encode(),
+        emitted.msg_id,
+        emitted.event.correlation_id,
     )
-
-
-def to_outgoing(row: OutboxMessage) -> Outgoing:
-    return Outgoing(row.subject, row.payload, row.id, row.correlation_id)
 
 
 @dataclass
@@ -127,17 +122,17 @@ class InteractionRouter:
 
     async def _route(self, items: list[tuple[Msg, InteractionReceived]]) -> None:
         with BATCH_SECONDS.time():
-            rows, unknown = await self._commit([ix for _msg, ix in items])
+            outbox_id, rows, unknown = await self._commit([ix for _msg, ix in items])
         try:
-            await publish_pipelined(self.js, [to_outgoing(row) for row in rows])
+            await publish_pipelined(self.js, rows)
         except Exception:
             # Committed: the relay publishes these under the same ids. The input is
             # acked anyway, since routing it again would find it already stored.
             log.warning("events not yet published; the outbox relay will retry", exc_info=True)
         else:
-            if rows:
+            if outbox_id is not None:
                 async with transaction(self.sessions) as session:
-                    await store.delete_outbox(session=session, ids=[row.id for row in rows])
+                    await store.delete_outbox(session=session, ids=[outbox_id])
         for msg, ix in items:
             if ix.interaction_id in unknown:
                 ROUTED.labels("dead_letter").inc()
@@ -145,9 +140,11 @@ class InteractionRouter:
             else:
                 await msg.ack()
 
-    async def _commit(self, interactions: list[InteractionReceived]) -> tuple[list[OutboxMessage], set[str]]:
+    async def _commit(
+        self, interactions: list[InteractionReceived]
+    ) -> tuple[str | None, list[Outgoing], set[str]]:
         now = utcnow()
-        rows: list[OutboxMessage] = []
+        rows: list[Outgoing] = []
         unknown: set[str] = set()
         async with transaction(self.sessions) as session:
             known = await store.get_known_interaction_ids(
@@ -160,7 +157,7 @@ class InteractionRouter:
                 else:
                     fresh[ix.interaction_id] = ix
             if not fresh:
-                return rows, unknown
+                return None, rows, unknown
             contexts = await store.get_routing_contexts(
                 session=session,
                 account_ids={ix.account_id for ix in fresh.values()},
@@ -173,6 +170,9 @@ class InteractionRouter:
                 },
             )
             assigned: dict[str, datetime] = {}
+            created: dict[str, Conversation] = {}
+            changed: dict[str, Conversation] = {}
+            interaction_rows = []
             for ix in fresh.values():
                 context = contexts.get(ix.account_id)
                 if context is None:
@@ -180,55 +180,63 @@ class InteractionRouter:
                     continue
                 cid = conversation_id(account_id=ix.account_id, thread_id=ix.thread_id)
                 outcome = route_interaction(conversations.get(cid), ix, context, now=now)
-                self._apply(session, ix, outcome)
-                if outcome.conversation is not None:
-                    conversations[cid] = outcome.conversation
+                conversation = outcome.conversation
+                if conversation is not None:
+                    conversations[cid] = conversation
+                    if outcome.created:
+                        created[cid] = conversation
+                    elif outcome.changed and cid not in created:
+                        changed[cid] = conversation
                 if outcome.assigned_to:
                     assigned[outcome.assigned_to] = now
-                rows.extend(outbox_row(emitted) for emitted in outcome.events)
+                    _log_assignment(ix, outcome)
+                interaction_rows.append(_interaction_row(ix, conversation))
+                rows.extend(to_outgoing(emitted) for emitted in outcome.events)
                 ROUTING_LATENCY.observe(max(0.0, (now - ix.received_at).total_seconds()))
                 ROUTED.labels("routed").inc()
-            session.add_all(rows)
+            await store.add_interactions(session=session, rows=interaction_rows)
+            await store.save_conversations(
+                session=session, created=list(created.values()), changed=list(changed.values())
+            )
             await store.record_assignments(session=session, assigned=assigned)
-        return rows, unknown
+            outbox_id = await store.add_outbox(session=session, messages=rows)
+        return outbox_id, rows, unknown
 
-    @staticmethod
-    def _apply(session: AsyncSession, ix: InteractionReceived, outcome: Outcome) -> None:
-        conversation = outcome.conversation
-        session.add(
-            Interaction(
-                id=ix.interaction_id,
-                tenant_id=ix.tenant_id,
-                account_id=ix.account_id,
-                external_id=ix.external_id,
-                edit_version=ix.edit_version,
-                kind=ix.kind.value,
-                direction=ix.direction.value,
-                thread_id=ix.thread_id,
-                author_id=ix.author.id,
-                author_name=ix.author.name,
-                text=ix.text,
-                url=ix.url,
-                created_at=ix.created_at,
-                received_at=ix.received_at,
-                conversation_id=conversation.id if conversation else None,
-                correlation_id=ix.correlation_id,
-            )
-        )
-        if conversation is not None:
-            session.add(conversation)
-        if outcome.assigned_to:
-            ASSIGNED.inc()
-            token = correlation_id.set(ix.correlation_id)
-            log.info(
-                "conversation assigned",
-                extra={
-                    "conversation_id": conversation.id if conversation else None,
-                    "owner_id": outcome.assigned_to,
-                    "reason": conversation.assignment_reason if conversation else "",
-                },
-            )
-            correlation_id.reset(token)
+
+def _interaction_row(ix: InteractionReceived, conversation: Conversation | None) -> dict[str, object]:
+    return {
+        "id": ix.interaction_id,
+        "tenant_id": ix.tenant_id,
+        "account_id": ix.account_id,
+        "external_id": ix.external_id,
+        "edit_version": ix.edit_version,
+        "kind": ix.kind.value,
+        "direction": ix.direction.value,
+        "thread_id": ix.thread_id,
+        "author_id": ix.author.id,
+        "author_name": ix.author.name,
+        "text": ix.text,
+        "url": ix.url,
+        "created_at": ix.created_at,
+        "received_at": ix.received_at,
+        "conversation_id": conversation.id if conversation else None,
+        "correlation_id": ix.correlation_id,
+    }
+
+
+def _log_assignment(ix: InteractionReceived, outcome: Outcome) -> None:
+    ASSIGNED.inc()
+    conversation = outcome.conversation
+    token = correlation_id.set(ix.correlation_id)
+    log.info(
+        "conversation assigned",
+        extra={
+            "conversation_id": conversation.id if conversation else None,
+            "owner_id": outcome.assigned_to,
+            "reason": conversation.assignment_reason if conversation else "",
+        },
+    )
+    correlation_id.reset(token)
 
 
 @dataclass
@@ -242,11 +250,12 @@ class OutboxRelay:
     async def relay_once(self, *, everything: bool = False) -> int:
         older_than = None if everything else utcnow() - self.grace
         async with self.sessions() as session:
-            rows = await store.get_pending_outbox(session=session, older_than=older_than, limit=1000)
-        if not rows:
+            pending = await store.get_pending_outbox(session=session, older_than=older_than, limit=20)
+        if not pending:
             return 0
-        await publish_pipelined(self.js, [to_outgoing(row) for row in rows])
+        messages = [message for batch in pending.values() for message in batch]
+        await publish_pipelined(self.js, messages)
         async with transaction(self.sessions) as session:
-            await store.delete_outbox(session=session, ids=[row.id for row in rows])
-        log.info("outbox relayed", extra={"count": len(rows)})
-        return len(rows)
+            await store.delete_outbox(session=session, ids=list(pending))
+        log.info("outbox relayed", extra={"count": len(messages)})
+        return len(messages)

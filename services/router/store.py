@@ -1,58 +1,84 @@
-"""Persistence for the router: keyword-only functions over one session, batch-sized."""
+"""Persistence for the router: keyword-only functions over one session, batch-sized.
 
-from collections.abc import Iterable
+The hot path writes with SQLAlchemy Core executemany: building ORM objects for
+thousands of rows a second costs more than the database does.
+"""
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, update
-from sqlmodel import col, select
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.router.assignment import Candidate
-from services.router.conversations import RoutingContext
+from services.router.conversations import Conversation, RoutingContext
 from services.router.deadlines import SlaTargets
-from shared.db.models import (
-    Account,
-    Conversation,
-    Interaction,
-    OutboxMessage,
-    Person,
-    SlaPolicy,
-    Team,
-    TeamMember,
-)
+from shared.db import models
+from shared.events import utcnow
+from shared.jetstream import Outgoing
+
+
+def _table(model: type) -> Table:
+    return model.__table__  # type: ignore[attr-defined]
+
+
+CONVERSATIONS = _table(models.Conversation)
+INTERACTIONS = _table(models.Interaction)
+OUTBOX = _table(models.OutboxBatch)
+PEOPLE = _table(models.Person)
+ACCOUNTS = _table(models.Account)
+TEAMS = _table(models.Team)
+MEMBERS = _table(models.TeamMember)
+POLICIES = _table(models.SlaPolicy)
+
+
+async def _rows(session: AsyncSession, statement: Any) -> Sequence[Any]:
+    connection = await session.connection()
+    return (await connection.execute(statement)).all()
+
+
+async def _execute_many(session: AsyncSession, statement: Any, params: list[dict[str, Any]]) -> None:
+    if params:
+        connection = await session.connection()
+        await connection.execute(statement, params)
 
 
 async def get_known_interaction_ids(*, session: AsyncSession, ids: Iterable[str]) -> set[str]:
-    rows = await session.exec(select(Interaction.id).where(col(Interaction.id).in_(list(ids))))
-    return set(rows.all())
+    rows = await _rows(session, select(INTERACTIONS.c.id).where(INTERACTIONS.c.id.in_(list(ids))))
+    return {row.id for row in rows}
 
 
 async def get_conversations(*, session: AsyncSession, ids: Iterable[str]) -> dict[str, Conversation]:
-    rows = await session.exec(select(Conversation).where(col(Conversation.id).in_(list(ids))))
-    return {row.id: row for row in rows.all()}
+    rows = await _rows(session, select(CONVERSATIONS).where(CONVERSATIONS.c.id.in_(list(ids))))
+    return {row.id: Conversation(**row._mapping) for row in rows}
 
 
 async def get_routing_contexts(
     *, session: AsyncSession, account_ids: Iterable[str], backfill_cutoff: timedelta
 ) -> dict[str, RoutingContext]:
     """One context per known account; accounts of one team share their candidates."""
-    accounts = (await session.exec(select(Account).where(col(Account.id).in_(list(account_ids))))).all()
+    accounts = await _rows(
+        session, select(ACCOUNTS.c.id, ACCOUNTS.c.team_id).where(ACCOUNTS.c.id.in_(list(account_ids)))
+    )
     team_ids = {account.team_id for account in accounts}
-    teams = {
-        team.id: team for team in (await session.exec(select(Team).where(col(Team.id).in_(team_ids)))).all()
-    }
+    teams = {team.id: team for team in await _rows(session, select(TEAMS).where(TEAMS.c.id.in_(team_ids)))}
     policy_ids = {team.sla_policy_id for team in teams.values() if team.sla_policy_id}
     policies = {
         policy.id: policy
-        for policy in (await session.exec(select(SlaPolicy).where(col(SlaPolicy.id).in_(policy_ids)))).all()
+        for policy in await _rows(session, select(POLICIES).where(POLICIES.c.id.in_(policy_ids)))
     }
     members: dict[str, list[Candidate]] = {team_id: [] for team_id in teams}
-    rows = await session.exec(
-        select(TeamMember.team_id, Person.id, Person.last_assigned_at)
-        .join(Person, col(Person.id) == col(TeamMember.person_id))
-        .where(col(TeamMember.team_id).in_(team_ids))
+    people = await _rows(
+        session,
+        select(MEMBERS.c.team_id, PEOPLE.c.id, PEOPLE.c.last_assigned_at)
+        .join(PEOPLE, PEOPLE.c.id == MEMBERS.c.person_id)
+        .where(MEMBERS.c.team_id.in_(team_ids)),
     )
-    for team_id, person_id, last_assigned_at in rows.all():
+    for team_id, person_id, last_assigned_at in people:
         members[team_id].append(Candidate(person_id, last_assigned_at))
     contexts = {}
     for account in accounts:
@@ -68,29 +94,90 @@ async def get_routing_contexts(
     return contexts
 
 
-def _targets(policy: SlaPolicy) -> SlaTargets:
+def _targets(policy: Any) -> SlaTargets:
+    def seconds(value: int | None) -> timedelta | None:
+        return timedelta(seconds=value) if value else None
+
     return SlaTargets(
         first_response=timedelta(seconds=policy.first_response_seconds),
-        next_response=(
-            timedelta(seconds=policy.next_response_seconds) if policy.next_response_seconds else None
-        ),
-        warn_before=timedelta(seconds=policy.warn_before_seconds) if policy.warn_before_seconds else None,
+        next_response=seconds(policy.next_response_seconds),
+        warn_before=seconds(policy.warn_before_seconds),
     )
 
 
+async def add_interactions(*, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    await _execute_many(session, insert(INTERACTIONS), rows)
+
+
+_FIELDS = [f.name for f in dataclasses.fields(Conversation)]
+
+
+def _values(conversation: Conversation) -> dict[str, Any]:
+    return {name: getattr(conversation, name) for name in _FIELDS}
+
+
+async def save_conversations(
+    *, session: AsyncSession, created: list[Conversation], changed: list[Conversation]
+) -> None:
+    await _execute_many(session, insert(CONVERSATIONS), [_values(c) for c in created])
+    columns = [c.name for c in CONVERSATIONS.columns if c.name != "id"]
+    statement = (
+        update(CONVERSATIONS)
+        .where(CONVERSATIONS.c.id == bindparam("conversation_id"))
+        .values({name: bindparam(name) for name in columns})
+    )
+    params = []
+    for conversation in changed:
+        values = _values(conversation)
+        values["conversation_id"] = values.pop("id")
+        params.append(values)
+    await _execute_many(session, statement, params)
+
+
 async def record_assignments(*, session: AsyncSession, assigned: dict[str, datetime]) -> None:
-    for person_id, at in assigned.items():
-        await session.exec(update(Person).where(col(Person.id) == person_id).values(last_assigned_at=at))
+    statement = (
+        update(PEOPLE).where(PEOPLE.c.id == bindparam("person_id")).values(last_assigned_at=bindparam("at"))
+    )
+    await _execute_many(session, statement, [{"person_id": p, "at": at} for p, at in assigned.items()])
+
+
+def _encode(messages: list[Outgoing]) -> bytes:
+    lines = [
+        json.dumps([m.subject, m.msg_id, m.correlation_id, m.payload.decode()], separators=(",", ":"))
+        for m in messages
+    ]
+    return "\n".join(lines).encode()
+
+
+def _decode(blob: bytes) -> list[Outgoing]:
+    result = []
+    for line in blob.decode().splitlines():
+        subject, msg_id, correlation_id, payload = json.loads(line)
+        result.append(Outgoing(subject, payload.encode(), msg_id, correlation_id))
+    return result
+
+
+async def add_outbox(*, session: AsyncSession, messages: list[Outgoing]) -> str | None:
+    """Keep a batch's events with the state that caused them; returns the outbox row id."""
+    if not messages:
+        return None
+    row_id = uuid.uuid4().hex
+    connection = await session.connection()
+    await connection.execute(
+        insert(OUTBOX).values(id=row_id, messages=_encode(messages), created_at=utcnow())
+    )
+    return row_id
 
 
 async def get_pending_outbox(
     *, session: AsyncSession, older_than: datetime | None, limit: int
-) -> list[OutboxMessage]:
-    query = select(OutboxMessage).order_by(col(OutboxMessage.created_at)).limit(limit)
+) -> dict[str, list[Outgoing]]:
+    query = select(OUTBOX).order_by(OUTBOX.c.created_at).limit(limit)
     if older_than is not None:
-        query = query.where(col(OutboxMessage.created_at) < older_than)
-    return list((await session.exec(query)).all())
+        query = query.where(OUTBOX.c.created_at < older_than)
+    return {row.id: _decode(row.messages) for row in await _rows(session, query)}
 
 
 async def delete_outbox(*, session: AsyncSession, ids: list[str]) -> None:
-    await session.exec(delete(OutboxMessage).where(col(OutboxMessage.id).in_(ids)))
+    connection = await session.connection()
+    await connection.execute(delete(OUTBOX).where(OUTBOX.c.id.in_(ids)))

@@ -135,15 +135,14 @@ class Conversation(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
 
-class OutboxMessage(SQLModel, table=True):
+class OutboxBatch(SQLModel, table=True):
     """Events committed with the state that caused them, published after the commit.
 
-    The id is the deterministic `Nats-Msg-Id`; a row stays until JetStream has
-    acknowledged it, so a crash between commit and publish only delays the event.
+    One row per routed batch holds all its messages (JSON lines of subject, id,
+    payload): a crash between commit and publish only delays them, since the
+    relay publishes what is left under the same deterministic `Nats-Msg-Id`s.
     """
 
-    id: str = Field(primary_key=True, max_length=200)
-    subject: str = Field(max_length=255)
-    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    correlation_id: str = Field(default="", max_length=64)
+    id: str = Field(primary_key=True, max_length=32)
+    messages: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(index=True))

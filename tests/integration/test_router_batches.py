@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.ingest.generic import GenericInteraction, normalise
 from services.router.handler import CONSUMER, InteractionRouter, OutboxRelay
 from shared import subjects
-from shared.db.models import Conversation, Interaction, OutboxMessage
+from shared.db.models import Conversation, Interaction, OutboxBatch
 from shared.db.session import create_engine, session_factory
 from shared.events import InteractionReceived, Platform
 from shared.ids import dedupe_key
@@ -125,7 +125,7 @@ async def test_batch_opens_assigns_and_responds(setup: Setup) -> None:
     async with setup.sessions() as session:
         conversations = {c.thread_id: c for c in (await session.exec(select(Conversation))).all()}
         interactions = (await session.exec(select(Interaction))).all()
-        outbox = (await session.exec(select(OutboxMessage))).all()
+        outbox = (await session.exec(select(OutboxBatch))).all()
     assert len(interactions) == 4 and outbox == []
     assert conversations["post-1"].state == "responded"
     assert conversations["post-2"].state == "open"
@@ -174,7 +174,7 @@ async def test_events_committed_but_not_published_are_relayed_once(setup: Setup)
     await router(setup, js=FailingPublishes(setup.js)).handle_batch(await fetch_all(setup.js, 1))
     assert await stored_events(setup.js) == {}
     async with setup.sessions() as session:
-        assert len((await session.exec(select(OutboxMessage))).all()) == 3  # opened, assigned, deadline
+        assert len((await session.exec(select(OutboxBatch))).all()) == 1  # opened, assigned, deadline
     relay = OutboxRelay(setup.js, setup.sessions)
     assert await relay.relay_once(everything=True) == 3
     assert await relay.relay_once(everything=True) == 0

@@ -20,7 +20,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     if args.routers < 1:
         return _fail("--routers must be at least 1")
-    return run_up(load_settings(UpSettings), routers=args.routers)
+    return run_up(load_settings(UpSettings), routers=args.routers, demo=args.demo)
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = commands.add_parser("up", help="start NATS (unless configured), migrate, run all services")
     up.add_argument("--routers", type=int, default=1, help="router processes (PostgreSQL only for >1)")
+    up.add_argument("--demo", action="store_true", help="apply the demo configuration first")
     up.set_defaults(func=cmd_up)
     for name, text in (
         ("ingest", "run the ingest service (webhooks in, interactions to NATS)"),

@@ -5,6 +5,7 @@ Kubernetes run them. A service that dies is restarted with a growing delay; Ctrl
 or SIGTERM stops everything in order.
 """
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import Field
 
@@ -57,10 +59,30 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
 
+DEMO_CONFIG = Path(__file__).parent / "demo" / "config.yaml"
+
+
+def apply_demo(database_url: str) -> str:
+    """Apply the demo configuration (idempotent); returns what changed."""
+    from shared.db.session import create_engine, session_factory
+    from stayhuman.config import apply_config, load_config
+
+    async def run() -> str:
+        engine = create_engine(database_url)
+        try:
+            document = load_config(DEMO_CONFIG)
+            return str(await apply_config(session_factory(engine), document, source=str(DEMO_CONFIG)))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
 @dataclass
 class Supervisor:
     settings: UpSettings
     routers: int = 1
+    demo: bool = False
     say: Callable[[str], None] = print
     nats: EmbeddedNats | None = None
     children: list[Child] = field(default_factory=list)
@@ -83,6 +105,8 @@ class Supervisor:
             nats_url = self.nats.url
         database_url = self.settings.sqlalchemy_url
         upgrade(database_url)
+        if self.demo:
+            self.say(f"demo configuration: {apply_demo(database_url)}")
         env = {
             **os.environ,
             "STAYHUMAN_NATS_URL": nats_url,
@@ -173,16 +197,12 @@ def _redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def run_up(
-    settings: UpSettings, *, routers: int, on_started: Callable[[Supervisor], None] | None = None
-) -> int:
-    supervisor = Supervisor(settings, routers=routers)
+def run_up(settings: UpSettings, *, routers: int, demo: bool = False) -> int:
+    supervisor = Supervisor(settings, routers=routers, demo=demo)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     try:
         supervisor.start()
-        if on_started is not None:
-            on_started(supervisor)
         supervisor.watch()
     except RuntimeError as error:
         print(f"stayhuman up: error: {error}", file=sys.stderr)

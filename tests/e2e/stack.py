@@ -62,11 +62,11 @@ class Stack:
             timeout=120,
         )
 
-    def start(self, timeout: float = 60) -> "Stack":
+    def start(self, *args: str, timeout: float = 60) -> "Stack":
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stayhuman", "up"],
+            [sys.executable, "-m", "stayhuman", "up", *args],
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,

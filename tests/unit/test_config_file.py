@@ -79,3 +79,14 @@ def test_secrets_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         match=r"a.yaml: tenants\[0\].accounts\[0\].webhook_secret: environment variable ACME_SECRET is not set",
     ):
         parse_config(valid().replace("s" * 20, "${ACME_SECRET}"), source="a.yaml")
+
+
+def test_the_shipped_examples_are_valid() -> None:
+    from pathlib import Path
+
+    from stayhuman.config import load_config
+    from stayhuman.supervisor import DEMO_CONFIG
+
+    for path in (Path(__file__).parents[2] / "examples" / "stayhuman.yaml", DEMO_CONFIG):
+        document = load_config(path)
+        cross_check(document, source=str(path), known_people=set())

@@ -5,6 +5,7 @@ that uses them, so any start order works and a redeploy converges the settings.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -183,6 +184,10 @@ BatchHandler = Callable[[list[Msg]], Awaitable[None]]
 class BatchConsumer:
     """Pulls batches from a durable consumer and hands them to one handler.
 
+    It waits for the first message with a long poll and then takes what is
+    already pending, so a lone message is handled at once (no waiting for a batch
+    to fill) and a backlog is handled in batches of up to `batch_size`.
+
     The handler owns acknowledgement: it acks, naks or dead-letters each message.
     If the handler raises, every message of the batch still unacknowledged is
     nak'ed with a delay and so delivered again, up to the consumer's max_deliver.
@@ -193,11 +198,12 @@ class BatchConsumer:
     config: ConsumerConfig
     handler: BatchHandler
     batch_size: int = 500
-    fetch_timeout: float = 1.0
+    idle_timeout: float = 5.0
     retry_delay: float = 1.0
     _task: asyncio.Task[None] | None = None
     _subscription: JetStreamContext.PullSubscription | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _waiting: bool = False
 
     async def start(self) -> None:
         await ensure_consumer(self.js, self.stream, self.config)
@@ -207,9 +213,12 @@ class BatchConsumer:
         self._task = asyncio.create_task(self._run(self._subscription), name=f"consume-{self.stream}")
 
     async def stop(self) -> None:
+        """Finish the batch in hand (up to 30 s), then stop fetching."""
         self._stopping.set()
         if self._task is not None:
-            await asyncio.wait([self._task], timeout=self.fetch_timeout + 10)
+            if self._waiting:
+                self._task.cancel()
+            await asyncio.wait([self._task], timeout=30)
             if not self._task.done():
                 self._task.cancel()
         if self._subscription is not None:
@@ -222,12 +231,26 @@ class BatchConsumer:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    async def _next_batch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        self._waiting = True
+        try:
+            batch = await subscription.fetch(1, timeout=self.idle_timeout)
+        finally:
+            self._waiting = False
+        pending = batch[-1].metadata.num_pending if batch else 0
+        if pending and self.batch_size > 1:
+            with contextlib.suppress(NatsTimeoutError):
+                batch += await subscription.fetch(min(pending, self.batch_size - 1), timeout=1.0)
+        return batch
+
     async def _run(self, subscription: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():
             try:
-                batch = await subscription.fetch(self.batch_size, timeout=self.fetch_timeout)
+                batch = await self._next_batch(subscription)
             except NatsTimeoutError:
                 continue
+            except asyncio.CancelledError:
+                return
             except Exception:
                 log.exception("fetch failed", extra={"stream": self.stream})
                 await asyncio.sleep(self.retry_delay)

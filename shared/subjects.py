@@ -58,6 +58,10 @@ def timer_schedule(*, tenant_id: str, conversation_id: str) -> str:
     return f"sh.timer.sched.{_token(tenant_id)}.{_token(conversation_id)}"
 
 
+def timer_schedule_all() -> str:
+    return "sh.timer.sched.>"
+
+
 def timer_fired(*, tenant_id: str, conversation_id: str) -> str:
     """Where the server writes a schedule's message when it comes due."""
     return f"sh.timer.fired.{_token(tenant_id)}.{_token(conversation_id)}"

@@ -32,6 +32,7 @@ async def list_conversations(
             "id": conversation.id,
             "tenant": conversation.tenant_id,
             "account": conversation.account_id,
+            "thread": conversation.thread_id,
             "state": conversation.state,
             "owner": conversation.owner_id,
             "owner_name": owner_name,

@@ -22,6 +22,8 @@ from pydantic import Field
 from shared.db.migrate import upgrade
 from shared.db.session import is_sqlite
 from shared.settings import CommonSettings
+from stayhuman.demo.feed import play_in_background
+from stayhuman.devmail import DevMailSink
 from stayhuman.natsserver import EmbeddedNats
 
 SERVICES = ("ingest", "router", "notify")
@@ -29,6 +31,7 @@ SERVICES = ("ingest", "router", "notify")
 
 class UpSettings(CommonSettings):
     embedded_nats_port: int = Field(default=0, description="Port of the embedded NATS (0: any free).")
+    smtp_host: str | None = None
     ingest_port: int = 8080
     router_port: int = 8081
     notify_port: int = 8082
@@ -83,8 +86,9 @@ class Supervisor:
     settings: UpSettings
     routers: int = 1
     demo: bool = False
-    say: Callable[[str], None] = print
+    say: Callable[[str], None] = field(default=lambda text: print(text, flush=True))
     nats: EmbeddedNats | None = None
+    mail_sink: DevMailSink | None = None
     children: list[Child] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -113,6 +117,14 @@ class Supervisor:
             "STAYHUMAN_DATABASE_URL": database_url,
             "STAYHUMAN_STATE_DIR": str(state),
         }
+        if not self.settings.smtp_host:
+            self.mail_sink = DevMailSink(state / "mailbox").start()
+            env.update(
+                STAYHUMAN_SMTP_HOST="127.0.0.1",
+                STAYHUMAN_SMTP_PORT=str(self.mail_sink.port),
+                STAYHUMAN_SMTP_SECURITY="none",
+                STAYHUMAN_DEV_MAILBOX_DIR=str(self.mail_sink.folder),
+            )
         ports = {
             "ingest": self.settings.ingest_port,
             "router": self.settings.router_port,
@@ -133,7 +145,13 @@ class Supervisor:
         for child in self.children:
             self.say(f"  {child.label:<9} http://{host}:{child.port}")
         self.say(f"  webhooks  http://{host}:{ports['ingest']}/webhooks/generic/<account_id>")
+        if self.mail_sink is not None:
+            self.say(
+                f"  mailbox   http://{host}:{ports['notify']}/mailbox  (no SMTP server set: mail stays here)"
+            )
         self.say("Ctrl-C stops everything.")
+        if self.demo:
+            play_in_background(f"http://{host}:{ports['ingest']}", database_url, self.say)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -187,6 +205,8 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait()
+        if self.mail_sink is not None:
+            self.mail_sink.stop()
         if self.nats is not None:
             self.nats.stop()
 

@@ -69,7 +69,9 @@ def _postgres_required() -> None:
         return
     if os.environ.get("CI"):
         pytest.fail("STAYHUMAN_TEST_POSTGRES_URL must be set in CI: the PostgreSQL tests may not be skipped")
-    pytest.skip("STAYHUMAN_TEST_POSTGRES_URL is not set (make test sets it when PostgreSQL runs)")
+    pytest.skip(
+        "STAYHUMAN_TEST_POSTGRES_URL is not set: the PostgreSQL variants are not run (.ci/run sets it)"
+    )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

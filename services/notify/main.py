@@ -1,29 +1,146 @@
 """The notify service's composition root."""
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI
+from nats.js import JetStreamContext
+from prometheus_client import Gauge
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.notify.handlers import (
+    DEADLINE_CONSUMER,
+    TIMER_CONSUMER,
+    AlertSender,
+    DeadlineWatcher,
+    Mailer,
+    Reconciler,
+)
+from services.notify.mailbox import mailbox_router
+from services.notify.mailer import SmtpMailer
+from services.notify.scheduler import TimerScheduler
 from services.notify.settings import NotifySettings
 from shared import subjects
+from shared.jetstream import BatchConsumer, work_consumer
 from shared.metrics import metrics_router
 from shared.runtime import Runtime, health_router, install_error_handlers
+
+log = logging.getLogger(__name__)
+
+TIMER_MESSAGES = Gauge(
+    "stayhuman_notify_timer_stream_messages", "Messages in the timer stream (armed timers)"
+)
+TIMER_BYTES = Gauge("stayhuman_notify_timer_stream_bytes", "Bytes stored by the timer stream")
+
+
+async def watch_storage(scheduler: TimerScheduler, every: float = 15.0) -> None:
+    while True:
+        with contextlib.suppress(Exception):
+            messages, size = await scheduler.storage()
+            TIMER_MESSAGES.set(messages)
+            TIMER_BYTES.set(size)
+        await asyncio.sleep(every)
+
+
+@dataclass
+class NotifyWorkers:
+    """Notify's moving parts: the timer scheduler and its two consumers."""
+
+    scheduler: TimerScheduler
+    consumers: list[BatchConsumer]
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def start(self) -> None:
+        for consumer in self.consumers:
+            await consumer.start()
+        await Reconciler(self.sessions, self.scheduler).run()
+
+    async def stop(self) -> None:
+        for consumer in self.consumers:
+            await consumer.stop()
+
+    @property
+    def running(self) -> bool:
+        return all(consumer.running for consumer in self.consumers)
+
+
+def build_workers(
+    js: JetStreamContext, sessions: async_sessionmaker[AsyncSession], settings: NotifySettings, mailer: Mailer
+) -> NotifyWorkers:
+    scheduler = TimerScheduler(js)
+    watcher = DeadlineWatcher(js, sessions, scheduler)
+    sender = AlertSender(
+        js=js,
+        sessions=sessions,
+        scheduler=scheduler,
+        mailer=mailer,
+        sender=settings.smtp_from,
+        retry_initial=settings.alert_retry_initial,
+        retry_max=settings.alert_retry_max,
+        max_attempts=settings.alert_max_attempts,
+        max_deliver=settings.notify_max_deliver,
+        send_timeout=settings.smtp_timeout,
+    )
+    consumers = [
+        BatchConsumer(
+            js=js,
+            stream=subjects.EVENTS_STREAM,
+            config=work_consumer(
+                durable=DEADLINE_CONSUMER,
+                filter_subject=subjects.all_deadlines(),
+                ack_wait=settings.notify_ack_wait,
+                max_deliver=settings.notify_max_deliver,
+            ),
+            handler=watcher.handle_batch,
+        ),
+        BatchConsumer(
+            js=js,
+            stream=subjects.TIMERS_STREAM,
+            config=work_consumer(
+                durable=TIMER_CONSUMER,
+                filter_subject=subjects.all_timers_fired(),
+                ack_wait=settings.notify_ack_wait,
+                max_deliver=settings.notify_max_deliver,
+            ),
+            handler=sender.handle_batch,
+            batch_size=64,
+        ),
+    ]
+    return NotifyWorkers(scheduler, consumers, sessions)
 
 
 def create_app(settings: NotifySettings) -> FastAPI:
     runtime = Runtime("notify", settings, required_streams=(subjects.EVENTS_STREAM, subjects.TIMERS_STREAM))
+    mailer = SmtpMailer(settings)
+    state: dict[str, NotifyWorkers] = {}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        workers = build_workers(runtime.js, runtime.sessions, settings, mailer)
+        await workers.start()
+        state["workers"] = workers
+        storage = asyncio.create_task(watch_storage(workers.scheduler))
         try:
             yield
         finally:
+            storage.cancel()
+            await workers.stop()
             await runtime.stop()
+
+    async def consuming() -> dict[str, str]:
+        workers = state.get("workers")
+        return {"consumers": "ok" if workers is not None and workers.running else "stopped"}
 
     app = FastAPI(title="StayHuman notify", lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(health_router(runtime))
+    app.include_router(health_router(runtime, extra=consuming))
     app.include_router(metrics_router())
+    if settings.dev_mailbox_dir is not None:
+        app.include_router(mailbox_router(settings.dev_mailbox_dir))
     return app

@@ -1,7 +1,36 @@
-from pydantic import Field
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
 
-from shared.settings import CommonSettings
+from pydantic import Field, SecretStr
+
+from shared.settings import CommonSettings, Duration
 
 
 class NotifySettings(CommonSettings):
-    notify_port: int = Field(default=8082, description="HTTP port of notify (health, mailbox).")
+    notify_port: int = Field(default=8082, description="HTTP port of notify (health, metrics, mailbox).")
+    smtp_host: str | None = Field(default=None, description="SMTP server for alerts (required).")
+    smtp_port: int = Field(default=587, description="SMTP port.")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="STARTTLS on a plain port, implicit TLS, or none."
+    )
+    smtp_username: str | None = Field(default=None, description="SMTP user, when the server wants auth.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    smtp_from: str = Field(default="StayHuman <alerts@stayhuman.localhost>", description="From address.")
+    smtp_timeout: Duration = Field(default=timedelta(seconds=15), description="Timeout of one SMTP send.")
+    alert_retry_initial: Duration = Field(
+        default=timedelta(seconds=5), description="First delay before retrying a failed alert."
+    )
+    alert_retry_max: Duration = Field(
+        default=timedelta(minutes=5), description="Longest delay between alert retries."
+    )
+    alert_max_attempts: int = Field(
+        default=100, ge=1, description="Attempts before an alert goes to the dead letter."
+    )
+    notify_ack_wait: Duration = Field(
+        default=timedelta(seconds=30), description="Redelivery delay of an unacknowledged message."
+    )
+    notify_max_deliver: int = Field(default=10, ge=2, description="Deliveries before the dead letter.")
+    dev_mailbox_dir: Path | None = Field(
+        default=None, description="Maildir shown at /mailbox (set by `up` when it runs the dev SMTP sink)."
+    )

@@ -146,3 +146,44 @@ class OutboxBatch(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)
     messages: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(index=True))
+
+
+class Deadline(SQLModel, table=True):
+    """Notify's copy of the deadline contract: the newest version of each conversation's."""
+
+    __table_args__ = (Index("ix_deadline_state_due", "state", "due_at"),)
+
+    conversation_id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(max_length=63)
+    version: int
+    kind: str | None = Field(default=None, max_length=32)
+    owner_id: str | None = Field(default=None, max_length=63)
+    started_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    warn_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    due_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    state: str = Field(max_length=16)  # armed, cleared, alerted, failed
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+
+
+class Alert(SQLModel, table=True):
+    """One alert: claimed before it is sent, so it is sent once per (conversation, version, step)."""
+
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "deadline_version", "step"),
+        Index("ix_alert_status", "status"),
+    )
+
+    id: str = Field(primary_key=True, max_length=100)
+    conversation_id: str = Field(max_length=32)
+    deadline_version: int
+    step: str = Field(max_length=32)
+    tenant_id: str = Field(max_length=63)
+    channel: str = Field(default="email", max_length=16)
+    recipients: str = ""
+    message_id: str = Field(default="", max_length=255)
+    status: str = Field(max_length=16)  # sending, retrying, sent, failed
+    attempts: int = 0
+    lease_until: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    last_error: str = ""
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+    sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))

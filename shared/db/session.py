@@ -75,3 +75,15 @@ async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterato
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+def dialect_insert(session: AsyncSession, table: Any) -> Any:
+    """An INSERT with the ON CONFLICT clauses of the session's database (SQLite or PostgreSQL)."""
+    name = session.bind.dialect.name if session.bind is not None else "sqlite"
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)

@@ -21,6 +21,7 @@ from shared.jetstream import (
     stream_configs,
     work_consumer,
 )
+from tests.helpers import eventually
 
 
 async def test_streams_are_declared_idempotently(nc: Client) -> None:
@@ -93,7 +94,7 @@ async def test_poison_message_reaches_dead_letter_with_error(nc: Client) -> None
         ),
         handler=handler,
         retry_delay=0.1,
-        fetch_timeout=0.2,
+        idle_timeout=0.5,
     )
     await consumer.start()
     sub = await js.pull_subscribe(
@@ -107,8 +108,12 @@ async def test_poison_message_reaches_dead_letter_with_error(nc: Client) -> None
     assert msgs[0].headers is not None
     assert msgs[0].headers[DLQ_ERROR] == "boom: bad"
     assert msgs[0].headers[DLQ_SUBJECT] == subject
-    info = await js.consumer_info(subjects.INTERACTIONS_STREAM, "t")
-    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+    async def settled() -> bool:  # term() is a fire-and-forget acknowledgement
+        info = await js.consumer_info(subjects.INTERACTIONS_STREAM, "t")
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await eventually(settled, timeout=5, what="the poison message to be terminated")
 
 
 async def test_old_servers_are_refused_with_advice(nc: Client) -> None:

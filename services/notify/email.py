@@ -1,0 +1,111 @@
+"""The overdue email: who gets it and what it says. Pure: no SMTP here."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+
+PLATFORM_NAMES = {
+    "facebook": "Facebook",
+    "instagram": "Instagram",
+    "x": "X",
+    "mastodon": "Mastodon",
+    "bluesky": "Bluesky",
+    "youtube": "YouTube",
+    "other": "their platform",
+}
+
+
+@dataclass(frozen=True)
+class Recipient:
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class OverdueContext:
+    """Everything the email says, read from the database at fire time."""
+
+    conversation_id: str
+    deadline_version: int
+    tenant_name: str
+    account_id: str
+    account_handle: str
+    platform: str
+    author_name: str
+    text: str
+    url: str | None
+    waiting_since: datetime
+    due_at: datetime
+    owner: Recipient | None
+    team: list[Recipient]
+    still_waiting: bool = True  # the conversation is open and this deadline version is current
+
+
+def waited(delta: timedelta) -> str:
+    """'47 seconds', '12 minutes', '2 hours 5 minutes', '3 days 4 hours'."""
+    seconds = max(0, int(delta.total_seconds()))
+    units = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+    parts = []
+    for name, size in units:
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {name}{'s' if count != 1 else ''}")
+        if len(parts) == 2:
+            break
+    return " ".join(parts) or "0 seconds"
+
+
+def recipients(context: OverdueContext) -> list[Recipient]:
+    """The owner; with nobody assigned yet, everyone in the team."""
+    return [context.owner] if context.owner else list(context.team)
+
+
+def message_id(context: OverdueContext, sender: str) -> str:
+    """Deterministic, so a resend after a crash is recognisably the same message."""
+    domain = parseaddr(sender)[1].partition("@")[2] or "stayhuman.localhost"
+    return f"<overdue.{context.conversation_id}.v{context.deadline_version}@{domain}>"
+
+
+def compose_overdue(context: OverdueContext, *, now: datetime, sender: str) -> EmailMessage:
+    platform = PLATFORM_NAMES.get(context.platform, context.platform)
+    how_long = waited(now - context.waiting_since)
+    people = recipients(context)
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(f"{r.name} <{r.email}>" for r in people)
+    message["Subject"] = (
+        f"[{context.tenant_name}] Overdue on {platform}: {context.author_name} has waited {how_long}"
+    )
+    message["Message-ID"] = message_id(context, sender)
+    message["Date"] = format_datetime(now)
+    message["X-StayHuman-Conversation"] = context.conversation_id
+    greeting = f"Hi {context.owner.name}," if context.owner else "Hi team,"
+    why = (
+        "This conversation is assigned to you."
+        if context.owner
+        else "Nobody could take this conversation yet, so the whole team is told."
+    )
+    quoted = "\n".join(f"> {line}" for line in (context.text or "(no text)").splitlines())
+    link = (
+        f"Answer it on {platform}: {context.url}"
+        if context.url
+        else f"Answer it on {platform} ({context.account_handle}); the platform gave no link to this message."
+    )
+    message.set_content(
+        f"""{greeting}
+
+{context.author_name} wrote to {context.tenant_name} on {platform} {how_long} ago and is still waiting for an answer.
+The reply was due at {context.due_at.strftime("%Y-%m-%d %H:%M:%S UTC")}.
+
+{quoted}
+
+{link}
+
+{why}
+Conversation {context.conversation_id} on account {context.account_id}.
+
+StayHuman
+"""
+    )
+    return message

@@ -1,0 +1,315 @@
+"""Notify's consumers: deadlines in (arm, move, cancel timers), timers out (alerts).
+
+Decisions live in `timers.py` and `email.py`; this module moves messages,
+claims alerts in the database and talks to SMTP.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Protocol, TypeVar
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.notify import store
+from services.notify.email import compose_overdue, recipients
+from services.notify.mailer import MailError
+from services.notify.scheduler import TimerScheduler
+from services.notify.timers import (
+    DeadlineState,
+    TimerPayload,
+    Verdict,
+    breach_timer,
+    judge_fired,
+    retry_delay,
+    retry_timer,
+)
+from shared import subjects
+from shared.db.session import transaction
+from shared.events import DeadlineChanged, utcnow
+from shared.jetstream import dead_letter, is_last_delivery
+from shared.logs import correlation_id
+
+log = logging.getLogger(__name__)
+
+DEADLINE_CONSUMER = "notify-deadlines"
+TIMER_CONSUMER = "notify-timers"
+
+ARMED = Counter("stayhuman_notify_timers_armed_total", "Timers armed or moved")
+CANCELLED = Counter("stayhuman_notify_timers_cancelled_total", "Timers cancelled")
+FIRED = Counter("stayhuman_notify_timers_fired_total", "Timers fired", ["verdict"])
+ALERTS = Counter("stayhuman_notify_alerts_total", "Alert attempts", ["channel", "result"])
+LATENESS = Histogram(
+    "stayhuman_notify_alert_lateness_seconds",
+    "From the due time to the alert handed to the mail server",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+
+T = TypeVar("T")
+
+
+async def with_heartbeat(msg: Msg, work: Awaitable[T], every: float = 10.0) -> T:
+    """Run `work`, telling JetStream the message is in progress while it is slow."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=every)
+        if done:
+            return task.result()
+        await msg.in_progress()
+
+
+class Mailer(Protocol):
+    """The port notify sends email through: SMTP in production."""
+
+    async def send(self, message: EmailMessage) -> None: ...
+
+
+@dataclass
+class DeadlineWatcher:
+    """Keeps one timer per conversation in step with the router's deadline contract."""
+
+    js: JetStreamContext
+    sessions: async_sessionmaker[AsyncSession]
+    scheduler: TimerScheduler
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        newest: dict[str, DeadlineChanged] = {}
+        valid: list[Msg] = []
+        for msg in msgs:
+            try:
+                event = DeadlineChanged.model_validate_json(msg.data)
+            except ValidationError as error:
+                await dead_letter(
+                    self.js,
+                    msg,
+                    stream=subjects.EVENTS_STREAM,
+                    consumer=DEADLINE_CONSUMER,
+                    error=f"invalid deadline: {error}",
+                )
+                continue
+            valid.append(msg)
+            known = newest.get(event.conversation_id)
+            if known is None or known.deadline_version < event.deadline_version:
+                newest[event.conversation_id] = event
+        if newest:
+            async with transaction(self.sessions) as session:
+                await store.store_deadlines(session=session, events=newest.values())
+                current = await store.get_deadlines(session=session, ids=newest)
+            to_arm: list[TimerPayload] = []
+            to_cancel: list[tuple[str, str]] = []
+            for event in newest.values():
+                deadline = current.get(event.conversation_id)
+                if deadline is None or deadline.version != event.deadline_version:
+                    continue  # a newer version is already stored: it decides
+                timer = breach_timer(deadline)
+                if timer is not None:
+                    to_arm.append(timer)
+                elif deadline.state == DeadlineState.cleared:
+                    to_cancel.append((deadline.tenant_id, deadline.conversation_id))
+                _log_deadline(event, armed=timer is not None)
+            await self.scheduler.arm(to_arm)
+            await self.scheduler.cancel(to_cancel)
+            ARMED.inc(len(to_arm))
+            CANCELLED.inc(len(to_cancel))
+        for msg in valid:
+            await msg.ack()
+
+
+def _log_deadline(event: DeadlineChanged, *, armed: bool) -> None:
+    token = correlation_id.set(event.correlation_id)
+    log.info(
+        "deadline armed" if armed else "deadline cleared",
+        extra={
+            "conversation_id": event.conversation_id,
+            "deadline_version": event.deadline_version,
+            "due_at": event.due_at.isoformat() if event.due_at else None,
+            "reason": event.reason,
+        },
+    )
+    correlation_id.reset(token)
+
+
+@dataclass
+class AlertSender:
+    """Turns a fired timer into exactly one overdue email, retrying on a timer when SMTP fails."""
+
+    js: JetStreamContext
+    sessions: async_sessionmaker[AsyncSession]
+    scheduler: TimerScheduler
+    mailer: Mailer
+    sender: str
+    retry_initial: timedelta
+    retry_max: timedelta
+    max_attempts: int
+    max_deliver: int
+    send_timeout: timedelta
+    concurrency: int = 32
+    _slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.concurrency)
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        await asyncio.gather(*(self._one(msg) for msg in msgs))
+
+    async def _one(self, msg: Msg) -> None:
+        try:
+            fired = TimerPayload.model_validate_json(msg.data)
+        except ValidationError as error:
+            await self._dead_letter(msg, f"invalid timer: {error}")
+            return
+        async with self._slots:
+            try:
+                await self._fired(msg, fired)
+            except Exception as error:
+                log.exception("timer handling failed", extra={"conversation_id": fired.conversation_id})
+                if is_last_delivery(msg, self.max_deliver):
+                    await self._dead_letter(msg, f"{type(error).__name__}: {error}")
+                else:
+                    await msg.nak(delay=self.retry_initial.total_seconds())
+
+    async def _dead_letter(self, msg: Msg, error: str) -> None:
+        await dead_letter(self.js, msg, stream=subjects.TIMERS_STREAM, consumer=TIMER_CONSUMER, error=error)
+
+    async def _fired(self, msg: Msg, fired: TimerPayload) -> None:
+        async with self.sessions() as session:
+            current = (await store.get_deadlines(session=session, ids=[fired.conversation_id])).get(
+                fired.conversation_id
+            )
+        verdict, reason = judge_fired(current, fired)
+        FIRED.labels(verdict.value).inc()
+        if verdict is Verdict.rearm and current is not None:
+            await self.scheduler.arm([t for t in [breach_timer(current)] if t is not None], again=True)
+        if verdict is not Verdict.send:
+            log.info("timer ignored", extra={"conversation_id": fired.conversation_id, "reason": reason})
+            await msg.ack()
+            return
+        lease = self.send_timeout * 2 + timedelta(seconds=30)
+        async with transaction(self.sessions) as session:
+            claim = await store.claim_alert(
+                session=session,
+                tenant_id=fired.tenant_id,
+                conversation_id=fired.conversation_id,
+                version=fired.deadline_version,
+                step=fired.step,
+                lease=lease,
+            )
+        if claim.outcome == "done":
+            await msg.ack()
+            return
+        if claim.outcome == "busy":
+            await msg.nak(delay=claim.retry_in)  # another replica is sending it right now
+            return
+        assert current is not None and current.due_at is not None  # judged "send"
+        await self._send(msg, fired, due_at=current.due_at, attempts=claim.attempts)
+
+    async def _send(self, msg: Msg, fired: TimerPayload, *, due_at: datetime, attempts: int) -> None:
+        async with self.sessions() as session:
+            context = await store.get_overdue_context(
+                session=session,
+                conversation_id=fired.conversation_id,
+                version=fired.deadline_version,
+                due_at=due_at,
+            )
+        if context is None or not context.still_waiting or not recipients(context):
+            why = "nobody to tell" if context and context.still_waiting else "no longer waiting"
+            async with transaction(self.sessions) as session:
+                await store.finish_alert(
+                    session=session, status="skipped", attempts=attempts, error=why, fired=fired
+                )
+            log.info("alert skipped", extra={"conversation_id": fired.conversation_id, "reason": why})
+            await msg.ack()
+            return
+        now = utcnow()
+        message = compose_overdue(context, now=now, sender=self.sender)
+        to = message["To"]
+        try:
+            await with_heartbeat(msg, self.mailer.send(message))
+        except MailError as error:
+            attempts += 1
+            ALERTS.labels("email", "failed").inc()
+            if attempts >= self.max_attempts:
+                async with transaction(self.sessions) as session:
+                    await store.finish_alert(
+                        session=session, status="failed", attempts=attempts, error=str(error), fired=fired
+                    )
+                await self._dead_letter(msg, f"undeliverable after {attempts} attempts: {error}")
+                return
+            delay = retry_delay(attempts, initial=self.retry_initial, maximum=self.retry_max)
+            async with transaction(self.sessions) as session:
+                await store.finish_alert(
+                    session=session, status="retrying", attempts=attempts, error=str(error), fired=fired
+                )
+            await self.scheduler.arm([retry_timer(fired, now=utcnow(), delay=delay)])
+            log.warning(
+                "alert not delivered; retrying",
+                extra={
+                    "conversation_id": fired.conversation_id,
+                    "attempt": attempts,
+                    "retry_in": delay.total_seconds(),
+                    "error": str(error),
+                },
+            )
+            await msg.ack()
+            return
+        sent_at = utcnow()
+        async with transaction(self.sessions) as session:
+            await store.finish_alert(
+                session=session,
+                status="sent",
+                attempts=attempts + 1,
+                recipients=to,
+                message_id=message["Message-ID"],
+                fired=fired,
+            )
+        await msg.ack()
+        ALERTS.labels("email", "sent").inc()
+        LATENESS.observe(max(0.0, (sent_at - context.due_at).total_seconds()))
+        log.info(
+            "overdue email sent",
+            extra={
+                "conversation_id": fired.conversation_id,
+                "to": to,
+                "lateness_seconds": round((sent_at - context.due_at).total_seconds(), 3),
+                "attempts": attempts + 1,
+            },
+        )
+
+
+@dataclass
+class Reconciler:
+    """At start: every armed deadline in the database has a timer on the server."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    scheduler: TimerScheduler
+    page: int = 1000
+
+    async def run(self) -> int:
+        armed = await self.scheduler.armed_conversations()
+        rearmed = 0
+        after = ""
+        while True:
+            async with self.sessions() as session:
+                deadlines = await store.get_armed_deadlines(session=session, after=after, limit=self.page)
+            if not deadlines:
+                break
+            missing = [
+                timer
+                for deadline in deadlines
+                if deadline.conversation_id not in armed
+                for timer in [breach_timer(deadline)]
+                if timer is not None
+            ]
+            await self.scheduler.arm(missing, again=True)
+            rearmed += len(missing)
+            after = deadlines[-1].conversation_id
+        log.info("timers reconciled", extra={"rearmed": rearmed, "armed_on_server": len(armed)})
+        return rearmed

@@ -1,0 +1,83 @@
+"""Arming and cancelling timers: one JetStream schedule subject per conversation."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterable
+
+from nats.js import JetStreamContext
+
+from services.notify.timers import TimerPayload, at_header
+from shared import subjects
+from shared.jetstream import Outgoing, publish_pipelined
+
+
+def _schedule(timer: TimerPayload, *, again: bool) -> Outgoing:
+    msg_id = f"sched:{timer.conversation_id}:{timer.deadline_version}:{timer.step}:{timer.attempt}"
+    if again:
+        msg_id += f":{uuid.uuid4().hex[:8]}"
+    return Outgoing(
+        subject=subjects.timer_schedule(tenant_id=timer.tenant_id, conversation_id=timer.conversation_id),
+        payload=timer.model_dump_json().encode(),
+        # The version (and attempt) in the id: a re-arm inside the duplicate
+        # window must not be taken for a duplicate of the previous one.
+        msg_id=msg_id,
+        headers={
+            "Nats-Schedule": at_header(timer.at),
+            "Nats-Schedule-Target": subjects.timer_fired(
+                tenant_id=timer.tenant_id, conversation_id=timer.conversation_id
+            ),
+        },
+    )
+
+
+class TimerScheduler:
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def arm(self, timers: Iterable[TimerPayload], *, again: bool = False) -> None:
+        """Arm (or move) each conversation's next timer; publishing again replaces it.
+
+        `again` arms a timer that may have been armed before with the same version
+        (the reconciler, a stale timer's repair): its message id must then differ,
+        or JetStream would drop it as a duplicate.
+        """
+        await publish_pipelined(self._js, [_schedule(timer, again=again) for timer in timers])
+
+    async def cancel(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Cancel the timers of (tenant, conversation) pairs by purging their schedule subjects."""
+        await asyncio.gather(
+            *(
+                self._js.purge_stream(
+                    subjects.TIMERS_STREAM,
+                    subject=subjects.timer_schedule(tenant_id=tenant, conversation_id=conversation),
+                )
+                for tenant, conversation in keys
+            )
+        )
+
+    async def armed_conversations(self) -> set[str]:
+        """Conversation ids that have a schedule waiting on the server.
+
+        The server lists at most 100,000 subjects per answer: page with `offset`.
+        """
+        armed: set[str] = set()
+        nc = self._js._nc
+        while True:
+            request = {"subjects_filter": subjects.timer_schedule_all(), "offset": len(armed)}
+            reply = await nc.request(
+                f"$JS.API.STREAM.INFO.{subjects.TIMERS_STREAM}", json.dumps(request).encode(), timeout=30
+            )
+            answer = json.loads(reply.data)
+            if "error" in answer:
+                raise RuntimeError(f"stream info failed: {answer['error']}")
+            page = answer.get("state", {}).get("subjects") or {}
+            armed.update(subject.rsplit(".", 1)[1] for subject in page)
+            total = answer.get("total", len(page))
+            if not page or len(armed) >= total:
+                return armed
+
+    async def storage(self) -> tuple[int, int]:
+        """Messages and bytes held by the timer stream."""
+        info = await self._js.stream_info(subjects.TIMERS_STREAM)
+        return info.state.messages, info.state.bytes

@@ -1,0 +1,98 @@
+"""Timers: what to arm for a deadline, and what a fired timer means. Pure.
+
+Each conversation has one schedule subject holding only its next timer. A timer
+carries the deadline version it was armed for; at fire time it counts only if
+that version is still the current one, so an out-of-order re-arm or cancel can
+never produce a wrong alert.
+"""
+
+import enum
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.events import AwareDatetime
+
+
+class DeadlineState(enum.StrEnum):
+    armed = "armed"  # a due time is set and no alert has gone out yet
+    cleared = "cleared"  # responded, resolved, or nothing to watch
+    alerted = "alerted"  # the overdue alert was sent
+    failed = "failed"  # the alert could not be delivered after every retry
+
+
+@dataclass(frozen=True)
+class Deadline:
+    conversation_id: str
+    tenant_id: str
+    version: int
+    due_at: datetime | None
+    state: str
+
+
+class TimerPayload(BaseModel):
+    """What a schedule message carries, and so what the fired message says."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant_id: str
+    conversation_id: str
+    deadline_version: int
+    step: Literal["breach"] = "breach"
+    attempt: int = 0
+    at: AwareDatetime
+
+
+def breach_timer(deadline: Deadline) -> TimerPayload | None:
+    """The timer a deadline needs now, or None when nothing should be armed."""
+    if deadline.state != DeadlineState.armed or deadline.due_at is None:
+        return None
+    return TimerPayload(
+        tenant_id=deadline.tenant_id,
+        conversation_id=deadline.conversation_id,
+        deadline_version=deadline.version,
+        at=deadline.due_at,
+    )
+
+
+def retry_timer(fired: TimerPayload, *, now: datetime, delay: timedelta) -> TimerPayload:
+    return fired.model_copy(update={"attempt": fired.attempt + 1, "at": now + delay})
+
+
+class Verdict(enum.StrEnum):
+    send = "send"
+    ignore = "ignore"
+    rearm = "rearm"  # a stale timer fired while a newer version is armed: arm that one
+
+
+def judge_fired(current: Deadline | None, fired: TimerPayload) -> tuple[Verdict, str]:
+    """Decide what a fired timer means against the current deadline."""
+    if current is None:
+        return Verdict.ignore, "no deadline known for this conversation"
+    if current.version > fired.deadline_version:
+        if breach_timer(current) is not None:
+            return (
+                Verdict.rearm,
+                f"timer of version {fired.deadline_version} is stale; {current.version} is armed",
+            )
+        return Verdict.ignore, f"timer of version {fired.deadline_version} is stale"
+    if current.version < fired.deadline_version:
+        return Verdict.ignore, f"timer of version {fired.deadline_version} is newer than the stored deadline"
+    if current.state != DeadlineState.armed:
+        return Verdict.ignore, f"deadline is {current.state}"
+    return Verdict.send, "due"
+
+
+def retry_delay(attempt: int, *, initial: timedelta, maximum: timedelta, jitter: float = 0.2) -> timedelta:
+    """Exponential backoff with jitter: initial, 2x, 4x ... capped at maximum."""
+    base = min(maximum.total_seconds(), initial.total_seconds() * 2 ** max(0, attempt - 1))
+    spread = base * jitter * (2 * random.random() - 1)
+    return timedelta(seconds=max(0.5, min(maximum.total_seconds(), base + spread)))
+
+
+def at_header(moment: datetime) -> str:
+    """`Nats-Schedule` wants an absolute RFC 3339 time with an offset."""
+    return "@at " + moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -9,7 +9,8 @@ import argparse
 import asyncio
 import tempfile
 import time
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nats
@@ -20,7 +21,7 @@ from services.ingest.generic import GenericInteraction, normalise
 from shared import subjects
 from shared.db.models import Conversation
 from shared.db.session import create_engine, session_factory
-from shared.events import Platform
+from shared.events import DeadlineChanged, DeadlineKind, Platform
 from shared.ids import dedupe_key
 from shared.jetstream import Outgoing, publish_pipelined
 from stayhuman.natsserver import EmbeddedNats
@@ -107,16 +108,62 @@ async def router_phase(stack: Stack, nats_url: str, count: int) -> None:
     print(f"router, JetStream -> assigned:      {count / (done_at - started):8.0f} interactions/s")
 
 
+async def deadline_phase(nats_url: str, count: int) -> None:
+    """Deadline contracts straight onto JetStream, as the router publishes them; notify arms each."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    before = (await js.stream_info(subjects.TIMERS_STREAM)).state.messages
+    due = datetime.now(UTC) + timedelta(days=1)
+    messages = []
+    for i in range(count):
+        cid = uuid.uuid5(uuid.NAMESPACE_URL, f"bench-deadline-{i}").hex
+        event = DeadlineChanged(
+            tenant_id="bench",
+            conversation_id=cid,
+            account_id="bench-fb",
+            deadline_version=1,
+            kind=DeadlineKind.first_response,
+            owner_id="ana",
+            started_at=due,
+            warn_at=None,
+            due_at=due + timedelta(seconds=i % 3600),
+            reason="bench",
+        )
+        messages.append(
+            Outgoing(
+                subjects.deadline(tenant_id="bench", conversation_id=cid),
+                event.model_dump_json().encode(),
+                f"deadline:{cid}:1",
+            )
+        )
+    started = time.monotonic()
+    for chunk in range(0, count, 2000):
+        await publish_pipelined(js, messages[chunk : chunk + 2000])
+    while True:
+        if (await js.stream_info(subjects.TIMERS_STREAM)).state.messages >= before + count:
+            break
+        await asyncio.sleep(0.05)
+    elapsed = time.monotonic() - started
+    info = await js.stream_info(subjects.TIMERS_STREAM)
+    await nc.close()
+    print(f"notify, deadline -> armed timer:    {count / elapsed:8.0f} deadlines/s")
+    print(
+        f"timer stream: {info.state.messages} armed, {info.state.bytes / info.state.messages:.0f} bytes each"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--http", type=int, default=10000, help="webhooks over HTTP")
     parser.add_argument("--direct", type=int, default=20000, help="interactions fed to JetStream directly")
+    parser.add_argument("--deadlines", type=int, default=20000, help="deadlines armed directly")
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         server = EmbeddedNats(work / "nats").start()
         stack = Stack(work / "stack", env_overrides={"STAYHUMAN_LOG_LEVEL": "warning"}, nats=server)
+        # no SMTP server is set: `up` runs its dev sink; nothing falls due during the run
         (work / "stack").mkdir()
         config = work / "bench.yaml"
         config.write_text(
@@ -126,9 +173,13 @@ async def main() -> None:
         stack.cli("apply", "-f", str(config))
         stack.start()
         try:
-            print(f"StayHuman smoke benchmark ({args.http} over HTTP, {args.direct} direct), SQLite")
+            print(
+                f"StayHuman smoke benchmark ({args.http} over HTTP, {args.direct} direct, "
+                f"{args.deadlines} deadlines), SQLite"
+            )
             await http_phase(stack, args.http, args.connections)
             await router_phase(stack, server.url, args.direct)
+            await deadline_phase(server.url, args.deadlines)
         finally:
             stack.stop()
             server.stop()

@@ -1,0 +1,78 @@
+"""`make run` as a newcomer meets it: the demo's overdue email shows up in the dev mailbox."""
+
+import asyncio
+import html
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from shared.db.models import Interaction
+from shared.db.session import create_engine, session_factory
+from stayhuman.demo.feed import FEED
+from stayhuman.natsserver import free_port
+from tests.browser import dump_dom, screenshot
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).parents[2]
+
+
+async def interactions_of(database: Path, conversation_id: str) -> list[Interaction]:
+    engine = create_engine(f"sqlite+aiosqlite:///{database}")
+    try:
+        async with session_factory(engine)() as session:
+            query = select(Interaction).where(Interaction.conversation_id == conversation_id)
+            return list((await session.exec(query)).all())
+    finally:
+        await engine.dispose()
+
+
+def test_make_run_shows_an_overdue_email_in_the_dev_mailbox(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("INGEST", "ROUTER", "NOTIFY")}
+    env = {
+        **os.environ,
+        "STAYHUMAN_STATE_DIR": str(tmp_path / "state"),
+        **{f"STAYHUMAN_{name}_PORT": str(port) for name, port in ports.items()},
+    }
+    for name in ("STAYHUMAN_NATS_URL", "STAYHUMAN_DATABASE_URL", "STAYHUMAN_SMTP_HOST"):
+        env.pop(name, None)
+    log = (tmp_path / "make-run.log").open("wb")
+    started = time.monotonic()
+    make = subprocess.Popen(
+        ["make", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        mailbox_url = f"http://127.0.0.1:{ports['NOTIFY']}/mailbox"
+        page = ""
+        while time.monotonic() - started < 180:
+            assert make.poll() is None, (tmp_path / "make-run.log").read_text()[-3000:]
+            if "mailbox" in (tmp_path / "make-run.log").read_text(errors="replace"):
+                page = dump_dom(mailbox_url)
+                if "Overdue on Facebook" in page:
+                    break
+            time.sleep(2)
+        print(f"first overdue email on the mailbox page {time.monotonic() - started:.0f} s after `make run`")
+        assert "Overdue on Facebook" in page, (tmp_path / "make-run.log").read_text()[-3000:]
+        screenshot(mailbox_url, tmp_path / "mailbox.png")
+        text = html.unescape(page)
+        unanswered = [m for m in FEED if m.answered_after is None]
+        answered = [m for m in FEED if m.answered_after is not None]
+        assert any(f"{m.author} has waited" in text for m in unanswered)
+        assert not any(f"{m.author} has waited" in text for m in answered)
+        conversation_id = re.search(r"Conversation ([0-9a-f]{32}) on account bluebird-fb", text)
+        assert conversation_id is not None
+        rows = asyncio.run(interactions_of(tmp_path / "state" / "stayhuman.db", conversation_id.group(1)))
+        # it came in through ingest's signed webhook: stored once, with the correlation id ingest gave it
+        assert len(rows) == 1 and rows[0].correlation_id and rows[0].direction == "inbound"
+        assert any(rows[0].text == m.text for m in unanswered)
+    finally:
+        os.killpg(make.pid, signal.SIGTERM)
+        try:
+            make.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(make.pid, signal.SIGKILL)

@@ -1,0 +1,150 @@
+"""A conversation nobody answers becomes an email to its owner; a reply silences it."""
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from shared.db.models import Conversation
+from shared.db.session import create_engine, session_factory
+from tests.e2e.stack import Stack, post_webhook
+from tests.helpers import config_yaml, eventually, generic_body, unique
+from tests.smtp import Received, SmtpServer
+
+pytestmark = pytest.mark.e2e
+SECRET = "overdue-secret-0123456789"
+SLA_SECONDS = 3
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("overdue")
+    running = Stack(
+        workdir,
+        env_overrides={
+            "STAYHUMAN_SMTP_HOST": "127.0.0.1",
+            "STAYHUMAN_SMTP_PORT": str(smtp.port),
+            "STAYHUMAN_SMTP_SECURITY": "none",
+            "STAYHUMAN_ALERT_RETRY_INITIAL": "2s",
+            "STAYHUMAN_ALERT_RETRY_MAX": "8s",
+        },
+    )
+    config = workdir / "acme.yaml"
+    config.write_text(
+        config_yaml(
+            tenant="acme",
+            account="acme-fb",
+            secret=SECRET,
+            people=["maria"],
+            first_response=f"{SLA_SECONDS}s",
+        )
+    )
+    running.cli("migrate")
+    running.cli("apply", "-f", str(config))
+    running.start()
+    yield running
+    running.stop()
+
+
+async def conversation_of(stack: Stack, thread: str) -> Conversation | None:
+    engine = create_engine(stack.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            return (await session.exec(select(Conversation).where(Conversation.thread_id == thread))).first()
+    finally:
+        await engine.dispose()
+
+
+def mails_about(smtp: SmtpServer, conversation_id: str) -> list[Received]:
+    return [m for m in smtp.messages() if conversation_id in m.body]
+
+
+async def send(stack: Stack, body: bytes, **headers: str) -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        response = await post_webhook(client, stack, "acme-fb", SECRET, body, **headers)
+    assert response.status_code == 202, response.text
+    return response
+
+
+async def test_unanswered_conversation_emails_its_owner_on_time(stack: Stack, smtp: SmtpServer) -> None:
+    thread, text, cid = unique("post"), "Where is my order #4411?", unique("corr")
+    await send(stack, generic_body(unique("m"), thread_id=thread, text=text), **{"X-Correlation-Id": cid})
+    conversation = await eventually(lambda: conversation_of(stack, thread), what="the conversation")
+    assert conversation.due_at is not None
+
+    async def mail() -> list[Received]:
+        return mails_about(smtp, conversation.id)
+
+    received = await eventually(mail, timeout=SLA_SECONDS + 10, what="the overdue email")
+    lateness = received[0].at - conversation.due_at.timestamp()
+    print(f"overdue email arrived {lateness * 1000:.0f} ms after the due time")
+    assert 0 <= lateness <= 2
+    assert received[0].recipients == ["maria@example.com"]
+    assert received[0].subject.startswith("[Tenant acme] Overdue on Facebook: Dana Reyes has waited")
+    assert f"> {text}" in received[0].body
+    # the correlation id followed this interaction through all three services
+    lines = [json.loads(line) for line in stack.logs().splitlines() if line.startswith("{")]
+    assert {"ingest", "router", "notify"} <= {
+        line["service"] for line in lines if line.get("correlation_id") == cid
+    }
+    await asyncio.sleep(1)
+    assert len(mails_about(smtp, conversation.id)) == 1
+
+
+async def test_a_reply_before_the_deadline_means_no_email(stack: Stack, smtp: SmtpServer) -> None:
+    thread = unique("post")
+    await send(stack, generic_body(unique("m"), thread_id=thread))
+    conversation = await eventually(lambda: conversation_of(stack, thread), what="the conversation")
+    await send(stack, generic_body(unique("r"), thread_id=thread, direction="outbound"))
+    assert conversation.due_at is not None
+    await asyncio.sleep(max(0.0, conversation.due_at.timestamp() - time.time()) + 3)
+    assert mails_about(smtp, conversation.id) == []
+    answered = await conversation_of(stack, thread)
+    assert answered is not None and answered.state == "responded"
+
+
+async def test_the_same_webhook_twice_is_one_email(stack: Stack, smtp: SmtpServer) -> None:
+    thread = unique("post")
+    body = generic_body(unique("m"), thread_id=thread, created_at=datetime.now(UTC))
+    await send(stack, body)
+    await send(stack, body)
+    conversation = await eventually(lambda: conversation_of(stack, thread), what="the conversation")
+
+    async def mail() -> list[Received]:
+        return mails_about(smtp, conversation.id)
+
+    await eventually(mail, timeout=SLA_SECONDS + 10, what="the overdue email")
+    await asyncio.sleep(2)
+    assert len(mails_about(smtp, conversation.id)) == 1
+
+
+async def test_smtp_down_for_20_seconds_ends_in_exactly_one_email(stack: Stack, smtp: SmtpServer) -> None:
+    thread = unique("post")
+    smtp.stop()
+    try:
+        await send(stack, generic_body(unique("m"), thread_id=thread))
+        conversation = await eventually(lambda: conversation_of(stack, thread), what="the conversation")
+        await asyncio.sleep(20)
+        assert mails_about(smtp, conversation.id) == []
+    finally:
+        smtp.start()
+
+    async def mail() -> list[Received]:
+        return mails_about(smtp, conversation.id)
+
+    received = await eventually(mail, timeout=30, what="the email after the outage")
+    await asyncio.sleep(3)
+    assert len(mails_about(smtp, conversation.id)) == 1
+    assert received[0].recipients == ["maria@example.com"]

@@ -87,6 +87,7 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
             # older one.
             max_msgs_per_subject=1,
             allow_msg_schedules=True,
+            allow_msg_ttl=True,  # fired messages expire (Nats-Schedule-TTL)
             description="One armed schedule per conversation, and the messages they fire",
         ),
         StreamConfig(

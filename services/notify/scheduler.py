@@ -12,6 +12,12 @@ from shared import subjects
 from shared.jetstream import Outgoing, publish_pipelined
 
 
+# A fired message waits for notify at most this long, then expires: storage stays
+# bounded by what is armed. A notify down for longer loses no alert, since the
+# reconciler re-arms every armed deadline at start.
+FIRED_TTL = "24h"
+
+
 def _schedule(timer: TimerPayload, *, again: bool) -> Outgoing:
     msg_id = f"sched:{timer.conversation_id}:{timer.deadline_version}:{timer.step}:{timer.attempt}"
     if again:
@@ -27,6 +33,7 @@ def _schedule(timer: TimerPayload, *, again: bool) -> Outgoing:
             "Nats-Schedule-Target": subjects.timer_fired(
                 tenant_id=timer.tenant_id, conversation_id=timer.conversation_id
             ),
+            "Nats-Schedule-TTL": FIRED_TTL,
         },
     )
 

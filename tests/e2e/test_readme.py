@@ -24,7 +24,7 @@ def test_every_setting_is_documented() -> None:
     text = README.read_text()
     for settings in (IngestSettings, RouterSettings, NotifySettings, UpSettings):
         for name in settings.model_fields:
-            assert f"`STAYHUMAN_{name.upper()}`" in text, f"STAYHUMAN_{name.upper()} missing from README"
+            assert f"STAYHUMAN_{name.upper()}`" in text, f"STAYHUMAN_{name.upper()} missing from README"
 
 
 def test_the_two_commands_are_shown() -> None:

@@ -32,7 +32,7 @@ async def test_streams_are_declared_idempotently(nc: Client) -> None:
     events = await js.stream_info(subjects.EVENTS_STREAM)
     assert events.config.max_age == timedelta(days=3).total_seconds()
     timers = await js.stream_info(subjects.TIMERS_STREAM)
-    assert timers.config.allow_msg_schedules is True
+    assert timers.config.allow_msg_schedules is True and timers.config.allow_msg_ttl is True
     assert timers.config.max_age in (0, None) and timers.config.max_bytes in (-1, None)
     assert timers.config.max_msgs in (-1, None)
 

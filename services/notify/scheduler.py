@@ -11,7 +11,6 @@ from services.notify.timers import TimerPayload, at_header
 from shared import subjects
 from shared.jetstream import Outgoing, publish_pipelined
 
-
 # A fired message waits for notify at most this long, then expires: storage stays
 # bounded by what is armed. A notify down for longer loses no alert, since the
 # reconciler re-arms every armed deadline at start.

@@ -1,5 +1,6 @@
 """A real SMTP server for tests (aiosmtpd), keeping what it receives."""
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,10 +36,13 @@ class SmtpServer:
 
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
+    delay: float = 0.0  # seconds before answering DATA: a slow server
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _controller: Controller | None = None
 
     async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         message = message_from_bytes(envelope.original_content or envelope.content, policy=default)
         assert isinstance(message, EmailMessage)
         with self._lock:

@@ -151,30 +151,42 @@ class AlertSender:
     max_attempts: int
     max_deliver: int
     send_timeout: timedelta
+    heartbeat: timedelta = timedelta(seconds=10)  # well inside the consumer's ack wait
     concurrency: int = 32
     _slots: asyncio.Semaphore = field(init=False)
+    _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.concurrency)
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
-        await asyncio.gather(*(self._one(msg) for msg in msgs))
+        """Start each alert in its own task and return, so that one slow SMTP send never
+        holds back timers that fall due meanwhile; waits only when every slot is busy."""
+        for msg in msgs:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._one(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Let the alerts in flight finish (on shutdown)."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.send_timeout.total_seconds() + 5)
 
     async def _one(self, msg: Msg) -> None:
         try:
             fired = TimerPayload.model_validate_json(msg.data)
+            await self._fired(msg, fired)
         except ValidationError as error:
             await self._dead_letter(msg, f"invalid timer: {error}")
-            return
-        async with self._slots:
-            try:
-                await self._fired(msg, fired)
-            except Exception as error:
-                log.exception("timer handling failed", extra={"conversation_id": fired.conversation_id})
-                if is_last_delivery(msg, self.max_deliver):
-                    await self._dead_letter(msg, f"{type(error).__name__}: {error}")
-                else:
-                    await msg.nak(delay=self.retry_initial.total_seconds())
+        except Exception as error:
+            log.exception("timer handling failed", extra={"subject": msg.subject})
+            if is_last_delivery(msg, self.max_deliver):
+                await self._dead_letter(msg, f"{type(error).__name__}: {error}")
+            else:
+                await msg.nak(delay=self.retry_initial.total_seconds())
+        finally:
+            self._slots.release()
 
     async def _dead_letter(self, msg: Msg, error: str) -> None:
         await dead_letter(self.js, msg, stream=subjects.TIMERS_STREAM, consumer=TIMER_CONSUMER, error=error)
@@ -232,7 +244,7 @@ class AlertSender:
         message = compose_overdue(context, now=now, sender=self.sender)
         to = message["To"]
         try:
-            await with_heartbeat(msg, self.mailer.send(message))
+            await with_heartbeat(msg, self.mailer.send(message), every=self.heartbeat.total_seconds())
         except MailError as error:
             attempts += 1
             ALERTS.labels("email", "failed").inc()

@@ -54,6 +54,7 @@ class NotifyWorkers:
     scheduler: TimerScheduler
     consumers: list[BatchConsumer]
     sessions: async_sessionmaker[AsyncSession]
+    sender: AlertSender
 
     async def start(self) -> None:
         for consumer in self.consumers:
@@ -63,6 +64,7 @@ class NotifyWorkers:
     async def stop(self) -> None:
         for consumer in self.consumers:
             await consumer.stop()
+        await self.sender.drain()
 
     @property
     def running(self) -> bool:
@@ -85,6 +87,7 @@ def build_workers(
         max_attempts=settings.alert_max_attempts,
         max_deliver=settings.notify_max_deliver,
         send_timeout=settings.smtp_timeout,
+        heartbeat=settings.notify_ack_wait / 3,
     )
     consumers = [
         BatchConsumer(
@@ -111,7 +114,7 @@ def build_workers(
             batch_size=64,
         ),
     ]
-    return NotifyWorkers(scheduler, consumers, sessions)
+    return NotifyWorkers(scheduler, consumers, sessions, sender)
 
 
 def create_app(settings: NotifySettings) -> FastAPI:

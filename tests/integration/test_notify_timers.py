@@ -124,6 +124,7 @@ async def world(nc: Client, database_url: str) -> AsyncIterator[World]:
         smtp_security="none",
         alert_retry_initial=timedelta(seconds=1),
         alert_retry_max=timedelta(seconds=3),
+        notify_ack_wait=timedelta(seconds=2),
     )
     state = World(js, sessions, smtp, settings)
     await state.start_notify()
@@ -235,3 +236,16 @@ async def test_smtp_outage_ends_in_exactly_one_email(world: World) -> None:
     mails = await eventually(lambda: _mails(world, cid), timeout=15, what="the email after the outage")
     await asyncio.sleep(2)
     assert len(world.mails_for(cid)) == 1 and mails[0].recipients == ["maria@example.com"]
+
+
+async def test_a_slow_smtp_server_gets_one_email_not_a_redelivery(world: World) -> None:
+    """Sending takes longer than the ack wait: the timer is kept in progress, not redelivered."""
+    world.smtp.delay = 5
+    cid = await world.conversation()
+    await world.deadline(cid, 1, soon(0.2))
+    await eventually(lambda: _mails(world, cid), timeout=15, what="the slow email")
+    await asyncio.sleep(3)
+    assert len(world.mails_for(cid)) == 1
+    info = await world.js.consumer_info(subjects.TIMERS_STREAM, "notify-timers")
+    assert info.delivered.consumer_seq == 1  # delivered once: no redelivery while it was slow
+    assert info.num_ack_pending == 0

@@ -1,36 +1,28 @@
 """Persistence for notify: deadlines (newest version wins) and alert claims."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notify.email import OverdueContext, Recipient
 from services.notify.timers import Deadline, DeadlineState, TimerPayload
-from shared.db import models
+from shared.db.core import (
+    ACCOUNTS,
+    ALERTS,
+    CONVERSATIONS,
+    DEADLINES,
+    MEMBERS,
+    PEOPLE,
+    TENANTS,
+    execute,
+    fetch_rows,
+)
 from shared.db.session import dialect_insert
 from shared.events import DeadlineChanged, utcnow
-
-
-def _table(model: type) -> Table:
-    return model.__table__  # type: ignore[attr-defined]
-
-
-DEADLINES = _table(models.Deadline)
-ALERTS = _table(models.Alert)
-CONVERSATIONS = _table(models.Conversation)
-TENANTS = _table(models.Tenant)
-ACCOUNTS = _table(models.Account)
-PEOPLE = _table(models.Person)
-MEMBERS = _table(models.TeamMember)
-
-
-async def _rows(session: AsyncSession, statement: Any) -> Sequence[Any]:
-    connection = await session.connection()
-    return (await connection.execute(statement)).all()
 
 
 def _deadline(row: Any) -> Deadline:
@@ -69,18 +61,17 @@ async def store_deadlines(*, session: AsyncSession, events: Iterable[DeadlineCha
         set_={name: statement.excluded[name] for name in rows[0] if name != "conversation_id"},
         where=DEADLINES.c.version < statement.excluded.version,
     )
-    connection = await session.connection()
-    await connection.execute(statement)
+    await execute(session, statement)
 
 
 async def get_deadlines(*, session: AsyncSession, ids: Iterable[str]) -> dict[str, Deadline]:
-    rows = await _rows(session, select(DEADLINES).where(DEADLINES.c.conversation_id.in_(list(ids))))
+    rows = await fetch_rows(session, select(DEADLINES).where(DEADLINES.c.conversation_id.in_(list(ids))))
     return {row.conversation_id: _deadline(row) for row in rows}
 
 
 async def get_armed_deadlines(*, session: AsyncSession, after: str, limit: int) -> list[Deadline]:
     """Armed deadlines in id order, a page at a time (for the reconciler)."""
-    rows = await _rows(
+    rows = await fetch_rows(
         session,
         select(DEADLINES)
         .where(DEADLINES.c.state == DeadlineState.armed, DEADLINES.c.conversation_id > after)
@@ -107,8 +98,8 @@ async def claim_alert(
     """Take the right to send this alert: once per (conversation, version, step), across replicas."""
     now = utcnow()
     key = alert_id(conversation_id, version, step)
-    connection = await session.connection()
-    inserted = await connection.execute(
+    inserted = await execute(
+        session,
         dialect_insert(session, ALERTS)
         .values(
             id=key,
@@ -125,21 +116,22 @@ async def claim_alert(
             last_error="",
             created_at=now,
         )
-        .on_conflict_do_nothing()
+        .on_conflict_do_nothing(),
     )
     if inserted.rowcount == 1:
         return Claim("claimed", 0)
-    row = (await connection.execute(select(ALERTS).where(ALERTS.c.id == key))).one()
+    row = (await fetch_rows(session, select(ALERTS).where(ALERTS.c.id == key)))[0]
     if row.status in ("sent", "failed", "skipped"):
         return Claim("done", row.attempts)
-    taken = await connection.execute(
+    taken = await execute(
+        session,
         update(ALERTS)
         .where(
             ALERTS.c.id == key,
             ALERTS.c.status.in_(["sending", "retrying"]),
             (ALERTS.c.lease_until.is_(None)) | (ALERTS.c.lease_until < now),
         )
-        .values(status="sending", lease_until=now + lease)
+        .values(status="sending", lease_until=now + lease),
     )
     if taken.rowcount == 1:
         return Claim("claimed", row.attempts)
@@ -160,8 +152,8 @@ async def finish_alert(
     """Record the outcome of one attempt: sent, retrying or failed."""
     now = utcnow()
     conversation_id, version = fired.conversation_id, fired.deadline_version
-    connection = await session.connection()
-    await connection.execute(
+    await execute(
+        session,
         update(ALERTS)
         .where(ALERTS.c.id == alert_id(conversation_id, version, fired.step))
         .values(
@@ -172,20 +164,23 @@ async def finish_alert(
             message_id=message_id,
             last_error=error[:2000],
             sent_at=now if status == "sent" else None,
-        )
+        ),
     )
     if status in ("sent", "failed"):
-        await connection.execute(
+        await execute(
+            session,
             update(DEADLINES)
             .where(DEADLINES.c.conversation_id == conversation_id, DEADLINES.c.version == version)
-            .values(state=DeadlineState.alerted if status == "sent" else DeadlineState.failed, updated_at=now)
+            .values(
+                state=DeadlineState.alerted if status == "sent" else DeadlineState.failed, updated_at=now
+            ),
         )
 
 
 async def get_overdue_context(
     *, session: AsyncSession, conversation_id: str, version: int, due_at: datetime
 ) -> OverdueContext | None:
-    row = await _rows(
+    row = await fetch_rows(
         session,
         select(
             CONVERSATIONS,
@@ -201,11 +196,11 @@ async def get_overdue_context(
     conversation = row[0]
     owner = None
     if conversation.owner_id:
-        people = await _rows(
+        people = await fetch_rows(
             session, select(PEOPLE.c.name, PEOPLE.c.email).where(PEOPLE.c.id == conversation.owner_id)
         )
         owner = Recipient(people[0].name, people[0].email) if people else None
-    team = await _rows(
+    team = await fetch_rows(
         session,
         select(PEOPLE.c.name, PEOPLE.c.email)
         .join(MEMBERS, MEMBERS.c.person_id == PEOPLE.c.id)

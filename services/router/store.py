@@ -7,53 +7,39 @@ thousands of rows a second costs more than the database does.
 import dataclasses
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.router.assignment import Candidate
 from services.router.conversations import Conversation, RoutingContext
 from services.router.deadlines import SlaTargets
-from shared.db import models
+from shared.db.core import (
+    ACCOUNTS,
+    CONVERSATIONS,
+    INTERACTIONS,
+    MEMBERS,
+    OUTBOX,
+    PEOPLE,
+    POLICIES,
+    TEAMS,
+    execute,
+    fetch_rows,
+)
 from shared.events import utcnow
 from shared.jetstream import Outgoing
 
 
-def _table(model: type) -> Table:
-    return model.__table__  # type: ignore[attr-defined]
-
-
-CONVERSATIONS = _table(models.Conversation)
-INTERACTIONS = _table(models.Interaction)
-OUTBOX = _table(models.OutboxBatch)
-PEOPLE = _table(models.Person)
-ACCOUNTS = _table(models.Account)
-TEAMS = _table(models.Team)
-MEMBERS = _table(models.TeamMember)
-POLICIES = _table(models.SlaPolicy)
-
-
-async def _rows(session: AsyncSession, statement: Any) -> Sequence[Any]:
-    connection = await session.connection()
-    return (await connection.execute(statement)).all()
-
-
-async def _execute_many(session: AsyncSession, statement: Any, params: list[dict[str, Any]]) -> None:
-    if params:
-        connection = await session.connection()
-        await connection.execute(statement, params)
-
-
 async def get_known_interaction_ids(*, session: AsyncSession, ids: Iterable[str]) -> set[str]:
-    rows = await _rows(session, select(INTERACTIONS.c.id).where(INTERACTIONS.c.id.in_(list(ids))))
+    rows = await fetch_rows(session, select(INTERACTIONS.c.id).where(INTERACTIONS.c.id.in_(list(ids))))
     return {row.id for row in rows}
 
 
 async def get_conversations(*, session: AsyncSession, ids: Iterable[str]) -> dict[str, Conversation]:
-    rows = await _rows(session, select(CONVERSATIONS).where(CONVERSATIONS.c.id.in_(list(ids))))
+    rows = await fetch_rows(session, select(CONVERSATIONS).where(CONVERSATIONS.c.id.in_(list(ids))))
     return {row.id: Conversation(**row._mapping) for row in rows}
 
 
@@ -61,18 +47,20 @@ async def get_routing_contexts(
     *, session: AsyncSession, account_ids: Iterable[str], backfill_cutoff: timedelta
 ) -> dict[str, RoutingContext]:
     """One context per known account; accounts of one team share their candidates."""
-    accounts = await _rows(
+    accounts = await fetch_rows(
         session, select(ACCOUNTS.c.id, ACCOUNTS.c.team_id).where(ACCOUNTS.c.id.in_(list(account_ids)))
     )
     team_ids = {account.team_id for account in accounts}
-    teams = {team.id: team for team in await _rows(session, select(TEAMS).where(TEAMS.c.id.in_(team_ids)))}
+    teams = {
+        team.id: team for team in await fetch_rows(session, select(TEAMS).where(TEAMS.c.id.in_(team_ids)))
+    }
     policy_ids = {team.sla_policy_id for team in teams.values() if team.sla_policy_id}
     policies = {
         policy.id: policy
-        for policy in await _rows(session, select(POLICIES).where(POLICIES.c.id.in_(policy_ids)))
+        for policy in await fetch_rows(session, select(POLICIES).where(POLICIES.c.id.in_(policy_ids)))
     }
     members: dict[str, list[Candidate]] = {team_id: [] for team_id in teams}
-    people = await _rows(
+    people = await fetch_rows(
         session,
         select(MEMBERS.c.team_id, PEOPLE.c.id, PEOPLE.c.last_assigned_at)
         .join(PEOPLE, PEOPLE.c.id == MEMBERS.c.person_id)
@@ -106,7 +94,7 @@ def _targets(policy: Any) -> SlaTargets:
 
 
 async def add_interactions(*, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    await _execute_many(session, insert(INTERACTIONS), rows)
+    await execute(session, insert(INTERACTIONS), rows)
 
 
 _FIELDS = [f.name for f in dataclasses.fields(Conversation)]
@@ -119,7 +107,7 @@ def _values(conversation: Conversation) -> dict[str, Any]:
 async def save_conversations(
     *, session: AsyncSession, created: list[Conversation], changed: list[Conversation]
 ) -> None:
-    await _execute_many(session, insert(CONVERSATIONS), [_values(c) for c in created])
+    await execute(session, insert(CONVERSATIONS), [_values(c) for c in created])
     columns = [c.name for c in CONVERSATIONS.columns if c.name != "id"]
     statement = (
         update(CONVERSATIONS)
@@ -131,14 +119,14 @@ async def save_conversations(
         values = _values(conversation)
         values["conversation_id"] = values.pop("id")
         params.append(values)
-    await _execute_many(session, statement, params)
+    await execute(session, statement, params)
 
 
 async def record_assignments(*, session: AsyncSession, assigned: dict[str, datetime]) -> None:
     statement = (
         update(PEOPLE).where(PEOPLE.c.id == bindparam("person_id")).values(last_assigned_at=bindparam("at"))
     )
-    await _execute_many(session, statement, [{"person_id": p, "at": at} for p, at in assigned.items()])
+    await execute(session, statement, [{"person_id": p, "at": at} for p, at in assigned.items()])
 
 
 def _encode(messages: list[Outgoing]) -> bytes:
@@ -162,10 +150,7 @@ async def add_outbox(*, session: AsyncSession, messages: list[Outgoing]) -> str 
     if not messages:
         return None
     row_id = uuid.uuid4().hex
-    connection = await session.connection()
-    await connection.execute(
-        insert(OUTBOX).values(id=row_id, messages=_encode(messages), created_at=utcnow())
-    )
+    await execute(session, insert(OUTBOX).values(id=row_id, messages=_encode(messages), created_at=utcnow()))
     return row_id
 
 
@@ -175,9 +160,8 @@ async def get_pending_outbox(
     query = select(OUTBOX).order_by(OUTBOX.c.created_at).limit(limit)
     if older_than is not None:
         query = query.where(OUTBOX.c.created_at < older_than)
-    return {row.id: _decode(row.messages) for row in await _rows(session, query)}
+    return {row.id: _decode(row.messages) for row in await fetch_rows(session, query)}
 
 
 async def delete_outbox(*, session: AsyncSession, ids: list[str]) -> None:
-    connection = await session.connection()
-    await connection.execute(delete(OUTBOX).where(OUTBOX.c.id.in_(ids)))
+    await execute(session, delete(OUTBOX).where(OUTBOX.c.id.in_(ids)))

@@ -14,15 +14,14 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.ingest.generic import GenericInteraction, normalise
+from services.ingest.publisher import InteractionPublisher
 from services.router.handler import CONSUMER, InteractionRouter, OutboxRelay
 from shared import subjects
 from shared.db.models import Conversation, Interaction, OutboxBatch
 from shared.db.session import create_engine, session_factory
 from shared.events import InteractionReceived, Platform
-from shared.ids import dedupe_key
 from shared.jetstream import (
     DLQ_ERROR,
-    MSG_ID,
     StreamSettings,
     ensure_consumer,
     ensure_streams,
@@ -77,19 +76,9 @@ def event(external_id: str, *, account: str = "acme-fb", **kwargs: Any) -> Inter
 
 
 async def publish(js: JetStreamContext, *events: InteractionReceived, raw: bytes | None = None) -> None:
+    publisher = InteractionPublisher(js, timeout=5)  # exactly what ingest publishes
     for ev in events:
-        await js.publish(
-            subjects.interaction_received(tenant_id=ev.tenant_id, account_id=ev.account_id),
-            ev.model_dump_json().encode(),
-            headers={
-                MSG_ID: dedupe_key(
-                    tenant_id=ev.tenant_id,
-                    account_id=ev.account_id,
-                    external_id=ev.external_id,
-                    edit_version=ev.edit_version,
-                )
-            },
-        )
+        await publisher.publish(ev)
     if raw is not None:
         await js.publish(subjects.interaction_received(tenant_id="acme", account_id="acme-fb"), raw)
 

@@ -287,8 +287,9 @@ def is_last_delivery(msg: Msg, max_deliver: int) -> bool:
 async def dead_letter(js: JetStreamContext, msg: Msg, *, stream: str, consumer: str, error: str) -> None:
     """Keep a poison message with its error on the dead-letter stream, then stop its delivery."""
     metadata = msg.metadata
-    headers = dict(msg.headers or {})
-    headers.pop(MSG_ID, None)
+    # Server directives of the original publish (expected stream, msg id, schedule)
+    # would misdirect this one: keep only the application's headers.
+    headers = {k: v for k, v in (msg.headers or {}).items() if not k.lower().startswith("nats-")}
     headers[DLQ_ERROR] = error[:2000].replace("\r", " ").replace("\n", " ")
     headers[DLQ_SUBJECT] = msg.subject
     headers[DLQ_SEQUENCE] = str(metadata.sequence.stream)

@@ -7,21 +7,29 @@ that uses them, so any start order works and a redeploy converges the settings.
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    PubAck,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import (
+    BadRequestError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 
 from shared import subjects
 from shared.logs import CORRELATION_HEADER
@@ -159,23 +167,84 @@ class Outgoing:
         return result
 
 
+# Errors that a stream leader election or a brief disconnect produce: the same
+# publish, with the same Nats-Msg-Id, succeeds once a leader is back.
+TRANSIENT = (
+    NoRespondersError,
+    NoStreamResponseError,
+    NatsTimeoutError,
+    ServiceUnavailableError,
+    ConnectionClosedError,
+    TimeoutError,
+)
+
+
+async def publish_retrying(
+    js: JetStreamContext, subject: str, payload: bytes, *, headers: dict[str, str], timeout: float
+) -> PubAck:
+    """Publish one message and wait for its ack, retrying transient failures until `timeout`."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return await js.publish(subject, payload, timeout=max(0.05, remaining), headers=headers)
+        except TRANSIENT:
+            if time.monotonic() + delay >= deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(1.0, delay * 2)
+
+
 async def publish_pipelined(
-    js: JetStreamContext, messages: Sequence[Outgoing], *, timeout: float = 10.0
+    js: JetStreamContext, messages: Sequence[Outgoing], *, timeout: float = 10.0, retry_for: float = 30.0
 ) -> None:
-    """Publish many messages with their acks in flight together; raise if any is not stored."""
-    if not messages:
-        return
+    """Publish many messages with their acks in flight together; raise if any is not stored.
+
+    Messages that fail transiently (a leader election blocks publishes for a few
+    seconds) are published again with the same `Nats-Msg-Id` until `retry_for`
+    has passed, so nothing is stored twice.
+    """
+    pending = list(messages)
+    deadline = time.monotonic() + retry_for
+    delay = 0.25
+    while pending:
+        failed, error = await _publish_round(js, pending, timeout=timeout)
+        if not failed:
+            return
+        if time.monotonic() + delay >= deadline:
+            raise error or NatsTimeoutError()
+        log.warning(
+            "publishes not acknowledged; retrying", extra={"count": len(failed), "error": repr(error)}
+        )
+        await asyncio.sleep(delay)
+        delay = min(2.0, delay * 2)
+        pending = failed
+
+
+async def _publish_round(
+    js: JetStreamContext, messages: list[Outgoing], *, timeout: float
+) -> tuple[list[Outgoing], BaseException | None]:
     # No wait_stall: with one, nats-py wraps every publish in a task, which yields
     # to the loop and costs one socket write per message instead of one per batch.
     futures = [await js.publish_async(m.subject, m.payload, headers=m.all_headers()) for m in messages]
-    try:
-        async with asyncio.timeout(timeout):
-            acks = await asyncio.gather(*futures)
-    except TimeoutError:
-        for future in futures:
-            future.cancel()
-        raise NatsTimeoutError from None
-    del acks
+    _, not_done = await asyncio.wait(futures, timeout=timeout)
+    for future in not_done:
+        future.cancel()
+    failed: list[Outgoing] = []
+    error: BaseException | None = NatsTimeoutError() if not_done else None
+    fatal: BaseException | None = None
+    for message, future in zip(messages, futures, strict=True):
+        if future in not_done:
+            failed.append(message)
+        elif (problem := future.exception()) is not None:  # retrieves every one: no stray warnings
+            failed.append(message)
+            error = problem
+            if not isinstance(problem, TRANSIENT):
+                fatal = problem
+    if fatal is not None:
+        raise fatal
+    return failed, error
 
 
 BatchHandler = Callable[[list[Msg]], Awaitable[None]]

@@ -6,12 +6,14 @@ lifespan and stops it on shutdown (draining NATS so no acknowledgement is lost).
 
 import logging
 import os
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from faststream.nats import NatsBroker
+from faststream.security import BaseSecurity, SASLPlaintext
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -30,6 +32,31 @@ from shared.settings import CommonSettings
 log = logging.getLogger(__name__)
 
 
+def nats_security(settings: CommonSettings) -> dict[str, Any]:
+    """Connection options for the configured credentials and TLS."""
+    options: dict[str, Any] = {}
+    context = None
+    if settings.nats_tls_ca or settings.nats_tls_cert:
+        context = ssl.create_default_context(
+            cafile=str(settings.nats_tls_ca) if settings.nats_tls_ca else None
+        )
+        if settings.nats_tls_cert and settings.nats_tls_key:
+            context.load_cert_chain(str(settings.nats_tls_cert), str(settings.nats_tls_key))
+    if settings.nats_user and settings.nats_password:
+        options["security"] = SASLPlaintext(
+            username=settings.nats_user,
+            password=settings.nats_password.get_secret_value(),
+            ssl_context=context,
+        )
+    elif context is not None:
+        options["security"] = BaseSecurity(ssl_context=context)
+    if settings.nats_creds:
+        options["user_credentials"] = str(settings.nats_creds)
+    if settings.nats_nkey_seed:
+        options["nkeys_seed"] = str(settings.nats_nkey_seed)
+    return options
+
+
 @dataclass
 class Runtime:
     service: str
@@ -41,6 +68,7 @@ class Runtime:
     stream_settings: StreamSettings = field(default_factory=StreamSettings)
 
     def __post_init__(self) -> None:
+        self.stream_settings = StreamSettings(replicas=self.settings.nats_replicas)
         self.broker = NatsBroker(
             self.settings.nats_servers,
             name=f"stayhuman-{self.service}",
@@ -48,6 +76,7 @@ class Runtime:
             reconnect_time_wait=1,
             # Per-message framework logging costs more than the work on a hot path.
             log_level=logging.DEBUG,
+            **nats_security(self.settings),
         )
         self.engine = create_engine(self.settings.sqlalchemy_url)
         self.sessions = session_factory(self.engine)

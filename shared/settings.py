@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.durations import parse_duration
@@ -42,6 +42,34 @@ class CommonSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = Field(default=True, description="JSON log lines (false: plain text).")
     host: str = Field(default="127.0.0.1", description="Address the HTTP servers listen on.")
+    nats_user: str | None = Field(default=None, description="NATS user of this service.")
+    nats_password: SecretStr | None = Field(default=None, description="NATS password of this service.")
+    nats_creds: Path | None = Field(default=None, description="NATS credentials file (JWT and nkey).")
+    nats_nkey_seed: Path | None = Field(default=None, description="NATS nkey seed file.")
+    nats_tls_ca: Path | None = Field(default=None, description="CA bundle that signed the NATS servers.")
+    nats_tls_cert: Path | None = Field(default=None, description="Client certificate for NATS (mutual TLS).")
+    nats_tls_key: Path | None = Field(default=None, description="Key of the NATS client certificate.")
+    nats_replicas: int = Field(default=1, ge=1, le=5, description="Replicas of each JetStream stream.")
+
+    @model_validator(mode="after")
+    def _coherent_nats_security(self) -> "CommonSettings":
+        problems = []
+        if (self.nats_user is None) != (self.nats_password is None):
+            problems.append("STAYHUMAN_NATS_USER and STAYHUMAN_NATS_PASSWORD go together")
+        methods = [m for m in (self.nats_user, self.nats_creds, self.nats_nkey_seed) if m is not None]
+        if len(methods) > 1:
+            problems.append(
+                "choose one of STAYHUMAN_NATS_USER, STAYHUMAN_NATS_CREDS and STAYHUMAN_NATS_NKEY_SEED"
+            )
+        if (self.nats_tls_cert is None) != (self.nats_tls_key is None):
+            problems.append("STAYHUMAN_NATS_TLS_CERT and STAYHUMAN_NATS_TLS_KEY go together")
+        for name in ("nats_creds", "nats_nkey_seed", "nats_tls_ca", "nats_tls_cert", "nats_tls_key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                problems.append(f"STAYHUMAN_{name.upper()}: no file at {path}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def nats_servers(self) -> list[str]:
@@ -70,6 +98,9 @@ def load_settings(cls: type[S]) -> S:
     except ValidationError as error:
         problems = []
         for item in error.errors():
-            name = "STAYHUMAN_" + "_".join(str(part) for part in item["loc"]).upper()
-            problems.append(f"{name}: {item['msg']}")
+            if item["loc"]:
+                name = "STAYHUMAN_" + "_".join(str(part) for part in item["loc"]).upper()
+                problems.append(f"{name}: {item['msg']}")
+            else:  # a rule across settings: its message names them
+                problems.append(str(item["msg"]).removeprefix("Value error, "))
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None

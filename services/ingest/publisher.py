@@ -5,7 +5,7 @@ from nats.js import JetStreamContext
 from shared import subjects
 from shared.events import InteractionReceived
 from shared.ids import dedupe_key
-from shared.jetstream import MSG_ID
+from shared.jetstream import MSG_ID, publish_retrying
 from shared.logs import CORRELATION_HEADER
 
 
@@ -16,12 +16,13 @@ class InteractionPublisher:
 
     async def publish(self, event: InteractionReceived) -> bool:
         """Store one interaction; True if JetStream already had it (a redelivery)."""
-        ack = await self._js.publish(
+        ack = await publish_retrying(
+            self._js,
             subjects.interaction_received(tenant_id=event.tenant_id, account_id=event.account_id),
             event.model_dump_json().encode(),
             timeout=self._timeout,
-            stream=subjects.INTERACTIONS_STREAM,
             headers={
+                "Nats-Expected-Stream": subjects.INTERACTIONS_STREAM,
                 MSG_ID: dedupe_key(
                     tenant_id=event.tenant_id,
                     account_id=event.account_id,

@@ -1,9 +1,13 @@
 """Streams, dedupe, dead letters and version checks against a real nats-server."""
 
+import asyncio
+import time
 from datetime import timedelta
 
 import pytest
 from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.js.errors import NoStreamResponseError
 
 from shared import subjects
 from shared.jetstream import (
@@ -60,10 +64,28 @@ async def test_pipelined_publish_stores_everything(nc: Client) -> None:
     assert (await js.stream_info(subjects.INTERACTIONS_STREAM)).state.messages == 2000
 
 
-async def test_pipelined_publish_raises_when_nothing_stores(nc: Client) -> None:
+async def test_pipelined_publish_retries_then_raises_when_nothing_stores(nc: Client) -> None:
     js = nc.jetstream()
-    with pytest.raises(Exception):  # noqa: B017 - no stream: no responders or timeout
-        await publish_pipelined(js, [Outgoing("sh.nowhere.x", b"x", "id-1")], timeout=2)
+    started = time.monotonic()
+    with pytest.raises((NoRespondersError, NoStreamResponseError)):
+        await publish_pipelined(js, [Outgoing("sh.nowhere.x", b"x", "id-1")], timeout=2, retry_for=1.5)
+    assert 0.5 <= time.monotonic() - started < 5  # it retried for a while, then gave up
+
+
+async def test_pipelined_publish_survives_a_stream_that_appears_late(nc: Client) -> None:
+    """Like a leader election: publishes fail for a moment, then go through once, deduplicated."""
+    js = nc.jetstream()
+    messages = [
+        Outgoing(subjects.interaction_received(tenant_id="a", account_id="b"), b"x", f"id-{i}")
+        for i in range(50)
+    ]
+
+    async def create_later() -> None:
+        await asyncio.sleep(1)
+        await ensure_streams(js, stream_configs(StreamSettings()))
+
+    await asyncio.gather(publish_pipelined(js, messages, timeout=2, retry_for=10), create_later())
+    assert (await js.stream_info(subjects.INTERACTIONS_STREAM)).state.messages == 50
 
 
 async def test_poison_message_reaches_dead_letter_with_error(nc: Client) -> None:

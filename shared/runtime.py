@@ -4,9 +4,11 @@ A service's composition root builds one `Runtime`, starts it in its FastAPI
 lifespan and stops it on shutdown (draining NATS so no acknowledgement is lost).
 """
 
+import asyncio
 import logging
 import os
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db.session import create_engine, ping, session_factory
 from shared.jetstream import (
+    TRANSIENT,
     StreamSettings,
     check_server_version,
     ensure_streams,
@@ -95,11 +98,26 @@ class Runtime:
             self.nc._server_info.get("version", "0"),
             where=self.nc.connected_url.netloc if self.nc.connected_url else "?",
         )
-        await ensure_streams(self.js, stream_configs(self.stream_settings))
+        await self._declare_streams()
         await self.broker.start()
         log.info(
             "connected", extra={"nats": str(self.nc.connected_url.netloc if self.nc.connected_url else "")}
         )
+
+    async def _declare_streams(self, patience: float = 60.0) -> None:
+        """Declare the streams, waiting out a cluster that is still electing its leaders."""
+        deadline = time.monotonic() + patience
+        delay = 0.5
+        while True:
+            try:
+                await ensure_streams(self.js, stream_configs(self.stream_settings))
+                return
+            except TRANSIENT as error:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("JetStream not ready; retrying", extra={"error": repr(error)})
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
 
     async def stop(self) -> None:
         await self.broker.stop()

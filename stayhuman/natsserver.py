@@ -48,7 +48,7 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> "EmbeddedNats":
+    def start(self, timeout: float = 20.0, *, wait: bool = True) -> "EmbeddedNats":
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self.monitor_port = self.monitor_port or free_port()
@@ -60,12 +60,16 @@ class EmbeddedNats:
             "-m", str(self.monitor_port),
             "-js",
             "-sd", str(self.store_dir),
-            "--server_name", f"stayhuman-{self.port}",
+            "--server_name", self.server_name,
             "-l", str(log_file),
             *self.extra_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
-        self.wait_ready(timeout)
+        # Its log goes to the file: inheriting our stdout would keep pipes open after we exit.
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if wait:
+            self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float) -> None:
@@ -82,6 +86,16 @@ class EmbeddedNats:
                 pass
             time.sleep(0.05)
         raise NatsServerError(f"nats-server not ready after {timeout}s")
+
+    @property
+    def server_name(self) -> str:
+        return f"stayhuman-{self.port}"
+
+    def kill(self) -> None:
+        """Die at once, as a crashed machine would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

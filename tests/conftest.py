@@ -91,3 +91,12 @@ async def database_url(empty_database_url: str) -> str:
     """A fresh database, migrated to the current schema."""
     await asyncio.to_thread(upgrade, empty_database_url)
     return empty_database_url
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database (for tests that are about PostgreSQL)."""
+    _postgres_required()
+    url = await _create_postgres_database()
+    yield url
+    await _drop_postgres_database(url)

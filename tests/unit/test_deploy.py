@@ -1,0 +1,126 @@
+"""compose.yaml and the Kubernetes manifests: valid, and true to the code they run."""
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from services.ingest.main import create_app as ingest_app
+from services.ingest.settings import IngestSettings
+from services.notify.main import create_app as notify_app
+from services.notify.settings import NotifySettings
+from services.router.main import create_app as router_app
+from services.router.settings import RouterSettings
+from stayhuman.supervisor import UpSettings
+from tests.kustomize import build, containers, pod_specs
+
+ROOT = Path(__file__).parents[2]
+OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "example"
+SETTINGS = (IngestSettings, RouterSettings, NotifySettings, UpSettings)
+KNOWN = {f"STAYHUMAN_{name.upper()}" for settings in SETTINGS for name in settings.model_fields}
+PORTS = {"ingest": 8080, "router": 8081, "notify": 8082}
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    # Render a copy, with the example secrets file standing in for the real one.
+    copy = tmp_path_factory.mktemp("k8s") / "k8s"
+    shutil.copytree(ROOT / "deploy" / "k8s", copy)
+    overlay = copy / "overlays" / "example"
+    return build(overlay, {"secrets.env": (overlay / "secrets.env.example").read_text()})
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def routes(service: str) -> set[str]:
+    url = "postgresql://user:pass@db.invalid/stayhuman"  # building an app opens no connection
+    apps = {
+        "ingest": lambda: ingest_app(IngestSettings(nats_url="nats://x", database_url=url)),
+        "router": lambda: router_app(RouterSettings(nats_url="nats://x", database_url=url)),
+        "notify": lambda: notify_app(NotifySettings(nats_url="nats://x", database_url=url, smtp_host="smtp.invalid")),
+    }
+    return {route.path for route in apps[service]().routes}  # type: ignore[attr-defined]
+
+
+def test_every_manifest_validates_against_kubernetes(manifests: list[dict[str, Any]]) -> None:
+    kinds = sorted({d["kind"] for d in manifests})
+    assert kinds == [
+        "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Job", "Namespace",
+        "PodDisruptionBudget", "Secret", "Service", "StatefulSet",
+    ]  # fmt: skip
+    for document in manifests:
+        kubernetes_validate.validate(document, "1.33", strict=True)
+
+
+def test_services_have_probes_limits_budgets_and_autoscaling(manifests: list[dict[str, Any]]) -> None:
+    deployments = {d["metadata"]["name"]: d for d in manifests if d["kind"] == "Deployment"}
+    assert set(deployments) == {f"stayhuman-{name}" for name in PORTS}
+    budgets = {d["metadata"]["name"] for d in manifests if d["kind"] == "PodDisruptionBudget"}
+    autoscaled = {d["spec"]["scaleTargetRef"]["name"] for d in manifests if d["kind"] == "HorizontalPodAutoscaler"}
+    assert autoscaled == {"stayhuman-ingest", "stayhuman-router"}
+    for name, deployment in deployments.items():
+        assert name in budgets
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert deployments["stayhuman-ingest"]["spec"]["replicas"] == 3  # the overlay's
+    assert all(c["image"] == "registry.example.com/stayhuman:0.1.0" for c in containers(manifests) if "stayhuman" in c["image"])
+    assert all(d["metadata"].get("namespace") == "stayhuman" for d in manifests if d["kind"] != "Namespace")
+    nats = next(d for d in manifests if d["kind"] == "StatefulSet")
+    assert nats["spec"]["replicas"] == 3 and "nats" in budgets
+
+
+def test_manifests_use_only_real_ports_paths_and_settings(manifests: list[dict[str, Any]]) -> None:
+    config = next(d for d in manifests if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "stayhuman-config")
+    assert set(config["data"]) <= KNOWN, set(config["data"]) - KNOWN
+    secret = next(d for d in manifests if d["kind"] == "Secret")
+    for workload, spec in pod_specs(manifests):
+        for container in spec["containers"]:
+            if "stayhuman" not in container["image"]:
+                continue
+            service = container["args"][0]
+            for variable in container.get("env", []):
+                assert variable["name"] in KNOWN, variable["name"]
+                reference = variable.get("valueFrom", {}).get("secretKeyRef")
+                if reference:
+                    assert reference["key"] in secret["data"], reference["key"]
+            if service in PORTS:
+                assert container["ports"][0]["containerPort"] == PORTS[service]
+                paths = routes(service)
+                for probe in ("readinessProbe", "livenessProbe"):
+                    assert container[probe]["httpGet"]["path"] in paths
+                assert f"STAYHUMAN_{service.upper()}_PORT" in KNOWN
+            else:
+                assert workload["kind"] == "Job" and service == "migrate"
+
+
+def test_compose_validates_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    schema = json.loads((ROOT / "deploy" / "schemas" / "compose-spec.json").read_text())
+    jsonschema.validate(compose, schema)
+
+
+def test_compose_runs_a_three_node_cluster_and_two_replicas_of_each_service(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"nats-1", "nats-2", "nats-3", "postgres", "mail"} <= set(services)
+    for name in PORTS:
+        assert services[name]["deploy"]["replicas"] == 2
+        assert services[name]["command"] == [name]
+        environment = services[name]["environment"]
+        assert set(environment) <= KNOWN, set(environment) - KNOWN
+        assert environment["STAYHUMAN_NATS_REPLICAS"] == "3"
+        health = " ".join(services[name]["healthcheck"]["test"])
+        assert f"localhost:{PORTS[name]}/readyz" in health
+        for dependency, condition in services[name]["depends_on"].items():
+            assert condition["condition"] in ("service_healthy", "service_completed_successfully"), dependency
+    assert services["migrate"]["command"] == ["migrate"]
+    text = (ROOT / "compose.yaml").read_text()
+    assert "${POSTGRES_PASSWORD:?" in text and "${NATS_INGEST_PASSWORD:?" in text  # no secret committed

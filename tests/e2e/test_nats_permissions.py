@@ -1,0 +1,158 @@
+"""The documented NATS permissions file, on a real server: each service can do its job and no more."""
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from sqlmodel import select
+
+from shared.db.models import Conversation
+from shared.db.session import create_engine, session_factory
+from stayhuman.natsserver import EmbeddedNats, free_port
+from tests.e2e.stack import post_webhook
+from tests.helpers import config_yaml, eventually, generic_body
+from tests.smtp import SmtpServer
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).parents[2]
+SECRET = "permissions-secret-0123456789"
+PASSWORDS = {"ingest": "ingest-pw-123", "router": "router-pw-456", "notify": "notify-pw-789"}
+
+
+@pytest.fixture
+def secured_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    folder = tmp_path / "nats"
+    folder.mkdir()
+    shutil.copy(ROOT / "deploy" / "k8s" / "base" / "nats" / "permissions.conf", folder / "permissions.conf")
+    (folder / "nats.conf").write_text("include permissions.conf\n")
+    os.environ.update({f"NATS_{name.upper()}_PASSWORD": password for name, password in PASSWORDS.items()})
+    server = EmbeddedNats(folder / "store", extra_args=["-c", str(folder / "nats.conf")])
+    yield server.start()
+    server.stop()
+
+
+def service(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stayhuman", name],
+        env={**env, "STAYHUMAN_NATS_USER": name, "STAYHUMAN_NATS_PASSWORD": PASSWORDS[name]},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
+    tmp_path: Path, secured_nats: EmbeddedNats
+) -> None:
+    smtp = SmtpServer().start()
+    ports = {name: free_port() for name in PASSWORDS}
+    database = f"sqlite+aiosqlite:///{tmp_path / 'stayhuman.db'}"
+    env = {
+        **os.environ,
+        "STAYHUMAN_NATS_URL": secured_nats.url,
+        "STAYHUMAN_DATABASE_URL": database,
+        "STAYHUMAN_SMTP_HOST": "127.0.0.1",
+        "STAYHUMAN_SMTP_PORT": str(smtp.port),
+        "STAYHUMAN_SMTP_SECURITY": "none",
+        **{f"STAYHUMAN_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+    }
+    (tmp_path / "acme.yaml").write_text(
+        config_yaml(tenant="acme", account="acme-fb", secret=SECRET, people=["maria"], first_response="2s")
+    )
+    for command in (["migrate"], ["apply", "-f", str(tmp_path / "acme.yaml")]):
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "stayhuman", *command],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    log = tmp_path / "services.log"
+    processes = [service(name, env, log) for name in PASSWORDS]
+    try:
+        async with httpx.AsyncClient() as client:
+
+            async def ready() -> bool:
+                for port in ports.values():
+                    try:
+                        if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code != 200:
+                            return False
+                    except httpx.HTTPError:
+                        return False
+                return True
+
+            await eventually(
+                ready, timeout=60, interval=0.2, what=f"the services ({log.read_text()[-2000:]})"
+            )
+            stack = type("S", (), {"url": lambda self, s, p: f"http://127.0.0.1:{ports[s]}{p}"})()
+            response = await post_webhook(
+                client, stack, "acme-fb", SECRET, generic_body("perm-1", thread_id="perm")
+            )  # type: ignore[arg-type]
+            assert response.status_code == 202
+
+        engine = create_engine(database)
+
+        async def assigned() -> Conversation | None:
+            async with session_factory(engine)() as session:
+                return (
+                    await session.exec(select(Conversation).where(Conversation.owner_id == "maria"))
+                ).first()
+
+        conversation = await eventually(assigned, timeout=20, what="the assignment")
+        await engine.dispose()
+
+        async def mailed() -> bool:
+            return any(conversation.id in m.body for m in smtp.messages())
+
+        await eventually(mailed, timeout=20, what="the overdue email")
+
+        # held to its subjects: ingest may not publish the router's events
+        errors: list[Exception] = []
+
+        async def collect(error: Exception) -> None:
+            errors.append(error)
+
+        nc = await nats.connect(
+            secured_nats.url, user="ingest", password=PASSWORDS["ingest"], error_cb=collect
+        )
+        await nc.publish("sh.conv.acme.x.assigned", b"{}")
+        await nc.flush()
+        await asyncio.sleep(0.5)
+        await nc.close()
+        assert any("permissions violation" in str(error).lower() for error in errors), errors
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=30)
+        smtp.stop()
+
+
+def test_a_wrong_password_stops_the_service_with_a_clear_error(
+    tmp_path: Path, secured_nats: EmbeddedNats
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "stayhuman", "ingest"],
+        env={
+            **os.environ,
+            "STAYHUMAN_NATS_URL": secured_nats.url,
+            "STAYHUMAN_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
+            "STAYHUMAN_INGEST_PORT": str(free_port()),
+            "STAYHUMAN_NATS_USER": "ingest",
+            "STAYHUMAN_NATS_PASSWORD": "wrong",
+            "STAYHUMAN_LOG_JSON": "false",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Authorization Violation" in result.stderr

@@ -1,7 +1,19 @@
-"""Prometheus exposition for every service: `GET /metrics`."""
+"""Prometheus exposition for every service (`GET /metrics`), and the gauges they share."""
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from nats.js import JetStreamContext
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+
+CONSUMER_PENDING = Gauge(
+    "stayhuman_consumer_pending", "Messages not yet delivered to a consumer (its lag)", ["stream", "consumer"]
+)
+CONSUMER_ACK_PENDING = Gauge(
+    "stayhuman_consumer_ack_pending", "Messages delivered but not yet acknowledged", ["stream", "consumer"]
+)
 
 
 def metrics_router() -> APIRouter:
@@ -12,3 +24,19 @@ def metrics_router() -> APIRouter:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+async def observe_consumers(js: JetStreamContext, consumers: Sequence[tuple[str, str]]) -> None:
+    for stream, consumer in consumers:
+        info = await js.consumer_info(stream, consumer)
+        CONSUMER_PENDING.labels(stream, consumer).set(info.num_pending or 0)
+        CONSUMER_ACK_PENDING.labels(stream, consumer).set(info.num_ack_pending or 0)
+
+
+async def every(seconds: float, *probes: Callable[[], Awaitable[None]]) -> None:
+    """Refresh gauges in the background; a failing probe only skips its turn."""
+    while True:
+        for probe in probes:
+            with contextlib.suppress(Exception):
+                await probe()
+        await asyncio.sleep(seconds)

@@ -10,6 +10,7 @@ from services.ingest.publisher import InteractionPublisher
 from services.ingest.settings import IngestSettings
 from services.ingest.webhooks import router as webhooks
 from shared import subjects
+from shared.metrics import metrics_router
 from shared.runtime import Runtime, health_router, install_error_handlers
 
 
@@ -34,5 +35,6 @@ def create_app(settings: IngestSettings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health_router(runtime))
+    app.include_router(metrics_router())
     app.include_router(webhooks)
     return app

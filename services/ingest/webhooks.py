@@ -2,12 +2,14 @@
 
 import json
 import logging
+import time
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
+from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
 from services.ingest.accounts import AccountDirectory, AccountView
@@ -18,6 +20,16 @@ from shared.logs import CORRELATION_HEADER, correlation_id
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+
+RECEIVED = Counter(
+    "stayhuman_ingest_interactions_total", "Webhook interactions by outcome", ["tenant", "result"]
+)
+REJECTED = Counter("stayhuman_ingest_rejected_total", "Webhook requests refused", ["status"])
+PUBLISH_SECONDS = Histogram(
+    "stayhuman_ingest_publish_seconds",
+    "From a webhook's arrival to JetStream's ack",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
 
 
 async def _directory(request: Request) -> AccountDirectory:
@@ -59,6 +71,21 @@ async def generic_webhook(
     account_id: str, request: Request, accounts: Accounts, publisher: Publisher
 ) -> JSONResponse:
     """Accept one interaction signed with the account's secret; 202 once JetStream stored it."""
+    started = time.perf_counter()
+    try:
+        return await _accept(account_id, request, accounts, publisher, started)
+    except HTTPException as error:
+        REJECTED.labels(str(error.status_code)).inc()
+        raise
+
+
+async def _accept(
+    account_id: str,
+    request: Request,
+    accounts: AccountDirectory,
+    publisher: InteractionPublisher,
+    started: float,
+) -> JSONResponse:
     cid = request.headers.get(CORRELATION_HEADER) or uuid.uuid4().hex
     correlation_id.set(cid[:64])
     account: AccountView | None = await accounts.get(account_id)
@@ -95,6 +122,8 @@ async def generic_webhook(
             {"error": "interaction not stored, retry later", "reason": type(error).__name__},
             headers={"Retry-After": "5"},
         ) from None
+    RECEIVED.labels(account.tenant_id, "duplicate" if duplicate else "accepted").inc()
+    PUBLISH_SECONDS.observe(time.perf_counter() - started)
     log.info(
         "interaction accepted",
         extra={"interaction_id": event.interaction_id, "account_id": account.id, "duplicate": duplicate},

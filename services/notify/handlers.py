@@ -46,6 +46,7 @@ TIMER_CONSUMER = "notify-timers"
 ARMED = Counter("stayhuman_notify_timers_armed_total", "Timers armed or moved")
 CANCELLED = Counter("stayhuman_notify_timers_cancelled_total", "Timers cancelled")
 FIRED = Counter("stayhuman_notify_timers_fired_total", "Timers fired", ["verdict"])
+BREACHES = Counter("stayhuman_notify_breaches_total", "Deadlines that passed with the person still waiting")
 ALERTS = Counter("stayhuman_notify_alerts_total", "Alert attempts", ["channel", "result"])
 LATENESS = Histogram(
     "stayhuman_notify_alert_lateness_seconds",
@@ -200,6 +201,8 @@ class AlertSender:
         FIRED.labels(verdict.value).inc()
         if verdict is Verdict.rearm and current is not None:
             await self.scheduler.arm([t for t in [breach_timer(current)] if t is not None], again=True)
+        if verdict is Verdict.send and fired.attempt == 0:
+            BREACHES.inc()
         if verdict is not Verdict.send:
             log.info("timer ignored", extra={"conversation_id": fired.conversation_id, "reason": reason})
             await msg.ack()

@@ -1,7 +1,6 @@
 """The notify service's composition root."""
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,7 +26,7 @@ from services.notify.scheduler import TimerScheduler
 from services.notify.settings import NotifySettings
 from shared import subjects
 from shared.jetstream import BatchConsumer, work_consumer
-from shared.metrics import metrics_router
+from shared.metrics import every, metrics_router, observe_consumers
 from shared.runtime import Runtime, health_router, install_error_handlers
 
 log = logging.getLogger(__name__)
@@ -38,13 +37,10 @@ TIMER_MESSAGES = Gauge(
 TIMER_BYTES = Gauge("stayhuman_notify_timer_stream_bytes", "Bytes stored by the timer stream")
 
 
-async def watch_storage(scheduler: TimerScheduler, every: float = 15.0) -> None:
-    while True:
-        with contextlib.suppress(Exception):
-            messages, size = await scheduler.storage()
-            TIMER_MESSAGES.set(messages)
-            TIMER_BYTES.set(size)
-        await asyncio.sleep(every)
+async def observe_storage(scheduler: TimerScheduler) -> None:
+    messages, size = await scheduler.storage()
+    TIMER_MESSAGES.set(messages)
+    TIMER_BYTES.set(size)
 
 
 @dataclass
@@ -128,7 +124,16 @@ def create_app(settings: NotifySettings) -> FastAPI:
         workers = build_workers(runtime.js, runtime.sessions, settings, mailer)
         await workers.start()
         state["workers"] = workers
-        storage = asyncio.create_task(watch_storage(workers.scheduler))
+        storage = asyncio.create_task(
+            every(
+                5,
+                lambda: observe_storage(workers.scheduler),
+                lambda: observe_consumers(
+                    runtime.js,
+                    [(subjects.EVENTS_STREAM, DEADLINE_CONSUMER), (subjects.TIMERS_STREAM, TIMER_CONSUMER)],
+                ),
+            )
+        )
         try:
             yield
         finally:

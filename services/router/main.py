@@ -8,17 +8,33 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from prometheus_client import Gauge
 
+from services.router import store
 from services.router.handler import CONSUMER, InteractionRouter, OutboxRelay
 from services.router.settings import RouterSettings
 from shared import subjects
 from shared.db.session import sqlite_path
 from shared.jetstream import BatchConsumer, work_consumer
 from shared.locks import LockFile
-from shared.metrics import metrics_router
+from shared.metrics import every, metrics_router, observe_consumers
 from shared.runtime import Runtime, health_router, install_error_handlers
 
 log = logging.getLogger(__name__)
+
+OPEN_CONVERSATIONS = Gauge(
+    "stayhuman_team_open_conversations",
+    "Conversations waiting for the brand's answer, per team (assigned: with an owner; else in the team queue)",
+    ["tenant", "team", "assigned"],
+)
+
+
+async def observe_queues(runtime: Runtime) -> None:
+    async with runtime.sessions() as session:
+        rows = await store.count_open_by_team(session=session)
+    OPEN_CONVERSATIONS.clear()
+    for tenant, team, owned, count in rows:
+        OPEN_CONVERSATIONS.labels(tenant, team, "yes" if owned else "no").set(count)
 
 
 def sqlite_lock(settings: RouterSettings) -> LockFile | None:
@@ -71,6 +87,13 @@ def create_app(settings: RouterSettings) -> FastAPI:
         )
         await consumer.start()
         state["consumer"] = consumer
+        gauges = asyncio.create_task(
+            every(
+                5,
+                lambda: observe_queues(runtime),
+                lambda: observe_consumers(runtime.js, [(subjects.INTERACTIONS_STREAM, CONSUMER)]),
+            )
+        )
         relay = asyncio.create_task(
             relay_forever(
                 OutboxRelay(runtime.js, runtime.sessions),
@@ -81,6 +104,7 @@ def create_app(settings: RouterSettings) -> FastAPI:
             yield
         finally:
             relay.cancel()
+            gauges.cancel()
             await consumer.stop()
             await runtime.stop()
             if lock is not None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.router.assignment import Candidate
@@ -165,3 +165,20 @@ async def get_pending_outbox(
 
 async def delete_outbox(*, session: AsyncSession, ids: list[str]) -> None:
     await execute(session, delete(OUTBOX).where(OUTBOX.c.id.in_(ids)))
+
+
+async def count_open_by_team(*, session: AsyncSession) -> list[tuple[str, str, bool, int]]:
+    """(tenant, team slug, has an owner, open conversations) for the queue-depth gauges."""
+    rows = await fetch_rows(
+        session,
+        select(
+            TEAMS.c.tenant_id,
+            TEAMS.c.slug,
+            CONVERSATIONS.c.owner_id.is_not(None).label("owned"),
+            func.count(),
+        )
+        .join(TEAMS, TEAMS.c.id == CONVERSATIONS.c.team_id)
+        .where(CONVERSATIONS.c.state == "open")
+        .group_by(TEAMS.c.tenant_id, TEAMS.c.slug, "owned"),
+    )
+    return [(row[0], row[1], bool(row[2]), int(row[3])) for row in rows]

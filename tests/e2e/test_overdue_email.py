@@ -148,3 +148,49 @@ async def test_smtp_down_for_20_seconds_ends_in_exactly_one_email(stack: Stack, 
     await asyncio.sleep(3)
     assert len(mails_about(smtp, conversation.id)) == 1
     assert received[0].recipients == ["maria@example.com"]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition; -1 when absent."""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        sample, _, value = line.rpartition(" ")
+        if sample.split("{")[0] == name and all(f'{k}="{v}"' in sample for k, v in labels.items()):
+            return float(value)
+    return -1.0
+
+
+async def test_every_service_reports_its_metrics(stack: Stack, smtp: SmtpServer) -> None:
+    """After the traffic above: what an operator's dashboard reads."""
+    async with httpx.AsyncClient() as client:
+
+        async def scrape(service: str) -> str:
+            return (await client.get(stack.url(service, "/metrics"))).text
+
+        ingest = await scrape("ingest")
+        assert metric(ingest, "stayhuman_ingest_interactions_total", tenant="acme", result="accepted") >= 4
+        assert metric(ingest, "stayhuman_ingest_interactions_total", tenant="acme", result="duplicate") >= 1
+        assert metric(ingest, "stayhuman_ingest_publish_seconds_count") >= 4
+
+        async def router_gauges() -> str:
+            text = await scrape("router")
+            return (
+                text
+                if metric(text, "stayhuman_team_open_conversations", tenant="acme", team="care") >= 0
+                else ""
+            )
+
+        router = await eventually(router_gauges, timeout=15, what="the router's queue gauges")
+        assert metric(router, "stayhuman_router_assignments_total") >= 4
+        assert metric(router, "stayhuman_router_latency_seconds_count") >= 4
+        assert metric(router, "stayhuman_consumer_pending", consumer="router-interactions") == 0
+        notify = await scrape("notify")
+        assert metric(notify, "stayhuman_notify_breaches_total") >= 3
+        assert metric(notify, "stayhuman_notify_alerts_total", channel="email", result="sent") >= 3
+        assert (
+            metric(notify, "stayhuman_notify_alerts_total", channel="email", result="failed") >= 1
+        )  # the outage
+        assert metric(notify, "stayhuman_notify_timers_armed_total") >= 4
+        assert metric(notify, "stayhuman_notify_timer_stream_bytes") > 0
+        assert metric(notify, "stayhuman_consumer_ack_pending", consumer="notify-timers") == 0

@@ -1,0 +1,47 @@
+"""Migrations as the Kubernetes Job runs them: `stayhuman migrate`, on each database."""
+
+import asyncio
+import os
+import subprocess
+import sys
+
+from sqlalchemy import insert, select, text
+
+from shared.db.core import TENANTS
+from shared.db.migrate import current_revision, head_revision, upgrade
+from shared.db.session import create_engine, session_factory, transaction
+from shared.events import utcnow
+
+
+def migrate_job(database_url: str) -> subprocess.CompletedProcess[str]:
+    """The migration Job's container command, with its environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "stayhuman", "migrate"],
+        env={**os.environ, "STAYHUMAN_DATABASE_URL": database_url},
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+
+
+async def test_the_job_migrates_an_empty_database(empty_database_url: str) -> None:
+    result = await asyncio.to_thread(migrate_job, empty_database_url)
+    assert f"database schema at revision {head_revision()}" in result.stdout
+    assert await current_revision(empty_database_url) == head_revision()
+    again = await asyncio.to_thread(migrate_job, empty_database_url)  # every deploy runs it
+    assert again.returncode == 0
+
+
+async def test_the_job_upgrades_from_the_previous_revision_keeping_data(empty_database_url: str) -> None:
+    await asyncio.to_thread(upgrade, empty_database_url, "0001")
+    engine = create_engine(empty_database_url)
+    async with transaction(session_factory(engine)) as session:
+        connection = await session.connection()
+        await connection.execute(
+            insert(TENANTS).values(id="acme", name="Acme", created_at=utcnow(), updated_at=utcnow())
+        )
+    await asyncio.to_thread(migrate_job, empty_database_url)
+    assert await current_revision(empty_database_url) == head_revision()
+    async with engine.connect() as connection:
+        assert (await connection.execute(select(TENANTS.c.name))).scalars().all() == ["Acme"]
+        # the new revision's tables are there and usable
+        assert (await connection.execute(text("SELECT count(*) FROM deadline"))).scalar() == 0
+    await engine.dispose()

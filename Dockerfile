@@ -16,6 +16,7 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/stayhuman --create-home sta
 COPY --from=build /opt/stayhuman /opt/stayhuman
 ENV PATH=/opt/stayhuman/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     STAYHUMAN_HOST=0.0.0.0 \
     STAYHUMAN_STATE_DIR=/var/lib/stayhuman
 USER stayhuman

@@ -50,6 +50,9 @@ class CommonSettings(BaseSettings):
     nats_tls_cert: Path | None = Field(default=None, description="Client certificate for NATS (mutual TLS).")
     nats_tls_key: Path | None = Field(default=None, description="Key of the NATS client certificate.")
     nats_replicas: int = Field(default=1, ge=1, le=5, description="Replicas of each JetStream stream.")
+    otel_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces."
+    )
 
     @model_validator(mode="after")
     def _coherent_nats_security(self) -> "CommonSettings":

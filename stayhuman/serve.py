@@ -7,6 +7,7 @@ import uvicorn
 
 from shared.logs import configure_logging
 from shared.settings import load_settings
+from shared.tracing import configure_tracing, shutdown_tracing
 
 
 def _ingest() -> tuple[Any, Any, int]:
@@ -39,6 +40,7 @@ SERVICES = {"ingest": _ingest, "router": _router, "notify": _notify}
 def serve(name: str) -> None:
     settings, create_app, port = SERVICES[name]()
     configure_logging(service=name, level=settings.log_level, json_logs=settings.log_json)
+    configure_tracing(service=name, endpoint=settings.otel_endpoint)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -50,6 +52,9 @@ def serve(name: str) -> None:
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
-    asyncio.run(server.serve())
+    try:
+        asyncio.run(server.serve())
+    finally:
+        shutdown_tracing()
     if not server.started:
         raise SystemExit(3)  # the lifespan failed: its error is in the log above

@@ -7,6 +7,7 @@ from shared.events import InteractionReceived
 from shared.ids import dedupe_key
 from shared.jetstream import MSG_ID, publish_retrying
 from shared.logs import CORRELATION_HEADER
+from shared.tracing import carrier_of
 
 
 class InteractionPublisher:
@@ -30,6 +31,7 @@ class InteractionPublisher:
                     edit_version=event.edit_version,
                 ),
                 CORRELATION_HEADER: event.correlation_id,
+                **carrier_of(),
             },
         )
         return bool(ack.duplicate)

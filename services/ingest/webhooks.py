@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
@@ -17,6 +18,7 @@ from services.ingest.generic import SIGNATURE_HEADER, GenericInteraction, normal
 from services.ingest.publisher import InteractionPublisher
 from shared.events import utcnow
 from shared.logs import CORRELATION_HEADER, correlation_id
+from shared.tracing import context_from, tracer
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -73,7 +75,11 @@ async def generic_webhook(
     """Accept one interaction signed with the account's secret; 202 once JetStream stored it."""
     started = time.perf_counter()
     try:
-        return await _accept(account_id, request, accounts, publisher, started)
+        with tracer().start_as_current_span(
+            "receive webhook", kind=SpanKind.SERVER, context=context_from(request.headers)
+        ) as span:
+            span.set_attribute("stayhuman.account_id", account_id)
+            return await _accept(account_id, request, accounts, publisher, started)
     except HTTPException as error:
         REJECTED.labels(str(error.status_code)).inc()
         raise

@@ -37,6 +37,7 @@ from shared.db.session import transaction
 from shared.events import DeadlineChanged, utcnow
 from shared.jetstream import dead_letter, is_last_delivery
 from shared.logs import correlation_id
+from shared.tracing import carrier_of, context_from, tracer
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class DeadlineWatcher:
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
         newest: dict[str, DeadlineChanged] = {}
+        traces: dict[str, dict[str, str] | None] = {}
         valid: list[Msg] = []
         for msg in msgs:
             try:
@@ -100,6 +102,7 @@ class DeadlineWatcher:
             known = newest.get(event.conversation_id)
             if known is None or known.deadline_version < event.deadline_version:
                 newest[event.conversation_id] = event
+                traces[event.conversation_id] = msg.headers
         if newest:
             async with transaction(self.sessions) as session:
                 await store.store_deadlines(session=session, events=newest.values())
@@ -112,6 +115,10 @@ class DeadlineWatcher:
                     continue  # a newer version is already stored: it decides
                 timer = breach_timer(deadline)
                 if timer is not None:
+                    with tracer().start_as_current_span(
+                        "arm deadline", context=context_from(traces.get(event.conversation_id))
+                    ):
+                        timer = timer.model_copy(update={"trace": carrier_of()})
                     to_arm.append(timer)
                 elif deadline.state == DeadlineState.cleared:
                     to_cancel.append((deadline.tenant_id, deadline.conversation_id))
@@ -177,7 +184,9 @@ class AlertSender:
     async def _one(self, msg: Msg) -> None:
         try:
             fired = TimerPayload.model_validate_json(msg.data)
-            await self._fired(msg, fired)
+            with tracer().start_as_current_span("handle timer", context=context_from(fired.trace)) as span:
+                span.set_attribute("stayhuman.conversation_id", fired.conversation_id)
+                await self._fired(msg, fired)
         except ValidationError as error:
             await self._dead_letter(msg, f"invalid timer: {error}")
         except Exception as error:

@@ -44,6 +44,7 @@ class TimerPayload(BaseModel):
     step: Literal["breach"] = "breach"
     attempt: int = 0
     at: AwareDatetime
+    trace: dict[str, str] = {}  # the W3C trace context that armed it (the fired copy has no headers)
 
 
 def breach_timer(deadline: Deadline) -> TimerPayload | None:

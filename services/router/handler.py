@@ -34,6 +34,7 @@ from shared.events import (
 from shared.ids import conversation_id
 from shared.jetstream import Outgoing, dead_letter, is_last_delivery, publish_pipelined
 from shared.logs import correlation_id
+from shared.tracing import carrier_of, context_from, tracer
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,13 @@ def subject_for(event: Event) -> str:
     raise TypeError(f"no subject for {type(event).__name__}")
 
 
-def to_outgoing(emitted: Emitted) -> Outgoing:
+def to_outgoing(emitted: Emitted, trace_headers: dict[str, str]) -> Outgoing:
     return Outgoing(
         subject_for(emitted.event),
         emitted.event.model_dump_json().encode(),
         emitted.msg_id,
         emitted.event.correlation_id,
+        headers=trace_headers,
     )
 
 
@@ -122,7 +124,9 @@ class InteractionRouter:
 
     async def _route(self, items: list[tuple[Msg, InteractionReceived]]) -> None:
         with BATCH_SECONDS.time():
-            outbox_id, rows, unknown = await self._commit([ix for _msg, ix in items])
+            outbox_id, rows, unknown = await self._commit(
+                [ix for _msg, ix in items], {ix.interaction_id: msg.headers for msg, ix in items}
+            )
         try:
             await publish_pipelined(self.js, rows)
         except Exception:
@@ -141,7 +145,7 @@ class InteractionRouter:
                 await msg.ack()
 
     async def _commit(
-        self, interactions: list[InteractionReceived]
+        self, interactions: list[InteractionReceived], headers: dict[str, dict[str, str] | None]
     ) -> tuple[str | None, list[Outgoing], set[str]]:
         now = utcnow()
         rows: list[Outgoing] = []
@@ -179,7 +183,12 @@ class InteractionRouter:
                     unknown.add(ix.interaction_id)
                     continue
                 cid = conversation_id(account_id=ix.account_id, thread_id=ix.thread_id)
-                outcome = route_interaction(conversations.get(cid), ix, context, now=now)
+                with tracer().start_as_current_span(
+                    "route interaction", context=context_from(headers.get(ix.interaction_id))
+                ) as span:
+                    outcome = route_interaction(conversations.get(cid), ix, context, now=now)
+                    span.set_attribute("stayhuman.conversation_id", cid)
+                    trace_headers = carrier_of()
                 conversation = outcome.conversation
                 if conversation is not None:
                     conversations[cid] = conversation
@@ -191,7 +200,7 @@ class InteractionRouter:
                     assigned[outcome.assigned_to] = now
                     _log_assignment(ix, outcome)
                 interaction_rows.append(_interaction_row(ix, conversation))
-                rows.extend(to_outgoing(emitted) for emitted in outcome.events)
+                rows.extend(to_outgoing(emitted, trace_headers) for emitted in outcome.events)
                 ROUTING_LATENCY.observe(max(0.0, (now - ix.received_at).total_seconds()))
                 ROUTED.labels("routed").inc()
             await store.add_interactions(session=session, rows=interaction_rows)

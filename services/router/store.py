@@ -131,7 +131,9 @@ async def record_assignments(*, session: AsyncSession, assigned: dict[str, datet
 
 def _encode(messages: list[Outgoing]) -> bytes:
     lines = [
-        json.dumps([m.subject, m.msg_id, m.correlation_id, m.payload.decode()], separators=(",", ":"))
+        json.dumps(
+            [m.subject, m.msg_id, m.correlation_id, m.payload.decode(), m.headers], separators=(",", ":")
+        )
         for m in messages
     ]
     return "\n".join(lines).encode()
@@ -140,8 +142,8 @@ def _encode(messages: list[Outgoing]) -> bytes:
 def _decode(blob: bytes) -> list[Outgoing]:
     result = []
     for line in blob.decode().splitlines():
-        subject, msg_id, correlation_id, payload = json.loads(line)
-        result.append(Outgoing(subject, payload.encode(), msg_id, correlation_id))
+        subject, msg_id, correlation_id, payload, headers = json.loads(line)
+        result.append(Outgoing(subject, payload.encode(), msg_id, correlation_id, headers))
     return result
 
 

@@ -1,0 +1,63 @@
+"""OpenTelemetry tracing across the NATS hops, when an OTLP endpoint is configured.
+
+The W3C `traceparent` travels in NATS headers (and inside timers, whose fired
+messages the server writes), so one trace follows an interaction from the webhook
+through the router to the alert. Without an endpoint every call here is a no-op.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.trace import Span, Tracer
+
+_tracer: Tracer = trace.get_tracer("stayhuman")
+
+
+def configure_tracing(*, service: str, endpoint: str | None) -> None:
+    """Export spans over OTLP/HTTP to `endpoint` (e.g. http://collector:4318/v1/traces)."""
+    global _tracer
+    if not endpoint:
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": f"stayhuman-{service}"}))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint), schedule_delay_millis=500)
+    )
+    trace.set_tracer_provider(provider)
+    _tracer = trace.get_tracer("stayhuman")
+
+
+def shutdown_tracing() -> None:
+    provider = trace.get_tracer_provider()
+    if hasattr(provider, "shutdown"):
+        provider.shutdown()
+
+
+def tracer() -> Tracer:
+    return _tracer
+
+
+def carrier_of(span: Span | None = None) -> dict[str, str]:
+    """The headers that continue the current (or the given) span elsewhere."""
+    headers: dict[str, str] = {}
+    ctx = trace.set_span_in_context(span) if span is not None else None
+    propagate.inject(headers, context=ctx)
+    return headers
+
+
+def context_from(headers: Mapping[str, str] | None) -> Any:
+    """The remote parent a message carries, if any."""
+    return propagate.extract(dict(headers or {}))
+
+
+def attach(ctx: Any) -> object:
+    return context.attach(ctx)
+
+
+def detach(token: object) -> None:
+    context.detach(token)  # type: ignore[arg-type]

@@ -35,6 +35,10 @@ from shared.settings import CommonSettings
 log = logging.getLogger(__name__)
 
 
+class NatsUnreachable(RuntimeError):
+    pass
+
+
 def nats_security(settings: CommonSettings) -> dict[str, Any]:
     """Connection options for the configured credentials and TLS."""
     options: dict[str, Any] = {}
@@ -79,8 +83,10 @@ class Runtime:
             reconnect_time_wait=1,
             # Per-message framework logging costs more than the work on a hot path.
             log_level=logging.DEBUG,
+            error_cb=self._nats_error,
             **nats_security(self.settings),
         )
+        self._last_nats_error: Exception | None = None
         self.engine = create_engine(self.settings.sqlalchemy_url)
         self.sessions = session_factory(self.engine)
 
@@ -92,8 +98,19 @@ class Runtime:
     def js(self) -> JetStreamContext:
         return self.broker.config.connection_state.stream
 
+    async def _nats_error(self, error: Exception) -> None:
+        self._last_nats_error = error
+        log.warning("NATS connection error", extra={"error": f"{type(error).__name__}: {error}"})
+
     async def start(self) -> None:
-        await self.broker.connect()
+        timeout = self.settings.nats_connect_timeout.total_seconds()
+        try:
+            await asyncio.wait_for(self.broker.connect(), timeout=timeout)
+        except TimeoutError:
+            raise NatsUnreachable(
+                f"could not connect to NATS at {', '.join(self.settings.nats_servers)} within {timeout:.0f} s "
+                f"(STAYHUMAN_NATS_URL); last error: {self._last_nats_error!r}"
+            ) from None
         check_server_version(
             self.nc._server_info.get("version", "0"),
             where=self.nc.connected_url.netloc if self.nc.connected_url else "?",

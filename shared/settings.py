@@ -27,7 +27,9 @@ Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STAYHUMAN_", env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="STAYHUMAN_", env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     nats_url: str | None = Field(
         default=None,
@@ -50,6 +52,9 @@ class CommonSettings(BaseSettings):
     nats_tls_cert: Path | None = Field(default=None, description="Client certificate for NATS (mutual TLS).")
     nats_tls_key: Path | None = Field(default=None, description="Key of the NATS client certificate.")
     nats_replicas: int = Field(default=1, ge=1, le=5, description="Replicas of each JetStream stream.")
+    nats_connect_timeout: Duration = Field(
+        default=timedelta(seconds=30), description="How long a service tries to reach NATS at start."
+    )
     otel_endpoint: str | None = Field(
         default=None, description="OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces."
     )

@@ -156,3 +156,80 @@ def test_a_wrong_password_stops_the_service_with_a_clear_error(
     )
     assert result.returncode != 0
     assert "Authorization Violation" in result.stderr
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A private CA and a server certificate for 127.0.0.1, made with openssl."""
+    folder.mkdir(parents=True, exist_ok=True)
+    run = lambda *args: subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=StayHuman test CA")  # fmt: skip
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "san.ext")  # fmt: skip
+    return {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key"}
+
+
+async def test_services_connect_to_nats_over_tls(tmp_path: Path) -> None:
+    certificates = make_certificates(tmp_path / "tls")
+    server = EmbeddedNats(
+        tmp_path / "nats",
+        extra_args=["--tls", "--tlscert", str(certificates["cert"]), "--tlskey", str(certificates["key"])],
+    ).start()
+    port = free_port()
+    env = {
+        **os.environ,
+        "STAYHUMAN_NATS_URL": f"tls://127.0.0.1:{server.port}",
+        "STAYHUMAN_NATS_TLS_CA": str(certificates["ca"]),
+        "STAYHUMAN_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
+        "STAYHUMAN_INGEST_PORT": str(port),
+    }
+    await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "stayhuman", "migrate"], env=env, check=True
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stayhuman", "ingest"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient() as client:
+
+            async def ready() -> bool:
+                try:
+                    return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await eventually(ready, timeout=30, what="ingest connected over TLS")
+        # without the CA, the server's certificate is not trusted and the service stops
+        untrusted = subprocess.run(
+            [sys.executable, "-m", "stayhuman", "ingest"],
+            env={
+                **env,
+                "STAYHUMAN_NATS_TLS_CA": "",
+                "STAYHUMAN_NATS_CONNECT_TIMEOUT": "3s",
+                "STAYHUMAN_INGEST_PORT": str(free_port()),
+            },
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert untrusted.returncode != 0
+        assert "could not connect to NATS" in untrusted.stderr
+        assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        server.stop()

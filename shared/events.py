@@ -42,6 +42,7 @@ class Kind(enum.StrEnum):
     reply = "reply"
     dm = "dm"
     review = "review"
+    quote = "quote"
 
 
 class Direction(enum.StrEnum):

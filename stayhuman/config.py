@@ -65,6 +65,9 @@ class AccountSpec(_Strict):
     handle: str = Field(min_length=1, max_length=200)
     team: Slug
     webhook_secret: str = Field(min_length=16, max_length=512)
+    external_id: str | None = Field(
+        default=None, min_length=1, max_length=128, description="The platform's id of this page or user."
+    )
 
 
 class TenantSpec(_Strict):
@@ -307,6 +310,7 @@ async def apply_config(
                         "handle": account.handle,
                         "team_id": ids.team_id(tenant_id=tenant.id, slug=account.team),
                         "webhook_secret": account.webhook_secret,
+                        "external_id": account.external_id,
                     },
                     summary,
                     "accounts",

@@ -51,7 +51,9 @@ def config_yaml(
     people: list[str],
     first_response: str = "30m",
     team: str = "care",
+    platform_accounts: tuple[tuple[str, str, str], ...] = (),
 ) -> str:
+    """A one-tenant configuration; `platform_accounts` adds (id, platform, platform id) accounts."""
     lines = ["people:"]
     for person in people:
         lines += [f"  - id: {person}", f"    name: Person {person}", f"    email: {person}@example.com"]
@@ -74,6 +76,15 @@ def config_yaml(
         f"        team: {team}",
         f"        webhook_secret: {secret}",
     ]
+    for account_id, platform, external_id in platform_accounts:
+        lines += [
+            f"      - id: {account_id}",
+            f"        platform: {platform}",
+            "        handle: Brand",
+            f"        team: {team}",
+            f"        webhook_secret: {secret}",
+            f'        external_id: "{external_id}"',
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -25,15 +25,26 @@ class AccountDirectory:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, ttl_seconds: float) -> None:
         self._sessions = sessions
         self._ttl = ttl_seconds
-        self._cache: dict[str, tuple[float, AccountView | None]] = {}
+        self._cache: dict[tuple[str, ...], tuple[float, AccountView | None]] = {}
 
     async def get(self, account_id: str) -> AccountView | None:
+        """The account a StayHuman webhook URL names."""
+        return await self._lookup((account_id,), Account.id == account_id)
+
+    async def by_platform_id(self, platform: Platform, external_id: str) -> AccountView | None:
+        """The account a platform names by its own id (a page, an Instagram account, an X user)."""
+        return await self._lookup(
+            (platform.value, external_id),
+            (Account.platform == platform.value) & (Account.external_id == external_id),
+        )
+
+    async def _lookup(self, key: tuple[str, ...], condition: object) -> AccountView | None:
         now = time.monotonic()
-        cached = self._cache.get(account_id)
+        cached = self._cache.get(key)
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         async with self._sessions() as session:
-            row = (await session.exec(select(Account).where(Account.id == account_id))).first()
+            row = (await session.exec(select(Account).where(condition))).first()  # type: ignore[arg-type]
         view = (
             AccountView(
                 id=row.id,
@@ -46,5 +57,5 @@ class AccountDirectory:
         )
         if len(self._cache) >= 10_000:  # unknown ids in URLs must not grow memory
             self._cache.clear()
-        self._cache[account_id] = (now, view)
+        self._cache[key] = (now, view)
         return view

@@ -9,6 +9,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.ingest.connectors.model import Draft, to_event
 from shared.events import (
     Author,
     AwareDatetime,
@@ -17,7 +18,6 @@ from shared.events import (
     Kind,
     Platform,
 )
-from shared.ids import interaction_id
 
 SIGNATURE_HEADER = "X-Signature-256"
 _SIGNATURE = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
@@ -74,17 +74,9 @@ def normalise(
     received_at: AwareDatetime,
     correlation_id: str,
 ) -> InteractionReceived:
-    return InteractionReceived(
-        tenant_id=tenant_id,
-        correlation_id=correlation_id,
-        interaction_id=interaction_id(
-            tenant_id=tenant_id,
-            account_id=account_id,
-            external_id=body.external_id,
-            edit_version=body.edit_version,
-        ),
-        account_id=account_id,
+    draft = Draft(
         platform=platform,
+        platform_account_id=account_id,
         external_id=body.external_id,
         edit_version=body.edit_version,
         kind=body.kind,
@@ -96,5 +88,11 @@ def normalise(
         url=body.url,
         language=body.language,
         created_at=body.created_at,
+    )
+    return to_event(
+        draft,
+        tenant_id=tenant_id,
+        account_id=account_id,
         received_at=received_at,
+        correlation_id=correlation_id,
     )

@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.ingest.accounts import AccountDirectory
+from services.ingest.platforms import router as platform_webhooks
 from services.ingest.publisher import InteractionPublisher
 from services.ingest.settings import IngestSettings
 from services.ingest.webhooks import router as webhooks
@@ -37,4 +38,5 @@ def create_app(settings: IngestSettings) -> FastAPI:
     app.include_router(health_router(runtime))
     app.include_router(metrics_router())
     app.include_router(webhooks)
+    app.include_router(platform_webhooks)
     return app

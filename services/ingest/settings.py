@@ -1,6 +1,6 @@
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from shared.settings import CommonSettings, Duration
 
@@ -13,4 +13,13 @@ class IngestSettings(CommonSettings):
     )
     account_cache_ttl: Duration = Field(
         default=timedelta(seconds=10), description="How long ingest trusts a cached account."
+    )
+    meta_app_secret: SecretStr | None = Field(
+        default=None, description="Meta app secret: verifies X-Hub-Signature-256 of /webhooks/meta."
+    )
+    meta_verify_token: SecretStr | None = Field(
+        default=None, description="The verify token entered in the Meta app's webhook settings."
+    )
+    x_consumer_secret: SecretStr | None = Field(
+        default=None, description="X app consumer secret: the CRC and x-twitter-webhooks-signature."
     )

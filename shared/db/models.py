@@ -67,12 +67,17 @@ class TeamMember(SQLModel, table=True):
 class Account(SQLModel, table=True):
     """A brand's account on one platform; its id appears in webhook URLs."""
 
+    __table_args__ = (UniqueConstraint("platform", "external_id"),)
+
     id: str = Field(primary_key=True, max_length=63)
     tenant_id: str = Field(foreign_key="tenant.id", index=True)
     platform: str = Field(max_length=32)
     handle: str = Field(max_length=200)
     team_id: str = Field(foreign_key="team.id")
     webhook_secret: str = Field(max_length=512)
+    # The platform's own id of the page, Instagram account or X user: how platform
+    # webhooks, which name no StayHuman account, find it.
+    external_id: str | None = Field(default=None, max_length=128)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 

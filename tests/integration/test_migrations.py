@@ -5,10 +5,11 @@ import os
 import subprocess
 import sys
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import insert, select, text
 
 from shared.db.core import TENANTS
-from shared.db.migrate import current_revision, head_revision, upgrade
+from shared.db.migrate import alembic_config, current_revision, head_revision, upgrade
 from shared.db.session import create_engine, session_factory, transaction
 from shared.events import utcnow
 
@@ -31,7 +32,9 @@ async def test_the_job_migrates_an_empty_database(empty_database_url: str) -> No
 
 
 async def test_the_job_upgrades_from_the_previous_revision_keeping_data(empty_database_url: str) -> None:
-    await asyncio.to_thread(upgrade, empty_database_url, "0001")
+    head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_revision(head_revision())
+    assert head is not None and isinstance(head.down_revision, str)
+    await asyncio.to_thread(upgrade, empty_database_url, head.down_revision)
     engine = create_engine(empty_database_url)
     async with transaction(session_factory(engine)) as session:
         connection = await session.connection()
@@ -42,6 +45,7 @@ async def test_the_job_upgrades_from_the_previous_revision_keeping_data(empty_da
     assert await current_revision(empty_database_url) == head_revision()
     async with engine.connect() as connection:
         assert (await connection.execute(select(TENANTS.c.name))).scalars().all() == ["Acme"]
-        # the new revision's tables are there and usable
+        # the schema is the current one: the newest tables and columns are there and usable
         assert (await connection.execute(text("SELECT count(*) FROM deadline"))).scalar() == 0
+        assert (await connection.execute(text("SELECT count(external_id) FROM account"))).scalar() == 0
     await engine.dispose()

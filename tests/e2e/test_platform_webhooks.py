@@ -1,0 +1,178 @@
+"""Meta and X webhooks, as the platforms send them (../shared/fixtures), end to end."""
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from shared.db.models import Conversation, Interaction
+from shared.db.session import create_engine, session_factory
+from tests.e2e.stack import Stack
+from tests.helpers import config_yaml, eventually
+
+pytestmark = pytest.mark.e2e
+FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "platforms"
+SIGNED: dict[str, Any] = json.loads((FIXTURES / "signed_requests.json").read_text())
+ACCOUNTS = (
+    ("bluebird-page", "facebook", "104857600000001"),
+    ("bluebird-ig", "instagram", "17841400000000001"),
+    ("bluebird-x", "x", "1500000000000000001"),
+)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("platforms")
+    running = Stack(
+        workdir,
+        env_overrides={
+            "STAYHUMAN_META_APP_SECRET": SIGNED["meta_page_comment"]["secret"],
+            "STAYHUMAN_META_VERIFY_TOKEN": SIGNED["meta_subscribe"]["query"]["hub.verify_token"],
+            "STAYHUMAN_X_CONSUMER_SECRET": SIGNED["x_mention"]["secret"],
+        },
+    )
+    config = workdir / "bluebird.yaml"
+    config.write_text(
+        config_yaml(
+            tenant="bluebird",
+            account="bluebird-fb",
+            secret="generic-secret-0123456789",
+            people=["maria", "li"],
+            platform_accounts=ACCOUNTS,
+        )
+    )
+    running.cli("migrate")
+    running.cli("apply", "-f", str(config))
+    running.start()
+    yield running
+    running.stop()
+
+
+async def deliver(stack: Stack, platform: str, name: str) -> httpx.Response:
+    request = SIGNED[name]
+    async with httpx.AsyncClient() as client:
+        return await client.post(
+            stack.url("ingest", f"/webhooks/{platform}"),
+            content=request["body"].encode(),
+            headers=request["headers"],
+        )
+
+
+async def conversation(stack: Stack, account: str, thread: str) -> Conversation | None:
+    engine = create_engine(stack.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            query = select(Conversation).where(
+                Conversation.account_id == account, Conversation.thread_id == thread
+            )
+            return (await session.exec(query)).first()
+    finally:
+        await engine.dispose()
+
+
+async def stored(stack: Stack, external_id: str) -> list[Interaction]:
+    engine = create_engine(stack.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            return list(
+                (await session.exec(select(Interaction).where(Interaction.external_id == external_id))).all()
+            )
+    finally:
+        await engine.dispose()
+
+
+async def responded(stack: Stack, account: str, thread: str) -> Conversation | None:
+    found = await conversation(stack, account, thread)
+    return found if found is not None and found.state == "responded" else None
+
+
+@pytest.mark.parametrize(
+    ("platform", "inbound", "reply", "account", "thread"),
+    [
+        (
+            "meta",
+            "meta_page_comment",
+            "meta_page_own_reply",
+            "bluebird-page",
+            "comment:900000000000001_800000000000001",
+        ),
+        ("meta", "meta_messenger_message", "meta_messenger_echo", "bluebird-page", "dm:7200000000000001"),
+        ("x", "x_dm", "x_dm_own_reply", "bluebird-x", "dm:1500000000000000777"),
+    ],
+)
+async def test_a_platform_message_is_assigned_and_the_brands_reply_responds(
+    stack: Stack, platform: str, inbound: str, reply: str, account: str, thread: str
+) -> None:
+    first = await deliver(stack, platform, inbound)
+    assert first.status_code == 200 and first.json()["accepted"] == 1, first.text
+    opened = await eventually(lambda: conversation(stack, account, thread), what="the conversation")
+    assert opened.owner_id in {"maria", "li"} and opened.state == "open"
+    assert (await deliver(stack, platform, reply)).status_code == 200
+    await eventually(lambda: responded(stack, account, thread), what="the responded state")
+
+
+async def test_instagram_comment_and_x_mention_are_assigned(stack: Stack) -> None:
+    assert (await deliver(stack, "meta", "instagram_comment")).status_code == 200
+    assert (await deliver(stack, "x", "x_mention")).status_code == 200
+    ig = await eventually(
+        lambda: conversation(stack, "bluebird-ig", "comment:17900000000000001"), what="instagram"
+    )
+    mention = await eventually(
+        lambda: conversation(stack, "bluebird-x", "tweet:1860000000000000555"), what="x"
+    )
+    assert ig.author_id == "17850000000000001" and mention.author_name == "Priya N"
+
+
+async def test_a_replayed_delivery_is_stored_once(stack: Stack) -> None:
+    for _ in range(3):
+        assert (await deliver(stack, "meta", "meta_page_comment")).status_code == 200
+    await eventually(lambda: conversation(stack, "bluebird-page", "comment:900000000000001_800000000000001"))
+    assert len(await stored(stack, "900000000000001_800000000000001")) == 1
+
+
+async def test_subscription_checks(stack: Stack) -> None:
+    meta_query = SIGNED["meta_subscribe"]["query"]
+    async with httpx.AsyncClient() as client:
+        ok = await client.get(stack.url("ingest", "/webhooks/meta"), params=meta_query)
+        wrong = await client.get(
+            stack.url("ingest", "/webhooks/meta"), params={**meta_query, "hub.verify_token": "x"}
+        )
+        crc = await client.get(stack.url("ingest", "/webhooks/x"), params=SIGNED["x_crc"]["query"])
+        no_token = await client.get(stack.url("ingest", "/webhooks/x"))
+    assert (ok.status_code, ok.text) == (200, "1158201444")
+    assert wrong.status_code == 403 and "verify_token" in wrong.json()["error"]
+    assert crc.json() == {"response_token": SIGNED["x_crc"]["expected_response_token"]}
+    assert no_token.status_code == 400
+
+
+async def test_bad_signatures_malformed_and_unrouted_bodies(stack: Stack) -> None:
+    request = SIGNED["meta_page_comment"]
+    async with httpx.AsyncClient() as client:
+        url = stack.url("ingest", "/webhooks/meta")
+        tampered = await client.post(url, content=request["body"].encode() + b" ", headers=request["headers"])
+        unsigned = await client.post(url, content=request["body"].encode())
+        secret = request["secret"]
+
+        def signed(body: bytes) -> dict[str, str]:
+            return {
+                "X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            }
+
+        garbage = b'{"object": "page", "entry": "nope"}'
+        malformed = await client.post(url, content=garbage, headers=signed(garbage))
+        other = b'{"object": "page", "entry": [{"id": "104857600000001", "time": 1, "changes": [{"field": "ratings", "value": {}}]}]}'
+        unrouted = await client.post(url, content=other, headers=signed(other))
+    assert (tampered.status_code, tampered.json()) == (401, {"error": "bad signature in X-Hub-Signature-256"})
+    assert unsigned.status_code == 401
+    assert malformed.status_code == 400 and "entry" in malformed.json()["error"]
+    assert unrouted.status_code == 200 and unrouted.json() == {
+        "status": "accepted",
+        "accepted": 0,
+        "ignored": 1,
+    }

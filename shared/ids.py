@@ -5,6 +5,7 @@ redelivered message or a second router replica computes the same id and the
 database's primary key settles any race.
 """
 
+import hashlib
 import re
 import uuid
 
@@ -43,3 +44,12 @@ def sla_policy_id(*, tenant_id: str, name: str) -> str:
 def dedupe_key(*, tenant_id: str, account_id: str, external_id: str, edit_version: int) -> str:
     """The `Nats-Msg-Id` of an interaction: what makes two deliveries the same message."""
     return f"ix:{tenant_id}:{account_id}:{external_id}:{edit_version}"
+
+
+def api_token_id(*, tenant_id: str, name: str) -> str:
+    return _derive("api-token", tenant_id, name)
+
+
+def token_sha256(token: str) -> str:
+    """What is stored of an API token: enough to recognise it, not to use it."""
+    return hashlib.sha256(token.encode()).hexdigest()

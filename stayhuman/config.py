@@ -20,7 +20,7 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import ids
-from shared.db.models import Account, Person, SlaPolicy, Team, TeamMember, Tenant
+from shared.db.models import Account, ApiToken, Person, SlaPolicy, Team, TeamMember, Tenant
 from shared.db.session import transaction
 from shared.durations import parse_duration
 from shared.events import Platform, utcnow
@@ -70,12 +70,18 @@ class AccountSpec(_Strict):
     )
 
 
+class ApiTokenSpec(_Strict):
+    name: Slug
+    token: str = Field(min_length=24, max_length=512, description="Write it as ${ENV_VAR}.")
+
+
 class TenantSpec(_Strict):
     id: Slug
     name: str = Field(min_length=1, max_length=200)
     sla_policies: list[SlaSpec] = Field(default_factory=list)
     teams: list[TeamSpec] = Field(default_factory=list)
     accounts: list[AccountSpec] = Field(default_factory=list)
+    api_tokens: list[ApiTokenSpec] = Field(default_factory=list)
 
 
 class ConfigDocument(_Strict):
@@ -292,6 +298,19 @@ async def apply_config(
                     session.add_all(TeamMember(team_id=team_id, person_id=p) for p in sorted(wanted))
                     summary.count("team memberships", created=not current)
             await session.flush()
+            for token in tenant.api_tokens:
+                await _upsert(
+                    session,
+                    ApiToken,
+                    ids.api_token_id(tenant_id=tenant.id, name=token.name),
+                    {
+                        "tenant_id": tenant.id,
+                        "name": token.name,
+                        "token_sha256": ids.token_sha256(token.token),
+                    },
+                    summary,
+                    "API tokens",
+                )
             for account in tenant.accounts:
                 existing = await session.get(Account, account.id)
                 if existing is not None and existing.tenant_id != tenant.id:

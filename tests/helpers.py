@@ -52,6 +52,7 @@ def config_yaml(
     first_response: str = "30m",
     team: str = "care",
     platform_accounts: tuple[tuple[str, str, str], ...] = (),
+    api_token: str | None = None,
 ) -> str:
     """A one-tenant configuration; `platform_accounts` adds (id, platform, platform id) accounts."""
     lines = ["people:"]
@@ -76,6 +77,9 @@ def config_yaml(
         f"        team: {team}",
         f"        webhook_secret: {secret}",
     ]
+    if api_token:
+        at = lines.index("    accounts:")
+        lines[at:at] = ["    api_tokens:", "      - name: importer", f"        token: {api_token}"]
     for account_id, platform, external_id in platform_accounts:
         lines += [
             f"      - id: {account_id}",

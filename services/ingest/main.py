@@ -6,6 +6,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.ingest.accounts import AccountDirectory
+from services.ingest.batch import TokenDirectory
+from services.ingest.batch import router as batch_api
 from services.ingest.platforms import router as platform_webhooks
 from services.ingest.publisher import InteractionPublisher
 from services.ingest.settings import IngestSettings
@@ -34,9 +36,13 @@ def create_app(settings: IngestSettings) -> FastAPI:
     app.state.accounts = AccountDirectory(
         runtime.sessions, ttl_seconds=settings.account_cache_ttl.total_seconds()
     )
+    app.state.tokens = TokenDirectory(
+        runtime.sessions, ttl_seconds=settings.account_cache_ttl.total_seconds()
+    )
     install_error_handlers(app)
     app.include_router(health_router(runtime))
     app.include_router(metrics_router())
     app.include_router(webhooks)
     app.include_router(platform_webhooks)
+    app.include_router(batch_api)
     return app

@@ -8,6 +8,7 @@ from shared.settings import CommonSettings, Duration
 class IngestSettings(CommonSettings):
     ingest_port: int = Field(default=8080, description="HTTP port of ingest (webhooks).")
     max_body_bytes: int = Field(default=1_048_576, description="Largest webhook body accepted.")
+    max_batch_bytes: int = Field(default=16_777_216, description="Largest /v1/interactions body accepted.")
     publish_timeout: Duration = Field(
         default=timedelta(seconds=5), description="How long ingest waits for JetStream's ack."
     )

@@ -192,3 +192,15 @@ class Alert(SQLModel, table=True):
     last_error: str = ""
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
     sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+
+
+class ApiToken(SQLModel, table=True):
+    """A tenant's token for the batch API; only its SHA-256 is kept."""
+
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True)
+    name: str = Field(max_length=63)
+    token_sha256: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())

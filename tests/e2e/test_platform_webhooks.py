@@ -14,11 +14,12 @@ from sqlmodel import select
 from shared.db.models import Conversation, Interaction
 from shared.db.session import create_engine, session_factory
 from tests.e2e.stack import Stack
-from tests.helpers import config_yaml, eventually
+from tests.helpers import config_yaml, eventually, generic_body
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "platforms"
 SIGNED: dict[str, Any] = json.loads((FIXTURES / "signed_requests.json").read_text())
+TOKEN = "importer-token-0123456789abcdef"
 ACCOUNTS = (
     ("bluebird-page", "facebook", "104857600000001"),
     ("bluebird-ig", "instagram", "17841400000000001"),
@@ -45,6 +46,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             secret="generic-secret-0123456789",
             people=["maria", "li"],
             platform_accounts=ACCOUNTS,
+            api_token=TOKEN,
         )
     )
     running.cli("migrate")
@@ -176,3 +178,46 @@ async def test_bad_signatures_malformed_and_unrouted_bodies(stack: Stack) -> Non
         "accepted": 0,
         "ignored": 1,
     }
+
+
+async def test_the_batch_api_takes_a_thousand_interactions_at_once(stack: Stack) -> None:
+    items = [
+        {**json.loads(generic_body(f"batch-{i}", thread_id=f"batch-thread-{i}")), "account_id": "bluebird-fb"}
+        for i in range(1000)
+    ]
+    url = stack.url("ingest", "/v1/interactions")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        accepted = await client.post(url, json={"interactions": items}, headers=auth)
+        again = await client.post(url, json={"interactions": items[:10]}, headers=auth)
+        no_token = await client.post(url, json={"interactions": items[:1]})
+        wrong_token = await client.post(
+            url, json={"interactions": items[:1]}, headers={"Authorization": "Bearer nope"}
+        )
+        too_many = await client.post(url, json={"interactions": items + items[:1]}, headers=auth)
+        bad_item = await client.post(
+            url, json={"interactions": [items[0], {**items[1], "kind": "tweet"}]}, headers=auth
+        )
+        foreign = await client.post(
+            url, json={"interactions": [{**items[0], "account_id": "someone-else"}]}, headers=auth
+        )
+    assert accepted.status_code == 202 and accepted.json()["accepted"] == 1000, accepted.text
+    assert again.status_code == 202  # a replay is accepted and stored once
+    assert no_token.status_code == wrong_token.status_code == 401
+    assert too_many.status_code == 400 and too_many.json()["problems"][0]["field"] == "interactions"
+    assert bad_item.status_code == 400 and bad_item.json()["problems"][0]["field"] == "interactions.1.kind"
+    assert foreign.status_code == 404 and "interactions[0].account_id" in foreign.json()["error"]
+
+    async def all_routed() -> bool:
+        engine = create_engine(stack.database_url)
+        try:
+            async with session_factory(engine)() as session:
+                rows = (
+                    await session.exec(select(Interaction.id).where(Interaction.account_id == "bluebird-fb"))
+                ).all()
+                return len(rows) >= 1000
+        finally:
+            await engine.dispose()
+
+    await eventually(all_routed, timeout=60, what="the batch routed")
+    assert len(await stored(stack, "batch-5")) == 1

@@ -65,6 +65,7 @@ class StreamSettings:
     interactions_max_age: timedelta = timedelta(days=7)
     events_max_age: timedelta = timedelta(days=7)
     dead_letter_max_age: timedelta = timedelta(days=30)
+    archive_max_age: timedelta = timedelta(days=30)
     duplicate_window: timedelta = timedelta(minutes=2)
 
 
@@ -104,6 +105,13 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             max_age=settings.dead_letter_max_age.total_seconds(),
             description="Messages that could not be processed, kept with their error",
+        ),
+        StreamConfig(
+            name=subjects.ARCHIVE_STREAM,
+            subjects=["sh.archive.>"],
+            retention=RetentionPolicy.LIMITS,
+            max_age=settings.archive_max_age.total_seconds(),
+            description="Raw platform payloads as received, for audit and replay",
         ),
     ]
     for config in configs:

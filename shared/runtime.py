@@ -75,7 +75,9 @@ class Runtime:
     stream_settings: StreamSettings = field(default_factory=StreamSettings)
 
     def __post_init__(self) -> None:
-        self.stream_settings = StreamSettings(replicas=self.settings.nats_replicas)
+        self.stream_settings = StreamSettings(
+            replicas=self.settings.nats_replicas, archive_max_age=self.settings.archive_retention
+        )
         self.broker = NatsBroker(
             self.settings.nats_servers,
             name=f"stayhuman-{self.service}",

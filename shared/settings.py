@@ -52,6 +52,9 @@ class CommonSettings(BaseSettings):
     nats_tls_cert: Path | None = Field(default=None, description="Client certificate for NATS (mutual TLS).")
     nats_tls_key: Path | None = Field(default=None, description="Key of the NATS client certificate.")
     nats_replicas: int = Field(default=1, ge=1, le=5, description="Replicas of each JetStream stream.")
+    archive_retention: Duration = Field(
+        default=timedelta(days=30), description="How long raw payloads are kept in the archive stream."
+    )
     nats_connect_timeout: Duration = Field(
         default=timedelta(seconds=30), description="How long a service tries to reach NATS at start."
     )

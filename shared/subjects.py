@@ -12,6 +12,7 @@ INTERACTIONS_STREAM = "SH_INTERACTIONS"
 EVENTS_STREAM = "SH_EVENTS"
 TIMERS_STREAM = "SH_TIMERS"
 DEAD_LETTER_STREAM = "SH_DEADLETTER"
+ARCHIVE_STREAM = "SH_ARCHIVE"
 
 ConversationEvent = Literal["opened", "assigned", "responded", "reopened"]
 
@@ -74,3 +75,8 @@ def all_timers_fired() -> str:
 def dead_letter(*, stream: str, consumer: str) -> str:
     """Poison messages of one consumer, kept with their error."""
     return f"sh.dlq.{stream.lower()}.{consumer}"
+
+
+def archive(*, source: str) -> str:
+    """Raw payloads as received (a webhook body, a batch), kept for audit and replay."""
+    return f"sh.archive.{_token(source)}"

@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.ingest.accounts import AccountDirectory
 from services.ingest.generic import GenericInteraction, normalise
-from services.ingest.publisher import InteractionPublisher
+from services.ingest.publisher import InteractionPublisher, RawPayload
 from services.ingest.webhooks import RECEIVED, read_body
 from shared.db.models import ApiToken
 from shared.events import utcnow
@@ -115,7 +115,7 @@ async def post_interactions(
             )
         )
     try:
-        await publisher.publish_many(events)
+        await publisher.publish_many(events, raw=RawPayload("batch", body))
     except (NatsError, TimeoutError) as error:
         raise HTTPException(
             503,

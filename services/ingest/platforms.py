@@ -19,7 +19,7 @@ from prometheus_client import Counter
 from services.ingest.accounts import AccountDirectory
 from services.ingest.connectors import meta, x
 from services.ingest.connectors.model import Draft, MalformedPayload, Parsed, to_event
-from services.ingest.publisher import InteractionPublisher
+from services.ingest.publisher import InteractionPublisher, RawPayload
 from services.ingest.settings import IngestSettings
 from services.ingest.webhooks import RECEIVED, read_body
 from shared.events import InteractionReceived, utcnow
@@ -123,7 +123,7 @@ async def _receive(
         IGNORED.labels(platform).inc(len(ignored))
         log.info("platform events not routed", extra={"platform": platform, "ignored": ignored[:20]})
     try:
-        await publisher.publish_many(events)
+        await publisher.publish_many(events, raw=RawPayload(platform, body))
     except (NatsError, TimeoutError) as error:
         log.warning("publish not acknowledged", extra={"error": repr(error)})
         raise HTTPException(

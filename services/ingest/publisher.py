@@ -1,13 +1,41 @@
 """Publishing normalised interactions to JetStream, deduplicated by platform id."""
 
+import asyncio
+import hashlib
+from dataclasses import dataclass
+
 from nats.js import JetStreamContext
 
 from shared import subjects
-from shared.events import InteractionReceived
+from shared.events import InteractionReceived, utcnow
 from shared.ids import dedupe_key
 from shared.jetstream import MSG_ID, Outgoing, publish_pipelined, publish_retrying
-from shared.logs import CORRELATION_HEADER
+from shared.logs import CORRELATION_HEADER, correlation_id
 from shared.tracing import carrier_of
+
+
+@dataclass(frozen=True)
+class RawPayload:
+    """A request body exactly as received, with where it came from."""
+
+    source: str  # generic, meta, x, batch
+    body: bytes
+    account_id: str = ""
+
+    def outgoing(self) -> Outgoing:
+        digest = hashlib.sha256(self.body).hexdigest()
+        return Outgoing(
+            subjects.archive(source=self.source),
+            self.body,
+            f"raw:{self.source}:{digest}",  # a platform's retry of the same body is kept once
+            correlation_id.get(),
+            headers={
+                "Nats-Expected-Stream": subjects.ARCHIVE_STREAM,
+                "Sh-Source": self.source,
+                "Sh-Account": self.account_id,
+                "Sh-Received-At": utcnow().isoformat(),
+            },
+        )
 
 
 class InteractionPublisher:
@@ -15,11 +43,17 @@ class InteractionPublisher:
         self._js = js
         self._timeout = timeout
 
-    async def publish_many(self, events: list[InteractionReceived]) -> None:
-        """Store a platform delivery's interactions together (acks in flight at once)."""
+    async def publish_many(self, events: list[InteractionReceived], *, raw: RawPayload | None = None) -> None:
+        """Store a delivery's interactions, and its raw payload in the archive, together.
+
+        The acks are in flight at once; the caller answers the platform only after
+        all of them came back.
+        """
+        archived = [raw.outgoing()] if raw is not None else []
         await publish_pipelined(
             self._js,
-            [
+            archived
+            + [
                 Outgoing(
                     subjects.interaction_received(tenant_id=e.tenant_id, account_id=e.account_id),
                     e.model_dump_json().encode(),
@@ -38,8 +72,24 @@ class InteractionPublisher:
             retry_for=self._timeout,
         )
 
-    async def publish(self, event: InteractionReceived) -> bool:
-        """Store one interaction; True if JetStream already had it (a redelivery)."""
+    async def publish(self, event: InteractionReceived, *, raw: RawPayload | None = None) -> bool:
+        """Store one interaction (and its raw payload); True if JetStream already had it."""
+        if raw is not None:
+            archived = raw.outgoing()
+            interaction, _ = await asyncio.gather(
+                self._publish_one(event),
+                publish_retrying(
+                    self._js,
+                    archived.subject,
+                    archived.payload,
+                    headers=archived.all_headers(),
+                    timeout=self._timeout,
+                ),
+            )
+            return interaction
+        return await self._publish_one(event)
+
+    async def _publish_one(self, event: InteractionReceived) -> bool:
         ack = await publish_retrying(
             self._js,
             subjects.interaction_received(tenant_id=event.tenant_id, account_id=event.account_id),

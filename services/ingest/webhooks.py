@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from services.ingest.accounts import AccountDirectory, AccountView
 from services.ingest.generic import SIGNATURE_HEADER, GenericInteraction, normalise, signature_valid
-from services.ingest.publisher import InteractionPublisher
+from services.ingest.publisher import InteractionPublisher, RawPayload
 from shared.events import utcnow
 from shared.logs import CORRELATION_HEADER, correlation_id
 from shared.tracing import context_from, tracer
@@ -120,7 +120,7 @@ async def _accept(
         correlation_id=correlation_id.get(),
     )
     try:
-        duplicate = await publisher.publish(event)
+        duplicate = await publisher.publish(event, raw=RawPayload("generic", body, account.id))
     except (NatsError, TimeoutError) as error:
         log.warning("publish not acknowledged", extra={"error": repr(error)})
         raise HTTPException(

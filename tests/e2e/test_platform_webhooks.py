@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import pytest
 from sqlmodel import select
 
 from shared.db.models import Conversation, Interaction
 from shared.db.session import create_engine, session_factory
+from stayhuman.natsserver import EmbeddedNats
 from tests.e2e.stack import Stack
 from tests.helpers import config_yaml, eventually, generic_body
 
@@ -28,11 +30,20 @@ ACCOUNTS = (
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats")).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, nats_url: str) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("platforms")
     running = Stack(
         workdir,
         env_overrides={
+            "STAYHUMAN_NATS_URL": nats_url,
+            "STAYHUMAN_ARCHIVE_RETENTION": "3d",
             "STAYHUMAN_META_APP_SECRET": SIGNED["meta_page_comment"]["secret"],
             "STAYHUMAN_META_VERIFY_TOKEN": SIGNED["meta_subscribe"]["query"]["hub.verify_token"],
             "STAYHUMAN_X_CONSUMER_SECRET": SIGNED["x_mention"]["secret"],
@@ -221,3 +232,22 @@ async def test_the_batch_api_takes_a_thousand_interactions_at_once(stack: Stack)
 
     await eventually(all_routed, timeout=60, what="the batch routed")
     assert len(await stored(stack, "batch-5")) == 1
+
+
+async def test_raw_payloads_are_archived_byte_for_byte(stack: Stack, nats_url: str) -> None:
+    request = SIGNED["meta_messenger_message"]
+    assert (await deliver(stack, "meta", "meta_messenger_message")).status_code == 200
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    info = await js.stream_info("SH_ARCHIVE")
+    assert info.config.max_age == 3 * 86400  # STAYHUMAN_ARCHIVE_RETENTION
+    sub = await js.subscribe("sh.archive.meta", ordered_consumer=True)
+    bodies = []
+    try:
+        while True:
+            bodies.append((await sub.next_msg(timeout=1)).data)
+    except nats.errors.TimeoutError:
+        pass
+    await sub.unsubscribe()
+    await nc.close()
+    assert request["body"].encode() in bodies

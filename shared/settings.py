@@ -7,12 +7,15 @@ message that names the variable.
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.durations import parse_duration
+
+if TYPE_CHECKING:
+    from shared.secrets import SecretBox
 
 
 def _duration(value: object) -> object:
@@ -52,6 +55,10 @@ class CommonSettings(BaseSettings):
     nats_tls_cert: Path | None = Field(default=None, description="Client certificate for NATS (mutual TLS).")
     nats_tls_key: Path | None = Field(default=None, description="Key of the NATS client certificate.")
     nats_replicas: int = Field(default=1, ge=1, le=5, description="Replicas of each JetStream stream.")
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key that encrypts stored secrets (unset: a key file in the state folder).",
+    )
     archive_retention: Duration = Field(
         default=timedelta(days=30), description="How long raw payloads are kept in the archive stream."
     )
@@ -87,6 +94,13 @@ class CommonSettings(BaseSettings):
         if not self.nats_url:
             raise SettingsError("STAYHUMAN_NATS_URL is not set")
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+    def secret_box(self) -> "SecretBox":
+        from shared.secrets import load_box
+
+        return load_box(
+            key=self.secret_key.get_secret_value() if self.secret_key else None, state_dir=self.state_dir
+        )
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from shared.secrets import SecretKeyError
 from shared.settings import CommonSettings, SettingsError, load_settings
 
 
@@ -83,6 +84,13 @@ def cmd_conversations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secret_key(_args: argparse.Namespace) -> int:
+    from shared.secrets import new_key
+
+    print(new_key())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stayhuman", description="Every social media interaction reaches the right human, on time."
@@ -102,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     apply = commands.add_parser("apply", help="create or update tenants, accounts, teams and people")
     apply.add_argument("-f", "--file", required=True, help="configuration YAML file")
     apply.set_defaults(func=cmd_apply)
+    commands.add_parser(
+        "secret-key", help="print a new key for STAYHUMAN_SECRET_KEY (encrypts stored secrets)"
+    ).set_defaults(func=cmd_secret_key)
     conversations = commands.add_parser("conversations", help="list conversations with owner and state")
     conversations.add_argument("--tenant", help="only this tenant")
     conversations.add_argument("--state", choices=["open", "responded"], help="only this state")
@@ -115,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except SettingsError as error:
+    except (SettingsError, SecretKeyError) as error:
         return _fail(str(error))
     except KeyboardInterrupt:
         return 130

@@ -24,6 +24,8 @@ from shared.db.models import Account, ApiToken, Person, SlaPolicy, Team, TeamMem
 from shared.db.session import transaction
 from shared.durations import parse_duration
 from shared.events import Platform, utcnow
+from shared.secrets import PREFIX, SecretBox
+from shared.settings import CommonSettings, load_settings
 
 Slug = Annotated[str, Field(pattern=ids.SLUG_PATTERN)]
 
@@ -229,10 +231,22 @@ async def _upsert(
         summary.count(kind, created=False)
 
 
+def _sealed(box: SecretBox, plain: str, stored: str | None) -> str:
+    """Keep the stored ciphertext when it already holds this secret (sealing again would differ)."""
+    if stored is not None and stored.startswith(PREFIX) and box.open(stored) == plain:
+        return stored
+    return box.seal(plain)
+
+
 async def apply_config(
-    sessions: async_sessionmaker[AsyncSession], document: ConfigDocument, *, source: str
+    sessions: async_sessionmaker[AsyncSession],
+    document: ConfigDocument,
+    *,
+    source: str,
+    box: SecretBox | None = None,
 ) -> Summary:
-    """Create or update everything in the document, in one transaction."""
+    """Create or update everything in the document, in one transaction; secrets are stored sealed."""
+    box = box or load_settings(CommonSettings).secret_box()
     summary = Summary()
     async with transaction(sessions) as session:
         referenced = {m for t in document.tenants for team in t.teams for m in team.members}
@@ -328,7 +342,9 @@ async def apply_config(
                         "platform": account.platform.value,
                         "handle": account.handle,
                         "team_id": ids.team_id(tenant_id=tenant.id, slug=account.team),
-                        "webhook_secret": account.webhook_secret,
+                        "webhook_secret": _sealed(
+                            box, account.webhook_secret, existing.webhook_secret if existing else None
+                        ),
                         "external_id": account.external_id,
                     },
                     summary,

@@ -9,6 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db.models import Account
 from shared.events import Platform
+from shared.secrets import SecretBox
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,11 @@ class AccountView:
 class AccountDirectory:
     """A read-through cache, so a webhook costs no database round trip in the steady state."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, ttl_seconds: float) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, ttl_seconds: float, box: SecretBox
+    ) -> None:
         self._sessions = sessions
+        self._box = box
         self._ttl = ttl_seconds
         self._cache: dict[tuple[str, ...], tuple[float, AccountView | None]] = {}
 
@@ -50,7 +54,7 @@ class AccountDirectory:
                 id=row.id,
                 tenant_id=row.tenant_id,
                 platform=Platform(row.platform),
-                webhook_secret=row.webhook_secret,
+                webhook_secret=self._box.open(row.webhook_secret),
             )
             if row is not None
             else None

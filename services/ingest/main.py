@@ -34,7 +34,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
     app = FastAPI(title="StayHuman ingest", lifespan=lifespan)
     app.state.settings = settings
     app.state.accounts = AccountDirectory(
-        runtime.sessions, ttl_seconds=settings.account_cache_ttl.total_seconds()
+        runtime.sessions, ttl_seconds=settings.account_cache_ttl.total_seconds(), box=settings.secret_box()
     )
     app.state.tokens = TokenDirectory(
         runtime.sessions, ttl_seconds=settings.account_cache_ttl.total_seconds()

@@ -2,6 +2,7 @@
 
 import asyncio
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -134,3 +135,19 @@ async def test_account_ids_are_unique_across_tenants(database_url: str) -> None:
     async with sessions() as session:
         assert (await session.exec(select(Tenant.id))).all() == ["one"]
     await engine.dispose()
+
+
+async def test_webhook_secrets_are_stored_sealed(database_url: str, tmp_path: Path) -> None:
+    from shared.secrets import SecretBox, new_key
+
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    box = SecretBox(new_key())
+    text = config_yaml(tenant="acme", account="acme-fb", secret="plain-webhook-secret-xyz", people=["maria"])
+    await apply_config(sessions, parse_config(text, source="a.yaml"), source="a.yaml", box=box)
+    async with sessions() as session:
+        stored = (await session.exec(select(Account.webhook_secret))).one()
+    again = await apply_config(sessions, parse_config(text, source="a.yaml"), source="a.yaml", box=box)
+    await engine.dispose()
+    assert "plain-webhook-secret-xyz" not in stored and box.open(stored) == "plain-webhook-secret-xyz"
+    assert again.updated == {}  # the same secret is not sealed again

@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    ValidationError,
+    model_validator,
+)
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel, col, select
@@ -28,6 +37,7 @@ from shared.secrets import PREFIX, SecretBox
 from shared.settings import CommonSettings, load_settings
 
 Slug = Annotated[str, Field(pattern=ids.SLUG_PATTERN)]
+POLLED_PLATFORMS = {Platform.mastodon, Platform.bluesky, Platform.youtube}
 
 
 def _duration(value: object) -> object:
@@ -70,6 +80,18 @@ class AccountSpec(_Strict):
     external_id: str | None = Field(
         default=None, min_length=1, max_length=128, description="The platform's id of this page or user."
     )
+    api_base_url: HttpUrl | None = Field(default=None, description="Polled platforms: the API's base URL.")
+    access_token: str | None = Field(
+        default=None, min_length=8, max_length=4096, description="Polled platforms: write it as ${ENV_VAR}."
+    )
+
+    @model_validator(mode="after")
+    def _polled_accounts_are_complete(self) -> "AccountSpec":
+        if self.platform in POLLED_PLATFORMS and self.access_token is not None:
+            missing = [name for name in ("api_base_url", "external_id") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"a polled {self.platform.value} account needs {' and '.join(missing)} too")
+        return self
 
 
 class ApiTokenSpec(_Strict):
@@ -346,6 +368,14 @@ async def apply_config(
                             box, account.webhook_secret, existing.webhook_secret if existing else None
                         ),
                         "external_id": account.external_id,
+                        "api_base_url": str(account.api_base_url).rstrip("/")
+                        if account.api_base_url
+                        else None,
+                        "credentials": _sealed(
+                            box, account.access_token, existing.credentials if existing else None
+                        )
+                        if account.access_token
+                        else None,
                     },
                     summary,
                     "accounts",

@@ -9,6 +9,7 @@ from services.ingest.accounts import AccountDirectory
 from services.ingest.batch import TokenDirectory
 from services.ingest.batch import router as batch_api
 from services.ingest.platforms import router as platform_webhooks
+from services.ingest.pollers import PollerSupervisor
 from services.ingest.publisher import InteractionPublisher
 from services.ingest.settings import IngestSettings
 from services.ingest.webhooks import router as webhooks
@@ -26,15 +27,21 @@ def create_app(settings: IngestSettings) -> FastAPI:
         app.state.publisher = InteractionPublisher(
             runtime.js, timeout=settings.publish_timeout.total_seconds()
         )
+        pollers = PollerSupervisor(
+            runtime.sessions, app.state.publisher, box, interval=settings.poll_interval.total_seconds()
+        )
+        pollers.start()
         try:
             yield
         finally:
+            await pollers.stop()
             await runtime.stop()
 
     app = FastAPI(title="StayHuman ingest", lifespan=lifespan)
     app.state.settings = settings
+    box = settings.secret_box()
     app.state.accounts = AccountDirectory(
-        runtime.sessions, ttl_seconds=settings.account_cache_ttl.total_seconds(), box=settings.secret_box()
+        runtime.sessions, ttl_seconds=settings.account_cache_ttl.total_seconds(), box=box
     )
     app.state.tokens = TokenDirectory(
         runtime.sessions, ttl_seconds=settings.account_cache_ttl.total_seconds()

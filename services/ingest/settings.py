@@ -24,3 +24,6 @@ class IngestSettings(CommonSettings):
     x_consumer_secret: SecretStr | None = Field(
         default=None, description="X app consumer secret: the CRC and x-twitter-webhooks-signature."
     )
+    poll_interval: Duration = Field(
+        default=timedelta(seconds=30), description="How often each polled account is asked for news."
+    )

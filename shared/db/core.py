@@ -26,6 +26,7 @@ MEMBERS = _table(models.TeamMember)
 OUTBOX = _table(models.OutboxBatch)
 PEOPLE = _table(models.Person)
 POLICIES = _table(models.SlaPolicy)
+POLL_STATES = _table(models.PollState)
 TEAMS = _table(models.Team)
 TENANTS = _table(models.Tenant)
 

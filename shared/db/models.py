@@ -78,6 +78,9 @@ class Account(SQLModel, table=True):
     # The platform's own id of the page, Instagram account or X user: how platform
     # webhooks, which name no StayHuman account, find it.
     external_id: str | None = Field(default=None, max_length=128)
+    # Polled platforms: where the account's API is, and its sealed credentials.
+    api_base_url: str | None = Field(default=None, max_length=512)
+    credentials: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
@@ -204,3 +207,18 @@ class ApiToken(SQLModel, table=True):
     name: str = Field(max_length=63)
     token_sha256: str = Field(max_length=64, unique=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+
+
+class PollState(SQLModel, table=True):
+    """Where a poller is in one feed of an account, and how that connector is doing."""
+
+    account_id: str = Field(foreign_key="account.id", primary_key=True, max_length=63)
+    feed: str = Field(primary_key=True, max_length=32)  # e.g. notifications, statuses
+    cursor: str | None = Field(default=None, max_length=512)
+    state: str = Field(default="starting", max_length=16)  # starting, ok, failing
+    consecutive_errors: int = 0
+    last_error: str = ""
+    last_error_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    last_success_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    last_event_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())

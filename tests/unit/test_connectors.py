@@ -162,3 +162,48 @@ def test_x_reply_by_the_brand_joins_the_mention() -> None:
     }  # fmt: skip
     (draft,) = x.parse(json.dumps(reply).encode()).drafts
     assert draft.direction is Direction.outbound and draft.thread_id == "tweet:1"
+
+
+def test_mastodon_mention_from_the_documented_page() -> None:
+    from services.ingest.connectors import mastodon
+
+    page = json.loads((FIXTURES / "mastodon_notifications_page.json").read_text())
+    (mention,) = mastodon.parse_notifications(page, own_id="9001", platform_account_id="9001").drafts
+    assert mention.platform is Platform.mastodon and mention.external_id == "113500000000000001"
+    assert mention.text == "@bluebird any vegan pastries today?"  # HTML became plain text
+    assert mention.author.handle == "@zoe@fosstodon.example" and mention.author.followers == 311
+    assert mention.kind is Kind.mention and mention.thread_id == "status:113500000000000001"
+    assert mastodon.newest_id(page) == "34975861"
+
+
+def test_mastodon_own_reply_and_direct_messages() -> None:
+    from services.ingest.connectors import mastodon
+
+    reply = {"id": "2", "in_reply_to_id": "1", "visibility": "public", "content": "<p>Yes!<br>Today.</p>",
+             "created_at": "2025-11-26T00:01:00.000Z", "account": {"id": "9001", "acct": "bluebird"}}  # fmt: skip
+    direct = {"id": "3", "visibility": "direct", "content": "<p>psst &amp; hi</p>", "mentions": [{"id": "9001"}],
+              "created_at": "2025-11-26T00:02:00.000Z", "account": {"id": "77", "acct": "zoe"}}  # fmt: skip
+    own = mastodon.parse_own_statuses(
+        [reply, {**reply, "id": "4", "in_reply_to_id": None}], own_id="9001", platform_account_id="9001"
+    )
+    (answer,) = own.drafts
+    assert (
+        answer.direction is Direction.outbound
+        and answer.thread_id == "status:1"
+        and answer.text == "Yes!\nToday."
+    )
+    assert own.ignored == ["own status that answers nobody"]
+    (dm,) = mastodon.parse_notifications(
+        [{"type": "mention", "id": "5", "status": direct}], own_id="9001", platform_account_id="9001"
+    ).drafts
+    assert dm.kind is Kind.dm and dm.thread_id == "dm:77" and dm.text == "psst & hi"
+    assert mastodon.newest_id([{"id": "99"}, {"id": "100"}]) == "100"  # numeric order, not text order
+
+
+def test_retry_after_reads_seconds_and_dates() -> None:
+    from services.ingest.pollers import retry_after_seconds
+
+    now = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    assert retry_after_seconds("7", now=now) == 7
+    assert retry_after_seconds("Thu, 26 Nov 2026 10:00:30 GMT", now=now) == 30
+    assert retry_after_seconds(None, now=now) is None and retry_after_seconds("soon", now=now) is None

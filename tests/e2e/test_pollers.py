@@ -1,0 +1,110 @@
+"""Polled platforms against local fakes of their APIs: paging, 429 and 5xx, restarts."""
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import select
+
+from shared.db.models import Conversation, Interaction, PollState
+from shared.db.session import create_engine, session_factory
+from tests.e2e.stack import Stack
+from tests.fake_platforms import FakeMastodon
+from tests.helpers import config_yaml, eventually
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeMastodon]:
+    server = FakeMastodon().start()
+    yield server
+    server.stop()
+
+
+def mastodon_config(fake: FakeMastodon) -> str:
+    text = config_yaml(
+        tenant="bluebird", account="bluebird-fb", secret="generic-secret-0123456789", people=["maria"]
+    )
+    return (
+        text
+        + "\n".join(
+            [
+                "      - id: bluebird-social",
+                "        platform: mastodon",
+                "        handle: '@bluebird@social.example'",
+                "        team: care",
+                "        webhook_secret: unused-secret-0123456789",
+                f"        external_id: '{fake.own_id}'",
+                f"        api_base_url: {fake.url}",
+                "        access_token: ${MASTODON_TOKEN}",
+            ]
+        )
+        + "\n"
+    )
+
+
+async def count(stack: Stack, model: type, **where: str) -> int:
+    engine = create_engine(stack.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            query = select(func.count()).select_from(model)
+            for column, value in where.items():
+                query = query.where(getattr(model, column) == value)
+            return int((await session.exec(query)).one())
+    finally:
+        await engine.dispose()
+
+
+async def test_mastodon_is_polled_forward_without_gaps_or_duplicates(
+    tmp_path: Path, fake: FakeMastodon
+) -> None:
+    for number in range(45):  # more than one page of 40
+        fake.mention(number)
+    fake.failures = [(429, {"Retry-After": "1"}), (503, {})]
+    stack = Stack(
+        tmp_path / "stack", env_overrides={"STAYHUMAN_POLL_INTERVAL": "1s", "MASTODON_TOKEN": fake.token}
+    )
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "bluebird.yaml").write_text(mastodon_config(fake))
+    stack.cli("migrate")
+    stack.cli("apply", "-f", str(tmp_path / "bluebird.yaml"))
+    try:
+        stack.start()
+
+        async def stored(expected: int) -> bool:
+            return await count(stack, Interaction, account_id="bluebird-social") == expected
+
+        # the first run takes the newest page (40): the start of the account's history
+        await eventually(lambda: stored(40), timeout=30, interval=0.3, what="the first page")
+        for number in range(45, 130):  # three pages arrive between two polls
+            fake.mention(number)
+        await eventually(lambda: stored(125), timeout=30, interval=0.3, what="the walk forward")
+        # ingest dies in the middle of polling; `up` restarts it; it continues from its cursor
+        fake.delay = 0.3
+        for number in range(130, 200):
+            fake.mention(number)
+        await eventually(lambda: _polled_since(fake, 130), timeout=20, what="a poll of the new pages")
+        os.kill(stack.service_pid("ingest"), signal.SIGKILL)
+        fake.delay = 0.0
+        await eventually(lambda: stored(195), timeout=60, interval=0.3, what="the rest after the restart")
+        # the brand's own reply on Mastodon answers that conversation
+        first = fake.notifications[5]["status"]["id"]
+        fake.own_reply(1, to_status=first)
+
+        async def answered() -> bool:
+            return await count(stack, Conversation, thread_id=f"status:{first}", state="responded") == 1
+
+        await eventually(answered, timeout=20, what="the responded conversation")
+        assert await count(stack, Conversation, account_id="bluebird-social") == 195
+        assert await count(stack, PollState, account_id="bluebird-social", feed="health", state="ok") == 1
+        assert any("429" in line or "rate limited" in line for line in stack.logs().splitlines())
+    finally:
+        stack.stop()
+
+
+async def _polled_since(fake: FakeMastodon, number: int) -> bool:
+    return any(f"min_id={1_000_000 + number - 1}" in url for url in fake.requests)

@@ -28,7 +28,11 @@ def create_app(settings: IngestSettings) -> FastAPI:
             runtime.js, timeout=settings.publish_timeout.total_seconds()
         )
         pollers = PollerSupervisor(
-            runtime.sessions, app.state.publisher, box, interval=settings.poll_interval.total_seconds()
+            runtime.sessions,
+            app.state.publisher,
+            box,
+            interval=settings.poll_interval.total_seconds(),
+            youtube_daily_quota=settings.youtube_daily_quota,
         )
         pollers.start()
         try:

@@ -9,7 +9,7 @@ off with jitter; a 429 waits what `Retry-After` says.
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.ingest.connectors import mastodon
+from services.ingest.connectors import bluesky, mastodon, youtube
 from services.ingest.connectors.model import Parsed, to_event
 from services.ingest.publisher import InteractionPublisher, RawPayload
 from shared.db.core import ACCOUNTS, POLL_STATES, execute, fetch_rows
@@ -104,18 +104,86 @@ class PollStore:
             )
 
 
-Fetch = Callable[[str, dict[str, str | int]], Any]
-
-
 @dataclass
-class MastodonPoller:
+class Poller:
+    """What every poller shares: authenticated GETs, error mapping, storing a page's drafts."""
+
     account: PolledAccount
     http: httpx.AsyncClient
     publisher: InteractionPublisher
     store: PollStore
 
     async def poll_once(self) -> int:
-        """Walk both feeds up to now; returns how many interactions were stored."""
+        raise NotImplementedError
+
+    def auth(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Headers and query parameters that authenticate a request."""
+        return {"Authorization": f"Bearer {self.account.token}"}, {}
+
+    async def get(self, path: str, params: dict[str, str | int]) -> httpx.Response:
+        headers, extra = self.auth()
+        response = await self.http.get(
+            f"{self.account.api_base_url}{path}", params={**params, **extra}, headers=headers
+        )
+        platform = self.account.platform.value
+        if response.status_code == 429:
+            POLLS.labels(platform, "rate_limited").inc()
+            raise RateLimited(retry_after_seconds(response.headers.get("retry-after"), now=utcnow()))
+        if response.status_code >= 400:
+            POLLS.labels(platform, "error").inc()
+            raise PlatformError(response.status_code, response.text)
+        POLLS.labels(platform, "ok").inc()
+        return response
+
+    async def store_drafts(self, parsed: Parsed, raw: bytes) -> int:
+        received_at = utcnow()
+        events = [
+            to_event(
+                draft,
+                tenant_id=self.account.tenant_id,
+                account_id=self.account.id,
+                received_at=received_at,
+                correlation_id="",
+            )
+            for draft in parsed.drafts
+        ]
+        if events:
+            source = self.account.platform.value
+            await self.publisher.publish_many(events, raw=RawPayload(source, raw, self.account.id))
+        return len(events)
+
+    async def walk_back(
+        self,
+        feed: str,
+        fetch: Callable[[str | None], Awaitable[httpx.Response]],
+        parse: Callable[[Any, str | None], tuple[Parsed, bool]],
+        newest: Callable[[Any], str | None],
+        next_cursor: Callable[[Any], str | None],
+        max_pages: int = 20,
+    ) -> int:
+        """For APIs that answer newest first with no "since": page back to the high-water mark,
+        store everything newer, then move the mark (so a crash re-reads, never skips)."""
+        mark = await self.store.cursor(self.account.id, feed)
+        cursor: str | None = None
+        stored, top = 0, None
+        for _ in range(max_pages):
+            response = await fetch(cursor)
+            page = response.json()
+            parsed, reached = parse(page, mark)
+            stored += await self.store_drafts(parsed, response.content)
+            top = top or newest(page)
+            cursor = next_cursor(page)
+            if reached or not cursor or mark is None:  # a first poll takes only the newest page
+                break
+        if top is not None and (mark is None or top > mark):
+            await self.store.record(self.account.id, feed, cursor=top, last_event_at=utcnow())
+        return stored
+
+
+@dataclass
+class MastodonPoller(Poller):
+    async def poll_once(self) -> int:
+        """Walk both feeds forward with `min_id` up to now."""
         own = self.account.external_id
         feeds = (
             (
@@ -133,12 +201,10 @@ class MastodonPoller:
         for feed, path_of, parse in feeds:
             cursor = await self.store.cursor(self.account.id, feed)
             while True:
-                path, params = path_of(cursor)
-                response = await self._get(path, params)
+                response = await self.get(*path_of(cursor))
                 page = response.json()
                 parsed: Parsed = parse(page, own_id=own, platform_account_id=own)
-                await self._store(parsed, response.content)
-                stored += len(parsed.drafts)
+                stored += await self.store_drafts(parsed, response.content)
                 newest = mastodon.newest_id(page)
                 if newest is None:
                     break
@@ -152,33 +218,77 @@ class MastodonPoller:
                     break
         return stored
 
-    async def _get(self, path: str, params: dict[str, str | int]) -> httpx.Response:
-        response = await self.http.get(
-            f"{self.account.api_base_url}{path}",
-            params=params,
-            headers={"Authorization": f"Bearer {self.account.token}"},
+
+@dataclass
+class BlueskyPoller(Poller):
+    """The configured token is an app password; sessions come from createSession."""
+
+    _session: str | None = None
+
+    def auth(self) -> tuple[dict[str, str], dict[str, str]]:
+        return {"Authorization": f"Bearer {self._session}"}, {}
+
+    async def _login(self) -> None:
+        response = await self.http.post(
+            f"{self.account.api_base_url}/xrpc/com.atproto.server.createSession",
+            json={"identifier": self.account.external_id, "password": self.account.token},
         )
-        if response.status_code == 429:
-            POLLS.labels("mastodon", "rate_limited").inc()
-            raise RateLimited(retry_after_seconds(response.headers.get("retry-after"), now=utcnow()))
         if response.status_code >= 400:
-            POLLS.labels("mastodon", "error").inc()
             raise PlatformError(response.status_code, response.text)
-        POLLS.labels("mastodon", "ok").inc()
-        return response
+        self._session = str(response.json()["accessJwt"])
 
-    async def _store(self, parsed: Parsed, raw: bytes) -> None:
-        received_at = utcnow()
-        events = [
-            to_event(draft, tenant_id=self.account.tenant_id, account_id=self.account.id,
-                     received_at=received_at, correlation_id="")
-            for draft in parsed.drafts
-        ]  # fmt: skip
-        if events:
-            await self.publisher.publish_many(events, raw=RawPayload("mastodon", raw, self.account.id))
+    async def poll_once(self) -> int:
+        if self._session is None:
+            await self._login()
+        try:
+            return await self._poll()
+        except PlatformError as error:
+            if not error.lasting:
+                raise
+            await self._login()  # the session expired: one new one, then the error stands
+            return await self._poll()
+
+    async def _poll(self) -> int:
+        did = self.account.external_id
+        stored = await self.walk_back(
+            "notifications",
+            lambda cursor: self.get(*bluesky.notifications_path(cursor=cursor)),
+            lambda page, since: bluesky.parse_notifications(page, own_did=did, since=since),
+            lambda page: bluesky.newest_indexed(page, "notifications"),
+            lambda page: page.get("cursor"),
+        )
+        return stored + await self.walk_back(
+            "own-posts",
+            lambda cursor: self.get(*bluesky.author_feed_path(did=did, cursor=cursor)),
+            lambda page, since: bluesky.parse_author_feed(page, own_did=did, since=since),
+            lambda page: bluesky.newest_indexed(page, "feed"),
+            lambda page: page.get("cursor"),
+        )
 
 
-POLLERS = {Platform.mastodon: MastodonPoller}
+@dataclass
+class YouTubePoller(Poller):
+    """The configured token is an API key; each call costs one unit of the daily quota."""
+
+    def auth(self) -> tuple[dict[str, str], dict[str, str]]:
+        return {}, {"key": self.account.token}
+
+    async def poll_once(self) -> int:
+        channel = self.account.external_id
+        return await self.walk_back(
+            "threads",
+            lambda token: self.get(*youtube.threads_path(channel_id=channel, page_token=token)),
+            lambda page, since: youtube.parse_threads(page, channel_id=channel, since=since),
+            youtube.newest_update,
+            lambda page: page.get("nextPageToken"),
+        )
+
+
+POLLERS: dict[Platform, type[Poller]] = {
+    Platform.mastodon: MastodonPoller,
+    Platform.bluesky: BlueskyPoller,
+    Platform.youtube: YouTubePoller,
+}
 
 
 @dataclass
@@ -189,6 +299,7 @@ class PollerSupervisor:
     publisher: InteractionPublisher
     box: SecretBox
     interval: float
+    youtube_daily_quota: int = 10_000
     max_backoff: float = 300.0
     refresh_every: float = 30.0
 
@@ -197,6 +308,13 @@ class PollerSupervisor:
         self._http = httpx.AsyncClient(timeout=20)
         self._store = PollStore(self.sessions)
         self._runner: asyncio.Task[None] | None = None
+        self._youtube_accounts = 0
+
+    def interval_for(self, account: PolledAccount) -> float:
+        """YouTube's daily quota (a unit a call) is shared by its channels: poll no faster than it allows."""
+        if account.platform is Platform.youtube and self._youtube_accounts:
+            return max(self.interval, 86_400 * self._youtube_accounts / self.youtube_daily_quota)
+        return self.interval
 
     def start(self) -> None:
         self._runner = asyncio.create_task(self._keep_in_step(), name="pollers")
@@ -237,6 +355,7 @@ class PollerSupervisor:
                     if account_id not in self._tasks:
                         self._tasks[account_id] = asyncio.create_task(self._poll_forever(account))
                 known = accounts
+                self._youtube_accounts = sum(1 for a in accounts.values() if a.platform is Platform.youtube)
             except Exception:
                 log.exception("could not load the polled accounts")
             await asyncio.sleep(self.refresh_every)
@@ -286,4 +405,4 @@ class PollerSupervisor:
             )
             if stored:
                 log.info("polled", extra={"account_id": account.id, "stored": stored})
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.interval_for(account))

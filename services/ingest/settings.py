@@ -27,3 +27,6 @@ class IngestSettings(CommonSettings):
     poll_interval: Duration = Field(
         default=timedelta(seconds=30), description="How often each polled account is asked for news."
     )
+    youtube_daily_quota: int = Field(
+        default=10_000, ge=1, description="YouTube Data API units a day, shared by the polled channels."
+    )

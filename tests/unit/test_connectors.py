@@ -207,3 +207,42 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     assert retry_after_seconds("7", now=now) == 7
     assert retry_after_seconds("Thu, 26 Nov 2026 10:00:30 GMT", now=now) == 30
     assert retry_after_seconds(None, now=now) is None and retry_after_seconds("soon", now=now) is None
+
+
+def test_bluesky_mentions_and_replies_from_the_documented_page() -> None:
+    from services.ingest.connectors import bluesky
+
+    page = json.loads((FIXTURES / "bluesky_list_notifications.json").read_text())
+    parsed, reached = bluesky.parse_notifications(page, own_did="did:plc:bluebirdcoffee000000000", since=None)
+    mention, reply = parsed.drafts
+    assert not reached and mention.kind is Kind.mention and reply.kind is Kind.reply
+    assert mention.external_id == "at://did:plc:abcdefghijklmnopqrstuvwx/app.bsky.feed.post/3kmention111a"
+    assert reply.thread_id == "post:at://did:plc:bluebirdcoffee000000000/app.bsky.feed.post/3kbrandpost22a"
+    assert mention.author.handle == "@kai.bsky.social" and mention.direction is Direction.inbound
+    later, reached = bluesky.parse_notifications(page, own_did="x", since="2025-11-26T00:00:00.001Z")
+    assert later.drafts == [] and reached  # the high-water mark stops the walk back
+
+
+def test_youtube_thread_from_the_documented_page() -> None:
+    from services.ingest.connectors import youtube
+
+    page = json.loads((FIXTURES / "youtube_comment_threads_page.json").read_text())
+    parsed, _ = youtube.parse_threads(page, channel_id="UCbluebirdcoffee0000001", since=None)
+    (comment,) = parsed.drafts
+    assert comment.kind is Kind.comment and comment.author.name == "Lee Park"
+    assert comment.thread_id == "thread:UgzTESTthread0001AaABAg" and comment.direction is Direction.inbound
+    assert comment.url == "https://www.youtube.com/watch?v=dQw4TESTvid&lc=UgzTESTthread0001AaABAg"
+    assert youtube.newest_update(page) == "2025-11-26T00:00:00.000Z"
+
+
+def test_youtube_quota_sets_the_poll_interval() -> None:
+    from services.ingest.pollers import PolledAccount, PollerSupervisor
+    from shared.secrets import SecretBox, new_key
+
+    supervisor = PollerSupervisor(None, None, SecretBox(new_key()), interval=30, youtube_daily_quota=10_000)  # type: ignore[arg-type]
+    supervisor._youtube_accounts = 5
+    channel = PolledAccount("yt", "t", Platform.youtube, "UC1", "https://example", "key")
+    assert supervisor.interval_for(channel) == 43.2  # 5 channels x 86,400 s / 10,000 units
+    assert (
+        supervisor.interval_for(PolledAccount("m", "t", Platform.mastodon, "1", "https://example", "t")) == 30
+    )

@@ -102,3 +102,171 @@ class FakeMastodon:
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+
+
+def _stamp(number: int) -> str:
+    """Distinct, increasing times (the fakes' items are ordered by them)."""
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    return (base + timedelta(milliseconds=number)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _serve(app: FastAPI, port: int) -> uvicorn.Server:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("a fake platform did not start")
+        time.sleep(0.02)
+    return server
+
+
+@dataclass
+class FakeBluesky:
+    """createSession, listNotifications and getAuthorFeed: newest first, paged by `cursor`."""
+
+    did: str = "did:plc:bluebirdcoffee000000000"
+    app_password: str = "fake-app-password"
+    port: int = field(default_factory=free_port)
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    feed: list[dict[str, Any]] = field(default_factory=list)
+    sessions: int = 0
+    _server: uvicorn.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def mention(self, number: int) -> str:
+        uri = f"at://did:plc:fan{number}/app.bsky.feed.post/m{number}"
+        author = {
+            "did": f"did:plc:fan{number}",
+            "handle": f"fan{number}.bsky.social",
+            "displayName": f"Fan {number}",
+        }
+        self.notifications.append(
+            {"uri": uri, "cid": f"c{number}", "author": author, "reason": "mention", "indexedAt": _stamp(number),
+             "record": {"$type": "app.bsky.feed.post", "createdAt": _stamp(number), "text": f"@bluebird.coffee open? {number}"}}
+        )  # fmt: skip
+        return uri
+
+    def like(self, number: int) -> None:
+        self.notifications.append(
+            {"uri": f"at://x/like/{number}", "author": {"did": "did:plc:x", "handle": "x"}, "reason": "like",
+             "indexedAt": _stamp(number), "record": {}}
+        )  # fmt: skip
+
+    def own_reply(self, number: int, root: str) -> None:
+        self.feed.append(
+            {"post": {"uri": f"at://{self.did}/app.bsky.feed.post/r{number}", "indexedAt": _stamp(number),
+                      "author": {"did": self.did, "handle": "bluebird.coffee", "displayName": "Bluebird"},
+                      "record": {"text": "Yes, till 6!", "createdAt": _stamp(number),
+                                 "reply": {"root": {"uri": root}, "parent": {"uri": root}}}}}
+        )  # fmt: skip
+
+    def expire_sessions(self) -> None:
+        self.sessions += 1  # tokens of earlier sessions stop working
+
+    def _page(self, items: list[dict[str, Any]], key: str, request: Request) -> JSONResponse:
+        if request.headers.get("authorization") != f"Bearer jwt-{self.sessions}":
+            return JSONResponse({"error": "ExpiredToken"}, status_code=401)
+        ordered = sorted(items, key=lambda i: (i.get("post") or i)["indexedAt"], reverse=True)
+        start = int(request.query_params.get("cursor", 0))
+        limit = int(request.query_params.get("limit", 50))
+        answer: dict[str, Any] = {key: ordered[start : start + limit]}
+        if start + limit < len(ordered):
+            answer["cursor"] = str(start + limit)
+        return JSONResponse(answer)
+
+    def start(self) -> "FakeBluesky":
+        app = FastAPI()
+
+        @app.post("/xrpc/com.atproto.server.createSession")
+        async def session(request: Request) -> JSONResponse:
+            body = await request.json()
+            if body.get("identifier") != self.did or body.get("password") != self.app_password:
+                return JSONResponse({"error": "AuthenticationRequired"}, status_code=401)
+            return JSONResponse({"accessJwt": f"jwt-{self.sessions}", "did": self.did})
+
+        @app.get("/xrpc/app.bsky.notification.listNotifications")
+        async def notifications(request: Request) -> JSONResponse:
+            return self._page(self.notifications, "notifications", request)
+
+        @app.get("/xrpc/app.bsky.feed.getAuthorFeed")
+        async def author_feed(request: Request) -> JSONResponse:
+            return self._page(self.feed, "feed", request)
+
+        self._server = _serve(app, self.port)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+
+
+@dataclass
+class FakeYouTube:
+    """commentThreads.list for a channel: newest activity first, paged by `pageToken`."""
+
+    channel: str = "UCbluebirdcoffee0000001"
+    key: str = "fake-youtube-key"
+    port: int = field(default_factory=free_port)
+    threads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: int = 0
+    _server: uvicorn.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def _comment(comment_id: str, author: str, name: str, text: str, number: int) -> dict[str, Any]:
+        return {"id": comment_id, "snippet": {"authorDisplayName": name, "authorChannelId": {"value": author},
+                "videoId": "vid1", "textOriginal": text, "publishedAt": _stamp(number), "updatedAt": _stamp(number)}}  # fmt: skip
+
+    def comment(self, number: int) -> str:
+        thread = f"Ugthread{number:04d}"
+        self.threads[thread] = {
+            "id": thread,
+            "snippet": {"videoId": "vid1", "topLevelComment": self._comment(thread, f"UCfan{number}", f"Fan {number}", f"Which grinder? {number}", number)},
+        }  # fmt: skip
+        return thread
+
+    def channel_reply(self, number: int, thread: str) -> None:
+        reply = self._comment(
+            f"{thread}.r{number}", self.channel, "Bluebird Coffee", "A Comandante C40!", number
+        )
+        self.threads[thread].setdefault("replies", {"comments": []})["comments"].append(reply)
+
+    def start(self) -> "FakeYouTube":
+        app = FastAPI()
+
+        def activity(thread: dict[str, Any]) -> str:
+            times = [thread["snippet"]["topLevelComment"]["snippet"]["updatedAt"]]
+            times += [r["snippet"]["updatedAt"] for r in thread.get("replies", {}).get("comments", [])]
+            return max(times)
+
+        @app.get("/youtube/v3/commentThreads")
+        async def threads(request: Request) -> JSONResponse:
+            self.calls += 1
+            if request.query_params.get("key") != self.key:
+                return JSONResponse({"error": {"code": 400, "message": "API key not valid"}}, status_code=400)
+            if request.query_params.get("allThreadsRelatedToChannelId") != self.channel:
+                return JSONResponse({"error": {"code": 404}}, status_code=404)
+            ordered = sorted(self.threads.values(), key=activity, reverse=True)
+            start = int(request.query_params.get("pageToken") or 0)
+            limit = int(request.query_params.get("maxResults", 20))
+            answer: dict[str, Any] = {
+                "kind": "youtube#commentThreadListResponse",
+                "items": ordered[start : start + limit],
+            }
+            if start + limit < len(ordered):
+                answer["nextPageToken"] = str(start + limit)
+            return JSONResponse(answer)
+
+        self._server = _serve(app, self.port)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True

@@ -12,7 +12,7 @@ from sqlmodel import select
 from shared.db.models import Conversation, Interaction, PollState
 from shared.db.session import create_engine, session_factory
 from tests.e2e.stack import Stack
-from tests.fake_platforms import FakeMastodon
+from tests.fake_platforms import FakeBluesky, FakeMastodon, FakeYouTube
 from tests.helpers import config_yaml, eventually
 
 pytestmark = pytest.mark.e2e
@@ -108,3 +108,69 @@ async def test_mastodon_is_polled_forward_without_gaps_or_duplicates(
 
 async def _polled_since(fake: FakeMastodon, number: int) -> bool:
     return any(f"min_id={1_000_000 + number - 1}" in url for url in fake.requests)
+
+
+async def test_bluesky_and_youtube_are_paged_back_to_their_marks(tmp_path: Path) -> None:
+    sky, tube = FakeBluesky().start(), FakeYouTube().start()
+    for number in range(30):
+        sky.mention(number)
+        tube.comment(number)
+    sky.like(30)
+    text = config_yaml(
+        tenant="bluebird", account="bluebird-fb", secret="generic-secret-0123456789", people=["maria"]
+    )
+    text += "\n".join(
+        [
+            "      - id: bluebird-sky", "        platform: bluesky", "        handle: bluebird.coffee",
+            "        team: care", "        webhook_secret: unused-secret-0123456789",
+            f"        external_id: '{sky.did}'", f"        api_base_url: {sky.url}", "        access_token: ${SKY_PASSWORD}",
+            "      - id: bluebird-yt", "        platform: youtube", "        handle: Bluebird Coffee",
+            "        team: care", "        webhook_secret: unused-secret-0123456789",
+            f"        external_id: '{tube.channel}'", f"        api_base_url: {tube.url}", "        access_token: ${YT_KEY}",
+        ]
+    ) + "\n"  # fmt: skip
+    stack = Stack(
+        tmp_path / "stack",
+        env_overrides={"STAYHUMAN_POLL_INTERVAL": "1s", "SKY_PASSWORD": sky.app_password, "YT_KEY": tube.key},
+    )
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "bluebird.yaml").write_text(text)
+    stack.cli("migrate")
+    stack.cli("apply", "-f", str(tmp_path / "bluebird.yaml"))
+    try:
+        stack.start()
+
+        async def stored(account: str, expected: int) -> bool:
+            return await count(stack, Interaction, account_id=account) == expected
+
+        await eventually(
+            lambda: stored("bluebird-sky", 30), timeout=30, interval=0.3, what="bluesky's first page"
+        )
+        await eventually(
+            lambda: stored("bluebird-yt", 30), timeout=30, interval=0.3, what="youtube's first page"
+        )
+        sky.expire_sessions()  # the poller logs in again
+        for number in range(31, 151):  # several pages between two polls
+            sky.mention(number)
+        threads = [tube.comment(number) for number in range(31, 181)]
+        await eventually(
+            lambda: stored("bluebird-sky", 150), timeout=40, interval=0.3, what="bluesky paged back"
+        )
+        await eventually(
+            lambda: stored("bluebird-yt", 180), timeout=40, interval=0.3, what="youtube paged back"
+        )
+        root = sky.notifications[-1]["uri"]
+        sky.own_reply(200, root)
+        tube.channel_reply(300, threads[0])
+
+        async def answered(thread: str) -> bool:
+            return await count(stack, Conversation, thread_id=thread, state="responded") == 1
+
+        await eventually(lambda: answered(f"post:{root}"), timeout=20, what="the bluesky reply")
+        await eventually(lambda: answered(f"thread:{threads[0]}"), timeout=20, what="the youtube reply")
+        assert await count(stack, Interaction, account_id="bluebird-sky") == 151  # the like was not routed
+        assert await count(stack, Interaction, account_id="bluebird-yt") == 181
+    finally:
+        stack.stop()
+        sky.stop()
+        tube.stop()

@@ -84,6 +84,15 @@ def cmd_conversations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_accounts(args: argparse.Namespace) -> int:
+    from stayhuman.inspect import list_accounts, render_accounts
+
+    settings = load_settings(CommonSettings)
+    rows = asyncio.run(list_accounts(settings.sqlalchemy_url, tenant=args.tenant))
+    print(json.dumps(rows, default=str, indent=2) if args.json else render_accounts(rows))
+    return 0
+
+
 def cmd_secret_key(_args: argparse.Namespace) -> int:
     from shared.secrets import new_key
 
@@ -110,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     apply = commands.add_parser("apply", help="create or update tenants, accounts, teams and people")
     apply.add_argument("-f", "--file", required=True, help="configuration YAML file")
     apply.set_defaults(func=cmd_apply)
+    accounts = commands.add_parser("accounts", help="connected accounts and the health of their connectors")
+    accounts.add_argument("--tenant", help="only this tenant")
+    accounts.add_argument("--json", action="store_true", help="JSON instead of a table")
+    accounts.set_defaults(func=cmd_accounts)
     commands.add_parser(
         "secret-key", help="print a new key for STAYHUMAN_SECRET_KEY (encrypts stored secrets)"
     ).set_defaults(func=cmd_secret_key)

@@ -1,10 +1,12 @@
 """Polled platforms against local fakes of their APIs: paging, 429 and 5xx, restarts."""
 
+import json
 import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func
 from sqlmodel import select
@@ -102,6 +104,19 @@ async def test_mastodon_is_polled_forward_without_gaps_or_duplicates(
         assert await count(stack, Conversation, account_id="bluebird-social") == 195
         assert await count(stack, PollState, account_id="bluebird-social", feed="health", state="ok") == 1
         assert any("429" in line or "rate limited" in line for line in stack.logs().splitlines())
+        healthy = {row["id"]: row for row in json.loads(stack.cli("accounts", "--json").stdout)}
+        assert healthy["bluebird-social"]["state"] == "ok" and healthy["bluebird-social"]["last_event_at"]
+        assert healthy["bluebird-fb"]["mode"] == "webhook"
+        # the token is revoked: the connector is reported failing, with the platform's answer
+        fake.token = "revoked"
+
+        async def failing() -> dict[str, str]:
+            rows = {row["id"]: row for row in json.loads(stack.cli("accounts", "--json").stdout)}
+            return rows["bluebird-social"] if rows["bluebird-social"]["state"] == "failing" else {}
+
+        broken = await eventually(failing, timeout=20, interval=0.5, what="the failing connector")
+        assert "HTTP 401" in broken["last_error"]
+        assert "stayhuman_connector_failing{" in httpx.get(stack.url("ingest", "/metrics")).text
     finally:
         stack.stop()
 

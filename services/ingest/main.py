@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from services.ingest.accounts import AccountDirectory
 from services.ingest.batch import TokenDirectory
 from services.ingest.batch import router as batch_api
+from services.ingest.connectors.language import warm_up
 from services.ingest.platforms import router as platform_webhooks
 from services.ingest.pollers import PollerSupervisor
 from services.ingest.publisher import InteractionPublisher
@@ -23,6 +24,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warm_up()
         await runtime.start()
         app.state.publisher = InteractionPublisher(
             runtime.js, timeout=settings.publish_timeout.total_seconds()

@@ -51,6 +51,7 @@ class Conversation:
     author_name: str = ""
     last_inbound_text: str = ""
     last_inbound_url: str | None = None
+    language: str | None = None
     assigned_at: datetime | None = None
     awaiting_since: datetime | None = None
     responded_at: datetime | None = None
@@ -126,6 +127,7 @@ def _open(ix: InteractionReceived, context: RoutingContext, *, now: datetime) ->
         author_name=ix.author.name or ix.author.handle,
         last_inbound_text=ix.text,
         last_inbound_url=ix.url,
+        language=ix.language,
         opened_at=ix.created_at,
         assigned_at=now if choice.person_id else None,
         awaiting_since=ix.created_at,

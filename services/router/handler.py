@@ -226,6 +226,7 @@ def _interaction_row(ix: InteractionReceived, conversation: Conversation | None)
         "author_name": ix.author.name,
         "text": ix.text,
         "url": ix.url,
+        "language": ix.language,
         "created_at": ix.created_at,
         "received_at": ix.received_at,
         "conversation_id": conversation.id if conversation else None,

@@ -105,6 +105,7 @@ class Interaction(SQLModel, table=True):
     author_name: str = Field(default="", max_length=256)
     text: str
     url: str | None = None
+    language: str | None = Field(default=None, max_length=16)
     created_at: datetime = Field(sa_column=_utc())
     received_at: datetime = Field(sa_column=_utc())
     conversation_id: str | None = Field(default=None, max_length=32)
@@ -131,6 +132,7 @@ class Conversation(SQLModel, table=True):
     author_name: str = Field(default="", max_length=256)
     last_inbound_text: str = ""
     last_inbound_url: str | None = None
+    language: str | None = Field(default=None, max_length=16)
     opened_at: datetime = Field(sa_column=_utc())
     assigned_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     awaiting_since: datetime | None = Field(default=None, sa_column=_utc(nullable=True))

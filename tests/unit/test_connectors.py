@@ -10,6 +10,7 @@ import pytest
 from services.ingest.connectors import meta, x
 from services.ingest.connectors.model import MalformedPayload
 from shared.events import Direction, Kind, Platform
+from tests.helpers import generic_body
 
 FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "platforms"
 
@@ -246,3 +247,39 @@ def test_youtube_quota_sets_the_poll_interval() -> None:
     assert (
         supervisor.interval_for(PolledAccount("m", "t", Platform.mastodon, "1", "https://example", "t")) == 30
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Is the oat latte back on the menu this week?", "en"),
+        ("¿Vuelve el café con leche de avena esta semana?", "es"),
+        ("Gibt es heute wieder vegane Croissants bei euch?", "de"),
+        ("@bluebird 👍", None),  # too little text to tell
+    ],
+)
+def test_language_is_detected_when_the_platform_does_not_say(text: str, language: str | None) -> None:
+    from services.ingest.connectors.language import detect_language
+
+    assert detect_language(text) == language
+
+
+def test_a_language_the_platform_gives_is_kept() -> None:
+    from services.ingest.connectors.model import to_event
+    from services.ingest.generic import GenericInteraction
+
+    body = GenericInteraction.model_validate_json(
+        generic_body("m1", text="Bonjour, où est ma commande ?", language="it")
+    )
+    from services.ingest.generic import normalise
+
+    kept = normalise(
+        body,
+        tenant_id="t",
+        account_id="a",
+        platform=Platform.other,
+        received_at=datetime.now(UTC),
+        correlation_id="",
+    )
+    assert kept.language == "it"
+    assert to_event is not None

@@ -6,6 +6,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from services.ingest.connectors.language import detect_language
 from shared.events import Author, Direction, InteractionReceived, Kind, Platform
 from shared.ids import interaction_id
 
@@ -77,7 +78,7 @@ def to_event(
         author=draft.author,
         text=draft.text,
         url=draft.url,
-        language=draft.language,
+        language=draft.language or detect_language(draft.text),
         created_at=draft.created_at,
         received_at=received_at,
     )

@@ -163,6 +163,18 @@ class DeadlineChanged(Event):
     reason: str
 
 
+class ConnectorProblem(Event):
+    """A connected account stopped delivering: an operator must look (a revoked token, silence)."""
+
+    type: Literal["connector.problem"] = "connector.problem"
+    version: Literal[1] = 1
+    account_id: str
+    platform: Platform
+    problem: Literal["failing", "silent"]
+    detail: str
+    since: AwareDatetime
+
+
 AnyConversationEvent = Annotated[
     ConversationOpened | ConversationAssigned | ConversationResponded | ConversationReopened,
     Field(discriminator="type"),

@@ -81,7 +81,11 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
         ),
         StreamConfig(
             name=subjects.EVENTS_STREAM,
-            subjects=[subjects.all_conversation_events(), subjects.all_deadlines()],
+            subjects=[
+                subjects.all_conversation_events(),
+                subjects.all_deadlines(),
+                subjects.all_connector_problems(),
+            ],
             retention=RetentionPolicy.LIMITS,
             max_age=settings.events_max_age.total_seconds(),
             description="Conversation lifecycle events and deadline contracts",

@@ -80,3 +80,12 @@ def dead_letter(*, stream: str, consumer: str) -> str:
 def archive(*, source: str) -> str:
     """Raw payloads as received (a webhook body, a batch), kept for audit and replay."""
     return f"sh.archive.{_token(source)}"
+
+
+def connector_problem(*, tenant_id: str, account_id: str) -> str:
+    """Operator alerts about a connected account (ingest reports, notify tells the operator)."""
+    return f"sh.ops.{_token(tenant_id)}.{_token(account_id)}"
+
+
+def all_connector_problems() -> str:
+    return "sh.ops.>"

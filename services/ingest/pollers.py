@@ -26,7 +26,7 @@ from services.ingest.connectors.model import Parsed, to_event
 from services.ingest.publisher import InteractionPublisher, RawPayload
 from shared.db.core import ACCOUNTS, POLL_STATES, execute, fetch_rows
 from shared.db.session import dialect_insert, transaction
-from shared.events import Platform, utcnow
+from shared.events import ConnectorProblem, Platform, utcnow
 from shared.secrets import SecretBox
 
 log = logging.getLogger(__name__)
@@ -360,10 +360,25 @@ class PollerSupervisor:
                 log.exception("could not load the polled accounts")
             await asyncio.sleep(self.refresh_every)
 
+    async def _report(self, account: PolledAccount, error: str) -> bool:
+        """Tell the operator (through notify) that this connector keeps failing."""
+        now = utcnow()
+        problem = ConnectorProblem(
+            tenant_id=account.tenant_id, account_id=account.id, platform=account.platform,
+            problem="failing", detail=error[:2000], since=now,
+        )  # fmt: skip
+        try:
+            await self.publisher.report(problem)
+        except Exception:
+            log.warning("could not report the failing connector", exc_info=True)
+            return False
+        return True
+
     async def _poll_forever(self, account: PolledAccount) -> None:
         poller = POLLERS[account.platform](account, self._http, self.publisher, self._store)
         await asyncio.sleep(random.uniform(0, min(self.interval, 5.0)))
         errors = 0
+        reported = False  # one operator alert per failure episode
         while True:
             try:
                 stored = await poller.poll_once()
@@ -383,6 +398,8 @@ class PollerSupervisor:
                 lasting = isinstance(error, PlatformError) and error.lasting
                 failing = lasting or errors >= 3
                 CONNECTOR_FAILING.labels(account.id, account.platform.value).set(1 if failing else 0)
+                if failing and not reported:
+                    reported = await self._report(account, str(error))
                 await self._store.record(
                     account.id, "health", state="failing" if failing else "retrying",
                     consecutive_errors=errors, last_error=str(error)[:2000], last_error_at=utcnow(),
@@ -399,6 +416,7 @@ class PollerSupervisor:
                 await asyncio.sleep(wait)
                 continue
             errors = 0
+            reported = False
             CONNECTOR_FAILING.labels(account.id, account.platform.value).set(0)
             await self._store.record(
                 account.id, "health", state="ok", consecutive_errors=0, last_success_at=utcnow()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 
 from shared import subjects
-from shared.events import InteractionReceived, utcnow
+from shared.events import ConnectorProblem, InteractionReceived, utcnow
 from shared.ids import dedupe_key
 from shared.jetstream import MSG_ID, Outgoing, publish_pipelined, publish_retrying
 from shared.logs import CORRELATION_HEADER, correlation_id
@@ -70,6 +70,16 @@ class InteractionPublisher:
             ],
             timeout=self._timeout,
             retry_for=self._timeout,
+        )
+
+    async def report(self, problem: ConnectorProblem) -> None:
+        """An operator alert about a connector (one message id per problem and start)."""
+        await publish_retrying(
+            self._js,
+            subjects.connector_problem(tenant_id=problem.tenant_id, account_id=problem.account_id),
+            problem.model_dump_json().encode(),
+            headers={MSG_ID: f"ops:{problem.account_id}:{problem.problem}:{problem.since.isoformat()}"},
+            timeout=self._timeout,
         )
 
     async def publish(self, event: InteractionReceived, *, raw: RawPayload | None = None) -> bool:

@@ -63,8 +63,7 @@ def recipients(context: OverdueContext) -> list[Recipient]:
 
 def message_id(context: OverdueContext, sender: str) -> str:
     """Deterministic, so a resend after a crash is recognisably the same message."""
-    domain = parseaddr(sender)[1].partition("@")[2] or "stayhuman.localhost"
-    return f"<overdue.{context.conversation_id}.v{context.deadline_version}@{domain}>"
+    return f"<overdue.{context.conversation_id}.v{context.deadline_version}@{_domain(sender)}>"
 
 
 def compose_overdue(context: OverdueContext, *, now: datetime, sender: str) -> EmailMessage:
@@ -109,3 +108,44 @@ StayHuman
 """
     )
     return message
+
+
+def compose_connector_problem(
+    *,
+    account_id: str,
+    account_handle: str,
+    tenant_name: str,
+    platform: str,
+    problem: str,
+    detail: str,
+    since: datetime,
+    sender: str,
+    to: str,
+) -> EmailMessage:
+    """To the operator: a connector stopped delivering, so nobody sees what it misses."""
+    name = PLATFORM_NAMES.get(platform, platform)
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    what = "keeps failing" if problem == "failing" else "has gone silent"
+    message["Subject"] = f"[StayHuman] {tenant_name}: the {name} connector of {account_handle} {what}"
+    message["Message-ID"] = f"<connector.{account_id}.{problem}.{int(since.timestamp())}@{_domain(sender)}>"
+    message["Date"] = format_datetime(since)
+    message.set_content(
+        f"""The {name} account {account_handle} ({account_id}) of {tenant_name} {what} since {since.strftime("%Y-%m-%d %H:%M:%S UTC")}.
+
+While it does, nothing its people write reaches anyone in StayHuman.
+
+{detail}
+
+`stayhuman accounts` shows every connector's state; a revoked or expired token
+needs a new one in the configuration (`stayhuman apply`).
+
+StayHuman
+"""
+    )
+    return message
+
+
+def _domain(sender: str) -> str:
+    return parseaddr(sender)[1].partition("@")[2] or "stayhuman.localhost"

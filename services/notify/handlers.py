@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notify import store
-from services.notify.email import compose_overdue, recipients
+from services.notify.email import compose_connector_problem, compose_overdue, recipients
 from services.notify.mailer import MailError
 from services.notify.scheduler import TimerScheduler
 from services.notify.timers import (
@@ -34,7 +34,7 @@ from services.notify.timers import (
 )
 from shared import subjects
 from shared.db.session import transaction
-from shared.events import DeadlineChanged, utcnow
+from shared.events import ConnectorProblem, DeadlineChanged, utcnow
 from shared.jetstream import dead_letter, is_last_delivery
 from shared.logs import correlation_id
 from shared.tracing import carrier_of, context_from, tracer
@@ -337,3 +337,58 @@ class Reconciler:
             after = deadlines[-1].conversation_id
         log.info("timers reconciled", extra={"rearmed": rearmed, "armed_on_server": len(armed)})
         return rearmed
+
+
+OPERATOR_CONSUMER = "notify-operators"
+
+
+@dataclass
+class OperatorAlerts:
+    """Connector problems reported by ingest, emailed to the operator."""
+
+    js: JetStreamContext
+    sessions: async_sessionmaker[AsyncSession]
+    mailer: Mailer
+    sender: str
+    operator: str | None
+    retry_delay: float
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            try:
+                problem = ConnectorProblem.model_validate_json(msg.data)
+            except ValidationError as error:
+                await dead_letter(
+                    self.js,
+                    msg,
+                    stream=subjects.EVENTS_STREAM,
+                    consumer=OPERATOR_CONSUMER,
+                    error=f"invalid: {error}",
+                )
+                continue
+            if not self.operator:
+                log.error(
+                    "connector problem, and no STAYHUMAN_OPERATOR_EMAIL to tell",
+                    extra={
+                        "account_id": problem.account_id,
+                        "problem": problem.problem,
+                        "detail": problem.detail,
+                    },
+                )
+                await msg.ack()
+                continue
+            async with self.sessions() as session:
+                names = await store.get_account_names(session=session, account_id=problem.account_id)
+            message = compose_connector_problem(
+                account_id=problem.account_id, account_handle=names[1], tenant_name=names[0],
+                platform=problem.platform.value, problem=problem.problem, detail=problem.detail,
+                since=problem.since, sender=self.sender, to=self.operator,
+            )  # fmt: skip
+            try:
+                await with_heartbeat(msg, self.mailer.send(message))
+            except MailError as error:
+                log.warning("operator alert not delivered; retrying", extra={"error": str(error)})
+                await msg.nak(delay=self.retry_delay)
+                continue
+            ALERTS.labels("email", "operator").inc()
+            await msg.ack()

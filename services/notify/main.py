@@ -14,10 +14,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notify.handlers import (
     DEADLINE_CONSUMER,
+    OPERATOR_CONSUMER,
     TIMER_CONSUMER,
     AlertSender,
     DeadlineWatcher,
     Mailer,
+    OperatorAlerts,
     Reconciler,
 )
 from services.notify.mailbox import mailbox_router
@@ -110,6 +112,28 @@ def build_workers(
             batch_size=64,
         ),
     ]
+    operators = OperatorAlerts(
+        js=js,
+        sessions=sessions,
+        mailer=mailer,
+        sender=settings.smtp_from,
+        operator=settings.operator_email,
+        retry_delay=settings.alert_retry_initial.total_seconds(),
+    )
+    consumers.append(
+        BatchConsumer(
+            js=js,
+            stream=subjects.EVENTS_STREAM,
+            config=work_consumer(
+                durable=OPERATOR_CONSUMER,
+                filter_subject=subjects.all_connector_problems(),
+                ack_wait=settings.notify_ack_wait,
+                max_deliver=1000,  # an SMTP outage must not lose an operator alert
+            ),
+            handler=operators.handle_batch,
+            batch_size=16,
+        )
+    )
     return NotifyWorkers(scheduler, consumers, sessions, sender)
 
 

@@ -31,6 +31,9 @@ class NotifySettings(CommonSettings):
         default=timedelta(seconds=30), description="Redelivery delay of an unacknowledged message."
     )
     notify_max_deliver: int = Field(default=10, ge=2, description="Deliveries before the dead letter.")
+    operator_email: str | None = Field(
+        default=None, description="Who hears about failing or silent connectors."
+    )
     dev_mailbox_dir: Path | None = Field(
         default=None, description="Maildir shown at /mailbox (set by `up` when it runs the dev SMTP sink)."
     )

@@ -225,3 +225,14 @@ async def get_overdue_context(
         # reply whose cleared deadline has not reached notify yet.
         still_waiting=conversation.state == "open" and conversation.deadline_version == version,
     )
+
+
+async def get_account_names(*, session: AsyncSession, account_id: str) -> tuple[str, str]:
+    """(tenant name, account handle) for messages about an account."""
+    rows = await fetch_rows(
+        session,
+        select(TENANTS.c.name, ACCOUNTS.c.handle)
+        .join(TENANTS, TENANTS.c.id == ACCOUNTS.c.tenant_id)
+        .where(ACCOUNTS.c.id == account_id),
+    )
+    return (rows[0][0], rows[0][1]) if rows else ("an unknown tenant", account_id)

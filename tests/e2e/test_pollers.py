@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import select
 
+from services.notify.mailbox import read_mailbox
 from shared.db.models import Conversation, Interaction, PollState
 from shared.db.session import create_engine, session_factory
 from tests.e2e.stack import Stack
@@ -68,7 +69,12 @@ async def test_mastodon_is_polled_forward_without_gaps_or_duplicates(
         fake.mention(number)
     fake.failures = [(429, {"Retry-After": "1"}), (503, {})]
     stack = Stack(
-        tmp_path / "stack", env_overrides={"STAYHUMAN_POLL_INTERVAL": "1s", "MASTODON_TOKEN": fake.token}
+        tmp_path / "stack",
+        env_overrides={
+            "STAYHUMAN_POLL_INTERVAL": "1s",
+            "MASTODON_TOKEN": fake.token,
+            "STAYHUMAN_OPERATOR_EMAIL": "ops@agency.example",
+        },
     )
     (tmp_path / "stack").mkdir()
     (tmp_path / "bluebird.yaml").write_text(mastodon_config(fake))
@@ -117,6 +123,16 @@ async def test_mastodon_is_polled_forward_without_gaps_or_duplicates(
         broken = await eventually(failing, timeout=20, interval=0.5, what="the failing connector")
         assert "HTTP 401" in broken["last_error"]
         assert "stayhuman_connector_failing{" in httpx.get(stack.url("ingest", "/metrics")).text
+
+        # ...and the operator is told, once, through notify (here: the dev mailbox of `up`)
+        async def operator_mail() -> list[dict[str, str]]:
+            return [m for m in read_mailbox(stack.state_dir / "mailbox") if m["to"] == "ops@agency.example"]
+
+        (mail,) = await eventually(operator_mail, timeout=20, what="the operator alert")
+        assert "the Mastodon connector of '@bluebird@social.example' keeps failing" in mail[
+            "subject"
+        ].replace('"', "'")
+        assert "HTTP 401" in mail["body"]
     finally:
         stack.stop()
 

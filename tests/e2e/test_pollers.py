@@ -129,9 +129,7 @@ async def test_mastodon_is_polled_forward_without_gaps_or_duplicates(
             return [m for m in read_mailbox(stack.state_dir / "mailbox") if m["to"] == "ops@agency.example"]
 
         (mail,) = await eventually(operator_mail, timeout=20, what="the operator alert")
-        assert "the Mastodon connector of '@bluebird@social.example' keeps failing" in mail[
-            "subject"
-        ].replace('"', "'")
+        assert mail["subject"].endswith("the Mastodon connector of @bluebird@social.example keeps failing")
         assert "HTTP 401" in mail["body"]
     finally:
         stack.stop()

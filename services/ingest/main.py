@@ -1,5 +1,6 @@
 """The ingest service's composition root."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +14,7 @@ from services.ingest.platforms import router as platform_webhooks
 from services.ingest.pollers import PollerSupervisor
 from services.ingest.publisher import InteractionPublisher
 from services.ingest.settings import IngestSettings
+from services.ingest.silence import SilenceWatch
 from services.ingest.webhooks import router as webhooks
 from shared import subjects
 from shared.metrics import metrics_router
@@ -37,9 +39,11 @@ def create_app(settings: IngestSettings) -> FastAPI:
             youtube_daily_quota=settings.youtube_daily_quota,
         )
         pollers.start()
+        silence = asyncio.create_task(SilenceWatch(runtime.sessions, app.state.publisher).run())
         try:
             yield
         finally:
+            silence.cancel()
             await pollers.stop()
             await runtime.stop()
 

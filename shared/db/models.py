@@ -91,6 +91,7 @@ class Interaction(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("tenant_id", "account_id", "external_id", "edit_version"),
         Index("ix_interaction_conversation", "conversation_id", "created_at"),
+        Index("ix_interaction_account_received", "account_id", "received_at"),
     )
 
     id: str = Field(primary_key=True, max_length=32)

@@ -91,6 +91,22 @@ class InteractionReceived(Event):
     received_at: AwareDatetime
 
 
+class InteractionRetracted(Event):
+    """The author removed a message (a deleted comment): what it would have triggered is cancelled."""
+
+    type: Literal["interaction.retracted"] = "interaction.retracted"
+    version: Literal[1] = 1
+    account_id: str
+    platform: Platform
+    external_id: str
+    thread_id: str
+    retracted_at: AwareDatetime
+
+
+AnyInteraction = Annotated[InteractionReceived | InteractionRetracted, Field(discriminator="type")]
+interaction_adapter: TypeAdapter[AnyInteraction] = TypeAdapter(AnyInteraction)
+
+
 class ConversationEvent(Event):
     conversation_id: str
     account_id: str
@@ -137,6 +153,15 @@ class ConversationReopened(ConversationEvent):
     reopened_at: AwareDatetime
 
 
+class ConversationResolved(ConversationEvent):
+    """Nothing is left to answer (for now: the only waiting message was withdrawn)."""
+
+    type: Literal["conversation.resolved"] = "conversation.resolved"
+    version: Literal[1] = 1
+    reason: str
+    resolved_at: AwareDatetime
+
+
 class DeadlineKind(enum.StrEnum):
     first_response = "first_response"
     next_response = "next_response"
@@ -176,7 +201,11 @@ class ConnectorProblem(Event):
 
 
 AnyConversationEvent = Annotated[
-    ConversationOpened | ConversationAssigned | ConversationResponded | ConversationReopened,
+    ConversationOpened
+    | ConversationAssigned
+    | ConversationResponded
+    | ConversationReopened
+    | ConversationResolved,
     Field(discriminator="type"),
 ]
 conversation_event_adapter: TypeAdapter[AnyConversationEvent] = TypeAdapter(AnyConversationEvent)

@@ -14,7 +14,7 @@ TIMERS_STREAM = "SH_TIMERS"
 DEAD_LETTER_STREAM = "SH_DEADLETTER"
 ARCHIVE_STREAM = "SH_ARCHIVE"
 
-ConversationEvent = Literal["opened", "assigned", "responded", "reopened"]
+ConversationEvent = Literal["opened", "assigned", "responded", "reopened", "resolved"]
 
 
 def _token(value: str) -> str:

@@ -9,7 +9,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.ingest.connectors.model import Draft, to_event
+from services.ingest.connectors.model import Draft, to_received
 from shared.events import (
     Author,
     AwareDatetime,
@@ -89,7 +89,7 @@ def normalise(
         language=body.language,
         created_at=body.created_at,
     )
-    return to_event(
+    return to_received(
         draft,
         tenant_id=tenant_id,
         account_id=account_id,

@@ -22,7 +22,7 @@ from services.ingest.connectors.model import Draft, MalformedPayload, Parsed, to
 from services.ingest.publisher import InteractionPublisher, RawPayload
 from services.ingest.settings import IngestSettings
 from services.ingest.webhooks import RECEIVED, read_body
-from shared.events import InteractionReceived, utcnow
+from shared.events import InteractionReceived, InteractionRetracted, utcnow
 from shared.logs import CORRELATION_HEADER, correlation_id
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,9 @@ async def _receive(
 
 async def _events(
     drafts: list[Draft], accounts: AccountDirectory
-) -> tuple[list[InteractionReceived], set[str]]:
-    events, unknown = [], set()
+) -> tuple[list[InteractionReceived | InteractionRetracted], set[str]]:
+    events: list[InteractionReceived | InteractionRetracted] = []
+    unknown: set[str] = set()
     received_at = utcnow()
     for draft in drafts:
         account = await accounts.by_platform_id(draft.platform, draft.platform_account_id)

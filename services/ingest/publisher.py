@@ -2,12 +2,13 @@
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 
 from shared import subjects
-from shared.events import ConnectorProblem, InteractionReceived, utcnow
+from shared.events import ConnectorProblem, InteractionReceived, InteractionRetracted, utcnow
 from shared.ids import dedupe_key
 from shared.jetstream import MSG_ID, Outgoing, publish_pipelined, publish_retrying
 from shared.logs import CORRELATION_HEADER, correlation_id
@@ -38,12 +39,26 @@ class RawPayload:
         )
 
 
+def message_id(event: InteractionReceived | InteractionRetracted) -> str:
+    """What makes two deliveries of the same platform event the same message."""
+    if isinstance(event, InteractionRetracted):
+        return f"retract:{event.tenant_id}:{event.account_id}:{event.external_id}"
+    return dedupe_key(
+        tenant_id=event.tenant_id,
+        account_id=event.account_id,
+        external_id=event.external_id,
+        edit_version=event.edit_version,
+    )
+
+
 class InteractionPublisher:
     def __init__(self, js: JetStreamContext, *, timeout: float) -> None:
         self._js = js
         self._timeout = timeout
 
-    async def publish_many(self, events: list[InteractionReceived], *, raw: RawPayload | None = None) -> None:
+    async def publish_many(
+        self, events: Sequence[InteractionReceived | InteractionRetracted], *, raw: RawPayload | None = None
+    ) -> None:
         """Store a delivery's interactions, and its raw payload in the archive, together.
 
         The acks are in flight at once; the caller answers the platform only after
@@ -57,12 +72,7 @@ class InteractionPublisher:
                 Outgoing(
                     subjects.interaction_received(tenant_id=e.tenant_id, account_id=e.account_id),
                     e.model_dump_json().encode(),
-                    dedupe_key(
-                        tenant_id=e.tenant_id,
-                        account_id=e.account_id,
-                        external_id=e.external_id,
-                        edit_version=e.edit_version,
-                    ),
+                    message_id(e),
                     e.correlation_id,
                     headers={"Nats-Expected-Stream": subjects.INTERACTIONS_STREAM, **carrier_of()},
                 )

@@ -16,12 +16,14 @@ from shared.events import (
     ConversationAssigned,
     ConversationOpened,
     ConversationReopened,
+    ConversationResolved,
     ConversationResponded,
     DeadlineChanged,
     DeadlineKind,
     Direction,
     Event,
     InteractionReceived,
+    InteractionRetracted,
 )
 from shared.ids import conversation_id
 
@@ -29,6 +31,7 @@ from shared.ids import conversation_id
 class State(enum.StrEnum):
     open = "open"  # waiting for the brand's answer
     responded = "responded"
+    resolved = "resolved"  # nothing left to answer
 
 
 @dataclass(slots=True)
@@ -101,7 +104,7 @@ def route_interaction(
         return _open(ix, context, now=now)
     if ix.edit_version > 0:
         return Outcome(conversation)  # an edit is not a new message: no clock moves
-    if conversation.state == State.responded:
+    if conversation.state in (State.responded, State.resolved):
         return _reopen(conversation, ix, context, now=now)
     conversation.last_inbound_at = max(conversation.last_inbound_at, ix.created_at)
     conversation.last_inbound_text = ix.text
@@ -177,7 +180,7 @@ def _open(ix: InteractionReceived, context: RoutingContext, *, now: datetime) ->
         backfill_cutoff=context.backfill_cutoff,
     )
     if deadline is not None:
-        outcome.events.append(_set_deadline(conversation, deadline, ix, now=now))
+        outcome.events.append(_set_deadline(conversation, deadline, ix.correlation_id, now=now))
     return outcome
 
 
@@ -213,7 +216,7 @@ def _reopen(
         backfill_cutoff=context.backfill_cutoff,
     )
     if deadline is not None:
-        outcome.events.append(_set_deadline(conversation, deadline, ix, now=now))
+        outcome.events.append(_set_deadline(conversation, deadline, ix.correlation_id, now=now))
     return outcome
 
 
@@ -247,14 +250,48 @@ def _outbound(conversation: Conversation | None, ix: InteractionReceived, *, now
         )
     )
     if conversation.due_at is not None:
-        outcome.events.append(_set_deadline(conversation, None, ix, now=now, reason="responded"))
+        outcome.events.append(
+            _set_deadline(conversation, None, ix.correlation_id, now=now, reason="responded")
+        )
+    return outcome
+
+
+def retract_interaction(
+    conversation: Conversation | None, retraction: InteractionRetracted, *, still_waiting: int, now: datetime
+) -> Outcome:
+    """A withdrawn message. When nothing else waits for an answer, the conversation is resolved
+    and its clock stops; otherwise the wait goes on from the earlier message."""
+    if conversation is None or conversation.state != State.open or still_waiting > 0:
+        return Outcome(conversation)
+    conversation.state = State.resolved
+    conversation.awaiting_since = None
+    conversation.updated_at = now
+    outcome = Outcome(conversation, changed=True)
+    outcome.events.append(
+        Emitted(
+            f"resolved:{conversation.id}:retracted:{retraction.external_id}",
+            ConversationResolved(
+                tenant_id=conversation.tenant_id,
+                correlation_id=retraction.correlation_id,
+                occurred_at=now,
+                conversation_id=conversation.id,
+                account_id=conversation.account_id,
+                reason="the message waiting for an answer was withdrawn by its author",
+                resolved_at=retraction.retracted_at,
+            ),
+        )
+    )
+    if conversation.due_at is not None:
+        outcome.events.append(
+            _set_deadline(conversation, None, retraction.correlation_id, now=now, reason="retracted")
+        )
     return outcome
 
 
 def _set_deadline(
     conversation: Conversation,
     deadline: Deadline | None,
-    ix: InteractionReceived,
+    correlation_id: str,
     *,
     now: datetime,
     reason: str = "",
@@ -265,7 +302,7 @@ def _set_deadline(
     conversation.due_at = deadline.due_at if deadline else None
     event = DeadlineChanged(
         tenant_id=conversation.tenant_id,
-        correlation_id=ix.correlation_id,
+        correlation_id=correlation_id,
         occurred_at=now,
         conversation_id=conversation.id,
         account_id=conversation.account_id,

@@ -18,17 +18,26 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.router import store
-from services.router.conversations import Conversation, Emitted, Outcome, route_interaction
+from services.router.conversations import (
+    Conversation,
+    Emitted,
+    Outcome,
+    retract_interaction,
+    route_interaction,
+)
 from shared import subjects
 from shared.db.session import transaction
 from shared.events import (
     ConversationAssigned,
     ConversationOpened,
     ConversationReopened,
+    ConversationResolved,
     ConversationResponded,
     DeadlineChanged,
     Event,
     InteractionReceived,
+    InteractionRetracted,
+    interaction_adapter,
     utcnow,
 )
 from shared.ids import conversation_id
@@ -39,6 +48,7 @@ from shared.tracing import carrier_of, context_from, tracer
 log = logging.getLogger(__name__)
 
 CONSUMER = "router-interactions"
+AnyEvent = InteractionReceived | InteractionRetracted
 
 ROUTED = Counter("stayhuman_router_interactions_total", "Interactions handled", ["result"])
 REDELIVERED = Counter("stayhuman_router_redeliveries_total", "Messages delivered more than once")
@@ -57,7 +67,13 @@ ROUTING_LATENCY = Histogram(
 
 def subject_for(event: Event) -> str:
     match event:
-        case ConversationOpened() | ConversationAssigned() | ConversationResponded() | ConversationReopened():
+        case (
+            ConversationOpened()
+            | ConversationAssigned()
+            | ConversationResponded()
+            | ConversationReopened()
+            | ConversationResolved()
+        ):
             return subjects.conversation_event(
                 tenant_id=event.tenant_id,
                 conversation_id=event.conversation_id,
@@ -86,12 +102,12 @@ class InteractionRouter:
     max_deliver: int
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
-        items: list[tuple[Msg, InteractionReceived]] = []
+        items: list[tuple[Msg, AnyEvent]] = []
         for msg in msgs:
             if msg.metadata.num_delivered > 1:
                 REDELIVERED.inc()
             try:
-                items.append((msg, InteractionReceived.model_validate_json(msg.data)))
+                items.append((msg, interaction_adapter.validate_json(msg.data)))
             except ValidationError as error:
                 ROUTED.labels("dead_letter").inc()
                 await self._dead_letter(msg, f"invalid interaction: {error}")
@@ -108,7 +124,7 @@ class InteractionRouter:
             for item in items:
                 await self._route_alone(item)
 
-    async def _route_alone(self, item: tuple[Msg, InteractionReceived]) -> None:
+    async def _route_alone(self, item: tuple[Msg, AnyEvent]) -> None:
         msg, _ix = item
         try:
             await self._route([item])
@@ -122,10 +138,10 @@ class InteractionRouter:
     async def _dead_letter(self, msg: Msg, error: str) -> None:
         await dead_letter(self.js, msg, stream=subjects.INTERACTIONS_STREAM, consumer=CONSUMER, error=error)
 
-    async def _route(self, items: list[tuple[Msg, InteractionReceived]]) -> None:
+    async def _route(self, items: list[tuple[Msg, AnyEvent]]) -> None:
         with BATCH_SECONDS.time():
             outbox_id, rows, unknown = await self._commit(
-                [ix for _msg, ix in items], {ix.interaction_id: msg.headers for msg, ix in items}
+                [ix for _msg, ix in items], {_key(ix): msg.headers for msg, ix in items}
             )
         try:
             await publish_pipelined(self.js, rows)
@@ -138,18 +154,20 @@ class InteractionRouter:
                 async with transaction(self.sessions) as session:
                     await store.delete_outbox(session=session, ids=[outbox_id])
         for msg, ix in items:
-            if ix.interaction_id in unknown:
+            if _key(ix) in unknown:
                 ROUTED.labels("dead_letter").inc()
                 await self._dead_letter(msg, f"unknown account {ix.account_id!r}")
             else:
                 await msg.ack()
 
     async def _commit(
-        self, interactions: list[InteractionReceived], headers: dict[str, dict[str, str] | None]
+        self, events: list[AnyEvent], headers: dict[str, dict[str, str] | None]
     ) -> tuple[str | None, list[Outgoing], set[str]]:
         now = utcnow()
         rows: list[Outgoing] = []
         unknown: set[str] = set()
+        interactions = [e for e in events if isinstance(e, InteractionReceived)]
+        retractions = [e for e in events if isinstance(e, InteractionRetracted)]
         async with transaction(self.sessions) as session:
             known = await store.get_known_interaction_ids(
                 session=session, ids=[ix.interaction_id for ix in interactions]
@@ -160,7 +178,7 @@ class InteractionRouter:
                     ROUTED.labels("duplicate").inc()
                 else:
                     fresh[ix.interaction_id] = ix
-            if not fresh:
+            if not fresh and not retractions:
                 return None, rows, unknown
             contexts = await store.get_routing_contexts(
                 session=session,
@@ -171,7 +189,8 @@ class InteractionRouter:
                 session=session,
                 ids={
                     conversation_id(account_id=ix.account_id, thread_id=ix.thread_id) for ix in fresh.values()
-                },
+                }
+                | {conversation_id(account_id=r.account_id, thread_id=r.thread_id) for r in retractions},
             )
             assigned: dict[str, datetime] = {}
             created: dict[str, Conversation] = {}
@@ -204,12 +223,39 @@ class InteractionRouter:
                 ROUTING_LATENCY.observe(max(0.0, (now - ix.received_at).total_seconds()))
                 ROUTED.labels("routed").inc()
             await store.add_interactions(session=session, rows=interaction_rows)
+            for retraction in retractions:
+                cid = conversation_id(account_id=retraction.account_id, thread_id=retraction.thread_id)
+                await store.retract_interactions(
+                    session=session,
+                    tenant_id=retraction.tenant_id,
+                    account_id=retraction.account_id,
+                    external_id=retraction.external_id,
+                    at=retraction.retracted_at,
+                )
+                conversation = conversations.get(cid)
+                waiting = (
+                    await store.count_waiting(
+                        session=session, conversation_id=cid, since=conversation.awaiting_since
+                    )
+                    if conversation is not None
+                    else 0
+                )
+                outcome = retract_interaction(conversation, retraction, still_waiting=waiting, now=now)
+                if outcome.changed and outcome.conversation is not None and cid not in created:
+                    changed[cid] = outcome.conversation
+                rows.extend(to_outgoing(emitted, carrier_of()) for emitted in outcome.events)
+                ROUTED.labels("retracted").inc()
             await store.save_conversations(
                 session=session, created=list(created.values()), changed=list(changed.values())
             )
             await store.record_assignments(session=session, assigned=assigned)
             outbox_id = await store.add_outbox(session=session, messages=rows)
         return outbox_id, rows, unknown
+
+
+def _key(event: AnyEvent) -> str:
+    """Retractions name no interaction of their own: their event id stands for them."""
+    return event.interaction_id if isinstance(event, InteractionReceived) else event.event_id
 
 
 def _interaction_row(ix: InteractionReceived, conversation: Conversation | None) -> dict[str, object]:

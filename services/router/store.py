@@ -184,3 +184,32 @@ async def count_open_by_team(*, session: AsyncSession) -> list[tuple[str, str, b
         .group_by(TEAMS.c.tenant_id, TEAMS.c.slug, "owned"),
     )
     return [(row[0], row[1], bool(row[2]), int(row[3])) for row in rows]
+
+
+async def retract_interactions(
+    *, session: AsyncSession, tenant_id: str, account_id: str, external_id: str, at: datetime
+) -> None:
+    """Mark every version of a withdrawn message (a removed comment) as retracted."""
+    await execute(
+        session,
+        update(INTERACTIONS)
+        .where(
+            INTERACTIONS.c.tenant_id == tenant_id,
+            INTERACTIONS.c.account_id == account_id,
+            INTERACTIONS.c.external_id == external_id,
+            INTERACTIONS.c.retracted_at.is_(None),
+        )
+        .values(retracted_at=at),
+    )
+
+
+async def count_waiting(*, session: AsyncSession, conversation_id: str, since: datetime | None) -> int:
+    """Inbound messages of a conversation still waiting for an answer (not withdrawn)."""
+    query = select(func.count()).where(
+        INTERACTIONS.c.conversation_id == conversation_id,
+        INTERACTIONS.c.direction == "inbound",
+        INTERACTIONS.c.retracted_at.is_(None),
+    )
+    if since is not None:
+        query = query.where(INTERACTIONS.c.created_at >= since)
+    return int((await fetch_rows(session, query))[0][0])

@@ -109,6 +109,7 @@ class Interaction(SQLModel, table=True):
     language: str | None = Field(default=None, max_length=16)
     created_at: datetime = Field(sa_column=_utc())
     received_at: datetime = Field(sa_column=_utc())
+    retracted_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     conversation_id: str | None = Field(default=None, max_length=32)
     correlation_id: str = Field(default="", max_length=64)
 

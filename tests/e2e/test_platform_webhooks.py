@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,45 @@ async def test_raw_payloads_are_archived_byte_for_byte(stack: Stack, nats_url: s
     await sub.unsubscribe()
     await nc.close()
     assert request["body"].encode() in bodies
+
+
+async def test_a_removed_comment_withdraws_what_it_would_have_triggered(stack: Stack) -> None:
+    secret = SIGNED["meta_page_comment"]["secret"]
+
+    def feed(verb: str) -> bytes:
+        value = {
+            "from": {"id": "6100000000000099", "name": "Ana Ruiz"}, "item": "comment", "verb": verb,
+            "post_id": "104857600000001_9", "parent_id": "104857600000001_9", "comment_id": "9_123",
+            "message": "Wrong shop, sorry!" if verb == "add" else "", "created_time": int(time.time()),
+        }  # fmt: skip
+        return json.dumps(
+            {
+                "object": "page",
+                "entry": [
+                    {"id": "104857600000001", "time": 1, "changes": [{"field": "feed", "value": value}]}
+                ],
+            }
+        ).encode()
+
+    async with httpx.AsyncClient() as client:
+        for verb in ("add", "remove"):
+            body = feed(verb)
+            signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            response = await client.post(
+                stack.url("ingest", "/webhooks/meta"),
+                content=body,
+                headers={"X-Hub-Signature-256": signature},
+            )
+            assert response.status_code == 200 and response.json()["accepted"] == 1
+            if verb == "add":
+                opened = await eventually(lambda: conversation(stack, "bluebird-page", "comment:9_123"))
+                assert opened.due_at is not None  # a fresh comment: the clock runs
+
+    async def resolved() -> Conversation | None:
+        found = await conversation(stack, "bluebird-page", "comment:9_123")
+        return found if found is not None and found.state == "resolved" else None
+
+    closed = await eventually(resolved, what="the resolved conversation")
+    assert closed.due_at is None and closed.deadline_version == 2
+    (row,) = await stored(stack, "9_123")
+    assert row.retracted_at is not None

@@ -109,10 +109,11 @@ def test_meta_batches_edits_removals_and_other_events() -> None:
     }
     # Meta escapes non-ASCII (\\u00fc); the parser reads the escaped bytes it was sent
     parsed = meta.parse(json.dumps(document).encode())
-    added, edited = parsed.drafts
+    added, edited, removed = parsed.drafts
     assert added.text == "Grüße! ☕" and added.edit_version == 0
     assert edited.external_id == added.external_id and edited.edit_version not in (0, added.edit_version)
-    assert len(parsed.ignored) == 3  # a removal, a rating, a read receipt
+    assert removed.retracted and removed.external_id == "C_2" and not added.retracted
+    assert len(parsed.ignored) == 2  # a rating, a read receipt
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from shared.events import (
     DeadlineKind,
     Direction,
     InteractionReceived,
+    InteractionRetracted,
     Kind,
     Platform,
 )
@@ -163,3 +164,38 @@ def test_team_without_members_queues_with_a_deadline() -> None:
     assigned = outcome.events[1].event
     assert isinstance(assigned, ConversationAssigned) and assigned.owner_id is None
     assert isinstance(outcome.events[2].event, DeadlineChanged)
+
+
+def retraction(external_id: str, *, at: datetime = T0) -> InteractionRetracted:
+    return InteractionRetracted(
+        tenant_id="acme", account_id="acme-fb", platform=Platform.facebook, external_id=external_id,
+        thread_id="post-1", retracted_at=at, correlation_id="cid-r",
+    )  # fmt: skip
+
+
+def test_a_withdrawn_message_with_nothing_else_waiting_resolves_and_stops_the_clock() -> None:
+    from services.router.conversations import retract_interaction
+    from shared.events import ConversationResolved
+
+    opened = route_interaction(None, interaction("m1"), context("maria"), now=T0).conversation
+    outcome = retract_interaction(opened, retraction("m1"), still_waiting=0, now=T0 + timedelta(minutes=1))
+    resolved, cleared = (e.event for e in outcome.events)
+    assert isinstance(resolved, ConversationResolved) and isinstance(cleared, DeadlineChanged)
+    assert cleared.due_at is None and cleared.reason == "retracted" and cleared.deadline_version == 2
+    assert outcome.conversation is not None and outcome.conversation.state == State.resolved
+    # writing again later reopens it, with a new clock
+    again = route_interaction(
+        outcome.conversation, interaction("m2", at=T0 + timedelta(hours=1)), context("maria"), now=T0
+    )
+    assert again.conversation is not None and again.conversation.state == State.open
+    assert isinstance(again.events[-1].event, DeadlineChanged) and again.events[-1].event.due_at is not None
+
+
+def test_a_withdrawn_message_leaves_the_others_waiting() -> None:
+    from services.router.conversations import retract_interaction
+
+    opened = route_interaction(None, interaction("m1"), context("maria"), now=T0).conversation
+    outcome = retract_interaction(opened, retraction("m2"), still_waiting=1, now=T0)
+    assert (
+        outcome.events == [] and outcome.conversation is not None and outcome.conversation.state == State.open
+    )

@@ -105,7 +105,7 @@ def _feed(parsed: Parsed, account: str, value: dict[str, Any]) -> None:
         parsed.ignored.append(f"feed item {value.get('item')!r}")
         return
     verb = value.get("verb")
-    if verb not in ("add", "edited"):
+    if verb not in ("add", "edited", "remove", "hide"):
         parsed.ignored.append(f"feed verb {verb!r}")
         return
     comment_id, post_id = str(value["comment_id"]), str(value.get("post_id", ""))
@@ -128,6 +128,7 @@ def _feed(parsed: Parsed, account: str, value: dict[str, Any]) -> None:
             text=text,
             created_at=from_epoch(value.get("created_time", 0), milliseconds=False),
             url=f"https://www.facebook.com/{comment_id}",
+            retracted=verb in ("remove", "hide"),
         )
     )
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from services.ingest.connectors.language import detect_language
-from shared.events import Author, Direction, InteractionReceived, Kind, Platform
+from shared.events import Author, Direction, InteractionReceived, InteractionRetracted, Kind, Platform
 from shared.ids import interaction_id
 
 
@@ -28,6 +28,7 @@ class Draft:
     parent_id: str | None = None
     url: str | None = None
     language: str | None = None
+    retracted: bool = False  # the author removed it
 
 
 @dataclass
@@ -56,8 +57,30 @@ def edit_version_of(text: str) -> int:
 
 def to_event(
     draft: Draft, *, tenant_id: str, account_id: str, received_at: datetime, correlation_id: str
+) -> InteractionReceived | InteractionRetracted:
+    """The event a draft becomes once its StayHuman account is known."""
+    if draft.retracted:
+        return InteractionRetracted(
+            tenant_id=tenant_id,
+            correlation_id=correlation_id,
+            account_id=account_id,
+            platform=draft.platform,
+            external_id=draft.external_id,
+            thread_id=draft.thread_id,
+            retracted_at=draft.created_at,
+        )
+    return to_received(
+        draft,
+        tenant_id=tenant_id,
+        account_id=account_id,
+        received_at=received_at,
+        correlation_id=correlation_id,
+    )
+
+
+def to_received(
+    draft: Draft, *, tenant_id: str, account_id: str, received_at: datetime, correlation_id: str
 ) -> InteractionReceived:
-    """The interaction a draft becomes once its StayHuman account is known."""
     return InteractionReceived(
         tenant_id=tenant_id,
         correlation_id=correlation_id,

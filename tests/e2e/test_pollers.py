@@ -203,3 +203,57 @@ async def test_bluesky_and_youtube_are_paged_back_to_their_marks(tmp_path: Path)
         stack.stop()
         sky.stop()
         tube.stop()
+
+
+FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "platforms"
+
+
+async def test_the_documented_pages_of_each_polled_platform_end_assigned(tmp_path: Path) -> None:
+    """The fixtures, served as they are by the fakes, become assigned conversations."""
+    masto, sky, tube = FakeMastodon().start(), FakeBluesky().start(), FakeYouTube().start()
+    masto.notifications = json.loads((FIXTURES / "mastodon_notifications_page.json").read_text())
+    sky.notifications = json.loads((FIXTURES / "bluesky_list_notifications.json").read_text())[
+        "notifications"
+    ]
+    page = json.loads((FIXTURES / "youtube_comment_threads_page.json").read_text())
+    tube.threads = {thread["id"]: thread for thread in page["items"]}
+    tube.channel = page["items"][0]["snippet"]["channelId"]
+    accounts = [
+        ("fx-masto", "mastodon", masto.own_id, masto.url, "${MASTO}"),
+        ("fx-sky", "bluesky", sky.did, sky.url, "${SKY}"),
+        ("fx-tube", "youtube", tube.channel, tube.url, "${TUBE}"),
+    ]
+    text = config_yaml(
+        tenant="bluebird", account="bluebird-fb", secret="generic-secret-0123456789", people=["maria"]
+    )
+    for account_id, platform, external_id, url, token in accounts:
+        text += "\n".join(
+            [f"      - id: {account_id}", f"        platform: {platform}", "        handle: Bluebird",
+             "        team: care", "        webhook_secret: unused-secret-0123456789",
+             f"        external_id: '{external_id}'", f"        api_base_url: {url}", f"        access_token: {token}"]
+        ) + "\n"  # fmt: skip
+    stack = Stack(
+        tmp_path / "stack",
+        env_overrides={
+            "STAYHUMAN_POLL_INTERVAL": "1s",
+            "MASTO": masto.token,
+            "SKY": sky.app_password,
+            "TUBE": tube.key,
+        },
+    )
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "bluebird.yaml").write_text(text)
+    stack.cli("migrate")
+    stack.cli("apply", "-f", str(tmp_path / "bluebird.yaml"))
+    try:
+        stack.start()
+        for account_id, expected in (("fx-masto", 1), ("fx-sky", 2), ("fx-tube", 1)):
+
+            async def assigned(account: str = account_id, n: int = expected) -> bool:
+                return await count(stack, Conversation, account_id=account, owner_id="maria") == n
+
+            await eventually(assigned, timeout=30, interval=0.3, what=f"{account_id}'s conversations")
+    finally:
+        stack.stop()
+        for fake in (masto, sky, tube):
+            fake.stop()

@@ -3,13 +3,14 @@
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from stayhuman.natsserver import free_port
 
@@ -26,6 +27,8 @@ class FakeMastodon:
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # answered before any page
     requests: list[str] = field(default_factory=list)
     delay: float = 0.0
+    streams: int = 0  # connections to the streaming API so far
+    stream_generation: int = 0  # bump it to drop every open stream
     _server: uvicorn.Server | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -85,6 +88,24 @@ class FakeMastodon:
         async def notifications(request: Request) -> JSONResponse:
             await asyncio.sleep(self.delay)
             return self._page(self.notifications, request)
+
+        @app.get("/api/v1/streaming/user/notification")
+        async def streaming(request: Request) -> StreamingResponse:
+            if request.headers.get("authorization") != f"Bearer {self.token}":
+                return JSONResponse({"error": "The access token is invalid"}, status_code=401)  # type: ignore[return-value]
+            self.streams += 1
+            generation = self.stream_generation
+
+            async def events() -> AsyncIterator[bytes]:
+                seen = len(self.notifications)
+                yield b":)\n\n"
+                while generation == self.stream_generation:
+                    if len(self.notifications) > seen:
+                        seen = len(self.notifications)
+                        yield b"event: notification\ndata: {}\n\n"
+                    await asyncio.sleep(0.05)
+
+            return StreamingResponse(events(), media_type="text/event-stream")
 
         @app.get("/api/v1/accounts/{account_id}/statuses")
         async def statuses(account_id: str, request: Request) -> JSONResponse:

@@ -37,6 +37,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
             box,
             interval=settings.poll_interval.total_seconds(),
             youtube_daily_quota=settings.youtube_daily_quota,
+            mastodon_streaming=settings.mastodon_streaming,
         )
         pollers.start()
         silence = asyncio.create_task(SilenceWatch(runtime.sessions, app.state.publisher).run())

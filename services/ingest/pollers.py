@@ -7,6 +7,7 @@ off with jitter; a 429 waits what `Retry-After` says.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -300,6 +301,7 @@ class PollerSupervisor:
     box: SecretBox
     interval: float
     youtube_daily_quota: int = 10_000
+    mastodon_streaming: bool = False
     max_backoff: float = 300.0
     refresh_every: float = 30.0
 
@@ -353,7 +355,7 @@ class PollerSupervisor:
                         del self._tasks[account_id]
                 for account_id, account in accounts.items():
                     if account_id not in self._tasks:
-                        self._tasks[account_id] = asyncio.create_task(self._poll_forever(account))
+                        self._tasks[account_id] = asyncio.create_task(self._run_account(account))
                 known = accounts
                 self._youtube_accounts = sum(1 for a in accounts.values() if a.platform is Platform.youtube)
             except Exception:
@@ -374,12 +376,54 @@ class PollerSupervisor:
             return False
         return True
 
-    async def _poll_forever(self, account: PolledAccount) -> None:
+    async def _run_account(self, account: PolledAccount) -> None:
+        """The account's poll loop, and its stream when the platform and settings have one."""
+        wake = asyncio.Event()
+        if account.platform is Platform.mastodon and self.mastodon_streaming:
+            listener = asyncio.create_task(self._listen_mastodon(account, wake))
+            try:
+                await self._poll_forever(account, wake)
+            finally:
+                listener.cancel()
+        else:
+            await self._poll_forever(account, wake)
+
+    async def _listen_mastodon(self, account: PolledAccount, wake: asyncio.Event) -> None:
+        """Mastodon's streaming API (server-sent events): each notification, and each (re)connection,
+        wakes the poller, which then reads the pages; so a gap while disconnected is backfilled."""
+        errors = 0
+        while True:
+            try:
+                async with self._http.stream(
+                    "GET",
+                    f"{account.api_base_url}/api/v1/streaming/user/notification",
+                    headers={"Authorization": f"Bearer {account.token}"},
+                    timeout=httpx.Timeout(10, read=None),
+                ) as response:
+                    if response.status_code >= 400:
+                        raise PlatformError(response.status_code, "streaming refused")
+                    errors = 0
+                    wake.set()  # connected (again): read what may have come meanwhile
+                    async for line in response.aiter_lines():
+                        if line.startswith("event:") and line.partition(":")[2].strip() == "notification":
+                            wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                errors += 1
+                log.info(
+                    "stream interrupted; reconnecting",
+                    extra={"account_id": account.id, "error": str(error)[:200]},
+                )
+            await asyncio.sleep(backoff(errors, base=1.0, maximum=self.max_backoff))
+
+    async def _poll_forever(self, account: PolledAccount, wake: asyncio.Event) -> None:
         poller = POLLERS[account.platform](account, self._http, self.publisher, self._store)
         await asyncio.sleep(random.uniform(0, min(self.interval, 5.0)))
         errors = 0
         reported = False  # one operator alert per failure episode
         while True:
+            wake.clear()  # what arrives while polling wakes the next poll
             try:
                 stored = await poller.poll_once()
             except asyncio.CancelledError:
@@ -423,4 +467,5 @@ class PollerSupervisor:
             )
             if stored:
                 log.info("polled", extra={"account_id": account.id, "stored": stored})
-            await asyncio.sleep(self.interval_for(account))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=self.interval_for(account))

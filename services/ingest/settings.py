@@ -30,3 +30,7 @@ class IngestSettings(CommonSettings):
     youtube_daily_quota: int = Field(
         default=10_000, ge=1, description="YouTube Data API units a day, shared by the polled channels."
     )
+    mastodon_streaming: bool = Field(
+        default=False,
+        description="Also listen to Mastodon's streaming API: news arrive at once; polling stays the source of truth.",
+    )

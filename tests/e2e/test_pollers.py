@@ -257,3 +257,36 @@ async def test_the_documented_pages_of_each_polled_platform_end_assigned(tmp_pat
         stack.stop()
         for fake in (masto, sky, tube):
             fake.stop()
+
+
+async def test_mastodon_streaming_brings_news_at_once_and_backfills_after_a_drop(
+    tmp_path: Path, fake: FakeMastodon
+) -> None:
+    fake.mention(0)
+    stack = Stack(
+        tmp_path / "stack",
+        env_overrides={
+            "STAYHUMAN_POLL_INTERVAL": "1h",
+            "STAYHUMAN_MASTODON_STREAMING": "true",
+            "MASTODON_TOKEN": fake.token,
+        },
+    )
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "bluebird.yaml").write_text(mastodon_config(fake))
+    stack.cli("migrate")
+    stack.cli("apply", "-f", str(tmp_path / "bluebird.yaml"))
+    try:
+        stack.start()
+
+        async def stored(expected: int) -> bool:
+            return await count(stack, Interaction, account_id="bluebird-social") == expected
+
+        await eventually(lambda: stored(1), timeout=20, what="the first poll")
+        fake.mention(1)  # the poll interval is an hour: only the stream can bring this one
+        await eventually(lambda: stored(2), timeout=10, what="the streamed notification")
+        fake.stream_generation += 1  # the stream drops...
+        fake.mention(2)  # ...and this one comes while it is down
+        await eventually(lambda: stored(3), timeout=20, what="the backfill after reconnecting")
+        assert fake.streams >= 2
+    finally:
+        stack.stop()

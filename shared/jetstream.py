@@ -210,20 +210,21 @@ async def publish_retrying(
 
 async def publish_pipelined(
     js: JetStreamContext, messages: Sequence[Outgoing], *, timeout: float = 10.0, retry_for: float = 30.0
-) -> None:
+) -> dict[str, PubAck]:
     """Publish many messages with their acks in flight together; raise if any is not stored.
 
     Messages that fail transiently (a leader election blocks publishes for a few
     seconds) are published again with the same `Nats-Msg-Id` until `retry_for`
-    has passed, so nothing is stored twice.
+    has passed, so nothing is stored twice. Returns each message's ack by its id.
     """
     pending = list(messages)
+    acks: dict[str, PubAck] = {}
     deadline = time.monotonic() + retry_for
     delay = 0.25
     while pending:
-        failed, error = await _publish_round(js, pending, timeout=timeout)
+        failed, error = await _publish_round(js, pending, acks, timeout=timeout)
         if not failed:
-            return
+            return acks
         if time.monotonic() + delay >= deadline:
             raise error or NatsTimeoutError()
         log.warning(
@@ -232,10 +233,11 @@ async def publish_pipelined(
         await asyncio.sleep(delay)
         delay = min(2.0, delay * 2)
         pending = failed
+    return acks
 
 
 async def _publish_round(
-    js: JetStreamContext, messages: list[Outgoing], *, timeout: float
+    js: JetStreamContext, messages: list[Outgoing], acks: dict[str, PubAck], *, timeout: float
 ) -> tuple[list[Outgoing], BaseException | None]:
     # No wait_stall: with one, nats-py wraps every publish in a task, which yields
     # to the loop and costs one socket write per message instead of one per batch.
@@ -254,6 +256,8 @@ async def _publish_round(
             error = problem
             if not isinstance(problem, TRANSIENT):
                 fatal = problem
+        else:
+            acks[message.msg_id] = future.result()
     if fatal is not None:
         raise fatal
     return failed, error

@@ -5,18 +5,21 @@ messages the server writes), so one trace follows an interaction from the webhoo
 through the router to the alert. Without an endpoint every call here is a no-op.
 """
 
+import contextlib
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
-from opentelemetry import context, propagate, trace
-from opentelemetry.trace import Span, Tracer
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Tracer
 
 _tracer: Tracer = trace.get_tracer("stayhuman")
+_enabled = False  # without an exporter, spans are skipped outright: even no-op spans cost on a hot path
 
 
 def configure_tracing(*, service: str, endpoint: str | None) -> None:
     """Export spans over OTLP/HTTP to `endpoint` (e.g. http://collector:4318/v1/traces)."""
-    global _tracer
+    global _tracer, _enabled
     if not endpoint:
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -30,6 +33,7 @@ def configure_tracing(*, service: str, endpoint: str | None) -> None:
     )
     trace.set_tracer_provider(provider)
     _tracer = trace.get_tracer("stayhuman")
+    _enabled = True
 
 
 def shutdown_tracing() -> None:
@@ -38,12 +42,23 @@ def shutdown_tracing() -> None:
         provider.shutdown()
 
 
-def tracer() -> Tracer:
-    return _tracer
+def span(
+    name: str,
+    *,
+    parent: Mapping[str, str] | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, str] | None = None,
+) -> AbstractContextManager[Any]:
+    """A span continuing the trace that `parent` (message headers) carries; nothing when tracing is off."""
+    if not _enabled:
+        return contextlib.nullcontext()
+    return _tracer.start_as_current_span(name, context=context_from(parent), kind=kind, attributes=attributes)
 
 
 def carrier_of(span: Span | None = None) -> dict[str, str]:
     """The headers that continue the current (or the given) span elsewhere."""
+    if not _enabled:
+        return {}
     headers: dict[str, str] = {}
     ctx = trace.set_span_in_context(span) if span is not None else None
     propagate.inject(headers, context=ctx)
@@ -53,11 +68,3 @@ def carrier_of(span: Span | None = None) -> dict[str, str]:
 def context_from(headers: Mapping[str, str] | None) -> Any:
     """The remote parent a message carries, if any."""
     return propagate.extract(dict(headers or {}))
-
-
-def attach(ctx: Any) -> object:
-    return context.attach(ctx)
-
-
-def detach(token: object) -> None:
-    context.detach(token)  # type: ignore[arg-type]

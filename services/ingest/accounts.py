@@ -1,6 +1,7 @@
 """Which accounts exist and how they sign: read from the database, cached briefly."""
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -33,22 +34,23 @@ class AccountDirectory:
 
     async def get(self, account_id: str) -> AccountView | None:
         """The account a StayHuman webhook URL names."""
-        return await self._lookup((account_id,), Account.id == account_id)
+        return await self._lookup((account_id,), lambda: Account.id == account_id)
 
     async def by_platform_id(self, platform: Platform, external_id: str) -> AccountView | None:
         """The account a platform names by its own id (a page, an Instagram account, an X user)."""
         return await self._lookup(
             (platform.value, external_id),
-            (Account.platform == platform.value) & (Account.external_id == external_id),
+            lambda: (Account.platform == platform.value) & (Account.external_id == external_id),
         )
 
-    async def _lookup(self, key: tuple[str, ...], condition: object) -> AccountView | None:
+    async def _lookup(self, key: tuple[str, ...], condition: Callable[[], object]) -> AccountView | None:
+        # The condition is built only on a cache miss: building it costs more than the hit.
         now = time.monotonic()
         cached = self._cache.get(key)
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         async with self._sessions() as session:
-            row = (await session.exec(select(Account).where(condition))).first()  # type: ignore[arg-type]
+            row = (await session.exec(select(Account).where(condition()))).first()  # type: ignore[arg-type]
         view = (
             AccountView(
                 id=row.id,

@@ -1,6 +1,5 @@
 """Publishing normalised interactions to JetStream, deduplicated by platform id."""
 
-import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from shared import subjects
 from shared.events import ConnectorProblem, InteractionReceived, InteractionRetracted, utcnow
 from shared.ids import dedupe_key
 from shared.jetstream import MSG_ID, Outgoing, publish_pipelined, publish_retrying
-from shared.logs import CORRELATION_HEADER, correlation_id
+from shared.logs import correlation_id
 from shared.tracing import carrier_of
 
 
@@ -67,17 +66,7 @@ class InteractionPublisher:
         archived = [raw.outgoing()] if raw is not None else []
         await publish_pipelined(
             self._js,
-            archived
-            + [
-                Outgoing(
-                    subjects.interaction_received(tenant_id=e.tenant_id, account_id=e.account_id),
-                    e.model_dump_json().encode(),
-                    message_id(e),
-                    e.correlation_id,
-                    headers={"Nats-Expected-Stream": subjects.INTERACTIONS_STREAM, **carrier_of()},
-                )
-                for e in events
-            ],
+            archived + [self._outgoing(e) for e in events],
             timeout=self._timeout,
             retry_for=self._timeout,
         )
@@ -93,38 +82,18 @@ class InteractionPublisher:
         )
 
     async def publish(self, event: InteractionReceived, *, raw: RawPayload | None = None) -> bool:
-        """Store one interaction (and its raw payload); True if JetStream already had it."""
-        if raw is not None:
-            archived = raw.outgoing()
-            interaction, _ = await asyncio.gather(
-                self._publish_one(event),
-                publish_retrying(
-                    self._js,
-                    archived.subject,
-                    archived.payload,
-                    headers=archived.all_headers(),
-                    timeout=self._timeout,
-                ),
-            )
-            return interaction
-        return await self._publish_one(event)
+        """Store one interaction (and its raw payload) in one round trip; True if JetStream
+        already had the interaction (a redelivery)."""
+        interaction = self._outgoing(event)
+        messages = [interaction, raw.outgoing()] if raw is not None else [interaction]
+        acks = await publish_pipelined(self._js, messages, timeout=self._timeout, retry_for=self._timeout)
+        return bool(acks[interaction.msg_id].duplicate)
 
-    async def _publish_one(self, event: InteractionReceived) -> bool:
-        ack = await publish_retrying(
-            self._js,
+    def _outgoing(self, event: InteractionReceived | InteractionRetracted) -> Outgoing:
+        return Outgoing(
             subjects.interaction_received(tenant_id=event.tenant_id, account_id=event.account_id),
             event.model_dump_json().encode(),
-            timeout=self._timeout,
-            headers={
-                "Nats-Expected-Stream": subjects.INTERACTIONS_STREAM,
-                MSG_ID: dedupe_key(
-                    tenant_id=event.tenant_id,
-                    account_id=event.account_id,
-                    external_id=event.external_id,
-                    edit_version=event.edit_version,
-                ),
-                CORRELATION_HEADER: event.correlation_id,
-                **carrier_of(),
-            },
+            message_id(event),
+            event.correlation_id,
+            headers={"Nats-Expected-Stream": subjects.INTERACTIONS_STREAM, **carrier_of()},
         )
-        return bool(ack.duplicate)

@@ -18,7 +18,7 @@ from services.ingest.generic import SIGNATURE_HEADER, GenericInteraction, normal
 from services.ingest.publisher import InteractionPublisher, RawPayload
 from shared.events import utcnow
 from shared.logs import CORRELATION_HEADER, correlation_id
-from shared.tracing import context_from, tracer
+from shared.tracing import span
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -75,10 +75,12 @@ async def generic_webhook(
     """Accept one interaction signed with the account's secret; 202 once JetStream stored it."""
     started = time.perf_counter()
     try:
-        with tracer().start_as_current_span(
-            "receive webhook", kind=SpanKind.SERVER, context=context_from(request.headers)
-        ) as span:
-            span.set_attribute("stayhuman.account_id", account_id)
+        with span(
+            "receive webhook",
+            parent=request.headers,
+            kind=SpanKind.SERVER,
+            attributes={"stayhuman.account_id": account_id},
+        ):
             return await _accept(account_id, request, accounts, publisher, started)
     except HTTPException as error:
         REJECTED.labels(str(error.status_code)).inc()

@@ -37,7 +37,7 @@ from shared.db.session import transaction
 from shared.events import ConnectorProblem, DeadlineChanged, utcnow
 from shared.jetstream import dead_letter, is_last_delivery
 from shared.logs import correlation_id
-from shared.tracing import carrier_of, context_from, tracer
+from shared.tracing import carrier_of, span
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,7 @@ class DeadlineWatcher:
                     continue  # a newer version is already stored: it decides
                 timer = breach_timer(deadline)
                 if timer is not None:
-                    with tracer().start_as_current_span(
-                        "arm deadline", context=context_from(traces.get(event.conversation_id))
-                    ):
+                    with span("arm deadline", parent=traces.get(event.conversation_id)):
                         timer = timer.model_copy(update={"trace": carrier_of()})
                     to_arm.append(timer)
                 elif deadline.state == DeadlineState.cleared:
@@ -184,8 +182,11 @@ class AlertSender:
     async def _one(self, msg: Msg) -> None:
         try:
             fired = TimerPayload.model_validate_json(msg.data)
-            with tracer().start_as_current_span("handle timer", context=context_from(fired.trace)) as span:
-                span.set_attribute("stayhuman.conversation_id", fired.conversation_id)
+            with span(
+                "handle timer",
+                parent=fired.trace,
+                attributes={"stayhuman.conversation_id": fired.conversation_id},
+            ):
                 await self._fired(msg, fired)
         except ValidationError as error:
             await self._dead_letter(msg, f"invalid timer: {error}")

@@ -43,7 +43,7 @@ from shared.events import (
 from shared.ids import conversation_id
 from shared.jetstream import Outgoing, dead_letter, is_last_delivery, publish_pipelined
 from shared.logs import correlation_id
-from shared.tracing import carrier_of, context_from, tracer
+from shared.tracing import carrier_of, span
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +202,12 @@ class InteractionRouter:
                     unknown.add(ix.interaction_id)
                     continue
                 cid = conversation_id(account_id=ix.account_id, thread_id=ix.thread_id)
-                with tracer().start_as_current_span(
-                    "route interaction", context=context_from(headers.get(ix.interaction_id))
-                ) as span:
+                with span(
+                    "route interaction",
+                    parent=headers.get(ix.interaction_id),
+                    attributes={"stayhuman.conversation_id": cid},
+                ):
                     outcome = route_interaction(conversations.get(cid), ix, context, now=now)
-                    span.set_attribute("stayhuman.conversation_id", cid)
                     trace_headers = carrier_of()
                 conversation = outcome.conversation
                 if conversation is not None:

@@ -84,21 +84,35 @@ async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
         tmp_path / "stack",
         nats_server,
         STAYHUMAN_ROUTER_ACK_WAIT="2s",
-        STAYHUMAN_ROUTER_BATCH_SIZE="50",
+        STAYHUMAN_ROUTER_BATCH_SIZE="100",
         STAYHUMAN_LOG_LEVEL="warning",
     )
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
     try:
         router_pid = stack.service_pid("router")
         killed_at: list[int] = []
 
+        sent = asyncio.Event()
+
         async def killer() -> None:
+            # Freeze the router early so that a backlog builds; once every webhook is in,
+            # let it chew the backlog batch after batch, and kill it in the middle: it then
+            # dies holding a batch it has fetched and not acknowledged.
+            async def started() -> bool:
+                return await _count(stack, Conversation) >= total // 10
+
+            await eventually(started, timeout=60, interval=0.01, what="the first assignments")
+            os.kill(router_pid, signal.SIGSTOP)
+            await sent.wait()
+            os.kill(router_pid, signal.SIGCONT)
             while not killed_at:
                 assigned = await _count(stack, Conversation)
                 if total // 4 <= assigned <= 3 * total // 4:
                     os.kill(router_pid, signal.SIGKILL)
                     killed_at.append(assigned)
                     return
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.005)
 
         async def send(client: httpx.AsyncClient, queue: asyncio.Queue[int], statuses: list[int]) -> None:
             while not queue.empty():
@@ -113,6 +127,7 @@ async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
         kill = asyncio.create_task(killer())
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=32)) as client:
             await asyncio.gather(*(send(client, queue, statuses) for _ in range(32)))
+        sent.set()
         await asyncio.wait_for(kill, timeout=60)
         print(f"router SIGKILLed with {killed_at[0]} of {total} assigned")
         assert statuses.count(202) == total
@@ -126,16 +141,20 @@ async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(stack.url("router", "/metrics"))).text
         redelivered = _metric(metrics, "stayhuman_router_redeliveries_total")
-        print(f"redeliveries seen by the restarted router: {redelivered:.0f}")
+        consumer = await js.consumer_info(subjects.INTERACTIONS_STREAM, "router-interactions")
+        print(
+            f"redeliveries seen by the restarted router: {redelivered:.0f}; "
+            f"deliveries {consumer.delivered.consumer_seq} for {total} messages"
+        )
         assert redelivered > 0
+        assert consumer.delivered.consumer_seq > total  # deliveries beyond one per message: redeliveries
         assert await _count(stack, Interaction) == total
-        nc = await nats.connect(nats_server.url)
-        info = await nc.jetstream().stream_info(
+        info = await js.stream_info(
             subjects.EVENTS_STREAM, subjects_filter=subjects.all_conversation_events("assigned")
         )
-        await nc.close()
         per_conversation = info.state.subjects or {}
         assert len(per_conversation) == total
         assert set(per_conversation.values()) == {1}
     finally:
+        await nc.close()
         stack.stop()

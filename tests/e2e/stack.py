@@ -52,6 +52,18 @@ class Stack:
             env["STAYHUMAN_NATS_URL"] = self.nats.url
         return env
 
+    @classmethod
+    def configured(
+        cls, workdir: Path, config: str, *, nats: EmbeddedNats | None = None, **env: str
+    ) -> "Stack":
+        """A stack whose database is migrated and holds `config` (a YAML text); not started yet."""
+        stack = cls(workdir, env_overrides=env, nats=nats)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.yaml").write_text(config)
+        stack.cli("migrate")
+        stack.cli("apply", "-f", str(workdir / "config.yaml"))
+        return stack
+
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "stayhuman", *args],

@@ -57,18 +57,14 @@ async def test_a_lost_nats_store_is_rebuilt_from_the_database(tmp_path: Path) ->
     """Disaster recovery: NATS comes back empty; notify re-arms every open deadline from the database."""
     smtp = SmtpServer().start()
     nats = EmbeddedNats(tmp_path / "nats").start()
-    env = {
-        "STAYHUMAN_SMTP_HOST": "127.0.0.1",
-        "STAYHUMAN_SMTP_PORT": str(smtp.port),
-        "STAYHUMAN_SMTP_SECURITY": "none",
-    }
-    stack = Stack(tmp_path / "stack", env_overrides=env, nats=nats)
-    (tmp_path / "stack").mkdir()
-    (tmp_path / "acme.yaml").write_text(
-        config_yaml(tenant="acme", account="acme-fb", secret=SECRET, people=["maria"], first_response="20s")
+    stack = Stack.configured(
+        tmp_path / "stack",
+        config_yaml(tenant="acme", account="acme-fb", secret=SECRET, people=["maria"], first_response="20s"),
+        nats=nats,
+        STAYHUMAN_SMTP_HOST="127.0.0.1",
+        STAYHUMAN_SMTP_PORT=str(smtp.port),
+        STAYHUMAN_SMTP_SECURITY="none",
     )
-    stack.cli("migrate")
-    stack.cli("apply", "-f", str(tmp_path / "acme.yaml"))
     try:
         stack.start()
         async with httpx.AsyncClient() as client:

@@ -68,18 +68,15 @@ async def test_mastodon_is_polled_forward_without_gaps_or_duplicates(
     for number in range(45):  # more than one page of 40
         fake.mention(number)
     fake.failures = [(429, {"Retry-After": "1"}), (503, {})]
-    stack = Stack(
+    stack = Stack.configured(
         tmp_path / "stack",
-        env_overrides={
+        mastodon_config(fake),
+        **{
             "STAYHUMAN_POLL_INTERVAL": "1s",
             "MASTODON_TOKEN": fake.token,
             "STAYHUMAN_OPERATOR_EMAIL": "ops@agency.example",
         },
     )
-    (tmp_path / "stack").mkdir()
-    (tmp_path / "bluebird.yaml").write_text(mastodon_config(fake))
-    stack.cli("migrate")
-    stack.cli("apply", "-f", str(tmp_path / "bluebird.yaml"))
     try:
         stack.start()
 
@@ -158,14 +155,11 @@ async def test_bluesky_and_youtube_are_paged_back_to_their_marks(tmp_path: Path)
             f"        external_id: '{tube.channel}'", f"        api_base_url: {tube.url}", "        access_token: ${YT_KEY}",
         ]
     ) + "\n"  # fmt: skip
-    stack = Stack(
+    stack = Stack.configured(
         tmp_path / "stack",
-        env_overrides={"STAYHUMAN_POLL_INTERVAL": "1s", "SKY_PASSWORD": sky.app_password, "YT_KEY": tube.key},
+        text,
+        **{"STAYHUMAN_POLL_INTERVAL": "1s", "SKY_PASSWORD": sky.app_password, "YT_KEY": tube.key},
     )
-    (tmp_path / "stack").mkdir()
-    (tmp_path / "bluebird.yaml").write_text(text)
-    stack.cli("migrate")
-    stack.cli("apply", "-f", str(tmp_path / "bluebird.yaml"))
     try:
         stack.start()
 
@@ -232,19 +226,16 @@ async def test_the_documented_pages_of_each_polled_platform_end_assigned(tmp_pat
              "        team: care", "        webhook_secret: unused-secret-0123456789",
              f"        external_id: '{external_id}'", f"        api_base_url: {url}", f"        access_token: {token}"]
         ) + "\n"  # fmt: skip
-    stack = Stack(
+    stack = Stack.configured(
         tmp_path / "stack",
-        env_overrides={
+        text,
+        **{
             "STAYHUMAN_POLL_INTERVAL": "1s",
             "MASTO": masto.token,
             "SKY": sky.app_password,
             "TUBE": tube.key,
         },
     )
-    (tmp_path / "stack").mkdir()
-    (tmp_path / "bluebird.yaml").write_text(text)
-    stack.cli("migrate")
-    stack.cli("apply", "-f", str(tmp_path / "bluebird.yaml"))
     try:
         stack.start()
         for account_id, expected in (("fx-masto", 1), ("fx-sky", 2), ("fx-tube", 1)):
@@ -263,18 +254,15 @@ async def test_mastodon_streaming_brings_news_at_once_and_backfills_after_a_drop
     tmp_path: Path, fake: FakeMastodon
 ) -> None:
     fake.mention(0)
-    stack = Stack(
+    stack = Stack.configured(
         tmp_path / "stack",
-        env_overrides={
+        mastodon_config(fake),
+        **{
             "STAYHUMAN_POLL_INTERVAL": "1h",
             "STAYHUMAN_MASTODON_STREAMING": "true",
             "MASTODON_TOKEN": fake.token,
         },
     )
-    (tmp_path / "stack").mkdir()
-    (tmp_path / "bluebird.yaml").write_text(mastodon_config(fake))
-    stack.cli("migrate")
-    stack.cli("apply", "-f", str(tmp_path / "bluebird.yaml"))
     try:
         stack.start()
 

@@ -18,22 +18,15 @@ SECRET = "tracing-secret-0123456789"
 async def test_one_trace_from_webhook_to_overdue_email(tmp_path: Path, nats_server: EmbeddedNats) -> None:
     receiver = OtlpReceiver().start()
     smtp = SmtpServer().start()
-    stack = Stack(
+    stack = Stack.configured(
         tmp_path / "stack",
+        config_yaml(tenant="acme", account="acme-fb", secret=SECRET, people=["maria"], first_response="2s"),
         nats=nats_server,
-        env_overrides={
-            "STAYHUMAN_OTEL_ENDPOINT": receiver.endpoint,
-            "STAYHUMAN_SMTP_HOST": "127.0.0.1",
-            "STAYHUMAN_SMTP_PORT": str(smtp.port),
-            "STAYHUMAN_SMTP_SECURITY": "none",
-        },
+        STAYHUMAN_OTEL_ENDPOINT=receiver.endpoint,
+        STAYHUMAN_SMTP_HOST="127.0.0.1",
+        STAYHUMAN_SMTP_PORT=str(smtp.port),
+        STAYHUMAN_SMTP_SECURITY="none",
     )
-    (tmp_path / "stack").mkdir()
-    (tmp_path / "acme.yaml").write_text(
-        config_yaml(tenant="acme", account="acme-fb", secret=SECRET, people=["maria"], first_response="2s")
-    )
-    stack.cli("migrate")
-    stack.cli("apply", "-f", str(tmp_path / "acme.yaml"))
     try:
         stack.start()
         async with httpx.AsyncClient() as client:

@@ -15,7 +15,7 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 	touch $@
 
 run: $(INSTALLED)
-	$(BIN)/stayhuman up --demo
+	STAYHUMAN_LOG_JSON=$${STAYHUMAN_LOG_JSON:-false} $(BIN)/stayhuman up --demo
 
 test: $(INSTALLED) lint
 	$(BIN)/python -m pytest

@@ -36,13 +36,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class PlainFormatter(logging.Formatter):
+    """One readable line, with the same fields as the JSON lines appended as key=value."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"%(asctime)s {service} %(levelname)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+        cid = correlation_id.get()
+        if cid:
+            extras["correlation_id"] = cid
+        return line + "".join(f" {k}={v}" for k, v in extras.items())
+
+
 def configure_logging(*, service: str, level: str, json_logs: bool) -> None:
     """Send every log line, ours and the libraries', to stderr in one format."""
     handler = logging.StreamHandler(sys.stderr)
     if json_logs:
         handler.setFormatter(JsonFormatter(service))
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
+        handler.setFormatter(PlainFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -51,3 +51,21 @@ def test_settings_read_durations_and_name_bad_variables(monkeypatch: pytest.Monk
     monkeypatch.setenv("STAYHUMAN_ROUTER_BATCH_SIZE", "lots")
     with pytest.raises(SettingsError, match="STAYHUMAN_ROUTER_BATCH_SIZE"):
         load_settings(RouterSettings)
+
+
+def test_log_lines_carry_their_fields_and_correlation_id() -> None:
+    import json
+    import logging
+
+    from shared.logs import JsonFormatter, PlainFormatter, correlation_id
+
+    record = logging.makeLogRecord({"msg": "conversation assigned", "levelname": "INFO", "owner_id": "maria"})
+    token = correlation_id.set("c-123")
+    try:
+        entry = json.loads(JsonFormatter("router").format(record))
+        plain = PlainFormatter("router").format(record)
+    finally:
+        correlation_id.reset(token)
+    assert entry["msg"] == "conversation assigned" and entry["service"] == "router"
+    assert entry["owner_id"] == "maria" and entry["correlation_id"] == "c-123"
+    assert plain.endswith("router INFO conversation assigned owner_id=maria correlation_id=c-123")

@@ -9,6 +9,7 @@ different fact.
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from services.router.assignment import Candidate, choose_owner
 from services.router.deadlines import Deadline, SlaTargets, plan_deadline
@@ -198,11 +199,7 @@ def _reopen(
         Emitted(
             f"reopened:{conversation.id}:{ix.interaction_id}",
             ConversationReopened(
-                tenant_id=ix.tenant_id,
-                correlation_id=ix.correlation_id,
-                occurred_at=now,
-                conversation_id=conversation.id,
-                account_id=conversation.account_id,
+                **_envelope(conversation, ix.correlation_id, now),
                 interaction_id=ix.interaction_id,
                 reopened_at=ix.created_at,
             ),
@@ -239,11 +236,7 @@ def _outbound(conversation: Conversation | None, ix: InteractionReceived, *, now
         Emitted(
             f"responded:{conversation.id}:{ix.interaction_id}",
             ConversationResponded(
-                tenant_id=ix.tenant_id,
-                correlation_id=ix.correlation_id,
-                occurred_at=now,
-                conversation_id=conversation.id,
-                account_id=conversation.account_id,
+                **_envelope(conversation, ix.correlation_id, now),
                 interaction_id=ix.interaction_id,
                 responded_at=ix.created_at,
             ),
@@ -271,11 +264,7 @@ def retract_interaction(
         Emitted(
             f"resolved:{conversation.id}:retracted:{retraction.external_id}",
             ConversationResolved(
-                tenant_id=conversation.tenant_id,
-                correlation_id=retraction.correlation_id,
-                occurred_at=now,
-                conversation_id=conversation.id,
-                account_id=conversation.account_id,
+                **_envelope(conversation, retraction.correlation_id, now),
                 reason="the message waiting for an answer was withdrawn by its author",
                 resolved_at=retraction.retracted_at,
             ),
@@ -286,6 +275,17 @@ def retract_interaction(
             _set_deadline(conversation, None, retraction.correlation_id, now=now, reason="retracted")
         )
     return outcome
+
+
+def _envelope(conversation: Conversation, correlation_id: str, now: datetime) -> dict[str, Any]:
+    """What every event about a conversation says first."""
+    return {
+        "tenant_id": conversation.tenant_id,
+        "correlation_id": correlation_id,
+        "occurred_at": now,
+        "conversation_id": conversation.id,
+        "account_id": conversation.account_id,
+    }
 
 
 def _set_deadline(
@@ -301,11 +301,7 @@ def _set_deadline(
     conversation.warn_at = deadline.warn_at if deadline else None
     conversation.due_at = deadline.due_at if deadline else None
     event = DeadlineChanged(
-        tenant_id=conversation.tenant_id,
-        correlation_id=correlation_id,
-        occurred_at=now,
-        conversation_id=conversation.id,
-        account_id=conversation.account_id,
+        **_envelope(conversation, correlation_id, now),
         deadline_version=conversation.deadline_version,
         kind=deadline.kind if deadline else None,
         owner_id=conversation.owner_id,

@@ -27,7 +27,7 @@ from services.notify.mailer import SmtpMailer
 from services.notify.scheduler import TimerScheduler
 from services.notify.settings import NotifySettings
 from shared import subjects
-from shared.jetstream import BatchConsumer, work_consumer
+from shared.jetstream import BatchConsumer, BatchHandler, work_consumer
 from shared.metrics import every, metrics_router, observe_consumers
 from shared.runtime import Runtime, health_router, install_error_handlers
 
@@ -87,31 +87,6 @@ def build_workers(
         send_timeout=settings.smtp_timeout,
         heartbeat=settings.notify_ack_wait / 3,
     )
-    consumers = [
-        BatchConsumer(
-            js=js,
-            stream=subjects.EVENTS_STREAM,
-            config=work_consumer(
-                durable=DEADLINE_CONSUMER,
-                filter_subject=subjects.all_deadlines(),
-                ack_wait=settings.notify_ack_wait,
-                max_deliver=settings.notify_max_deliver,
-            ),
-            handler=watcher.handle_batch,
-        ),
-        BatchConsumer(
-            js=js,
-            stream=subjects.TIMERS_STREAM,
-            config=work_consumer(
-                durable=TIMER_CONSUMER,
-                filter_subject=subjects.all_timers_fired(),
-                ack_wait=settings.notify_ack_wait,
-                max_deliver=settings.notify_max_deliver,
-            ),
-            handler=sender.handle_batch,
-            batch_size=64,
-        ),
-    ]
     operators = OperatorAlerts(
         js=js,
         sessions=sessions,
@@ -120,20 +95,40 @@ def build_workers(
         operator=settings.operator_email,
         retry_delay=settings.alert_retry_initial.total_seconds(),
     )
-    consumers.append(
-        BatchConsumer(
-            js=js,
-            stream=subjects.EVENTS_STREAM,
-            config=work_consumer(
-                durable=OPERATOR_CONSUMER,
-                filter_subject=subjects.all_connector_problems(),
-                ack_wait=settings.notify_ack_wait,
-                max_deliver=1000,  # an SMTP outage must not lose an operator alert
-            ),
-            handler=operators.handle_batch,
-            batch_size=16,
+
+    def durable(
+        stream: str,
+        name: str,
+        subjects_filter: str,
+        handler: BatchHandler,
+        *,
+        batch_size: int,
+        max_deliver: int,
+    ) -> BatchConsumer:
+        config = work_consumer(
+            durable=name,
+            filter_subject=subjects_filter,
+            ack_wait=settings.notify_ack_wait,
+            max_deliver=max_deliver,
         )
-    )
+        return BatchConsumer(js=js, stream=stream, config=config, handler=handler, batch_size=batch_size)
+
+    retries = settings.notify_max_deliver
+    consumers = [
+        durable(
+            subjects.EVENTS_STREAM, DEADLINE_CONSUMER, subjects.all_deadlines(), watcher.handle_batch,
+            batch_size=500, max_deliver=retries,
+        ),
+        durable(
+            subjects.TIMERS_STREAM, TIMER_CONSUMER, subjects.all_timers_fired(), sender.handle_batch,
+            batch_size=64, max_deliver=retries,
+        ),
+        # An SMTP outage must not lose an operator alert: it is retried far longer.
+        durable(
+            subjects.EVENTS_STREAM, OPERATOR_CONSUMER, subjects.all_connector_problems(), operators.handle_batch,
+            batch_size=16, max_deliver=1000,
+        ),
+    ]  # fmt: skip
     return NotifyWorkers(scheduler, consumers, sessions, sender)
 
 

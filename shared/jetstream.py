@@ -66,6 +66,7 @@ class StreamSettings:
     events_max_age: timedelta = timedelta(days=7)
     dead_letter_max_age: timedelta = timedelta(days=30)
     archive_max_age: timedelta = timedelta(days=30)
+    commands_max_age: timedelta = timedelta(days=7)
     duplicate_window: timedelta = timedelta(minutes=2)
 
 
@@ -116,6 +117,13 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             max_age=settings.archive_max_age.total_seconds(),
             description="Raw platform payloads as received, for audit and replay",
+        ),
+        StreamConfig(
+            name=subjects.COMMANDS_STREAM,
+            subjects=[subjects.all_commands()],
+            retention=RetentionPolicy.LIMITS,
+            max_age=settings.commands_max_age.total_seconds(),
+            description="What people and operators ask of the router: status, claim, reassign, pause, resolve",
         ),
     ]
     for config in configs:

@@ -13,6 +13,7 @@ EVENTS_STREAM = "SH_EVENTS"
 TIMERS_STREAM = "SH_TIMERS"
 DEAD_LETTER_STREAM = "SH_DEADLETTER"
 ARCHIVE_STREAM = "SH_ARCHIVE"
+COMMANDS_STREAM = "SH_COMMANDS"
 
 ConversationEvent = Literal["opened", "assigned", "responded", "reopened", "resolved"]
 
@@ -89,3 +90,36 @@ def connector_problem(*, tenant_id: str, account_id: str) -> str:
 
 def all_connector_problems() -> str:
     return "sh.ops.>"
+
+
+def person_command(*, person_id: str, verb: str) -> str:
+    """Commands about one person (status, hand over, availability), consumed by the router."""
+    return f"sh.cmd.person.{_token(person_id)}.{_token(verb)}"
+
+
+def conversation_command(*, tenant_id: str, conversation_id: str, verb: str) -> str:
+    """Commands about one conversation (claim, reassign, pause, resume, resolve)."""
+    return f"sh.cmd.conv.{_token(tenant_id)}.{_token(conversation_id)}.{_token(verb)}"
+
+
+def tenant_command(*, tenant_id: str, verb: str) -> str:
+    return f"sh.cmd.tenant.{_token(tenant_id)}.{_token(verb)}"
+
+
+def all_commands() -> str:
+    return "sh.cmd.>"
+
+
+def router_timer_schedule(*, key: str) -> str:
+    """The router's own timers (shift changes, auto-resolve), apart from notify's.
+
+    `key` is dotted tokens: `person.<person>` or `conv.<tenant>.<conversation>`."""
+    return f"sh.timer.rsched.{'.'.join(_token(part) for part in key.split('.'))}"
+
+
+def router_timer_fired(*, key: str) -> str:
+    return f"sh.timer.rfired.{'.'.join(_token(part) for part in key.split('.'))}"
+
+
+def all_router_timers_fired() -> str:
+    return "sh.timer.rfired.>"

@@ -25,7 +25,7 @@ from services.router.conversations import (
     retract_interaction,
     route_interaction,
 )
-from shared import subjects
+from shared import outbox, subjects
 from shared.db.session import transaction
 from shared.events import (
     ConversationAssigned,
@@ -152,7 +152,7 @@ class InteractionRouter:
         else:
             if outbox_id is not None:
                 async with transaction(self.sessions) as session:
-                    await store.delete_outbox(session=session, ids=[outbox_id])
+                    await outbox.delete_outbox(session=session, ids=[outbox_id])
         for msg, ix in items:
             if _key(ix) in unknown:
                 ROUTED.labels("dead_letter").inc()
@@ -250,7 +250,7 @@ class InteractionRouter:
                 session=session, created=list(created.values()), changed=list(changed.values())
             )
             await store.record_assignments(session=session, assigned=assigned)
-            outbox_id = await store.add_outbox(session=session, messages=rows)
+            outbox_id = await outbox.add_outbox(session=session, messages=rows)
         return outbox_id, rows, unknown
 
 
@@ -307,12 +307,12 @@ class OutboxRelay:
     async def relay_once(self, *, everything: bool = False) -> int:
         older_than = None if everything else utcnow() - self.grace
         async with self.sessions() as session:
-            pending = await store.get_pending_outbox(session=session, older_than=older_than, limit=20)
+            pending = await outbox.get_pending_outbox(session=session, older_than=older_than, limit=20)
         if not pending:
             return 0
         messages = [message for batch in pending.values() for message in batch]
         await publish_pipelined(self.js, messages)
         async with transaction(self.sessions) as session:
-            await store.delete_outbox(session=session, ids=list(pending))
+            await outbox.delete_outbox(session=session, ids=list(pending))
         log.info("outbox relayed", extra={"count": len(messages)})
         return len(messages)

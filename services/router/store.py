@@ -5,13 +5,11 @@ thousands of rows a second costs more than the database does.
 """
 
 import dataclasses
-import json
-import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.router.assignment import Candidate
@@ -22,15 +20,12 @@ from shared.db.core import (
     CONVERSATIONS,
     INTERACTIONS,
     MEMBERS,
-    OUTBOX,
     PEOPLE,
     POLICIES,
     TEAMS,
     execute,
     fetch_rows,
 )
-from shared.events import utcnow
-from shared.jetstream import Outgoing
 
 
 async def get_known_interaction_ids(*, session: AsyncSession, ids: Iterable[str]) -> set[str]:
@@ -127,46 +122,6 @@ async def record_assignments(*, session: AsyncSession, assigned: dict[str, datet
         update(PEOPLE).where(PEOPLE.c.id == bindparam("person_id")).values(last_assigned_at=bindparam("at"))
     )
     await execute(session, statement, [{"person_id": p, "at": at} for p, at in assigned.items()])
-
-
-def _encode(messages: list[Outgoing]) -> bytes:
-    lines = [
-        json.dumps(
-            [m.subject, m.msg_id, m.correlation_id, m.payload.decode(), m.headers], separators=(",", ":")
-        )
-        for m in messages
-    ]
-    return "\n".join(lines).encode()
-
-
-def _decode(blob: bytes) -> list[Outgoing]:
-    result = []
-    for line in blob.decode().splitlines():
-        subject, msg_id, correlation_id, payload, headers = json.loads(line)
-        result.append(Outgoing(subject, payload.encode(), msg_id, correlation_id, headers))
-    return result
-
-
-async def add_outbox(*, session: AsyncSession, messages: list[Outgoing]) -> str | None:
-    """Keep a batch's events with the state that caused them; returns the outbox row id."""
-    if not messages:
-        return None
-    row_id = uuid.uuid4().hex
-    await execute(session, insert(OUTBOX).values(id=row_id, messages=_encode(messages), created_at=utcnow()))
-    return row_id
-
-
-async def get_pending_outbox(
-    *, session: AsyncSession, older_than: datetime | None, limit: int
-) -> dict[str, list[Outgoing]]:
-    query = select(OUTBOX).order_by(OUTBOX.c.created_at).limit(limit)
-    if older_than is not None:
-        query = query.where(OUTBOX.c.created_at < older_than)
-    return {row.id: _decode(row.messages) for row in await fetch_rows(session, query)}
-
-
-async def delete_outbox(*, session: AsyncSession, ids: list[str]) -> None:
-    await execute(session, delete(OUTBOX).where(OUTBOX.c.id.in_(ids)))
 
 
 async def count_open_by_team(*, session: AsyncSession) -> list[tuple[str, str, bool, int]]:

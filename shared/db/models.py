@@ -23,6 +23,8 @@ def _utc(*, nullable: bool = False, index: bool = False) -> Column:
 class Tenant(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=63)
     name: str = Field(max_length=200)
+    vip: str = Field(default="[]")  # JSON list of author ids or handles treated as VIP
+    auto_resolve_seconds: int | None = None  # a responded conversation quiet this long resolves
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
@@ -34,6 +36,21 @@ class Person(SQLModel, table=True):
     name: str = Field(max_length=200)
     email: str = Field(max_length=320)
     last_assigned_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    # What they can answer: JSON lists of skill slugs and language codes (empty: anything).
+    skills: str = Field(default="[]")
+    languages: str = Field(default="[]")
+    # Conversations awaiting their answer at once, across every tenant they serve;
+    # `load` is the current weighted count, changed only by conditional updates.
+    capacity: int = 20
+    priority_weights: str = Field(default="{}")  # JSON {"urgent": 3, ...}; missing priorities weigh 1
+    load: int = 0
+    timezone: str = Field(default="UTC", max_length=64)
+    working_hours: str | None = None  # JSON weekly schedule; None: always on shift
+    status: str = Field(default="available", max_length=16)  # available, away, offline
+    out_of_office_from: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    out_of_office_until: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    substitute_id: str | None = Field(default=None, max_length=63)
+    active: bool = True
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
@@ -47,6 +64,56 @@ class SlaPolicy(SQLModel, table=True):
     first_response_seconds: int
     next_response_seconds: int | None = None
     warn_before_seconds: int | None = None
+    resolution_seconds: int | None = None
+    # JSON {"urgent": {"first_response": s, "next_response": s, "resolution": s}, ...}:
+    # targets per priority; a priority not named uses the columns above.
+    targets: str = Field(default="{}")
+    calendar_id: str | None = Field(default=None, max_length=32)
+    vip_bump: int = 1  # priority levels added for a VIP author
+    high_reach_followers: int | None = None  # authors with at least this many followers
+    high_reach_bump: int = 1
+
+
+class Calendar(SQLModel, table=True):
+    """Business hours: when SLA clocks run."""
+
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True)
+    name: str = Field(max_length=63)
+    timezone: str = Field(max_length=64)
+    hours: str  # JSON {"mon": [["09:00", "18:00"]], ...}
+    holidays_country: str | None = Field(default=None, max_length=8)
+    holidays_subdivision: str | None = Field(default=None, max_length=16)
+    closed_days: str = Field(default="[]")  # JSON list of ISO dates
+
+
+class Topic(SQLModel, table=True):
+    """A tenant's routing rule: the first topic whose rule matches an interaction names its team."""
+
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(foreign_key="tenant.id", index=True)
+    name: str = Field(max_length=63)
+    position: int  # rules are tried in this order; the default topic comes last
+    is_default: bool = False
+    rule: str = Field(default="{}")  # JSON: what an interaction must match
+    team_id: str | None = Field(default=None, max_length=32)
+    priority: str = Field(default="normal", max_length=16)
+    sla_policy_id: str | None = Field(default=None, max_length=32)
+    no_sla: bool = False  # recorded (and assigned if a team is named), never alerted
+    skills: str = Field(default="[]")  # JSON: skills an owner needs
+
+
+class Continuity(SQLModel, table=True):
+    """Who last answered an author on an account: they get that author's next conversation."""
+
+    account_id: str = Field(primary_key=True, max_length=63)
+    author_id: str = Field(primary_key=True, max_length=256)
+    person_id: str = Field(max_length=63)
+    answered_at: datetime = Field(sa_column=_utc())
 
 
 class Team(SQLModel, table=True):
@@ -57,6 +124,7 @@ class Team(SQLModel, table=True):
     slug: str = Field(max_length=63)
     name: str = Field(max_length=200)
     sla_policy_id: str | None = Field(default=None, foreign_key="slapolicy.id")
+    lead_id: str | None = Field(default=None, max_length=63)
 
 
 class TeamMember(SQLModel, table=True):
@@ -119,6 +187,7 @@ class Conversation(SQLModel, table=True):
         UniqueConstraint("account_id", "thread_id"),
         Index("ix_conversation_tenant_state", "tenant_id", "state"),
         Index("ix_conversation_owner_state", "owner_id", "state"),
+        Index("ix_conversation_queue", "team_id", "state", "owner_id", "due_at"),
     )
 
     id: str = Field(primary_key=True, max_length=32)
@@ -129,7 +198,18 @@ class Conversation(SQLModel, table=True):
     state: str = Field(max_length=16)
     team_id: str | None = Field(default=None, max_length=32)
     owner_id: str | None = Field(default=None, max_length=63)
-    assignment_reason: str = Field(default="", max_length=200)
+    assignment_reason: str = Field(default="", max_length=300)
+    topic: str | None = Field(default=None, max_length=63)
+    priority: str = Field(default="normal", max_length=16)
+    skills: str = Field(default="[]")
+    sla_policy_id: str | None = Field(default=None, max_length=32)
+    no_sla: bool = False
+    # The weight this conversation adds to its owner's load, or 0 when it adds none
+    # (not awaiting an answer, paused, or nobody owns it).
+    load_weight: int = 0
+    author_handle: str = Field(default="", max_length=256)
+    author_followers: int | None = None
+    author_verified: bool = False
     author_id: str = Field(max_length=256)
     author_name: str = Field(default="", max_length=256)
     last_inbound_text: str = ""
@@ -140,6 +220,12 @@ class Conversation(SQLModel, table=True):
     awaiting_since: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     last_inbound_at: datetime = Field(sa_column=_utc())
     responded_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    paused_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    paused_kind: str | None = Field(default=None, max_length=32)
+    paused_remaining_seconds: float | None = None  # business time left on the clock when paused
+    resolved_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    resolve_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    queued_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     deadline_version: int = 0
     deadline_kind: str | None = Field(default=None, max_length=32)
     warn_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))

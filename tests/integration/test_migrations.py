@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 from alembic.script import ScriptDirectory
-from sqlalchemy import insert, select, text
+from sqlalchemy import column, insert, select, table, text
 
 from shared.db.core import TENANTS
 from shared.db.migrate import alembic_config, current_revision, head_revision, upgrade
 from shared.db.session import create_engine, session_factory, transaction
+from shared.db.types import UtcDateTime
 from shared.events import utcnow
 
 
@@ -39,7 +40,16 @@ async def test_the_job_upgrades_from_the_previous_revision_keeping_data(empty_da
     async with transaction(session_factory(engine)) as session:
         connection = await session.connection()
         await connection.execute(
-            insert(TENANTS).values(id="acme", name="Acme", created_at=utcnow(), updated_at=utcnow())
+            # the previous revision's columns only (the model's newer ones are not there yet)
+            insert(
+                table(
+                    "tenant",
+                    column("id"),
+                    column("name"),
+                    column("created_at", UtcDateTime()),
+                    column("updated_at", UtcDateTime()),
+                )
+            ).values(id="acme", name="Acme", created_at=utcnow(), updated_at=utcnow())
         )
     await asyncio.to_thread(migrate_job, empty_database_url)
     assert await current_revision(empty_database_url) == head_revision()

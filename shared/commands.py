@@ -1,0 +1,157 @@
+"""Commands: what people and operators ask the router to do (version 1).
+
+Commands are requests named in the imperative, published on NATS by the
+`stayhuman` CLI today and by the API later, the very same messages. The router
+is the only consumer; what it did is told by the events it publishes in return.
+Each command has a `command_id`, used as its `Nats-Msg-Id`: sending the same
+command twice (a retry) does it once.
+"""
+
+import enum
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from shared import subjects
+from shared.events import AwareDatetime, utcnow
+from shared.ids import SLUG_PATTERN
+
+
+class PersonStatus(enum.StrEnum):
+    available = "available"  # takes new conversations
+    away = "away"  # keeps what they own, takes nothing new
+    offline = "offline"  # hands over what would fall due while gone
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    command_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=8, max_length=64)
+    issued_at: AwareDatetime = Field(default_factory=utcnow)
+    issued_by: str = Field(default="operator", max_length=63)  # a person id, or who else asked
+    correlation_id: str = Field(default="", max_length=64)
+
+
+class SetStatus(Command):
+    """An owner says whether they take work now."""
+
+    type: Literal["person.set_status"] = "person.set_status"
+    version: Literal[1] = 1
+    person_id: str = Field(pattern=SLUG_PATTERN)
+    status: PersonStatus
+
+
+class HandOver(Command):
+    """Give the open conversations of someone who can no longer answer them to others (a person
+    removed from the configuration or deactivated)."""
+
+    type: Literal["person.hand_over"] = "person.hand_over"
+    version: Literal[1] = 1
+    person_id: str = Field(pattern=SLUG_PATTERN)
+    reason: str = Field(default="", max_length=200)
+
+
+class CheckAvailability(Command):
+    """A shift or an absence begins or ends (a timer the router arms for itself), or the
+    configuration of a person changed: take or hand over work as their availability says."""
+
+    type: Literal["person.check_availability"] = "person.check_availability"
+    version: Literal[1] = 1
+    person_id: str = Field(pattern=SLUG_PATTERN)
+
+
+class ConversationCommand(Command):
+    tenant_id: str = Field(pattern=SLUG_PATTERN)
+    conversation_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+
+
+class Claim(ConversationCommand):
+    """A person takes a conversation for themselves."""
+
+    type: Literal["conversation.claim"] = "conversation.claim"
+    version: Literal[1] = 1
+    person_id: str = Field(pattern=SLUG_PATTERN)
+
+
+class Reassign(ConversationCommand):
+    """Give a conversation to a named person, or back to a team (its queue picks the owner)."""
+
+    type: Literal["conversation.reassign"] = "conversation.reassign"
+    version: Literal[1] = 1
+    person_id: str | None = Field(default=None, pattern=SLUG_PATTERN)
+    team: str | None = Field(default=None, pattern=SLUG_PATTERN)
+    reason: str = Field(default="", max_length=200)
+
+
+class Pause(ConversationCommand):
+    """Waiting on the customer: the SLA clock stops until they write or someone resumes."""
+
+    type: Literal["conversation.pause"] = "conversation.pause"
+    version: Literal[1] = 1
+    reason: str = Field(default="", max_length=200)
+
+
+class Resume(ConversationCommand):
+    type: Literal["conversation.resume"] = "conversation.resume"
+    version: Literal[1] = 1
+
+
+class Resolve(ConversationCommand):
+    """Nothing is left to answer."""
+
+    type: Literal["conversation.resolve"] = "conversation.resolve"
+    version: Literal[1] = 1
+    reason: str = Field(default="", max_length=200)
+
+
+class AutoResolve(ConversationCommand):
+    """A responded conversation stayed quiet for the tenant's auto-resolve time (a router timer)."""
+
+    type: Literal["conversation.auto_resolve"] = "conversation.auto_resolve"
+    version: Literal[1] = 1
+
+
+class Recompute(Command):
+    """Recompute the deadlines of a tenant's open conversations under its current SLA policies."""
+
+    type: Literal["tenant.recompute"] = "tenant.recompute"
+    version: Literal[1] = 1
+    tenant_id: str = Field(pattern=SLUG_PATTERN)
+
+
+AnyCommand = Annotated[
+    SetStatus
+    | HandOver
+    | CheckAvailability
+    | Claim
+    | Reassign
+    | Pause
+    | Resume
+    | Resolve
+    | AutoResolve
+    | Recompute,
+    Field(discriminator="type"),
+]
+command_adapter: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)
+
+PersonCommand = SetStatus | HandOver | CheckAvailability
+
+
+def subject_of(command: AnyCommand) -> str:
+    """Where a command is published: per person, per conversation, or per tenant."""
+    verb = command.type.split(".", 1)[1]
+    match command:
+        case SetStatus() | HandOver() | CheckAvailability():
+            return subjects.person_command(person_id=command.person_id, verb=verb)
+        case ConversationCommand():
+            return subjects.conversation_command(
+                tenant_id=command.tenant_id, conversation_id=command.conversation_id, verb=verb
+            )
+        case Recompute():
+            return subjects.tenant_command(tenant_id=command.tenant_id, verb=verb)
+    raise TypeError(f"no subject for {type(command).__name__}")
+
+
+def msg_id_of(command: AnyCommand) -> str:
+    return f"cmd:{command.command_id}"

@@ -1,0 +1,76 @@
+"""The outbox: messages committed with the state that caused them, published after the commit.
+
+The router writes its events here in the transaction that routes a batch;
+`stayhuman apply` writes commands here (a removed owner's hand-over, a
+recompute) in the transaction that changes the configuration. The router's relay
+publishes what is left under each message's own `Nats-Msg-Id`, so a crash
+between commit and publish only delays a message, never loses or doubles it.
+"""
+
+import json
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, insert, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.commands import AnyCommand, msg_id_of, subject_of
+from shared.db.core import OUTBOX, execute, fetch_rows
+from shared.events import utcnow
+from shared.jetstream import Outgoing
+
+# Rows written for the relay alone (nobody publishes them first) are dated this far
+# back, so the relay takes them at its next pass instead of waiting out its grace.
+RELAY_AT_ONCE = timedelta(days=1)
+
+
+def encode(messages: list[Outgoing]) -> bytes:
+    lines = [
+        json.dumps(
+            [m.subject, m.msg_id, m.correlation_id, m.payload.decode(), m.headers], separators=(",", ":")
+        )
+        for m in messages
+    ]
+    return "\n".join(lines).encode()
+
+
+def decode(blob: bytes) -> list[Outgoing]:
+    result = []
+    for line in blob.decode().splitlines():
+        subject, msg_id, correlation_id, payload, headers = json.loads(line)
+        result.append(Outgoing(subject, payload.encode(), msg_id, correlation_id, headers))
+    return result
+
+
+def command_outgoing(command: AnyCommand) -> Outgoing:
+    return Outgoing(
+        subject_of(command), command.model_dump_json().encode(), msg_id_of(command), command.correlation_id
+    )
+
+
+async def add_outbox(
+    *, session: AsyncSession, messages: list[Outgoing], relay_only: bool = False
+) -> str | None:
+    """Keep messages with the state that caused them; returns the outbox row id.
+
+    `relay_only`: nobody publishes these right after the commit (a configuration
+    change): the relay takes them at its next pass."""
+    if not messages:
+        return None
+    row_id = uuid.uuid4().hex
+    created_at = utcnow() - RELAY_AT_ONCE if relay_only else utcnow()
+    await execute(session, insert(OUTBOX).values(id=row_id, messages=encode(messages), created_at=created_at))
+    return row_id
+
+
+async def get_pending_outbox(
+    *, session: AsyncSession, older_than: datetime | None, limit: int
+) -> dict[str, list[Outgoing]]:
+    query = select(OUTBOX).order_by(OUTBOX.c.created_at).limit(limit)
+    if older_than is not None:
+        query = query.where(OUTBOX.c.created_at < older_than)
+    return {row.id: decode(row.messages) for row in await fetch_rows(session, query)}
+
+
+async def delete_outbox(*, session: AsyncSession, ids: list[str]) -> None:
+    await execute(session, delete(OUTBOX).where(OUTBOX.c.id.in_(ids)))

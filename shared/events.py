@@ -122,6 +122,8 @@ class ConversationOpened(ConversationEvent):
     author: Author
     interaction_id: str
     opened_at: AwareDatetime
+    topic: str | None = None
+    priority: str = "normal"
 
 
 class ConversationAssigned(ConversationEvent):
@@ -133,6 +135,8 @@ class ConversationAssigned(ConversationEvent):
     owner_id: str | None
     reason: str
     assigned_at: AwareDatetime
+    step: str = ""  # continuity, match, any member, queue, claim, reassign, hand over, from queue
+    previous_owner_id: str | None = None
 
 
 class ConversationResponded(ConversationEvent):
@@ -153,8 +157,25 @@ class ConversationReopened(ConversationEvent):
     reopened_at: AwareDatetime
 
 
+class ConversationPaused(ConversationEvent):
+    """Waiting on the customer: the SLA clock stops, the owner's capacity is freed."""
+
+    type: Literal["conversation.paused"] = "conversation.paused"
+    version: Literal[1] = 1
+    reason: str
+    paused_at: AwareDatetime
+
+
+class ConversationResumed(ConversationEvent):
+    """The clock runs again with the business time it had left."""
+
+    type: Literal["conversation.resumed"] = "conversation.resumed"
+    version: Literal[1] = 1
+    resumed_at: AwareDatetime
+
+
 class ConversationResolved(ConversationEvent):
-    """Nothing is left to answer (for now: the only waiting message was withdrawn)."""
+    """Nothing is left to answer: resolved by a person, by quiet, or a withdrawn message."""
 
     type: Literal["conversation.resolved"] = "conversation.resolved"
     version: Literal[1] = 1
@@ -165,6 +186,7 @@ class ConversationResolved(ConversationEvent):
 class DeadlineKind(enum.StrEnum):
     first_response = "first_response"
     next_response = "next_response"
+    resolution = "resolution"
 
 
 class DeadlineChanged(Event):
@@ -186,6 +208,7 @@ class DeadlineChanged(Event):
     warn_at: AwareDatetime | None
     due_at: AwareDatetime | None
     reason: str
+    priority: str = "normal"
 
 
 class ConnectorProblem(Event):
@@ -205,6 +228,8 @@ AnyConversationEvent = Annotated[
     | ConversationAssigned
     | ConversationResponded
     | ConversationReopened
+    | ConversationPaused
+    | ConversationResumed
     | ConversationResolved,
     Field(discriminator="type"),
 ]

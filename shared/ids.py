@@ -53,3 +53,11 @@ def api_token_id(*, tenant_id: str, name: str) -> str:
 def token_sha256(token: str) -> str:
     """What is stored of an API token: enough to recognise it, not to use it."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def topic_id(*, tenant_id: str, name: str) -> str:
+    return _derive("topic", tenant_id, name)
+
+
+def calendar_id(*, tenant_id: str, name: str) -> str:
+    return _derive("calendar", tenant_id, name)

@@ -15,7 +15,7 @@ DEAD_LETTER_STREAM = "SH_DEADLETTER"
 ARCHIVE_STREAM = "SH_ARCHIVE"
 COMMANDS_STREAM = "SH_COMMANDS"
 
-ConversationEvent = Literal["opened", "assigned", "responded", "reopened", "resolved"]
+ConversationEvent = Literal["opened", "assigned", "responded", "reopened", "paused", "resumed", "resolved"]
 
 
 def _token(value: str) -> str:

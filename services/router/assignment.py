@@ -1,26 +1,180 @@
-"""Who owns a conversation: pure choice among a team's people."""
+"""Who owns a conversation: pure choice among a team's people.
 
-from dataclasses import dataclass
+The steps, in order, each recorded in the reason so an operator can answer
+"why did this go to her?":
+1. continuity: the person who last answered this author on this account (or,
+   while they are out of office, their substitute) if available with capacity;
+2. match: among available members with capacity who have the skills and speak
+   the language, the least loaded, then the one waiting longest since their last
+   assignment;
+3. queue: nobody can take it now; it waits in the team queue, ordered by deadline.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from services.router.businesstime import BusinessCalendar
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass
-class Candidate:
-    person_id: str
-    last_assigned_at: datetime | None
+class Person:
+    """An owner as the router weighs them; `load` changes as the router assigns."""
+
+    id: str
+    name: str = ""
+    skills: frozenset[str] = frozenset()
+    languages: frozenset[str] = frozenset()
+    capacity: int = 20
+    weights: dict[str, int] = field(default_factory=dict)
+    load: int = 0
+    status: str = "available"
+    active: bool = True
+    working_hours: BusinessCalendar | None = None  # None: always on shift
+    out_of_office: tuple[datetime, datetime] | None = None
+    substitute_id: str | None = None
+    last_assigned_at: datetime | None = None
+
+    def weight(self, priority: str) -> int:
+        return max(1, self.weights.get(priority, 1))
+
+    def out_of_office_at(self, now: datetime) -> bool:
+        return self.out_of_office is not None and self.out_of_office[0] <= now < self.out_of_office[1]
+
+    def on_shift(self, now: datetime) -> bool:
+        return self.working_hours is None or self.working_hours.is_open(now)
+
+    def available(self, now: datetime) -> bool:
+        """Takes new work now: active, says available, on shift and not out of office."""
+        return (
+            self.active
+            and self.status == "available"
+            and self.on_shift(now)
+            and not self.out_of_office_at(now)
+        )
+
+    def present(self, now: datetime) -> bool:
+        """Still answers what they own (away counts: they only take nothing new)."""
+        return (
+            self.active and self.status != "offline" and self.on_shift(now) and not self.out_of_office_at(now)
+        )
+
+    def has_room(self, weight: int) -> bool:
+        return self.load + weight <= self.capacity
+
+    def speaks(self, language: str | None) -> bool:
+        if not self.languages or not language:
+            return True
+        return _primary(language) in {_primary(known) for known in self.languages}
+
+    def can_do(self, skills: frozenset[str]) -> bool:
+        return skills <= self.skills
+
+    def back_at(self, now: datetime) -> datetime | None:
+        """When someone absent now will be back (None: not known, e.g. offline or inactive)."""
+        if not self.active or self.status == "offline":
+            return None
+        candidates = []
+        if self.out_of_office_at(now) and self.out_of_office is not None:
+            candidates.append(self.out_of_office[1])
+        if not self.on_shift(now) and self.working_hours is not None:
+            opening = self.working_hours.next_change(now)
+            if opening is None:
+                return None
+            candidates.append(opening)
+        return max(candidates) if candidates else now
+
+    def next_change(self, now: datetime) -> datetime | None:
+        """The next moment their availability may change by itself (a shift, an absence)."""
+        moments = []
+        if self.working_hours is not None:
+            change = self.working_hours.next_change(now)
+            if change is not None:
+                moments.append(change)
+        if self.out_of_office is not None:
+            moments.extend(moment for moment in self.out_of_office if moment > now)
+        return min(moments) if moments else None
+
+
+def _primary(language: str) -> str:
+    return language.split("-", 1)[0].split("_", 1)[0].lower()
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a conversation asks of its owner."""
+
+    skills: frozenset[str] = frozenset()
+    language: str | None = None
+    priority: str = "normal"
 
 
 @dataclass(frozen=True)
 class Choice:
     person_id: str | None
     reason: str
+    step: str  # continuity, match, any member, queue, named
 
 
-def choose_owner(candidates: list[Candidate], *, team: str) -> Choice:
-    """Round robin: the member who has waited longest since their last assignment."""
-    if not candidates:
-        return Choice(None, f"team {team}: no members; waiting in the team queue")
-    pick = min(candidates, key=lambda c: (c.last_assigned_at or _NEVER, c.person_id))
-    return Choice(pick.person_id, f"team {team}: round robin, longest since last assignment")
+def choose_owner(
+    members: Iterable[Person],
+    need: Need,
+    *,
+    team: str,
+    now: datetime,
+    preferred: Person | None = None,
+    preferred_why: str = "answered this author last",
+    excluded: frozenset[str] = frozenset(),
+) -> Choice:
+    """The owner for a conversation of `team`, or None to queue it. Pure: nothing is changed."""
+    pool = [person for person in members if person.id not in excluded]
+    if preferred is not None:
+        if (
+            preferred.id not in excluded
+            and preferred.available(now)
+            and preferred.has_room(preferred.weight(need.priority))
+        ):
+            return Choice(
+                preferred.id, f"team {team}: continuity: {preferred.id} {preferred_why}", "continuity"
+            )
+        substitute = next((p for p in pool if p.id == preferred.substitute_id), None)
+        if (
+            preferred.out_of_office_at(now)
+            and substitute is not None
+            and substitute.available(now)
+            and substitute.has_room(substitute.weight(need.priority))
+        ):
+            return Choice(
+                substitute.id,
+                f"team {team}: continuity: {preferred.id} {preferred_why} and is out of office; "
+                f"{substitute.id} substitutes",
+                "continuity",
+            )
+    qualified = [p for p in pool if p.active and p.can_do(need.skills) and p.speaks(need.language)]
+    relaxed = ""
+    if not qualified:
+        # Nobody in the team could ever match: anyone may answer rather than nobody.
+        qualified = [p for p in pool if p.active]
+        relaxed = " (no member has the skills and language asked; any member)"
+    ready = [p for p in qualified if p.available(now) and p.has_room(p.weight(need.priority))]
+    if not ready:
+        waiting = f"{len(qualified)} matching member{'s' if len(qualified) != 1 else ''} busy or away"
+        return Choice(None, f"team {team}: {waiting}{relaxed}; waiting in the team queue", "queue")
+    pick = min(
+        ready,
+        key=lambda p: (p.load / p.capacity, p.load, p.last_assigned_at or _NEVER, p.id),
+    )
+    wanted = []
+    if need.skills:
+        wanted.append("skills " + ", ".join(sorted(need.skills)))
+    if need.language and pick.languages:
+        wanted.append(f"language {need.language}")
+    matched = f"has {' and '.join(wanted)}, " if wanted and not relaxed else ""
+    return Choice(
+        pick.id,
+        f"team {team}: {matched}least loaded ({pick.load}/{pick.capacity}), longest since last assignment"
+        f"{relaxed}",
+        "any member" if relaxed else "match",
+    )

@@ -1,24 +1,34 @@
-"""The life of a conversation: what one interaction does to it, and which events say so.
+"""The life of a conversation: what an interaction or a command does to it, and which events say so.
 
-Pure: the caller loads the conversation and the routing context, and stores what
-comes back. Every event gets a deterministic message id, so that replaying the
-same interaction (a redelivery after a crash) can never publish a second,
-different fact.
+Pure: the caller loads a `World` (the conversations, people and rules a batch
+touches, locked), calls the operations below, and stores what changed. Every
+event gets a deterministic message id, so replaying the same input (a redelivery
+after a crash) can never publish a second, different fact.
+
+States: open (the customer waits for the brand), paused (the brand waits for the
+customer: the clock stops), responded, resolved. Only open conversations count
+against their owner's capacity.
 """
 
 import enum
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.router.assignment import Candidate, choose_owner
-from services.router.deadlines import Deadline, SlaTargets, plan_deadline
+from services.router import deadlines
+from services.router.assignment import Choice, Need, Person, choose_owner
+from services.router.deadlines import Deadline, Sla
+from services.router.topics import Facts, Topic, bump_priority, choose_topic, is_vip
+from shared.commands import AnyCommand, AutoResolve, CheckAvailability
 from shared.events import (
     ConversationAssigned,
     ConversationOpened,
+    ConversationPaused,
     ConversationReopened,
     ConversationResolved,
     ConversationResponded,
+    ConversationResumed,
     DeadlineChanged,
     DeadlineKind,
     Direction,
@@ -26,11 +36,11 @@ from shared.events import (
     InteractionReceived,
     InteractionRetracted,
 )
-from shared.ids import conversation_id
 
 
 class State(enum.StrEnum):
     open = "open"  # waiting for the brand's answer
+    paused = "paused"  # waiting on the customer
     responded = "responded"
     resolved = "resolved"  # nothing left to answer
 
@@ -52,28 +62,65 @@ class Conversation:
     team_id: str | None = None
     owner_id: str | None = None
     assignment_reason: str = ""
+    topic: str | None = None
+    priority: str = "normal"
+    skills: str = "[]"
+    sla_policy_id: str | None = None
+    no_sla: bool = False
+    load_weight: int = 0
     author_name: str = ""
+    author_handle: str = ""
+    author_followers: int | None = None
+    author_verified: bool = False
     last_inbound_text: str = ""
     last_inbound_url: str | None = None
     language: str | None = None
     assigned_at: datetime | None = None
     awaiting_since: datetime | None = None
     responded_at: datetime | None = None
+    paused_at: datetime | None = None
+    paused_kind: str | None = None
+    paused_remaining_seconds: float | None = None
+    resolved_at: datetime | None = None
+    resolve_at: datetime | None = None
+    queued_at: datetime | None = None
     deadline_version: int = 0
     deadline_kind: str | None = None
     warn_at: datetime | None = None
     due_at: datetime | None = None
 
+    def needs(self) -> Need:
+        return Need(skills=_skills(self.skills), language=self.language, priority=self.priority)
+
+
+def _skills(text: str) -> frozenset[str]:
+    return frozenset(json.loads(text or "[]"))
+
 
 @dataclass
-class RoutingContext:
-    """What the router knows about the account an interaction came to."""
+class Team:
+    id: str
+    tenant_id: str
+    slug: str
+    members: list[str]
+    sla_policy_id: str | None = None
+    lead_id: str | None = None
 
+
+@dataclass
+class TenantRules:
+    id: str
+    topics: list[Topic] = field(default_factory=list)
+    policies: dict[str, Sla] = field(default_factory=dict)
+    vip: frozenset[str] = frozenset()
+    auto_resolve: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class AccountRoute:
+    id: str
+    tenant_id: str
     team_id: str
-    team_slug: str
-    candidates: list[Candidate]
-    sla: SlaTargets | None
-    backfill_cutoff: timedelta
 
 
 @dataclass(frozen=True)
@@ -82,199 +129,673 @@ class Emitted:
     event: Event
 
 
+@dataclass(frozen=True)
+class Timer:
+    """One of the router's own timers: `command` comes back to the router at `at`."""
+
+    key: str  # person.<id> or conv.<tenant>.<conversation>
+    at: datetime
+    command: AnyCommand
+
+
 @dataclass
-class Outcome:
-    conversation: Conversation | None
+class World:
+    """What one transaction holds: the state it may change, and what changed."""
+
+    now: datetime
+    backfill_cutoff: timedelta = timedelta(hours=24)
+    conversations: dict[str, Conversation] = field(default_factory=dict)
+    people: dict[str, Person] = field(default_factory=dict)
+    teams: dict[str, Team] = field(default_factory=dict)
+    tenants: dict[str, TenantRules] = field(default_factory=dict)
+    accounts: dict[str, AccountRoute] = field(default_factory=dict)
+    continuity: dict[tuple[str, str], str] = field(default_factory=dict)
+    # what changed
     events: list[Emitted] = field(default_factory=list)
-    assigned_to: str | None = None
-    created: bool = False  # the conversation is new: insert it
-    changed: bool = False  # an existing conversation changed: update it
+    created: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)
+    load_deltas: dict[str, int] = field(default_factory=dict)
+    assigned_people: set[str] = field(default_factory=set)
+    answered: dict[tuple[str, str], str] = field(default_factory=dict)
+    timers: list[Timer] = field(default_factory=list)
+    freed: set[str] = field(default_factory=set)  # people who may take queued work now
+    rejected: list[str] = field(default_factory=list)
+
+    def sla_of(self, conversation: Conversation) -> Sla | None:
+        if conversation.no_sla or conversation.sla_policy_id is None:
+            return None
+        tenant = self.tenants.get(conversation.tenant_id)
+        return tenant.policies.get(conversation.sla_policy_id) if tenant else None
+
+    def touch(self, conversation: Conversation) -> None:
+        conversation.updated_at = self.now
+        if conversation.id not in self.created:
+            self.changed.add(conversation.id)
+
+    def emit(self, msg_id: str, event: Event) -> None:
+        self.events.append(Emitted(msg_id, event))
+
+    def members(self, team_id: str | None) -> list[Person]:
+        team = self.teams.get(team_id or "")
+        return [self.people[p] for p in team.members if p in self.people] if team else []
 
 
-def route_interaction(
-    conversation: Conversation | None,
-    ix: InteractionReceived,
-    context: RoutingContext,
-    *,
-    now: datetime,
-) -> Outcome:
-    """Apply one new interaction to its conversation (None if the thread has none yet)."""
+# -- interactions ----------------------------------------------------------------------------
+
+
+def receive(world: World, ix: InteractionReceived, conversation_id: str) -> Conversation | None:
+    """Apply one new interaction to its conversation; returns the conversation (None: only recorded)."""
+    conversation = world.conversations.get(conversation_id)
     if ix.direction is Direction.outbound:
-        return _outbound(conversation, ix, now=now)
+        if conversation is not None:
+            _reply(world, conversation, ix)
+        return conversation
     if conversation is None:
-        return _open(ix, context, now=now)
+        return _open(world, ix, conversation_id)
     if ix.edit_version > 0:
-        return Outcome(conversation)  # an edit is not a new message: no clock moves
-    if conversation.state in (State.responded, State.resolved):
-        return _reopen(conversation, ix, context, now=now)
+        return conversation  # an edit is not a new message: no clock moves
     conversation.last_inbound_at = max(conversation.last_inbound_at, ix.created_at)
     conversation.last_inbound_text = ix.text
     conversation.last_inbound_url = ix.url
-    conversation.updated_at = now
-    return Outcome(conversation, changed=True)
+    world.touch(conversation)
+    if conversation.state == State.open:
+        return conversation
+    # The customer wrote again: after a reply or a resolution the conversation reopens,
+    # and a paused one resumes; either way the next-response clock starts now.
+    previous = conversation.state
+    conversation.state = State.open
+    conversation.awaiting_since = ix.created_at
+    conversation.resolve_at = None
+    conversation.paused_at = None
+    conversation.paused_remaining_seconds = None
+    key = ix.interaction_id
+    if previous == State.paused:
+        world.emit(
+            f"resumed:{conversation.id}:{key}",
+            ConversationResumed(
+                **_envelope(conversation, ix.correlation_id, world.now), resumed_at=world.now
+            ),
+        )
+    else:
+        world.emit(
+            f"reopened:{conversation.id}:{key}",
+            ConversationReopened(
+                **_envelope(conversation, ix.correlation_id, world.now),
+                interaction_id=ix.interaction_id,
+                reopened_at=ix.created_at,
+            ),
+        )
+    if conversation.team_id is None:
+        if conversation.no_sla:  # recorded only: nobody needs to answer
+            conversation.state = State.resolved
+        return conversation
+    owner = world.people.get(conversation.owner_id or "")
+    _assign(world, conversation, key, ix.correlation_id, preferred=owner, why="owns this conversation")
+    _start_clock(world, conversation, DeadlineKind.next_response, ix.created_at, key, ix.correlation_id)
+    return conversation
 
 
-def _open(ix: InteractionReceived, context: RoutingContext, *, now: datetime) -> Outcome:
-    cid = conversation_id(account_id=ix.account_id, thread_id=ix.thread_id)
-    choice = choose_owner(context.candidates, team=context.team_slug)
+def _open(world: World, ix: InteractionReceived, conversation_id: str) -> Conversation | None:
+    account = world.accounts.get(ix.account_id)
+    tenant = world.tenants.get(account.tenant_id) if account else None
+    if account is None or tenant is None:
+        return None
+    vip = is_vip(ix.author, tenant.vip)
+    topic = choose_topic(tenant.topics, Facts.of(ix, vip=vip)) if tenant.topics else None
+    team_id: str | None
+    if topic is None:
+        team_id = account.team_id
+        team = world.teams.get(team_id)
+        skills: frozenset[str] = frozenset()
+        policy_id, priority, no_sla = (team.sla_policy_id if team else None), "normal", False
+    else:
+        team_id = topic.team_id
+        team = world.teams.get(team_id or "")
+        policy_id = topic.sla_policy_id or (team.sla_policy_id if team else None)
+        priority, no_sla, skills = topic.priority, topic.no_sla, topic.skills
+    sla = tenant.policies.get(policy_id or "")
+    if sla is not None:
+        if vip:
+            priority = bump_priority(priority, sla.vip_bump)
+        followers = ix.author.followers or 0
+        if sla.high_reach_followers is not None and followers >= sla.high_reach_followers:
+            priority = bump_priority(priority, sla.high_reach_bump)
     conversation = Conversation(
-        id=cid,
+        id=conversation_id,
         tenant_id=ix.tenant_id,
         account_id=ix.account_id,
         platform=ix.platform.value,
         thread_id=ix.thread_id,
         state=State.open,
-        team_id=context.team_id,
-        owner_id=choice.person_id,
-        assignment_reason=choice.reason,
+        team_id=team_id,
+        topic=topic.name if topic else None,
+        priority=priority,
+        skills=json.dumps(sorted(skills)),
+        sla_policy_id=policy_id,
+        no_sla=no_sla,
         author_id=ix.author.id,
         author_name=ix.author.name or ix.author.handle,
+        author_handle=ix.author.handle,
+        author_followers=ix.author.followers,
+        author_verified=ix.author.verified,
         last_inbound_text=ix.text,
         last_inbound_url=ix.url,
         language=ix.language,
         opened_at=ix.created_at,
-        assigned_at=now if choice.person_id else None,
         awaiting_since=ix.created_at,
         last_inbound_at=ix.created_at,
-        updated_at=now,
+        updated_at=world.now,
     )
-    if choice.person_id is not None:
-        for candidate in context.candidates:
-            if candidate.person_id == choice.person_id:
-                candidate.last_assigned_at = now
-    common = {"tenant_id": ix.tenant_id, "correlation_id": ix.correlation_id, "occurred_at": now}
-    outcome = Outcome(conversation, assigned_to=choice.person_id, created=True)
-    outcome.events.append(
-        Emitted(
-            f"opened:{cid}:{ix.interaction_id}",
-            ConversationOpened(
-                **common,
-                conversation_id=cid,
-                account_id=ix.account_id,
-                platform=ix.platform,
-                thread_id=ix.thread_id,
-                author=ix.author,
-                interaction_id=ix.interaction_id,
-                opened_at=ix.created_at,
+    world.conversations[conversation_id] = conversation
+    world.created.add(conversation_id)
+    key = ix.interaction_id
+    world.emit(
+        f"opened:{conversation_id}:{key}",
+        ConversationOpened(
+            **_envelope(conversation, ix.correlation_id, world.now),
+            platform=ix.platform,
+            thread_id=ix.thread_id,
+            author=ix.author,
+            interaction_id=ix.interaction_id,
+            opened_at=ix.created_at,
+            topic=conversation.topic,
+            priority=priority,
+        ),
+    )
+    if team_id is None:
+        # A topic that needs no answer and names no team: recorded, nothing waits.
+        conversation.state = State.resolved
+        conversation.awaiting_since = None
+        conversation.resolved_at = world.now
+        world.emit(
+            f"resolved:{conversation_id}:{key}",
+            ConversationResolved(
+                **_envelope(conversation, ix.correlation_id, world.now),
+                reason=f"topic {conversation.topic}: recorded, no answer needed",
+                resolved_at=world.now,
             ),
         )
-    )
-    outcome.events.append(
-        Emitted(
-            f"assigned:{cid}:{ix.interaction_id}",
-            ConversationAssigned(
-                **common,
-                conversation_id=cid,
-                account_id=ix.account_id,
-                team_id=context.team_id,
-                owner_id=choice.person_id,
-                reason=choice.reason,
-                assigned_at=now,
-            ),
-        )
-    )
-    deadline = plan_deadline(
-        kind=DeadlineKind.first_response,
-        started_at=ix.created_at,
-        sla=context.sla,
-        now=now,
-        backfill_cutoff=context.backfill_cutoff,
-    )
-    if deadline is not None:
-        outcome.events.append(_set_deadline(conversation, deadline, ix.correlation_id, now=now))
-    return outcome
+        return conversation
+    previous = world.continuity.get((ix.account_id, ix.author.id))
+    preferred = world.people.get(previous) if previous else None
+    if preferred is not None and preferred.id not in (
+        world.teams[team_id].members if team_id in world.teams else []
+    ):
+        preferred = None
+    _assign(world, conversation, key, ix.correlation_id, preferred=preferred, why="answered this author last")
+    _start_clock(world, conversation, DeadlineKind.first_response, ix.created_at, key, ix.correlation_id)
+    return conversation
 
 
-def _reopen(
-    conversation: Conversation, ix: InteractionReceived, context: RoutingContext, *, now: datetime
-) -> Outcome:
-    conversation.state = State.open
-    conversation.awaiting_since = ix.created_at
-    conversation.last_inbound_at = max(conversation.last_inbound_at, ix.created_at)
-    conversation.last_inbound_text = ix.text
-    conversation.last_inbound_url = ix.url
-    conversation.updated_at = now
-    outcome = Outcome(conversation, changed=True)
-    outcome.events.append(
-        Emitted(
-            f"reopened:{conversation.id}:{ix.interaction_id}",
-            ConversationReopened(
-                **_envelope(conversation, ix.correlation_id, now),
-                interaction_id=ix.interaction_id,
-                reopened_at=ix.created_at,
-            ),
-        )
-    )
-    deadline = plan_deadline(
-        kind=DeadlineKind.next_response,
-        started_at=ix.created_at,
-        sla=context.sla,
-        now=now,
-        backfill_cutoff=context.backfill_cutoff,
-    )
-    if deadline is not None:
-        outcome.events.append(_set_deadline(conversation, deadline, ix.correlation_id, now=now))
-    return outcome
-
-
-def _outbound(conversation: Conversation | None, ix: InteractionReceived, *, now: datetime) -> Outcome:
+def _reply(world: World, conversation: Conversation, ix: InteractionReceived) -> None:
     # A reply written before the customer's latest message does not answer it
     # (platforms deliver out of order), and an edit of a reply is not a new one.
     if (
-        conversation is None
-        or conversation.state != State.open
+        conversation.state not in (State.open, State.paused)
         or ix.edit_version > 0
         or (conversation.awaiting_since is not None and ix.created_at < conversation.awaiting_since)
     ):
-        return Outcome(conversation)
+        return
     conversation.state = State.responded
     conversation.responded_at = ix.created_at
     conversation.awaiting_since = None
-    conversation.updated_at = now
-    outcome = Outcome(conversation, changed=True)
-    outcome.events.append(
-        Emitted(
-            f"responded:{conversation.id}:{ix.interaction_id}",
-            ConversationResponded(
-                **_envelope(conversation, ix.correlation_id, now),
-                interaction_id=ix.interaction_id,
-                responded_at=ix.created_at,
+    conversation.paused_at = None
+    conversation.paused_remaining_seconds = None
+    if conversation.owner_id is not None:
+        world.answered[(conversation.account_id, conversation.author_id)] = conversation.owner_id
+        world.continuity[(conversation.account_id, conversation.author_id)] = conversation.owner_id
+    _settle_load(world, conversation)
+    world.touch(conversation)
+    world.emit(
+        f"responded:{conversation.id}:{ix.interaction_id}",
+        ConversationResponded(
+            **_envelope(conversation, ix.correlation_id, world.now),
+            interaction_id=ix.interaction_id,
+            responded_at=ix.created_at,
+        ),
+    )
+    resolution = deadlines.plan_resolution(
+        opened_at=conversation.opened_at, sla=world.sla_of(conversation), priority=conversation.priority
+    )
+    _set_deadline(world, conversation, resolution, ix.correlation_id, reason="responded")
+    _arm_auto_resolve(world, conversation, ix.created_at)
+
+
+def _arm_auto_resolve(world: World, conversation: Conversation, since: datetime) -> None:
+    tenant = world.tenants.get(conversation.tenant_id)
+    if tenant is None or tenant.auto_resolve is None:
+        return
+    conversation.resolve_at = since + tenant.auto_resolve
+    at = conversation.resolve_at
+    world.timers.append(
+        Timer(
+            f"conv.{conversation.tenant_id}.{conversation.id}",
+            at,
+            AutoResolve(
+                command_id=f"autoresolve-{conversation.id}-{int(at.timestamp())}",
+                tenant_id=conversation.tenant_id,
+                conversation_id=conversation.id,
+                issued_by="router",
             ),
         )
     )
-    if conversation.due_at is not None:
-        outcome.events.append(
-            _set_deadline(conversation, None, ix.correlation_id, now=now, reason="responded")
-        )
-    return outcome
 
 
-def retract_interaction(
-    conversation: Conversation | None, retraction: InteractionRetracted, *, still_waiting: int, now: datetime
-) -> Outcome:
+def retract(
+    world: World, retraction: InteractionRetracted, conversation_id: str, *, still_waiting: int
+) -> None:
     """A withdrawn message. When nothing else waits for an answer, the conversation is resolved
     and its clock stops; otherwise the wait goes on from the earlier message."""
+    conversation = world.conversations.get(conversation_id)
     if conversation is None or conversation.state != State.open or still_waiting > 0:
-        return Outcome(conversation)
+        return
+    _resolve(
+        world,
+        conversation,
+        f"retracted:{retraction.external_id}",
+        retraction.correlation_id,
+        reason="the message waiting for an answer was withdrawn by its author",
+        at=retraction.retracted_at,
+    )
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def claim(world: World, conversation: Conversation, person_id: str, key: str, *, by: str) -> bool:
+    """A person takes a conversation; refused when they cannot take it now (capacity, absence)."""
+    person = world.people.get(person_id)
+    if person is None or not person.active:
+        world.rejected.append(f"claim {conversation.id}: {person_id} is not an active person")
+        return False
+    if conversation.state == State.resolved:
+        world.rejected.append(f"claim {conversation.id}: the conversation is resolved")
+        return False
+    if conversation.owner_id == person_id:
+        return True
+    weight = person.weight(conversation.priority) if conversation.state == State.open else 0
+    if not person.has_room(weight):
+        world.rejected.append(
+            f"claim {conversation.id}: {person_id} is at capacity ({person.load}/{person.capacity})"
+        )
+        return False
+    verb = "claimed it" if by == person_id else f"was given it by {by}"
+    _set_owner(world, conversation, Choice(person_id, f"{person_id} {verb}", "claim"), key, "")
+    return True
+
+
+def reassign(
+    world: World, conversation: Conversation, key: str, *, person_id: str | None, team_id: str | None, by: str
+) -> bool:
+    if conversation.state == State.resolved:
+        world.rejected.append(f"reassign {conversation.id}: the conversation is resolved")
+        return False
+    if person_id is not None:
+        ok = claim(world, conversation, person_id, key, by=by)
+        return ok
+    if team_id is None or team_id not in world.teams:
+        world.rejected.append(f"reassign {conversation.id}: no such team")
+        return False
+    conversation.team_id = team_id
+    world.touch(conversation)
+    _uncount(world, conversation)
+    conversation.owner_id = None
+    _assign(world, conversation, key, "", preferred=None, why="")
+    return True
+
+
+def pause(world: World, conversation: Conversation, key: str, *, reason: str) -> bool:
+    if conversation.state != State.open:
+        world.rejected.append(f"pause {conversation.id}: only an open conversation can wait on the customer")
+        return False
+    sla = world.sla_of(conversation)
+    conversation.state = State.paused
+    conversation.paused_at = world.now
+    conversation.paused_kind = conversation.deadline_kind
+    conversation.paused_remaining_seconds = (
+        deadlines.remaining(sla, now=world.now, due_at=conversation.due_at).total_seconds()
+        if conversation.due_at is not None
+        else None
+    )
+    _settle_load(world, conversation)
+    world.touch(conversation)
+    world.emit(
+        f"paused:{conversation.id}:{key}",
+        ConversationPaused(
+            **_envelope(conversation, "", world.now),
+            reason=reason or "waiting on the customer",
+            paused_at=world.now,
+        ),
+    )
+    _set_deadline(world, conversation, None, "", reason="paused")
+    return True
+
+
+def resume(world: World, conversation: Conversation, key: str) -> bool:
+    if conversation.state != State.paused:
+        world.rejected.append(f"resume {conversation.id}: the conversation is not paused")
+        return False
+    conversation.state = State.open
+    left = conversation.paused_remaining_seconds
+    kind = DeadlineKind(conversation.paused_kind) if conversation.paused_kind else None
+    conversation.paused_at = None
+    conversation.paused_remaining_seconds = None
+    world.touch(conversation)
+    world.emit(
+        f"resumed:{conversation.id}:{key}",
+        ConversationResumed(**_envelope(conversation, "", world.now), resumed_at=world.now),
+    )
+    owner = world.people.get(conversation.owner_id or "")
+    _assign(world, conversation, key, "", preferred=owner, why="owns this conversation")
+    sla = world.sla_of(conversation)
+    if sla is not None and left is not None and kind is not None:
+        deadline = deadlines.resume(sla, kind=kind, now=world.now, left=timedelta(seconds=left))
+        _set_deadline(world, conversation, deadline, "", reason="resumed")
+    return True
+
+
+def resolve(world: World, conversation: Conversation, key: str, *, reason: str) -> bool:
+    if conversation.state == State.resolved:
+        return True
+    _resolve(world, conversation, key, "", reason=reason or "resolved", at=world.now)
+    return True
+
+
+def auto_resolve(world: World, conversation: Conversation, key: str) -> bool:
+    """A responded conversation that stayed quiet long enough resolves itself."""
+    if (
+        conversation.state != State.responded
+        or conversation.resolve_at is None
+        or conversation.resolve_at > world.now + timedelta(seconds=1)
+    ):
+        return False  # an old timer: the customer wrote again since, or someone resolved it
+    tenant = world.tenants.get(conversation.tenant_id)
+    quiet = tenant.auto_resolve if tenant and tenant.auto_resolve else None
+    _resolve(
+        world,
+        conversation,
+        key,
+        "",
+        reason=f"no new message for {quiet} after the reply" if quiet else "quiet after the reply",
+        at=world.now,
+    )
+    return True
+
+
+def _resolve(
+    world: World, conversation: Conversation, key: str, correlation_id: str, *, reason: str, at: datetime
+) -> None:
     conversation.state = State.resolved
     conversation.awaiting_since = None
-    conversation.updated_at = now
-    outcome = Outcome(conversation, changed=True)
-    outcome.events.append(
-        Emitted(
-            f"resolved:{conversation.id}:retracted:{retraction.external_id}",
-            ConversationResolved(
-                **_envelope(conversation, retraction.correlation_id, now),
-                reason="the message waiting for an answer was withdrawn by its author",
-                resolved_at=retraction.retracted_at,
-            ),
-        )
+    conversation.resolved_at = at
+    conversation.resolve_at = None
+    conversation.paused_at = None
+    conversation.paused_remaining_seconds = None
+    _settle_load(world, conversation)
+    world.touch(conversation)
+    world.emit(
+        f"resolved:{conversation.id}:{key}",
+        ConversationResolved(
+            **_envelope(conversation, correlation_id, world.now), reason=reason, resolved_at=at
+        ),
     )
-    if conversation.due_at is not None:
-        outcome.events.append(
-            _set_deadline(conversation, None, retraction.correlation_id, now=now, reason="retracted")
+    _set_deadline(world, conversation, None, correlation_id, reason="resolved")
+
+
+def recompute(world: World, conversation: Conversation, key: str) -> None:
+    """Deadlines again under the current SLA policy (after `apply --recompute`)."""
+    sla = world.sla_of(conversation)
+    if conversation.state == State.open and conversation.awaiting_since is not None:
+        kind = DeadlineKind.next_response if conversation.responded_at else DeadlineKind.first_response
+        deadline = deadlines.plan_deadline(
+            kind=kind,
+            started_at=conversation.awaiting_since,
+            opened_at=conversation.opened_at,
+            sla=sla,
+            priority=conversation.priority,
+            now=world.now,
+            backfill_cutoff=world.backfill_cutoff,
         )
-    return outcome
+    elif conversation.state == State.responded:
+        deadline = deadlines.plan_resolution(
+            opened_at=conversation.opened_at, sla=sla, priority=conversation.priority
+        )
+    else:
+        return
+    if _differs(conversation, deadline):
+        _set_deadline(world, conversation, deadline, "", reason="recomputed")
+
+
+# -- people ----------------------------------------------------------------------------------
+
+
+def set_status(world: World, person_id: str, status: str) -> None:
+    person = world.people.get(person_id)
+    if person is None:
+        world.rejected.append(f"status: no person {person_id}")
+        return
+    person.status = status
+    check_availability(world, person_id)
+
+
+def check_availability(world: World, person_id: str) -> None:
+    """Act on someone's availability now: hand over what would fall due while they are gone,
+    or take queued work when they can; then arm the timer of their next shift change."""
+    person = world.people.get(person_id)
+    if person is None:
+        return
+    if not person.present(world.now):
+        back = person.back_at(world.now)
+        hand_over(world, person_id, until=back, reason=_absence(person, world.now))
+    if person.available(world.now):
+        world.freed.add(person_id)
+    change = person.next_change(world.now)
+    if change is not None and person.active:
+        world.timers.append(
+            Timer(
+                f"person.{person_id}",
+                change,
+                CheckAvailability(
+                    command_id=f"avail-{person_id}-{int(change.timestamp())}",
+                    person_id=person_id,
+                    issued_by="router",
+                ),
+            )
+        )
+
+
+def _absence(person: Person, now: datetime) -> str:
+    if not person.active:
+        return f"{person.id} is deactivated"
+    if person.status == "offline":
+        return f"{person.id} went offline"
+    if person.out_of_office_at(now):
+        return f"{person.id} is out of office"
+    return f"{person.id}'s shift ended"
+
+
+def hand_over(world: World, person_id: str, *, until: datetime | None, reason: str, key: str = "") -> None:
+    """Give someone's conversations that would fall due before `until` (None: all) to others.
+
+    Also gives up conversations in teams they no longer belong to (a removed member)."""
+    person = world.people.get(person_id)
+    key = key or f"handover-{person_id}-{int(world.now.timestamp() * 1000)}"
+    for conversation in sorted(
+        world.conversations.values(), key=lambda c: (c.due_at is None, c.due_at, c.id)
+    ):
+        if conversation.owner_id != person_id or conversation.state not in (State.open, State.paused):
+            continue
+        member = (
+            conversation.team_id in world.teams and person_id in world.teams[conversation.team_id].members
+        )
+        gone = person is None or not person.active or not member
+        if not gone:
+            if conversation.state != State.open:
+                continue
+            if until is not None and (conversation.due_at is None or conversation.due_at >= until):
+                continue
+        _uncount(world, conversation)
+        conversation.assignment_reason = f"handed over: {reason}"
+        _assign(
+            world, conversation, key, "", preferred=person, why="owned it", excluded=frozenset({person_id})
+        )
+
+
+def fill_from_queue(world: World, person_id: str, queued: list[Conversation]) -> None:
+    """Someone freed capacity or became available: they take queued conversations, earliest due first."""
+    person = world.people.get(person_id)
+    if person is None or not person.available(world.now):
+        return
+    for conversation in sorted(queued, key=lambda c: (c.due_at is None, c.due_at, c.queued_at, c.id)):
+        if conversation.owner_id is not None or conversation.state != State.open:
+            continue
+        if (
+            conversation.team_id not in world.teams
+            or person_id not in world.teams[conversation.team_id].members
+        ):
+            continue
+        need = conversation.needs()
+        if not person.has_room(person.weight(need.priority)):
+            break
+        team_members = world.members(conversation.team_id)
+        qualified = any(p.can_do(need.skills) and p.speaks(need.language) for p in team_members if p.active)
+        if qualified and not (person.can_do(need.skills) and person.speaks(need.language)):
+            continue
+        slug = world.teams[conversation.team_id].slug
+        _set_owner(
+            world,
+            conversation,
+            Choice(person_id, f"team {slug}: from the queue, {person_id} could take it", "from queue"),
+            f"dequeued-{person_id}-{int(world.now.timestamp() * 1000)}",
+            "",
+        )
+
+
+# -- shared steps ----------------------------------------------------------------------------
+
+
+def _assign(
+    world: World,
+    conversation: Conversation,
+    key: str,
+    correlation_id: str,
+    *,
+    preferred: Person | None,
+    why: str,
+    excluded: frozenset[str] = frozenset(),
+    prefix: str = "",
+) -> None:
+    team = world.teams.get(conversation.team_id or "")
+    if team is None:
+        return
+    if preferred is not None and preferred.id == conversation.owner_id and conversation.load_weight > 0:
+        return  # already theirs, and counted
+    _uncount(world, conversation)  # what it weighed on its owner is not theirs to keep while choosing
+    choice = choose_owner(
+        world.members(team.id),
+        conversation.needs(),
+        team=team.slug,
+        now=world.now,
+        preferred=preferred,
+        preferred_why=why,
+        excluded=excluded,
+    )
+    if prefix:
+        choice = Choice(choice.person_id, f"{prefix}; {choice.reason}", f"hand over, {choice.step}")
+    _set_owner(world, conversation, choice, key, correlation_id)
+
+
+def _set_owner(
+    world: World, conversation: Conversation, choice: Choice, key: str, correlation_id: str
+) -> None:
+    """Move the conversation to `choice` (nobody: the team queue), keeping every owner's load exact."""
+    previous = conversation.owner_id
+    _uncount(world, conversation)
+    conversation.owner_id = choice.person_id
+    _settle_load(world, conversation)
+    world.touch(conversation)
+    conversation.assignment_reason = choice.reason[:300]
+    if choice.person_id is not None:
+        conversation.assigned_at = world.now
+        conversation.queued_at = None
+        world.assigned_people.add(choice.person_id)
+        person = world.people.get(choice.person_id)
+        if person is not None:
+            person.last_assigned_at = world.now
+    elif conversation.state == State.open and conversation.team_id is not None:
+        conversation.queued_at = conversation.queued_at or world.now
+    world.emit(
+        f"assigned:{conversation.id}:{key}:{choice.step}:{choice.person_id or '-'}",
+        ConversationAssigned(
+            **_envelope(conversation, correlation_id, world.now),
+            team_id=conversation.team_id,
+            owner_id=choice.person_id,
+            reason=choice.reason,
+            assigned_at=world.now,
+            step=choice.step,
+            previous_owner_id=previous,
+        ),
+    )
+    if choice.person_id != previous and conversation.due_at is not None:
+        # notify alerts the owner: tell it who that is now (same times)
+        _republish_deadline(world, conversation, correlation_id, reason="owner changed")
+
+
+def _uncount(world: World, conversation: Conversation) -> None:
+    if conversation.load_weight and conversation.owner_id:
+        _add_load(world, conversation.owner_id, -conversation.load_weight)
+        world.freed.add(conversation.owner_id)
+    conversation.load_weight = 0
+
+
+def _settle_load(world: World, conversation: Conversation) -> None:
+    """An open conversation weighs on its owner; any other weighs on nobody."""
+    owner = world.people.get(conversation.owner_id or "")
+    wanted = owner.weight(conversation.priority) if owner and conversation.state == State.open else 0
+    if conversation.load_weight == wanted:
+        return
+    _uncount(world, conversation)
+    if wanted and owner is not None:
+        _add_load(world, owner.id, wanted)
+        conversation.load_weight = wanted
+
+
+def _add_load(world: World, person_id: str, delta: int) -> None:
+    person = world.people.get(person_id)
+    if person is not None:
+        person.load += delta
+    world.load_deltas[person_id] = world.load_deltas.get(person_id, 0) + delta
+
+
+def _start_clock(
+    world: World,
+    conversation: Conversation,
+    kind: DeadlineKind,
+    started_at: datetime,
+    key: str,
+    correlation_id: str,
+) -> None:
+    deadline = deadlines.plan_deadline(
+        kind=kind,
+        started_at=started_at,
+        opened_at=conversation.opened_at,
+        sla=world.sla_of(conversation),
+        priority=conversation.priority,
+        now=world.now,
+        backfill_cutoff=world.backfill_cutoff,
+    )
+    if deadline is not None or conversation.due_at is not None:
+        _set_deadline(world, conversation, deadline, correlation_id)
+
+
+def _differs(conversation: Conversation, deadline: Deadline | None) -> bool:
+    if deadline is None:
+        return conversation.due_at is not None
+    return (conversation.deadline_kind, conversation.warn_at, conversation.due_at) != (
+        deadline.kind.value,
+        deadline.warn_at,
+        deadline.due_at,
+    )
 
 
 def _envelope(conversation: Conversation, correlation_id: str, now: datetime) -> dict[str, Any]:
@@ -289,25 +810,50 @@ def _envelope(conversation: Conversation, correlation_id: str, now: datetime) ->
 
 
 def _set_deadline(
+    world: World,
     conversation: Conversation,
     deadline: Deadline | None,
     correlation_id: str,
     *,
-    now: datetime,
     reason: str = "",
-) -> Emitted:
-    conversation.deadline_version += 1
+) -> None:
+    if deadline is None and conversation.due_at is None:
+        return
     conversation.deadline_kind = deadline.kind.value if deadline else None
     conversation.warn_at = deadline.warn_at if deadline else None
     conversation.due_at = deadline.due_at if deadline else None
-    event = DeadlineChanged(
-        **_envelope(conversation, correlation_id, now),
-        deadline_version=conversation.deadline_version,
-        kind=deadline.kind if deadline else None,
-        owner_id=conversation.owner_id,
-        started_at=deadline.started_at if deadline else None,
-        warn_at=conversation.warn_at,
-        due_at=conversation.due_at,
-        reason=reason or (deadline.kind.value if deadline else "cleared"),
+    started_at = deadline.started_at if deadline else None
+    _publish_deadline(
+        world,
+        conversation,
+        started_at,
+        correlation_id,
+        reason or (deadline.kind.value if deadline else "cleared"),
     )
-    return Emitted(f"deadline:{conversation.id}:{conversation.deadline_version}", event)
+
+
+def _republish_deadline(
+    world: World, conversation: Conversation, correlation_id: str, *, reason: str
+) -> None:
+    _publish_deadline(world, conversation, conversation.awaiting_since, correlation_id, reason)
+
+
+def _publish_deadline(
+    world: World, conversation: Conversation, started_at: datetime | None, correlation_id: str, reason: str
+) -> None:
+    conversation.deadline_version += 1
+    world.touch(conversation)
+    world.emit(
+        f"deadline:{conversation.id}:{conversation.deadline_version}",
+        DeadlineChanged(
+            **_envelope(conversation, correlation_id, world.now),
+            deadline_version=conversation.deadline_version,
+            kind=DeadlineKind(conversation.deadline_kind) if conversation.deadline_kind else None,
+            owner_id=conversation.owner_id,
+            started_at=started_at if conversation.due_at else None,
+            warn_at=conversation.warn_at,
+            due_at=conversation.due_at,
+            reason=reason,
+            priority=conversation.priority,
+        ),
+    )

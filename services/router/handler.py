@@ -6,9 +6,11 @@ acknowledged. A crash anywhere leaves either nothing (redelivery redoes it) or
 committed state whose events the outbox relay publishes under the same ids.
 """
 
+import asyncio
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -17,22 +19,33 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.router import store
-from services.router.conversations import (
-    Conversation,
-    Emitted,
-    Outcome,
-    retract_interaction,
-    route_interaction,
+from services.router import conversations, store
+from services.router.conversations import Conversation, Emitted, Timer, World
+from shared import ids, outbox, subjects
+from shared.commands import (
+    AnyCommand,
+    AutoResolve,
+    CheckAvailability,
+    Claim,
+    ConversationCommand,
+    HandOver,
+    Pause,
+    Reassign,
+    Recompute,
+    Resolve,
+    Resume,
+    SetStatus,
+    command_adapter,
 )
-from shared import outbox, subjects
 from shared.db.session import transaction
 from shared.events import (
     ConversationAssigned,
     ConversationOpened,
+    ConversationPaused,
     ConversationReopened,
     ConversationResolved,
     ConversationResponded,
+    ConversationResumed,
     DeadlineChanged,
     Event,
     InteractionReceived,
@@ -72,6 +85,8 @@ def subject_for(event: Event) -> str:
             | ConversationAssigned()
             | ConversationResponded()
             | ConversationReopened()
+            | ConversationPaused()
+            | ConversationResumed()
             | ConversationResolved()
         ):
             return subjects.conversation_event(
@@ -100,17 +115,19 @@ class InteractionRouter:
     sessions: async_sessionmaker[AsyncSession]
     backfill_cutoff: timedelta
     max_deliver: int
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    consumer: str = CONSUMER
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
-        items: list[tuple[Msg, AnyEvent]] = []
+        items: list[tuple[Msg, Any]] = []
         for msg in msgs:
             if msg.metadata.num_delivered > 1:
                 REDELIVERED.inc()
             try:
-                items.append((msg, interaction_adapter.validate_json(msg.data)))
+                items.append((msg, self._decode(msg.data)))
             except ValidationError as error:
                 ROUTED.labels("dead_letter").inc()
-                await self._dead_letter(msg, f"invalid interaction: {error}")
+                await self._dead_letter(msg, f"invalid {self.what}: {error}")
         if not items:
             return
         try:
@@ -124,7 +141,7 @@ class InteractionRouter:
             for item in items:
                 await self._route_alone(item)
 
-    async def _route_alone(self, item: tuple[Msg, AnyEvent]) -> None:
+    async def _route_alone(self, item: tuple[Msg, Any]) -> None:
         msg, _ix = item
         try:
             await self._route([item])
@@ -135,10 +152,16 @@ class InteractionRouter:
             else:
                 await msg.nak(delay=1.0)
 
-    async def _dead_letter(self, msg: Msg, error: str) -> None:
-        await dead_letter(self.js, msg, stream=subjects.INTERACTIONS_STREAM, consumer=CONSUMER, error=error)
+    what = "interaction"
 
-    async def _route(self, items: list[tuple[Msg, AnyEvent]]) -> None:
+    def _decode(self, data: bytes) -> Any:
+        return interaction_adapter.validate_json(data)
+
+    async def _dead_letter(self, msg: Msg, error: str) -> None:
+        stream = msg.metadata.stream if msg.metadata else subjects.INTERACTIONS_STREAM
+        await dead_letter(self.js, msg, stream=stream, consumer=self.consumer, error=error)
+
+    async def _route(self, items: list[tuple[Msg, Any]]) -> None:
         with BATCH_SECONDS.time():
             outbox_id, rows, unknown = await self._commit(
                 [ix for _msg, ix in items], {_key(ix): msg.headers for msg, ix in items}
@@ -161,14 +184,13 @@ class InteractionRouter:
                 await msg.ack()
 
     async def _commit(
-        self, events: list[AnyEvent], headers: dict[str, dict[str, str] | None]
+        self, events: list[Any], headers: dict[str, dict[str, str] | None]
     ) -> tuple[str | None, list[Outgoing], set[str]]:
-        now = utcnow()
-        rows: list[Outgoing] = []
         unknown: set[str] = set()
         interactions = [e for e in events if isinstance(e, InteractionReceived)]
         retractions = [e for e in events if isinstance(e, InteractionRetracted)]
-        async with transaction(self.sessions) as session:
+        async with self.lock, transaction(self.sessions) as session:
+            now = utcnow()
             known = await store.get_known_interaction_ids(
                 session=session, ids=[ix.interaction_id for ix in interactions]
             )
@@ -179,53 +201,56 @@ class InteractionRouter:
                 else:
                     fresh[ix.interaction_id] = ix
             if not fresh and not retractions:
-                return None, rows, unknown
-            contexts = await store.get_routing_contexts(
+                return None, [], unknown
+            parents = await store.parent_conversations(
                 session=session,
-                account_ids={ix.account_id for ix in fresh.values()},
-                backfill_cutoff=self.backfill_cutoff,
+                wanted={(ix.account_id, ix.parent_id) for ix in fresh.values() if ix.parent_id},
             )
-            conversations = await store.get_conversations(
-                session=session,
-                ids={
-                    conversation_id(account_id=ix.account_id, thread_id=ix.thread_id) for ix in fresh.values()
-                }
-                | {conversation_id(account_id=r.account_id, thread_id=r.thread_id) for r in retractions},
-            )
-            assigned: dict[str, datetime] = {}
-            created: dict[str, Conversation] = {}
-            changed: dict[str, Conversation] = {}
-            interaction_rows = []
+            every: list[InteractionReceived | InteractionRetracted] = [*fresh.values(), *retractions]
+            cids = {_key(e): conversation_id(account_id=e.account_id, thread_id=e.thread_id) for e in every}
             for ix in fresh.values():
-                context = contexts.get(ix.account_id)
-                if context is None:
+                if ix.parent_id and (ix.account_id, ix.parent_id) in parents:
+                    cids[ix.interaction_id] = parents[(ix.account_id, ix.parent_id)]
+            world = await store.load_world(
+                session=session,
+                now=now,
+                backfill_cutoff=self.backfill_cutoff,
+                conversation_ids=set(cids.values()),
+                account_ids={ix.account_id for ix in fresh.values()},
+            )
+            await store.load_continuity(
+                session=session,
+                world=world,
+                pairs={(ix.account_id, ix.author.id) for ix in fresh.values()},
+            )
+            carriers: list[tuple[int, dict[str, str]]] = []
+            interaction_rows = []
+            seen: dict[tuple[str, str], str] = {}
+            for ix in fresh.values():
+                if ix.account_id not in world.accounts:
                     unknown.add(ix.interaction_id)
                     continue
-                cid = conversation_id(account_id=ix.account_id, thread_id=ix.thread_id)
+                cid = cids[ix.interaction_id]
+                if ix.parent_id and (ix.account_id, ix.parent_id) in seen and cid not in world.conversations:
+                    cid = seen[(ix.account_id, ix.parent_id)]  # its parent came in this same batch
+                first = len(world.events)
                 with span(
                     "route interaction",
                     parent=headers.get(ix.interaction_id),
                     attributes={"stayhuman.conversation_id": cid},
                 ):
-                    outcome = route_interaction(conversations.get(cid), ix, context, now=now)
-                    trace_headers = carrier_of()
-                conversation = outcome.conversation
+                    conversation = conversations.receive(world, ix, cid)
+                    carriers.append((first, carrier_of()))
                 if conversation is not None:
-                    conversations[cid] = conversation
-                    if outcome.created:
-                        created[cid] = conversation
-                    elif outcome.changed and cid not in created:
-                        changed[cid] = conversation
-                if outcome.assigned_to:
-                    assigned[outcome.assigned_to] = now
-                    _log_assignment(ix, outcome)
+                    seen[(ix.account_id, ix.external_id)] = conversation.id
+                    if conversation.id in world.created and conversation.owner_id:
+                        _log_assignment(ix, conversation)
                 interaction_rows.append(_interaction_row(ix, conversation))
-                rows.extend(to_outgoing(emitted, trace_headers) for emitted in outcome.events)
                 ROUTING_LATENCY.observe(max(0.0, (now - ix.received_at).total_seconds()))
                 ROUTED.labels("routed").inc()
             await store.add_interactions(session=session, rows=interaction_rows)
             for retraction in retractions:
-                cid = conversation_id(account_id=retraction.account_id, thread_id=retraction.thread_id)
+                cid = cids[retraction.event_id]
                 await store.retract_interactions(
                     session=session,
                     tenant_id=retraction.tenant_id,
@@ -233,7 +258,7 @@ class InteractionRouter:
                     external_id=retraction.external_id,
                     at=retraction.retracted_at,
                 )
-                conversation = conversations.get(cid)
+                conversation = world.conversations.get(cid)
                 waiting = (
                     await store.count_waiting(
                         session=session, conversation_id=cid, since=conversation.awaiting_since
@@ -241,22 +266,22 @@ class InteractionRouter:
                     if conversation is not None
                     else 0
                 )
-                outcome = retract_interaction(conversation, retraction, still_waiting=waiting, now=now)
-                if outcome.changed and outcome.conversation is not None and cid not in created:
-                    changed[cid] = outcome.conversation
-                rows.extend(to_outgoing(emitted, carrier_of()) for emitted in outcome.events)
+                carriers.append((len(world.events), carrier_of()))
+                conversations.retract(world, retraction, cid, still_waiting=waiting)
                 ROUTED.labels("retracted").inc()
-            await store.save_conversations(
-                session=session, created=list(created.values()), changed=list(changed.values())
-            )
-            await store.record_assignments(session=session, assigned=assigned)
+            rows = await settle(session, world, carriers)
             outbox_id = await outbox.add_outbox(session=session, messages=rows)
+        ASSIGNED.inc(len(world.assigned_people))
         return outbox_id, rows, unknown
 
 
-def _key(event: AnyEvent) -> str:
+def _key(item: Any) -> str:
     """Retractions name no interaction of their own: their event id stands for them."""
-    return event.interaction_id if isinstance(event, InteractionReceived) else event.event_id
+    if isinstance(item, InteractionReceived):
+        return item.interaction_id
+    if isinstance(item, InteractionRetracted):
+        return item.event_id
+    return str(item.command_id)
 
 
 def _interaction_row(ix: InteractionReceived, conversation: Conversation | None) -> dict[str, object]:
@@ -281,16 +306,14 @@ def _interaction_row(ix: InteractionReceived, conversation: Conversation | None)
     }
 
 
-def _log_assignment(ix: InteractionReceived, outcome: Outcome) -> None:
-    ASSIGNED.inc()
-    conversation = outcome.conversation
+def _log_assignment(ix: InteractionReceived, conversation: Conversation) -> None:
     token = correlation_id.set(ix.correlation_id)
     log.info(
         "conversation assigned",
         extra={
-            "conversation_id": conversation.id if conversation else None,
-            "owner_id": outcome.assigned_to,
-            "reason": conversation.assignment_reason if conversation else "",
+            "conversation_id": conversation.id,
+            "owner_id": conversation.owner_id,
+            "reason": conversation.assignment_reason,
         },
     )
     correlation_id.reset(token)
@@ -316,3 +339,167 @@ class OutboxRelay:
             await outbox.delete_outbox(session=session, ids=list(pending))
         log.info("outbox relayed", extra={"count": len(messages)})
         return len(messages)
+
+
+# Queued conversations looked at per person who frees capacity, per transaction.
+QUEUE_SCAN = 50
+
+
+def timer_outgoing(timer: Timer) -> Outgoing:
+    """One of the router's own timers, armed by publishing its schedule (a re-arm replaces it)."""
+    return Outgoing(
+        subjects.router_timer_schedule(key=timer.key),
+        timer.command.model_dump_json().encode(),
+        f"rsched:{timer.key}:{int(timer.at.timestamp())}",
+        timer.command.correlation_id,
+        headers={
+            "Nats-Schedule": f"@at {timer.at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}",
+            "Nats-Schedule-Target": subjects.router_timer_fired(key=timer.key),
+            "Nats-Schedule-TTL": "24h",
+        },
+    )
+
+
+async def settle(
+    session: AsyncSession, world: World, carriers: list[tuple[int, dict[str, str]]] | None = None
+) -> list[Outgoing]:
+    """Finish a transaction's work: people who can take more work take queued conversations
+    (no sweep: right when capacity frees), then everything changed is written, and the
+    messages to publish are returned (events, then the router's timers)."""
+    await _fill_queues(session, world)
+    await store.save_world(session=session, world=world)
+    rows: list[Outgoing] = []
+    marks = sorted(carriers or [], key=lambda item: item[0])
+    for index, emitted in enumerate(world.events):
+        trace: dict[str, str] = {}
+        for first, carrier in marks:
+            if first <= index:
+                trace = carrier
+        rows.append(to_outgoing(emitted, trace))
+    rows.extend(timer_outgoing(timer) for timer in world.timers)
+    for reason in world.rejected:
+        log.warning("command refused", extra={"reason": reason})
+    return rows
+
+
+async def _fill_queues(session: AsyncSession, world: World) -> None:
+    freed = sorted(p for p in world.freed if p in world.people and world.people[p].available(world.now))
+    if not freed:
+        return
+    memberships = await store.teams_of(session=session, person_ids=freed)
+    for person_id in freed:
+        team_ids = {t for t in memberships.get(person_id, set()) if t in world.teams}
+        if not team_ids:
+            continue
+        queued = [
+            c
+            for c in await store.take_queued(session=session, team_ids=team_ids, limit=QUEUE_SCAN)
+            if c.id not in world.conversations
+        ]
+        for conversation in queued:
+            world.conversations[conversation.id] = conversation
+        queued_here = [c for c in world.conversations.values() if c.team_id in team_ids]
+        conversations.fill_from_queue(world, person_id, queued_here)
+
+
+COMMANDS_CONSUMER = "router-commands"
+TIMERS_CONSUMER = "router-timers"
+
+
+@dataclass
+class CommandRouter(InteractionRouter):
+    """Commands from people and operators (and the router's own timers), applied like interactions:
+    one transaction per batch, events through the outbox, then acked."""
+
+    consumer: str = COMMANDS_CONSUMER
+    what = "command"
+
+    def _decode(self, data: bytes) -> Any:
+        return command_adapter.validate_json(data)
+
+    async def _commit(
+        self, events: list[Any], headers: dict[str, dict[str, str] | None]
+    ) -> tuple[str | None, list[Outgoing], set[str]]:
+        commands: list[AnyCommand] = events
+        async with self.lock, transaction(self.sessions) as session:
+            now = utcnow()
+            conversation_ids = {c.conversation_id for c in commands if isinstance(c, ConversationCommand)}
+            people = {
+                c.person_id for c in commands if isinstance(c, SetStatus | HandOver | CheckAvailability)
+            }
+            named = {c.person_id for c in commands if isinstance(c, Claim | Reassign) and c.person_id}
+            tenants = {c.tenant_id for c in commands if isinstance(c, ConversationCommand | Recompute)}
+            for command in commands:
+                if isinstance(command, Recompute):
+                    conversation_ids |= set(
+                        await store.open_conversations_of(session=session, tenant_id=command.tenant_id)
+                    )
+            world = await store.load_world(
+                session=session,
+                now=now,
+                backfill_cutoff=self.backfill_cutoff,
+                conversation_ids=conversation_ids,
+                person_ids=people | named,
+                tenant_ids=tenants,
+                owned_by=people,
+            )
+            for command in commands:
+                apply_command(world, command)
+                COMMANDS.labels(command.type).inc()
+            rows = await settle(session, world)
+            outbox_id = await outbox.add_outbox(session=session, messages=rows)
+        return outbox_id, rows, set()
+
+
+COMMANDS = Counter("stayhuman_router_commands_total", "Commands applied by the router", ["type"])
+
+
+def apply_command(world: World, command: AnyCommand) -> None:
+    """One command on a loaded world (pure: the same call in tests and replays)."""
+    key = f"cmd-{command.command_id}"
+    if isinstance(command, SetStatus):
+        conversations.set_status(world, command.person_id, command.status.value)
+        return
+    if isinstance(command, CheckAvailability):
+        conversations.check_availability(world, command.person_id)
+        return
+    if isinstance(command, HandOver):
+        conversations.hand_over(
+            world, command.person_id, until=None, reason=command.reason or "handed over", key=key
+        )
+        return
+    if isinstance(command, Recompute):
+        for each in list(world.conversations.values()):
+            if each.tenant_id == command.tenant_id:
+                conversations.recompute(world, each, key)
+        return
+    conversation = world.conversations.get(command.conversation_id)
+    if conversation is None or conversation.tenant_id != command.tenant_id:
+        world.rejected.append(
+            f"{command.type}: no conversation {command.conversation_id} in {command.tenant_id}"
+        )
+        return
+    match command:
+        case Claim():
+            conversations.claim(world, conversation, command.person_id, key, by=command.issued_by)
+        case Reassign():
+            team_id = ids.team_id(tenant_id=command.tenant_id, slug=command.team) if command.team else None
+            if (
+                team_id is not None
+                and conversation.team_id == team_id
+                and (conversation.assigned_at is not None and conversation.assigned_at >= command.issued_at)
+            ):
+                return  # done already: this is a redelivery
+            conversations.reassign(
+                world, conversation, key, person_id=command.person_id, team_id=team_id, by=command.issued_by
+            )
+        case Pause():
+            conversations.pause(world, conversation, key, reason=command.reason)
+        case Resume():
+            conversations.resume(world, conversation, key)
+        case Resolve():
+            conversations.resolve(
+                world, conversation, key, reason=command.reason or f"resolved by {command.issued_by}"
+            )
+        case AutoResolve():
+            conversations.auto_resolve(world, conversation, key)

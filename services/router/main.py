@@ -11,13 +11,23 @@ from fastapi import FastAPI
 from prometheus_client import Gauge
 
 from services.router import store
-from services.router.handler import CONSUMER, InteractionRouter, OutboxRelay
+from services.router.handler import (
+    COMMANDS_CONSUMER,
+    CONSUMER,
+    TIMERS_CONSUMER,
+    CommandRouter,
+    InteractionRouter,
+    OutboxRelay,
+)
 from services.router.settings import RouterSettings
 from shared import subjects
+from shared.commands import CheckAvailability
 from shared.db.session import sqlite_path
-from shared.jetstream import BatchConsumer, work_consumer
+from shared.events import utcnow
+from shared.jetstream import BatchConsumer, publish_pipelined, work_consumer
 from shared.locks import LockFile
 from shared.metrics import every, metrics_router, observe_consumers
+from shared.outbox import command_outgoing
 from shared.runtime import Runtime, health_router, install_error_handlers
 
 log = logging.getLogger(__name__)
@@ -35,6 +45,25 @@ async def observe_queues(runtime: Runtime) -> None:
     OPEN_CONVERSATIONS.clear()
     for tenant, team, owned, count in rows:
         OPEN_CONVERSATIONS.labels(tenant, team, "yes" if owned else "no").set(count)
+
+
+async def check_everyone(runtime: Runtime) -> None:
+    """At start, have every person's availability checked once: their shift timers are armed
+    (again) and anything a lost timer should have done is done now. Several replicas starting
+    in the same minute send it once (the same message ids)."""
+    now = utcnow()
+    async with runtime.sessions() as session:
+        people = await store.people_with_schedules(session=session)
+    minute = now.strftime("%Y%m%d%H%M")
+    await publish_pipelined(
+        runtime.js,
+        [
+            command_outgoing(
+                CheckAvailability(command_id=f"start-{person}-{minute}", person_id=person, issued_by="router")
+            )
+            for person in people
+        ],
+    )
 
 
 def sqlite_lock(settings: RouterSettings) -> LockFile | None:
@@ -57,12 +86,17 @@ def create_app(settings: RouterSettings) -> FastAPI:
     runtime = Runtime(
         "router",
         settings,
-        required_streams=(subjects.INTERACTIONS_STREAM, subjects.EVENTS_STREAM),
+        required_streams=(
+            subjects.INTERACTIONS_STREAM,
+            subjects.EVENTS_STREAM,
+            subjects.COMMANDS_STREAM,
+            subjects.TIMERS_STREAM,
+        ),
     )
     lock = sqlite_lock(settings)
     if lock is not None:
         lock.acquire("a router")  # before anything else: a second one must not start at all
-    state: dict[str, BatchConsumer] = {}
+    state: dict[str, list[BatchConsumer]] = {}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -73,25 +107,74 @@ def create_app(settings: RouterSettings) -> FastAPI:
             backfill_cutoff=settings.backfill_cutoff,
             max_deliver=settings.router_max_deliver,
         )
-        consumer = BatchConsumer(
+        commands = CommandRouter(
             js=runtime.js,
-            stream=subjects.INTERACTIONS_STREAM,
-            config=work_consumer(
-                durable=CONSUMER,
-                filter_subject=subjects.all_interactions(),
-                ack_wait=settings.router_ack_wait,
-                max_deliver=settings.router_max_deliver,
-            ),
-            handler=router.handle_batch,
-            batch_size=settings.router_batch_size,
+            sessions=runtime.sessions,
+            backfill_cutoff=settings.backfill_cutoff,
+            max_deliver=settings.router_max_deliver,
+            lock=router.lock,  # one routing transaction at a time per process
         )
-        await consumer.start()
-        state["consumer"] = consumer
+        timers = CommandRouter(
+            js=runtime.js,
+            sessions=runtime.sessions,
+            backfill_cutoff=settings.backfill_cutoff,
+            max_deliver=settings.router_max_deliver,
+            lock=router.lock,
+            consumer=TIMERS_CONSUMER,
+        )
+        consumers = [
+            BatchConsumer(
+                js=runtime.js,
+                stream=stream,
+                config=work_consumer(
+                    durable=durable,
+                    filter_subject=filter_subject,
+                    ack_wait=settings.router_ack_wait,
+                    max_deliver=settings.router_max_deliver,
+                ),
+                handler=handler,
+                batch_size=batch_size,
+            )
+            for stream, durable, filter_subject, handler, batch_size in (
+                (
+                    subjects.INTERACTIONS_STREAM,
+                    CONSUMER,
+                    subjects.all_interactions(),
+                    router.handle_batch,
+                    settings.router_batch_size,
+                ),
+                (
+                    subjects.COMMANDS_STREAM,
+                    COMMANDS_CONSUMER,
+                    subjects.all_commands(),
+                    commands.handle_batch,
+                    50,
+                ),
+                (
+                    subjects.TIMERS_STREAM,
+                    TIMERS_CONSUMER,
+                    subjects.all_router_timers_fired(),
+                    timers.handle_batch,
+                    50,
+                ),
+            )
+        ]
+        for consumer in consumers:
+            await consumer.start()
+        state["consumers"] = consumers
+        await check_everyone(runtime)
         gauges = asyncio.create_task(
             every(
                 5,
                 lambda: observe_queues(runtime),
-                lambda: observe_consumers(runtime.js, [(subjects.INTERACTIONS_STREAM, CONSUMER)]),
+                lambda: observe_consumers(
+                    runtime.js,
+                    [
+                        (subjects.INTERACTIONS_STREAM, CONSUMER),
+                        (subjects.COMMANDS_STREAM, COMMANDS_CONSUMER),
+                        (subjects.TIMERS_STREAM, TIMERS_CONSUMER),
+                    ],
+                ),
             )
         )
         relay = asyncio.create_task(
@@ -105,14 +188,16 @@ def create_app(settings: RouterSettings) -> FastAPI:
         finally:
             relay.cancel()
             gauges.cancel()
-            await consumer.stop()
+            for consumer in consumers:
+                await consumer.stop()
             await runtime.stop()
             if lock is not None:
                 lock.release()
 
     async def consuming() -> dict[str, str]:
-        consumer = state.get("consumer")
-        return {"consumer": "ok" if consumer is not None and consumer.running else "stopped"}
+        consumers = state.get("consumers") or []
+        running = bool(consumers) and all(consumer.running for consumer in consumers)
+        return {"consumer": "ok" if running else "stopped"}
 
     app = FastAPI(title="StayHuman router", lifespan=lifespan)
     install_error_handlers(app)

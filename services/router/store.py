@@ -5,6 +5,8 @@ thousands of rows a second costs more than the database does.
 """
 
 import dataclasses
+import functools
+import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,80 +14,32 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.router.assignment import Candidate
-from services.router.conversations import Conversation, RoutingContext
-from services.router.deadlines import SlaTargets
+from services.router.assignment import Person
+from services.router.businesstime import ALWAYS_OPEN, BusinessCalendar
+from services.router.conversations import AccountRoute, Conversation, Team, TenantRules, World
+from services.router.deadlines import Sla, Targets
+from services.router.topics import Rule, Topic
 from shared.db.core import (
     ACCOUNTS,
+    CALENDARS,
+    CONTINUITY,
     CONVERSATIONS,
     INTERACTIONS,
     MEMBERS,
     PEOPLE,
     POLICIES,
     TEAMS,
+    TENANTS,
+    TOPICS,
     execute,
     fetch_rows,
 )
+from shared.db.session import dialect_insert
 
 
 async def get_known_interaction_ids(*, session: AsyncSession, ids: Iterable[str]) -> set[str]:
     rows = await fetch_rows(session, select(INTERACTIONS.c.id).where(INTERACTIONS.c.id.in_(list(ids))))
     return {row.id for row in rows}
-
-
-async def get_conversations(*, session: AsyncSession, ids: Iterable[str]) -> dict[str, Conversation]:
-    rows = await fetch_rows(session, select(CONVERSATIONS).where(CONVERSATIONS.c.id.in_(list(ids))))
-    return {row.id: Conversation(**row._mapping) for row in rows}
-
-
-async def get_routing_contexts(
-    *, session: AsyncSession, account_ids: Iterable[str], backfill_cutoff: timedelta
-) -> dict[str, RoutingContext]:
-    """One context per known account; accounts of one team share their candidates."""
-    accounts = await fetch_rows(
-        session, select(ACCOUNTS.c.id, ACCOUNTS.c.team_id).where(ACCOUNTS.c.id.in_(list(account_ids)))
-    )
-    team_ids = {account.team_id for account in accounts}
-    teams = {
-        team.id: team for team in await fetch_rows(session, select(TEAMS).where(TEAMS.c.id.in_(team_ids)))
-    }
-    policy_ids = {team.sla_policy_id for team in teams.values() if team.sla_policy_id}
-    policies = {
-        policy.id: policy
-        for policy in await fetch_rows(session, select(POLICIES).where(POLICIES.c.id.in_(policy_ids)))
-    }
-    members: dict[str, list[Candidate]] = {team_id: [] for team_id in teams}
-    people = await fetch_rows(
-        session,
-        select(MEMBERS.c.team_id, PEOPLE.c.id, PEOPLE.c.last_assigned_at)
-        .join(PEOPLE, PEOPLE.c.id == MEMBERS.c.person_id)
-        .where(MEMBERS.c.team_id.in_(team_ids)),
-    )
-    for team_id, person_id, last_assigned_at in people:
-        members[team_id].append(Candidate(person_id, last_assigned_at))
-    contexts = {}
-    for account in accounts:
-        team = teams[account.team_id]
-        policy = policies.get(team.sla_policy_id or "")
-        contexts[account.id] = RoutingContext(
-            team_id=team.id,
-            team_slug=team.slug,
-            candidates=members[team.id],
-            sla=_targets(policy) if policy else None,
-            backfill_cutoff=backfill_cutoff,
-        )
-    return contexts
-
-
-def _targets(policy: Any) -> SlaTargets:
-    def seconds(value: int | None) -> timedelta | None:
-        return timedelta(seconds=value) if value else None
-
-    return SlaTargets(
-        first_response=timedelta(seconds=policy.first_response_seconds),
-        next_response=seconds(policy.next_response_seconds),
-        warn_before=seconds(policy.warn_before_seconds),
-    )
 
 
 async def add_interactions(*, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
@@ -115,13 +69,6 @@ async def save_conversations(
         values["conversation_id"] = values.pop("id")
         params.append(values)
     await execute(session, statement, params)
-
-
-async def record_assignments(*, session: AsyncSession, assigned: dict[str, datetime]) -> None:
-    statement = (
-        update(PEOPLE).where(PEOPLE.c.id == bindparam("person_id")).values(last_assigned_at=bindparam("at"))
-    )
-    await execute(session, statement, [{"person_id": p, "at": at} for p, at in assigned.items()])
 
 
 async def count_open_by_team(*, session: AsyncSession) -> list[tuple[str, str, bool, int]]:
@@ -168,3 +115,334 @@ async def count_waiting(*, session: AsyncSession, conversation_id: str, since: d
     if since is not None:
         query = query.where(INTERACTIONS.c.created_at >= since)
     return int((await fetch_rows(session, query))[0][0])
+
+
+# -- the world of one transaction ------------------------------------------------------------
+
+
+class LoadConflict(RuntimeError):
+    """An owner's load could not change as planned: another transaction got there first."""
+
+
+def _json(text: str | None, default: Any) -> Any:
+    return json.loads(text) if text else default
+
+
+@functools.lru_cache(maxsize=1024)
+def _calendar(
+    timezone: str, hours: str | None, country: str | None, subdivision: str | None, closed: str
+) -> BusinessCalendar:
+    return BusinessCalendar.parse(
+        timezone=timezone,
+        hours=_json(hours, None),
+        holidays_country=country,
+        holidays_subdivision=subdivision,
+        closed_days=_json(closed, []),
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _rule(text: str) -> Rule:
+    return Rule.parse(_json(text, {}))
+
+
+def _sla(policy: Any, calendars: dict[str, BusinessCalendar]) -> Sla:
+    def seconds(value: int | None) -> timedelta | None:
+        return timedelta(seconds=value) if value else None
+
+    default = Targets(
+        first_response=timedelta(seconds=policy.first_response_seconds),
+        next_response=seconds(policy.next_response_seconds),
+        resolution=seconds(policy.resolution_seconds),
+    )
+    by_priority = {
+        priority: Targets(
+            first_response=seconds(given.get("first_response")) or default.first_response,
+            next_response=seconds(given.get("next_response")) or default.next_response,
+            resolution=seconds(given.get("resolution")) or default.resolution,
+        )
+        for priority, given in _json(policy.targets, {}).items()
+    }
+    return Sla(
+        default=default,
+        by_priority=by_priority,
+        warn_before=seconds(policy.warn_before_seconds),
+        calendar=calendars.get(policy.calendar_id or "", ALWAYS_OPEN),
+        vip_bump=policy.vip_bump,
+        high_reach_followers=policy.high_reach_followers,
+        high_reach_bump=policy.high_reach_bump,
+        name=policy.name,
+    )
+
+
+def _person(row: Any) -> Person:
+    ooo = (
+        (row.out_of_office_from, row.out_of_office_until)
+        if row.out_of_office_from is not None and row.out_of_office_until is not None
+        else None
+    )
+    return Person(
+        id=row.id,
+        name=row.name,
+        skills=frozenset(_json(row.skills, [])),
+        languages=frozenset(_json(row.languages, [])),
+        capacity=row.capacity,
+        weights=_json(row.priority_weights, {}),
+        load=row.load,
+        status=row.status,
+        active=row.active,
+        working_hours=_calendar(row.timezone, row.working_hours, None, None, "[]")
+        if row.working_hours
+        else None,
+        out_of_office=ooo,
+        substitute_id=row.substitute_id,
+        last_assigned_at=row.last_assigned_at,
+    )
+
+
+def _locked(session: AsyncSession, query: Any, *, skip_locked: bool = False) -> Any:
+    """FOR UPDATE on PostgreSQL (SQLite has one writer at a time and no row locks)."""
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=skip_locked)
+    return query
+
+
+async def load_world(
+    *,
+    session: AsyncSession,
+    now: datetime,
+    backfill_cutoff: timedelta,
+    conversation_ids: Iterable[str] = (),
+    account_ids: Iterable[str] = (),
+    person_ids: Iterable[str] = (),
+    tenant_ids: Iterable[str] = (),
+    owned_by: Iterable[str] = (),
+) -> World:
+    """Lock and load what a transaction may change, always in the same order: conversations
+    (by id), then people (by id). Rules (tenants, topics, policies, teams) are read unlocked."""
+    world = World(now=now, backfill_cutoff=backfill_cutoff)
+    person_ids = set(person_ids)
+    owned_by = set(owned_by)
+    conversation_ids = set(conversation_ids)
+    if owned_by:
+        rows = await fetch_rows(
+            session,
+            select(CONVERSATIONS.c.id).where(
+                CONVERSATIONS.c.owner_id.in_(owned_by), CONVERSATIONS.c.state.in_(["open", "paused"])
+            ),
+        )
+        conversation_ids |= {row.id for row in rows}
+    if conversation_ids:
+        rows = await fetch_rows(
+            session,
+            _locked(
+                session,
+                select(CONVERSATIONS)
+                .where(CONVERSATIONS.c.id.in_(conversation_ids))
+                .order_by(CONVERSATIONS.c.id),
+            ),
+        )
+        world.conversations = {row.id: Conversation(**row._mapping) for row in rows}
+    account_ids = set(account_ids) | {c.account_id for c in world.conversations.values()}
+    accounts = await fetch_rows(
+        session,
+        select(ACCOUNTS.c.id, ACCOUNTS.c.tenant_id, ACCOUNTS.c.team_id).where(ACCOUNTS.c.id.in_(account_ids)),
+    )
+    world.accounts = {a.id: AccountRoute(a.id, a.tenant_id, a.team_id) for a in accounts}
+    tenant_ids = (
+        set(tenant_ids)
+        | {a.tenant_id for a in accounts}
+        | {c.tenant_id for c in world.conversations.values()}
+    )
+    if person_ids:
+        rows = await fetch_rows(
+            session,
+            select(TEAMS.c.tenant_id)
+            .join(MEMBERS, MEMBERS.c.team_id == TEAMS.c.id)
+            .where(MEMBERS.c.person_id.in_(person_ids)),
+        )
+        tenant_ids |= {row.tenant_id for row in rows}
+    await _load_rules(session, world, tenant_ids)
+    wanted = person_ids | {p for team in world.teams.values() for p in team.members}
+    wanted |= {c.owner_id for c in world.conversations.values() if c.owner_id}
+    if wanted:
+        rows = await fetch_rows(
+            session, _locked(session, select(PEOPLE).where(PEOPLE.c.id.in_(wanted)).order_by(PEOPLE.c.id))
+        )
+        world.people = {row.id: _person(row) for row in rows}
+    return world
+
+
+async def _load_rules(session: AsyncSession, world: World, tenant_ids: set[str]) -> None:
+    if not tenant_ids:
+        return
+    tenants = await fetch_rows(session, select(TENANTS).where(TENANTS.c.id.in_(tenant_ids)))
+    calendars = {
+        row.id: _calendar(
+            row.timezone, row.hours, row.holidays_country, row.holidays_subdivision, row.closed_days
+        )
+        for row in await fetch_rows(session, select(CALENDARS).where(CALENDARS.c.tenant_id.in_(tenant_ids)))
+    }
+    policies: dict[str, dict[str, Sla]] = {t: {} for t in tenant_ids}
+    for row in await fetch_rows(session, select(POLICIES).where(POLICIES.c.tenant_id.in_(tenant_ids))):
+        policies[row.tenant_id][row.id] = _sla(row, calendars)
+    topics: dict[str, list[Topic]] = {t: [] for t in tenant_ids}
+    for row in await fetch_rows(
+        session,
+        select(TOPICS)
+        .where(TOPICS.c.tenant_id.in_(tenant_ids))
+        .order_by(TOPICS.c.tenant_id, TOPICS.c.position),
+    ):
+        topics[row.tenant_id].append(
+            Topic(
+                name=row.name,
+                rule=_rule(row.rule),
+                team_id=row.team_id,
+                priority=row.priority,
+                sla_policy_id=row.sla_policy_id,
+                no_sla=row.no_sla,
+                skills=frozenset(_json(row.skills, [])),
+                is_default=row.is_default,
+            )
+        )
+    for row in tenants:
+        world.tenants[row.id] = TenantRules(
+            id=row.id,
+            topics=topics[row.id],
+            policies=policies[row.id],
+            vip=frozenset(_json(row.vip, [])),
+            auto_resolve=timedelta(seconds=row.auto_resolve_seconds) if row.auto_resolve_seconds else None,
+        )
+    teams = await fetch_rows(session, select(TEAMS).where(TEAMS.c.tenant_id.in_(tenant_ids)))
+    world.teams = {t.id: Team(t.id, t.tenant_id, t.slug, [], t.sla_policy_id, t.lead_id) for t in teams}
+    if world.teams:
+        for member in await fetch_rows(
+            session,
+            select(MEMBERS)
+            .where(MEMBERS.c.team_id.in_(list(world.teams)))
+            .order_by(MEMBERS.c.team_id, MEMBERS.c.person_id),
+        ):
+            world.teams[member.team_id].members.append(member.person_id)
+
+
+async def load_continuity(*, session: AsyncSession, world: World, pairs: set[tuple[str, str]]) -> None:
+    if not pairs:
+        return
+    accounts = {a for a, _ in pairs}
+    authors = {b for _, b in pairs}
+    rows = await fetch_rows(
+        session,
+        select(CONTINUITY).where(CONTINUITY.c.account_id.in_(accounts), CONTINUITY.c.author_id.in_(authors)),
+    )
+    for row in rows:
+        if (row.account_id, row.author_id) in pairs:
+            world.continuity[(row.account_id, row.author_id)] = row.person_id
+
+
+async def teams_of(*, session: AsyncSession, person_ids: Iterable[str]) -> dict[str, set[str]]:
+    result: dict[str, set[str]] = {}
+    for row in await fetch_rows(session, select(MEMBERS).where(MEMBERS.c.person_id.in_(list(person_ids)))):
+        result.setdefault(row.person_id, set()).add(row.team_id)
+    return result
+
+
+async def take_queued(*, session: AsyncSession, team_ids: set[str], limit: int) -> list[Conversation]:
+    """Queued conversations of these teams, earliest due first, skipping rows another router holds."""
+    query = (
+        select(CONVERSATIONS)
+        .where(
+            CONVERSATIONS.c.team_id.in_(team_ids),
+            CONVERSATIONS.c.state == "open",
+            CONVERSATIONS.c.owner_id.is_(None),
+        )
+        .order_by(CONVERSATIONS.c.due_at.asc().nulls_last(), CONVERSATIONS.c.queued_at, CONVERSATIONS.c.id)
+        .limit(limit)
+    )
+    rows = await fetch_rows(session, _locked(session, query, skip_locked=True))
+    return [Conversation(**row._mapping) for row in rows]
+
+
+async def save_world(*, session: AsyncSession, world: World) -> None:
+    """Write what the world's operations changed: conversations, loads (conditionally), continuity."""
+    await save_conversations(
+        session=session,
+        created=[world.conversations[c] for c in sorted(world.created)],
+        changed=[world.conversations[c] for c in sorted(world.changed - world.created)],
+    )
+    for person_id in sorted(world.load_deltas):
+        delta = world.load_deltas[person_id]
+        if delta == 0:
+            continue
+        guard = (PEOPLE.c.load + delta <= PEOPLE.c.capacity) if delta > 0 else (PEOPLE.c.load + delta >= 0)
+        result = await execute(
+            session,
+            update(PEOPLE).where(PEOPLE.c.id == person_id, guard).values(load=PEOPLE.c.load + delta),
+        )
+        if result.rowcount != 1:
+            raise LoadConflict(f"the load of {person_id} could not change by {delta}")
+    if world.assigned_people:
+        await execute(
+            session,
+            update(PEOPLE)
+            .where(PEOPLE.c.id == bindparam("person_id"))
+            .values(last_assigned_at=bindparam("at")),
+            [{"person_id": p, "at": world.now} for p in sorted(world.assigned_people)],
+        )
+    if world.answered:
+        statement = dialect_insert(session, CONTINUITY)
+        statement = statement.on_conflict_do_update(
+            index_elements=["account_id", "author_id"],
+            set_={"person_id": statement.excluded.person_id, "answered_at": statement.excluded.answered_at},
+        )
+        await execute(
+            session,
+            statement,
+            [
+                {"account_id": a, "author_id": b, "person_id": p, "answered_at": world.now}
+                for (a, b), p in sorted(world.answered.items())
+            ],
+        )
+
+
+async def parent_conversations(
+    *, session: AsyncSession, wanted: set[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """(account, external id) of earlier messages -> their conversation: replies deep in a chain
+    join the conversation where the chain began."""
+    if not wanted:
+        return {}
+    rows = await fetch_rows(
+        session,
+        select(INTERACTIONS.c.account_id, INTERACTIONS.c.external_id, INTERACTIONS.c.conversation_id).where(
+            INTERACTIONS.c.account_id.in_({a for a, _ in wanted}),
+            INTERACTIONS.c.external_id.in_({e for _, e in wanted}),
+            INTERACTIONS.c.conversation_id.is_not(None),
+        ),
+    )
+    return {
+        (r.account_id, r.external_id): r.conversation_id
+        for r in rows
+        if (r.account_id, r.external_id) in wanted
+    }
+
+
+async def open_conversations_of(*, session: AsyncSession, tenant_id: str) -> list[str]:
+    rows = await fetch_rows(
+        session,
+        select(CONVERSATIONS.c.id).where(
+            CONVERSATIONS.c.tenant_id == tenant_id, CONVERSATIONS.c.state.in_(["open", "responded"])
+        ),
+    )
+    return [row.id for row in rows]
+
+
+async def people_with_schedules(*, session: AsyncSession) -> list[str]:
+    """Active people whose availability changes by itself (working hours, an absence)."""
+    rows = await fetch_rows(
+        session,
+        select(PEOPLE.c.id).where(
+            PEOPLE.c.active.is_(True),
+            (PEOPLE.c.working_hours.is_not(None)) | (PEOPLE.c.out_of_office_until.is_not(None)),
+        ),
+    )
+    return [row.id for row in rows]

@@ -19,6 +19,8 @@ def _table(model: type) -> Table:
 
 ACCOUNTS = _table(models.Account)
 ALERTS = _table(models.Alert)
+CALENDARS = _table(models.Calendar)
+CONTINUITY = _table(models.Continuity)
 CONVERSATIONS = _table(models.Conversation)
 DEADLINES = _table(models.Deadline)
 INTERACTIONS = _table(models.Interaction)
@@ -29,6 +31,7 @@ POLICIES = _table(models.SlaPolicy)
 POLL_STATES = _table(models.PollState)
 TEAMS = _table(models.Team)
 TENANTS = _table(models.Tenant)
+TOPICS = _table(models.Topic)
 
 
 async def fetch_rows(session: AsyncSession, statement: Any) -> Sequence[Any]:

@@ -63,7 +63,7 @@ async def test_signed_webhook_ends_assigned_to_a_person(stack: Stack) -> None:
     conversation = await eventually(lambda: conversation_of(stack, thread), what="the conversation")
     assert conversation.owner_id in {"maria", "li"}
     assert conversation.state == "open"
-    assert "round robin" in conversation.assignment_reason
+    assert "least loaded" in conversation.assignment_reason
     assert conversation.due_at is not None and conversation.due_at > datetime.now(UTC) + timedelta(minutes=29)
     # the correlation id follows the interaction through both services' JSON logs
     lines = [json.loads(line) for line in stack.logs().splitlines() if line.startswith("{")]

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from faststream.nats import NatsBroker
+from faststream.nats.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -62,6 +63,13 @@ def nats_security(settings: CommonSettings) -> dict[str, Any]:
     if settings.nats_nkey_seed:
         options["nkeys_seed"] = str(settings.nats_nkey_seed)
     return options
+
+
+def nats_connect_options(settings: CommonSettings) -> dict[str, Any]:
+    """The credentials and TLS of `nats_security`, as keyword arguments of plain `nats.connect`
+    (for one-shot clients such as the CLI, which need no broker)."""
+    options = nats_security(settings)
+    return {**parse_security(options.pop("security", None)), **options}
 
 
 @dataclass

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from shared.commands import PersonStatus
 from shared.secrets import SecretKeyError
 from shared.settings import CommonSettings, SettingsError, load_settings
 
@@ -58,7 +59,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     async def run() -> str:
         engine = create_engine(settings.sqlalchemy_url)
         try:
-            return str(await apply_config(session_factory(engine), document, source=args.file))
+            summary = await apply_config(
+                session_factory(engine),
+                document,
+                source=args.file,
+                prune=args.prune,
+                recompute=args.recompute,
+            )
+            return str(summary)
         finally:
             await engine.dispose()
 
@@ -93,6 +101,28 @@ def cmd_accounts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_control(args: argparse.Namespace) -> int:
+    from stayhuman.control import ControlError, Request, send
+
+    settings = load_settings(CommonSettings)
+    request = Request(
+        action=args.command,
+        conversation=getattr(args, "conversation", None),
+        person=getattr(args, "person", None) or getattr(args, "to", None),
+        team=getattr(args, "team", None),
+        status=PersonStatus(args.status) if args.command == "status" else None,
+        reason=getattr(args, "reason", None) or "",
+        issued_by=args.by,
+        command_id=args.command_id,
+    )
+    try:
+        sent = asyncio.run(send(settings, request))
+    except ControlError as error:
+        return _fail(str(error), error.code)
+    print(sent.command.model_dump_json(indent=2) if args.json else sent.describe())
+    return 0
+
+
 def cmd_secret_key(_args: argparse.Namespace) -> int:
     from shared.secrets import new_key
 
@@ -116,8 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         commands.add_parser(name, help=text).set_defaults(func=cmd_service)
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=cmd_migrate)
-    apply = commands.add_parser("apply", help="create or update tenants, accounts, teams and people")
+    apply = commands.add_parser(
+        "apply", help="create or update people, tenants, accounts, teams, SLA policies, calendars and topics"
+    )
     apply.add_argument("-f", "--file", required=True, help="configuration YAML file")
+    apply.add_argument(
+        "--prune",
+        action="store_true",
+        help="also remove what the file's tenants no longer have (topics, calendars, SLA policies, "
+        "teams, API tokens, unused accounts); people stay (set active: false)",
+    )
+    apply.add_argument(
+        "--recompute",
+        action="store_true",
+        help="recompute the open deadlines of the file's tenants under their SLA policies now "
+        "(otherwise a changed SLA applies to new deadlines only)",
+    )
     apply.set_defaults(func=cmd_apply)
     accounts = commands.add_parser("accounts", help="connected accounts and the health of their connectors")
     accounts.add_argument("--tenant", help="only this tenant")
@@ -132,7 +176,48 @@ def build_parser() -> argparse.ArgumentParser:
     conversations.add_argument("--limit", type=int, default=50)
     conversations.add_argument("--json", action="store_true", help="JSON instead of a table")
     conversations.set_defaults(func=cmd_conversations)
+    _add_control_commands(commands)
     return parser
+
+
+def _add_control_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """The router's commands: checked against the database, sent over NATS (SH_COMMANDS)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--by", default="operator", metavar="WHO", help="who asks (default: operator)")
+    common.add_argument("--json", action="store_true", help="print the command sent as JSON")
+    common.add_argument(
+        "--command-id",
+        metavar="ID",
+        help="id of the command (default: a new one); sending again with the same id stores it once",
+    )
+    conversation_help = "conversation id, or a unique prefix of at least 6 characters"
+    reason_help = "why, for the record (up to 200 characters)"
+
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=text, parents=[common])
+        parser.set_defaults(func=cmd_control)
+        if name != "status":
+            parser.add_argument("conversation", metavar="CONVERSATION", help=conversation_help)
+        return parser
+
+    status = add("status", "say whether a person takes work now")
+    status.add_argument("person", metavar="PERSON", help="a person id, as in the configuration")
+    status.add_argument("status", choices=[s.value for s in PersonStatus])
+    add("claim", "take a conversation for a person").add_argument(
+        "--person", required=True, metavar="PERSON", help="who takes it"
+    )
+    reassign = add("reassign", "give a conversation to a person, or back to a team's queue")
+    target = reassign.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="PERSON", help="the new owner")
+    target.add_argument("--team", metavar="TEAM", help="a team of the conversation's tenant")
+    reassign.add_argument("--reason", metavar="TEXT", default="", help=reason_help)
+    add("pause", "stop the SLA clock while waiting on the customer").add_argument(
+        "--reason", metavar="TEXT", default="", help=reason_help
+    )
+    add("resume", "restart the SLA clock of a paused conversation")
+    add("resolve", "close a conversation: nothing is left to answer").add_argument(
+        "--reason", metavar="TEXT", default="", help=reason_help
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

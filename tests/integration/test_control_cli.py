@@ -1,0 +1,284 @@
+"""`stayhuman status|claim|reassign|pause|resume|resolve` against a real nats-server and each database."""
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from sqlalchemy import insert, update
+
+from shared import subjects
+from shared.commands import AnyCommand, command_adapter, msg_id_of, subject_of
+from shared.db.core import CONVERSATIONS, PEOPLE
+from shared.db.session import create_engine, session_factory, transaction
+from shared.jetstream import MSG_ID, StreamSettings, ensure_streams, stream_configs
+from stayhuman.cli import main
+from stayhuman.config import apply_config, parse_config
+from stayhuman.natsserver import EmbeddedNats, free_port
+from tests.helpers import config_yaml
+
+STREAM = subjects.COMMANDS_STREAM
+
+
+@dataclass
+class Installation:
+    js: JetStreamContext
+    conversation: str  # in tenant acme
+    sibling: str  # in tenant acme too, its id shares the first 6 characters with `conversation`
+    capsys: pytest.CaptureFixture[str]
+
+    async def run(self, *argv: str) -> tuple[int, str, str]:
+        """The CLI as an operator runs it (in a thread: it runs its own event loop)."""
+        self.capsys.readouterr()
+        code = await asyncio.to_thread(main, list(argv))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    async def stored(self) -> int:
+        return (await self.js.stream_info(STREAM)).state.messages
+
+    async def last(self, subject: str) -> tuple[AnyCommand, dict[str, str]]:
+        message = await self.js.get_last_msg(STREAM, subject)
+        assert message.data is not None
+        return command_adapter.validate_json(message.data), dict(message.headers or {})
+
+
+async def _add_conversation(sessions: Any, *, conversation_id: str, tenant: str, account: str) -> None:
+    now = datetime.now(UTC)
+    async with transaction(sessions) as session:
+        connection = await session.connection()
+        await connection.execute(
+            insert(CONVERSATIONS).values(
+                id=conversation_id,
+                tenant_id=tenant,
+                account_id=account,
+                platform="facebook",
+                thread_id=f"thread-{conversation_id}",
+                state="open",
+                skills="[]",
+                author_id="author-1",
+                opened_at=now,
+                last_inbound_at=now,
+                updated_at=now,
+            )
+        )
+
+
+@pytest.fixture
+async def installation(
+    nc: Client,
+    nats_server: EmbeddedNats,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> AsyncIterator[Installation]:
+    """Tenants acme (maria, li, inactive olga; team care) and globex (zed), two acme conversations."""
+    monkeypatch.setenv("STAYHUMAN_NATS_URL", nats_server.url)
+    monkeypatch.setenv("STAYHUMAN_DATABASE_URL", database_url)
+    monkeypatch.setenv("STAYHUMAN_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("STAYHUMAN_NATS_CONNECT_TIMEOUT", "5s")
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    for tenant, people in (("acme", ["maria", "li", "olga"]), ("globex", ["zed"])):
+        yaml = config_yaml(tenant=tenant, account=f"{tenant}-fb", secret="s" * 20, people=people)
+        await apply_config(sessions, parse_config(yaml, source="t.yaml"), source="t.yaml")
+    async with transaction(sessions) as session:
+        connection = await session.connection()
+        await connection.execute(update(PEOPLE).where(PEOPLE.c.id == "olga").values(active=False))
+    prefix = uuid.uuid4().hex[:6]
+    conversation = prefix + "0" + uuid.uuid4().hex[:25]
+    sibling = prefix + "1" + uuid.uuid4().hex[:25]
+    for conversation_id in (conversation, sibling):
+        await _add_conversation(sessions, conversation_id=conversation_id, tenant="acme", account="acme-fb")
+    await engine.dispose()
+    yield Installation(js, conversation, sibling, capsys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["status", "maria", "away"],
+            {"type": "person.set_status", "person_id": "maria", "status": "away"},
+        ),
+        (
+            ["claim", "{conv}", "--person", "li"],
+            {"type": "conversation.claim", "person_id": "li"},
+        ),
+        (
+            ["reassign", "{conv}", "--to", "maria", "--reason", "speaks Portuguese"],
+            {
+                "type": "conversation.reassign",
+                "person_id": "maria",
+                "team": None,
+                "reason": "speaks Portuguese",
+            },
+        ),
+        (
+            ["reassign", "{conv}", "--team", "care"],
+            {"type": "conversation.reassign", "person_id": None, "team": "care", "reason": ""},
+        ),
+        (
+            ["pause", "{conv}", "--reason", "waiting for the order number"],
+            {"type": "conversation.pause", "reason": "waiting for the order number"},
+        ),
+        (["resume", "{conv}"], {"type": "conversation.resume"}),
+        (
+            ["resolve", "{conv}", "--reason", "refunded"],
+            {"type": "conversation.resolve", "reason": "refunded"},
+        ),
+    ],
+    ids=["status", "claim", "reassign-to", "reassign-team", "pause", "resume", "resolve"],
+)
+async def test_each_command_reaches_the_commands_stream(
+    installation: Installation, argv: list[str], expected: dict[str, Any]
+) -> None:
+    conversation = installation.conversation
+    argv = [arg.replace("{conv}", conversation) for arg in argv]
+    code, out, err = await installation.run(*argv, "--by", "ops-desk")
+    assert (code, err) == (0, "")
+    assert await installation.stored() == 1
+    if expected["type"].startswith("conversation."):
+        expected |= {"tenant_id": "acme", "conversation_id": conversation}
+        subject = subjects.conversation_command(
+            tenant_id="acme", conversation_id=conversation, verb=expected["type"].split(".")[1]
+        )
+    else:
+        subject = subjects.person_command(person_id="maria", verb="set_status")
+    command, headers = await installation.last(subject)
+    assert command.model_dump(mode="json", include=set(expected)) == expected
+    assert command.issued_by == "ops-desk"
+    assert subject_of(command) == subject
+    assert headers[MSG_ID] == msg_id_of(command) == f"cmd:{command.command_id}"
+    assert out.startswith(f"sent {expected['type']} ") and f"(command {command.command_id})" in out
+
+
+async def test_a_prefix_names_the_conversation_and_the_line_says_what_was_sent(
+    installation: Installation,
+) -> None:
+    conversation = installation.conversation
+    code, out, _ = await installation.run("pause", conversation[:7].upper())
+    assert code == 0
+    command, _ = await installation.last(
+        subjects.conversation_command(tenant_id="acme", conversation_id=conversation, verb="pause")
+    )
+    assert command.issued_by == "operator"  # the default of --by
+    assert out == f"sent conversation.pause {conversation} (command {command.command_id})\n"
+
+
+async def test_json_prints_the_command_as_stored(installation: Installation) -> None:
+    code, out, _ = await installation.run("claim", installation.conversation, "--person", "maria", "--json")
+    assert code == 0
+    printed = command_adapter.validate_python(json.loads(out))
+    stored, _ = await installation.last(subject_of(printed))
+    assert printed == stored
+
+
+async def test_the_same_command_id_is_stored_once(installation: Installation) -> None:
+    argv = ["resolve", installation.conversation, "--command-id", "retry-7f3a2b"]
+    first = await installation.run(*argv)
+    second = await installation.run(*argv)
+    assert first[0] == second[0] == 0
+    assert first[1].startswith("sent conversation.resolve")
+    assert second[1].startswith("already sent conversation.resolve") and "stored once" in second[1]
+    assert await installation.stored() == 1
+    command, headers = await installation.last(subjects.all_commands())
+    assert command.command_id == "retry-7f3a2b" and headers[MSG_ID] == "cmd:retry-7f3a2b"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["pause", "{missing}"], "no conversation '{missing}'"),
+        (
+            ["pause", "{prefix6}"],
+            "'{prefix6}' matches 2 conversations ({first}, {second}): give more characters",
+        ),
+        (["pause", "{prefix5}"], "'{prefix5}' is not a conversation id"),
+        (["pause", "not-hex-at-all"], "'not-hex-at-all' is not a conversation id"),
+        (["claim", "{conv}", "--person", "nobody"], "no person 'nobody'"),
+        (["claim", "{conv}", "--person", "olga"], "person 'olga' is inactive"),
+        (["reassign", "{conv}", "--to", "zed"], "person 'zed' is not a member of any team of tenant 'acme'"),
+        (["reassign", "{conv}", "--team", "billing"], "no team 'billing' in tenant 'acme' (its teams: care)"),
+        (["status", "nobody", "away"], "no person 'nobody'"),
+        (["status", "olga", "available"], "person 'olga' is inactive"),
+        (["resume", "{conv}", "--command-id", "short"], "--command-id 'short'"),
+        (["pause", "{conv}", "--reason", "x" * 201], "--reason: String should have at most 200 characters"),
+    ],
+    ids=[
+        "unknown-conversation",
+        "ambiguous-prefix",
+        "short-prefix",
+        "not-an-id",
+        "unknown-person",
+        "inactive-person",
+        "person-of-another-tenant",
+        "unknown-team",
+        "status-unknown-person",
+        "status-inactive-person",
+        "bad-command-id",
+        "long-reason",
+    ],
+)
+async def test_a_bad_request_names_the_problem_and_sends_nothing(
+    installation: Installation, argv: list[str], message: str
+) -> None:
+    first, second = sorted([installation.conversation, installation.sibling])
+    values = {
+        "conv": installation.conversation,
+        "missing": uuid.uuid4().hex,
+        "prefix6": installation.conversation[:6],
+        "prefix5": installation.conversation[:5],
+        "first": first,
+        "second": second,
+    }
+    argv = [arg.format(**values) for arg in argv]
+    code, out, err = await installation.run(*argv)
+    assert code == 2 and out == ""
+    assert err.startswith("stayhuman: error: ") and message.format(**values) in err
+    assert await installation.stored() == 0
+
+
+async def test_reassign_takes_a_person_or_a_team_not_both(installation: Installation) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        await installation.run("reassign", installation.conversation, "--to", "maria", "--team", "care")
+    assert exit_.value.code == 2
+    assert "argument --team: not allowed with argument --to" in installation.capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        await installation.run("reassign", installation.conversation)
+    assert "one of the arguments --to --team is required" in installation.capsys.readouterr().err
+    assert await installation.stored() == 0
+
+
+async def test_unreachable_nats_fails_within_the_connect_timeout(
+    installation: Installation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("STAYHUMAN_NATS_URL", url)
+    monkeypatch.setenv("STAYHUMAN_NATS_CONNECT_TIMEOUT", "1s")
+    started = time.monotonic()
+    code, out, err = await installation.run("resume", installation.conversation)
+    assert time.monotonic() - started < 4
+    assert code == 1 and out == ""
+    assert f"could not connect to NATS at {url} within 1 s" in err and "nothing was sent" in err
+    assert await installation.stored() == 0
+
+
+async def test_a_missing_commands_stream_is_named(installation: Installation) -> None:
+    await installation.js.delete_stream(STREAM)  # as before the router ever started
+    code, _, err = await installation.run("resume", installation.conversation)
+    assert code == 1
+    assert f"has no stream {STREAM}: the router creates it when it first starts" in err
+    with pytest.raises(Exception, match="stream not found"):
+        await installation.js.stream_info(STREAM)  # and the CLI did not create it

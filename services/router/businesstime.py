@@ -112,7 +112,7 @@ class BusinessCalendar:
             if end <= start:
                 continue
             begin = max(begin, start)
-            if remaining < end - begin:
+            if remaining <= end - begin:
                 return begin + remaining
             remaining -= end - begin
         raise AssertionError("unreachable: an unbounded _intervals only ends by raising")

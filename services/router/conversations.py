@@ -634,10 +634,15 @@ def hand_over(world: World, person_id: str, *, until: datetime | None, reason: s
                 continue
             if until is not None and (conversation.due_at is None or conversation.due_at >= until):
                 continue
-        _uncount(world, conversation)
-        conversation.assignment_reason = f"handed over: {reason}"
         _assign(
-            world, conversation, key, "", preferred=person, why="owned it", excluded=frozenset({person_id})
+            world,
+            conversation,
+            key,
+            "",
+            preferred=person,
+            why="owned it",
+            excluded=frozenset({person_id}),
+            prefix=f"handed over ({reason})",
         )
 
 
@@ -688,7 +693,12 @@ def _assign(
     team = world.teams.get(conversation.team_id or "")
     if team is None:
         return
-    if preferred is not None and preferred.id == conversation.owner_id and conversation.load_weight > 0:
+    if (
+        preferred is not None
+        and preferred.id == conversation.owner_id
+        and preferred.id not in excluded
+        and conversation.load_weight > 0
+    ):
         return  # already theirs, and counted
     _uncount(world, conversation)  # what it weighed on its owner is not theirs to keep while choosing
     choice = choose_owner(

@@ -1,0 +1,162 @@
+"""Routing end to end, driven only through webhooks and the `stayhuman` commands: topics pick
+the team, capacity sends the rest to the queue, a pause or a status change moves work at once
+(no sweep), a brand reply stops the clock and the router's own timer resolves a quiet
+conversation."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from shared.db.core import CONVERSATIONS, PEOPLE, fetch_rows
+from shared.db.session import create_engine, session_factory
+from stayhuman.natsserver import EmbeddedNats
+from tests.e2e.stack import Stack, post_webhook
+from tests.helpers import eventually, generic_body, unique
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "routing-secret-0123456789"
+
+CONFIG = f"""
+people:
+  - {{id: maria, name: Maria, email: maria@example.com, capacity: 2, languages: [en, es]}}
+  - {{id: li, name: Li, email: li@example.com, capacity: 2}}
+  - {{id: sam, name: Sam, email: sam@example.com, capacity: 5, skills: [billing]}}
+tenants:
+  - id: acme
+    name: Acme
+    auto_resolve_after: 3s
+    sla_policies:
+      - {{name: standard, first_response: 30m, next_response: 1h}}
+    teams:
+      - {{id: care, name: Care, sla_policy: standard, members: [maria, li]}}
+      - {{id: billing, name: Billing, sla_policy: standard, members: [sam]}}
+    topics:
+      - name: refunds
+        match: {{keywords: [refund, money back]}}
+        team: billing
+        priority: high
+        skills: [billing]
+      - {{name: spam, match: {{patterns: ['https?://\\S+\\.xyz']}}, no_sla: true}}
+      - {{name: general, default: true, team: care}}
+    accounts:
+      - {{id: acme-fb, platform: facebook, handle: Acme, team: care, webhook_secret: {SECRET}}}
+"""
+
+
+async def rows(stack: Stack, query: Any) -> list[Any]:
+    engine = create_engine(stack.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            return list(await fetch_rows(session, query))
+    finally:
+        await engine.dispose()
+
+
+async def conversation(stack: Stack, thread: str) -> Any:
+    found = await rows(stack, select(CONVERSATIONS).where(CONVERSATIONS.c.thread_id == thread))
+    return found[0] if found else None
+
+
+async def loads(stack: Stack) -> dict[str, int]:
+    return {row.id: row.load for row in await rows(stack, select(PEOPLE.c.id, PEOPLE.c.load))}
+
+
+@pytest.fixture
+def stack(tmp_path: Path, nats_server: EmbeddedNats) -> Any:
+    stack = Stack.configured(tmp_path / "stack", CONFIG, nats=nats_server).start()
+    yield stack
+    stack.stop()
+
+
+async def post(stack: Stack, thread: str, text: str, *, direction: str = "inbound", author: str = "a1") -> None:
+    body = json.loads(generic_body(unique("m"), thread_id=thread, text=text, direction=direction))
+    body["author"] = {"id": author, "name": f"Author {author}", "handle": f"@{author}"}
+    async with httpx.AsyncClient() as client:
+        response = await post_webhook(client, stack, "acme-fb", SECRET, json.dumps(body).encode())
+    assert response.status_code == 202, response.text
+
+
+async def settled(stack: Stack, thread: str, **wanted: Any) -> Any:
+    async def check() -> Any:
+        row = await conversation(stack, thread)
+        return row if row is not None and all(getattr(row, k) == v for k, v in wanted.items()) else None
+
+    return await eventually(check, what=f"{thread} with {wanted}", timeout=20)
+
+
+async def test_topics_capacity_queue_and_commands(stack: Stack) -> None:
+    # a refund question goes to billing, to the one person with the skill, at high priority
+    await post(stack, "t-refund", "I want my money  back please", author="r1")
+    refund = await settled(stack, "t-refund", owner_id="sam")
+    assert refund.topic == "refunds" and refund.priority == "high"
+    assert "skills billing" in refund.assignment_reason
+
+    # spam needs no answer: recorded, resolved, nobody's load
+    await post(stack, "t-spam", "cheap followers at http://buy.xyz", author="s1")
+    spam = await settled(stack, "t-spam", state="resolved")
+    assert spam.owner_id is None and spam.due_at is None
+
+    # care: two people with room for two each; the fifth conversation waits in the queue
+    for n in range(5):
+        await post(stack, f"t-care-{n}", "Where is my order?", author=f"c{n}")
+    care = [await settled(stack, f"t-care-{n}", topic="general") for n in range(5)]
+    owners = [c.owner_id for c in care]
+    assert sorted(o for o in owners if o) == ["li", "li", "maria", "maria"]
+    queued = care[owners.index(None)]
+    assert "queue" in queued.assignment_reason and queued.queued_at is not None
+    assert (await loads(stack))["maria"] == 2 and (await loads(stack))["li"] == 2
+
+    # maria pauses one of hers (waiting on the customer): her capacity frees and the
+    # queued conversation is hers at once
+    paused = next(c for c in care if c.owner_id == "maria")
+    done = stack.cli("pause", paused.id, "--reason", "asked for the order number")
+    assert done.returncode == 0, done.stderr
+    await settled(stack, paused.thread_id, state="paused", due_at=None)
+    taken = await settled(stack, queued.thread_id, owner_id="maria")
+    assert "from the queue" in taken.assignment_reason
+    assert (await loads(stack))["maria"] == 2
+
+    # li goes offline: what she owns is handed over; maria is full, so it queues
+    assert stack.cli("status", "li", "offline").returncode == 0
+    for c in care:
+        if c.owner_id == "li":
+            moved = await settled(stack, c.thread_id, owner_id=None)
+            assert "li went offline" in moved.assignment_reason
+    assert (await loads(stack))["li"] == 0
+
+    # li is back: the queue drains to her
+    assert stack.cli("status", "li", "available").returncode == 0
+    for c in care:
+        if c.owner_id == "li":
+            await settled(stack, c.thread_id, owner_id="li")
+
+    # the customer answers the paused one: it is open again with a fresh next-response clock;
+    # maria is full, so the clock runs while it waits for someone
+    await post(stack, paused.thread_id, "It is 4711", author=paused.author_id)
+    reopened = await settled(stack, paused.thread_id, state="open", deadline_kind="next_response")
+    assert reopened.due_at is not None
+
+    # a reassignment to billing by an operator, and a claim by sam
+    assert stack.cli("reassign", reopened.id, "--team", "billing").returncode == 0
+    await settled(stack, reopened.thread_id, owner_id="sam")
+
+    # the brand answers the refund: responded, continuity recorded, and after the tenant's
+    # three quiet seconds the router's own timer resolves it
+    await post(stack, "t-refund", "Refund is on its way", direction="outbound", author="acme")
+    await settled(stack, "t-refund", state="responded")
+    await settled(stack, "t-refund", state="resolved")
+    assert (await loads(stack))["sam"] == 1  # only the reassigned one is left open
+
+    # the same author writes again in a new thread: sam answered them last, so sam gets it
+    await post(stack, "t-refund-2", "Got it, thanks! One more refund question", author="r1")
+    again = await settled(stack, "t-refund-2", owner_id="sam")
+    assert "continuity" in again.assignment_reason
+
+    # bad commands are refused with a clear message and nothing sent
+    bad = stack.cli("claim", "0" * 32, "--person", "sam", check=False)
+    assert bad.returncode == 2 and "conversation" in bad.stderr

@@ -1,19 +1,26 @@
-"""`stayhuman apply -f FILE.yaml`: tenants, accounts, teams, people and SLA targets.
+"""`stayhuman apply -f FILE.yaml`: tenants, accounts, teams, people, SLA targets and routing.
 
 Validation happens completely before anything is written, and the write is one
 transaction: an invalid file changes nothing. Applying the same file twice is a
-no-op. Things absent from the file are left as they are.
+no-op. Things absent from the file are left as they are, unless `prune` asks to
+remove what a tenant of the file no longer has. What the router must act on (an
+owner removed or deactivated, a person whose availability changed, deadlines to
+recompute) is queued as commands in the outbox, in the same transaction.
 """
 
+import json
 import os
 import re
+import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 from pydantic import (
+    AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,15 +35,34 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.router.businesstime import BusinessCalendar, CalendarError
+from services.router.topics import PRIORITIES, Rule, RuleError
 from shared import ids
-from shared.db.models import Account, ApiToken, Person, SlaPolicy, Team, TeamMember, Tenant
+from shared.commands import AnyCommand, CheckAvailability, HandOver, Recompute
+from shared.db.models import (
+    Account,
+    ApiToken,
+    Calendar,
+    Continuity,
+    Conversation,
+    Interaction,
+    Person,
+    PollState,
+    SlaPolicy,
+    Team,
+    TeamMember,
+    Tenant,
+    Topic,
+)
 from shared.db.session import transaction
 from shared.durations import parse_duration
 from shared.events import Platform, utcnow
+from shared.outbox import add_outbox, command_outgoing
 from shared.secrets import PREFIX, SecretBox
 from shared.settings import CommonSettings, load_settings
 
 Slug = Annotated[str, Field(pattern=ids.SLUG_PATTERN)]
+LanguageCode = Annotated[str, Field(pattern=r"^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$")]
 POLLED_PLATFORMS = {Platform.mastodon, Platform.bluesky, Platform.youtube}
 
 
@@ -44,31 +70,107 @@ def _duration(value: object) -> object:
     return parse_duration(value) if isinstance(value, str) else value
 
 
+def _priority(value: str) -> str:
+    if value not in PRIORITIES:
+        raise ValueError(f"{value!r} is not a priority; use one of {', '.join(PRIORITIES)}")
+    return value
+
+
 DurationText = Annotated[timedelta, BeforeValidator(_duration)]
+Priority = Annotated[str, AfterValidator(_priority)]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class OutOfOfficeSpec(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    starts: AwareDatetime = Field(alias="from", description="With its UTC offset: 2026-12-20T00:00:00+01:00.")
+    until: AwareDatetime
+    substitute: Slug | None = Field(default=None, description="Who takes their conversations meanwhile.")
+
+    @model_validator(mode="after")
+    def _ends_after_it_starts(self) -> "OutOfOfficeSpec":
+        if self.until <= self.starts:
+            raise ValueError("until must be later than from")
+        return self
+
+
 class PersonSpec(_Strict):
     id: Slug
     name: str = Field(min_length=1, max_length=200)
     email: EmailStr
+    skills: list[Slug] = Field(default_factory=list)
+    languages: list[LanguageCode] = Field(default_factory=list)
+    capacity: int = Field(default=20, ge=1, description="Conversations awaiting their answer at once.")
+    priority_weights: dict[Priority, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+    working_hours: dict[str, Any] | None = Field(default=None, description="Absent: always on shift.")
+    out_of_office: OutOfOfficeSpec | None = None
+    active: bool = True
+
+
+class TargetsSpec(_Strict):
+    first_response: DurationText | None = None
+    next_response: DurationText | None = None
+    resolution: DurationText | None = None
+
+    @model_validator(mode="after")
+    def _names_a_target(self) -> "TargetsSpec":
+        if self.first_response is None and self.next_response is None and self.resolution is None:
+            raise ValueError("name at least one of first_response, next_response, resolution")
+        return self
+
+
+class HighReachSpec(_Strict):
+    followers: int = Field(ge=1)
+    bump: int = Field(default=1, ge=0, le=3)
 
 
 class SlaSpec(_Strict):
     name: Slug
     first_response: DurationText
     next_response: DurationText | None = None
+    resolution: DurationText | None = None
     warn_before: DurationText | None = None
+    calendar: Slug | None = Field(default=None, description="Absent: the clock runs around the clock.")
+    priorities: dict[Priority, TargetsSpec] = Field(default_factory=dict)
+    vip_bump: int = Field(default=1, ge=0, le=3)
+    high_reach: HighReachSpec | None = None
+
+
+class HolidaysSpec(_Strict):
+    country: str = Field(min_length=2, max_length=8)
+    subdivision: str | None = Field(default=None, min_length=1, max_length=16)
+
+
+class CalendarSpec(_Strict):
+    name: Slug
+    timezone: str = Field(min_length=1, max_length=64)
+    hours: dict[str, Any] | None = Field(default=None, description="Absent: open around the clock.")
+    holidays: HolidaysSpec | None = None
+    closed_days: list[date] = Field(default_factory=list)
 
 
 class TeamSpec(_Strict):
     id: Slug
     name: str = Field(min_length=1, max_length=200)
     sla_policy: Slug | None = None
+    lead: Slug | None = None
     members: list[Slug] = Field(default_factory=list)
+
+
+class TopicSpec(_Strict):
+    name: Slug
+    default: bool = False
+    match: dict[str, Any] | None = Field(default=None, description="Absent: matches everything.")
+    team: Slug | None = None
+    priority: Priority = "normal"
+    sla_policy: Slug | None = Field(default=None, description="Absent: the team's policy applies.")
+    no_sla: bool = False
+    skills: list[Slug] = Field(default_factory=list)
 
 
 class AccountSpec(_Strict):
@@ -102,8 +204,16 @@ class ApiTokenSpec(_Strict):
 class TenantSpec(_Strict):
     id: Slug
     name: str = Field(min_length=1, max_length=200)
+    vip: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, description="Author ids or handles whose conversations rank higher."
+    )
+    auto_resolve_after: DurationText | None = Field(
+        default=None, description="A responded conversation quiet this long resolves; absent: never."
+    )
+    calendars: list[CalendarSpec] = Field(default_factory=list)
     sla_policies: list[SlaSpec] = Field(default_factory=list)
     teams: list[TeamSpec] = Field(default_factory=list)
+    topics: list[TopicSpec] = Field(default_factory=list)
     accounts: list[AccountSpec] = Field(default_factory=list)
     api_tokens: list[ApiTokenSpec] = Field(default_factory=list)
 
@@ -124,6 +234,8 @@ class ConfigError(ValueError):
 def _path(loc: tuple[int | str, ...]) -> str:
     text = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a bad mapping key: the key itself names the place
+            continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(top level)"
 
@@ -164,7 +276,10 @@ def parse_config(text: str, *, source: str) -> ConfigDocument:
     try:
         document = ConfigDocument.model_validate(raw)
     except ValidationError as error:
-        problems.extend(f"{source}: {_path(item['loc'])}: {item['msg']}" for item in error.errors())
+        problems.extend(
+            f"{source}: {_path(item['loc'])}: {item['msg'].removeprefix('Value error, ')}"
+            for item in error.errors()
+        )
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
@@ -179,13 +294,140 @@ def load_config(path: Path) -> ConfigDocument:
     return parse_config(text, source=str(path))
 
 
-def _duplicates(values: list[str]) -> set[str]:
-    return {value for value in values if values.count(value) > 1}
+def _duplicates(values: list[str]) -> list[str]:
+    return sorted({value for value in values if values.count(value) > 1})
+
+
+# CalendarError messages start with the parameter at fault; these are its names in the file.
+_CALENDAR_KEYS = {"holidays_country": "holidays.country", "holidays_subdivision": "holidays.subdivision"}
+
+
+def _calendar_problem(where: str, error: CalendarError, *, hours_key: str) -> str:
+    """`where.key...: problem`, with the calendar's parameter names translated to the file's."""
+    message = str(error)
+    keys = {**_CALENDAR_KEYS, "hours": hours_key}
+    for key, written in keys.items():
+        if message.startswith((f"{key}:", f"{key}.", f"{key}[")):
+            return f"{where}.{written}{message.removeprefix(key)}"
+    if message.startswith(("timezone:", "closed_days")):
+        return f"{where}.{message}"
+    return f"{where}: {message}"
+
+
+def _parse_calendar(
+    where: str,
+    problems: list[str],
+    *,
+    timezone: str,
+    hours: dict[str, Any] | None,
+    hours_key: str,
+    holidays: HolidaysSpec | None = None,
+    closed_days: list[date] | None = None,
+) -> None:
+    try:
+        calendar = BusinessCalendar.parse(
+            timezone=timezone,
+            hours=hours,
+            holidays_country=holidays.country if holidays else None,
+            holidays_subdivision=holidays.subdivision if holidays else None,
+            closed_days=closed_days or (),
+        )
+    except CalendarError as error:
+        problems.append(_calendar_problem(where, error, hours_key=hours_key))
+        return
+    if not any(calendar.hours):
+        problems.append(f"{where}.{hours_key}: no weekday has hours, so it would never be open")
+
+
+def _check_people(document: ConfigDocument, source: str, people: set[str], problems: list[str]) -> None:
+    for pi, person in enumerate(document.people):
+        where = f"{source}: people[{pi}]"
+        _parse_calendar(
+            where, problems, timezone=person.timezone, hours=person.working_hours, hours_key="working_hours"
+        )
+        substitute = person.out_of_office.substitute if person.out_of_office else None
+        if substitute == person.id:
+            problems.append(
+                f"{where}.out_of_office.substitute: {person.id!r} cannot substitute for themselves"
+            )
+        elif substitute is not None and substitute not in people:
+            problems.append(f"{where}.out_of_office.substitute: no person {substitute!r}")
+
+
+def _check_topics(
+    tenant: TenantSpec, where: str, *, teams: set[str], policies: set[str], problems: list[str]
+) -> None:
+    defaults = [i for i, topic in enumerate(tenant.topics) if topic.default]
+    if len(defaults) > 1:
+        listed = ", ".join(f"topics[{i}]" for i in defaults)
+        problems.append(f"{where}.topics: only one topic may be the default; {listed} all say default: true")
+    for dup in _duplicates([topic.name for topic in tenant.topics]):
+        problems.append(f"{where}.topics: {dup!r} is defined twice")
+    for i, topic in enumerate(tenant.topics):
+        at = f"{where}.topics[{i}]"
+        if topic.default and topic.match is not None:
+            problems.append(f"{at}.match: the default topic takes what no other topic matched; remove match")
+        elif topic.match is not None:
+            try:
+                Rule.parse(topic.match)
+            except RuleError as error:
+                problems.append(f"{at}.match.{error}")
+        if topic.team is None and not topic.no_sla:
+            problems.append(f"{at}.team: a topic needs a team (only a no_sla topic may go without one)")
+        elif topic.team is not None and topic.team not in teams:
+            problems.append(f"{at}.team: no team {topic.team!r} in tenant {tenant.id!r}")
+        if topic.sla_policy is not None and topic.no_sla:
+            problems.append(f"{at}.sla_policy: a no_sla topic has no SLA; remove sla_policy or no_sla")
+        elif topic.sla_policy is not None and topic.sla_policy not in policies:
+            problems.append(f"{at}.sla_policy: no SLA policy {topic.sla_policy!r} in tenant {tenant.id!r}")
+
+
+def _check_tenant(tenant: TenantSpec, where: str, people: set[str], problems: list[str]) -> None:
+    for kind, names in (
+        ("calendars", [c.name for c in tenant.calendars]),
+        ("sla_policies", [p.name for p in tenant.sla_policies]),
+        ("teams", [t.id for t in tenant.teams]),
+        ("api_tokens", [t.name for t in tenant.api_tokens]),
+    ):
+        for dup in _duplicates(names):
+            problems.append(f"{where}.{kind}: {dup!r} is defined twice")
+    calendars = {calendar.name for calendar in tenant.calendars}
+    policies = {policy.name for policy in tenant.sla_policies}
+    teams = {team.id for team in tenant.teams}
+    for ci, calendar in enumerate(tenant.calendars):
+        _parse_calendar(
+            f"{where}.calendars[{ci}]",
+            problems,
+            timezone=calendar.timezone,
+            hours=calendar.hours,
+            hours_key="hours",
+            holidays=calendar.holidays,
+            closed_days=calendar.closed_days,
+        )
+    for si, policy in enumerate(tenant.sla_policies):
+        if policy.calendar is not None and policy.calendar not in calendars:
+            problems.append(
+                f"{where}.sla_policies[{si}].calendar: no calendar {policy.calendar!r} in tenant {tenant.id!r}"
+            )
+    for mi, team in enumerate(tenant.teams):
+        at = f"{where}.teams[{mi}]"
+        if team.sla_policy and team.sla_policy not in policies:
+            problems.append(f"{at}.sla_policy: no SLA policy {team.sla_policy!r} in tenant {tenant.id!r}")
+        if team.lead is not None and team.lead not in people:
+            problems.append(f"{at}.lead: no person {team.lead!r}")
+        for pi, member in enumerate(team.members):
+            if member not in people:
+                problems.append(f"{at}.members[{pi}]: no person {member!r}")
+    _check_topics(tenant, where, teams=teams, policies=policies, problems=problems)
+    for ai, account in enumerate(tenant.accounts):
+        if account.team not in teams:
+            problems.append(f"{where}.accounts[{ai}].team: no team {account.team!r} in tenant {tenant.id!r}")
 
 
 def cross_check(document: ConfigDocument, *, source: str, known_people: set[str]) -> None:
-    """References that must resolve: members to people, teams to policies, accounts to teams."""
-    problems = []
+    """What the schema alone cannot tell: references resolve, names are unique, calendars and
+    topic rules are usable. Raises one ConfigError listing every problem."""
+    problems: list[str] = []
     people = {person.id for person in document.people} | known_people
     for dup in _duplicates([p.id for p in document.people]):
         problems.append(f"{source}: people: {dup!r} is defined twice")
@@ -194,23 +436,9 @@ def cross_check(document: ConfigDocument, *, source: str, known_people: set[str]
     all_accounts = [a.id for t in document.tenants for a in t.accounts]
     for dup in _duplicates(all_accounts):
         problems.append(f"{source}: tenants: account {dup!r} is defined twice")
+    _check_people(document, source, people, problems)
     for ti, tenant in enumerate(document.tenants):
-        policies = {policy.name for policy in tenant.sla_policies}
-        teams = {team.id for team in tenant.teams}
-        for mi, team in enumerate(tenant.teams):
-            where = f"tenants[{ti}].teams[{mi}]"
-            if team.sla_policy and team.sla_policy not in policies:
-                problems.append(
-                    f"{source}: {where}.sla_policy: no SLA policy {team.sla_policy!r} in tenant {tenant.id!r}"
-                )
-            for pi, member in enumerate(team.members):
-                if member not in people:
-                    problems.append(f"{source}: {where}.members[{pi}]: no person {member!r}")
-        for ai, account in enumerate(tenant.accounts):
-            if account.team not in teams:
-                problems.append(
-                    f"{source}: tenants[{ti}].accounts[{ai}].team: no team {account.team!r} in tenant {tenant.id!r}"
-                )
+        _check_tenant(tenant, f"{source}: tenants[{ti}]", people, problems)
     if problems:
         raise ConfigError(problems)
 
@@ -219,6 +447,9 @@ def cross_check(document: ConfigDocument, *, source: str, known_people: set[str]
 class Summary:
     created: dict[str, int] = field(default_factory=dict)
     updated: dict[str, int] = field(default_factory=dict)
+    removed: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)  # absent from the file, left because not pruning
+    commands: int = 0  # queued for the router
 
     def count(self, kind: str, created: bool) -> None:
         target = self.created if created else self.updated
@@ -228,7 +459,67 @@ class Summary:
         def render(counts: dict[str, int]) -> str:
             return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing"
 
-        return f"created {render(self.created)}; updated {render(self.updated)}"
+        parts = [f"created {render(self.created)}", f"updated {render(self.updated)}"]
+        if self.removed:
+            parts.append(f"removed {render(self.removed)}")
+        if self.commands:
+            parts.append(f"queued {self.commands} command{'s' * (self.commands != 1)} for the router")
+        if self.kept:
+            parts.append(f"kept {render(self.kept)} that the file no longer has (--prune removes them)")
+        return "; ".join(parts)
+
+
+# A change to any of these may put a person on or off duty, or let them take more or other work.
+AVAILABILITY_FIELDS = frozenset(
+    {
+        "skills",
+        "languages",
+        "capacity",
+        "priority_weights",
+        "timezone",
+        "working_hours",
+        "out_of_office_from",
+        "out_of_office_until",
+        "substitute_id",
+        "active",
+    }
+)
+
+
+class _Commands:
+    """What the router must do about this apply, each asked once.
+
+    Command ids are new for every apply, not derived from the change: a second
+    hand-over of the same person within the stream's duplicate window would
+    otherwise be dropped, while a redundant one is harmless (the router re-reads)."""
+
+    def __init__(self) -> None:
+        self.correlation_id = f"apply-{uuid.uuid4().hex[:16]}"
+        self._pending: dict[tuple[str, ...], AnyCommand] = {}
+
+    def _add(self, key: tuple[str, ...], command: AnyCommand) -> None:
+        self._pending.setdefault(key, command)
+
+    def hand_over(self, person_id: str, reason: str) -> None:
+        self._add(
+            ("hand_over", person_id, reason),
+            HandOver(person_id=person_id, reason=reason, **self._common()),
+        )
+
+    def check_availability(self, person_id: str) -> None:
+        self._add(("check", person_id), CheckAvailability(person_id=person_id, **self._common()))
+
+    def recompute(self, tenant_id: str) -> None:
+        self._add(("recompute", tenant_id), Recompute(tenant_id=tenant_id, **self._common()))
+
+    def _common(self) -> dict[str, str]:
+        return {"issued_by": "stayhuman apply", "correlation_id": self.correlation_id}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def all(self) -> list[AnyCommand]:
+        return list(self._pending.values())
 
 
 async def _upsert(
@@ -238,12 +529,13 @@ async def _upsert(
     values: dict[str, Any],
     summary: Summary,
     kind: str,
-) -> None:
+) -> set[str]:
+    """Create or update one row; returns the fields that changed (all of them for a new row)."""
     row = await session.get(model, key)
     if row is None:
         session.add(model(id=key, **values))
         summary.count(kind, created=True)
-        return
+        return set(values)
     changed = {k: v for k, v in values.items() if getattr(row, k) != v}
     if changed:
         for k, v in changed.items():
@@ -251,6 +543,7 @@ async def _upsert(
         if hasattr(row, "updated_at"):
             row.updated_at = utcnow()
         summary.count(kind, created=False)
+    return set(changed)
 
 
 def _sealed(box: SecretBox, plain: str, stored: str | None) -> str:
@@ -260,124 +553,384 @@ def _sealed(box: SecretBox, plain: str, stored: str | None) -> str:
     return box.seal(plain)
 
 
+def _seconds(value: timedelta | None) -> int | None:
+    return int(value.total_seconds()) if value is not None else None
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _person_values(person: PersonSpec) -> dict[str, Any]:
+    absence = person.out_of_office
+    return {
+        "name": person.name,
+        "email": str(person.email),
+        "skills": _json(person.skills),
+        "languages": _json(person.languages),
+        "capacity": person.capacity,
+        "priority_weights": _json(person.priority_weights),
+        "timezone": person.timezone,
+        "working_hours": _json(person.working_hours) if person.working_hours is not None else None,
+        "out_of_office_from": absence.starts if absence else None,
+        "out_of_office_until": absence.until if absence else None,
+        "substitute_id": absence.substitute if absence else None,
+        "active": person.active,
+    }
+
+
+def _policy_values(tenant_id: str, policy: SlaSpec) -> dict[str, Any]:
+    targets = {
+        priority: {
+            name: _seconds(value)
+            for name, value in (
+                ("first_response", given.first_response),
+                ("next_response", given.next_response),
+                ("resolution", given.resolution),
+            )
+            if value is not None
+        }
+        for priority, given in policy.priorities.items()
+    }
+    return {
+        "tenant_id": tenant_id,
+        "name": policy.name,
+        "first_response_seconds": _seconds(policy.first_response),
+        "next_response_seconds": _seconds(policy.next_response),
+        "warn_before_seconds": _seconds(policy.warn_before),
+        "resolution_seconds": _seconds(policy.resolution),
+        "targets": _json(targets),
+        "calendar_id": ids.calendar_id(tenant_id=tenant_id, name=policy.calendar)
+        if policy.calendar
+        else None,
+        "vip_bump": policy.vip_bump,
+        "high_reach_followers": policy.high_reach.followers if policy.high_reach else None,
+        "high_reach_bump": policy.high_reach.bump if policy.high_reach else 1,
+    }
+
+
+def _topic_values(tenant_id: str, position: int, topic: TopicSpec) -> dict[str, Any]:
+    rule = {} if topic.default or topic.match is None else Rule.parse(topic.match).to_json()
+    return {
+        "tenant_id": tenant_id,
+        "name": topic.name,
+        "position": position,
+        "is_default": topic.default,
+        "rule": _json(rule),
+        "team_id": ids.team_id(tenant_id=tenant_id, slug=topic.team) if topic.team else None,
+        "priority": topic.priority,
+        "sla_policy_id": ids.sla_policy_id(tenant_id=tenant_id, name=topic.sla_policy)
+        if topic.sla_policy
+        else None,
+        "no_sla": topic.no_sla,
+        "skills": _json(topic.skills),
+    }
+
+
+async def _apply_people(
+    *, session: AsyncSession, people: list[PersonSpec], summary: Summary, commands: _Commands
+) -> None:
+    for person in people:
+        before = await session.get(Person, person.id)
+        was_active = before.active if before is not None else None
+        changed = await _upsert(session, Person, person.id, _person_values(person), summary, "people")
+        if was_active and not person.active:
+            commands.hand_over(person.id, "deactivated")
+        if changed & AVAILABILITY_FIELDS:
+            commands.check_availability(person.id)
+
+
+async def _apply_team(
+    *, session: AsyncSession, tenant_id: str, team: TeamSpec, summary: Summary, commands: _Commands
+) -> None:
+    team_id = ids.team_id(tenant_id=tenant_id, slug=team.id)
+    await _upsert(
+        session,
+        Team,
+        team_id,
+        {
+            "tenant_id": tenant_id,
+            "slug": team.id,
+            "name": team.name,
+            "sla_policy_id": ids.sla_policy_id(tenant_id=tenant_id, name=team.sla_policy)
+            if team.sla_policy
+            else None,
+            "lead_id": team.lead,
+        },
+        summary,
+        "teams",
+    )
+    await session.flush()
+    current = set(
+        (await session.exec(select(TeamMember.person_id).where(TeamMember.team_id == team_id))).all()
+    )
+    wanted = set(team.members)
+    if current == wanted:
+        return
+    await session.exec(delete(TeamMember).where(col(TeamMember.team_id) == team_id))
+    session.add_all(TeamMember(team_id=team_id, person_id=p) for p in sorted(wanted))
+    summary.count("team memberships", created=not current)
+    for person_id in sorted(current - wanted):
+        commands.hand_over(person_id, f"removed from team {team.id}")
+    for person_id in sorted(wanted - current):
+        commands.check_availability(person_id)  # a new member may take what the team has queued
+
+
+async def _apply_account(
+    *,
+    session: AsyncSession,
+    tenant_id: str,
+    account: AccountSpec,
+    box: SecretBox,
+    summary: Summary,
+    source: str,
+    problems: list[str],
+) -> None:
+    existing = await session.get(Account, account.id)
+    if existing is not None and existing.tenant_id != tenant_id:
+        problems.append(
+            f"{source}: account {account.id!r} belongs to tenant {existing.tenant_id!r};"
+            " account ids are unique in the installation"
+        )
+        return
+    await _upsert(
+        session,
+        Account,
+        account.id,
+        {
+            "tenant_id": tenant_id,
+            "platform": account.platform.value,
+            "handle": account.handle,
+            "team_id": ids.team_id(tenant_id=tenant_id, slug=account.team),
+            "webhook_secret": _sealed(
+                box, account.webhook_secret, existing.webhook_secret if existing else None
+            ),
+            "external_id": account.external_id,
+            "api_base_url": str(account.api_base_url).rstrip("/") if account.api_base_url else None,
+            "credentials": _sealed(box, account.access_token, existing.credentials if existing else None)
+            if account.access_token
+            else None,
+        },
+        summary,
+        "accounts",
+    )
+
+
+async def _apply_tenant(
+    *,
+    session: AsyncSession,
+    tenant: TenantSpec,
+    box: SecretBox,
+    summary: Summary,
+    commands: _Commands,
+    source: str,
+    problems: list[str],
+) -> None:
+    await _upsert(
+        session,
+        Tenant,
+        tenant.id,
+        {
+            "name": tenant.name,
+            "vip": _json(tenant.vip),
+            "auto_resolve_seconds": _seconds(tenant.auto_resolve_after),
+        },
+        summary,
+        "tenants",
+    )
+    for calendar in tenant.calendars:
+        await _upsert(
+            session,
+            Calendar,
+            ids.calendar_id(tenant_id=tenant.id, name=calendar.name),
+            {
+                "tenant_id": tenant.id,
+                "name": calendar.name,
+                "timezone": calendar.timezone,
+                "hours": json.dumps(calendar.hours),  # null: open around the clock
+                "holidays_country": calendar.holidays.country if calendar.holidays else None,
+                "holidays_subdivision": calendar.holidays.subdivision if calendar.holidays else None,
+                "closed_days": _json(sorted({day.isoformat() for day in calendar.closed_days})),
+            },
+            summary,
+            "calendars",
+        )
+    for policy in tenant.sla_policies:
+        await _upsert(
+            session,
+            SlaPolicy,
+            ids.sla_policy_id(tenant_id=tenant.id, name=policy.name),
+            _policy_values(tenant.id, policy),
+            summary,
+            "SLA policies",
+        )
+    await session.flush()
+    for team in tenant.teams:
+        await _apply_team(session=session, tenant_id=tenant.id, team=team, summary=summary, commands=commands)
+    await session.flush()
+    for position, topic in enumerate(tenant.topics):
+        await _upsert(
+            session,
+            Topic,
+            ids.topic_id(tenant_id=tenant.id, name=topic.name),
+            _topic_values(tenant.id, position, topic),
+            summary,
+            "topics",
+        )
+    for token in tenant.api_tokens:
+        await _upsert(
+            session,
+            ApiToken,
+            ids.api_token_id(tenant_id=tenant.id, name=token.name),
+            {"tenant_id": tenant.id, "name": token.name, "token_sha256": ids.token_sha256(token.token)},
+            summary,
+            "API tokens",
+        )
+    for account in tenant.accounts:
+        await _apply_account(
+            session=session,
+            tenant_id=tenant.id,
+            account=account,
+            box=box,
+            summary=summary,
+            source=source,
+            problems=problems,
+        )
+    await session.flush()
+
+
+async def _absent(session: AsyncSession, model: Any, tenant_id: str, keep: set[str]) -> list[Any]:
+    """A tenant's stored rows of one kind whose ids the file does not have."""
+    rows = (await session.exec(select(model).where(model.tenant_id == tenant_id))).all()
+    return sorted((row for row in rows if row.id not in keep), key=lambda row: row.id)
+
+
+async def _account_in_use(session: AsyncSession, account_id: str) -> str | None:
+    """What keeps an account from being deleted: its conversations or interactions."""
+    for model, what in ((Conversation, "conversations"), (Interaction, "interactions")):
+        query = select(model.id).where(model.account_id == account_id).limit(1)
+        if (await session.exec(query)).first() is not None:
+            return what
+    return None
+
+
+async def _remove_absent(
+    *,
+    session: AsyncSession,
+    tenant: TenantSpec,
+    where: str,
+    prune: bool,
+    summary: Summary,
+    commands: _Commands,
+    problems: list[str],
+) -> None:
+    """Prune what a tenant of the file no longer has, or count it as kept."""
+    t = tenant.id
+    absent = {
+        "accounts": await _absent(session, Account, t, {a.id for a in tenant.accounts}),
+        "teams": await _absent(session, Team, t, {ids.team_id(tenant_id=t, slug=m.id) for m in tenant.teams}),
+        "topics": await _absent(
+            session, Topic, t, {ids.topic_id(tenant_id=t, name=x.name) for x in tenant.topics}
+        ),
+        "SLA policies": await _absent(
+            session, SlaPolicy, t, {ids.sla_policy_id(tenant_id=t, name=p.name) for p in tenant.sla_policies}
+        ),
+        "calendars": await _absent(
+            session, Calendar, t, {ids.calendar_id(tenant_id=t, name=c.name) for c in tenant.calendars}
+        ),
+        "API tokens": await _absent(
+            session, ApiToken, t, {ids.api_token_id(tenant_id=t, name=k.name) for k in tenant.api_tokens}
+        ),
+    }
+    for kind, rows in absent.items():
+        if rows:
+            (summary.removed if prune else summary.kept)[kind] = len(rows)
+    if not prune:
+        return
+    for account in absent["accounts"]:
+        if used := await _account_in_use(session, account.id):
+            problems.append(
+                f"{where}: account {account.id!r} has {used}; remove it from routing"
+                " by moving it to another team instead"
+            )
+    if problems:
+        return
+    account_ids = [a.id for a in absent["accounts"]]
+    team_ids = [team.id for team in absent["teams"]]
+    members = (await session.exec(select(TeamMember).where(col(TeamMember.team_id).in_(team_ids)))).all()
+    slugs = {team.id: team.slug for team in absent["teams"]}
+    for member in sorted(members, key=lambda m: (m.team_id, m.person_id)):
+        commands.hand_over(member.person_id, f"removed from team {slugs[member.team_id]}")
+    if members:
+        summary.removed["team memberships"] = len(members)
+    # Children before parents: the foreign keys point from accounts to teams to policies.
+    await session.exec(delete(PollState).where(col(PollState.account_id).in_(account_ids)))
+    await session.exec(delete(Continuity).where(col(Continuity.account_id).in_(account_ids)))
+    await session.exec(delete(Account).where(col(Account.id).in_(account_ids)))
+    await session.exec(delete(TeamMember).where(col(TeamMember.team_id).in_(team_ids)))
+    for kind in ("teams", "topics", "SLA policies", "calendars", "API tokens"):
+        for row in absent[kind]:
+            await session.delete(row)
+        await session.flush()
+
+
 async def apply_config(
     sessions: async_sessionmaker[AsyncSession],
     document: ConfigDocument,
     *,
     source: str,
     box: SecretBox | None = None,
+    prune: bool = False,
+    recompute: bool = False,
 ) -> Summary:
-    """Create or update everything in the document, in one transaction; secrets are stored sealed."""
+    """Create or update everything in the document, in one transaction; secrets are stored sealed.
+
+    `prune`: also remove what each tenant of the document no longer has (people stay:
+    they are deactivated with `active: false`). `recompute`: ask the router to recompute
+    the open deadlines of each tenant of the document under its SLA policies now."""
     box = box or load_settings(CommonSettings).secret_box()
     summary = Summary()
+    commands = _Commands()
+    problems: list[str] = []
     async with transaction(sessions) as session:
-        referenced = {m for t in document.tenants for team in t.teams for m in team.members}
+        referenced = {
+            person_id
+            for person_id in [
+                *(m for t in document.tenants for team in t.teams for m in [*team.members, team.lead]),
+                *(p.out_of_office.substitute for p in document.people if p.out_of_office),
+            ]
+            if person_id is not None
+        }
         stored = (await session.exec(select(Person.id).where(col(Person.id).in_(referenced)))).all()
         cross_check(document, source=source, known_people=set(stored))
-        for person in document.people:
-            await _upsert(
-                session,
-                Person,
-                person.id,
-                {"name": person.name, "email": str(person.email)},
-                summary,
-                "people",
+        await _apply_people(session=session, people=document.people, summary=summary, commands=commands)
+        await session.flush()
+        for ti, tenant in enumerate(document.tenants):
+            await _apply_tenant(
+                session=session,
+                tenant=tenant,
+                box=box,
+                summary=summary,
+                commands=commands,
+                source=source,
+                problems=problems,
             )
-        for tenant in document.tenants:
-            await _upsert(session, Tenant, tenant.id, {"name": tenant.name}, summary, "tenants")
-            for policy in tenant.sla_policies:
-                await _upsert(
-                    session,
-                    SlaPolicy,
-                    ids.sla_policy_id(tenant_id=tenant.id, name=policy.name),
-                    {
-                        "tenant_id": tenant.id,
-                        "name": policy.name,
-                        "first_response_seconds": int(policy.first_response.total_seconds()),
-                        "next_response_seconds": int(policy.next_response.total_seconds())
-                        if policy.next_response
-                        else None,
-                        "warn_before_seconds": int(policy.warn_before.total_seconds())
-                        if policy.warn_before
-                        else None,
-                    },
-                    summary,
-                    "SLA policies",
-                )
-            await session.flush()
-            for team in tenant.teams:
-                team_id = ids.team_id(tenant_id=tenant.id, slug=team.id)
-                await _upsert(
-                    session,
-                    Team,
-                    team_id,
-                    {
-                        "tenant_id": tenant.id,
-                        "slug": team.id,
-                        "name": team.name,
-                        "sla_policy_id": ids.sla_policy_id(tenant_id=tenant.id, name=team.sla_policy)
-                        if team.sla_policy
-                        else None,
-                    },
-                    summary,
-                    "teams",
-                )
-                await session.flush()
-                current = set(
-                    (
-                        await session.exec(select(TeamMember.person_id).where(TeamMember.team_id == team_id))
-                    ).all()
-                )
-                wanted = set(team.members)
-                if current != wanted:
-                    await session.exec(delete(TeamMember).where(col(TeamMember.team_id) == team_id))
-                    session.add_all(TeamMember(team_id=team_id, person_id=p) for p in sorted(wanted))
-                    summary.count("team memberships", created=not current)
-            await session.flush()
-            for token in tenant.api_tokens:
-                await _upsert(
-                    session,
-                    ApiToken,
-                    ids.api_token_id(tenant_id=tenant.id, name=token.name),
-                    {
-                        "tenant_id": tenant.id,
-                        "name": token.name,
-                        "token_sha256": ids.token_sha256(token.token),
-                    },
-                    summary,
-                    "API tokens",
-                )
-            for account in tenant.accounts:
-                existing = await session.get(Account, account.id)
-                if existing is not None and existing.tenant_id != tenant.id:
-                    raise ConfigError(
-                        [
-                            f"{source}: account {account.id!r} belongs to tenant {existing.tenant_id!r}; account ids are unique in the installation"
-                        ]
-                    )
-                await _upsert(
-                    session,
-                    Account,
-                    account.id,
-                    {
-                        "tenant_id": tenant.id,
-                        "platform": account.platform.value,
-                        "handle": account.handle,
-                        "team_id": ids.team_id(tenant_id=tenant.id, slug=account.team),
-                        "webhook_secret": _sealed(
-                            box, account.webhook_secret, existing.webhook_secret if existing else None
-                        ),
-                        "external_id": account.external_id,
-                        "api_base_url": str(account.api_base_url).rstrip("/")
-                        if account.api_base_url
-                        else None,
-                        "credentials": _sealed(
-                            box, account.access_token, existing.credentials if existing else None
-                        )
-                        if account.access_token
-                        else None,
-                    },
-                    summary,
-                    "accounts",
-                )
+            await _remove_absent(
+                session=session,
+                tenant=tenant,
+                where=f"{source}: tenants[{ti}]",
+                prune=prune,
+                summary=summary,
+                commands=commands,
+                problems=problems,
+            )
+        if problems:
+            raise ConfigError(problems)  # leaving the transaction rolls everything back
+        if recompute:
+            for tenant in document.tenants:
+                commands.recompute(tenant.id)
+        await add_outbox(
+            session=session, messages=[command_outgoing(c) for c in commands.all()], relay_only=True
+        )
+        summary.commands = len(commands)
     return summary

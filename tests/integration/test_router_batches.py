@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -17,8 +18,9 @@ from services.ingest.generic import GenericInteraction, normalise
 from services.ingest.publisher import InteractionPublisher
 from services.router.handler import CONSUMER, InteractionRouter, OutboxRelay
 from shared import subjects
+from shared.db.core import OUTBOX, execute
 from shared.db.models import Conversation, Interaction, OutboxBatch
-from shared.db.session import create_engine, session_factory
+from shared.db.session import create_engine, session_factory, transaction
 from shared.events import InteractionReceived, Platform
 from shared.jetstream import (
     DLQ_ERROR,
@@ -59,6 +61,8 @@ async def setup(nc: Client, database_url: str) -> AsyncIterator[Setup]:
         source="t.yaml",
     )
     await apply_config(sessions, document, source="t.yaml")
+    async with transaction(sessions) as session:  # what apply queued for the router: not these tests' subject
+        await execute(session, delete(OUTBOX))
     yield Setup(js, sessions)
     await engine.dispose()
 

@@ -90,3 +90,314 @@ def test_the_shipped_examples_are_valid() -> None:
     for path in (Path(__file__).parents[2] / "examples" / "stayhuman.yaml", DEMO_CONFIG):
         document = load_config(path)
         cross_check(document, source=str(path), known_people=set())
+
+
+ROUTING = """\
+people:
+  - id: maria
+    name: Maria Lopez
+    email: maria@example.com
+    skills: [billing, german]
+    languages: [en, de]
+    capacity: 8
+    priority_weights: {urgent: 3, high: 2}
+    timezone: Europe/Berlin
+    working_hours: {mon: [["09:00", "17:00"]], tue: [["09:00", "17:00"]]}
+    out_of_office: {from: 2026-12-20T00:00:00+01:00, until: 2027-01-04T09:00:00+01:00, substitute: li}
+  - id: li
+    name: Li Wei
+    email: li@example.com
+tenants:
+  - id: bluebird
+    name: Bluebird Coffee
+    vip: ["@oprah", "1234567"]
+    auto_resolve_after: 3d
+    calendars:
+      - name: office
+        timezone: Europe/Berlin
+        hours: {mon: [["09:00", "18:00"]], tue: [["09:00", "18:00"]]}
+        holidays: {country: DE, subdivision: BY}
+        closed_days: [2026-12-24, 2026-12-31]
+    sla_policies:
+      - name: standard
+        first_response: 1h
+        next_response: 2h
+        resolution: 2d
+        warn_before: 15m
+        calendar: office
+        priorities:
+          urgent: {first_response: 15m, next_response: 30m, resolution: 4h}
+          high: {first_response: 30m}
+        vip_bump: 1
+        high_reach: {followers: 100000, bump: 1}
+    teams:
+      - id: care
+        name: Customer care
+        sla_policy: standard
+        lead: maria
+        members: [maria, li]
+      - id: billing
+        name: Billing
+        members: [maria]
+    topics:
+      - name: refunds
+        match: {keywords: [refund, "money back"], languages: [de]}
+        team: billing
+        priority: high
+        sla_policy: standard
+        skills: [billing]
+      - name: spam
+        match: {patterns: ['https?://\\S+\\.xyz']}
+        no_sla: true
+      - name: general
+        default: true
+        team: care
+"""
+
+
+def problems_of(text: str, *, known_people: frozenset[str] = frozenset()) -> list[str]:
+    """Every problem reported for a file, whether the schema or the cross-check finds it."""
+    try:
+        cross_check(
+            parse_config(text, source="config.yaml"), source="config.yaml", known_people=set(known_people)
+        )
+    except ConfigError as error:
+        return error.problems
+    return []
+
+
+def test_the_routing_configuration_parses() -> None:
+    assert problems_of(ROUTING) == []
+    document = parse_config(ROUTING, source="config.yaml")
+    maria, li = document.people
+    assert maria.capacity == 8 and maria.priority_weights == {"urgent": 3, "high": 2}
+    assert maria.out_of_office is not None and maria.out_of_office.substitute == "li"
+    assert maria.out_of_office.starts.utcoffset() == timedelta(hours=1)
+    assert li.capacity == 20 and li.timezone == "UTC" and li.working_hours is None and li.active
+    tenant = document.tenants[0]
+    assert tenant.auto_resolve_after == timedelta(days=3)
+    policy = tenant.sla_policies[0]
+    assert policy.priorities["urgent"].resolution == timedelta(hours=4)
+    assert policy.priorities["high"].next_response is None
+    assert policy.high_reach is not None and policy.high_reach.followers == 100_000
+    assert [t.priority for t in tenant.topics] == ["high", "normal", "normal"]
+    assert tenant.topics[1].match == {"patterns": [r"https?://\S+\.xyz"]}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        (
+            "        team: billing\n",
+            "        team: billng\n",
+            "config.yaml: tenants[0].topics[0].team: no team 'billng' in tenant 'bluebird'",
+        ),
+        (
+            "        priority: high\n        sla_policy: standard\n",
+            "        priority: high\n        sla_policy: premium\n",
+            "config.yaml: tenants[0].topics[0].sla_policy: no SLA policy 'premium' in tenant 'bluebird'",
+        ),
+        (
+            "        calendar: office\n",
+            "        calendar: shop\n",
+            "config.yaml: tenants[0].sla_policies[0].calendar: no calendar 'shop' in tenant 'bluebird'",
+        ),
+        (
+            "        lead: maria\n",
+            "        lead: ghost\n",
+            "config.yaml: tenants[0].teams[0].lead: no person 'ghost'",
+        ),
+        (
+            "substitute: li}",
+            "substitute: ghost}",
+            "config.yaml: people[0].out_of_office.substitute: no person 'ghost'",
+        ),
+        (
+            "substitute: li}",
+            "substitute: maria}",
+            "config.yaml: people[0].out_of_office.substitute: 'maria' cannot substitute for themselves",
+        ),
+        (
+            "      - name: spam\n",
+            "      - name: refunds\n",
+            "config.yaml: tenants[0].topics: 'refunds' is defined twice",
+        ),
+        (
+            "        no_sla: true\n",
+            "        team: care\n",
+            "",  # a topic that is not no_sla with a team: valid
+        ),
+        (
+            "        no_sla: true\n",
+            "        priority: low\n",
+            "config.yaml: tenants[0].topics[1].team: a topic needs a team (only a no_sla topic may go without one)",
+        ),
+        (
+            "        no_sla: true\n",
+            "        no_sla: true\n        sla_policy: standard\n",
+            "config.yaml: tenants[0].topics[1].sla_policy: a no_sla topic has no SLA; remove sla_policy or no_sla",
+        ),
+        (
+            "        default: true\n",
+            "        default: true\n        match: {kinds: [dm]}\n",
+            "config.yaml: tenants[0].topics[2].match: the default topic takes what no other topic matched;"
+            " remove match",
+        ),
+        (
+            "        no_sla: true\n",
+            "        no_sla: true\n        default: true\n",
+            "config.yaml: tenants[0].topics[1].match: the default topic takes what no other topic matched;"
+            " remove match",
+        ),
+        (
+            'match: {keywords: [refund, "money back"], languages: [de]}',
+            "match: {keywords: [refund], colour: blue}",
+            "config.yaml: tenants[0].topics[0].match.colour: unknown key; expected one of",
+        ),
+        (
+            'match: {keywords: [refund, "money back"], languages: [de]}',
+            "match: {patterns: ['(unclosed']}",
+            "config.yaml: tenants[0].topics[0].match.patterns[0]: invalid regular expression",
+        ),
+        (
+            "        priority: high\n",
+            "        priority: critical\n",
+            "config.yaml: tenants[0].topics[0].priority: 'critical' is not a priority;"
+            " use one of low, normal, high, urgent",
+        ),
+        (
+            "priority_weights: {urgent: 3, high: 2}",
+            "priority_weights: {urgent: 3, hgh: 2}",
+            "config.yaml: people[0].priority_weights.hgh: 'hgh' is not a priority",
+        ),
+        (
+            "priority_weights: {urgent: 3, high: 2}",
+            "priority_weights: {urgent: 0}",
+            "config.yaml: people[0].priority_weights.urgent: Input should be greater than or equal to 1",
+        ),
+        (
+            "          high: {first_response: 30m}",
+            "          asap: {first_response: 30m}",
+            "config.yaml: tenants[0].sla_policies[0].priorities.asap: 'asap' is not a priority",
+        ),
+        (
+            "          high: {first_response: 30m}",
+            "          high: {}",
+            "config.yaml: tenants[0].sla_policies[0].priorities.high: name at least one of first_response,"
+            " next_response, resolution",
+        ),
+        (
+            "    capacity: 8\n",
+            "    capacity: 0\n",
+            "config.yaml: people[0].capacity: Input should be greater than or equal to 1",
+        ),
+        (
+            "        vip_bump: 1\n",
+            "        vip_bump: 4\n",
+            "config.yaml: tenants[0].sla_policies[0].vip_bump: Input should be less than or equal to 3",
+        ),
+        (
+            "    languages: [en, de]\n",
+            "    languages: [en, 'deutsch please']\n",
+            "config.yaml: people[0].languages[1]: String should match pattern",
+        ),
+        (
+            "    auto_resolve_after: 3d\n",
+            "    auto_resolve_after: whenever\n",
+            "config.yaml: tenants[0].auto_resolve_after: 'whenever' is not a duration",
+        ),
+        (
+            "until: 2027-01-04T09:00:00+01:00",
+            "until: 2026-12-19T09:00:00+01:00",
+            "config.yaml: people[0].out_of_office: until must be later than from",
+        ),
+        (
+            "from: 2026-12-20T00:00:00+01:00",
+            "from: 2026-12-20T00:00:00",
+            "config.yaml: people[0].out_of_office.from: Input should have timezone info",
+        ),
+        (
+            "        timezone: Europe/Berlin\n",
+            "        timezone: Europe/Berln\n",
+            "config.yaml: tenants[0].calendars[0].timezone: 'Europe/Berln' is not an IANA timezone",
+        ),
+        (
+            "    timezone: Europe/Berlin\n",
+            "    timezone: Mars/Olympus\n",
+            "config.yaml: people[0].timezone: 'Mars/Olympus' is not an IANA timezone",
+        ),
+        (
+            'hours: {mon: [["09:00", "18:00"]], tue: [["09:00", "18:00"]]}',
+            'hours: {mon: [["09:00", 18:00]]}',
+            "config.yaml: tenants[0].calendars[0].hours.mon[0]: 1080 is not a time HH:MM"
+            " (quote times in YAML: '18:00')",
+        ),
+        (
+            'working_hours: {mon: [["09:00", "17:00"]], tue: [["09:00", "17:00"]]}',
+            'working_hours: {monday: [["09:00", "17:00"]]}',
+            "config.yaml: people[0].working_hours.monday: unknown weekday",
+        ),
+        (
+            'working_hours: {mon: [["09:00", "17:00"]], tue: [["09:00", "17:00"]]}',
+            "working_hours: {}",
+            "config.yaml: people[0].working_hours: no weekday has hours, so it would never be open",
+        ),
+        (
+            "holidays: {country: DE, subdivision: BY}",
+            "holidays: {country: DE, subdivision: XX}",
+            "config.yaml: tenants[0].calendars[0].holidays.subdivision: 'XX' is not a subdivision of 'DE'",
+        ),
+        (
+            "holidays: {country: DE, subdivision: BY}",
+            "holidays: {country: QQ}",
+            "config.yaml: tenants[0].calendars[0].holidays.country: 'QQ' is not a known country code",
+        ),
+        (
+            "closed_days: [2026-12-24, 2026-12-31]",
+            "closed_days: [2026-12-24, christmas]",
+            "config.yaml: tenants[0].calendars[0].closed_days[1]: Input should be a valid date",
+        ),
+    ],
+)
+def test_routing_problems_name_the_path(before: str, after: str, expected: str) -> None:
+    text = ROUTING.replace(before, after, 1)
+    assert text != ROUTING
+    problems = problems_of(text)
+    if not expected:
+        assert problems == []
+    else:
+        assert any(problem.startswith(expected) for problem in problems), problems
+
+
+def test_duplicate_calendars() -> None:
+    twin = "      - name: office\n        timezone: UTC\n"
+    text = ROUTING.replace("    sla_policies:\n", twin + "    sla_policies:\n")
+    assert problems_of(text) == ["config.yaml: tenants[0].calendars: 'office' is defined twice"]
+
+
+def test_only_one_default_topic() -> None:
+    text = ROUTING.replace(
+        "      - name: spam\n        match: {patterns: ['https?://\\S+\\.xyz']}\n",
+        "      - name: spam\n        default: true\n",
+    )
+    assert text != ROUTING
+    assert problems_of(text) == [
+        "config.yaml: tenants[0].topics: only one topic may be the default;"
+        " topics[1], topics[2] all say default: true"
+    ]
+
+
+def test_every_cross_check_problem_is_reported_at_once() -> None:
+    text = (
+        ROUTING.replace("        team: billing\n", "        team: billng\n")
+        .replace("        lead: maria\n", "        lead: ghost\n")
+        .replace("        calendar: office\n", "        calendar: shop\n")
+        .replace("        timezone: Europe/Berlin\n", "        timezone: Nowhere\n")
+    )
+    problems = problems_of(text)
+    assert len(problems) == 4, problems
+
+
+def test_people_referenced_may_be_stored_already() -> None:
+    text = ROUTING.replace("substitute: li}", "substitute: sam}").replace("lead: maria", "lead: sam")
+    assert problems_of(text, known_people=frozenset({"sam"})) == []

@@ -247,7 +247,6 @@ class InteractionRouter:
                         _log_assignment(ix, conversation)
                 interaction_rows.append(_interaction_row(ix, conversation))
                 ROUTING_LATENCY.observe(max(0.0, (now - ix.received_at).total_seconds()))
-                ROUTED.labels("routed").inc()
             await store.add_interactions(session=session, rows=interaction_rows)
             for retraction in retractions:
                 cid = cids[retraction.event_id]
@@ -268,9 +267,11 @@ class InteractionRouter:
                 )
                 carriers.append((len(world.events), carrier_of()))
                 conversations.retract(world, retraction, cid, still_waiting=waiting)
-                ROUTED.labels("retracted").inc()
             rows = await settle(session, world, carriers)
             outbox_id = await outbox.add_outbox(session=session, messages=rows)
+        # counted once committed: a batch rolled back and routed again counts once
+        ROUTED.labels("routed").inc(len(interaction_rows))
+        ROUTED.labels("retracted").inc(len(retractions))
         ASSIGNED.inc(len(world.assigned_people))
         return outbox_id, rows, unknown
 
@@ -465,7 +466,12 @@ def apply_command(world: World, command: AnyCommand) -> None:
         return
     if isinstance(command, HandOver):
         conversations.hand_over(
-            world, command.person_id, until=None, reason=command.reason or "handed over", key=key
+            world,
+            command.person_id,
+            until=None,
+            reason=command.reason or "handed over",
+            key=key,
+            only_gone=True,
         )
         return
     if isinstance(command, Recompute):

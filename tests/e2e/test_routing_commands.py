@@ -73,7 +73,9 @@ def stack(tmp_path: Path, nats_server: EmbeddedNats) -> Any:
     stack.stop()
 
 
-async def post(stack: Stack, thread: str, text: str, *, direction: str = "inbound", author: str = "a1") -> None:
+async def post(
+    stack: Stack, thread: str, text: str, *, direction: str = "inbound", author: str = "a1"
+) -> None:
     body = json.loads(generic_body(unique("m"), thread_id=thread, text=text, direction=direction))
     body["author"] = {"id": author, "name": f"Author {author}", "handle": f"@{author}"}
     async with httpx.AsyncClient() as client:

@@ -186,3 +186,32 @@ async def test_unknown_account_and_garbage_go_to_dead_letter(setup: Setup) -> No
     assert errors == ["invalid interaction", "unknown account 'ghost-account'"]
     async with setup.sessions() as session:
         assert (await session.exec(select(Interaction))).all() == []
+
+
+async def test_a_reply_chain_stays_one_conversation_however_deep(setup: Setup) -> None:
+    """X and Mastodon name only the message a reply answers: the router follows the chain to
+    the conversation where it began, across batches and inside one batch."""
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    at = [t0 + timedelta(seconds=n) for n in range(10)]
+    await publish(
+        setup.js,
+        event("A", thread_id="tweet:A", created_at=at[0]),
+        event("B", thread_id="tweet:A", parent_id="A", created_at=at[1]),
+    )
+    await router(setup).handle_batch(await fetch_all(setup.js, 2))
+    await publish(
+        setup.js,
+        event("C", thread_id="tweet:B", parent_id="B", created_at=at[2]),  # two hops from A
+        event("D", thread_id="tweet:C", parent_id="C", created_at=at[3]),  # its parent is in this batch
+        event("R", thread_id="tweet:D", parent_id="D", direction="outbound", created_at=at[4]),
+        event("X", thread_id="tweet:X", parent_id="not-seen", created_at=at[5]),  # a parent never seen
+    )
+    await router(setup).handle_batch(await fetch_all(setup.js, 4))
+    async with setup.sessions() as session:
+        conversations = (await session.exec(select(Conversation))).all()
+        interactions = {i.external_id: i for i in (await session.exec(select(Interaction))).all()}
+    assert sorted(c.thread_id for c in conversations) == ["tweet:A", "tweet:X"]
+    chain = next(c for c in conversations if c.thread_id == "tweet:A")
+    assert {interactions[x].conversation_id for x in "ABCDR"} == {chain.id}
+    assert chain.state == "responded"  # the brand's reply four hops down answers it
+    assert interactions["X"].conversation_id != chain.id

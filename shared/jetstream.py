@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
@@ -394,3 +394,8 @@ async def dead_letter(js: JetStreamContext, msg: Msg, *, stream: str, consumer: 
         "message dead-lettered",
         extra={"stream": stream, "seq": metadata.sequence.stream, "error": error[:500]},
     )
+
+
+def at_header(moment: datetime) -> str:
+    """`Nats-Schedule` wants an absolute RFC 3339 time with an offset (to the microsecond)."""
+    return "@at " + moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

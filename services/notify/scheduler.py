@@ -7,9 +7,9 @@ from collections.abc import Iterable
 
 from nats.js import JetStreamContext
 
-from services.notify.timers import TimerPayload, at_header
+from services.notify.timers import TimerPayload
 from shared import subjects
-from shared.jetstream import Outgoing, publish_pipelined
+from shared.jetstream import Outgoing, at_header, publish_pipelined
 
 # A fired message waits for notify at most this long, then expires: storage stays
 # bounded by what is armed. A notify down for longer loses no alert, since the

@@ -9,7 +9,7 @@ never produce a wrong alert.
 import enum
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -92,8 +92,3 @@ def retry_delay(attempt: int, *, initial: timedelta, maximum: timedelta, jitter:
     base = min(maximum.total_seconds(), initial.total_seconds() * 2 ** max(0, attempt - 1))
     spread = base * jitter * (2 * random.random() - 1)
     return timedelta(seconds=max(0.5, min(maximum.total_seconds(), base + spread)))
-
-
-def at_header(moment: datetime) -> str:
-    """`Nats-Schedule` wants an absolute RFC 3339 time with an offset."""
-    return "@at " + moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -159,6 +159,7 @@ class World:
     answered: dict[tuple[str, str], str] = field(default_factory=dict)
     timers: list[Timer] = field(default_factory=list)
     freed: set[str] = field(default_factory=set)  # people who may take queued work now
+    statuses: dict[str, str] = field(default_factory=dict)  # people whose status was set
     rejected: list[str] = field(default_factory=list)
 
     def sla_of(self, conversation: Conversation) -> Sla | None:
@@ -200,6 +201,8 @@ def receive(world: World, ix: InteractionReceived, conversation_id: str) -> Conv
     world.touch(conversation)
     if conversation.state == State.open:
         return conversation
+    if conversation.team_id is None:
+        return conversation  # recorded only (a topic with no team needs no answer): nothing reopens
     # The customer wrote again: after a reply or a resolution the conversation reopens,
     # and a paused one resumes; either way the next-response clock starts now.
     previous = conversation.state
@@ -225,10 +228,6 @@ def receive(world: World, ix: InteractionReceived, conversation_id: str) -> Conv
                 reopened_at=ix.created_at,
             ),
         )
-    if conversation.team_id is None:
-        if conversation.no_sla:  # recorded only: nobody needs to answer
-            conversation.state = State.resolved
-        return conversation
     owner = world.people.get(conversation.owner_id or "")
     _assign(world, conversation, key, ix.correlation_id, preferred=owner, why="owns this conversation")
     _start_clock(world, conversation, DeadlineKind.next_response, ix.created_at, key, ix.correlation_id)
@@ -436,10 +435,12 @@ def reassign(
     if team_id is None or team_id not in world.teams:
         world.rejected.append(f"reassign {conversation.id}: no such team")
         return False
+    if conversation.team_id == team_id and conversation.owner_id is None:
+        return True  # already waiting in that team's queue (or a redelivery of this very command)
     conversation.team_id = team_id
     world.touch(conversation)
-    _uncount(world, conversation)
-    conversation.owner_id = None
+    # The owner stays until the team has chosen, so the events name who gave it up and notify
+    # stops alerting them even when the conversation only goes to the queue.
     _assign(world, conversation, key, "", preferred=None, why="")
     return True
 
@@ -575,6 +576,7 @@ def set_status(world: World, person_id: str, status: str) -> None:
         world.rejected.append(f"status: no person {person_id}")
         return
     person.status = status
+    world.statuses[person_id] = status
     check_availability(world, person_id)
 
 
@@ -614,10 +616,19 @@ def _absence(person: Person, now: datetime) -> str:
     return f"{person.id}'s shift ended"
 
 
-def hand_over(world: World, person_id: str, *, until: datetime | None, reason: str, key: str = "") -> None:
+def hand_over(
+    world: World,
+    person_id: str,
+    *,
+    until: datetime | None,
+    reason: str,
+    key: str = "",
+    only_gone: bool = False,
+) -> None:
     """Give someone's conversations that would fall due before `until` (None: all) to others.
 
-    Also gives up conversations in teams they no longer belong to (a removed member)."""
+    Conversations in teams they no longer belong to, or all when they are deactivated, go in
+    any case; `only_gone` hands over only those (a configuration change, not an absence)."""
     person = world.people.get(person_id)
     key = key or f"handover-{person_id}-{int(world.now.timestamp() * 1000)}"
     for conversation in sorted(
@@ -630,7 +641,7 @@ def hand_over(world: World, person_id: str, *, until: datetime | None, reason: s
         )
         gone = person is None or not person.active or not member
         if not gone:
-            if conversation.state != State.open:
+            if only_gone or conversation.state != State.open:
                 continue
             if until is not None and (conversation.due_at is None or conversation.due_at >= until):
                 continue
@@ -651,7 +662,7 @@ def fill_from_queue(world: World, person_id: str, queued: list[Conversation]) ->
     person = world.people.get(person_id)
     if person is None or not person.available(world.now):
         return
-    for conversation in sorted(queued, key=lambda c: (c.due_at is None, c.due_at, c.queued_at, c.id)):
+    for conversation in sorted(queued, key=_queue_order):
         if conversation.owner_id is not None or conversation.state != State.open:
             continue
         if (
@@ -674,6 +685,13 @@ def fill_from_queue(world: World, person_id: str, queued: list[Conversation]) ->
             f"dequeued-{person_id}-{int(world.now.timestamp() * 1000)}",
             "",
         )
+
+
+def _queue_order(conversation: Conversation) -> tuple[Any, ...]:
+    """Earliest due first, then longest queued; a missing time sorts last by the flag before it,
+    so None is never compared with a datetime."""
+    c = conversation
+    return (c.due_at is None, c.due_at, c.queued_at is None, c.queued_at, c.id)
 
 
 # -- shared steps ----------------------------------------------------------------------------
@@ -845,7 +863,13 @@ def _set_deadline(
 def _republish_deadline(
     world: World, conversation: Conversation, correlation_id: str, *, reason: str
 ) -> None:
-    _publish_deadline(world, conversation, conversation.awaiting_since, correlation_id, reason)
+    # The same clock: a resolution target runs from the opening, a response target from the message.
+    started_at = (
+        conversation.opened_at
+        if conversation.deadline_kind == DeadlineKind.resolution
+        else conversation.awaiting_since
+    )
+    _publish_deadline(world, conversation, started_at, correlation_id, reason)
 
 
 def _publish_deadline(

@@ -9,7 +9,7 @@ committed state whose events the outbox relay publishes under the same ids.
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import timedelta
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -54,7 +54,7 @@ from shared.events import (
     utcnow,
 )
 from shared.ids import conversation_id
-from shared.jetstream import Outgoing, dead_letter, is_last_delivery, publish_pipelined
+from shared.jetstream import Outgoing, at_header, dead_letter, is_last_delivery, publish_pipelined
 from shared.logs import correlation_id
 from shared.tracing import carrier_of, span
 
@@ -351,10 +351,10 @@ def timer_outgoing(timer: Timer) -> Outgoing:
     return Outgoing(
         subjects.router_timer_schedule(key=timer.key),
         timer.command.model_dump_json().encode(),
-        f"rsched:{timer.key}:{int(timer.at.timestamp())}",
+        f"rsched:{timer.key}:{timer.at.timestamp():.6f}",
         timer.command.correlation_id,
         headers={
-            "Nats-Schedule": f"@at {timer.at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}",
+            "Nats-Schedule": at_header(timer.at),
             "Nats-Schedule-Target": subjects.router_timer_fired(key=timer.key),
             "Nats-Schedule-TTL": "24h",
         },

@@ -380,6 +380,8 @@ async def save_world(*, session: AsyncSession, world: World) -> None:
         )
         if result.rowcount != 1:
             raise LoadConflict(f"the load of {person_id} could not change by {delta}")
+    for person_id, status in sorted(world.statuses.items()):
+        await execute(session, update(PEOPLE).where(PEOPLE.c.id == person_id).values(status=status))
     if world.assigned_people:
         await execute(
             session,

@@ -4,6 +4,7 @@ the team, capacity sends the rest to the queue, a pause or a status change moves
 conversation."""
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,16 @@ async def post(
     async with httpx.AsyncClient() as client:
         response = await post_webhook(client, stack, "acme-fb", SECRET, json.dumps(body).encode())
     assert response.status_code == 202, response.text
+
+
+async def status_is(stack: Stack, **wanted: str) -> None:
+    """Commands are applied asynchronously: wait until the router has applied these."""
+
+    async def check() -> bool:
+        found = {row.id: row.status for row in await rows(stack, select(PEOPLE.c.id, PEOPLE.c.status))}
+        return all(found.get(person) == status for person, status in wanted.items())
+
+    await eventually(check, what=f"status {wanted}", timeout=20)
 
 
 async def settled(stack: Stack, thread: str, **wanted: Any) -> Any:
@@ -162,3 +173,56 @@ async def test_topics_capacity_queue_and_commands(stack: Stack) -> None:
     # bad commands are refused with a clear message and nothing sent
     bad = stack.cli("claim", "0" * 32, "--person", "sam", check=False)
     assert bad.returncode == 2 and "conversation" in bad.stderr
+
+
+async def test_an_absence_starts_on_a_router_timer_and_hands_over_to_the_substitute(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    """Shifts and absences are JetStream schedules the router arms for itself, not a sweep:
+    when maria's absence begins, what would fall due while she is away goes to her substitute.
+    The absence arrives by `apply` while the services run: no restart."""
+    config = """
+people:
+  - {{id: maria, name: Maria, email: maria@example.com{absence}}}
+  - {{id: li, name: Li, email: li@example.com}}
+  - {{id: sam, name: Sam, email: sam@example.com}}
+tenants:
+  - id: acme
+    name: Acme
+    sla_policies: [{{name: quick, first_response: 40s}}, {{name: slow, first_response: 2h}}]
+    teams: [{{id: care, name: Care, sla_policy: quick, members: [maria, li, sam]}}]
+    topics:
+      - {{name: later, match: {{keywords: [whenever]}}, team: care, sla_policy: slow}}
+      - {{name: general, default: true, team: care}}
+    accounts: [{{id: acme-fb, platform: facebook, handle: Acme, team: care, webhook_secret: {secret}}}]
+"""
+    stack = Stack.configured(tmp_path / "stack", config.format(absence="", secret=SECRET), nats=nats_server)
+    stack.start()
+    try:
+        # li and sam are away, so maria gets both: one due in 40 s (inside her coming absence),
+        # one due in 2 h (after it)
+        assert stack.cli("status", "li", "away").returncode == 0
+        assert stack.cli("status", "sam", "away").returncode == 0
+        await status_is(stack, li="away", sam="away")
+        await post(stack, "t-soon", "Where is my order?", author="x1")
+        await post(stack, "t-later", "whenever you have time", author="x2")
+        await settled(stack, "t-soon", owner_id="maria")
+        await settled(stack, "t-later", owner_id="maria")
+        assert stack.cli("status", "li", "available").returncode == 0
+        await status_is(stack, li="available")
+
+        start = datetime.now(UTC) + timedelta(seconds=10)
+        end = start + timedelta(minutes=5)
+        absence = f', out_of_office: {{from: "{start.isoformat()}", until: "{end.isoformat()}", substitute: li}}'
+        (stack.workdir / "config.yaml").write_text(config.format(absence=absence, secret=SECRET))
+        applied = stack.cli("apply", "-f", str(stack.workdir / "config.yaml"))
+        assert "queued 1 command" in applied.stdout, applied.stdout
+
+        moved = await settled(stack, "t-soon", owner_id="li")
+        assert datetime.now(UTC) >= start  # not before her absence began
+        assert "maria is out of office" in moved.assignment_reason, moved.assignment_reason
+        assert "li substitutes" in moved.assignment_reason, moved.assignment_reason
+        later = await conversation(stack, "t-later")
+        assert later.owner_id == "maria"  # due after she is back: hers to answer
+    finally:
+        stack.stop()

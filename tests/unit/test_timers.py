@@ -6,12 +6,12 @@ from services.notify.timers import (
     Deadline,
     TimerPayload,
     Verdict,
-    at_header,
     breach_timer,
     judge_fired,
     retry_delay,
     retry_timer,
 )
+from shared.jetstream import at_header
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 

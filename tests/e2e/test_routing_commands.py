@@ -213,7 +213,9 @@ tenants:
 
         start = datetime.now(UTC) + timedelta(seconds=10)
         end = start + timedelta(minutes=5)
-        absence = f', out_of_office: {{from: "{start.isoformat()}", until: "{end.isoformat()}", substitute: li}}'
+        absence = (
+            f', out_of_office: {{from: "{start.isoformat()}", until: "{end.isoformat()}", substitute: li}}'
+        )
         (stack.workdir / "config.yaml").write_text(config.format(absence=absence, secret=SECRET))
         applied = stack.cli("apply", "-f", str(stack.workdir / "config.yaml"))
         assert "queued 1 command" in applied.stdout, applied.stdout

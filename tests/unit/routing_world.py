@@ -1,0 +1,204 @@
+"""Builders for the router's pure core: a World with one tenant, one account, teams and people.
+
+No database and no broker: the tests load a World the way the store would, call the
+operations, and look at what changed (state, events, loads, timers).
+"""
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from services.router import conversations
+from services.router.assignment import Person
+from services.router.conversations import AccountRoute, Conversation, Team, TenantRules, World
+from services.router.deadlines import Sla, Targets
+from services.router.topics import Rule, Topic
+from shared import ids
+from shared.events import (
+    Author,
+    ConversationAssigned,
+    DeadlineChanged,
+    Direction,
+    Event,
+    InteractionReceived,
+    Kind,
+    Platform,
+)
+
+E = TypeVar("E", bound=Event)
+
+TENANT = "acme"
+ACCOUNT = "acme-x"
+T0 = datetime(2026, 5, 20, 10, 0, tzinfo=UTC)  # a Wednesday, no holiday anywhere near
+# An hour to answer, then half an hour for each next answer; less for higher priorities.
+STANDARD = Sla(
+    default=Targets(first_response=timedelta(hours=1), next_response=timedelta(minutes=30)),
+    by_priority={
+        "high": Targets(first_response=timedelta(minutes=15), next_response=timedelta(minutes=10)),
+        "urgent": Targets(first_response=timedelta(minutes=5), next_response=timedelta(minutes=5)),
+        "low": Targets(first_response=timedelta(days=3)),
+    },
+    name="standard",
+)
+POLICY = ids.sla_policy_id(tenant_id=TENANT, name="standard")
+
+
+def team_id(slug: str) -> str:
+    return ids.team_id(tenant_id=TENANT, slug=slug)
+
+
+SUPPORT = team_id("support")
+
+
+def build_world(
+    people: Iterable[Person],
+    *,
+    now: datetime = T0,
+    teams: dict[str, list[str]] | None = None,
+    sla: Sla | None = STANDARD,
+    topics: Iterable[Topic] = (),
+    vip: Iterable[str] = (),
+    auto_resolve: timedelta | None = None,
+) -> World:
+    """A world whose account routes to the first team (by default "support", with everyone in it)."""
+    people = list(people)
+    teams = teams if teams is not None else {"support": [p.id for p in people]}
+    world = World(now=now)
+    world.people = {p.id: p for p in people}
+    world.teams = {
+        team_id(slug): Team(team_id(slug), TENANT, slug, list(members), sla_policy_id=POLICY if sla else None)
+        for slug, members in teams.items()
+    }
+    world.tenants[TENANT] = TenantRules(
+        TENANT,
+        topics=list(topics),
+        policies={POLICY: sla} if sla else {},
+        vip=frozenset(vip),
+        auto_resolve=auto_resolve,
+    )
+    world.accounts[ACCOUNT] = AccountRoute(ACCOUNT, TENANT, team_id(next(iter(teams))))
+    return world
+
+
+def topic(
+    name: str,
+    *,
+    keywords: Iterable[str] = (),
+    priority: str = "normal",
+    team: str | None = "support",
+    skills: Iterable[str] = (),
+    no_sla: bool = False,
+) -> Topic:
+    return Topic(
+        name=name,
+        rule=Rule.parse({"keywords": list(keywords)} if keywords else {}),
+        team_id=team_id(team) if team else None,
+        priority=priority,
+        sla_policy_id=None if no_sla else POLICY,
+        no_sla=no_sla,
+        skills=frozenset(skills),
+    )
+
+
+def commit(world: World) -> World:
+    """What a new transaction sees: the same state, nothing changed yet."""
+    world.events.clear()
+    world.created.clear()
+    world.changed.clear()
+    world.load_deltas.clear()
+    world.assigned_people.clear()
+    world.answered.clear()
+    world.timers.clear()
+    world.freed.clear()
+    world.rejected.clear()
+    return world
+
+
+def message(
+    world: World,
+    *,
+    thread: str | None = None,
+    author: str = "ann",
+    text: str = "hello?",
+    at: datetime | None = None,
+    language: str | None = None,
+    followers: int | None = None,
+    edit_version: int = 0,
+    outbound: bool = False,
+) -> InteractionReceived:
+    external_id = uuid.uuid4().hex
+    return InteractionReceived(
+        tenant_id=TENANT,
+        interaction_id=ids.interaction_id(
+            tenant_id=TENANT, account_id=ACCOUNT, external_id=external_id, edit_version=edit_version
+        ),
+        account_id=ACCOUNT,
+        platform=Platform.x,
+        external_id=external_id,
+        edit_version=edit_version,
+        kind=Kind.reply if outbound else Kind.mention,
+        direction=Direction.outbound if outbound else Direction.inbound,
+        thread_id=thread or uuid.uuid4().hex,
+        author=Author(id="brand" if outbound else author, handle=author, followers=followers),
+        text=text,
+        language=language,
+        created_at=at or world.now,
+        received_at=world.now,
+    )
+
+
+def write(
+    world: World,
+    *,
+    thread: str | None = None,
+    author: str = "ann",
+    text: str = "hello?",
+    at: datetime | None = None,
+    language: str | None = None,
+    followers: int | None = None,
+    edit_version: int = 0,
+) -> Conversation:
+    """A customer writes: a new conversation, or the next message in `thread`."""
+    ix = message(
+        world,
+        thread=thread,
+        author=author,
+        text=text,
+        at=at,
+        language=language,
+        followers=followers,
+        edit_version=edit_version,
+    )
+    conversation = conversations.receive(world, ix, _cid(ix.thread_id))
+    assert conversation is not None
+    return conversation
+
+
+def answer(world: World, conversation: Conversation, *, at: datetime | None = None, edit: int = 0) -> None:
+    """The brand replies in the conversation's thread."""
+    ix = message(world, thread=conversation.thread_id, at=at, outbound=True, edit_version=edit)
+    conversations.receive(world, ix, conversation.id)
+
+
+def _cid(thread: str) -> str:
+    return ids.conversation_id(account_id=ACCOUNT, thread_id=thread)
+
+
+def events(world: World, kind: type[E], conversation: Conversation | None = None) -> list[E]:
+    return [
+        e.event
+        for e in world.events
+        if isinstance(e.event, kind)
+        and (conversation is None or getattr(e.event, "conversation_id", None) == conversation.id)
+    ]
+
+
+def assigned(world: World, conversation: Conversation) -> ConversationAssigned:
+    """The last assignment event of a conversation."""
+    return events(world, ConversationAssigned, conversation)[-1]
+
+
+def deadline(world: World, conversation: Conversation) -> DeadlineChanged:
+    """The last deadline event of a conversation."""
+    return events(world, DeadlineChanged, conversation)[-1]

@@ -211,6 +211,10 @@ def receive(world: World, ix: InteractionReceived, conversation_id: str) -> Conv
     conversation.resolve_at = None
     conversation.paused_at = None
     conversation.paused_remaining_seconds = None
+    if previous == State.resolved:
+        # A new cycle: the resolution target counts from this message, not the first opening.
+        conversation.opened_at = ix.created_at
+        conversation.resolved_at = None
     key = ix.interaction_id
     if previous == State.paused:
         world.emit(
@@ -402,7 +406,8 @@ def retract(
 
 
 def claim(world: World, conversation: Conversation, person_id: str, key: str, *, by: str) -> bool:
-    """A person takes a conversation; refused when they cannot take it now (capacity, absence)."""
+    """A person takes a conversation (given by someone else when `by` differs); refused when they
+    are inactive or it would put them over capacity. Away or off shift, one may still take it."""
     person = world.people.get(person_id)
     if person is None or not person.active:
         world.rejected.append(f"claim {conversation.id}: {person_id} is not an active person")

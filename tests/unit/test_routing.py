@@ -592,6 +592,21 @@ def test_after_a_reply_the_resolution_target_keeps_a_clock() -> None:
     assert (event.kind, event.started_at, event.due_at) == (DeadlineKind.resolution, T0, T0 + 8 * HOUR)
 
 
+def test_a_conversation_reopened_after_resolution_counts_its_resolution_target_anew() -> None:
+    world = build_world([Person("alice")], sla=RESOLVE_IN_8H)
+    conversation = write(world)
+    world.now = T0 + HOUR
+    conversations.resolve(world, conversation, "done", reason="answered by phone")
+
+    world.now = T0 + 3 * 24 * HOUR  # three days later the customer writes again
+    write(world, thread=conversation.thread_id, at=world.now)
+
+    assert conversation.state == State.open
+    assert (conversation.deadline_kind, conversation.due_at) == ("next_response", world.now + 30 * MINUTE)
+    answer(world, conversation, at=world.now + MINUTE)
+    assert (conversation.deadline_kind, conversation.due_at) == ("resolution", world.now + 8 * HOUR)
+
+
 def test_the_resolution_target_holds_the_clock_when_it_falls_first() -> None:
     sla = Sla(default=Targets(first_response=HOUR, resolution=20 * MINUTE))
     world = build_world([Person("alice")], sla=sla)

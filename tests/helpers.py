@@ -53,11 +53,19 @@ def config_yaml(
     team: str = "care",
     platform_accounts: tuple[tuple[str, str, str], ...] = (),
     api_token: str | None = None,
+    capacity: int = 100_000,
 ) -> str:
-    """A one-tenant configuration; `platform_accounts` adds (id, platform, platform id) accounts."""
+    """A one-tenant configuration; `platform_accounts` adds (id, platform, platform id) accounts.
+
+    People get room for every conversation a test sends, unless `capacity` says otherwise."""
     lines = ["people:"]
     for person in people:
-        lines += [f"  - id: {person}", f"    name: Person {person}", f"    email: {person}@example.com"]
+        lines += [
+            f"  - id: {person}",
+            f"    name: Person {person}",
+            f"    email: {person}@example.com",
+            f"    capacity: {capacity}",
+        ]
     lines += [
         "tenants:",
         f"  - id: {tenant}",

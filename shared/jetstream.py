@@ -22,6 +22,7 @@ from nats.js.api import (
     PubAck,
     RetentionPolicy,
     StorageType,
+    SubjectTransform,
     StreamConfig,
 )
 from nats.js.errors import (
@@ -76,6 +77,7 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
         StreamConfig(
             name=subjects.INTERACTIONS_STREAM,
             subjects=[subjects.all_interactions()],
+            subject_transform=SubjectTransform(src=subjects.LANE_SOURCE, dest=subjects.LANE_DESTINATION),
             retention=RetentionPolicy.LIMITS,
             max_age=settings.interactions_max_age.total_seconds(),
             description="Normalised interactions from every platform",

@@ -37,6 +37,22 @@ def all_interactions() -> str:
     return "sh.ix.>"
 
 
+# The interactions stream stores each tenant's interactions in one of LANES lanes
+# (`sh.ix.<lane>.<tenant>.<account>`, the lane a hash of the tenant, set by the
+# stream's subject transform), and the router consumes each lane on its own: a
+# tenant with a backlog fills its lane only, the others keep flowing.
+LANES = 8
+LANE_SOURCE = "sh.ix.*.*"
+LANE_DESTINATION = f"sh.ix.{{{{partition({LANES},1)}}}}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}"
+
+
+def interaction_lane(lane: int) -> str:
+    """The interactions of the tenants in one lane, as stored."""
+    if not 0 <= lane < LANES:
+        raise ValueError(f"lane {lane} is not in 0..{LANES - 1}")
+    return f"sh.ix.{lane}.>"
+
+
 def conversation_event(*, tenant_id: str, conversation_id: str, event: ConversationEvent) -> str:
     """Lifecycle events of one conversation, published by the router."""
     return f"sh.conv.{_token(tenant_id)}.{_token(conversation_id)}.{event}"

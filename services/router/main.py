@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import Gauge
@@ -45,6 +46,24 @@ async def observe_queues(runtime: Runtime) -> None:
     OPEN_CONVERSATIONS.clear()
     for tenant, team, owned, count in rows:
         OPEN_CONVERSATIONS.labels(tenant, team, "yes" if owned else "no").set(count)
+
+
+def interaction_lanes(handler: Any, batch_size: int) -> list[tuple[str, str, str, Any, int]]:
+    """One durable consumer per lane of the interactions stream, so that a tenant with a
+    backlog (in its lane) does not hold up the others; the routing transactions of all
+    lanes take turns on the process's lock. `router-interactions` keeps the interactions
+    stored before lanes existed (`sh.ix.<tenant>.<account>`) flowing after an upgrade."""
+    lanes = [
+        (
+            subjects.INTERACTIONS_STREAM,
+            f"{CONSUMER}-{lane}",
+            subjects.interaction_lane(lane),
+            handler,
+            batch_size,
+        )
+        for lane in range(subjects.LANES)
+    ]
+    return [(subjects.INTERACTIONS_STREAM, CONSUMER, subjects.LANE_SOURCE, handler, batch_size), *lanes]
 
 
 async def check_everyone(runtime: Runtime) -> None:
@@ -136,13 +155,7 @@ def create_app(settings: RouterSettings) -> FastAPI:
                 batch_size=batch_size,
             )
             for stream, durable, filter_subject, handler, batch_size in (
-                (
-                    subjects.INTERACTIONS_STREAM,
-                    CONSUMER,
-                    subjects.all_interactions(),
-                    router.handle_batch,
-                    settings.router_batch_size,
-                ),
+                *interaction_lanes(router.handle_batch, settings.router_batch_size),
                 (
                     subjects.COMMANDS_STREAM,
                     COMMANDS_CONSUMER,
@@ -170,7 +183,7 @@ def create_app(settings: RouterSettings) -> FastAPI:
                 lambda: observe_consumers(
                     runtime.js,
                     [
-                        (subjects.INTERACTIONS_STREAM, CONSUMER),
+                        *((subjects.INTERACTIONS_STREAM, lane[1]) for lane in interaction_lanes(None, 0)),
                         (subjects.COMMANDS_STREAM, COMMANDS_CONSUMER),
                         (subjects.TIMERS_STREAM, TIMERS_CONSUMER),
                     ],

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
+from shared import subjects
 from shared.db.models import Conversation
 from shared.db.session import create_engine, session_factory
 from tests.e2e.stack import Stack, post_webhook
@@ -184,7 +185,8 @@ async def test_every_service_reports_its_metrics(stack: Stack, smtp: SmtpServer)
         router = await eventually(router_gauges, timeout=15, what="the router's queue gauges")
         assert metric(router, "stayhuman_router_assignments_total") >= 4
         assert metric(router, "stayhuman_router_latency_seconds_count") >= 4
-        assert metric(router, "stayhuman_consumer_pending", consumer="router-interactions") == 0
+        for lane in ["", *(f"-{n}" for n in range(subjects.LANES))]:  # every lane drained
+            assert metric(router, "stayhuman_consumer_pending", consumer=f"router-interactions{lane}") == 0
         notify = await scrape("notify")
         assert metric(notify, "stayhuman_notify_breaches_total") >= 3
         assert metric(notify, "stayhuman_notify_alerts_total", channel="email", result="sent") >= 3

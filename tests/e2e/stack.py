@@ -33,7 +33,9 @@ class Stack:
 
     @property
     def database_url(self) -> str:
-        return f"sqlite+aiosqlite:///{self.state_dir / 'stayhuman.db'}"
+        return self.env_overrides.get(
+            "STAYHUMAN_DATABASE_URL", f"sqlite+aiosqlite:///{self.state_dir / 'stayhuman.db'}"
+        )
 
     def env(self) -> dict[str, str]:
         if not self.ports:

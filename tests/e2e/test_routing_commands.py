@@ -68,8 +68,12 @@ async def loads(stack: Stack) -> dict[str, int]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, nats_server: EmbeddedNats) -> Any:
-    stack = Stack.configured(tmp_path / "stack", CONFIG, nats=nats_server).start()
+def stack(tmp_path: Path, nats_server: EmbeddedNats, empty_database_url: str) -> Any:
+    """On SQLite (one router) and on PostgreSQL (three routers sharing the work)."""
+    postgres = not empty_database_url.startswith("sqlite")
+    stack = Stack.configured(
+        tmp_path / "stack", CONFIG, nats=nats_server, STAYHUMAN_DATABASE_URL=empty_database_url
+    ).start(*(["--routers", "3"] if postgres else []))
     yield stack
     stack.stop()
 

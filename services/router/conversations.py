@@ -325,7 +325,15 @@ def _open(world: World, ix: InteractionReceived, conversation_id: str) -> Conver
         world.teams[team_id].members if team_id in world.teams else []
     ):
         preferred = None
-    _assign(world, conversation, key, ix.correlation_id, preferred=preferred, why="answered this author last")
+    _assign(
+        world,
+        conversation,
+        key,
+        ix.correlation_id,
+        preferred=preferred,
+        why="answered this author last",
+        because=f"topic {topic.name}" if topic else "",
+    )
     _start_clock(world, conversation, DeadlineKind.first_response, ix.created_at, key, ix.correlation_id)
     return conversation
 
@@ -712,6 +720,7 @@ def _assign(
     why: str,
     excluded: frozenset[str] = frozenset(),
     prefix: str = "",
+    because: str = "",
 ) -> None:
     team = world.teams.get(conversation.team_id or "")
     if team is None:
@@ -735,6 +744,8 @@ def _assign(
     )
     if prefix:
         choice = Choice(choice.person_id, f"{prefix}; {choice.reason}", f"hand over, {choice.step}")
+    if because:  # the rule that chose the team
+        choice = Choice(choice.person_id, f"{because}: {choice.reason}", choice.step)
     _set_owner(world, conversation, choice, key, correlation_id)
 
 

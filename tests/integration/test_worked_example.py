@@ -55,7 +55,7 @@ async def test_the_readme_worked_example(database_url: str) -> None:
     # 2. only maria has the skill and the language, and her Friday shift is over: the queue
     assert conversation.owner_id is None
     assert conversation.assignment_reason == (
-        "team billing: 1 matching member busy or away; waiting in the team queue"
+        "topic refunds: team billing: 1 matching member busy or away; waiting in the team queue"
     )
     # 3. thirty business minutes: five on Friday, then Whit Monday is a holiday
     assert conversation.due_at == datetime(2026, 5, 26, 9, 25, tzinfo=BERLIN)

@@ -22,8 +22,8 @@ from nats.js.api import (
     PubAck,
     RetentionPolicy,
     StorageType,
-    SubjectTransform,
     StreamConfig,
+    SubjectTransform,
 )
 from nats.js.errors import (
     BadRequestError,

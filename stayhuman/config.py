@@ -1,4 +1,4 @@
-"""`stayhuman apply -f FILE.yaml`: tenants, accounts, teams, people, SLA targets and routing.
+"""`stayhuman apply -f FILE.yaml`: tenants, accounts, teams, people, SLA targets, routing and alerts.
 
 Validation happens completely before anything is written, and the write is one
 transaction: an invalid file changes nothing. Applying the same file twice is a
@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.notify.chain import Chain, ChainError, Target
 from services.router.businesstime import BusinessCalendar, CalendarError
 from services.router.topics import PRIORITIES, Rule, RuleError
 from shared import ids
@@ -79,6 +80,56 @@ def _priority(value: str) -> str:
 DurationText = Annotated[timedelta, BeforeValidator(_duration)]
 Priority = Annotated[str, AfterValidator(_priority)]
 
+ALERT_KINDS = ("assigned", "warning", "breach", "escalation")
+CHANNELS = ("email", "push", "apprise")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_CLOCK = re.compile(r"(\d{1,2}):([0-5]\d)")
+
+
+def _alert_kind(value: str) -> str:
+    if value not in ALERT_KINDS:
+        raise ValueError(f"{value!r} is not an alert kind; use one of {', '.join(ALERT_KINDS)}")
+    return value
+
+
+def _channel(value: str) -> str:
+    if value not in CHANNELS:
+        raise ValueError(f"{value!r} is not a channel; use one of {', '.join(CHANNELS)}")
+    return value
+
+
+def _channels(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError(f"name at least one of {', '.join(CHANNELS)} (leave the kind out for email)")
+    if twice := _duplicates(value):
+        raise ValueError(f"{twice[0]!r} is named twice")
+    return value
+
+
+def _apprise_url(value: str) -> str:
+    # Never echo the value: it usually holds a token, often from the environment.
+    if not _URL.fullmatch(value):
+        raise ValueError("not an Apprise URL such as ntfy://ntfy.sh/topic (scheme://...)")
+    return value
+
+
+def _clock(value: object) -> str:
+    """An "HH:MM" time of day, as a calendar's hours are written; stored as HH:MM."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 22:00 as the number 1320.
+        hours, minutes = divmod(value, 60)
+        raise ValueError(f"{value!r} is not a time HH:MM (quote times in YAML: '{hours:02d}:{minutes:02d}')")
+    match = _CLOCK.fullmatch(value) if isinstance(value, str) else None
+    if match is None or int(match[1]) > 23:
+        raise ValueError(f"{value!r} is not a time HH:MM")
+    return f"{int(match[1]):02d}:{match[2]}"
+
+
+AlertKind = Annotated[str, AfterValidator(_alert_kind)]
+Channels = Annotated[list[Annotated[str, AfterValidator(_channel)]], AfterValidator(_channels)]
+AppriseUrl = Annotated[str, Field(max_length=4096), AfterValidator(_apprise_url)]
+Clock = Annotated[str, BeforeValidator(_clock)]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -98,6 +149,19 @@ class OutOfOfficeSpec(_Strict):
         return self
 
 
+class QuietHoursSpec(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    starts: Clock = Field(alias="from", description="HH:MM in the person's timezone, quoted.")
+    until: Clock = Field(description="May be earlier than from: the quiet hours wrap midnight.")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "QuietHoursSpec":
+        if self.starts == self.until:
+            raise ValueError("from and until are the same time")
+        return self
+
+
 class PersonSpec(_Strict):
     id: Slug
     name: str = Field(min_length=1, max_length=200)
@@ -110,6 +174,15 @@ class PersonSpec(_Strict):
     working_hours: dict[str, Any] | None = Field(default=None, description="Absent: always on shift.")
     out_of_office: OutOfOfficeSpec | None = None
     active: bool = True
+    notify: dict[AlertKind, Channels] = Field(
+        default_factory=dict, description="Channels per alert kind; a kind left out: email."
+    )
+    apprise: list[AppriseUrl] = Field(
+        default_factory=list, description="Apprise URLs for channel apprise; write secret ones as ${ENV_VAR}."
+    )
+    quiet_hours: QuietHoursSpec | None = Field(
+        default=None, description="Alerts meanwhile go to the next person of the chain."
+    )
 
 
 class TargetsSpec(_Strict):
@@ -171,6 +244,7 @@ class TopicSpec(_Strict):
     sla_policy: Slug | None = Field(default=None, description="Absent: the team's policy applies.")
     no_sla: bool = False
     skills: list[Slug] = Field(default_factory=list)
+    escalation: Any = Field(default=None, description="A list of steps; absent: the tenant's chain.")
 
 
 class AccountSpec(_Strict):
@@ -209,6 +283,10 @@ class TenantSpec(_Strict):
     )
     auto_resolve_after: DurationText | None = Field(
         default=None, description="A responded conversation quiet this long resolves; absent: never."
+    )
+    manager: Slug | None = Field(default=None, description="A person: the escalation target manager.")
+    escalation: Any = Field(
+        default=None, description="Steps: who is alerted after a breach (services/notify/chain.py)."
     )
     calendars: list[CalendarSpec] = Field(default_factory=list)
     sla_policies: list[SlaSpec] = Field(default_factory=list)
@@ -352,6 +430,10 @@ def _check_people(document: ConfigDocument, source: str, people: set[str], probl
             )
         elif substitute is not None and substitute not in people:
             problems.append(f"{where}.out_of_office.substitute: no person {substitute!r}")
+        if not person.apprise:
+            for kind, channels in person.notify.items():
+                if "apprise" in channels:
+                    problems.append(f"{where}.notify.{kind}: channel apprise needs a URL under apprise")
 
 
 def _check_topics(
@@ -424,6 +506,40 @@ def _check_tenant(tenant: TenantSpec, where: str, people: set[str], problems: li
             problems.append(f"{where}.accounts[{ai}].team: no team {account.team!r} in tenant {tenant.id!r}")
 
 
+def _parse_chain(raw: Any, path: str, source: str, problems: list[str]) -> Chain:
+    try:
+        return Chain.parse(raw, where=path)
+    except ChainError as error:
+        problems.append(f"{source}: {error}")
+        return Chain()
+
+
+def _check_escalation(
+    tenant: TenantSpec, path: str, source: str, people: set[str], problems: list[str]
+) -> None:
+    """The tenant's chain and its topics' own: valid, and the people they name exist."""
+    if tenant.manager is not None and tenant.manager not in people:
+        problems.append(f"{source}: {path}.manager: no person {tenant.manager!r}")
+    chains = [(f"{path}.escalation", tenant.escalation)]
+    chains += [(f"{path}.topics[{i}].escalation", topic.escalation) for i, topic in enumerate(tenant.topics)]
+    for where, raw in chains:
+        for si, step in enumerate(_parse_chain(raw, where, source, problems).steps):
+            if step.notify is Target.person and step.person_id not in people:
+                problems.append(f"{source}: {where}[{si}].person: no person {step.person_id!r}")
+            if step.notify is Target.manager and tenant.manager is None:
+                problems.append(
+                    f"{source}: {where}[{si}].notify: tenant {tenant.id!r} names no manager to notify"
+                )
+
+
+def _chain_people(tenant: TenantSpec) -> list[str | None]:
+    """The people a tenant's chains name, of those that parse (cross_check reports the rest)."""
+    named: list[str | None] = [tenant.manager]
+    for raw in [tenant.escalation, *(topic.escalation for topic in tenant.topics)]:
+        named += [step.person_id for step in _parse_chain(raw, "", "", []).steps]
+    return named
+
+
 def cross_check(document: ConfigDocument, *, source: str, known_people: set[str]) -> None:
     """What the schema alone cannot tell: references resolve, names are unique, calendars and
     topic rules are usable. Raises one ConfigError listing every problem."""
@@ -439,6 +555,7 @@ def cross_check(document: ConfigDocument, *, source: str, known_people: set[str]
     _check_people(document, source, people, problems)
     for ti, tenant in enumerate(document.tenants):
         _check_tenant(tenant, f"{source}: tenants[{ti}]", people, problems)
+        _check_escalation(tenant, f"tenants[{ti}]", source, people, problems)
     if problems:
         raise ConfigError(problems)
 
@@ -561,8 +678,13 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _person_values(person: PersonSpec) -> dict[str, Any]:
+def _chain_json(raw: Any) -> str:
+    return _json(Chain.parse(raw).to_json())
+
+
+def _person_values(person: PersonSpec, *, box: SecretBox, stored: Person | None) -> dict[str, Any]:
     absence = person.out_of_office
+    quiet = person.quiet_hours
     return {
         "name": person.name,
         "email": str(person.email),
@@ -576,6 +698,12 @@ def _person_values(person: PersonSpec) -> dict[str, Any]:
         "out_of_office_until": absence.until if absence else None,
         "substitute_id": absence.substitute if absence else None,
         "active": person.active,
+        "notify": _json(person.notify),
+        # The list is sealed whole; no URLs: the plain "[]" (box.open reads both).
+        "apprise_urls": _sealed(box, _json(person.apprise), stored.apprise_urls if stored else None)
+        if person.apprise
+        else "[]",
+        "quiet_hours": _json({"from": quiet.starts, "until": quiet.until}) if quiet else None,
     }
 
 
@@ -624,16 +752,23 @@ def _topic_values(tenant_id: str, position: int, topic: TopicSpec) -> dict[str, 
         else None,
         "no_sla": topic.no_sla,
         "skills": _json(topic.skills),
+        "escalation": _chain_json(topic.escalation) if topic.escalation is not None else None,
     }
 
 
 async def _apply_people(
-    *, session: AsyncSession, people: list[PersonSpec], summary: Summary, commands: _Commands
+    *,
+    session: AsyncSession,
+    people: list[PersonSpec],
+    box: SecretBox,
+    summary: Summary,
+    commands: _Commands,
 ) -> None:
     for person in people:
         before = await session.get(Person, person.id)
         was_active = before.active if before is not None else None
-        changed = await _upsert(session, Person, person.id, _person_values(person), summary, "people")
+        values = _person_values(person, box=box, stored=before)
+        changed = await _upsert(session, Person, person.id, values, summary, "people")
         if was_active and not person.active:
             commands.hand_over(person.id, "deactivated")
         if changed & AVAILABILITY_FIELDS:
@@ -734,6 +869,8 @@ async def _apply_tenant(
             "name": tenant.name,
             "vip": _json(tenant.vip),
             "auto_resolve_seconds": _seconds(tenant.auto_resolve_after),
+            "manager_id": tenant.manager,
+            "escalation": _chain_json(tenant.escalation),
         },
         summary,
         "tenants",
@@ -898,12 +1035,15 @@ async def apply_config(
             for person_id in [
                 *(m for t in document.tenants for team in t.teams for m in [*team.members, team.lead]),
                 *(p.out_of_office.substitute for p in document.people if p.out_of_office),
+                *(named for t in document.tenants for named in _chain_people(t)),
             ]
             if person_id is not None
         }
         stored = (await session.exec(select(Person.id).where(col(Person.id).in_(referenced)))).all()
         cross_check(document, source=source, known_people=set(stored))
-        await _apply_people(session=session, people=document.people, summary=summary, commands=commands)
+        await _apply_people(
+            session=session, people=document.people, box=box, summary=summary, commands=commands
+        )
         await session.flush()
         for ti, tenant in enumerate(document.tenants):
             await _apply_tenant(

@@ -25,6 +25,8 @@ class Tenant(SQLModel, table=True):
     name: str = Field(max_length=200)
     vip: str = Field(default="[]")  # JSON list of author ids or handles treated as VIP
     auto_resolve_seconds: int | None = None  # a responded conversation quiet this long resolves
+    manager_id: str | None = Field(default=None, max_length=63)  # escalation target "manager"
+    escalation: str = Field(default="[]")  # JSON escalation chain (services/notify/chain.py)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
@@ -51,6 +53,10 @@ class Person(SQLModel, table=True):
     out_of_office_until: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     substitute_id: str | None = Field(default=None, max_length=63)
     active: bool = True
+    # Which channels for which alert: JSON {"warning": ["email", "push"], ...}; missing: email.
+    notify: str = Field(default="{}")
+    apprise_urls: str = Field(default="[]")  # JSON list of Apprise URLs (sealed) for channel "apprise"
+    quiet_hours: str | None = None  # JSON {"from": "22:00", "until": "07:00"} in their timezone
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
@@ -105,6 +111,7 @@ class Topic(SQLModel, table=True):
     sla_policy_id: str | None = Field(default=None, max_length=32)
     no_sla: bool = False  # recorded (and assigned if a team is named), never alerted
     skills: str = Field(default="[]")  # JSON: skills an owner needs
+    escalation: str | None = None  # JSON escalation chain for this topic; None: the tenant's
 
 
 class Continuity(SQLModel, table=True):
@@ -260,6 +267,9 @@ class Deadline(SQLModel, table=True):
     warn_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     due_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     state: str = Field(max_length=16)  # armed, cleared, alerted, failed
+    last_step: str | None = Field(default=None, max_length=32)  # the timeline's last alert handled
+    acknowledged_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    acknowledged_by: str | None = Field(default=None, max_length=63)
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
 
@@ -312,3 +322,16 @@ class PollState(SQLModel, table=True):
     last_success_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     last_event_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+
+
+class PushSubscription(SQLModel, table=True):
+    """A browser's Web Push subscription for one person (registered over HTTP with notify)."""
+
+    __table_args__ = (UniqueConstraint("endpoint"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    person_id: str = Field(foreign_key="person.id", index=True, max_length=63)
+    endpoint: str = Field(max_length=1024)
+    p256dh: str = Field(max_length=256)
+    auth: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())

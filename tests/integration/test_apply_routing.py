@@ -33,12 +33,18 @@ from shared.db.models import (
 )
 from shared.db.session import create_engine, session_factory, transaction
 from shared.outbox import decode
-from shared.secrets import SecretBox, new_key
+from shared.secrets import PREFIX, SecretBox, new_key
 from stayhuman.cli import main
 from stayhuman.config import ConfigError, Summary, apply_config, parse_config
 
 Sessions = async_sessionmaker[AsyncSession]
 BOX = SecretBox(new_key())
+APPRISE = ("ntfy://ntfy.example/maria-alerts", "slack://T1/B2/secret-token")
+CHAIN = [
+    {"after": "600s", "notify": "lead"},
+    {"after": "1800s", "notify": "manager", "repeat": {"every": "1800s", "times": 2}},
+    {"after": "7200s", "notify": "person", "person": "li"},
+]
 TABLES = (Tenant, Person, Calendar, SlaPolicy, Team, TeamMember, Topic, Account, ApiToken, PollState)
 
 
@@ -73,6 +79,9 @@ def full() -> dict[str, Any]:
                     "until": "2027-01-04T09:00:00+01:00",
                     "substitute": "li",
                 },
+                notify={"warning": ["push"], "breach": ["email", "push"], "escalation": ["email", "apprise"]},
+                apprise=list(APPRISE),
+                quiet_hours={"from": "22:00", "until": "7:00"},
             ),
             person("li"),
             person("sam"),
@@ -83,6 +92,12 @@ def full() -> dict[str, Any]:
                 "name": "Bluebird Coffee",
                 "vip": ["@oprah", "1234567"],
                 "auto_resolve_after": "3d",
+                "manager": "sam",
+                "escalation": [
+                    {"after": "10m", "notify": "lead"},
+                    {"after": "30m", "notify": "manager", "repeat": {"every": "30m", "times": 2}},
+                    {"after": "2h", "notify": "person", "person": "li"},
+                ],
                 "calendars": [
                     {
                         "name": "office",
@@ -128,6 +143,7 @@ def full() -> dict[str, Any]:
                         "priority": "high",
                         "sla_policy": "standard",
                         "skills": ["billing"],
+                        "escalation": [{"after": "5m", "notify": "team"}],
                     },
                     {"name": "spam", "match": {"patterns": [r"https?://\S+\.xyz"]}, "no_sla": True},
                     {"name": "general", "default": True, "team": "care"},
@@ -272,6 +288,87 @@ async def test_routing_rows_are_written(sessions: Sessions) -> None:
     assert len({c.correlation_id for c in commands}) == 1 and summary.commands == 3
 
 
+async def test_escalation_and_alert_preferences_are_written(sessions: Sessions) -> None:
+    await apply(sessions, full())
+    async with sessions() as session:
+        tenant = await session.get(Tenant, "bluebird")
+        maria = await session.get(Person, "maria")
+        li = await session.get(Person, "li")
+        topics = {x.name: x for x in (await session.exec(select(Topic))).all()}
+    assert tenant is not None and maria is not None and li is not None
+    assert tenant.manager_id == "sam"
+    assert tenant.escalation == json.dumps(CHAIN, sort_keys=True, separators=(",", ":"))
+    assert json.loads(topics["refunds"].escalation or "") == [{"after": "300s", "notify": "team"}]
+    assert topics["general"].escalation is None and topics["spam"].escalation is None  # the tenant's
+    assert json.loads(maria.notify) == {
+        "warning": ["push"],
+        "breach": ["email", "push"],
+        "escalation": ["email", "apprise"],
+    }
+    assert json.loads(maria.quiet_hours or "") == {"from": "22:00", "until": "07:00"}
+    assert maria.apprise_urls.startswith(PREFIX) and "secret-token" not in maria.apprise_urls
+    assert json.loads(BOX.open(maria.apprise_urls)) == list(APPRISE)
+    assert (li.notify, li.apprise_urls, li.quiet_hours) == ("{}", "[]", None)
+    assert json.loads(BOX.open(li.apprise_urls)) == []
+
+
+async def test_changed_alert_settings_are_stored_and_removed_ones_cleared(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await apply(sessions, full())
+    async with sessions() as session:
+        before = await session.get(Person, "maria")
+    assert before is not None
+    document = full()
+    maria = document["people"][0]
+    monkeypatch.setenv("MARIA_SLACK_URL", "slack://T9/B9/from-the-environment")
+    maria["apprise"] = [APPRISE[0], "${MARIA_SLACK_URL}"]
+    maria["quiet_hours"] = {"from": "12:00", "until": "13:00"}
+    tenant = document["tenants"][0]
+    tenant["escalation"] = [{"after": "1h", "notify": "team"}]
+    tenant["manager"] = "li"
+    del tenant["topics"][0]["escalation"]  # back to the tenant's chain
+    tenant["topics"][2]["escalation"] = []  # general: no escalation at all
+    summary = await apply(sessions, document)
+    assert summary.updated == {"people": 1, "tenants": 1, "topics": 2} and summary.created == {}
+    async with sessions() as session:
+        stored = await session.get(Person, "maria")
+        row = await session.get(Tenant, "bluebird")
+        topics = {x.name: x for x in (await session.exec(select(Topic))).all()}
+    assert stored is not None and row is not None
+    assert stored.apprise_urls != before.apprise_urls
+    assert json.loads(BOX.open(stored.apprise_urls)) == [APPRISE[0], "slack://T9/B9/from-the-environment"]
+    assert json.loads(stored.quiet_hours or "") == {"from": "12:00", "until": "13:00"}
+    assert (row.manager_id, json.loads(row.escalation)) == ("li", [{"after": "3600s", "notify": "team"}])
+    assert topics["refunds"].escalation is None and topics["general"].escalation == "[]"
+    assert await apply(sessions, document) == Summary()  # the environment's URL sealed once, kept
+
+    for key in ("notify", "apprise", "quiet_hours"):
+        del maria[key]
+    del tenant["escalation"], tenant["manager"]
+    await apply(sessions, document)
+    async with sessions() as session:
+        stored = await session.get(Person, "maria")
+        row = await session.get(Tenant, "bluebird")
+    assert stored is not None and row is not None
+    assert (stored.notify, stored.apprise_urls, stored.quiet_hours) == ("{}", "[]", None)
+    assert (row.manager_id, row.escalation) == (None, "[]")
+
+
+async def test_a_chain_may_name_people_of_an_earlier_file(sessions: Sessions) -> None:
+    document = full()
+    await apply(sessions, {"people": document["people"]})
+    document["people"] = []
+    await apply(sessions, document)
+    async with sessions() as session:
+        tenant = await session.get(Tenant, "bluebird")
+    assert tenant is not None and tenant.manager_id == "sam" and json.loads(tenant.escalation) == CHAIN
+    document["tenants"][0]["escalation"][2]["person"] = "ghost"
+    with pytest.raises(ConfigError) as error:
+        await apply(sessions, document)
+    assert error.value.problems == ["config.yaml: tenants[0].escalation[2].person: no person 'ghost'"]
+
+
 async def test_a_second_apply_changes_nothing_and_queues_nothing(sessions: Sessions) -> None:
     await apply(sessions, full())
     await relay(sessions)
@@ -348,6 +445,12 @@ async def test_prune_removes_what_the_file_no_longer_has(sessions: Sessions) -> 
     assert [k.name for k in left["ApiToken"]] == ["importer"]
     assert left["PollState"] == []
     assert sorted(p.id for p in left["Person"]) == ["li", "maria", "sam"]  # people are never pruned
+    refunds = next(x for x in left["Topic"] if x.name == "refunds")
+    assert json.loads(refunds.escalation or "") == [{"after": "300s", "notify": "team"}]
+    (tenant,) = left["Tenant"]
+    assert json.loads(tenant.escalation) == CHAIN and tenant.manager_id == "sam"
+    (maria,) = [p for p in left["Person"] if p.id == "maria"]
+    assert json.loads(BOX.open(maria.apprise_urls)) == list(APPRISE)
 
     again = await apply(sessions, reduced(), prune=True)
     assert again == Summary() and await relay(sessions) == []

@@ -2,6 +2,7 @@ from datetime import timedelta
 
 import pytest
 
+from services.notify.chain import Chain, Step, Target
 from stayhuman.config import ConfigError, cross_check, parse_config
 from tests.helpers import config_yaml
 
@@ -104,6 +105,12 @@ people:
     timezone: Europe/Berlin
     working_hours: {mon: [["09:00", "17:00"]], tue: [["09:00", "17:00"]]}
     out_of_office: {from: 2026-12-20T00:00:00+01:00, until: 2027-01-04T09:00:00+01:00, substitute: li}
+    notify:
+      warning: [push]
+      breach: [email, push]
+      escalation: [email, apprise]
+    apprise: ["ntfy://ntfy.example/maria-alerts", "slack://T1/B2/C3"]
+    quiet_hours: {from: "22:00", until: "07:00"}
   - id: li
     name: Li Wei
     email: li@example.com
@@ -112,6 +119,11 @@ tenants:
     name: Bluebird Coffee
     vip: ["@oprah", "1234567"]
     auto_resolve_after: 3d
+    manager: li
+    escalation:
+      - {after: 10m, notify: lead}
+      - {after: 30m, notify: manager, repeat: {every: 30m, times: 2}}
+      - {after: 2h, notify: person, person: li}
     calendars:
       - name: office
         timezone: Europe/Berlin
@@ -146,6 +158,7 @@ tenants:
         priority: high
         sla_policy: standard
         skills: [billing]
+        escalation: [{after: 5m, notify: team}]
       - name: spam
         match: {patterns: ['https?://\\S+\\.xyz']}
         no_sla: true
@@ -182,6 +195,183 @@ def test_the_routing_configuration_parses() -> None:
     assert policy.high_reach is not None and policy.high_reach.followers == 100_000
     assert [t.priority for t in tenant.topics] == ["high", "normal", "normal"]
     assert tenant.topics[1].match == {"patterns": [r"https?://\S+\.xyz"]}
+
+
+def test_the_alert_configuration_parses() -> None:
+    maria, li = parse_config(ROUTING, source="config.yaml").people
+    assert maria.notify == {
+        "warning": ["push"],
+        "breach": ["email", "push"],
+        "escalation": ["email", "apprise"],
+    }
+    assert maria.apprise == ["ntfy://ntfy.example/maria-alerts", "slack://T1/B2/C3"]
+    assert maria.quiet_hours is not None
+    assert (maria.quiet_hours.starts, maria.quiet_hours.until) == ("22:00", "07:00")
+    assert (li.notify, li.apprise, li.quiet_hours) == ({}, [], None)  # absent: email, no quiet hours
+    tenant = parse_config(ROUTING, source="config.yaml").tenants[0]
+    assert tenant.manager == "li"
+    assert Chain.parse(tenant.escalation).steps[2] == Step(
+        after=timedelta(hours=2), notify=Target.person, person_id="li"
+    )
+    assert [t.escalation for t in tenant.topics] == [[{"after": "5m", "notify": "team"}], None, None]
+
+
+def test_quiet_hours_may_wrap_midnight_and_drop_the_leading_zero() -> None:
+    text = ROUTING.replace('{from: "22:00", until: "07:00"}', '{from: "7:30", until: "9:00"}')
+    quiet = parse_config(text, source="config.yaml").people[0].quiet_hours
+    assert quiet is not None and (quiet.starts, quiet.until) == ("07:30", "09:00")
+    assert problems_of(text) == []
+
+
+def test_apprise_urls_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = ROUTING.replace('"slack://T1/B2/C3"', '"${MARIA_SLACK_URL}"')
+    monkeypatch.setenv("MARIA_SLACK_URL", "slack://T9/B9/secret")
+    assert parse_config(text, source="config.yaml").people[0].apprise[1] == "slack://T9/B9/secret"
+    monkeypatch.delenv("MARIA_SLACK_URL")
+    assert "config.yaml: people[0].apprise[1]: environment variable MARIA_SLACK_URL is not set" in (
+        problems_of(text)
+    )
+
+
+def test_a_bad_apprise_url_is_not_repeated_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MARIA_SLACK_URL", "hooks.slack.example/T9/B9/secret-token")
+    text = ROUTING.replace('"slack://T1/B2/C3"', '"${MARIA_SLACK_URL}"')
+    assert problems_of(text) == [
+        "config.yaml: people[0].apprise[1]: not an Apprise URL such as ntfy://ntfy.sh/topic (scheme://...)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        (
+            "      warning: [push]\n",
+            "      warnings: [push]\n",
+            "config.yaml: people[0].notify.warnings: 'warnings' is not an alert kind;"
+            " use one of assigned, warning, breach, escalation",
+        ),
+        (
+            "breach: [email, push]",
+            "breach: [email, sms]",
+            "config.yaml: people[0].notify.breach[1]: 'sms' is not a channel; use one of email, push, apprise",
+        ),
+        (
+            "warning: [push]",
+            "warning: []",
+            "config.yaml: people[0].notify.warning: name at least one of email, push, apprise",
+        ),
+        (
+            "breach: [email, push]",
+            "breach: [push, push]",
+            "config.yaml: people[0].notify.breach: 'push' is named twice",
+        ),
+        (
+            "warning: [push]",
+            "warning: push",
+            "config.yaml: people[0].notify.warning: Input should be a valid list",
+        ),
+        (
+            '"ntfy://ntfy.example/maria-alerts"',
+            '"ntfy.example/maria-alerts"',
+            "config.yaml: people[0].apprise[0]: not an Apprise URL such as ntfy://ntfy.sh/topic (scheme://...)",
+        ),
+        (
+            '    apprise: ["ntfy://ntfy.example/maria-alerts", "slack://T1/B2/C3"]\n',
+            "",
+            "config.yaml: people[0].notify.escalation: channel apprise needs a URL under apprise",
+        ),
+        (
+            '    apprise: ["ntfy://ntfy.example/maria-alerts", "slack://T1/B2/C3"]\n',
+            "    apprise: []\n",
+            "config.yaml: people[0].notify.escalation: channel apprise needs a URL under apprise",
+        ),
+        (
+            '{from: "22:00", until: "07:00"}',
+            '{from: 22:00, until: "07:00"}',
+            "config.yaml: people[0].quiet_hours.from: 1320 is not a time HH:MM (quote times in YAML: '22:00')",
+        ),
+        (
+            '{from: "22:00", until: "07:00"}',
+            '{from: "22:00", until: 7:00}',
+            "config.yaml: people[0].quiet_hours.until: 420 is not a time HH:MM (quote times in YAML: '07:00')",
+        ),
+        (
+            '{from: "22:00", until: "07:00"}',
+            '{from: "22:00", until: "24:00"}',
+            "config.yaml: people[0].quiet_hours.until: '24:00' is not a time HH:MM",
+        ),
+        (
+            '{from: "22:00", until: "07:00"}',
+            '{from: "10pm", until: "07:00"}',
+            "config.yaml: people[0].quiet_hours.from: '10pm' is not a time HH:MM",
+        ),
+        (
+            '{from: "22:00", until: "07:00"}',
+            '{from: "7:00", until: "07:00"}',
+            "config.yaml: people[0].quiet_hours: from and until are the same time",
+        ),
+        (
+            '{from: "22:00", until: "07:00"}',
+            '{from: "22:00"}',
+            "config.yaml: people[0].quiet_hours.until: Field required",
+        ),
+        ("    manager: li\n", "    manager: ghost\n", "config.yaml: tenants[0].manager: no person 'ghost'"),
+        (
+            "notify: person, person: li}",
+            "notify: person, person: ghost}",
+            "config.yaml: tenants[0].escalation[2].person: no person 'ghost'",
+        ),
+        (
+            "{after: 10m, notify: lead}",
+            "{after: 10m, notify: boss}",
+            "config.yaml: tenants[0].escalation[0].notify: 'boss' is not one of owner, team, lead, manager, person",
+        ),
+        (
+            "{after: 10m, notify: lead}",
+            "{after: 3h, notify: lead}",
+            "config.yaml: tenants[0].escalation[1].after: steps must come in order of their wait",
+        ),
+        (
+            "repeat: {every: 30m, times: 2}",
+            "repeat: {every: 30m, times: 0}",
+            "config.yaml: tenants[0].escalation[1].repeat.times: a whole number from 1 to 20",
+        ),
+        (
+            "    manager: li\n",
+            "",
+            "config.yaml: tenants[0].escalation[1].notify: tenant 'bluebird' names no manager to notify",
+        ),
+        (
+            "escalation: [{after: 5m, notify: team}]",
+            "escalation: {after: 5m, notify: team}",
+            "config.yaml: tenants[0].topics[0].escalation: expected a list of steps",
+        ),
+        (
+            "escalation: [{after: 5m, notify: team}]",
+            "escalation: [{after: 5m, notify: person, person: ghost}]",
+            "config.yaml: tenants[0].topics[0].escalation[0].person: no person 'ghost'",
+        ),
+        (
+            "escalation: [{after: 5m, notify: team}]",
+            "escalation: [{after: 5m, notify: team, when: later}]",
+            "config.yaml: tenants[0].topics[0].escalation[0]: unknown key 'when'",
+        ),
+        ("escalation: [{after: 5m, notify: team}]", "escalation: []", ""),  # no escalation for this topic
+    ],
+)
+def test_alert_problems_name_the_path(before: str, after: str, expected: str) -> None:
+    text = ROUTING.replace(before, after, 1)
+    assert text != ROUTING
+    problems = problems_of(text)
+    if not expected:
+        assert problems == []
+    else:
+        assert any(problem.startswith(expected) for problem in problems), problems
+
+
+def test_people_a_chain_names_may_be_stored_already() -> None:
+    text = ROUTING.replace("    manager: li\n", "    manager: ana\n").replace("person: li}", "person: sam}")
+    assert problems_of(text, known_people=frozenset({"ana", "sam"})) == []
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,12 @@
-"""The overdue email: who gets it and what it says. Pure: no SMTP here."""
+"""Alert emails: who gets them and what they say. Pure: no SMTP here."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
+
+from services.notify.chain import Target
+from services.notify.templates import Templates
 
 PLATFORM_NAMES = {
     "facebook": "Facebook",
@@ -20,6 +23,7 @@ PLATFORM_NAMES = {
 class Recipient:
     name: str
     email: str
+    id: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,10 @@ class OverdueContext:
     owner: Recipient | None
     team: list[Recipient]
     still_waiting: bool = True  # the conversation is open and this deadline version is current
+    tenant_id: str = ""
+    lead: Recipient | None = None
+    manager: Recipient | None = None
+    people: dict[str, Recipient] = field(default_factory=dict)  # anyone a chain may name, by id
 
 
 def waited(delta: timedelta) -> str:
@@ -56,9 +64,82 @@ def waited(delta: timedelta) -> str:
     return " ".join(parts) or "0 seconds"
 
 
-def recipients(context: OverdueContext) -> list[Recipient]:
-    """The owner; with nobody assigned yet, everyone in the team."""
-    return [context.owner] if context.owner else list(context.team)
+def recipients(
+    context: OverdueContext, target: Target = Target.owner, person_id: str | None = None
+) -> list[Recipient]:
+    """Who an alert of a chain's step goes to. The owner; with nobody assigned yet, everyone in
+    the team. A lead, manager or named person who is not there falls back the same way."""
+    fallback = [context.owner] if context.owner else list(context.team)
+    match target:
+        case Target.team:
+            return list(context.team) or fallback
+        case Target.lead:
+            return [context.lead] if context.lead else list(context.team)
+        case Target.manager:
+            return (
+                [context.manager]
+                if context.manager
+                else ([context.lead] if context.lead else list(context.team))
+            )
+        case Target.person:
+            named = context.people.get(person_id or "")
+            return [named] if named else recipients(context, Target.manager)
+    return fallback
+
+
+def compose_alert(
+    context: OverdueContext,
+    *,
+    kind: str,
+    step: str,
+    to: list[Recipient],
+    now: datetime,
+    sender: str,
+    ack_url: str,
+    templates: Templates,
+) -> EmailMessage:
+    """One alert as a multipart email (plain text and HTML) from the tenant's templates."""
+    platform = PLATFORM_NAMES.get(context.platform, context.platform)
+    single = to[0] if len(to) == 1 else None
+    if kind == "escalation":
+        owner = context.owner.name if context.owner else "nobody yet"
+        why = f"It is owned by {owner}; you are told because nobody has answered in time."
+    elif context.owner:
+        why = "This conversation is assigned to you."
+    else:
+        why = "Nobody could take this conversation yet, so the whole team is told."
+    values = {
+        "tenant": context.tenant_name,
+        "platform": platform,
+        "author": context.author_name,
+        "text": context.text or "(no text)",
+        "quoted": "\n".join(f"> {line}" for line in (context.text or "(no text)").splitlines()),
+        "waited": waited(now - context.waiting_since),
+        "due_at": context.due_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "greeting": f"Hi {single.name}," if single else "Hi team,",
+        "why": why,
+        "open_url": context.url or f"(the platform gave no link; {context.account_handle} on {platform})",
+        "ack_url": ack_url,
+        "conversation_id": context.conversation_id,
+        "account": context.account_id,
+        "step": step,
+        "recipients": ", ".join(r.name for r in to),
+    }
+    rendered = templates.render(tenant_id=context.tenant_id, kind=kind, values=values)
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(f"{r.name} <{r.email}>" for r in to)
+    message["Subject"] = rendered.subject
+    message["Message-ID"] = (
+        f"<{'overdue' if step == 'breach' else step}.{context.conversation_id}.v{context.deadline_version}"
+        f"@{_domain(sender)}>"
+    )
+    message["Date"] = format_datetime(now)
+    message["X-StayHuman-Conversation"] = context.conversation_id
+    message["X-StayHuman-Alert"] = step
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    return message
 
 
 def message_id(context: OverdueContext, sender: str) -> str:

@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from email.message import EmailMessage
 from typing import Protocol, TypeVar
 
@@ -20,15 +20,18 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notify import store
-from services.notify.email import compose_connector_problem, compose_overdue, recipients
+from services.notify.chain import Chain, Target, timeline
+from services.notify.email import Recipient, compose_alert, compose_connector_problem, recipients
 from services.notify.mailer import MailError
 from services.notify.scheduler import TimerScheduler
+from services.notify.templates import Templates
 from services.notify.timers import (
+    Deadline,
     DeadlineState,
     TimerPayload,
     Verdict,
-    breach_timer,
     judge_fired,
+    next_timer,
     retry_delay,
     retry_timer,
 )
@@ -37,6 +40,7 @@ from shared.db.session import transaction
 from shared.events import ConnectorProblem, DeadlineChanged, utcnow
 from shared.jetstream import dead_letter, is_last_delivery
 from shared.logs import correlation_id
+from shared.secrets import SecretBox
 from shared.tracing import carrier_of, span
 
 log = logging.getLogger(__name__)
@@ -107,13 +111,16 @@ class DeadlineWatcher:
             async with transaction(self.sessions) as session:
                 await store.store_deadlines(session=session, events=newest.values())
                 current = await store.get_deadlines(session=session, ids=newest)
+                chains = await store.get_chains(session=session, ids=newest)
             to_arm: list[TimerPayload] = []
             to_cancel: list[tuple[str, str]] = []
+            now = utcnow()
             for event in newest.values():
                 deadline = current.get(event.conversation_id)
                 if deadline is None or deadline.version != event.deadline_version:
                     continue  # a newer version is already stored: it decides
-                timer = breach_timer(deadline)
+                chain = chains.get(event.conversation_id, Chain())
+                timer = next_timer(deadline, chain, after_step=None, now=now)
                 if timer is not None:
                     with span("arm deadline", parent=traces.get(event.conversation_id)):
                         timer = timer.model_copy(update={"trace": carrier_of()})
@@ -157,6 +164,9 @@ class AlertSender:
     max_attempts: int
     max_deliver: int
     send_timeout: timedelta
+    box: SecretBox
+    public_url: str
+    templates: Templates = field(default_factory=Templates)
     heartbeat: timedelta = timedelta(seconds=10)  # well inside the consumer's ack wait
     concurrency: int = 32
     _slots: asyncio.Semaphore = field(init=False)
@@ -210,11 +220,18 @@ class AlertSender:
         verdict, reason = judge_fired(current, fired)
         FIRED.labels(verdict.value).inc()
         if verdict is Verdict.rearm and current is not None:
-            await self.scheduler.arm([t for t in [breach_timer(current)] if t is not None], again=True)
-        if verdict is Verdict.send and fired.attempt == 0:
+            chain = await self._chain(fired.conversation_id)
+            timer = next_timer(current, chain, after_step=current.last_step, now=utcnow())
+            await self.scheduler.arm([timer] if timer else [], again=True)
+        if verdict is Verdict.send and fired.attempt == 0 and fired.step == "breach":
             BREACHES.inc()
         if verdict is not Verdict.send:
-            log.info("timer ignored", extra={"conversation_id": fired.conversation_id, "reason": reason})
+            log.info(
+                "timer ignored",
+                extra={"conversation_id": fired.conversation_id, "step": fired.step, "reason": reason},
+            )
+            if current is not None and current.version == fired.deadline_version and reason.startswith("ack"):
+                await self._advance(fired, current)  # past a silenced step: what comes after it
             await msg.ack()
             return
         lease = self.send_timeout * 2 + timedelta(seconds=30)
@@ -228,33 +245,81 @@ class AlertSender:
                 lease=lease,
             )
         if claim.outcome == "done":
+            await self._advance(fired, current)  # handled before (a redelivery): make sure the next is armed
             await msg.ack()
             return
         if claim.outcome == "busy":
             await msg.nak(delay=claim.retry_in)  # another replica is sending it right now
             return
         assert current is not None and current.due_at is not None  # judged "send"
-        await self._send(msg, fired, due_at=current.due_at, attempts=claim.attempts)
+        await self._send(msg, fired, current, attempts=claim.attempts)
 
-    async def _send(self, msg: Msg, fired: TimerPayload, *, due_at: datetime, attempts: int) -> None:
+    async def _chain(self, conversation_id: str) -> Chain:
+        async with self.sessions() as session:
+            return (await store.get_chains(session=session, ids=[conversation_id])).get(
+                conversation_id, Chain()
+            )
+
+    async def _advance(self, fired: TimerPayload, current: Deadline | None) -> None:
+        """The alert `fired` is handled: note it, and arm the one after it (or nothing: done)."""
+        if current is None:
+            return
+        chain = await self._chain(fired.conversation_id)
+        async with self.sessions() as session:
+            fresh = (await store.get_deadlines(session=session, ids=[fired.conversation_id])).get(
+                fired.conversation_id
+            )
+        if fresh is None or fresh.version != fired.deadline_version:
+            return  # a newer deadline has its own timeline
+        timer = next_timer(fresh, chain, after_step=fired.step)
+        async with transaction(self.sessions) as session:
+            await store.advance(session=session, fired=fired, finished=timer is None)
+        if timer is not None:
+            await self.scheduler.arm([timer])
+
+    def _ack_url(self, fired: TimerPayload, to: list[Recipient]) -> str:
+        who = to[0].id if len(to) == 1 and to[0].id else "team"
+        token = self.box.token(f"{fired.conversation_id}:{fired.deadline_version}:{who}")
+        return f"{self.public_url.rstrip('/')}/ack/{token}"
+
+    async def _send(self, msg: Msg, fired: TimerPayload, current: Deadline, *, attempts: int) -> None:
+        assert current.due_at is not None
         async with self.sessions() as session:
             context = await store.get_overdue_context(
                 session=session,
                 conversation_id=fired.conversation_id,
                 version=fired.deadline_version,
-                due_at=due_at,
+                due_at=current.due_at,
             )
-        if context is None or not context.still_waiting or not recipients(context):
+        chain = await self._chain(fired.conversation_id)
+        planned = {
+            entry.step: entry
+            for entry in timeline(warn_at=current.warn_at, due_at=current.due_at, chain=chain)
+        }.get(fired.step)
+        target = planned.notify if planned else Target.owner
+        people = recipients(context, target, planned.person_id if planned else None) if context else []
+        if context is None or not context.still_waiting or not people:
             why = "nobody to tell" if context and context.still_waiting else "no longer waiting"
             async with transaction(self.sessions) as session:
                 await store.finish_alert(
                     session=session, status="skipped", attempts=attempts, error=why, fired=fired
                 )
             log.info("alert skipped", extra={"conversation_id": fired.conversation_id, "reason": why})
+            await self._advance(fired, current)
             await msg.ack()
             return
         now = utcnow()
-        message = compose_overdue(context, now=now, sender=self.sender)
+        kind = "escalation" if fired.step.startswith("escalation") else fired.step
+        message = compose_alert(
+            context,
+            kind=kind,
+            step=fired.step,
+            to=people,
+            now=now,
+            sender=self.sender,
+            ack_url=self._ack_url(fired, people),
+            templates=self.templates,
+        )
         to = message["To"]
         try:
             await with_heartbeat(msg, self.mailer.send(message), every=self.heartbeat.total_seconds())
@@ -267,6 +332,7 @@ class AlertSender:
                         session=session, status="failed", attempts=attempts, error=str(error), fired=fired
                     )
                 await self._dead_letter(msg, f"undeliverable after {attempts} attempts: {error}")
+                await self._advance(fired, current)  # the next step may reach someone else
                 return
             delay = retry_delay(attempts, initial=self.retry_initial, maximum=self.retry_max)
             async with transaction(self.sessions) as session:
@@ -295,15 +361,18 @@ class AlertSender:
                 message_id=message["Message-ID"],
                 fired=fired,
             )
+        await self._advance(fired, current)
         await msg.ack()
         ALERTS.labels("email", "sent").inc()
-        LATENESS.observe(max(0.0, (sent_at - context.due_at).total_seconds()))
+        lateness = (sent_at - fired.at).total_seconds()
+        LATENESS.observe(max(0.0, lateness))
         log.info(
-            "overdue email sent",
+            "alert sent",
             extra={
                 "conversation_id": fired.conversation_id,
+                "step": fired.step,
                 "to": to,
-                "lateness_seconds": round((sent_at - context.due_at).total_seconds(), 3),
+                "lateness_seconds": round(lateness, 3),
                 "attempts": attempts + 1,
             },
         )
@@ -326,11 +395,21 @@ class Reconciler:
                 deadlines = await store.get_armed_deadlines(session=session, after=after, limit=self.page)
             if not deadlines:
                 break
+            async with self.sessions() as session:
+                chains = await store.get_chains(session=session, ids=[d.conversation_id for d in deadlines])
+            now = utcnow()
             missing = [
                 timer
                 for deadline in deadlines
                 if deadline.conversation_id not in armed
-                for timer in [breach_timer(deadline)]
+                for timer in [
+                    next_timer(
+                        deadline,
+                        chains.get(deadline.conversation_id, Chain()),
+                        after_step=deadline.last_step,
+                        now=now,
+                    )
+                ]
                 if timer is not None
             ]
             await self.scheduler.arm(missing, again=True)

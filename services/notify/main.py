@@ -12,6 +12,7 @@ from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.notify.acks import acks_router
 from services.notify.handlers import (
     DEADLINE_CONSUMER,
     OPERATOR_CONSUMER,
@@ -26,6 +27,7 @@ from services.notify.mailbox import mailbox_router
 from services.notify.mailer import SmtpMailer
 from services.notify.scheduler import TimerScheduler
 from services.notify.settings import NotifySettings
+from services.notify.templates import Templates
 from shared import subjects
 from shared.jetstream import BatchConsumer, BatchHandler, work_consumer
 from shared.metrics import every, metrics_router, observe_consumers
@@ -85,6 +87,9 @@ def build_workers(
         max_attempts=settings.alert_max_attempts,
         max_deliver=settings.notify_max_deliver,
         send_timeout=settings.smtp_timeout,
+        box=settings.secret_box(),
+        public_url=settings.public_url or f"http://127.0.0.1:{settings.notify_port}",
+        templates=Templates(settings.templates_dir),
         heartbeat=settings.notify_ack_wait / 3,
     )
     operators = OperatorAlerts(
@@ -168,6 +173,12 @@ def create_app(settings: NotifySettings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router(runtime, extra=consuming))
     app.include_router(metrics_router())
+
+    def parts() -> tuple[async_sessionmaker[AsyncSession], TimerScheduler] | None:
+        workers = state.get("workers")
+        return (workers.sessions, workers.scheduler) if workers is not None else None
+
+    app.include_router(acks_router(box=settings.secret_box(), parts=parts))
     if settings.dev_mailbox_dir is not None:
         app.include_router(mailbox_router(settings.dev_mailbox_dir))
     return app

@@ -34,6 +34,14 @@ class NotifySettings(CommonSettings):
     operator_email: str | None = Field(
         default=None, description="Who hears about failing or silent connectors."
     )
+    public_url: str | None = Field(
+        default=None,
+        description="Where people reach notify's pages (acknowledge links); default http://127.0.0.1:<notify port>.",
+    )
+    templates_dir: Path | None = Field(
+        default=None,
+        description="Alert templates that replace the built-in ones (<kind>.subject|txt|html, per tenant in <tenant>/).",
+    )
     dev_mailbox_dir: Path | None = Field(
         default=None, description="Maildir shown at /mailbox (set by `up` when it runs the dev SMTP sink)."
     )

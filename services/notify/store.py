@@ -1,5 +1,7 @@
 """Persistence for notify: deadlines (newest version wins) and alert claims."""
 
+import functools
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -8,6 +10,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.notify.chain import Chain
 from services.notify.email import OverdueContext, Recipient
 from services.notify.timers import Deadline, DeadlineState, TimerPayload
 from shared.db.core import (
@@ -17,7 +20,9 @@ from shared.db.core import (
     DEADLINES,
     MEMBERS,
     PEOPLE,
+    TEAMS,
     TENANTS,
+    TOPICS,
     execute,
     fetch_rows,
 )
@@ -32,6 +37,9 @@ def _deadline(row: Any) -> Deadline:
         version=row.version,
         due_at=row.due_at,
         state=row.state,
+        warn_at=row.warn_at,
+        last_step=row.last_step,
+        acknowledged_at=row.acknowledged_at,
     )
 
 
@@ -49,6 +57,10 @@ async def store_deadlines(*, session: AsyncSession, events: Iterable[DeadlineCha
             "warn_at": e.warn_at,
             "due_at": e.due_at,
             "state": DeadlineState.armed if e.due_at else DeadlineState.cleared,
+            # a new version is a new deadline: its timeline starts over, unacknowledged
+            "last_step": None,
+            "acknowledged_at": None,
+            "acknowledged_by": None,
             "updated_at": now,
         }
         for e in events
@@ -166,15 +178,93 @@ async def finish_alert(
             sent_at=now if status == "sent" else None,
         ),
     )
-    if status in ("sent", "failed"):
-        await execute(
+
+
+async def advance(*, session: AsyncSession, fired: TimerPayload, finished: bool) -> None:
+    """Note the alert of the timeline just handled; `finished`: it was the last one."""
+    values: dict[str, Any] = {"last_step": fired.step, "updated_at": utcnow()}
+    if finished:
+        values["state"] = DeadlineState.alerted
+    await execute(
+        session,
+        update(DEADLINES)
+        .where(
+            DEADLINES.c.conversation_id == fired.conversation_id,
+            DEADLINES.c.version == fired.deadline_version,
+            DEADLINES.c.state == DeadlineState.armed,
+        )
+        .values(**values),
+    )
+
+
+async def acknowledge(*, session: AsyncSession, conversation_id: str, version: int, person_id: str) -> str:
+    """Someone is on it: no more escalation for this deadline version. Returns what happened:
+    acknowledged, already (acknowledged before), or outdated (the deadline moved on)."""
+    now = utcnow()
+    done = await execute(
+        session,
+        update(DEADLINES)
+        .where(
+            DEADLINES.c.conversation_id == conversation_id,
+            DEADLINES.c.version == version,
+            DEADLINES.c.acknowledged_at.is_(None),
+        )
+        .values(acknowledged_at=now, acknowledged_by=person_id, updated_at=now),
+    )
+    if done.rowcount != 1:
+        rows = await fetch_rows(
             session,
-            update(DEADLINES)
-            .where(DEADLINES.c.conversation_id == conversation_id, DEADLINES.c.version == version)
-            .values(
-                state=DeadlineState.alerted if status == "sent" else DeadlineState.failed, updated_at=now
+            select(DEADLINES.c.version, DEADLINES.c.acknowledged_at).where(
+                DEADLINES.c.conversation_id == conversation_id
             ),
         )
+        if rows and rows[0].version == version and rows[0].acknowledged_at is not None:
+            return "already"
+        return "outdated"
+    tenant = await fetch_rows(
+        session, select(CONVERSATIONS.c.tenant_id).where(CONVERSATIONS.c.id == conversation_id)
+    )
+    await execute(
+        session,
+        dialect_insert(session, ALERTS)
+        .values(
+            id=alert_id(conversation_id, version, "ack"),
+            conversation_id=conversation_id,
+            deadline_version=version,
+            step="ack",
+            tenant_id=tenant[0].tenant_id if tenant else "",
+            channel="link",
+            recipients=person_id,
+            message_id="",
+            status="acknowledged",
+            attempts=0,
+            last_error="",
+            created_at=now,
+            sent_at=now,
+        )
+        .on_conflict_do_nothing(),
+    )
+    return "acknowledged"
+
+
+@functools.lru_cache(maxsize=2048)
+def _chain(text: str | None) -> Chain:
+    return Chain.parse(json.loads(text)) if text else Chain()
+
+
+async def get_chains(*, session: AsyncSession, ids: Iterable[str]) -> dict[str, Chain]:
+    """The escalation chain of each conversation: its topic's, else its tenant's."""
+    rows = await fetch_rows(
+        session,
+        select(CONVERSATIONS.c.id, TENANTS.c.escalation, TOPICS.c.escalation.label("topic_escalation"))
+        .join(TENANTS, TENANTS.c.id == CONVERSATIONS.c.tenant_id)
+        .outerjoin(
+            TOPICS,
+            (TOPICS.c.tenant_id == CONVERSATIONS.c.tenant_id) & (TOPICS.c.name == CONVERSATIONS.c.topic),
+        )
+        .where(CONVERSATIONS.c.id.in_(list(ids))),
+    )
+    return {row.id: _chain(row.topic_escalation or row.escalation) for row in rows}
 
 
 async def get_overdue_context(
@@ -194,19 +284,34 @@ async def get_overdue_context(
     if not row:
         return None
     conversation = row[0]
-    owner = None
-    if conversation.owner_id:
-        people = await fetch_rows(
-            session, select(PEOPLE.c.name, PEOPLE.c.email).where(PEOPLE.c.id == conversation.owner_id)
-        )
-        owner = Recipient(people[0].name, people[0].email) if people else None
-    team = await fetch_rows(
+    team_row = await fetch_rows(session, select(TEAMS.c.lead_id).where(TEAMS.c.id == conversation.team_id))
+    tenant_row = await fetch_rows(
         session,
-        select(PEOPLE.c.name, PEOPLE.c.email)
+        select(TENANTS.c.manager_id, TENANTS.c.escalation).where(TENANTS.c.id == conversation.tenant_id),
+    )
+    lead_id = team_row[0].lead_id if team_row else None
+    manager_id = tenant_row[0].manager_id if tenant_row else None
+    members = await fetch_rows(
+        session,
+        select(PEOPLE.c.id)
         .join(MEMBERS, MEMBERS.c.person_id == PEOPLE.c.id)
         .where(MEMBERS.c.team_id == conversation.team_id)
         .order_by(PEOPLE.c.id),
     )
+    team_ids = [m.id for m in members]
+    named = {step.person_id for step in _chain(tenant_row[0].escalation if tenant_row else None).steps}
+    for chain in (await get_chains(session=session, ids=[conversation_id])).values():
+        named |= {step.person_id for step in chain.steps}
+    wanted = {*team_ids, conversation.owner_id, lead_id, manager_id, *named} - {None}
+    people = {
+        p.id: Recipient(p.name, p.email, p.id)
+        for p in await fetch_rows(
+            session,
+            select(PEOPLE.c.id, PEOPLE.c.name, PEOPLE.c.email).where(
+                PEOPLE.c.id.in_(wanted), PEOPLE.c.active.is_(True)
+            ),
+        )
+    }
     return OverdueContext(
         conversation_id=conversation.id,
         deadline_version=version,
@@ -219,11 +324,15 @@ async def get_overdue_context(
         url=conversation.last_inbound_url,
         waiting_since=conversation.awaiting_since or conversation.opened_at,
         due_at=due_at,
-        owner=owner,
-        team=[Recipient(p.name, p.email) for p in team],
+        owner=people.get(conversation.owner_id or ""),
+        team=[people[p] for p in team_ids if p in people],
         # The router's own record closes the window in which it has committed a
         # reply whose cleared deadline has not reached notify yet.
-        still_waiting=conversation.state == "open" and conversation.deadline_version == version,
+        still_waiting=conversation.deadline_version == version and conversation.due_at is not None,
+        tenant_id=conversation.tenant_id,
+        lead=people.get(lead_id or ""),
+        manager=people.get(manager_id or ""),
+        people=people,
     )
 
 

@@ -10,17 +10,17 @@ import enum
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from services.notify.chain import Chain, next_alert, timeline
 from shared.events import AwareDatetime
 
 
 class DeadlineState(enum.StrEnum):
     armed = "armed"  # a due time is set and no alert has gone out yet
     cleared = "cleared"  # responded, resolved, or nothing to watch
-    alerted = "alerted"  # the overdue alert was sent
+    alerted = "alerted"  # every alert of its timeline was handled
     failed = "failed"  # the alert could not be delivered after every retry
 
 
@@ -31,6 +31,9 @@ class Deadline:
     version: int
     due_at: datetime | None
     state: str
+    warn_at: datetime | None = None
+    last_step: str | None = None  # the last alert of its timeline that was handled
+    acknowledged_at: datetime | None = None
 
 
 class TimerPayload(BaseModel):
@@ -41,22 +44,42 @@ class TimerPayload(BaseModel):
     tenant_id: str
     conversation_id: str
     deadline_version: int
-    step: Literal["breach"] = "breach"
+    step: str = "breach"  # warning, breach, escalation-<n>[.<repeat>]
     attempt: int = 0
     at: AwareDatetime
     trace: dict[str, str] = {}  # the W3C trace context that armed it (the fired copy has no headers)
 
 
-def breach_timer(deadline: Deadline) -> TimerPayload | None:
-    """The timer a deadline needs now, or None when nothing should be armed."""
+def next_timer(
+    deadline: Deadline, chain: Chain, *, after_step: str | None, now: datetime | None = None
+) -> TimerPayload | None:
+    """The timer a deadline needs next, or None when nothing is left to arm.
+
+    `after_step`: the alert just handled (None: from the start of the timeline). `now`:
+    skip what is already past (arming a new deadline, reconciling), except the breach."""
     if deadline.state != DeadlineState.armed or deadline.due_at is None:
+        return None
+    entries = timeline(warn_at=deadline.warn_at, due_at=deadline.due_at, chain=chain)
+    entry = next_alert(
+        entries,
+        after_step=after_step,
+        acknowledged=deadline.acknowledged_at is not None,
+        not_before=now,
+    )
+    if entry is None:
         return None
     return TimerPayload(
         tenant_id=deadline.tenant_id,
         conversation_id=deadline.conversation_id,
         deadline_version=deadline.version,
-        at=deadline.due_at,
+        step=entry.step,
+        at=entry.at,
     )
+
+
+def breach_timer(deadline: Deadline) -> TimerPayload | None:
+    """The first timer of a deadline with no escalation chain (kept for callers that have none)."""
+    return next_timer(deadline, Chain(), after_step=None)
 
 
 def retry_timer(fired: TimerPayload, *, now: datetime, delay: timedelta) -> TimerPayload:
@@ -74,7 +97,7 @@ def judge_fired(current: Deadline | None, fired: TimerPayload) -> tuple[Verdict,
     if current is None:
         return Verdict.ignore, "no deadline known for this conversation"
     if current.version > fired.deadline_version:
-        if breach_timer(current) is not None:
+        if current.state == DeadlineState.armed and current.due_at is not None:
             return (
                 Verdict.rearm,
                 f"timer of version {fired.deadline_version} is stale; {current.version} is armed",
@@ -84,6 +107,8 @@ def judge_fired(current: Deadline | None, fired: TimerPayload) -> tuple[Verdict,
         return Verdict.ignore, f"timer of version {fired.deadline_version} is newer than the stored deadline"
     if current.state != DeadlineState.armed:
         return Verdict.ignore, f"deadline is {current.state}"
+    if fired.step.startswith("escalation") and current.acknowledged_at is not None:
+        return Verdict.ignore, "acknowledged: no more escalation for this deadline"
     return Verdict.send, "due"
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from shared.db.core import ALERTS, CONVERSATIONS, DEADLINES, fetch_rows
 from shared.db.session import create_engine, session_factory
+from shared.secrets import load_box
 from stayhuman.natsserver import EmbeddedNats
 from tests.e2e.stack import Stack, post_webhook
 from tests.helpers import eventually, generic_body, unique
@@ -157,5 +158,106 @@ async def test_warning_breach_two_escalations_then_an_acknowledgement(
         }
         deadline = (await rows(stack, select(DEADLINES).where(DEADLINES.c.conversation_id == row.id)))[0]
         assert deadline.acknowledged_by == "bo"
+    finally:
+        stack.stop()
+
+
+MOMENTS = {  # seconds after the messages: each a moment between two alerts
+    "before warning": WARN - 2.0,
+    "after warning": WARN + 1.5,
+    "after breach": DUE + 1.5,
+    "after step 1": DUE + STEPS[0] + 1.5,
+}
+TIMELINE = ["warning", "breach", "escalation-1", "escalation-2", "escalation-3"]
+ACTIONS = ("reply", "pause", "acknowledge", "resolve")
+
+
+def expected_alerts(action: str, moment: str) -> list[str]:
+    """What a conversation still gets when `action` happens at `moment`."""
+    before = TIMELINE[: list(MOMENTS).index(moment)]
+    if action == "acknowledge":  # the owner's own clock runs on: only the escalation stops
+        return [step for step in TIMELINE if step in before or not step.startswith("escalation")]
+    return before
+
+
+async def test_what_a_reply_pause_acknowledgement_or_resolution_silences(
+    tmp_path: Path, nats_server: EmbeddedNats, smtp: SmtpServer
+) -> None:
+    """For each action at each moment, the later alerts of that conversation stop as they
+    should, and the same owner's other conversation still gets every alert."""
+    stack = Stack.configured(
+        tmp_path / "stack",
+        CONFIG,
+        nats=nats_server,
+        STAYHUMAN_SMTP_HOST="127.0.0.1",
+        STAYHUMAN_SMTP_PORT=str(smtp.port),
+        STAYHUMAN_SMTP_SECURITY="none",
+        STAYHUMAN_LOG_LEVEL="warning",
+    ).start()
+    try:
+        box = load_box(key=None, state_dir=stack.state_dir)
+        threads = {(action, moment): unique("t") for action in ACTIONS for moment in MOMENTS}
+        control = unique("control")
+        started = time.time()
+        async with httpx.AsyncClient() as client:
+            for thread in [control, *threads.values()]:
+                body = generic_body(unique("m"), thread_id=thread, text="Hello?")
+                assert (await post_webhook(client, stack, "acme-fb", SECRET, body)).status_code == 202
+
+        async def all_armed() -> dict[str, Any] | None:
+            found = {r.thread_id: r for r in await rows(stack, select(CONVERSATIONS))}
+            return (
+                found
+                if all(found.get(t) is not None and found[t].due_at for t in [control, *threads.values()])
+                else None
+            )
+
+        conversations = await eventually(all_armed, what="every conversation with its deadline")
+        assert time.time() - started < MOMENTS["before warning"], "too slow to act before the warning"
+
+        async def act(action: str, thread: str) -> None:
+            row = conversations[thread]
+            if action == "reply":
+                body = generic_body(unique("r"), thread_id=thread, direction="outbound", text="On it!")
+                async with httpx.AsyncClient() as client:
+                    assert (await post_webhook(client, stack, "acme-fb", SECRET, body)).status_code == 202
+            elif action == "acknowledge":
+                version = (
+                    await rows(
+                        stack, select(DEADLINES.c.version).where(DEADLINES.c.conversation_id == row.id)
+                    )
+                )[0].version
+                token = box.token(f"{row.id}:{version}:maria")
+                async with httpx.AsyncClient() as client:
+                    done = await client.post(stack.url("notify", f"/ack/{token}"))
+                    assert done.status_code == 200, done.text
+            else:
+                done = await asyncio.to_thread(stack.cli, action, row.id)
+                assert done.returncode == 0, done.stderr
+
+        for moment, after in MOMENTS.items():
+            await asyncio.sleep(max(0.0, conversations[control].opened_at.timestamp() + after - time.time()))
+            await asyncio.gather(*(act(action, threads[(action, moment)]) for action in ACTIONS))
+
+        # everything that could still come has come two seconds after the last step's time
+        last = conversations[control].due_at.timestamp() + STEPS[-1] + 2.5
+        await asyncio.sleep(max(0.0, last - time.time()))
+
+        def got(thread: str) -> list[str]:
+            cid = conversations[thread].id
+            steps = {
+                str(m.message["X-StayHuman-Alert"])
+                for m in smtp.messages()
+                if str(m.message["X-StayHuman-Conversation"]) == cid
+            }
+            return [step for step in TIMELINE if step in steps]
+
+        table = {key: got(thread) for key, thread in threads.items()}
+        print()
+        for (action, moment), steps in table.items():
+            print(f"{action:<12} {moment:<15} -> {', '.join(steps) or '(nothing)'}")
+        assert got(control) == TIMELINE  # the same owner's other conversation alerted all along
+        wrong = {key: steps for key, steps in table.items() if steps != expected_alerts(*key)}
+        assert not wrong, wrong
     finally:
         stack.stop()

@@ -379,8 +379,12 @@ def is_last_delivery(msg: Msg, max_deliver: int) -> bool:
     return msg.metadata.num_delivered >= max_deliver
 
 
-async def dead_letter(js: JetStreamContext, msg: Msg, *, stream: str, consumer: str, error: str) -> None:
-    """Keep a poison message with its error on the dead-letter stream, then stop its delivery."""
+async def dead_letter(
+    js: JetStreamContext, msg: Msg, *, stream: str, consumer: str, error: str, data: bytes | None = None
+) -> None:
+    """Keep a poison message with its error on the dead-letter stream, then stop its delivery.
+
+    `data`: what to keep instead of the message's body (what a replay should publish)."""
     metadata = msg.metadata
     # Server directives of the original publish (expected stream, msg id, schedule)
     # would misdirect this one: keep only the application's headers.
@@ -390,12 +394,30 @@ async def dead_letter(js: JetStreamContext, msg: Msg, *, stream: str, consumer: 
     headers[DLQ_SEQUENCE] = str(metadata.sequence.stream)
     headers[DLQ_DELIVERIES] = str(metadata.num_delivered)
     headers[MSG_ID] = f"dlq:{stream}:{consumer}:{metadata.sequence.stream}"
-    await js.publish(subjects.dead_letter(stream=stream, consumer=consumer), msg.data, headers=headers)
+    await js.publish(
+        subjects.dead_letter(stream=stream, consumer=consumer),
+        msg.data if data is None else data,
+        headers=headers,
+    )
     await msg.term()
     log.warning(
         "message dead-lettered",
         extra={"stream": stream, "seq": metadata.sequence.stream, "error": error[:500]},
     )
+
+
+async def keep_dead_letter(
+    js: JetStreamContext, *, stream: str, consumer: str, subject: str, data: bytes, error: str, key: str
+) -> None:
+    """Keep something that could not be done on the dead-letter stream, as if `data` had been
+    delivered on `subject` and failed: replaying it publishes `data` there again."""
+    headers = {
+        DLQ_ERROR: error[:2000].replace("\r", " ").replace("\n", " "),
+        DLQ_SUBJECT: subject,
+        MSG_ID: f"dlq:{stream}:{consumer}:{key}",
+    }
+    await js.publish(subjects.dead_letter(stream=stream, consumer=consumer), data, headers=headers)
+    log.warning("kept on the dead letter", extra={"stream": stream, "subject": subject, "error": error[:500]})
 
 
 def at_header(moment: datetime) -> str:

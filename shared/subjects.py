@@ -80,6 +80,15 @@ def timer_schedule_all() -> str:
     return "sh.timer.sched.>"
 
 
+def retry_schedule(*, tenant_id: str, conversation_id: str) -> str:
+    """The one schedule per conversation that retries its deliveries still owed."""
+    return f"sh.timer.retry.{_token(tenant_id)}.{_token(conversation_id)}"
+
+
+def retry_fired(*, tenant_id: str, conversation_id: str) -> str:
+    return f"sh.timer.fired.{_token(tenant_id)}.{_token(conversation_id)}.retry"
+
+
 def timer_fired(*, tenant_id: str, conversation_id: str) -> str:
     """Where the server writes a schedule's message when it comes due."""
     return f"sh.timer.fired.{_token(tenant_id)}.{_token(conversation_id)}"

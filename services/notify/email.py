@@ -87,18 +87,17 @@ def recipients(
     return fallback
 
 
-def compose_alert(
+def alert_values(
     context: OverdueContext,
-    *,
     kind: str,
     step: str,
     to: list[Recipient],
     now: datetime,
-    sender: str,
-    ack_url: str,
-    templates: Templates,
-) -> EmailMessage:
-    """One alert as a multipart email (plain text and HTML) from the tenant's templates."""
+    *,
+    ack_url: str = "",
+    push_url: str = "",
+) -> dict[str, str]:
+    """What the templates say about one alert."""
     platform = PLATFORM_NAMES.get(context.platform, context.platform)
     single = to[0] if len(to) == 1 else None
     if kind == "escalation":
@@ -108,7 +107,7 @@ def compose_alert(
         why = "This conversation is assigned to you."
     else:
         why = "Nobody could take this conversation yet, so the whole team is told."
-    values = {
+    return {
         "tenant": context.tenant_name,
         "platform": platform,
         "author": context.author_name,
@@ -120,11 +119,28 @@ def compose_alert(
         "why": why,
         "open_url": context.url or f"(the platform gave no link; {context.account_handle} on {platform})",
         "ack_url": ack_url,
+        "push_url": push_url or "(ask your operator for your push link)",
         "conversation_id": context.conversation_id,
         "account": context.account_id,
         "step": step,
         "recipients": ", ".join(r.name for r in to),
     }
+
+
+def compose_alert(
+    context: OverdueContext,
+    *,
+    kind: str,
+    step: str,
+    to: list[Recipient],
+    now: datetime,
+    sender: str,
+    ack_url: str,
+    templates: Templates,
+    push_url: str = "",
+) -> EmailMessage:
+    """One alert as a multipart email (plain text and HTML) from the tenant's templates."""
+    values = alert_values(context, kind, step, to, now, ack_url=ack_url, push_url=push_url)
     rendered = templates.render(tenant_id=context.tenant_id, kind=kind, values=values)
     message = EmailMessage()
     message["From"] = sender

@@ -5,13 +5,16 @@ claims alerts in the database and talks to SMTP.
 """
 
 import asyncio
+import json
 import logging
+import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+import apprise
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Histogram
@@ -20,9 +23,18 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notify import store
-from services.notify.chain import Chain, Target, timeline
-from services.notify.email import Recipient, compose_alert, compose_connector_problem, recipients
+from services.notify.chain import Chain, Planned, Target, timeline
+from services.notify.channels import DeliveryError, plan_deliveries
+from services.notify.email import (
+    OverdueContext,
+    Recipient,
+    alert_values,
+    compose_alert,
+    compose_connector_problem,
+    recipients,
+)
 from services.notify.mailer import MailError
+from services.notify.push import PushSender, push_link, subscriptions_of
 from services.notify.scheduler import TimerScheduler
 from services.notify.templates import Templates
 from services.notify.timers import (
@@ -33,12 +45,11 @@ from services.notify.timers import (
     judge_fired,
     next_timer,
     retry_delay,
-    retry_timer,
 )
 from shared import subjects
 from shared.db.session import transaction
 from shared.events import ConnectorProblem, DeadlineChanged, utcnow
-from shared.jetstream import dead_letter, is_last_delivery
+from shared.jetstream import dead_letter, is_last_delivery, keep_dead_letter
 from shared.logs import correlation_id
 from shared.secrets import SecretBox
 from shared.tracing import carrier_of, span
@@ -167,6 +178,7 @@ class AlertSender:
     box: SecretBox
     public_url: str
     templates: Templates = field(default_factory=Templates)
+    push: PushSender | None = None
     heartbeat: timedelta = timedelta(seconds=10)  # well inside the consumer's ack wait
     concurrency: int = 32
     _slots: asyncio.Semaphore = field(init=False)
@@ -213,6 +225,9 @@ class AlertSender:
         await dead_letter(self.js, msg, stream=subjects.TIMERS_STREAM, consumer=TIMER_CONSUMER, error=error)
 
     async def _fired(self, msg: Msg, fired: TimerPayload) -> None:
+        if fired.step == "retry":
+            await self._retry(msg, fired)
+            return
         async with self.sessions() as session:
             current = (await store.get_deadlines(session=session, ids=[fired.conversation_id])).get(
                 fired.conversation_id
@@ -283,19 +298,11 @@ class AlertSender:
         return f"{self.public_url.rstrip('/')}/ack/{token}"
 
     async def _send(self, msg: Msg, fired: TimerPayload, current: Deadline, *, attempts: int) -> None:
+        """One alert of the timeline: planned per person and channel, sent, logged; the next
+        alert is armed at once, and deliveries that failed are retried on their own timer."""
         assert current.due_at is not None
-        async with self.sessions() as session:
-            context = await store.get_overdue_context(
-                session=session,
-                conversation_id=fired.conversation_id,
-                version=fired.deadline_version,
-                due_at=current.due_at,
-            )
-        chain = await self._chain(fired.conversation_id)
-        planned = {
-            entry.step: entry
-            for entry in timeline(warn_at=current.warn_at, due_at=current.due_at, chain=chain)
-        }.get(fired.step)
+        context, entries = await self._context(fired, current)
+        planned = {entry.step: entry for entry in entries}.get(fired.step)
         target = planned.notify if planned else Target.owner
         people = recipients(context, target, planned.person_id if planned else None) if context else []
         if context is None or not context.still_waiting or not people:
@@ -308,74 +315,222 @@ class AlertSender:
             await self._advance(fired, current)
             await msg.ack()
             return
-        now = utcnow()
         kind = "escalation" if fired.step.startswith("escalation") else fired.step
-        message = compose_alert(
-            context,
-            kind=kind,
-            step=fired.step,
-            to=people,
-            now=now,
-            sender=self.sender,
-            ack_url=self._ack_url(fired, people),
-            templates=self.templates,
-        )
-        to = message["To"]
-        try:
-            await with_heartbeat(msg, self.mailer.send(message), every=self.heartbeat.total_seconds())
-        except MailError as error:
-            attempts += 1
-            ALERTS.labels("email", "failed").inc()
-            if attempts >= self.max_attempts:
-                async with transaction(self.sessions) as session:
-                    await store.finish_alert(
-                        session=session, status="failed", attempts=attempts, error=str(error), fired=fired
-                    )
-                await self._dead_letter(msg, f"undeliverable after {attempts} attempts: {error}")
-                await self._advance(fired, current)  # the next step may reach someone else
-                return
-            delay = retry_delay(attempts, initial=self.retry_initial, maximum=self.retry_max)
-            async with transaction(self.sessions) as session:
-                await store.finish_alert(
-                    session=session, status="retrying", attempts=attempts, error=str(error), fired=fired
-                )
-            await self.scheduler.arm([retry_timer(fired, now=utcnow(), delay=delay)])
-            log.warning(
-                "alert not delivered; retrying",
-                extra={
-                    "conversation_id": fired.conversation_id,
-                    "attempt": attempts,
-                    "retry_in": delay.total_seconds(),
-                    "error": str(error),
-                },
+        later = entries[[e.step for e in entries].index(fired.step) + 1 :] if planned else []
+        standby = [
+            person.id
+            for entry in later
+            for person in recipients(context, entry.notify, entry.person_id)
+            if person.id
+        ]
+        async with self.sessions() as session:
+            preferences, _ = await store.get_preferences(
+                session=session, people=[p.id for p in people] + standby
             )
-            await msg.ack()
-            return
-        sent_at = utcnow()
+        deliveries = plan_deliveries(kind, [p.id for p in people], preferences, standby=standby, now=utcnow())
+        lease = self.send_timeout * 2 + timedelta(seconds=30)
         async with transaction(self.sessions) as session:
+            rows = await store.claim_deliveries(
+                session=session,
+                fired=fired,
+                wanted=[(d.channel, d.person_id) for d in deliveries],
+                lease=lease,
+            )
             await store.finish_alert(
                 session=session,
                 status="sent",
                 attempts=attempts + 1,
-                recipients=to,
-                message_id=message["Message-ID"],
+                recipients=", ".join(f"{d.person_id}:{d.channel}" for d in deliveries),
                 fired=fired,
             )
+        if rows:
+            # A safety net before anything is sent: should this process die while sending,
+            # the retry finds the deliveries whose lease ran out and sends them.
+            await self.scheduler.arm([self._retry_timer(fired, attempt=1, at=utcnow() + lease)], again=True)
         await self._advance(fired, current)
         await msg.ack()
-        ALERTS.labels("email", "sent").inc()
-        lateness = (sent_at - fired.at).total_seconds()
-        LATENESS.observe(max(0.0, lateness))
-        log.info(
-            "alert sent",
-            extra={
-                "conversation_id": fired.conversation_id,
-                "step": fired.step,
-                "to": to,
-                "lateness_seconds": round(lateness, 3),
-                "attempts": attempts + 1,
-            },
+        await self._deliver(fired, context, rows)
+
+    def _retry_timer(self, fired: TimerPayload, *, attempt: int, at: datetime) -> TimerPayload:
+        return TimerPayload(
+            tenant_id=fired.tenant_id,
+            conversation_id=fired.conversation_id,
+            deadline_version=fired.deadline_version,
+            step="retry",
+            attempt=attempt,
+            at=at,
         )
+
+    async def _context(
+        self, fired: TimerPayload, current: Deadline
+    ) -> tuple[OverdueContext | None, list[Planned]]:
+        assert current.due_at is not None
+        async with self.sessions() as session:
+            context = await store.get_overdue_context(
+                session=session,
+                conversation_id=fired.conversation_id,
+                version=fired.deadline_version,
+                due_at=current.due_at,
+            )
+        chain = await self._chain(fired.conversation_id)
+        return context, timeline(warn_at=current.warn_at, due_at=current.due_at, chain=chain)
+
+    async def _deliver(self, fired: TimerPayload, context: OverdueContext, rows: list[Any]) -> None:
+        """Send what `rows` (claimed deliveries) owe, record each outcome, arm a retry if needed."""
+        if not rows:
+            return
+        now = utcnow()
+        outcomes: dict[str, tuple[str, str, str]] = {}  # row id -> (status, error, detail)
+        by_step: dict[str, list[Any]] = {}
+        for row in rows:
+            by_step.setdefault(row.step, []).append(row)
+        async with self.sessions() as session:
+            _, apprise_urls = await store.get_preferences(session=session, people={r.person_id for r in rows})
+            subscriptions = await subscriptions_of(session=session, people=list({r.person_id for r in rows}))
+        for step, step_rows in by_step.items():
+            kind = "escalation" if step.startswith("escalation") else step
+            step_fired = fired.model_copy(update={"step": step})
+            email_rows = [r for r in step_rows if r.channel == "email"]
+            if email_rows:
+                people = [context.people[r.person_id] for r in email_rows if r.person_id in context.people]
+                message = compose_alert(
+                    context, kind=kind, step=step, to=people, now=now, sender=self.sender,
+                    ack_url=self._ack_url(step_fired, people), templates=self.templates,
+                    push_url=self._push_url(people),
+                )  # fmt: skip
+                try:
+                    await asyncio.wait_for(self.mailer.send(message), self.send_timeout.total_seconds() + 5)
+                except (MailError, TimeoutError) as error:
+                    for r in email_rows:
+                        outcomes[r.id] = ("failed", f"{type(error).__name__}: {error}", "")
+                else:
+                    for r in email_rows:
+                        outcomes[r.id] = ("sent", "", str(message["Message-ID"]))
+            for r in step_rows:
+                if r.channel == "email":
+                    continue
+                person = context.people.get(r.person_id)
+                if person is None:
+                    outcomes[r.id] = ("skipped", "no longer an active person", "")
+                    continue
+                rendered = self.templates.render(
+                    tenant_id=context.tenant_id,
+                    kind=kind,
+                    values=alert_values(context, kind, step, [person], now),
+                )
+                try:
+                    if r.channel == "push":
+                        mine = subscriptions.get(r.person_id, [])
+                        if not mine:
+                            raise DeliveryError("no push subscription registered", permanent=True)
+                        if self.push is None:
+                            raise DeliveryError("Web Push is not set up", permanent=True)
+                        taken = await self.push.send(
+                            mine,
+                            {
+                                "title": rendered.subject,
+                                "body": f"{context.author_name}: {context.text[:200]}",
+                                "url": context.url or "",
+                                "ack_url": self._ack_url(step_fired, [person]),
+                                "conversation_id": context.conversation_id,
+                                "step": step,
+                            },
+                        )
+                        outcomes[r.id] = ("sent", "", f"{taken} of {len(mine)} devices")
+                    elif r.channel == "apprise":
+                        urls = json.loads(self.box.open(apprise_urls.get(r.person_id) or "[]"))
+                        if not urls:
+                            raise DeliveryError("no Apprise URL configured", permanent=True)
+                        notifier = apprise.Apprise()
+                        for url in urls:
+                            notifier.add(url)
+                        if not await notifier.async_notify(title=rendered.subject, body=rendered.text):
+                            raise DeliveryError("no Apprise target took it")
+                        outcomes[r.id] = ("sent", "", f"{len(urls)} targets")
+                except DeliveryError as error:
+                    outcomes[r.id] = ("dropped" if error.permanent else "failed", str(error), "")
+                except Exception as error:
+                    outcomes[r.id] = ("failed", f"{type(error).__name__}: {error}", "")
+        retry_at_attempt = 0
+        async with transaction(self.sessions) as session:
+            for r in rows:
+                status, problem, detail = outcomes.get(r.id, ("failed", "not attempted", ""))
+                attempts = r.attempts + 1
+                if status == "failed" and attempts < self.max_attempts:
+                    status = "retrying"
+                    retry_at_attempt = max(retry_at_attempt, attempts)
+                await store.finish_delivery(
+                    session=session,
+                    row_id=r.id,
+                    status=status,
+                    attempts=attempts,
+                    error=problem,
+                    detail=detail,
+                )
+                ALERTS.labels(r.channel, "failed" if status == "retrying" else status).inc()  # per attempt
+                if status == "sent" and r.attempts == 0:
+                    LATENESS.observe(max(0.0, (utcnow() - fired.at).total_seconds()))
+                log_fields = {
+                    "conversation_id": r.conversation_id, "step": r.step, "channel": r.channel,
+                    "person": r.person_id, "attempts": attempts, "lateness_seconds": round((utcnow() - fired.at).total_seconds(), 3),
+                }  # fmt: skip
+                if status == "sent":
+                    log.info("alert sent", extra=log_fields)
+                else:
+                    log.warning(f"alert {status}", extra={**log_fields, "error": problem})
+        failed = [
+            r
+            for r in rows
+            if outcomes.get(r.id, ("failed",))[0] == "failed" and r.attempts + 1 >= self.max_attempts
+        ]
+        if failed:
+            replay = self._retry_timer(fired, attempt=0, at=utcnow())
+            await keep_dead_letter(
+                self.js,
+                stream=subjects.TIMERS_STREAM,
+                consumer=TIMER_CONSUMER,
+                subject=subjects.retry_fired(
+                    tenant_id=fired.tenant_id, conversation_id=fired.conversation_id
+                ),
+                data=replay.model_dump_json().encode(),
+                error="; ".join(f"{r.channel} to {r.person_id}: {outcomes[r.id][1]}" for r in failed),
+                key=f"{fired.conversation_id}:{fired.deadline_version}:{uuid.uuid4().hex[:8]}",
+            )
+        if retry_at_attempt:
+            delay = retry_delay(retry_at_attempt, initial=self.retry_initial, maximum=self.retry_max)
+            retry = self._retry_timer(fired, attempt=retry_at_attempt, at=utcnow() + delay)
+            await self.scheduler.arm([retry], again=True)
+
+    async def _retry(self, msg: Msg, fired: TimerPayload) -> None:
+        """Deliveries still owed for this deadline version, tried again (a replayed dead letter,
+        attempt 0, takes the failed ones too)."""
+        async with self.sessions() as session:
+            current = (await store.get_deadlines(session=session, ids=[fired.conversation_id])).get(
+                fired.conversation_id
+            )
+        if current is None or current.version != fired.deadline_version or current.due_at is None:
+            log.info("retry dropped: the deadline moved on", extra={"conversation_id": fired.conversation_id})
+            await msg.ack()
+            return
+        context, _entries = await self._context(fired, current)
+        if context is None or not context.still_waiting:
+            await msg.ack()
+            return
+        async with transaction(self.sessions) as session:
+            rows = await store.claim_deliveries(
+                session=session,
+                fired=fired,
+                wanted=[],
+                lease=self.send_timeout * 2 + timedelta(seconds=30),
+                include_failed=fired.attempt == 0,
+            )
+        await msg.ack()
+        await self._deliver(fired, context, rows)
+
+    def _push_url(self, people: list[Recipient]) -> str:
+        if len(people) != 1 or not people[0].id:
+            return ""
+        return push_link(self.box, self.public_url, people[0].id)
 
 
 @dataclass

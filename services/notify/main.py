@@ -5,10 +5,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from email.utils import parseaddr
 
 from fastapi import FastAPI
 from nats.js import JetStreamContext
 from prometheus_client import Gauge
+from py_vapid import Vapid
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -25,6 +27,7 @@ from services.notify.handlers import (
 )
 from services.notify.mailbox import mailbox_router
 from services.notify.mailer import SmtpMailer
+from services.notify.push import PushSender, load_vapid, push_router
 from services.notify.scheduler import TimerScheduler
 from services.notify.settings import NotifySettings
 from services.notify.templates import Templates
@@ -71,6 +74,15 @@ class NotifyWorkers:
         return all(consumer.running for consumer in self.consumers)
 
 
+def public_url(settings: NotifySettings) -> str:
+    return settings.public_url or f"http://127.0.0.1:{settings.notify_port}"
+
+
+def vapid_of(settings: NotifySettings) -> Vapid:
+    pem = settings.vapid_private_key.get_secret_value() if settings.vapid_private_key else None
+    return load_vapid(pem=pem, state_dir=settings.state_dir)
+
+
 def build_workers(
     js: JetStreamContext, sessions: async_sessionmaker[AsyncSession], settings: NotifySettings, mailer: Mailer
 ) -> NotifyWorkers:
@@ -88,8 +100,13 @@ def build_workers(
         max_deliver=settings.notify_max_deliver,
         send_timeout=settings.smtp_timeout,
         box=settings.secret_box(),
-        public_url=settings.public_url or f"http://127.0.0.1:{settings.notify_port}",
+        public_url=public_url(settings),
         templates=Templates(settings.templates_dir),
+        push=PushSender(
+            vapid=vapid_of(settings),
+            contact=settings.vapid_contact or f"mailto:{parseaddr(settings.smtp_from)[1]}",
+            sessions=sessions,
+        ),
         heartbeat=settings.notify_ack_wait / 3,
     )
     operators = OperatorAlerts(
@@ -179,6 +196,13 @@ def create_app(settings: NotifySettings) -> FastAPI:
         return (workers.sessions, workers.scheduler) if workers is not None else None
 
     app.include_router(acks_router(box=settings.secret_box(), parts=parts))
+    app.include_router(
+        push_router(
+            box=settings.secret_box(),
+            vapid=vapid_of(settings),
+            sessions=lambda: state["workers"].sessions if "workers" in state else None,
+        )
+    )
     if settings.dev_mailbox_dir is not None:
         app.include_router(mailbox_router(settings.dev_mailbox_dir))
     return app

@@ -21,17 +21,17 @@ def _schedule(timer: TimerPayload, *, again: bool) -> Outgoing:
     msg_id = f"sched:{timer.conversation_id}:{timer.deadline_version}:{timer.step}:{timer.attempt}"
     if again:
         msg_id += f":{uuid.uuid4().hex[:8]}"
+    retry = timer.step == "retry"
+    keys = {"tenant_id": timer.tenant_id, "conversation_id": timer.conversation_id}
     return Outgoing(
-        subject=subjects.timer_schedule(tenant_id=timer.tenant_id, conversation_id=timer.conversation_id),
+        subject=subjects.retry_schedule(**keys) if retry else subjects.timer_schedule(**keys),
         payload=timer.model_dump_json().encode(),
         # The version (and attempt) in the id: a re-arm inside the duplicate
         # window must not be taken for a duplicate of the previous one.
         msg_id=msg_id,
         headers={
             "Nats-Schedule": at_header(timer.at),
-            "Nats-Schedule-Target": subjects.timer_fired(
-                tenant_id=timer.tenant_id, conversation_id=timer.conversation_id
-            ),
+            "Nats-Schedule-Target": subjects.retry_fired(**keys) if retry else subjects.timer_fired(**keys),
             "Nats-Schedule-TTL": FIRED_TTL,
         },
     )

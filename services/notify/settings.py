@@ -38,6 +38,13 @@ class NotifySettings(CommonSettings):
         default=None,
         description="Where people reach notify's pages (acknowledge links); default http://127.0.0.1:<notify port>.",
     )
+    vapid_private_key: SecretStr | None = Field(
+        default=None,
+        description="Web Push VAPID private key (PEM); unset: a key file in the state folder, made on first use.",
+    )
+    vapid_contact: str | None = Field(
+        default=None, description="mailto: or https: contact for push services; default: the From address."
+    )
     templates_dir: Path | None = Field(
         default=None,
         description="Alert templates that replace the built-in ones (<kind>.subject|txt|html, per tenant in <tenant>/).",

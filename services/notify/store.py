@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notify.chain import Chain
+from services.notify.channels import Preferences
 from services.notify.email import OverdueContext, Recipient
 from services.notify.timers import Deadline, DeadlineState, TimerPayload
 from shared.db.core import (
@@ -18,6 +19,7 @@ from shared.db.core import (
     ALERTS,
     CONVERSATIONS,
     DEADLINES,
+    DELIVERIES,
     MEMBERS,
     PEOPLE,
     TEAMS,
@@ -345,3 +347,110 @@ async def get_account_names(*, session: AsyncSession, account_id: str) -> tuple[
         .where(ACCOUNTS.c.id == account_id),
     )
     return (rows[0][0], rows[0][1]) if rows else ("an unknown tenant", account_id)
+
+
+# -- deliveries: one alert to one person on one channel --------------------------------------
+
+
+def delivery_id(alert: str, channel: str, person_id: str) -> str:
+    return f"{alert}|{channel}|{person_id}"
+
+
+async def claim_deliveries(
+    *,
+    session: AsyncSession,
+    fired: TimerPayload,
+    wanted: list[tuple[str, str]],
+    lease: timedelta,
+    include_failed: bool = False,
+) -> list[Any]:
+    """Take the (channel, person) deliveries of an alert that are not done yet: new ones, and
+    retrying ones whose lease has run out (another replica is not sending them). Returns rows."""
+    now = utcnow()
+    alert = alert_id(fired.conversation_id, fired.deadline_version, fired.step)
+    if wanted:
+        await execute(
+            session,
+            dialect_insert(session, DELIVERIES).on_conflict_do_nothing(),
+            [
+                {
+                    "id": delivery_id(alert, channel, person),
+                    "alert_id": alert,
+                    "conversation_id": fired.conversation_id,
+                    "deadline_version": fired.deadline_version,
+                    "step": fired.step,
+                    "tenant_id": fired.tenant_id,
+                    "channel": channel,
+                    "person_id": person,
+                    "status": "queued",
+                    "attempts": 0,
+                    "last_error": "",
+                    "detail": "",
+                    "created_at": now,
+                }
+                for channel, person in wanted
+            ],
+        )
+    statuses = ["queued", "retrying", "sending", *(["failed"] if include_failed else [])]
+    query = select(DELIVERIES).where(
+        DELIVERIES.c.status.in_(statuses),
+        (DELIVERIES.c.lease_until.is_(None)) | (DELIVERIES.c.lease_until < now),
+    )
+    if wanted:
+        query = query.where(DELIVERIES.c.alert_id == alert)
+    else:  # a retry: every delivery of this deadline version still owed
+        query = query.where(
+            DELIVERIES.c.conversation_id == fired.conversation_id,
+            DELIVERIES.c.deadline_version == fired.deadline_version,
+        )
+    rows = await fetch_rows(session, query)
+    taken = []
+    for row in rows:
+        done = await execute(
+            session,
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id == row.id, DELIVERIES.c.status == row.status)
+            # a failed delivery taken again (a replayed dead letter) starts its attempts over
+            .values(
+                status="sending",
+                lease_until=now + lease,
+                attempts=0 if row.status == "failed" else row.attempts,
+            ),
+        )
+        if done.rowcount == 1:
+            taken.append(row.id)
+    if not taken:
+        return []
+    return list(await fetch_rows(session, select(DELIVERIES).where(DELIVERIES.c.id.in_(taken))))
+
+
+async def finish_delivery(
+    *, session: AsyncSession, row_id: str, status: str, attempts: int, error: str = "", detail: str = ""
+) -> None:
+    await execute(
+        session,
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id == row_id)
+        .values(
+            status=status,
+            attempts=attempts,
+            lease_until=None,
+            last_error=error[:2000],
+            detail=detail[:500],
+            sent_at=utcnow() if status == "sent" else None,
+        ),
+    )
+
+
+async def get_preferences(
+    *, session: AsyncSession, people: Iterable[str]
+) -> tuple[dict[str, Preferences], dict[str, str]]:
+    """People's alert preferences, and their sealed Apprise URLs."""
+    rows = await fetch_rows(
+        session,
+        select(
+            PEOPLE.c.id, PEOPLE.c.notify, PEOPLE.c.quiet_hours, PEOPLE.c.timezone, PEOPLE.c.apprise_urls
+        ).where(PEOPLE.c.id.in_(list(people))),
+    )
+    preferences = {row.id: Preferences.parse(row.notify, row.quiet_hours, row.timezone) for row in rows}
+    return preferences, {row.id: row.apprise_urls for row in rows}

@@ -6,7 +6,7 @@ tenant, or under `<tenant id>/` for one tenant. Templates use `$name`
 placeholders (Python's string.Template); in HTML every value is escaped.
 
 Placeholders: tenant, platform, author, text, quoted (the text as a quote),
-waited, due_at, warn_at, greeting, why, open_url, ack_url, conversation_id,
+waited, due_at, greeting, why, open_url, ack_url, push_url, conversation_id,
 account, step, recipients.
 """
 
@@ -46,6 +46,7 @@ Open the conversation: $open_url
 I'm on it (stops the escalation): $ack_url
 
 $why
+Alerts as notifications on your phone or computer: $push_url
 Conversation $conversation_id on account $account.
 
 StayHuman

@@ -335,3 +335,25 @@ class PushSubscription(SQLModel, table=True):
     p256dh: str = Field(max_length=256)
     auth: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+
+
+class Delivery(SQLModel, table=True):
+    """The delivery log: one alert to one person on one channel (queued, sent, retrying, failed)."""
+
+    __table_args__ = (Index("ix_delivery_conversation_status", "conversation_id", "status"),)
+
+    id: str = Field(primary_key=True, max_length=200)  # <alert id>|<channel>|<person>
+    alert_id: str = Field(max_length=100, index=True)
+    conversation_id: str = Field(max_length=32)
+    deadline_version: int
+    step: str = Field(max_length=32)
+    tenant_id: str = Field(max_length=63)
+    channel: str = Field(max_length=16)  # email, push, apprise
+    person_id: str = Field(max_length=63)
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    lease_until: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    last_error: str = ""
+    detail: str = ""  # what was sent: the email's Message-ID, how many push endpoints took it
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+    sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))

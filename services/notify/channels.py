@@ -1,0 +1,115 @@
+"""Who gets an alert on which channel, and the channels themselves.
+
+Planning is pure: each person's preferences say which channels an alert kind
+goes to (email when they say nothing), and a person in their quiet hours is not
+woken: the alert goes to the next person of the escalation chain who is not in
+theirs. Sending is I/O: email over SMTP, Web Push (VAPID, encrypted payload) to
+each of the person's subscriptions, and Apprise URLs (ntfy, Slack, Teams,
+Telegram, Pushover and the rest).
+"""
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("email", "push", "apprise")
+KINDS = ("assigned", "warning", "breach", "escalation")
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    start: time
+    end: time
+    timezone: str = "UTC"
+
+    def covers(self, now: datetime) -> bool:
+        local = now.astimezone(ZoneInfo(self.timezone)).time()
+        if self.start <= self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end  # across midnight
+
+    @classmethod
+    def parse(cls, text: str | None, timezone: str) -> "QuietHours | None":
+        if not text:
+            return None
+        raw = json.loads(text)
+        return cls(time.fromisoformat(raw["from"]), time.fromisoformat(raw["until"]), timezone)
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """A person's channels per alert kind, and their quiet hours."""
+
+    channels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    quiet: QuietHours | None = None
+
+    def for_kind(self, kind: str) -> tuple[str, ...]:
+        return self.channels.get(kind, ("email",) if kind != "assigned" else ())
+
+    @classmethod
+    def parse(cls, notify: str | None, quiet_hours: str | None, timezone: str) -> "Preferences":
+        raw = json.loads(notify) if notify else {}
+        return cls(
+            {kind: tuple(channels) for kind, channels in raw.items()},
+            QuietHours.parse(quiet_hours, timezone),
+        )
+
+
+@dataclass(frozen=True)
+class Planned:
+    person_id: str
+    channel: str
+    instead_of: str | None = None  # who was in their quiet hours
+
+
+def plan_deliveries(
+    kind: str,
+    people: Sequence[str],
+    preferences: dict[str, Preferences],
+    *,
+    standby: Sequence[str] = (),
+    now: datetime,
+) -> list[Planned]:
+    """The deliveries of one alert: (person, channel) pairs, in order. `standby`: the people of
+    the chain's later steps, who take the alert of someone in their quiet hours."""
+    chosen: list[tuple[str, str | None]] = []
+    taken = set(people)
+    for person in people:
+        prefs = preferences.get(person, Preferences())
+        if prefs.quiet is None or not prefs.quiet.covers(now):
+            chosen.append((person, None))
+            continue
+        substitute = next(
+            (
+                other
+                for other in standby
+                if other not in taken
+                and not ((q := preferences.get(other, Preferences()).quiet) is not None and q.covers(now))
+            ),
+            None,
+        )
+        if substitute is not None:
+            taken.add(substitute)
+            chosen.append((substitute, person))
+        else:
+            log.info("alert not sent: in quiet hours, nobody next in the chain", extra={"person": person})
+    return [
+        Planned(person, channel, instead_of)
+        for person, instead_of in chosen
+        for channel in preferences.get(person, Preferences()).for_kind(kind)
+        if channel in CHANNELS
+    ]
+
+
+class DeliveryError(Exception):
+    """A channel could not deliver. `permanent`: retrying cannot help (no subscription, a
+    rejected address)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent

@@ -1,0 +1,205 @@
+"""Alert channels end to end: the owner's breach arrives by email, by Web Push (the test's push
+service decrypts the payload with the subscription's own keys) and through Apprise to an
+ntfy-compatible receiver; a push service that answers 410 loses its subscription; and a lead
+in their quiet hours is not woken: the escalation goes to the next person of the chain."""
+
+import base64
+import json
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import http_ece
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import select
+
+from shared.db.core import CONVERSATIONS, DELIVERIES, PUSH_SUBSCRIPTIONS, fetch_rows
+from shared.db.session import create_engine, session_factory
+from shared.secrets import load_box
+from stayhuman.natsserver import EmbeddedNats
+from tests.e2e.stack import Stack, post_webhook
+from tests.helpers import eventually, generic_body, unique
+from tests.smtp import SmtpServer
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "channels-secret-0123456789"
+
+
+class Receiver:
+    """A tiny HTTP server that keeps what is POSTed to it: a push service, an ntfy server."""
+
+    def __init__(self, status_for: dict[str, int] | None = None, *, status: int = 201) -> None:
+        self.posts: list[tuple[str, dict[str, str], bytes]] = []
+        statuses = status_for or {}
+        posts = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                posts.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(statuses.get(self.path, status))
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+async def rows(stack: Stack, query: Any) -> list[Any]:
+    engine = create_engine(stack.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            return list(await fetch_rows(session, query))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def receivers() -> Any:
+    smtp = SmtpServer().start()
+    push = Receiver({"/push/gone": 410})
+    ntfy = Receiver(status=200)  # as ntfy answers a publish
+    yield smtp, push, ntfy
+    smtp.stop()
+    push.stop()
+    ntfy.stop()
+
+
+async def test_email_push_and_apprise_and_quiet_hours(
+    tmp_path: Path, nats_server: EmbeddedNats, receivers: tuple[SmtpServer, Receiver, Receiver]
+) -> None:
+    smtp, push, ntfy = receivers
+    now = datetime.now(UTC)
+    quiet = {
+        "from": (now - timedelta(hours=1)).strftime("%H:%M"),
+        "until": (now + timedelta(hours=1)).strftime("%H:%M"),
+    }
+    config = f"""
+people:
+  - id: maria
+    name: Maria
+    email: maria@example.com
+    notify: {{breach: [email, push, apprise]}}
+    apprise: ["ntfy://127.0.0.1:{ntfy.port}/maria-alerts"]
+  - id: lena
+    name: Lena Lead
+    email: lena@example.com
+    quiet_hours: {{from: "{quiet["from"]}", until: "{quiet["until"]}"}}
+  - {{id: bo, name: Bo Boss, email: bo@example.com}}
+tenants:
+  - id: acme
+    name: Acme
+    manager: bo
+    escalation: [{{after: 2s, notify: lead}}, {{after: 1h, notify: manager}}]
+    sla_policies: [{{name: quick, first_response: 4s}}]
+    teams: [{{id: care, name: Care, sla_policy: quick, lead: lena, members: [maria]}}]
+    accounts: [{{id: acme-fb, platform: facebook, handle: Acme, team: care, webhook_secret: {SECRET}}}]
+"""
+    stack = Stack.configured(
+        tmp_path / "stack",
+        config,
+        nats=nats_server,
+        STAYHUMAN_SMTP_HOST="127.0.0.1",
+        STAYHUMAN_SMTP_PORT=str(smtp.port),
+        STAYHUMAN_SMTP_SECURITY="none",
+    ).start()
+    try:
+        # maria registers two devices through her push link; one push service will say 410
+        box = load_box(key=None, state_dir=stack.state_dir)
+        token = box.token("push:maria")
+        device = ec.generate_private_key(ec.SECP256R1())
+        auth = os.urandom(16)
+        keys = {
+            "p256dh": b64(device.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)),
+            "auth": b64(auth),
+        }
+        async with httpx.AsyncClient() as client:
+            page = await client.get(stack.url("notify", f"/push/{token}"))
+            assert page.status_code == 200 and "pushManager.subscribe" in page.text
+            for path in ("/push/live", "/push/gone"):
+                answer = await client.post(
+                    stack.url("notify", f"/push/{token}/subscriptions"),
+                    json={"endpoint": f"http://127.0.0.1:{push.port}{path}", "keys": keys},
+                )
+                assert answer.status_code == 201, answer.text
+            bad = await client.post(
+                stack.url("notify", f"/push/{token}/subscriptions"), json={"endpoint": "x"}
+            )
+            assert bad.status_code == 422 and bad.json()["error"] == "invalid_subscription"
+            forged = await client.post(stack.url("notify", "/push/forged/subscriptions"), json={})
+            assert forged.status_code == 404
+            server_key = (await client.get(stack.url("notify", "/push/vapid-public-key"))).json()["publicKey"]
+
+            thread = unique("thread")
+            body = generic_body(unique("m"), thread_id=thread, text="Where is my parcel?")
+            assert (await post_webhook(client, stack, "acme-fb", SECRET, body)).status_code == 202
+
+        async def conversation() -> Any:
+            found = await rows(stack, select(CONVERSATIONS).where(CONVERSATIONS.c.thread_id == thread))
+            return found[0] if found else None
+
+        row = await eventually(conversation, what="the conversation")
+
+        # the breach: email, push (decrypted with the device's keys) and ntfy
+        async def all_three() -> bool:
+            mail = [m for m in smtp.messages() if str(m.message["X-StayHuman-Alert"]) == "breach"]
+            pushed = [p for p in push.posts if p[0] == "/push/live"]
+            return bool(mail and pushed and ntfy.posts)
+
+        await eventually(all_three, timeout=20, what="the breach on every channel")
+        path, headers, encrypted = next(p for p in push.posts if p[0] == "/push/live")
+        assert headers["content-encoding"] == "aes128gcm"
+        assert (
+            headers["authorization"].startswith("vapid t=") and f"k={server_key}" in headers["authorization"]
+        )
+        payload = json.loads(
+            http_ece.decrypt(encrypted, private_key=device, auth_secret=auth, version="aes128gcm")
+        )
+        assert payload["conversation_id"] == row.id and payload["step"] == "breach"
+        assert "Overdue on Facebook" in payload["title"] and "Where is my parcel?" in payload["body"]
+        assert payload["ack_url"].startswith(stack.url("notify", "/ack/"))
+        topic = json.loads(ntfy.posts[0][2])
+        assert topic["topic"] == "maria-alerts" and "Overdue on Facebook" in topic["title"]
+        assert "Where is my parcel?" in topic["message"]
+
+        # the 410 took its subscription away; the live one stays
+        endpoints = {r.endpoint for r in await rows(stack, select(PUSH_SUBSCRIPTIONS))}
+        assert endpoints == {f"http://127.0.0.1:{push.port}/push/live"}
+
+        # escalation 1 names the lead, who is in her quiet hours: bo, next in the chain, gets it
+        async def escalated() -> Any:
+            return [m for m in smtp.messages() if str(m.message["X-StayHuman-Alert"]) == "escalation-1"]
+
+        mails = await eventually(escalated, timeout=20, what="the first escalation")
+        assert [m.recipients for m in mails] == [["bo@example.com"]]
+        log = {
+            (r.step, r.channel, r.person_id): r.status
+            for r in await rows(stack, select(DELIVERIES).where(DELIVERIES.c.conversation_id == row.id))
+        }
+        assert log == {
+            ("breach", "email", "maria"): "sent",
+            ("breach", "push", "maria"): "sent",
+            ("breach", "apprise", "maria"): "sent",
+            ("escalation-1", "email", "bo"): "sent",
+        }
+    finally:
+        stack.stop()

@@ -37,12 +37,19 @@ class SmtpServer:
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
     delay: float = 0.0  # seconds before answering DATA: a slow server
+    # Like a server that commits a message only once it has told the client so: a client
+    # gone before the answer leaves nothing delivered.
+    discard_unanswered: bool = False
+    receiving: threading.Event = field(default_factory=threading.Event)  # set when a DATA arrives
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _controller: Controller | None = None
 
-    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, server: Any, _session: Any, envelope: Any) -> str:
+        self.receiving.set()
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.discard_unanswered and (server.transport is None or server.transport.is_closing()):
+            return "451 client gone"
         message = message_from_bytes(envelope.original_content or envelope.content, policy=default)
         assert isinstance(message, EmailMessage)
         with self._lock:

@@ -3,10 +3,13 @@ service decrypts the payload with the subscription's own keys) and through Appri
 ntfy-compatible receiver; a push service that answers 410 loses its subscription; and a lead
 in their quiet hours is not woken: the escalation goes to the next person of the chain."""
 
+import asyncio
 import base64
 import json
 import os
+import signal
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -203,3 +206,61 @@ tenants:
         }
     finally:
         stack.stop()
+
+
+async def test_notify_killed_while_the_smtp_server_holds_the_message(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    """notify is SIGKILLed while the SMTP server holds the whole message and has not answered.
+    This test's server commits a message only once it has answered (as servers that abort an
+    unanswered transaction do), so nothing was delivered then. Outcome checked: once `up` has
+    restarted notify and the delivery's lease has run out, the retry sends it: delivered once.
+    (A server that had committed before answering would deliver a second copy with the same
+    Message-ID, which mail programs show once: SMTP cannot tell the client either way.)"""
+    smtp = SmtpServer(delay=30, discard_unanswered=True).start()
+    config = f"""
+people: [{{id: maria, name: Maria, email: maria@example.com}}]
+tenants:
+  - id: acme
+    name: Acme
+    sla_policies: [{{name: quick, first_response: 2s}}]
+    teams: [{{id: care, name: Care, sla_policy: quick, members: [maria]}}]
+    accounts: [{{id: acme-fb, platform: facebook, handle: Acme, team: care, webhook_secret: {SECRET}}}]
+"""
+    stack = Stack.configured(
+        tmp_path / "stack",
+        config,
+        nats=nats_server,
+        STAYHUMAN_SMTP_HOST="127.0.0.1",
+        STAYHUMAN_SMTP_PORT=str(smtp.port),
+        STAYHUMAN_SMTP_SECURITY="none",
+        STAYHUMAN_SMTP_TIMEOUT="3s",  # the delivery's lease: twice this plus 30 s
+    ).start()
+    try:
+        notify_pid = stack.service_pid("notify")
+        thread = unique("thread")
+        async with httpx.AsyncClient() as client:
+            body = generic_body(unique("m"), thread_id=thread)
+            assert (await post_webhook(client, stack, "acme-fb", SECRET, body)).status_code == 202
+        assert await asyncio.to_thread(smtp.receiving.wait, 20), "the email never reached the SMTP server"
+        os.kill(notify_pid, signal.SIGKILL)
+        killed_at = time.time()
+        smtp.delay = 0
+
+        async def delivered() -> list[Any]:
+            return smtp.messages()
+
+        mails = await eventually(delivered, timeout=90, what="the email after notify's restart")
+        await asyncio.sleep(3)
+        assert len(smtp.messages()) == 1
+        print(f"\ndelivered once, {mails[0].at - killed_at:.1f} s after notify was killed")
+        assert stack.service_pid("notify") != notify_pid  # `up` restarted it
+        row = (await rows(stack, select(CONVERSATIONS).where(CONVERSATIONS.c.thread_id == thread)))[0]
+        log = [
+            (r.status, r.attempts)
+            for r in await rows(stack, select(DELIVERIES).where(DELIVERIES.c.conversation_id == row.id))
+        ]
+        assert log == [("sent", 1)]  # the attempt that died was never recorded: it took the lease only
+    finally:
+        stack.stop()
+        smtp.stop()

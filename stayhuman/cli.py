@@ -123,6 +123,80 @@ def cmd_control(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from stayhuman.control import ControlError
+    from stayhuman.deadletters import list_dead_letters, render_table
+
+    if args.limit < 0:
+        return _fail("--limit must be 0 or more")
+    settings = load_settings(CommonSettings)
+    try:
+        found, total = asyncio.run(
+            list_dead_letters(settings, stream=args.stream, consumer=args.consumer, limit=args.limit)
+        )
+    except ControlError as error:
+        return _fail(str(error), error.code)
+    if args.json:
+        print(json.dumps([entry.as_json() for entry in found], indent=2))
+    else:
+        print(render_table(found, total=total))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from stayhuman.control import ControlError
+    from stayhuman.deadletters import Replayed, replay_dead_letters
+
+    if args.seqs and (args.stream or args.consumer):
+        return _fail(
+            "--stream and --consumer choose the entries of --all; give either sequence numbers or --all"
+        )
+    settings = load_settings(CommonSettings)
+
+    def report(outcome: Replayed) -> None:
+        if outcome.ok:
+            print(outcome.describe(), flush=True)
+        else:
+            _fail(outcome.describe())
+
+    try:
+        done = asyncio.run(
+            replay_dead_letters(
+                settings,
+                seqs=args.seqs,
+                every=args.all,
+                stream=args.stream,
+                consumer=args.consumer,
+                report=report,
+            )
+        )
+    except ControlError as error:
+        return _fail(str(error), error.code)
+    if args.all and not done:
+        print("no dead letters to replay")
+    return 0 if all(outcome.ok for outcome in done) else 1
+
+
+def cmd_push_link(args: argparse.Namespace) -> int:
+    from services.notify.main import public_url
+    from services.notify.push import push_link
+    from services.notify.settings import NotifySettings
+    from stayhuman.control import ControlError, check_person, database_session
+
+    settings = load_settings(NotifySettings)
+
+    async def check() -> None:
+        async with database_session(settings.sqlalchemy_url) as session:
+            await check_person(session=session, person_id=args.person)
+
+    try:
+        asyncio.run(check())
+    except ControlError as error:
+        return _fail(str(error), error.code)
+    print(push_link(settings.secret_box(), public_url(settings), args.person))
+    return 0
+
+
 def cmd_secret_key(_args: argparse.Namespace) -> int:
     from shared.secrets import new_key
 
@@ -177,7 +251,72 @@ def build_parser() -> argparse.ArgumentParser:
     conversations.add_argument("--json", action="store_true", help="JSON instead of a table")
     conversations.set_defaults(func=cmd_conversations)
     _add_control_commands(commands)
+    _add_dead_letter_commands(commands)
+    push = commands.add_parser(
+        "push-link", help="print a person's link for registering a device for Web Push alerts"
+    )
+    push.add_argument("person", metavar="PERSON", help="a person id, as in the configuration")
+    push.set_defaults(func=cmd_push_link)
     return parser
+
+
+def _sequence(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a sequence number (as `dead-letters` lists them)")
+    return int(text)
+
+
+def _add_dead_letter_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """`dead-letters` lists SH_DEADLETTER; `dead-letters replay` publishes entries again."""
+
+    def add_filters(parser: argparse.ArgumentParser, default: object) -> None:
+        parser.add_argument(
+            "--stream",
+            metavar="STREAM",
+            default=default,
+            help="only what came from this stream, e.g. SH_EVENTS",
+        )
+        parser.add_argument(
+            "--consumer", metavar="CONSUMER", default=default, help="only what this consumer gave up on"
+        )
+
+    dead = commands.add_parser(
+        "dead-letters",
+        help="list what the services could not process (SH_DEADLETTER); `dead-letters replay` retries it",
+        usage="%(prog)s [--stream STREAM] [--consumer CONSUMER] [--json] [--limit N]\n"
+        "       %(prog)s replay (SEQ [SEQ ...] | --all) [--stream STREAM] [--consumer CONSUMER]",
+        description="List the dead letters, oldest first, without consuming them. "
+        "`stayhuman dead-letters replay` publishes entries again on their original subjects.",
+    )
+    add_filters(dead, None)
+    dead.add_argument("--json", action="store_true", help="JSON instead of a table")
+    dead.add_argument(
+        "--limit", type=int, default=100, metavar="N", help="list at most this many (default: 100)"
+    )
+    dead.set_defaults(func=cmd_dead_letters)
+    actions = dead.add_subparsers(
+        dest="action",
+        title="actions",
+        description="without one, the dead letters are listed",
+        metavar="ACTION",
+    )
+    replay = actions.add_parser(
+        "replay",
+        help="publish entries again on their original subjects, then remove them",
+        prog="stayhuman dead-letters replay",
+        usage="%(prog)s (SEQ [SEQ ...] | --all) [--stream STREAM] [--consumer CONSUMER]",
+        description="Publish each entry's body again on its original subject (with its application "
+        "headers), wait for JetStream to store it, then remove the entry from SH_DEADLETTER. "
+        "Replaying the same entry again within 2 minutes stores it once.",
+    )
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "seqs", nargs="*", type=_sequence, default=[], metavar="SEQ", help="sequence numbers, as listed"
+    )
+    which.add_argument("--all", action="store_true", help="every entry (of --stream / --consumer)")
+    # SUPPRESS: given before `replay`, the filters stay as the list parser read them.
+    add_filters(replay, argparse.SUPPRESS)
+    replay.set_defaults(func=cmd_replay)
 
 
 def _add_control_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

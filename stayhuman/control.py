@@ -250,8 +250,12 @@ def _shown(servers: list[str]) -> str:
 
 
 @asynccontextmanager
-async def nats_connection(settings: CommonSettings) -> AsyncIterator[Client]:
-    """A connection with the services' credentials and TLS, or ControlError within the connect timeout."""
+async def nats_connection(
+    settings: CommonSettings, *, outcome: str = "nothing was sent"
+) -> AsyncIterator[Client]:
+    """A connection with the services' credentials and TLS, or ControlError within the connect timeout.
+
+    `outcome`: what the error message tells the operator was (not) done."""
     from shared.runtime import nats_connect_options
 
     servers = settings.nats_servers
@@ -279,7 +283,7 @@ async def nats_connection(settings: CommonSettings) -> AsyncIterator[Client]:
         cause = f"; last error: {last_error[0]!r}" if last_error else ""
         raise ControlError(
             f"could not connect to NATS at {_shown(servers)} within {timeout:g} s "
-            f"(STAYHUMAN_NATS_URL, STAYHUMAN_NATS_CONNECT_TIMEOUT){cause}; nothing was sent",
+            f"(STAYHUMAN_NATS_URL, STAYHUMAN_NATS_CONNECT_TIMEOUT){cause}; {outcome}",
             code=1,
         ) from None
     try:

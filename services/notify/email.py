@@ -1,5 +1,6 @@
 """Alert emails: who gets them and what they say. Pure: no SMTP here."""
 
+import html
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -246,3 +247,59 @@ StayHuman
 
 def _domain(sender: str) -> str:
     return parseaddr(sender)[1].partition("@")[2] or "stayhuman.localhost"
+
+
+@dataclass(frozen=True)
+class DigestItem:
+    context: OverdueContext
+    kind: str
+    step: str
+    ack_url: str
+
+
+_HEADLINES = {"warning": "Due soon", "breach": "Overdue", "escalation": "Escalated"}
+
+
+def digest_lines(items: list[DigestItem], now: datetime) -> list[str]:
+    lines = []
+    for item in items:
+        c = item.context
+        platform = PLATFORM_NAMES.get(c.platform, c.platform)
+        lines.append(
+            f"{_HEADLINES.get(item.kind, item.kind)} [{c.tenant_name}] on {platform}: {c.author_name} has waited "
+            f'{waited(now - c.waiting_since)}: "{(c.text or "")[:120]}"'
+        )
+    return lines
+
+
+def compose_digest(items: list[DigestItem], *, to: Recipient, now: datetime, sender: str) -> EmailMessage:
+    """Many alerts for one person in one message: a burst, or the warnings' digest."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.kind] = counts.get(item.kind, 0) + 1
+    summary = ", ".join(f"{n} {_HEADLINES.get(kind, kind).lower()}" for kind, n in sorted(counts.items()))
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = f"{to.name} <{to.email}>"
+    message["Subject"] = f"[StayHuman] {len(items)} conversations need you: {summary}"
+    message["Message-ID"] = f"<digest.{to.id}.{int(now.timestamp())}@{_domain(sender)}>"
+    message["Date"] = format_datetime(now)
+    message["X-StayHuman-Alert"] = "digest"
+    lines = digest_lines(items, now)
+    text = [f"Hi {to.name},", "", f"{len(items)} conversations need an answer:", ""]
+    for line, item in zip(lines, items, strict=True):
+        link = item.context.url or f"{item.context.account_handle} on {item.context.platform}"
+        text += [f"- {line}", f"  open: {link}", f"  I'm on it: {item.ack_url}", ""]
+    text += ["StayHuman"]
+    message.set_content("\n".join(text) + "\n")
+    rows = "".join(
+        f'<li>{html.escape(line)}<br><a href="{html.escape(item.context.url or "")}">Open</a> &middot; '
+        f'<a href="{html.escape(item.ack_url)}">I\'m on it</a></li>'
+        for line, item in zip(lines, items, strict=True)
+    )
+    message.add_alternative(
+        f"<!doctype html><html><body style='font-family: sans-serif'><p>Hi {html.escape(to.name)},</p>"
+        f"<p>{len(items)} conversations need an answer:</p><ul>{rows}</ul></body></html>",
+        subtype="html",
+    )
+    return message

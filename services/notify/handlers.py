@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, Protocol, TypeVar
 
@@ -26,11 +26,14 @@ from services.notify import store
 from services.notify.chain import Chain, Planned, Target, timeline
 from services.notify.channels import DeliveryError, plan_deliveries
 from services.notify.email import (
+    DigestItem,
     OverdueContext,
     Recipient,
     alert_values,
     compose_alert,
     compose_connector_problem,
+    compose_digest,
+    digest_lines,
     recipients,
 )
 from services.notify.mailer import MailError
@@ -62,6 +65,9 @@ TIMER_CONSUMER = "notify-timers"
 ARMED = Counter("stayhuman_notify_timers_armed_total", "Timers armed or moved")
 CANCELLED = Counter("stayhuman_notify_timers_cancelled_total", "Timers cancelled")
 FIRED = Counter("stayhuman_notify_timers_fired_total", "Timers fired", ["verdict"])
+GROUPED = Counter(
+    "stayhuman_notify_alerts_grouped_total", "Alerts held for one message per person during a burst"
+)
 BREACHES = Counter("stayhuman_notify_breaches_total", "Deadlines that passed with the person still waiting")
 ALERTS = Counter("stayhuman_notify_alerts_total", "Alert attempts", ["channel", "result"])
 LATENESS = Histogram(
@@ -179,6 +185,9 @@ class AlertSender:
     public_url: str
     templates: Templates = field(default_factory=Templates)
     push: PushSender | None = None
+    group_window: timedelta = timedelta(0)  # 0: every alert on its own
+    group_after: int = 3
+    warning_digest: bool = False
     heartbeat: timedelta = timedelta(seconds=10)  # well inside the consumer's ack wait
     concurrency: int = 32
     _slots: asyncio.Semaphore = field(init=False)
@@ -202,6 +211,15 @@ class AlertSender:
             await asyncio.wait(self._tasks, timeout=self.send_timeout.total_seconds() + 5)
 
     async def _one(self, msg: Msg) -> None:
+        if msg.subject.startswith("sh.timer.fired.group."):
+            try:
+                await self._flush(msg)
+            except Exception:
+                log.exception("grouped alert failed", extra={"subject": msg.subject})
+                await msg.nak(delay=self.retry_initial.total_seconds())
+            finally:
+                self._slots.release()
+            return
         try:
             fired = TimerPayload.model_validate_json(msg.data)
             with span(
@@ -377,6 +395,7 @@ class AlertSender:
 
     async def _deliver(self, fired: TimerPayload, context: OverdueContext, rows: list[Any]) -> None:
         """Send what `rows` (claimed deliveries) owe, record each outcome, arm a retry if needed."""
+        rows = await self._hold_for_burst(rows)
         if not rows:
             return
         now = utcnow()
@@ -500,6 +519,140 @@ class AlertSender:
             delay = retry_delay(retry_at_attempt, initial=self.retry_initial, maximum=self.retry_max)
             retry = self._retry_timer(fired, attempt=retry_at_attempt, at=utcnow() + delay)
             await self.scheduler.arm([retry], again=True)
+
+    async def _hold_for_burst(self, rows: list[Any]) -> list[Any]:
+        """During a burst, a person gets one message per window listing the conversations: the
+        first few alerts go at once; once `group_after` went to one person on one channel within
+        the window, more are held and sent together when it ends (warnings always, with
+        STAYHUMAN_WARNING_DIGEST)."""
+        if self.group_window <= timedelta(0):
+            return rows
+        first = [r for r in rows if r.attempts == 0]
+        now = utcnow()
+        async with self.sessions() as session:
+            sent = await store.recently_sent(
+                session=session,
+                pairs={(r.person_id, r.channel) for r in first},
+                since=now - self.group_window,
+                exclude={r.id for r in rows},
+            )
+        busy = {pair for pair, count in sent.items() if count >= self.group_after}
+        held = [
+            r
+            for r in first
+            if (r.person_id, r.channel) in busy or (self.warning_digest and r.step == "warning")
+        ]
+        if not held:
+            return rows
+        window = self.group_window.total_seconds()
+        flush_at = datetime.fromtimestamp((int(now.timestamp() // window) + 1) * window, tz=UTC)
+        async with transaction(self.sessions) as session:
+            for r in held:
+                await store.finish_delivery(session=session, row_id=r.id, status="grouped", attempts=0)
+        await self.scheduler.arm_groups({(r.person_id, r.channel) for r in held}, at=flush_at)
+        GROUPED.inc(len(held))
+        return [r for r in rows if r not in held]
+
+    async def _flush(self, msg: Msg) -> None:
+        """The window of a burst ended: everything held for one person and channel, as one message."""
+        _prefix, person_id, channel = msg.subject.rsplit(".", 2)
+        lease = self.send_timeout * 2 + timedelta(seconds=30)
+        async with transaction(self.sessions) as session:
+            rows = await store.claim_grouped(
+                session=session, person_id=person_id, channel=channel, lease=lease
+            )
+        await msg.ack()
+        if not rows:
+            return
+        now = utcnow()
+        items: list[DigestItem] = []
+        skipped: list[Any] = []
+        person: Recipient | None = None
+        for r in rows:
+            fired = TimerPayload(
+                tenant_id=r.tenant_id,
+                conversation_id=r.conversation_id,
+                deadline_version=r.deadline_version,
+                step=r.step,
+                at=now,
+            )
+            async with self.sessions() as session:
+                current = (await store.get_deadlines(session=session, ids=[r.conversation_id])).get(
+                    r.conversation_id
+                )
+            context = None
+            if current is not None and current.due_at is not None and current.version == r.deadline_version:
+                context, _ = await self._context(fired, current)
+            if context is None or not context.still_waiting or person_id not in context.people:
+                skipped.append(r)
+                continue
+            person = context.people[person_id]
+            kind = "escalation" if r.step.startswith("escalation") else r.step
+            items.append(DigestItem(context, kind, r.step, self._ack_url(fired, [person])))
+        status, problem = "sent", ""
+        if items and person is not None:
+            try:
+                await self._send_digest(channel, person, items, now)
+            except Exception as error:
+                status, problem = "retrying", f"{type(error).__name__}: {error}"
+        async with transaction(self.sessions) as session:
+            for r in skipped:
+                await store.finish_delivery(
+                    session=session,
+                    row_id=r.id,
+                    status="skipped",
+                    attempts=r.attempts,
+                    error="no longer waiting",
+                )
+            for r in rows:
+                if r in skipped:
+                    continue
+                attempts = r.attempts + 1
+                final = (
+                    status if status == "sent" else ("grouped" if attempts < self.max_attempts else "failed")
+                )
+                await store.finish_delivery(
+                    session=session, row_id=r.id, status=final, attempts=attempts, error=problem,
+                    detail=f"in one message with {len(items) - 1} others" if status == "sent" else "",
+                )  # fmt: skip
+                ALERTS.labels(channel, "failed" if final == "grouped" else final).inc()
+        if status != "sent" and items:
+            attempts = max(r.attempts + 1 for r in rows)
+            delay = retry_delay(attempts, initial=self.retry_initial, maximum=self.retry_max)
+            await self.scheduler.arm_groups({(person_id, channel)}, at=utcnow() + delay, again=True)
+            log.warning(
+                "grouped alert not delivered; retrying", extra={"person": person_id, "error": problem}
+            )
+        elif items:
+            log.info(
+                "grouped alert sent", extra={"person": person_id, "channel": channel, "count": len(items)}
+            )
+
+    async def _send_digest(
+        self, channel: str, person: Recipient, items: list[DigestItem], now: datetime
+    ) -> None:
+        if channel == "email":
+            message = compose_digest(items, to=person, now=now, sender=self.sender)
+            await asyncio.wait_for(self.mailer.send(message), self.send_timeout.total_seconds() + 5)
+            return
+        lines = digest_lines(items, now)
+        title = f"{len(items)} conversations need you"
+        if channel == "push":
+            async with self.sessions() as session:
+                mine = (await subscriptions_of(session=session, people=[person.id])).get(person.id, [])
+            if not mine or self.push is None:
+                raise DeliveryError("no push subscription registered", permanent=True)
+            await self.push.send(
+                mine, {"title": title, "body": "\n".join(lines[:10]), "url": "", "step": "digest"}
+            )
+            return
+        async with self.sessions() as session:
+            _, sealed = await store.get_preferences(session=session, people=[person.id])
+        notifier = apprise.Apprise()
+        for url in json.loads(self.box.open(sealed.get(person.id) or "[]")):
+            notifier.add(url)
+        if not await notifier.async_notify(title=title, body="\n".join(lines)):
+            raise DeliveryError("no Apprise target took it")
 
     async def _retry(self, msg: Msg, fired: TimerPayload) -> None:
         """Deliveries still owed for this deadline version, tried again (a replayed dead letter,

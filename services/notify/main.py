@@ -5,6 +5,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from email.utils import parseaddr
 
 from fastapi import FastAPI
@@ -102,6 +103,9 @@ def build_workers(
         box=settings.secret_box(),
         public_url=public_url(settings),
         templates=Templates(settings.templates_dir),
+        group_window=settings.alert_group_window if settings.alert_grouping else timedelta(0),
+        group_after=settings.alert_group_after,
+        warning_digest=settings.warning_digest,
         push=PushSender(
             vapid=vapid_of(settings),
             contact=settings.vapid_contact or f"mailto:{parseaddr(settings.smtp_from)[1]}",

@@ -4,6 +4,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 
 from nats.js import JetStreamContext
 
@@ -49,6 +50,30 @@ class TimerScheduler:
         or JetStream would drop it as a duplicate.
         """
         await publish_pipelined(self._js, [_schedule(timer, again=again) for timer in timers])
+
+    async def arm_groups(
+        self, pairs: Iterable[tuple[str, str]], *, at: datetime, again: bool = False
+    ) -> None:
+        """Arm the end of a burst window for each (person, channel); within one window the same
+        message id, so the first arm holds and the window is never pushed further out."""
+        outgoing = []
+        for person, channel in pairs:
+            msg_id = f"group:{person}:{channel}:{at.timestamp():.0f}"
+            if again:
+                msg_id += f":{uuid.uuid4().hex[:8]}"
+            outgoing.append(
+                Outgoing(
+                    subject=subjects.group_schedule(person_id=person, channel=channel),
+                    payload=b"{}",
+                    msg_id=msg_id,
+                    headers={
+                        "Nats-Schedule": at_header(at),
+                        "Nats-Schedule-Target": subjects.group_fired(person_id=person, channel=channel),
+                        "Nats-Schedule-TTL": FIRED_TTL,
+                    },
+                )
+            )
+        await publish_pipelined(self._js, outgoing)
 
     async def cancel(self, keys: Iterable[tuple[str, str]]) -> None:
         """Cancel the timers of (tenant, conversation) pairs by purging their schedule subjects."""

@@ -38,6 +38,19 @@ class NotifySettings(CommonSettings):
         default=None,
         description="Where people reach notify's pages (acknowledge links); default http://127.0.0.1:<notify port>.",
     )
+    alert_grouping: bool = Field(default=True, description="Group a person's alerts during a burst.")
+    alert_group_after: int = Field(
+        default=3,
+        ge=1,
+        description="Alerts one person gets on one channel within the window before the rest wait.",
+    )
+    alert_group_window: Duration = Field(
+        default=timedelta(seconds=60),
+        description="During a burst, what comes for one person within this window goes out as one message.",
+    )
+    warning_digest: bool = Field(
+        default=False, description="Warnings always wait for the window and go out as a digest."
+    )
     vapid_private_key: SecretStr | None = Field(
         default=None,
         description="Web Push VAPID private key (PEM); unset: a key file in the state folder, made on first use.",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notify.chain import Chain
@@ -454,3 +454,56 @@ async def get_preferences(
     )
     preferences = {row.id: Preferences.parse(row.notify, row.quiet_hours, row.timezone) for row in rows}
     return preferences, {row.id: row.apprise_urls for row in rows}
+
+
+async def recently_sent(
+    *, session: AsyncSession, pairs: set[tuple[str, str]], since: datetime, exclude: set[str]
+) -> dict[tuple[str, str], int]:
+    """How many alerts each (person, channel) pair was sent, or is being sent, since `since`
+    (`exclude`: the deliveries asking)."""
+    if not pairs:
+        return {}
+    rows = await fetch_rows(
+        session,
+        select(DELIVERIES.c.person_id, DELIVERIES.c.channel, func.count())
+        .where(
+            DELIVERIES.c.person_id.in_({p for p, _ in pairs}),
+            ((DELIVERIES.c.status == "sent") & (DELIVERIES.c.sent_at >= since))
+            | ((DELIVERIES.c.status == "sending") & (DELIVERIES.c.created_at >= since)),
+            DELIVERIES.c.id.not_in(exclude),
+        )
+        .group_by(DELIVERIES.c.person_id, DELIVERIES.c.channel),
+    )
+    return {(row[0], row[1]): int(row[2]) for row in rows if (row[0], row[1]) in pairs}
+
+
+async def claim_grouped(
+    *, session: AsyncSession, person_id: str, channel: str, lease: timedelta
+) -> list[Any]:
+    """The alerts held back for one person on one channel, taken for sending as one message."""
+    now = utcnow()
+    rows = await fetch_rows(
+        session,
+        select(DELIVERIES.c.id).where(
+            DELIVERIES.c.person_id == person_id,
+            DELIVERIES.c.channel == channel,
+            DELIVERIES.c.status == "grouped",
+        ),
+    )
+    ids = [row.id for row in rows]
+    if not ids:
+        return []
+    await execute(
+        session,
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id.in_(ids), DELIVERIES.c.status == "grouped")
+        .values(status="sending", lease_until=now + lease),
+    )
+    return list(
+        await fetch_rows(
+            session,
+            select(DELIVERIES)
+            .where(DELIVERIES.c.id.in_(ids), DELIVERIES.c.status == "sending")
+            .order_by(DELIVERIES.c.created_at),
+        )
+    )

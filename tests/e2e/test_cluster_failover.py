@@ -72,6 +72,7 @@ async def _run(tmp_path: Path, postgres_url: str, cluster: NatsCluster, smtp: Sm
             "STAYHUMAN_LOG_LEVEL": "warning",
             "STAYHUMAN_ROUTER_ACK_WAIT": "5s",
             "STAYHUMAN_NOTIFY_ACK_WAIT": "5s",
+            "STAYHUMAN_ALERT_GROUPING": "false",  # one email per conversation: what is counted
         },
     )
     (tmp_path / "stack").mkdir(parents=True)

@@ -40,6 +40,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterato
             "STAYHUMAN_SMTP_SECURITY": "none",
             "STAYHUMAN_ALERT_RETRY_INITIAL": "2s",
             "STAYHUMAN_ALERT_RETRY_MAX": "8s",
+            "STAYHUMAN_ALERT_GROUPING": "false",  # each test counts its own emails
         },
     )
     config = workdir / "acme.yaml"

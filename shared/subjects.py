@@ -89,6 +89,15 @@ def retry_fired(*, tenant_id: str, conversation_id: str) -> str:
     return f"sh.timer.fired.{_token(tenant_id)}.{_token(conversation_id)}.retry"
 
 
+def group_schedule(*, person_id: str, channel: str) -> str:
+    """The timer that sends one person the alerts held back during a burst, as one message."""
+    return f"sh.timer.group.{_token(person_id)}.{_token(channel)}"
+
+
+def group_fired(*, person_id: str, channel: str) -> str:
+    return f"sh.timer.fired.group.{_token(person_id)}.{_token(channel)}"
+
+
 def timer_fired(*, tenant_id: str, conversation_id: str) -> str:
     """Where the server writes a schedule's message when it comes due."""
     return f"sh.timer.fired.{_token(tenant_id)}.{_token(conversation_id)}"

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notify.acks import acks_router
+from services.notify.assigned import ASSIGNED_CONSUMER, AssignmentNotices
 from services.notify.handlers import (
     DEADLINE_CONSUMER,
     OPERATOR_CONSUMER,
@@ -148,6 +149,10 @@ def build_workers(
         durable(
             subjects.TIMERS_STREAM, TIMER_CONSUMER, subjects.all_timers_fired(), sender.handle_batch,
             batch_size=64, max_deliver=retries,
+        ),
+        durable(
+            subjects.EVENTS_STREAM, ASSIGNED_CONSUMER, subjects.all_conversation_events("assigned"),
+            AssignmentNotices(sender).handle_batch, batch_size=64, max_deliver=retries,
         ),
         # An SMTP outage must not lose an operator alert: it is retried far longer.
         durable(

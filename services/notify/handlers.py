@@ -549,7 +549,10 @@ class AlertSender:
         async with transaction(self.sessions) as session:
             for r in held:
                 await store.finish_delivery(session=session, row_id=r.id, status="grouped", attempts=0)
-        await self.scheduler.arm_groups({(r.person_id, r.channel) for r in held}, at=flush_at)
+        # Published again on every hold (a new message id each time): the schedule is replaced by
+        # one at the same moment, so a hold that lands just as the window's timer fired still
+        # gets a timer (a moment already past fires at once).
+        await self.scheduler.arm_groups({(r.person_id, r.channel) for r in held}, at=flush_at, again=True)
         GROUPED.inc(len(held))
         return [r for r in rows if r not in held]
 
@@ -626,6 +629,12 @@ class AlertSender:
         elif items:
             log.info(
                 "grouped alert sent", extra={"person": person_id, "channel": channel, "count": len(items)}
+            )
+        async with self.sessions() as session:
+            left = await store.count_grouped(session=session, person_id=person_id, channel=channel)
+        if left and status == "sent":  # held while this message was being sent: the next window
+            await self.scheduler.arm_groups(
+                {(person_id, channel)}, at=utcnow() + self.group_window, again=True
             )
 
     async def _send_digest(

@@ -507,3 +507,15 @@ async def claim_grouped(
             .order_by(DELIVERIES.c.created_at),
         )
     )
+
+
+async def count_grouped(*, session: AsyncSession, person_id: str, channel: str) -> int:
+    rows = await fetch_rows(
+        session,
+        select(func.count()).where(
+            DELIVERIES.c.person_id == person_id,
+            DELIVERIES.c.channel == channel,
+            DELIVERIES.c.status == "grouped",
+        ),
+    )
+    return int(rows[0][0])

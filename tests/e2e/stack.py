@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from shared.db.core import fetch_rows
+from shared.db.session import create_engine, session_factory
 from stayhuman.natsserver import EmbeddedNats, free_port
 from tests.helpers import sign
 
@@ -113,6 +115,24 @@ class Stack:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    async def query(self, statement: Any) -> list[Any]:
+        """Rows of a SQLAlchemy Core query against the stack's database."""
+        engine = create_engine(self.database_url)
+        try:
+            async with session_factory(engine)() as session:
+                return list(await fetch_rows(session, statement))
+        finally:
+            await engine.dispose()
+
+
+def smtp_env(port: int) -> dict[str, str]:
+    """Settings that send the stack's alerts to a test's SMTP server."""
+    return {
+        "STAYHUMAN_SMTP_HOST": "127.0.0.1",
+        "STAYHUMAN_SMTP_PORT": str(port),
+        "STAYHUMAN_SMTP_SECURITY": "none",
+    }
 
 
 async def post_webhook(

@@ -9,10 +9,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from shared.db.core import DELIVERIES, fetch_rows
-from shared.db.session import create_engine, session_factory
+from shared.db.core import DELIVERIES
 from stayhuman.natsserver import EmbeddedNats
-from tests.e2e.stack import Stack, post_webhook
+from tests.e2e.stack import Stack, post_webhook, smtp_env
 from tests.helpers import eventually, generic_body, unique
 from tests.smtp import SmtpServer
 
@@ -22,12 +21,7 @@ SECRET = "deadletter-secret-0123456789"
 
 
 async def deliveries(stack: Stack) -> list[Any]:
-    engine = create_engine(stack.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            return list(await fetch_rows(session, select(DELIVERIES)))
-    finally:
-        await engine.dispose()
+    return await stack.query(select(DELIVERIES))
 
 
 async def test_an_undeliverable_alert_is_kept_and_replayed(tmp_path: Path, nats_server: EmbeddedNats) -> None:
@@ -45,9 +39,7 @@ tenants:
         tmp_path / "stack",
         config,
         nats=nats_server,
-        STAYHUMAN_SMTP_HOST="127.0.0.1",
-        STAYHUMAN_SMTP_PORT=str(smtp.port),
-        STAYHUMAN_SMTP_SECURITY="none",
+        **smtp_env(smtp.port),
         STAYHUMAN_SMTP_TIMEOUT="2s",
         STAYHUMAN_ALERT_MAX_ATTEMPTS="2",
         STAYHUMAN_ALERT_RETRY_INITIAL="1s",

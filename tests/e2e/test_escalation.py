@@ -14,11 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from shared.db.core import ALERTS, CONVERSATIONS, DEADLINES, fetch_rows
-from shared.db.session import create_engine, session_factory
+from shared.db.core import ALERTS, CONVERSATIONS, DEADLINES
 from shared.secrets import load_box
 from stayhuman.natsserver import EmbeddedNats
-from tests.e2e.stack import Stack, post_webhook
+from tests.e2e.stack import Stack, post_webhook, smtp_env
 from tests.helpers import eventually, generic_body, unique
 from tests.smtp import Received, SmtpServer
 
@@ -48,15 +47,6 @@ tenants:
 """
 
 
-async def rows(stack: Stack, query: Any) -> list[Any]:
-    engine = create_engine(stack.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            return list(await fetch_rows(session, query))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture
 def smtp() -> Any:
     server = SmtpServer().start()
@@ -71,9 +61,7 @@ async def test_warning_breach_two_escalations_then_an_acknowledgement(
         tmp_path / "stack",
         CONFIG,
         nats=nats_server,
-        STAYHUMAN_SMTP_HOST="127.0.0.1",
-        STAYHUMAN_SMTP_PORT=str(smtp.port),
-        STAYHUMAN_SMTP_SECURITY="none",
+        **smtp_env(smtp.port),
     ).start()
     try:
         thread = unique("thread")
@@ -82,7 +70,7 @@ async def test_warning_breach_two_escalations_then_an_acknowledgement(
             assert (await post_webhook(client, stack, "acme-fb", SECRET, body)).status_code == 202
 
         async def conversation() -> Any:
-            found = await rows(stack, select(CONVERSATIONS).where(CONVERSATIONS.c.thread_id == thread))
+            found = await stack.query(select(CONVERSATIONS).where(CONVERSATIONS.c.thread_id == thread))
             return found[0] if found and found[0].due_at else None
 
         row = await eventually(conversation, what="the conversation with its deadline")
@@ -134,7 +122,7 @@ async def test_warning_breach_two_escalations_then_an_acknowledgement(
         async with httpx.AsyncClient() as client:
             page = await client.get(ack_url.group(1))
             assert page.status_code == 200 and "<form method='post'" in page.text
-            assert (await rows(stack, select(DEADLINES.c.acknowledged_at)))[0].acknowledged_at is None
+            assert (await stack.query(select(DEADLINES.c.acknowledged_at)))[0].acknowledged_at is None
             done = await client.post(ack_url.group(1))
             assert done.status_code == 200 and "Acknowledged" in done.text
             again = await client.post(ack_url.group(1))
@@ -147,7 +135,7 @@ async def test_warning_breach_two_escalations_then_an_acknowledgement(
         assert "escalation-3" not in alerts()
         log = {
             r.step: r.status
-            for r in await rows(stack, select(ALERTS).where(ALERTS.c.conversation_id == row.id))
+            for r in await stack.query(select(ALERTS).where(ALERTS.c.conversation_id == row.id))
         }
         assert log == {
             "warning": "sent",
@@ -156,7 +144,7 @@ async def test_warning_breach_two_escalations_then_an_acknowledgement(
             "escalation-2": "sent",
             "ack": "acknowledged",
         }
-        deadline = (await rows(stack, select(DEADLINES).where(DEADLINES.c.conversation_id == row.id)))[0]
+        deadline = (await stack.query(select(DEADLINES).where(DEADLINES.c.conversation_id == row.id)))[0]
         assert deadline.acknowledged_by == "bo"
     finally:
         stack.stop()
@@ -189,9 +177,7 @@ async def test_what_a_reply_pause_acknowledgement_or_resolution_silences(
         tmp_path / "stack",
         CONFIG,
         nats=nats_server,
-        STAYHUMAN_SMTP_HOST="127.0.0.1",
-        STAYHUMAN_SMTP_PORT=str(smtp.port),
-        STAYHUMAN_SMTP_SECURITY="none",
+        **smtp_env(smtp.port),
         STAYHUMAN_LOG_LEVEL="warning",
         STAYHUMAN_ALERT_GROUPING="false",  # seventeen alerts to one owner at once: each counted
     ).start()
@@ -206,7 +192,7 @@ async def test_what_a_reply_pause_acknowledgement_or_resolution_silences(
                 assert (await post_webhook(client, stack, "acme-fb", SECRET, body)).status_code == 202
 
         async def all_armed() -> dict[str, Any] | None:
-            found = {r.thread_id: r for r in await rows(stack, select(CONVERSATIONS))}
+            found = {r.thread_id: r for r in await stack.query(select(CONVERSATIONS))}
             return (
                 found
                 if all(found.get(t) is not None and found[t].due_at for t in [control, *threads.values()])
@@ -224,8 +210,8 @@ async def test_what_a_reply_pause_acknowledgement_or_resolution_silences(
                     assert (await post_webhook(client, stack, "acme-fb", SECRET, body)).status_code == 202
             elif action == "acknowledge":
                 version = (
-                    await rows(
-                        stack, select(DEADLINES.c.version).where(DEADLINES.c.conversation_id == row.id)
+                    await stack.query(
+                        select(DEADLINES.c.version).where(DEADLINES.c.conversation_id == row.id)
                     )
                 )[0].version
                 token = box.token(f"{row.id}:{version}:maria")

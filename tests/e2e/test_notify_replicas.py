@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from stayhuman.natsserver import EmbeddedNats, free_port
-from tests.e2e.stack import Stack, post_webhook
+from tests.e2e.stack import Stack, post_webhook, smtp_env
 from tests.helpers import eventually, generic_body, unique
 from tests.smtp import SmtpServer
 
@@ -55,9 +55,7 @@ async def test_two_notify_replicas_send_each_alert_once(
         CONFIG,
         nats=nats_server,
         STAYHUMAN_DATABASE_URL=postgres_url,
-        STAYHUMAN_SMTP_HOST="127.0.0.1",
-        STAYHUMAN_SMTP_PORT=str(smtp.port),
-        STAYHUMAN_SMTP_SECURITY="none",
+        **smtp_env(smtp.port),
         STAYHUMAN_ALERT_GROUPING="false",  # every alert counted on its own
         STAYHUMAN_LOG_LEVEL="warning",
     ).start()

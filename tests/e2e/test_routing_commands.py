@@ -12,8 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from shared.db.core import CONVERSATIONS, PEOPLE, fetch_rows
-from shared.db.session import create_engine, session_factory
+from shared.db.core import CONVERSATIONS, PEOPLE
 from stayhuman.natsserver import EmbeddedNats
 from tests.e2e.stack import Stack, post_webhook
 from tests.helpers import eventually, generic_body, unique
@@ -49,22 +48,13 @@ tenants:
 """
 
 
-async def rows(stack: Stack, query: Any) -> list[Any]:
-    engine = create_engine(stack.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            return list(await fetch_rows(session, query))
-    finally:
-        await engine.dispose()
-
-
 async def conversation(stack: Stack, thread: str) -> Any:
-    found = await rows(stack, select(CONVERSATIONS).where(CONVERSATIONS.c.thread_id == thread))
+    found = await stack.query(select(CONVERSATIONS).where(CONVERSATIONS.c.thread_id == thread))
     return found[0] if found else None
 
 
 async def loads(stack: Stack) -> dict[str, int]:
-    return {row.id: row.load for row in await rows(stack, select(PEOPLE.c.id, PEOPLE.c.load))}
+    return {row.id: row.load for row in await stack.query(select(PEOPLE.c.id, PEOPLE.c.load))}
 
 
 @pytest.fixture
@@ -92,7 +82,7 @@ async def status_is(stack: Stack, **wanted: str) -> None:
     """Commands are applied asynchronously: wait until the router has applied these."""
 
     async def check() -> bool:
-        found = {row.id: row.status for row in await rows(stack, select(PEOPLE.c.id, PEOPLE.c.status))}
+        found = {row.id: row.status for row in await stack.query(select(PEOPLE.c.id, PEOPLE.c.status))}
         return all(found.get(person) == status for person, status in wanted.items())
 
     await eventually(check, what=f"status {wanted}", timeout=20)

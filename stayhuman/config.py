@@ -36,9 +36,9 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notify.chain import Chain, ChainError, Target
-from services.router.businesstime import BusinessCalendar, CalendarError
 from services.router.topics import PRIORITIES, Rule, RuleError
 from shared import ids
+from shared.businesstime import BusinessCalendar, CalendarError
 from shared.commands import AnyCommand, CheckAvailability, HandOver, Recompute
 from shared.db.models import (
     Account,

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
+from shared.businesstime import BusinessCalendar
+
 log = logging.getLogger(__name__)
 
 CHANNELS = ("email", "push", "apprise")
@@ -43,20 +45,42 @@ class QuietHours:
 
 @dataclass(frozen=True)
 class Preferences:
-    """A person's channels per alert kind, and their quiet hours."""
+    """A person's channels per alert kind, their quiet hours, and whether they are at work."""
 
     channels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     quiet: QuietHours | None = None
+    working_hours: BusinessCalendar | None = None  # None: always on shift
+    present: bool = True  # active and not offline
 
     def for_kind(self, kind: str) -> tuple[str, ...]:
         return self.channels.get(kind, ("email",) if kind != "assigned" else ())
 
+    def resting(self, now: datetime) -> bool:
+        return self.quiet is not None and self.quiet.covers(now)
+
+    def on_shift(self, now: datetime) -> bool:
+        """Someone who can take an alert meant for another: present, on shift, not resting."""
+        working = self.working_hours is None or self.working_hours.is_open(now)
+        return self.present and working and not self.resting(now)
+
     @classmethod
-    def parse(cls, notify: str | None, quiet_hours: str | None, timezone: str) -> "Preferences":
+    def parse(
+        cls,
+        notify: str | None,
+        quiet_hours: str | None,
+        timezone: str,
+        *,
+        working_hours: str | None = None,
+        present: bool = True,
+    ) -> "Preferences":
         raw = json.loads(notify) if notify else {}
         return cls(
             {kind: tuple(channels) for kind, channels in raw.items()},
             QuietHours.parse(quiet_hours, timezone),
+            BusinessCalendar.parse(timezone=timezone, hours=json.loads(working_hours))
+            if working_hours
+            else None,
+            present,
         )
 
 
@@ -76,20 +100,19 @@ def plan_deliveries(
     now: datetime,
 ) -> list[Planned]:
     """The deliveries of one alert: (person, channel) pairs, in order. `standby`: the people of
-    the chain's later steps, who take the alert of someone in their quiet hours."""
+    the chain's later steps; the first of them on shift (present, in their working hours, not
+    in quiet hours) takes the alert of someone in their quiet hours."""
     chosen: list[tuple[str, str | None]] = []
     taken = set(people)
     for person in people:
-        prefs = preferences.get(person, Preferences())
-        if prefs.quiet is None or not prefs.quiet.covers(now):
+        if not preferences.get(person, Preferences()).resting(now):
             chosen.append((person, None))
             continue
         substitute = next(
             (
                 other
                 for other in standby
-                if other not in taken
-                and not ((q := preferences.get(other, Preferences()).quiet) is not None and q.covers(now))
+                if other not in taken and preferences.get(other, Preferences()).on_shift(now)
             ),
             None,
         )

@@ -446,13 +446,17 @@ async def get_preferences(
     *, session: AsyncSession, people: Iterable[str]
 ) -> tuple[dict[str, Preferences], dict[str, str]]:
     """People's alert preferences, and their sealed Apprise URLs."""
-    rows = await fetch_rows(
-        session,
-        select(
-            PEOPLE.c.id, PEOPLE.c.notify, PEOPLE.c.quiet_hours, PEOPLE.c.timezone, PEOPLE.c.apprise_urls
-        ).where(PEOPLE.c.id.in_(list(people))),
-    )
-    preferences = {row.id: Preferences.parse(row.notify, row.quiet_hours, row.timezone) for row in rows}
+    rows = await fetch_rows(session, select(PEOPLE).where(PEOPLE.c.id.in_(list(people))))
+    preferences = {
+        row.id: Preferences.parse(
+            row.notify,
+            row.quiet_hours,
+            row.timezone,
+            working_hours=row.working_hours,
+            present=row.active and row.status != "offline",
+        )
+        for row in rows
+    }
     return preferences, {row.id: row.apprise_urls for row in rows}
 
 

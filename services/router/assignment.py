@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.router.businesstime import BusinessCalendar
+from shared.businesstime import BusinessCalendar
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
 

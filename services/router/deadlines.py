@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.router.businesstime import ALWAYS_OPEN, BusinessCalendar
+from shared.businesstime import ALWAYS_OPEN, BusinessCalendar
 from shared.events import DeadlineKind
 
 

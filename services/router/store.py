@@ -15,10 +15,10 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.router.assignment import Person
-from services.router.businesstime import ALWAYS_OPEN, BusinessCalendar
 from services.router.conversations import AccountRoute, Conversation, Team, TenantRules, World
 from services.router.deadlines import Sla, Targets
 from services.router.topics import Rule, Topic
+from shared.businesstime import ALWAYS_OPEN, BusinessCalendar
 from shared.db.core import (
     ACCOUNTS,
     CALENDARS,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from services.router.businesstime import ALWAYS_OPEN, WEEKDAYS, BusinessCalendar, CalendarError
+from shared.businesstime import ALWAYS_OPEN, WEEKDAYS, BusinessCalendar, CalendarError
 
 BERLIN = ZoneInfo("Europe/Berlin")
 OFFICE_HOURS = {day: [["09:00", "18:00"]] for day in ("mon", "tue", "wed", "thu", "fri")}

@@ -11,10 +11,10 @@ import pytest
 
 from services.router import conversations
 from services.router.assignment import Person
-from services.router.businesstime import WEEKDAYS, BusinessCalendar
 from services.router.conversations import Conversation, State, World
 from services.router.deadlines import Sla, Targets
 from services.router.handler import apply_command
+from shared.businesstime import WEEKDAYS, BusinessCalendar
 from shared.commands import (
     AnyCommand,
     AutoResolve,

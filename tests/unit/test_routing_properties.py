@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from services.router import conversations
 from services.router.assignment import Person
-from services.router.businesstime import WEEKDAYS, BusinessCalendar
 from services.router.conversations import Conversation, State, Timer, World
 from services.router.handler import apply_command
 from services.router.topics import PRIORITIES
+from shared.businesstime import WEEKDAYS, BusinessCalendar
 from shared.commands import Claim, Pause, Reassign, Resolve, Resume
 from shared.events import ConversationAssigned, DeadlineChanged
 from tests.unit.routing_world import (

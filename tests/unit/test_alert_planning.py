@@ -1,0 +1,51 @@
+from datetime import UTC, datetime, time
+
+from services.notify.channels import Planned, Preferences, QuietHours, plan_deliveries
+from shared.businesstime import BusinessCalendar
+
+NIGHT = datetime(2026, 11, 26, 23, 30, tzinfo=UTC)  # a Thursday
+ASLEEP = QuietHours(time(22, 0), time(7, 0))  # across midnight
+OFFICE = BusinessCalendar.parse(timezone="UTC", hours={"thu": [["09:00", "18:00"]]})
+
+
+def test_everyone_gets_email_unless_they_say_otherwise() -> None:
+    prefs = {"maria": Preferences({"breach": ("push", "apprise")})}
+    planned = plan_deliveries("breach", ["maria", "li"], prefs, now=NIGHT)
+    assert planned == [Planned("maria", "push"), Planned("maria", "apprise"), Planned("li", "email")]
+    assert plan_deliveries("assigned", ["li"], prefs, now=NIGHT) == []  # assignments: only on request
+
+
+def test_quiet_hours_pass_the_alert_to_the_next_person_on_shift_in_the_chain() -> None:
+    prefs = {
+        "lena": Preferences(quiet=ASLEEP),
+        "off": Preferences(working_hours=OFFICE),  # not in working hours at 23:30
+        "gone": Preferences(present=False),  # offline
+        "tired": Preferences(quiet=ASLEEP),
+        "bo": Preferences({"escalation": ("push",)}),
+    }
+    planned = plan_deliveries(
+        "escalation", ["lena"], prefs, standby=["off", "gone", "tired", "bo"], now=NIGHT
+    )
+    assert planned == [Planned("bo", "push", instead_of="lena")]
+    # by day nobody is resting: lena herself
+    day = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    assert plan_deliveries("escalation", ["lena"], prefs, standby=["bo"], now=day) == [
+        Planned("lena", "email")
+    ]
+
+
+def test_nobody_awake_in_the_chain_means_nobody_is_woken() -> None:
+    prefs = {"lena": Preferences(quiet=ASLEEP), "bo": Preferences(quiet=ASLEEP)}
+    assert plan_deliveries("escalation", ["lena"], prefs, standby=["bo"], now=NIGHT) == []
+
+
+def test_one_standby_takes_one_resting_person_s_alert_only_once() -> None:
+    prefs = {"a": Preferences(quiet=ASLEEP), "b": Preferences(quiet=ASLEEP)}
+    planned = plan_deliveries("breach", ["a", "b"], prefs, standby=["c", "d"], now=NIGHT)
+    assert planned == [Planned("c", "email", instead_of="a"), Planned("d", "email", instead_of="b")]
+
+
+def test_quiet_hours_in_the_person_s_timezone() -> None:
+    tokyo = QuietHours(time(22, 0), time(7, 0), "Asia/Tokyo")
+    assert tokyo.covers(datetime(2026, 11, 26, 14, 0, tzinfo=UTC))  # 23:00 in Tokyo
+    assert not tokyo.covers(datetime(2026, 11, 26, 3, 0, tzinfo=UTC))  # 12:00 in Tokyo

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from shared.businesstime import BusinessCalendar
@@ -127,6 +127,40 @@ def plan_deliveries(
         for channel in preferences.get(person, Preferences()).for_kind(kind)
         if channel in CHANNELS
     ]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A delivery about to be sent for the first time."""
+
+    id: str
+    person_id: str
+    channel: str
+    step: str
+
+
+def held_for_burst(
+    pending: Sequence[Pending],
+    recent: dict[tuple[str, str], int],
+    *,
+    group_after: int,
+    warning_digest: bool,
+) -> list[Pending]:
+    """Which deliveries wait for the end of the burst window: those to a person who already got
+    `group_after` alerts on that channel within it (`recent`), and warnings when they are
+    digested."""
+    return [
+        p
+        for p in pending
+        if recent.get((p.person_id, p.channel), 0) >= group_after or (warning_digest and p.step == "warning")
+    ]
+
+
+def window_end(now: datetime, window: timedelta) -> datetime:
+    """The end of the burst window `now` falls in: windows are aligned, so every alert held in
+    one window waits for the same moment."""
+    seconds = window.total_seconds()
+    return datetime.fromtimestamp((int(now.timestamp() // seconds) + 1) * seconds, tz=UTC)
 
 
 class DeliveryError(Exception):

@@ -1,12 +1,13 @@
 """Alert emails: who gets them and what they say. Pure: no SMTP here."""
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
-from services.notify.chain import Target
+from services.notify.chain import Planned, Target
 from services.notify.templates import Templates
 
 PLATFORM_NAMES = {
@@ -126,6 +127,17 @@ def alert_values(
         "step": step,
         "recipients": ", ".join(r.name for r in to),
     }
+
+
+def standby(context: OverdueContext, later: Sequence[Planned]) -> list[str]:
+    """The people of the chain's later entries, in order: who may take an alert of someone who
+    must not be woken."""
+    return [
+        person.id
+        for entry in later
+        for person in recipients(context, entry.notify, entry.person_id)
+        if person.id
+    ]
 
 
 def compose_alert(

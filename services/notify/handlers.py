@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any, Protocol, TypeVar
 
@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notify import store
 from services.notify.chain import Chain, Planned, Target, timeline
-from services.notify.channels import DeliveryError, plan_deliveries
+from services.notify.channels import DeliveryError, Pending, held_for_burst, plan_deliveries, window_end
 from services.notify.email import (
     DigestItem,
     OverdueContext,
@@ -35,6 +35,7 @@ from services.notify.email import (
     compose_digest,
     digest_lines,
     recipients,
+    standby,
 )
 from services.notify.mailer import MailError
 from services.notify.push import PushSender, push_link, subscriptions_of
@@ -335,17 +336,12 @@ class AlertSender:
             return
         kind = "escalation" if fired.step.startswith("escalation") else fired.step
         later = entries[[e.step for e in entries].index(fired.step) + 1 :] if planned else []
-        standby = [
-            person.id
-            for entry in later
-            for person in recipients(context, entry.notify, entry.person_id)
-            if person.id
-        ]
+        backups = standby(context, later)
         async with self.sessions() as session:
             preferences, _ = await store.get_preferences(
-                session=session, people=[p.id for p in people] + standby
+                session=session, people=[p.id for p in people] + backups
             )
-        deliveries = plan_deliveries(kind, [p.id for p in people], preferences, standby=standby, now=utcnow())
+        deliveries = plan_deliveries(kind, [p.id for p in people], preferences, standby=backups, now=utcnow())
         lease = self.send_timeout * 2 + timedelta(seconds=30)
         async with transaction(self.sessions) as session:
             rows = await store.claim_deliveries(
@@ -536,16 +532,16 @@ class AlertSender:
                 since=now - self.group_window,
                 exclude={r.id for r in rows},
             )
-        busy = {pair for pair, count in sent.items() if count >= self.group_after}
-        held = [
-            r
-            for r in first
-            if (r.person_id, r.channel) in busy or (self.warning_digest and r.step == "warning")
-        ]
+        chosen = held_for_burst(
+            [Pending(r.id, r.person_id, r.channel, r.step) for r in first],
+            sent,
+            group_after=self.group_after,
+            warning_digest=self.warning_digest,
+        )
+        held = [r for r in first if r.id in {p.id for p in chosen}]
         if not held:
             return rows
-        window = self.group_window.total_seconds()
-        flush_at = datetime.fromtimestamp((int(now.timestamp() // window) + 1) * window, tz=UTC)
+        flush_at = window_end(now, self.group_window)
         async with transaction(self.sessions) as session:
             for r in held:
                 await store.finish_delivery(session=session, row_id=r.id, status="grouped", attempts=0)

@@ -1,6 +1,14 @@
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
-from services.notify.channels import Planned, Preferences, QuietHours, plan_deliveries
+from services.notify.channels import (
+    Pending,
+    Planned,
+    Preferences,
+    QuietHours,
+    held_for_burst,
+    plan_deliveries,
+    window_end,
+)
 from shared.businesstime import BusinessCalendar
 
 NIGHT = datetime(2026, 11, 26, 23, 30, tzinfo=UTC)  # a Thursday
@@ -49,3 +57,27 @@ def test_quiet_hours_in_the_person_s_timezone() -> None:
     tokyo = QuietHours(time(22, 0), time(7, 0), "Asia/Tokyo")
     assert tokyo.covers(datetime(2026, 11, 26, 14, 0, tzinfo=UTC))  # 23:00 in Tokyo
     assert not tokyo.covers(datetime(2026, 11, 26, 3, 0, tzinfo=UTC))  # 12:00 in Tokyo
+
+
+def test_a_burst_holds_what_comes_after_the_first_few_and_digests_warnings() -> None:
+    pending = [
+        Pending("1", "maria", "email", "breach"),
+        Pending("2", "maria", "push", "breach"),
+        Pending("3", "li", "email", "breach"),
+        Pending("4", "li", "email", "warning"),
+    ]
+    recent = {("maria", "email"): 3, ("maria", "push"): 2}
+    held = held_for_burst(pending, recent, group_after=3, warning_digest=False)
+    assert [p.id for p in held] == ["1"]  # maria's email: three already went this window
+    digested = held_for_burst(pending, recent, group_after=3, warning_digest=True)
+    assert [p.id for p in digested] == ["1", "4"]
+
+
+def test_burst_windows_are_aligned() -> None:
+    window = timedelta(seconds=60)
+    assert window_end(datetime(2026, 11, 26, 10, 0, 5, tzinfo=UTC), window) == datetime(
+        2026, 11, 26, 10, 1, tzinfo=UTC
+    )
+    assert window_end(datetime(2026, 11, 26, 10, 0, 59, 900000, tzinfo=UTC), window) == datetime(
+        2026, 11, 26, 10, 1, tzinfo=UTC
+    )

@@ -26,7 +26,7 @@ from shared.db.core import CONVERSATIONS, DELIVERIES, PUSH_SUBSCRIPTIONS
 from shared.secrets import load_box
 from stayhuman.natsserver import EmbeddedNats
 from tests.e2e.stack import Stack, post_webhook, smtp_env
-from tests.helpers import eventually, generic_body, unique
+from tests.helpers import config_yaml, eventually, generic_body, unique
 from tests.smtp import SmtpServer
 
 pytestmark = pytest.mark.e2e
@@ -206,15 +206,9 @@ async def test_notify_killed_while_the_smtp_server_holds_the_message(
     (A server that had committed before answering would deliver a second copy with the same
     Message-ID, which mail programs show once: SMTP cannot tell the client either way.)"""
     smtp = SmtpServer(delay=30, discard_unanswered=True).start()
-    config = f"""
-people: [{{id: maria, name: Maria, email: maria@example.com}}]
-tenants:
-  - id: acme
-    name: Acme
-    sla_policies: [{{name: quick, first_response: 2s}}]
-    teams: [{{id: care, name: Care, sla_policy: quick, members: [maria]}}]
-    accounts: [{{id: acme-fb, platform: facebook, handle: Acme, team: care, webhook_secret: {SECRET}}}]
-"""
+    config = config_yaml(
+        tenant="acme", account="acme-fb", secret=SECRET, people=["maria"], first_response="2s"
+    )
     stack = Stack.configured(
         tmp_path / "stack",
         config,
@@ -257,15 +251,9 @@ async def test_a_burst_becomes_one_message_per_window(tmp_path: Path, nats_serve
     alerts go out as they come, the others wait for the end of the window and arrive as one
     email listing them."""
     smtp = SmtpServer().start()
-    config = f"""
-people: [{{id: maria, name: Maria, email: maria@example.com}}]
-tenants:
-  - id: acme
-    name: Acme
-    sla_policies: [{{name: quick, first_response: 3s}}]
-    teams: [{{id: care, name: Care, sla_policy: quick, members: [maria]}}]
-    accounts: [{{id: acme-fb, platform: facebook, handle: Acme, team: care, webhook_secret: {SECRET}}}]
-"""
+    config = config_yaml(
+        tenant="acme", account="acme-fb", secret=SECRET, people=["maria"], first_response="3s"
+    )
     stack = Stack.configured(
         tmp_path / "stack",
         config,

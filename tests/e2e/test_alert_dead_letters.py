@@ -12,7 +12,7 @@ from sqlalchemy import select
 from shared.db.core import DELIVERIES
 from stayhuman.natsserver import EmbeddedNats
 from tests.e2e.stack import Stack, post_webhook, smtp_env
-from tests.helpers import eventually, generic_body, unique
+from tests.helpers import config_yaml, eventually, generic_body, unique
 from tests.smtp import SmtpServer
 
 pytestmark = pytest.mark.e2e
@@ -26,15 +26,9 @@ async def deliveries(stack: Stack) -> list[Any]:
 
 async def test_an_undeliverable_alert_is_kept_and_replayed(tmp_path: Path, nats_server: EmbeddedNats) -> None:
     smtp = SmtpServer()  # not started: the mail server is down
-    config = f"""
-people: [{{id: maria, name: Maria, email: maria@example.com}}]
-tenants:
-  - id: acme
-    name: Acme
-    sla_policies: [{{name: quick, first_response: 2s}}]
-    teams: [{{id: care, name: Care, sla_policy: quick, members: [maria]}}]
-    accounts: [{{id: acme-fb, platform: facebook, handle: Acme, team: care, webhook_secret: {SECRET}}}]
-"""
+    config = config_yaml(
+        tenant="acme", account="acme-fb", secret=SECRET, people=["maria"], first_response="2s"
+    )
     stack = Stack.configured(
         tmp_path / "stack",
         config,

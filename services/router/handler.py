@@ -8,6 +8,7 @@ committed state whose events the outbox relay publishes under the same ids.
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -367,7 +368,7 @@ async def settle(
     """Finish a transaction's work: people who can take more work take queued conversations
     (no sweep: right when capacity frees), then everything changed is written, and the
     messages to publish are returned (events, then the router's timers)."""
-    await _fill_queues(session, world)
+    elsewhere = await _fill_queues(session, world)
     await store.save_world(session=session, world=world)
     rows: list[Outgoing] = []
     marks = sorted(carriers or [], key=lambda item: item[0])
@@ -378,17 +379,32 @@ async def settle(
                 trace = carrier
         rows.append(to_outgoing(emitted, trace))
     rows.extend(timer_outgoing(timer) for timer in world.timers)
+    rows.extend(elsewhere)
     for reason in world.rejected:
         log.warning("command refused", extra={"reason": reason})
     return rows
 
 
-async def _fill_queues(session: AsyncSession, world: World) -> None:
+async def _fill_queues(session: AsyncSession, world: World) -> list[Outgoing]:
+    """Queued conversations for the people this transaction freed; returns the checks to ask
+    for people who also serve tenants this transaction did not load (their queues there are
+    filled by that check, in a transaction of its own)."""
     freed = sorted(p for p in world.freed if p in world.people and world.people[p].available(world.now))
     if not freed:
-        return
+        return []
     memberships = await store.teams_of(session=session, person_ids=freed)
+    elsewhere = []
     for person_id in freed:
+        if any(t not in world.teams for t in memberships.get(person_id, set())):
+            elsewhere.append(
+                outbox.command_outgoing(
+                    CheckAvailability(
+                        command_id=f"freed-{person_id}-{uuid.uuid4().hex[:12]}",
+                        person_id=person_id,
+                        issued_by="router",
+                    )
+                )
+            )
         team_ids = {t for t in memberships.get(person_id, set()) if t in world.teams}
         if not team_ids:
             continue
@@ -401,6 +417,7 @@ async def _fill_queues(session: AsyncSession, world: World) -> None:
             world.conversations[conversation.id] = conversation
         queued_here = [c for c in world.conversations.values() if c.team_id in team_ids]
         conversations.fill_from_queue(world, person_id, queued_here)
+    return elsewhere
 
 
 COMMANDS_CONSUMER = "router-commands"

@@ -438,9 +438,18 @@ class CommandRouter(InteractionRouter):
     async def _commit(
         self, events: list[Any], headers: dict[str, dict[str, str] | None]
     ) -> tuple[str | None, list[Outgoing], set[str]]:
-        commands: list[AnyCommand] = events
         async with self.lock, transaction(self.sessions) as session:
             now = utcnow()
+            # A command delivered again (its ack was lost) was applied already: once is enough.
+            seen = await store.seen_commands(session=session, ids={c.command_id for c in events})
+            commands: list[AnyCommand] = []
+            for command in events:
+                if command.command_id not in seen and command.command_id not in {
+                    c.command_id for c in commands
+                }:
+                    commands.append(command)
+            if not commands:
+                return None, [], set()
             conversation_ids = {c.conversation_id for c in commands if isinstance(c, ConversationCommand)}
             people = {
                 c.person_id for c in commands if isinstance(c, SetStatus | HandOver | CheckAvailability)
@@ -465,6 +474,7 @@ class CommandRouter(InteractionRouter):
                 apply_command(world, command)
                 COMMANDS.labels(command.type).inc()
             rows = await settle(session, world)
+            await store.record_commands(session=session, ids=[c.command_id for c in commands], now=now)
             outbox_id = await outbox.add_outbox(session=session, messages=rows)
         return outbox_id, rows, set()
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.router.assignment import Person
@@ -28,6 +28,7 @@ from shared.db.core import (
     MEMBERS,
     PEOPLE,
     POLICIES,
+    PROCESSED_COMMANDS,
     TEAMS,
     TENANTS,
     TOPICS,
@@ -448,3 +449,22 @@ async def people_with_schedules(*, session: AsyncSession) -> list[str]:
         ),
     )
     return [row.id for row in rows]
+
+
+# Processed command ids are kept a little longer than SH_COMMANDS keeps the commands.
+COMMAND_MEMORY = timedelta(days=8)
+
+
+async def seen_commands(*, session: AsyncSession, ids: Iterable[str]) -> set[str]:
+    rows = await fetch_rows(
+        session, select(PROCESSED_COMMANDS.c.id).where(PROCESSED_COMMANDS.c.id.in_(list(ids)))
+    )
+    return {row.id for row in rows}
+
+
+async def record_commands(*, session: AsyncSession, ids: Iterable[str], now: datetime) -> None:
+    """Remember applied commands (in the transaction that applied them), forget old ones."""
+    await execute(session, insert(PROCESSED_COMMANDS), [{"id": i, "processed_at": now} for i in ids])
+    await execute(
+        session, delete(PROCESSED_COMMANDS).where(PROCESSED_COMMANDS.c.processed_at < now - COMMAND_MEMORY)
+    )

@@ -357,3 +357,10 @@ class Delivery(SQLModel, table=True):
     detail: str = ""  # what was sent: the email's Message-ID, how many push endpoints took it
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
     sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+
+
+class ProcessedCommand(SQLModel, table=True):
+    """Commands the router has applied, by id: a redelivered command is applied once."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    processed_at: datetime = Field(sa_column=_utc(index=True))

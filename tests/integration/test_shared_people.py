@@ -2,6 +2,7 @@
 in one tenant frees them, the queue of another tenant they serve gets them too, although the
 transaction that freed them knew only the first tenant: it asks the router to check them."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client
@@ -9,6 +10,7 @@ from sqlalchemy import delete, select
 
 from services.router.handler import COMMANDS_CONSUMER, CONSUMER, CommandRouter, InteractionRouter
 from shared import subjects
+from shared.commands import Reassign, msg_id_of, subject_of
 from shared.db.core import CONVERSATIONS, OUTBOX, PEOPLE, execute, fetch_rows
 from shared.db.session import create_engine, session_factory, transaction
 from shared.events import Author, Direction, InteractionReceived, Kind, Platform
@@ -112,4 +114,65 @@ async def test_a_reply_in_one_tenant_frees_a_person_for_another_tenant_s_queue(
     async with sessions() as session:
         load = (await fetch_rows(session, select(PEOPLE.c.load).where(PEOPLE.c.id == "sam")))[0].load
     assert load == 1  # one conversation awaiting sam's answer, across both tenants
+    await engine.dispose()
+
+
+async def test_a_command_delivered_again_is_applied_once(nc: Client, database_url: str) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    for stream, durable, filter_subject in (
+        (subjects.INTERACTIONS_STREAM, CONSUMER, subjects.all_interactions()),
+        (subjects.COMMANDS_STREAM, COMMANDS_CONSUMER, subjects.all_commands()),
+    ):
+        config = work_consumer(
+            durable=durable, filter_subject=filter_subject, ack_wait=timedelta(seconds=30), max_deliver=3
+        )
+        await ensure_consumer(js, stream, config)
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    await apply_config(sessions, parse_config(CONFIG, source="t.yaml"), source="t.yaml")
+    async with transaction(sessions) as session:
+        await execute(session, delete(OUTBOX))
+    interactions = InteractionRouter(
+        js=js, sessions=sessions, backfill_cutoff=timedelta(hours=24), max_deliver=3
+    )
+    commands = CommandRouter(js=js, sessions=sessions, backfill_cutoff=timedelta(hours=24), max_deliver=3)
+    inbox = await js.pull_subscribe_bind(durable=CONSUMER, stream=subjects.INTERACTIONS_STREAM)
+    orders = await js.pull_subscribe_bind(durable=COMMANDS_CONSUMER, stream=subjects.COMMANDS_STREAM)
+    event = message("acme", "a1", "t-acme")
+    await js.publish(
+        subjects.interaction_received(tenant_id="acme", account_id="acme-fb"),
+        event.model_dump_json().encode(),
+    )
+    await interactions.handle_batch(await inbox.fetch(1, timeout=5))
+    async with sessions() as session:
+        row = (await fetch_rows(session, select(CONVERSATIONS).where(CONVERSATIONS.c.thread_id == "t-acme")))[
+            0
+        ]
+    # an operator sends the conversation back to its team (from a machine whose clock runs an
+    # hour ahead: nothing about time tells a redelivery from a new command)
+    command = Reassign(
+        tenant_id="acme",
+        conversation_id=row.id,
+        team="care",
+        issued_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    await js.publish(
+        subject_of(command), command.model_dump_json().encode(), headers={"Nats-Msg-Id": msg_id_of(command)}
+    )
+    delivered = await orders.fetch(1, timeout=5)
+    await commands.handle_batch(delivered)
+    events_before = (await js.stream_info(subjects.EVENTS_STREAM)).state.messages
+    async with sessions() as session:
+        first = (await fetch_rows(session, select(CONVERSATIONS).where(CONVERSATIONS.c.id == row.id)))[0]
+    # the same message delivered again, as after a lost ack
+    await commands.handle_batch([dataclasses.replace(m, _ackd=False) for m in delivered])
+    async with sessions() as session:
+        again = (await fetch_rows(session, select(CONVERSATIONS).where(CONVERSATIONS.c.id == row.id)))[0]
+    assert (await js.stream_info(subjects.EVENTS_STREAM)).state.messages == events_before
+    assert (again.assigned_at, again.deadline_version, again.assignment_reason) == (
+        first.assigned_at,
+        first.deadline_version,
+        first.assignment_reason,
+    )
     await engine.dispose()

@@ -81,6 +81,7 @@ class Conversation:
     paused_at: datetime | None = None
     paused_kind: str | None = None
     paused_remaining_seconds: float | None = None
+    paused_business_seconds: float = 0.0
     resolved_at: datetime | None = None
     resolve_at: datetime | None = None
     queued_at: datetime | None = None
@@ -492,6 +493,12 @@ def resume(world: World, conversation: Conversation, key: str) -> bool:
     conversation.state = State.open
     left = conversation.paused_remaining_seconds
     kind = DeadlineKind(conversation.paused_kind) if conversation.paused_kind else None
+    sla = world.sla_of(conversation)
+    if sla is not None and conversation.paused_at is not None:
+        # kept so that a recomputed deadline gives the pause back too
+        conversation.paused_business_seconds += sla.calendar.elapsed(
+            conversation.paused_at, world.now
+        ).total_seconds()
     conversation.paused_at = None
     conversation.paused_remaining_seconds = None
     world.touch(conversation)
@@ -501,7 +508,6 @@ def resume(world: World, conversation: Conversation, key: str) -> bool:
     )
     owner = world.people.get(conversation.owner_id or "")
     _assign(world, conversation, key, "", preferred=owner, why="owns this conversation")
-    sla = world.sla_of(conversation)
     if sla is not None and left is not None and kind is not None:
         deadline = deadlines.resume(sla, kind=kind, now=world.now, left=timedelta(seconds=left))
         _set_deadline(world, conversation, deadline, "", reason="resumed")
@@ -568,7 +574,10 @@ def recompute(world: World, conversation: Conversation, key: str) -> None:
             sla=sla,
             priority=conversation.priority,
             now=world.now,
-            backfill_cutoff=world.backfill_cutoff,
+            # a clock already running is not a backfill; one that never ran (no policy then,
+            # or an old message) starts only if the message is recent
+            backfill_cutoff=timedelta.max if conversation.due_at else world.backfill_cutoff,
+            paused=timedelta(seconds=conversation.paused_business_seconds),
         )
     elif conversation.state == State.responded:
         deadline = deadlines.plan_resolution(
@@ -819,6 +828,7 @@ def _start_clock(
     key: str,
     correlation_id: str,
 ) -> None:
+    conversation.paused_business_seconds = 0.0  # a new clock
     deadline = deadlines.plan_deadline(
         kind=kind,
         started_at=started_at,

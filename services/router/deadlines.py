@@ -59,6 +59,7 @@ def plan_deadline(
     priority: str,
     now: datetime,
     backfill_cutoff: timedelta,
+    paused: timedelta = timedelta(0),
 ) -> Deadline | None:
     """The deadline of a clock started at `started_at`, or None when no alert may come of it.
 
@@ -66,12 +67,13 @@ def plan_deadline(
     heard of it, and runs only in the policy's business hours. A message older than
     the backfill cutoff never alerts: connecting an account or catching up after an
     outage must not cause a storm. While an answer is awaited, the resolution target
-    (counted from the opening) applies when it falls first.
+    (counted from the opening) applies when it falls first. `paused`: business time the
+    clock spent paused, given back.
     """
     if sla is None or now - started_at > backfill_cutoff:
         return None
     targets = sla.targets(priority)
-    target = targets.response(kind)
+    target = targets.response(kind) + paused  # business time spent paused does not count
     due_at = sla.calendar.add(started_at, target)
     deadline = Deadline(kind, started_at, _warn_at(sla, started_at, target), due_at)
     resolution = plan_resolution(opened_at=opened_at, sla=sla, priority=priority)

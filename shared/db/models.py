@@ -230,6 +230,7 @@ class Conversation(SQLModel, table=True):
     paused_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     paused_kind: str | None = Field(default=None, max_length=32)
     paused_remaining_seconds: float | None = None  # business time left on the clock when paused
+    paused_business_seconds: float = 0.0  # business time the current clock spent paused, in total
     resolved_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     resolve_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     queued_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))

@@ -575,6 +575,22 @@ def test_pause_stops_the_clock_and_resume_gives_back_the_business_time_left() ->
     assert events(world, ConversationResumed, conversation)
 
 
+def test_a_recompute_after_a_pause_keeps_the_time_the_pause_gave_back() -> None:
+    sla = Sla(default=Targets(first_response=30 * MINUTE), warn_before=10 * MINUTE, calendar=OFFICE)
+    world = build_world([Person("alice")], now=FRIDAY_EVENING, sla=sla)
+    conversation = write(world)
+    world.now = FRIDAY_EVENING + 3 * MINUTE
+    apply_command(world, Pause(tenant_id=TENANT, conversation_id=conversation.id, issued_at=world.now))
+    world.now = datetime(2026, 5, 26, 10, 0, tzinfo=BERLIN)
+    apply_command(world, Resume(tenant_id=TENANT, conversation_id=conversation.id, issued_at=world.now))
+    resumed = (conversation.due_at, conversation.warn_at)
+
+    conversations.recompute(world, conversation, "recompute-1")  # the same policy: nothing moves
+
+    assert (conversation.due_at, conversation.warn_at) == resumed
+    assert conversation.paused_business_seconds == 62 * 60
+
+
 RESOLVE_IN_8H = Sla(default=Targets(first_response=HOUR, next_response=30 * MINUTE, resolution=8 * HOUR))
 
 

@@ -3,10 +3,16 @@ in one tenant frees them, the queue of another tenant they serve gets them too, 
 transaction that freed them knew only the first tenant: it asks the router to check them."""
 
 import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.router.handler import COMMANDS_CONSUMER, CONSUMER, CommandRouter, InteractionRouter
 from shared import subjects
@@ -55,9 +61,20 @@ def message(tenant: str, external_id: str, thread: str, *, outbound: bool = Fals
     )
 
 
-async def test_a_reply_in_one_tenant_frees_a_person_for_another_tenant_s_queue(
-    nc: Client, database_url: str
-) -> None:
+@dataclass
+class Routers:
+    """A two-tenant installation, and the router's two consumers driven by hand."""
+
+    js: JetStreamContext
+    sessions: async_sessionmaker[AsyncSession]
+    interactions: InteractionRouter
+    commands: CommandRouter
+    inbox: JetStreamContext.PullSubscription
+    orders: JetStreamContext.PullSubscription
+
+
+@pytest.fixture
+async def routers(nc: Client, database_url: str) -> AsyncIterator[Routers]:
     js = nc.jetstream()
     await ensure_streams(js, stream_configs(StreamSettings()))
     for stream, durable, filter_subject in (
@@ -79,6 +96,21 @@ async def test_a_reply_in_one_tenant_frees_a_person_for_another_tenant_s_queue(
     commands = CommandRouter(js=js, sessions=sessions, backfill_cutoff=timedelta(hours=24), max_deliver=3)
     inbox = await js.pull_subscribe_bind(durable=CONSUMER, stream=subjects.INTERACTIONS_STREAM)
     orders = await js.pull_subscribe_bind(durable=COMMANDS_CONSUMER, stream=subjects.COMMANDS_STREAM)
+    yield Routers(js, sessions, interactions, commands, inbox, orders)
+    await engine.dispose()
+
+
+async def test_a_reply_in_one_tenant_frees_a_person_for_another_tenant_s_queue(
+    routers: Routers,
+) -> None:
+    js, sessions, interactions, commands, inbox, orders = (
+        routers.js,
+        routers.sessions,
+        routers.interactions,
+        routers.commands,
+        routers.inbox,
+        routers.orders,
+    )
 
     async def route(*events: InteractionReceived) -> None:
         for event in events:
@@ -114,31 +146,17 @@ async def test_a_reply_in_one_tenant_frees_a_person_for_another_tenant_s_queue(
     async with sessions() as session:
         load = (await fetch_rows(session, select(PEOPLE.c.load).where(PEOPLE.c.id == "sam")))[0].load
     assert load == 1  # one conversation awaiting sam's answer, across both tenants
-    await engine.dispose()
 
 
-async def test_a_command_delivered_again_is_applied_once(nc: Client, database_url: str) -> None:
-    js = nc.jetstream()
-    await ensure_streams(js, stream_configs(StreamSettings()))
-    for stream, durable, filter_subject in (
-        (subjects.INTERACTIONS_STREAM, CONSUMER, subjects.all_interactions()),
-        (subjects.COMMANDS_STREAM, COMMANDS_CONSUMER, subjects.all_commands()),
-    ):
-        config = work_consumer(
-            durable=durable, filter_subject=filter_subject, ack_wait=timedelta(seconds=30), max_deliver=3
-        )
-        await ensure_consumer(js, stream, config)
-    engine = create_engine(database_url)
-    sessions = session_factory(engine)
-    await apply_config(sessions, parse_config(CONFIG, source="t.yaml"), source="t.yaml")
-    async with transaction(sessions) as session:
-        await execute(session, delete(OUTBOX))
-    interactions = InteractionRouter(
-        js=js, sessions=sessions, backfill_cutoff=timedelta(hours=24), max_deliver=3
+async def test_a_command_delivered_again_is_applied_once(routers: Routers) -> None:
+    js, sessions, interactions, commands, inbox, orders = (
+        routers.js,
+        routers.sessions,
+        routers.interactions,
+        routers.commands,
+        routers.inbox,
+        routers.orders,
     )
-    commands = CommandRouter(js=js, sessions=sessions, backfill_cutoff=timedelta(hours=24), max_deliver=3)
-    inbox = await js.pull_subscribe_bind(durable=CONSUMER, stream=subjects.INTERACTIONS_STREAM)
-    orders = await js.pull_subscribe_bind(durable=COMMANDS_CONSUMER, stream=subjects.COMMANDS_STREAM)
     event = message("acme", "a1", "t-acme")
     await js.publish(
         subjects.interaction_received(tenant_id="acme", account_id="acme-fb"),
@@ -175,4 +193,3 @@ async def test_a_command_delivered_again_is_applied_once(nc: Client, database_ur
         first.deadline_version,
         first.assignment_reason,
     )
-    await engine.dispose()

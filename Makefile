@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run install test test-unit lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,15 +14,25 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# Install only (the virtual environment with the test extras), nothing run.
+install: $(INSTALLED)
+
 run: $(INSTALLED)
 	STAYHUMAN_LOG_JSON=$${STAYHUMAN_LOG_JSON:-false} $(BIN)/stayhuman up --demo
 
-test: $(INSTALLED) lint
+# Lint, types, then the whole suite (unit, integration, end to end, fuzz).
+test: $(INSTALLED) lint typecheck
 	$(BIN)/python -m pytest
+
+# The fast lane while iterating: pure logic and in-process tests, no services started.
+test-unit: $(INSTALLED)
+	$(BIN)/python -m pytest tests/unit -q
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+typecheck: $(INSTALLED)
 	$(BIN)/mypy shared services stayhuman
 
 bench: $(INSTALLED)

@@ -1,4 +1,4 @@
-"""Meta and X webhooks, as the platforms send them (../shared/fixtures), end to end."""
+"""Meta and X webhooks, as the platforms send them (tests/fixtures), end to end."""
 
 import hashlib
 import hmac
@@ -20,7 +20,7 @@ from tests.e2e.stack import Stack
 from tests.helpers import config_yaml, eventually, generic_body
 
 pytestmark = pytest.mark.e2e
-FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "platforms"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "platforms"
 SIGNED: dict[str, Any] = json.loads((FIXTURES / "signed_requests.json").read_text())
 TOKEN = "importer-token-0123456789abcdef"
 ACCOUNTS = (

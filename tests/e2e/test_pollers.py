@@ -199,7 +199,7 @@ async def test_bluesky_and_youtube_are_paged_back_to_their_marks(tmp_path: Path)
         tube.stop()
 
 
-FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "platforms"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "platforms"
 
 
 async def test_the_documented_pages_of_each_polled_platform_end_assigned(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Meta and X connectors against the platforms' documented payloads (../shared/fixtures)."""
+"""Meta and X connectors against the platforms' documented payloads (tests/fixtures)."""
 
 import json
 from datetime import UTC, datetime
@@ -12,7 +12,7 @@ from services.ingest.connectors.model import MalformedPayload
 from shared.events import Direction, Kind, Platform
 from tests.helpers import generic_body
 
-FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "platforms"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "platforms"
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,12 @@ Events are facts named in the past tense. Each carries its own `type` and
 """
 
 import enum
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 
 def _aware_utc(value: datetime) -> datetime:
@@ -24,6 +25,44 @@ AwareDatetime = Annotated[datetime, AfterValidator(_aware_utc)]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# What the store can hold, said once for every producer: 64-bit numbers, text without
+# NUL (PostgreSQL refuses it) and without lone surrogates (no encoding can write them),
+# ids without control characters and no longer than their columns.
+INT64_MAX = 2**63 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def storable_text(value: str) -> str:
+    """Text as a database keeps it: NUL removed, lone surrogates replaced (U+FFFD)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def _platform_id(value: str) -> str:
+    if _CONTROL.search(value) or _SURROGATE.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _display(limit: int) -> BeforeValidator:
+    """A name shown to people: cut to what the column holds rather than refuse the message."""
+
+    def cut(value: object) -> object:
+        return storable_text(value)[:limit] if isinstance(value, str) else value
+
+    return BeforeValidator(cut)
+
+
+StorableText = Annotated[str, AfterValidator(storable_text)]
+Int64 = Annotated[int, Field(ge=0, le=INT64_MAX)]
+PlatformId = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_platform_id)]
+AuthorId = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_platform_id)]
+DisplayName = Annotated[str, Field(max_length=256), _display(256)]
+MAX_TEXT = 65_536
 
 
 class Platform(enum.StrEnum):
@@ -53,10 +92,10 @@ class Direction(enum.StrEnum):
 class Author(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str = Field(min_length=1, max_length=256)
-    name: str = Field(default="", max_length=256)
-    handle: str = Field(default="", max_length=256)
-    followers: int | None = Field(default=None, ge=0)
+    id: AuthorId
+    name: DisplayName = ""
+    handle: DisplayName = ""
+    followers: Int64 | None = None
     verified: bool = False
 
 
@@ -77,16 +116,16 @@ class InteractionReceived(Event):
     interaction_id: str
     account_id: str
     platform: Platform
-    external_id: str
-    edit_version: int = 0
+    external_id: PlatformId
+    edit_version: Int64 = 0
     kind: Kind
     direction: Direction
-    thread_id: str
-    parent_id: str | None = None
+    thread_id: PlatformId
+    parent_id: PlatformId | None = None
     author: Author
-    text: str
-    url: str | None = None
-    language: str | None = None
+    text: Annotated[StorableText, Field(max_length=MAX_TEXT)]
+    url: Annotated[str, Field(max_length=2048)] | None = None
+    language: Annotated[str, Field(max_length=16)] | None = None
     created_at: AwareDatetime
     received_at: AwareDatetime
 
@@ -98,8 +137,8 @@ class InteractionRetracted(Event):
     version: Literal[1] = 1
     account_id: str
     platform: Platform
-    external_id: str
-    thread_id: str
+    external_id: PlatformId
+    thread_id: PlatformId
     retracted_at: AwareDatetime
 
 

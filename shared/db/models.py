@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from shared.db.types import UtcDateTime
@@ -173,7 +173,8 @@ class Interaction(SQLModel, table=True):
     tenant_id: str = Field(max_length=63)
     account_id: str = Field(foreign_key="account.id", max_length=63)
     external_id: str = Field(max_length=512)
-    edit_version: int = 0
+    # Platforms number edits with 64-bit values (Meta's are a CRC-32 of the text).
+    edit_version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
     kind: str = Field(max_length=16)
     direction: str = Field(max_length=16)
     thread_id: str = Field(max_length=512)
@@ -215,7 +216,7 @@ class Conversation(SQLModel, table=True):
     # (not awaiting an answer, paused, or nobody owns it).
     load_weight: int = 0
     author_handle: str = Field(default="", max_length=256)
-    author_followers: int | None = None
+    author_followers: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     author_verified: bool = False
     author_id: str = Field(max_length=256)
     author_name: str = Field(default="", max_length=256)

@@ -2,9 +2,14 @@
 
 import hashlib
 import hmac
+import json
 import zlib
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
 
 from services.ingest.connectors.language import detect_language
 from shared.events import Author, Direction, InteractionReceived, InteractionRetracted, Kind, Platform
@@ -31,14 +36,85 @@ class Draft:
     retracted: bool = False  # the author removed it
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """One entry of a delivery that cannot become an interaction: kept on the dead letter with
+    its problem, while the rest of the delivery is stored."""
+
+    where: str  # e.g. entry[3].changes[0]
+    problem: str
+    raw: bytes  # the entry as received (JSON), for a person to read
+
+
 @dataclass
 class Parsed:
     drafts: list[Draft] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # what was well-formed but not routed, and why
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def reject(self, where: str, error: BaseException, entry: object) -> None:
+        self.rejected.append(Rejected(where, problem_of(error), raw_of(entry)))
 
 
 class MalformedPayload(ValueError):
     """The body is JSON but not in the platform's documented shape; the message says where."""
+
+
+# What one hostile or broken entry can raise while it is read: it is rejected alone.
+ENTRY_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError, IndexError)
+
+
+def problem_of(error: BaseException) -> str:
+    """A short, one-line description of why an entry was refused."""
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "value"
+        return f"{where}: {first['msg']}"[:500]
+    text = f"{type(error).__name__}: {error}"
+    return " ".join(text.split())[:500]
+
+
+def raw_of(entry: object) -> bytes:
+    try:
+        return json.dumps(entry, ensure_ascii=False, default=str).encode("utf-8", "replace")
+    except (TypeError, ValueError, RecursionError):
+        return repr(entry).encode("utf-8", "replace")
+
+
+def load_json(body: bytes) -> Any:
+    """A request body as JSON, or MalformedPayload naming why not (bad UTF-8, bad JSON, numbers
+    longer than Python converts, nesting deeper than the parser goes)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise MalformedPayload("body is not JSON we accept: it nests too deeply") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MalformedPayload(f"body is not JSON: {error}") from None
+    except ValueError as error:  # e.g. an integer of more than 4,300 digits
+        raise MalformedPayload(f"body is not JSON we accept: {error}") from None
+
+
+def signature_matches(expected: str, given: str) -> bool:
+    """Constant-time comparison of a signature we computed with one a sender gave, whatever
+    bytes the sender put in the header."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
+
+
+# A message from further ahead than any clock drift explains is refused: a due time
+# computed from it would lie beyond what anything can schedule.
+MAX_CLOCK_AHEAD = timedelta(hours=1)
+
+
+class TooFarAhead(ValueError):
+    pass
+
+
+def check_created_at(created_at: datetime, *, received_at: datetime) -> None:
+    if created_at > received_at + MAX_CLOCK_AHEAD:
+        raise TooFarAhead(
+            f"created_at {created_at.isoformat()} is more than an hour after it was received "
+            f"({received_at.isoformat()})"
+        )
 
 
 def hmac_sha256(secret: str, data: bytes) -> bytes:
@@ -46,8 +122,12 @@ def hmac_sha256(secret: str, data: bytes) -> bytes:
 
 
 def from_epoch(value: float | str, *, milliseconds: bool) -> datetime:
-    seconds = float(value) / (1000 if milliseconds else 1)
-    return datetime.fromtimestamp(seconds, UTC)
+    """A platform's epoch time; ValueError for what no calendar holds."""
+    try:
+        seconds = float(value) / (1000 if milliseconds else 1)
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, TypeError) as error:
+        raise ValueError(f"not a time: {str(value)[:40]!r}") from error
 
 
 def edit_version_of(text: str) -> int:
@@ -78,9 +158,46 @@ def to_event(
     )
 
 
+def to_events(
+    drafts: Iterable[Draft],
+    account_of: Callable[[Draft], tuple[str, str] | None],
+    *,
+    received_at: datetime,
+    correlation_id: str,
+) -> tuple[list[InteractionReceived | InteractionRetracted], list[Rejected], set[str]]:
+    """Events of the drafts whose account is known (`account_of` gives its tenant and id),
+    the drafts that cannot be stored (rejected with their problem), and the platform account
+    ids nobody configured."""
+    events: list[InteractionReceived | InteractionRetracted] = []
+    rejected: list[Rejected] = []
+    unknown: set[str] = set()
+    for index, draft in enumerate(drafts):
+        found = account_of(draft)
+        if found is None:
+            unknown.add(draft.platform_account_id)
+            continue
+        tenant_id, account_id = found
+        try:
+            events.append(
+                to_event(
+                    draft,
+                    tenant_id=tenant_id,
+                    account_id=account_id,
+                    received_at=received_at,
+                    correlation_id=correlation_id,
+                )
+            )
+        except ValueError as error:  # ValidationError, TooFarAhead
+            rejected.append(Rejected(f"interaction[{index}]", problem_of(error), raw_of(asdict(draft))))
+    return events, rejected, unknown
+
+
 def to_received(
     draft: Draft, *, tenant_id: str, account_id: str, received_at: datetime, correlation_id: str
 ) -> InteractionReceived:
+    """The event of an inbound or outbound message; ValueError (ValidationError, TooFarAhead)
+    for what the store cannot hold or the clock cannot place."""
+    check_created_at(draft.created_at, received_at=received_at)
     return InteractionReceived(
         tenant_id=tenant_id,
         correlation_id=correlation_id,

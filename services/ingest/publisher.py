@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 
+from services.ingest.connectors.model import Rejected
 from shared import subjects
 from shared.events import ConnectorProblem, InteractionReceived, InteractionRetracted, utcnow
 from shared.ids import dedupe_key
-from shared.jetstream import MSG_ID, Outgoing, publish_pipelined, publish_retrying
+from shared.jetstream import DLQ_ERROR, MSG_ID, Outgoing, publish_pipelined, publish_retrying
 from shared.logs import correlation_id
 from shared.tracing import carrier_of
 
@@ -38,6 +39,30 @@ class RawPayload:
         )
 
 
+# What is kept of a rejected entry: enough for a person to see what it was (the whole
+# delivery is in the archive), small enough for any server's max_payload.
+REJECTED_KEPT_BYTES = 64 * 1024
+
+
+def rejected_outgoing(source: str, rejected: Rejected, *, account_id: str = "") -> Outgoing:
+    """An entry of a delivery that cannot be stored, kept on ingest's dead letter with its
+    problem (`sh.dlq.ingest.<source>`; it has no subject to be replayed to)."""
+    digest = hashlib.sha256(rejected.raw).hexdigest()
+    return Outgoing(
+        subjects.dead_letter(stream="ingest", consumer=source),
+        rejected.raw[:REJECTED_KEPT_BYTES],
+        f"dlq:ingest:{source}:{digest}",
+        correlation_id.get(),
+        headers={
+            "Nats-Expected-Stream": subjects.DEAD_LETTER_STREAM,
+            DLQ_ERROR: f"{rejected.where}: {rejected.problem}"[:2000].replace("\r", " ").replace("\n", " "),
+            "Sh-Source": source,
+            "Sh-Account": account_id,
+            "Sh-Received-At": utcnow().isoformat(),
+        },
+    )
+
+
 def message_id(event: InteractionReceived | InteractionRetracted) -> str:
     """What makes two deliveries of the same platform event the same message."""
     if isinstance(event, InteractionRetracted):
@@ -56,17 +81,26 @@ class InteractionPublisher:
         self._timeout = timeout
 
     async def publish_many(
-        self, events: Sequence[InteractionReceived | InteractionRetracted], *, raw: RawPayload | None = None
+        self,
+        events: Sequence[InteractionReceived | InteractionRetracted],
+        *,
+        raw: RawPayload | None = None,
+        rejected: Sequence[Rejected] = (),
     ) -> None:
-        """Store a delivery's interactions, and its raw payload in the archive, together.
+        """Store a delivery's interactions, its raw payload in the archive, and the entries
+        that cannot be stored on the dead letter with their problem, together.
 
         The acks are in flight at once; the caller answers the platform only after
-        all of them came back.
+        all of them came back: everything accepted is stored or dead-lettered.
         """
         archived = [raw.outgoing()] if raw is not None else []
+        source = raw.source if raw is not None else "ingest"
+        account = raw.account_id if raw is not None else ""
         await publish_pipelined(
             self._js,
-            archived + [self._outgoing(e) for e in events],
+            archived
+            + [self._outgoing(e) for e in events]
+            + [rejected_outgoing(source, r, account_id=account) for r in rejected],
             timeout=self._timeout,
             retry_for=self._timeout,
         )

@@ -339,6 +339,15 @@ class PushSubscription(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
 
+class PushLink(SQLModel, table=True):
+    """A person's push links: each names the generation it was issued in, and `stayhuman push
+    revoke` moves the generation on, so every link issued before stops working."""
+
+    person_id: str = Field(foreign_key="person.id", primary_key=True, max_length=63)
+    generation: int = 0
+    revoked_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+
+
 class Delivery(SQLModel, table=True):
     """The delivery log: one alert to one person on one channel (queued, sent, retrying, failed)."""
 

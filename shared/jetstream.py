@@ -174,6 +174,33 @@ async def streams_present(js: JetStreamContext, names: Sequence[str]) -> list[st
     return missing
 
 
+class MessageTooLarge(ValueError):
+    """A message that the server would refuse as larger than its max_payload. The server
+    answers such a publish by closing the connection, so it is refused before it is sent."""
+
+
+def header_bytes(headers: dict[str, str] | None) -> int:
+    """What the headers of a message take on the wire (`NATS/1.0` line, `name: value` lines)."""
+    if not headers:
+        return 0
+    return 12 + sum(len(k.encode()) + len(str(v).encode()) + 4 for k, v in headers.items())
+
+
+def max_payload_of(js: JetStreamContext) -> int:
+    """The largest message (headers and body) the connected server takes."""
+    return int(js._nc.max_payload)
+
+
+def check_size(js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
+    limit = max_payload_of(js)
+    size = len(payload) + header_bytes(headers)
+    if size > limit:
+        raise MessageTooLarge(
+            f"a message to {subject} of {size} bytes (headers included) is larger than the "
+            f"{limit} bytes the NATS server takes (max_payload)"
+        )
+
+
 @dataclass(frozen=True)
 class Outgoing:
     subject: str
@@ -205,6 +232,7 @@ async def publish_retrying(
     js: JetStreamContext, subject: str, payload: bytes, *, headers: dict[str, str], timeout: float
 ) -> PubAck:
     """Publish one message and wait for its ack, retrying transient failures until `timeout`."""
+    check_size(js, subject, payload, headers)
     deadline = time.monotonic() + timeout
     delay = 0.1
     while True:
@@ -227,6 +255,8 @@ async def publish_pipelined(
     seconds) are published again with the same `Nats-Msg-Id` until `retry_for`
     has passed, so nothing is stored twice. Returns each message's ack by its id.
     """
+    for message in messages:  # all or nothing: none is sent if one could not be
+        check_size(js, message.subject, message.payload, message.all_headers())
     pending = list(messages)
     acks: dict[str, PubAck] = {}
     deadline = time.monotonic() + retry_for
@@ -353,12 +383,32 @@ class BatchConsumer:
                 continue
             try:
                 await self.handler(batch)
-            except Exception:
-                log.exception("batch failed; it will be delivered again", extra={"size": len(batch)})
-                await asyncio.gather(
-                    *(m.nak(delay=self.retry_delay) for m in batch if not m._ackd),
-                    return_exceptions=True,
+            except Exception as error:
+                await self._settle_failed(batch, error)
+
+    async def _settle_failed(self, batch: list[Msg], error: Exception) -> None:
+        """What the handler left unacknowledged after failing: delivered again, or, on its last
+        delivery, kept on the dead letter with the error (never dropped silently)."""
+        unsettled = [m for m in batch if not m._ackd]
+        last = [m for m in unsettled if is_last_delivery(m, self.config.max_deliver or 0)]
+        again = [m for m in unsettled if m not in last]
+        log.warning(
+            "batch failed",
+            exc_info=error,
+            extra={"stream": self.stream, "size": len(batch), "again": len(again), "dead_letter": len(last)},
+        )
+        for msg in last:
+            try:
+                await dead_letter(
+                    self.js,
+                    msg,
+                    stream=self.stream,
+                    consumer=self.config.durable_name or "?",
+                    error=f"{type(error).__name__}: {error}",
                 )
+            except Exception:  # not even the dead letter: it comes again after ack_wait
+                log.exception("could not dead-letter a message", extra={"stream": self.stream})
+        await asyncio.gather(*(m.nak(delay=self.retry_delay) for m in again), return_exceptions=True)
 
 
 def work_consumer(
@@ -376,7 +426,21 @@ def work_consumer(
 
 
 def is_last_delivery(msg: Msg, max_deliver: int) -> bool:
-    return msg.metadata.num_delivered >= max_deliver
+    """True when the server will not deliver `msg` again (max_deliver <= 0: unlimited)."""
+    return max_deliver > 0 and msg.metadata.num_delivered >= max_deliver
+
+
+TRUNCATED = "Sh-Truncated"
+
+
+def _fit(js: JetStreamContext, data: bytes, headers: dict[str, str]) -> bytes:
+    """Cut what a dead letter keeps to what the server takes, saying so in a header (a message
+    at the limit with the dead letter's headers added would be refused)."""
+    room = max_payload_of(js) - header_bytes(headers) - 64
+    if len(data) <= room:
+        return data
+    headers[TRUNCATED] = str(len(data))
+    return data[: max(0, room)]
 
 
 async def dead_letter(
@@ -394,11 +458,8 @@ async def dead_letter(
     headers[DLQ_SEQUENCE] = str(metadata.sequence.stream)
     headers[DLQ_DELIVERIES] = str(metadata.num_delivered)
     headers[MSG_ID] = f"dlq:{stream}:{consumer}:{metadata.sequence.stream}"
-    await js.publish(
-        subjects.dead_letter(stream=stream, consumer=consumer),
-        msg.data if data is None else data,
-        headers=headers,
-    )
+    kept = _fit(js, msg.data if data is None else data, headers)
+    await js.publish(subjects.dead_letter(stream=stream, consumer=consumer), kept, headers=headers)
     await msg.term()
     log.warning(
         "message dead-lettered",
@@ -416,7 +477,8 @@ async def keep_dead_letter(
         DLQ_SUBJECT: subject,
         MSG_ID: f"dlq:{stream}:{consumer}:{key}",
     }
-    await js.publish(subjects.dead_letter(stream=stream, consumer=consumer), data, headers=headers)
+    kept = _fit(js, data, headers)
+    await js.publish(subjects.dead_letter(stream=stream, consumer=consumer), kept, headers=headers)
     log.warning("kept on the dead letter", extra={"stream": stream, "subject": subject, "error": error[:500]})
 
 

@@ -23,13 +23,13 @@ from nats.js.api import PubAck, RawStreamMsg
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from shared import subjects
-from shared.jetstream import DLQ_DELIVERIES, DLQ_ERROR, DLQ_SEQUENCE, DLQ_SUBJECT, MSG_ID
+from shared.jetstream import DLQ_DELIVERIES, DLQ_ERROR, DLQ_SEQUENCE, DLQ_SUBJECT, MSG_ID, TRUNCATED
 from shared.settings import CommonSettings
 from stayhuman.control import PUBLISH_TIMEOUT, ControlError, _shown, nats_connection
 
 STREAM = subjects.DEAD_LETTER_STREAM
 # What dead-lettering added: the rest of the headers are the application's own.
-_BOOKKEEPING = {name.lower() for name in (DLQ_ERROR, DLQ_SUBJECT, DLQ_SEQUENCE, DLQ_DELIVERIES)}
+_BOOKKEEPING = {name.lower() for name in (DLQ_ERROR, DLQ_SUBJECT, DLQ_SEQUENCE, DLQ_DELIVERIES, TRUNCATED)}
 _NOT_A_TOKEN = set(".*> \t\r\n")
 
 
@@ -47,6 +47,7 @@ class DeadLetter:
     original_seq: int | None
     data: bytes
     headers: dict[str, str]  # the application's own
+    truncated_from: int | None = None  # the size of the body before it was cut to fit the server
 
     @classmethod
     def from_raw(cls, raw: RawStreamMsg) -> "DeadLetter":
@@ -62,6 +63,7 @@ class DeadLetter:
             deliveries=_number(headers.get(DLQ_DELIVERIES)),
             original_seq=_number(headers.get(DLQ_SEQUENCE)),
             data=raw.data or b"",
+            truncated_from=_number(headers.get(TRUNCATED)),
             headers={
                 name: value
                 for name, value in headers.items()
@@ -86,6 +88,7 @@ class DeadLetter:
             "original_seq": self.original_seq,
             "headers": self.headers,
             "size": len(self.data),
+            "truncated_from": self.truncated_from,
             "preview": self.preview(200),
         }
 
@@ -240,6 +243,12 @@ async def replay_one(js: JetStreamContext, entry: DeadLetter, *, where: str) -> 
     """Publish the entry on its original subject, wait for the ack, then remove it."""
     if entry.subject is None:
         return Replayed(entry, problem=f"it has no {DLQ_SUBJECT} header: where it goes is unknown")
+    if entry.truncated_from is not None:
+        return Replayed(
+            entry,
+            problem=f"only its first {len(entry.data)} of {entry.truncated_from} bytes were kept "
+            "(it did not fit the server's max_payload): a replay would publish a part",
+        )
     try:
         ack = await js.publish(
             entry.subject, entry.data, headers=entry.replay_headers(), timeout=PUBLISH_TIMEOUT

@@ -15,7 +15,9 @@ from shared.jetstream import (
     DLQ_ERROR,
     DLQ_SUBJECT,
     MSG_ID,
+    TRUNCATED,
     BatchConsumer,
+    MessageTooLarge,
     Outgoing,
     ServerTooOld,
     StreamSettings,
@@ -164,3 +166,84 @@ async def test_schedule_stream_fires_into_itself(nc: Client) -> None:
     msgs = await sub.fetch(1, timeout=5)
     await sub.unsubscribe()
     assert msgs[0].subject == fired and msgs[0].data == b"v1"
+
+
+@pytest.mark.parametrize("batch_size", [1, 500])
+async def test_a_handler_that_always_fails_dead_letters_on_the_last_delivery(
+    nc: Client, batch_size: int
+) -> None:
+    """Whatever the batch size, a message its handler never gets through is kept with the
+    error on its last delivery, not nak'ed into oblivion."""
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    subject = subjects.interaction_received(tenant_id="acme", account_id="acme-fb")
+    for i in range(3):
+        await js.publish(subject, f"m{i}".encode(), headers={MSG_ID: f"m{i}"})
+    deliveries: list[int] = []
+
+    async def handler(batch: list) -> None:  # type: ignore[type-arg]
+        deliveries.extend(m.metadata.num_delivered for m in batch)
+        raise RuntimeError("the database refused it")
+
+    consumer = BatchConsumer(
+        js=js,
+        stream=subjects.INTERACTIONS_STREAM,
+        config=work_consumer(
+            durable="fails",
+            filter_subject=subjects.all_interactions(),
+            ack_wait=timedelta(seconds=5),
+            max_deliver=3,
+        ),
+        handler=handler,
+        batch_size=batch_size,
+        retry_delay=0.05,
+        idle_timeout=0.5,
+    )
+    await consumer.start()
+    sub = await js.pull_subscribe(
+        subjects.dead_letter(stream=subjects.INTERACTIONS_STREAM, consumer="fails"), durable="dlq"
+    )
+    kept = []
+    while len(kept) < 3:
+        kept += await sub.fetch(3 - len(kept), timeout=10)
+    await sub.unsubscribe()
+    await consumer.stop()
+    assert sorted(m.data for m in kept) == [b"m0", b"m1", b"m2"]
+    assert all(m.headers and m.headers[DLQ_ERROR] == "RuntimeError: the database refused it" for m in kept)
+    assert max(deliveries) == 3 and deliveries.count(3) == 3
+
+
+async def test_a_message_larger_than_max_payload_is_refused_before_it_reaches_the_server(
+    nc: Client,
+) -> None:
+    """The server closes a connection that sends it one (and nats-py then never reconnects):
+    headers count, so a body just under the limit is refused with its headers."""
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    limit = nc.max_payload
+    body = b"x" * (limit - 10)
+    message = Outgoing(subjects.archive(source="generic"), body, "big", headers={"Sh-Source": "generic"})
+    with pytest.raises(MessageTooLarge, match=f"larger than the {limit} bytes"):
+        await publish_pipelined(js, [message])
+    assert nc.is_connected
+    small = Outgoing(subjects.archive(source="generic"), b"x" * (limit - 200), "fits")
+    await publish_pipelined(js, [small])
+    assert nc.is_connected
+
+
+async def test_a_dead_letter_of_a_message_at_the_limit_is_cut_to_fit_and_says_so(nc: Client) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    subject = subjects.archive(source="generic")
+    body = b"y" * (nc.max_payload - 100)
+    await js.publish(subject, body, headers={MSG_ID: "at-limit"})
+    sub = await js.pull_subscribe(subject, durable="reader")
+    msg = (await sub.fetch(1, timeout=5))[0]
+    await dead_letter(js, msg, stream=subjects.ARCHIVE_STREAM, consumer="reader", error="x" * 1500)
+    dlq = await js.pull_subscribe(
+        subjects.dead_letter(stream=subjects.ARCHIVE_STREAM, consumer="reader"), durable="d"
+    )
+    kept = (await dlq.fetch(1, timeout=5))[0]
+    assert kept.headers is not None and kept.headers[TRUNCATED] == str(len(body))
+    assert body.startswith(kept.data) and len(kept.data) < len(body)
+    assert nc.is_connected

@@ -10,6 +10,7 @@ from pathlib import Path
 from shared.commands import PersonStatus
 from shared.secrets import SecretKeyError
 from shared.settings import CommonSettings, SettingsError, load_settings
+from stayhuman.database import DatabaseNotReady
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -17,12 +18,23 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+def _readable_database(settings: CommonSettings) -> str:
+    """The database URL of a command that reads: it must exist and be migrated (never created)."""
+    from stayhuman.database import check_schema
+
+    check_schema(settings.sqlalchemy_url)
+    return settings.sqlalchemy_url
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    from stayhuman.database import check_reachable
     from stayhuman.supervisor import UpSettings, run_up
 
     if args.routers < 1:
         return _fail("--routers must be at least 1")
-    return run_up(load_settings(UpSettings), routers=args.routers, demo=args.demo)
+    settings = load_settings(UpSettings)
+    check_reachable(settings.sqlalchemy_url)
+    return run_up(settings, routers=args.routers, demo=args.demo)
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -38,23 +50,38 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
-    from shared.db.migrate import current_revision_sync, upgrade
+    from shared.db.migrate import current_revision_sync
+    from stayhuman.database import migrate, reaching
 
     url = load_settings(CommonSettings).sqlalchemy_url
-    upgrade(url)
-    print(f"database schema at revision {current_revision_sync(url)}")
+    migrate(url)
+    with reaching(url):
+        print(f"database schema at revision {current_revision_sync(url)}")
     return 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from shared.db.session import create_engine, session_factory
-    from stayhuman.config import ConfigError, apply_config, load_config
+    from shared.db.session import create_engine, session_factory, sqlite_path
+    from stayhuman.config import ConfigError, apply_config, cross_check, load_config
+    from stayhuman.database import check_schema, exists, is_local_default, migrate, reaching
 
     settings = load_settings(CommonSettings)
+    url = settings.sqlalchemy_url
     try:
         document = load_config(Path(args.file))
+        if is_local_default(settings) and not exists(url):
+            # A new state folder: the whole file is checked before the database is made,
+            # so a refused file leaves nothing behind.
+            cross_check(document, source=args.file, known_people=set())
     except ConfigError as error:
         return _fail(f"{args.file} is invalid, nothing was applied:\n" + str(error))
+    if is_local_default(settings):
+        created = not exists(url)
+        migrate(url)  # the state folder's own SQLite file, as `up` would
+        if created:
+            print(f"created the database {sqlite_path(url)}")
+    else:
+        check_schema(url)
 
     async def run() -> str:
         engine = create_engine(settings.sqlalchemy_url)
@@ -71,7 +98,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
             await engine.dispose()
 
     try:
-        summary = asyncio.run(run())
+        with reaching(url):
+            summary = asyncio.run(run())
     except ConfigError as error:
         return _fail(f"{args.file} is invalid, nothing was applied:\n" + str(error))
     print(f"applied {args.file}: {summary}")
@@ -79,12 +107,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_conversations(args: argparse.Namespace) -> int:
+    from stayhuman.database import reaching
     from stayhuman.inspect import list_conversations, render_table
 
+    if args.limit < 1:
+        return _fail("--limit must be 1 or more")
     settings = load_settings(CommonSettings)
-    rows = asyncio.run(
-        list_conversations(settings.sqlalchemy_url, tenant=args.tenant, state=args.state, limit=args.limit)
-    )
+    url = _readable_database(settings)
+    with reaching(url):
+        rows = asyncio.run(list_conversations(url, tenant=args.tenant, state=args.state, limit=args.limit))
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
     else:
@@ -93,10 +124,13 @@ def cmd_conversations(args: argparse.Namespace) -> int:
 
 
 def cmd_accounts(args: argparse.Namespace) -> int:
+    from stayhuman.database import reaching
     from stayhuman.inspect import list_accounts, render_accounts
 
     settings = load_settings(CommonSettings)
-    rows = asyncio.run(list_accounts(settings.sqlalchemy_url, tenant=args.tenant))
+    url = _readable_database(settings)
+    with reaching(url):
+        rows = asyncio.run(list_accounts(url, tenant=args.tenant))
     print(json.dumps(rows, default=str, indent=2) if args.json else render_accounts(rows))
     return 0
 
@@ -105,6 +139,7 @@ def cmd_control(args: argparse.Namespace) -> int:
     from stayhuman.control import ControlError, Request, send
 
     settings = load_settings(CommonSettings)
+    _readable_database(settings)
     request = Request(
         action=args.command,
         conversation=getattr(args, "conversation", None),
@@ -184,6 +219,7 @@ def cmd_push_link(args: argparse.Namespace) -> int:
     from stayhuman.control import ControlError, check_person, database_session
 
     settings = load_settings(NotifySettings)
+    _readable_database(settings)
 
     async def check() -> None:
         async with database_session(settings.sqlalchemy_url) as session:
@@ -365,5 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (SettingsError, SecretKeyError) as error:
         return _fail(str(error))
+    except DatabaseNotReady as error:
+        return _fail(str(error), error.code)
     except KeyboardInterrupt:
         return 130

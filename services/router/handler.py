@@ -129,13 +129,14 @@ class InteractionRouter:
             except ValidationError as error:
                 ROUTED.labels("dead_letter").inc()
                 await self._dead_letter(msg, f"invalid {self.what}: {error}")
+        if len(items) == 1:
+            await self._route_alone(items[0])
+            return
         if not items:
             return
         try:
             await self._route(items)
         except Exception:
-            if len(items) == 1:
-                raise
             # Isolate the message that fails so one poison message cannot hold back
             # the batch, and so it reaches the dead letter on its last delivery.
             log.warning("batch failed; routing its messages one by one", exc_info=True)
@@ -143,11 +144,23 @@ class InteractionRouter:
                 await self._route_alone(item)
 
     async def _route_alone(self, item: tuple[Msg, Any]) -> None:
+        """Route one message; if that fails, it comes again, or on its last delivery it is kept
+        on the dead letter with its error (never nak'ed into a silent drop at max_deliver)."""
         msg, _ix = item
         try:
             await self._route([item])
         except Exception as error:
-            if is_last_delivery(msg, self.max_deliver):
+            last = is_last_delivery(msg, self.max_deliver)
+            log.warning(
+                "routing failed",
+                exc_info=True,
+                extra={
+                    "consumer": self.consumer,
+                    "deliveries": msg.metadata.num_delivered,
+                    "dead_letter": last,
+                },
+            )
+            if last:
                 ROUTED.labels("dead_letter").inc()
                 await self._dead_letter(msg, f"{type(error).__name__}: {error}")
             else:

@@ -215,3 +215,54 @@ async def test_a_reply_chain_stays_one_conversation_however_deep(setup: Setup) -
     assert {interactions[x].conversation_id for x in "ABCDR"} == {chain.id}
     assert chain.state == "responded"  # the brand's reply four hops down answers it
     assert interactions["X"].conversation_id != chain.id
+
+
+async def refuse_in_database(sessions: async_sessionmaker[AsyncSession], external_id: str) -> None:
+    """A row the database refuses (a trigger): routing it fails on every delivery."""
+    async with transaction(sessions) as session:
+        connection = await session.connection()
+        if connection.dialect.name == "postgresql":
+            await connection.exec_driver_sql(
+                "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.external_id = '"
+                + external_id
+                + "' THEN RAISE EXCEPTION 'poison row refused'; END IF; "
+                "RETURN NEW; END $$"
+            )
+            await connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON interaction "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+            )
+        else:
+            await connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON interaction "
+                f"WHEN NEW.external_id = '{external_id}' BEGIN SELECT RAISE(ABORT, 'poison row refused'); END"
+            )
+
+
+async def test_a_poison_interaction_alone_in_its_batch_ends_on_the_dead_letter(setup: Setup) -> None:
+    """Every delivery of a message the router cannot route fails; on the last one (max_deliver 3)
+    it is kept on the dead letter with its error, even when it came in a batch of one."""
+    await refuse_in_database(setup.sessions, "poison")
+    await publish(setup.js, event("poison"))
+    sub = await setup.js.pull_subscribe_bind(durable=CONSUMER, stream=subjects.INTERACTIONS_STREAM)
+    deliveries = 0
+    for _ in range(3):
+        [msg] = await sub.fetch(1, timeout=10)  # nak'ed with a delay: the next delivery follows
+        deliveries += 1
+        assert msg.metadata.num_delivered == deliveries
+        await router(setup).handle_batch([msg])  # handled, not raised for the consumer to nak
+    await sub.unsubscribe()
+    letters = await setup.js.pull_subscribe(
+        subjects.dead_letter(stream=subjects.INTERACTIONS_STREAM, consumer=CONSUMER), durable="check"
+    )
+    [letter] = await letters.fetch(1, timeout=5)
+    await letters.unsubscribe()
+    assert letter.subject == "sh.dlq.sh_interactions.router-interactions"
+    assert "poison row refused" in letter.headers[DLQ_ERROR]
+    assert letter.headers["Sh-Deliveries"] == "3"
+    assert InteractionReceived.model_validate_json(letter.data).external_id == "poison"
+    info = await setup.js.consumer_info(subjects.INTERACTIONS_STREAM, CONSUMER)
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    async with setup.sessions() as session:
+        assert (await session.exec(select(Interaction))).all() == []

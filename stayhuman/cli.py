@@ -108,30 +108,33 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_conversations(args: argparse.Namespace) -> int:
     from stayhuman.database import reaching
-    from stayhuman.inspect import list_conversations, render_table
+    from stayhuman.inspect import list_conversations, render_table, rfc3339
 
     if args.limit < 1:
         return _fail("--limit must be 1 or more")
     settings = load_settings(CommonSettings)
     url = _readable_database(settings)
     with reaching(url):
-        rows = asyncio.run(list_conversations(url, tenant=args.tenant, state=args.state, limit=args.limit))
+        rows = asyncio.run(
+            list_conversations(url, tenant=args.tenant, state=args.state, limit=args.limit + 1)
+        )
+    more, rows = len(rows) > args.limit, rows[: args.limit]
     if args.json:
-        print(json.dumps(rows, default=str, indent=2))
+        print(json.dumps(rows, default=rfc3339, indent=2))
     else:
-        print(render_table(rows))
+        print(render_table(rows, more=more))
     return 0
 
 
 def cmd_accounts(args: argparse.Namespace) -> int:
     from stayhuman.database import reaching
-    from stayhuman.inspect import list_accounts, render_accounts
+    from stayhuman.inspect import list_accounts, render_accounts, rfc3339
 
     settings = load_settings(CommonSettings)
     url = _readable_database(settings)
     with reaching(url):
         rows = asyncio.run(list_accounts(url, tenant=args.tenant))
-    print(json.dumps(rows, default=str, indent=2) if args.json else render_accounts(rows))
+    print(json.dumps(rows, default=rfc3339, indent=2) if args.json else render_accounts(rows))
     return 0
 
 
@@ -241,6 +244,8 @@ def cmd_secret_key(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stayhuman.inspect import DEFAULT_LIMIT
+
     parser = argparse.ArgumentParser(
         prog="stayhuman", description="Every social media interaction reaches the right human, on time."
     )
@@ -280,10 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "secret-key", help="print a new key for STAYHUMAN_SECRET_KEY (encrypts stored secrets)"
     ).set_defaults(func=cmd_secret_key)
-    conversations = commands.add_parser("conversations", help="list conversations with owner and state")
+    conversations = commands.add_parser(
+        "conversations",
+        help="list conversations with owner, state, deadline and why, newest first",
+        description="The newest conversations first (by when they opened), times in UTC.",
+    )
     conversations.add_argument("--tenant", help="only this tenant")
-    conversations.add_argument("--state", choices=["open", "responded"], help="only this state")
-    conversations.add_argument("--limit", type=int, default=50)
+    conversations.add_argument(
+        "--state", choices=["open", "paused", "responded", "resolved"], help="only this state"
+    )
+    conversations.add_argument(
+        "--limit", type=int, default=DEFAULT_LIMIT, metavar="N", help=f"at most N (default: {DEFAULT_LIMIT})"
+    )
     conversations.add_argument("--json", action="store_true", help="JSON instead of a table")
     conversations.set_defaults(func=cmd_conversations)
     _add_control_commands(commands)

@@ -568,13 +568,13 @@ class Summary:
     kept: dict[str, int] = field(default_factory=dict)  # absent from the file, left because not pruning
     commands: int = 0  # queued for the router
 
-    def count(self, kind: str, created: bool) -> None:
+    def count(self, kind: str, created: bool, n: int = 1) -> None:
         target = self.created if created else self.updated
-        target[kind] = target.get(kind, 0) + 1
+        target[kind] = target.get(kind, 0) + n
 
     def __str__(self) -> str:
         def render(counts: dict[str, int]) -> str:
-            return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing"
+            return ", ".join(f"{n} {_kind(kind, n)}" for kind, n in sorted(counts.items())) or "nothing"
 
         parts = [f"created {render(self.created)}", f"updated {render(self.updated)}"]
         if self.removed:
@@ -584,6 +584,24 @@ class Summary:
         if self.kept:
             parts.append(f"kept {render(self.kept)} that the file no longer has (--prune removes them)")
         return "; ".join(parts)
+
+
+# What the summary counts, in the plural (its keys) and in the singular.
+_SINGULAR = {
+    "API tokens": "API token",
+    "SLA policies": "SLA policy",
+    "accounts": "account",
+    "calendars": "calendar",
+    "people": "person",
+    "team memberships": "team membership",
+    "teams": "team",
+    "tenants": "tenant",
+    "topics": "topic",
+}
+
+
+def _kind(kind: str, n: int) -> str:
+    return _SINGULAR.get(kind, kind) if n == 1 else kind
 
 
 # A change to any of these may put a person on or off duty, or let them take more or other work.
@@ -802,9 +820,15 @@ async def _apply_team(
     wanted = set(team.members)
     if current == wanted:
         return
-    await session.exec(delete(TeamMember).where(col(TeamMember.team_id) == team_id))
-    session.add_all(TeamMember(team_id=team_id, person_id=p) for p in sorted(wanted))
-    summary.count("team memberships", created=not current)
+    gone, added = current - wanted, wanted - current
+    if gone:
+        await session.exec(
+            delete(TeamMember).where(col(TeamMember.team_id) == team_id, col(TeamMember.person_id).in_(gone))
+        )
+        summary.removed["team memberships"] = summary.removed.get("team memberships", 0) + len(gone)
+    session.add_all(TeamMember(team_id=team_id, person_id=p) for p in sorted(added))
+    if added:
+        summary.count("team memberships", created=True, n=len(added))
     for person_id in sorted(current - wanted):
         commands.hand_over(person_id, f"removed from team {team.id}")
     for person_id in sorted(wanted - current):
@@ -999,7 +1023,7 @@ async def _remove_absent(
     for member in sorted(members, key=lambda m: (m.team_id, m.person_id)):
         commands.hand_over(member.person_id, f"removed from team {slugs[member.team_id]}")
     if members:
-        summary.removed["team memberships"] = len(members)
+        summary.removed["team memberships"] = summary.removed.get("team memberships", 0) + len(members)
     # Children before parents: the foreign keys point from accounts to teams to policies.
     await session.exec(delete(PollState).where(col(PollState.account_id).in_(account_ids)))
     await session.exec(delete(Continuity).where(col(Continuity.account_id).in_(account_ids)))

@@ -1,23 +1,53 @@
-"""Read-only views for operators, until the API exists."""
+"""Read-only views for operators, until the API exists.
 
+Times are UTC: RFC 3339 with the offset in JSON (`2026-05-22T15:55:00+00:00`), and
+`YYYY-MM-DD HH:MM:SS` under a header that says UTC in tables.
+"""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import col, select
 
-from shared.db.models import Conversation, Person
+from shared.db.models import Account, Conversation, Interaction, Person, PollState
 from shared.db.session import create_engine, session_factory
+from shared.events import utcnow
+
+DEFAULT_LIMIT = 50
+
+
+def rfc3339(value: Any) -> Any:
+    """What `json.dumps` writes for a value of these views: times as RFC 3339 with their offset."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _table_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _render(header: tuple[str, ...], lines: Sequence[tuple[Any, ...]]) -> str:
+    rows = [header, *lines]
+    widths = [max(len(str(line[i])) for line in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in rows
+    )
 
 
 async def list_conversations(
     url: str, *, tenant: str | None, state: str | None, limit: int
 ) -> list[dict[str, Any]]:
+    """The newest `limit` conversations (by when they opened), with who owns them and why."""
     engine = create_engine(url)
     try:
         async with session_factory(engine)() as session:
             query = (
                 select(Conversation, Person.name)
                 .join(Person, col(Person.id) == col(Conversation.owner_id), isouter=True)
-                .order_by(col(Conversation.opened_at).desc())
+                .order_by(col(Conversation.opened_at).desc(), col(Conversation.id))
                 .limit(limit)
             )
             if tenant:
@@ -32,12 +62,16 @@ async def list_conversations(
             "id": conversation.id,
             "tenant": conversation.tenant_id,
             "account": conversation.account_id,
+            "platform": conversation.platform,
             "thread": conversation.thread_id,
             "state": conversation.state,
+            "topic": conversation.topic,
+            "priority": conversation.priority,
             "owner": conversation.owner_id,
             "owner_name": owner_name,
             "author": conversation.author_name or conversation.author_id,
             "opened_at": conversation.opened_at,
+            "warn_at": conversation.warn_at,
             "due_at": conversation.due_at,
             "why": conversation.assignment_reason,
             "text": conversation.last_inbound_text,
@@ -46,56 +80,93 @@ async def list_conversations(
     ]
 
 
-def render_table(rows: list[dict[str, Any]]) -> str:
+def render_table(rows: list[dict[str, Any]], *, more: bool = False) -> str:
+    """`more`: older conversations were left out (the rows are the newest `len(rows)`)."""
     if not rows:
         return "no conversations"
-    header = ("CONVERSATION", "TENANT", "ACCOUNT", "STATE", "OWNER", "AUTHOR", "OPENED", "DUE", "TEXT")
-    lines = [header]
-    for row in rows:
-        lines.append(
-            (
-                row["id"][:12],
-                row["tenant"],
-                row["account"],
-                row["state"],
-                row["owner_name"] or row["owner"] or "(queued)",
-                row["author"][:20],
-                row["opened_at"].strftime("%Y-%m-%d %H:%M:%S"),
-                row["due_at"].strftime("%H:%M:%S") if row["due_at"] else "-",
-                row["text"].replace("\n", " ")[:40],
-            )
+    header = (
+        "CONVERSATION", "TENANT", "ACCOUNT", "STATE", "OWNER", "AUTHOR", "OPENED (UTC)", "DUE (UTC)", "TEXT",
+    )  # fmt: skip
+    lines = [
+        (
+            row["id"][:12],
+            row["tenant"],
+            row["account"],
+            row["state"],
+            row["owner_name"] or row["owner"] or "(queued)",
+            row["author"][:20],
+            _table_time(row["opened_at"]),
+            _table_time(row["due_at"]),
+            row["text"].replace("\n", " ")[:40],
         )
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )
+        for row in rows
+    ]
+    table = _render(header, lines)
+    if more:
+        table += f"\n(the newest {len(rows)}; --limit N shows more)"
+    return table
 
 
 async def list_accounts(url: str, *, tenant: str | None) -> list[dict[str, Any]]:
-    """Every account with how its connector is doing (polled platforms keep a health record)."""
-    from shared.db.models import Account, PollState
+    """Every account with how its connector is doing: polled platforms keep a health record;
+    a webhook account is `waiting` until its first event, `ok` once events arrive, and
+    `silent` when it falls under a tenth of its usual daily rate (the operator alert's rule)."""
+    from services.ingest.silence import is_silent
 
+    now = utcnow()
+    day, week = now - timedelta(days=1), now - timedelta(days=8)
     engine = create_engine(url)
     try:
         async with session_factory(engine)() as session:
-            query = select(Account).order_by(col(Account.tenant_id), col(Account.id))
+            last_received = (
+                select(func.max(Interaction.received_at))
+                .where(col(Interaction.account_id) == col(Account.id))
+                .correlate(Account)
+                .scalar_subquery()
+            )
+            query = select(Account, last_received).order_by(col(Account.tenant_id), col(Account.id))
             if tenant:
                 query = query.where(Account.tenant_id == tenant)
             accounts = (await session.exec(query)).all()
             states = (await session.exec(select(PollState))).all()
+            received = col(Interaction.received_at)
+            rates = (
+                await session.exec(
+                    select(
+                        Interaction.account_id,
+                        func.count().filter(received >= day),
+                        func.count().filter(received < day),
+                    )
+                    .where(received >= week)
+                    .group_by(col(Interaction.account_id))
+                )
+            ).all()
     finally:
         await engine.dispose()
     health = {s.account_id: s for s in states if s.feed == "health"}
-    last_event: dict[str, Any] = {}
+    last_event: dict[str, datetime] = {}
     for state in states:
         if state.last_event_at and (
             state.account_id not in last_event or state.last_event_at > last_event[state.account_id]
         ):
             last_event[state.account_id] = state.last_event_at
+    rate = {account_id: (last_day, before) for account_id, last_day, before in rates}
     rows = []
-    for account in accounts:
+    for account, received_at in accounts:
         record = health.get(account.id)
         polled = account.credentials is not None
+        latest = max(
+            (t for t in (last_event.get(account.id), _utc(received_at)) if t is not None), default=None
+        )
+        if record is not None:
+            condition = record.state
+        elif polled:
+            condition = "starting"
+        elif latest is None:
+            condition = "waiting"
+        else:
+            last_day, before = rate.get(account.id, (0, 0))
+            condition = "silent" if is_silent(last_day=last_day, previous_week=before) else "ok"
         rows.append(
             {
                 "id": account.id,
@@ -103,8 +174,8 @@ async def list_accounts(url: str, *, tenant: str | None) -> list[dict[str, Any]]
                 "platform": account.platform,
                 "platform_id": account.external_id,
                 "mode": "polled" if polled else "webhook",
-                "state": record.state if record else ("starting" if polled else "-"),
-                "last_event_at": last_event.get(account.id),
+                "state": condition,
+                "last_event_at": latest,
                 "last_success_at": record.last_success_at if record else None,
                 "last_error": record.last_error if record else "",
             }
@@ -112,20 +183,24 @@ async def list_accounts(url: str, *, tenant: str | None) -> list[dict[str, Any]]
     return rows
 
 
+def _utc(value: datetime | str | None) -> datetime | None:
+    """A time read through a subquery: SQLite gives it back naive (UTC) or as text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def render_accounts(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no accounts"
-    header = ("ACCOUNT", "TENANT", "PLATFORM", "MODE", "STATE", "LAST EVENT", "LAST ERROR")
-    lines = [header]
-    for row in rows:
-        lines.append(
-            (
-                row["id"], row["tenant"], row["platform"], row["mode"], row["state"],
-                row["last_event_at"].strftime("%Y-%m-%d %H:%M:%S") if row["last_event_at"] else "-",
-                (row["last_error"] or "-")[:60],
-            )
-        )  # fmt: skip
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )
+    header = ("ACCOUNT", "TENANT", "PLATFORM", "MODE", "STATE", "LAST EVENT (UTC)", "LAST ERROR")
+    lines = [
+        (
+            row["id"], row["tenant"], row["platform"], row["mode"], row["state"],
+            _table_time(row["last_event_at"]), (row["last_error"] or "-")[:60],
+        )
+        for row in rows
+    ]  # fmt: skip
+    return _render(header, lines)

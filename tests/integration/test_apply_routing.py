@@ -226,7 +226,7 @@ async def test_routing_rows_are_written(sessions: Sessions) -> None:
         "accounts": 2,
         "calendars": 2,
         "people": 3,
-        "team memberships": 2,
+        "team memberships": 4,
         "teams": 2,
         "tenants": 1,
         "topics": 3,
@@ -429,7 +429,7 @@ async def test_prune_removes_what_the_file_no_longer_has(sessions: Sessions) -> 
     pruned = await apply(sessions, reduced(), prune=True)
     assert pruned.removed == {**kept.kept, "team memberships": 2}
     assert pruned.kept == {} and pruned.created == {} and pruned.updated == {}
-    assert "removed 1 API tokens, 1 SLA policies, 1 accounts" in str(pruned)
+    assert "removed 1 API token, 1 SLA policy, 1 account" in str(pruned)
     assert brief(await relay(sessions)) == {
         ("hand_over", "maria", "removed from team billing"),
         ("hand_over", "sam", "removed from team billing"),
@@ -515,12 +515,12 @@ async def test_the_apply_command_line(
     code, out, _ = await run(full())
     assert code == 0 and out.endswith("; queued 3 commands for the router\n")
     code, out, _ = await run(reduced())
-    assert code == 0 and "kept 1 API tokens" in out and "queued" not in out
+    assert code == 0 and "kept 1 API token" in out and "queued" not in out
     code, out, _ = await run(reduced(), "--prune", "--recompute")
     assert (code, out) == (
         0,
         f"applied {tmp_path / 'config.yaml'}: created nothing; updated nothing;"
-        " removed 1 API tokens, 1 SLA policies, 1 accounts, 1 calendars, 2 team memberships, 1 teams, 1 topics;"
+        " removed 1 API token, 1 SLA policy, 1 account, 1 calendar, 2 team memberships, 1 team, 1 topic;"
         " queued 3 commands for the router\n",  # two hand-overs and a recompute
     )
     broken = copy.deepcopy(reduced())

@@ -86,7 +86,7 @@ async def test_apply_is_idempotent_and_updates(database_url: str) -> None:
         "SLA policies": 1,
         "accounts": 1,
         "people": 2,
-        "team memberships": 1,
+        "team memberships": 2,
         "teams": 1,
         "tenants": 1,
     }
@@ -97,7 +97,10 @@ async def test_apply_is_idempotent_and_updates(database_url: str) -> None:
     changed = text.replace("first_response: 30m", "first_response: 45s").replace(
         "members: [maria, li]", "members: [li]"
     )
-    await apply_config(sessions, parse_config(changed, source="a.yaml"), source="a.yaml")
+    summary = await apply_config(sessions, parse_config(changed, source="a.yaml"), source="a.yaml")
+    assert str(summary).startswith(
+        "created nothing; updated 1 SLA policy; removed 1 team membership; queued 1 command for the router"
+    )
     async with sessions() as session:
         policy = (await session.exec(select(SlaPolicy).where(SlaPolicy.tenant_id == tenant))).one()
         members = (await session.exec(select(TeamMember.person_id))).all()

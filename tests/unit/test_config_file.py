@@ -3,7 +3,7 @@ from datetime import timedelta
 import pytest
 
 from services.notify.chain import Chain, Step, Target
-from stayhuman.config import ConfigError, cross_check, parse_config
+from stayhuman.config import ConfigError, Summary, cross_check, parse_config
 from tests.helpers import config_yaml
 
 
@@ -591,3 +591,18 @@ def test_every_cross_check_problem_is_reported_at_once() -> None:
 def test_people_referenced_may_be_stored_already() -> None:
     text = ROUTING.replace("substitute: li}", "substitute: sam}").replace("lead: maria", "lead: sam")
     assert problems_of(text, known_people=frozenset({"sam"})) == []
+
+
+def test_the_summary_counts_in_the_singular_and_the_plural() -> None:
+    summary = Summary(
+        created={"people": 1, "team memberships": 2, "SLA policies": 1},
+        updated={"accounts": 1, "API tokens": 2},
+        removed={"topics": 3, "calendars": 1},
+        kept={"teams": 1},
+        commands=1,
+    )
+    assert str(summary) == (
+        "created 1 SLA policy, 1 person, 2 team memberships; updated 2 API tokens, 1 account;"
+        " removed 1 calendar, 3 topics; queued 1 command for the router;"
+        " kept 1 team that the file no longer has (--prune removes them)"
+    )

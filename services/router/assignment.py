@@ -118,6 +118,24 @@ class Choice:
     step: str  # continuity, match, any member, queue, named
 
 
+def unavailable_because(person: Person, need: Need, now: datetime) -> str | None:
+    """Why someone cannot take a new conversation now, as said after their name; None: they can."""
+    if not person.active:
+        return "is deactivated"
+    if person.out_of_office_at(now):
+        return "is out of office"
+    if person.status != "available":
+        return f"is {person.status}"
+    if not person.on_shift(now):
+        return "is off shift"
+    weight = person.weight(need.priority)
+    if not person.has_room(weight):
+        if person.load >= person.capacity:
+            return f"is at capacity ({person.load}/{person.capacity})"
+        return f"has no room for it ({person.load}/{person.capacity}, it weighs {weight})"
+    return None
+
+
 def choose_owner(
     members: Iterable[Person],
     need: Need,
@@ -127,31 +145,38 @@ def choose_owner(
     preferred: Person | None = None,
     preferred_why: str = "answered this author last",
     excluded: frozenset[str] = frozenset(),
+    passed_over: str = "",
 ) -> Choice:
-    """The owner for a conversation of `team`, or None to queue it. Pure: nothing is changed."""
+    """The owner for a conversation of `team`, or None to queue it. Pure: nothing is changed.
+
+    When continuity passes over `preferred`, the reason names them and says why; `passed_over`
+    is such a note decided by the caller (someone no longer in the team)."""
     pool = [person for person in members if person.id not in excluded]
     if preferred is not None:
-        if (
-            preferred.id not in excluded
-            and preferred.available(now)
-            and preferred.has_room(preferred.weight(need.priority))
-        ):
+        why_not = unavailable_because(preferred, need, now)
+        if preferred.id not in excluded and why_not is None:
             return Choice(
                 preferred.id, f"team {team}: continuity: {preferred.id} {preferred_why}", "continuity"
             )
         substitute = next((p for p in pool if p.id == preferred.substitute_id), None)
-        if (
-            preferred.out_of_office_at(now)
-            and substitute is not None
-            and substitute.available(now)
-            and substitute.has_room(substitute.weight(need.priority))
-        ):
+        substitute_why = unavailable_because(substitute, need, now) if substitute is not None else None
+        if preferred.out_of_office_at(now) and substitute is not None and substitute_why is None:
             return Choice(
                 substitute.id,
                 f"team {team}: continuity: {preferred.id} {preferred_why} and is out of office; "
                 f"{substitute.id} substitutes",
                 "continuity",
             )
+        if preferred.id not in excluded and why_not is not None:
+            if preferred.out_of_office_at(now):
+                if preferred.substitute_id is None:
+                    why_not += " and has no substitute"
+                elif substitute is None:
+                    why_not += f" and their substitute {preferred.substitute_id} is not in team {team}"
+                else:
+                    why_not += f" and their substitute {substitute.id} {substitute_why}"
+            passed_over = f"{preferred.id} ({preferred_why}) {why_not}"
+    note = f"continuity: {passed_over}; " if passed_over else ""
     qualified = [p for p in pool if p.active and p.can_do(need.skills) and p.speaks(need.language)]
     relaxed = ""
     if not qualified:
@@ -161,7 +186,7 @@ def choose_owner(
     ready = [p for p in qualified if p.available(now) and p.has_room(p.weight(need.priority))]
     if not ready:
         waiting = f"{len(qualified)} matching member{'s' if len(qualified) != 1 else ''} busy or away"
-        return Choice(None, f"team {team}: {waiting}{relaxed}; waiting in the team queue", "queue")
+        return Choice(None, f"team {team}: {note}{waiting}{relaxed}; waiting in the team queue", "queue")
     pick = min(
         ready,
         key=lambda p: (p.load / p.capacity, p.load, p.last_assigned_at or _NEVER, p.id),
@@ -172,9 +197,20 @@ def choose_owner(
     if need.language and pick.languages:
         wanted.append(f"language {need.language}")
     matched = f"has {' and '.join(wanted)}, " if wanted and not relaxed else ""
+    named = f"matched {pick.id}: " if note else ""
     return Choice(
         pick.id,
-        f"team {team}: {matched}least loaded ({pick.load}/{pick.capacity}), longest since last assignment"
-        f"{relaxed}",
+        f"team {team}: {note}{named}{matched}least loaded ({pick.load}/{pick.capacity}), "
+        f"longest since last assignment{relaxed}",
         "any member" if relaxed else "match",
     )
+
+
+def fit_reason(reason: str, limit: int = 300) -> str:
+    """A reason cut between words to at most `limit` characters (the column's size), marked "…"."""
+    if len(reason) <= limit:
+        return reason
+    cut = reason[: limit - 1]
+    if " " in cut:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ;:,(") + "…"

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.router import deadlines
-from services.router.assignment import Choice, Need, Person, choose_owner
+from services.router.assignment import Choice, Need, Person, choose_owner, fit_reason
 from services.router.deadlines import Deadline, Sla
 from services.router.topics import Facts, Topic, bump_priority, choose_topic, is_vip
 from shared.commands import AnyCommand, AutoResolve, CheckAvailability
@@ -322,18 +322,18 @@ def _open(world: World, ix: InteractionReceived, conversation_id: str) -> Conver
         return conversation
     previous = world.continuity.get((ix.account_id, ix.author.id))
     preferred = world.people.get(previous) if previous else None
-    if preferred is not None and preferred.id not in (
-        world.teams[team_id].members if team_id in world.teams else []
-    ):
-        preferred = None
+    why, passed_over = "answered this author last", ""
+    if previous and team is not None and previous not in team.members:
+        preferred, passed_over = None, f"{previous} ({why}) is not in team {team.slug}"
     _assign(
         world,
         conversation,
         key,
         ix.correlation_id,
         preferred=preferred,
-        why="answered this author last",
+        why=why,
         because=f"topic {topic.name}" if topic else "",
+        passed_over=passed_over,
     )
     _start_clock(world, conversation, DeadlineKind.first_response, ix.created_at, key, ix.correlation_id)
     return conversation
@@ -730,6 +730,7 @@ def _assign(
     excluded: frozenset[str] = frozenset(),
     prefix: str = "",
     because: str = "",
+    passed_over: str = "",
 ) -> None:
     team = world.teams.get(conversation.team_id or "")
     if team is None:
@@ -750,6 +751,7 @@ def _assign(
         preferred=preferred,
         preferred_why=why,
         excluded=excluded,
+        passed_over=passed_over,
     )
     if prefix:
         choice = Choice(choice.person_id, f"{prefix}; {choice.reason}", f"hand over, {choice.step}")
@@ -762,12 +764,13 @@ def _set_owner(
     world: World, conversation: Conversation, choice: Choice, key: str, correlation_id: str
 ) -> None:
     """Move the conversation to `choice` (nobody: the team queue), keeping every owner's load exact."""
+    choice = Choice(choice.person_id, fit_reason(choice.reason), choice.step)
     previous = conversation.owner_id
     _uncount(world, conversation)
     conversation.owner_id = choice.person_id
     _settle_load(world, conversation)
     world.touch(conversation)
-    conversation.assignment_reason = choice.reason[:300]
+    conversation.assignment_reason = choice.reason
     if choice.person_id is not None:
         conversation.assigned_at = world.now
         conversation.queued_at = None

@@ -123,12 +123,19 @@ def _deactivated() -> Person:
 
 
 @pytest.mark.parametrize(
-    "alice",
-    [_away, _offline, _full, _out_of_office, _off_shift, _deactivated],
+    ("alice", "because"),
+    [
+        (_away, "is away"),
+        (_offline, "is offline"),
+        (_full, "is at capacity (1/1)"),
+        (_out_of_office, "is out of office and has no substitute"),
+        (_off_shift, "is off shift"),
+        (_deactivated, "is deactivated"),
+    ],
     ids=["away", "offline", "at capacity", "out of office without substitute", "off shift", "deactivated"],
 )
 def test_continuity_falls_back_to_the_match_when_the_last_answerer_cannot_take_it(
-    alice: Callable[[], Person],
+    alice: Callable[[], Person], because: str
 ) -> None:
     world = build_world([alice(), Person("bob", load=5)])
     world.continuity[(ACCOUNT, "ann")] = "alice"
@@ -136,7 +143,13 @@ def test_continuity_falls_back_to_the_match_when_the_last_answerer_cannot_take_i
     conversation = write(world, author="ann")
 
     assert conversation.owner_id == "bob"
-    assert assigned(world, conversation).step == "match"
+    event = assigned(world, conversation)
+    assert event.step == "match"
+    assert event.reason == (
+        f"team support: continuity: alice (answered this author last) {because}; "
+        "matched bob: least loaded (5/20), longest since last assignment"
+    )
+    assert conversation.assignment_reason == event.reason
 
 
 def test_continuity_falls_back_when_the_last_answerer_is_not_in_the_team() -> None:
@@ -148,7 +161,65 @@ def test_continuity_falls_back_when_the_last_answerer_is_not_in_the_team() -> No
     conversation = write(world, author="ann")
 
     assert conversation.owner_id == "bob"
-    assert assigned(world, conversation).step == "match"
+    event = assigned(world, conversation)
+    assert event.step == "match"
+    assert event.reason.startswith(
+        "team support: continuity: alice (answered this author last) is not in team support; matched bob: "
+    )
+
+
+def test_continuity_names_a_last_answerer_who_is_gone_altogether() -> None:
+    world = build_world([Person("bob")])
+    world.continuity[(ACCOUNT, "ann")] = "maria"  # no longer a person the tenant's teams know
+
+    conversation = write(world, author="ann")
+
+    assert conversation.owner_id == "bob"
+    assert "continuity: maria (answered this author last) is not in team support; matched bob" in (
+        assigned(world, conversation).reason
+    )
+
+
+def test_continuity_says_why_the_last_answerer_was_passed_over_when_it_queues() -> None:
+    world = build_world([Person("alice", capacity=20, load=20), Person("bob", status="offline")])
+    world.continuity[(ACCOUNT, "ann")] = "alice"
+
+    conversation = write(world, author="ann")
+
+    assert conversation.owner_id is None
+    assert assigned(world, conversation).reason == (
+        "team support: continuity: alice (answered this author last) is at capacity (20/20); "
+        "2 matching members busy or away; waiting in the team queue"
+    )
+
+
+def test_an_owner_with_no_room_for_a_heavier_conversation_is_named_with_its_weight() -> None:
+    urgent = topic("outage", keywords=["down"], priority="urgent")
+    world = build_world([Person("alice", load=18, weights={"urgent": 3}), Person("bob")], topics=[urgent])
+    world.continuity[(ACCOUNT, "ann")] = "alice"
+
+    conversation = write(world, author="ann", text="the site is down")
+
+    assert conversation.owner_id == "bob"
+    assert "alice (answered this author last) has no room for it (18/20, it weighs 3); matched bob" in (
+        assigned(world, conversation).reason
+    )
+
+
+def test_a_reopened_conversation_says_why_its_owner_did_not_keep_it() -> None:
+    world = build_world([Person("alice"), Person("bob")])
+    world.continuity[(ACCOUNT, "ann")] = "alice"
+    conversation = write(world, author="ann")
+    answer(world, conversation)
+    world.people["alice"].status = "offline"
+    commit(world)
+
+    write(world, thread=conversation.thread_id, author="ann")
+
+    assert conversation.owner_id == "bob"
+    assert "continuity: alice (owns this conversation) is offline; matched bob" in (
+        assigned(world, conversation).reason
+    )
 
 
 def test_an_out_of_office_answerer_passes_the_author_to_their_substitute() -> None:
@@ -172,7 +243,35 @@ def test_a_substitute_who_cannot_take_it_leaves_it_to_the_match() -> None:
     conversation = write(world, author="ann")
 
     assert conversation.owner_id == "bob"
-    assert assigned(world, conversation).step == "match"
+    event = assigned(world, conversation)
+    assert event.step == "match"
+    assert (
+        "continuity: alice (answered this author last) is out of office and their substitute carol is away;"
+        " matched bob" in event.reason
+    )
+
+
+def test_a_long_reason_is_cut_cleanly_to_fit_its_column() -> None:
+    team, name = "support-" + "t" * 55, "refunds-" + "r" * 55  # slugs and names of 63 characters
+    former, owner = "alice-" + "a" * 57, "bob-" + "b" * 59
+    world = build_world(
+        [Person(former, status="away"), Person(owner)],
+        teams={team: [former, owner]},
+        topics=[topic(name, team=team)],
+    )
+    world.continuity[(ACCOUNT, "ann")] = former
+
+    conversation = write(world, author="ann")
+
+    reason = assigned(world, conversation).reason
+    whole = (
+        f"topic {name}: team {team}: continuity: {former} (answered this author last) is away; "
+        f"matched {owner}: least loaded (0/20), longest since last assignment"
+    )
+    assert len(whole) > 300
+    assert conversation.assignment_reason == reason
+    assert len(reason) <= 300 and reason.endswith("…")
+    assert whole.startswith(reason[:-1]) and not whole[len(reason) - 1].isalnum()  # between words
 
 
 # -- matching --------------------------------------------------------------------------------

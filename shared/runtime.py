@@ -7,6 +7,7 @@ lifespan and stops it on shutdown (draining NATS so no acknowledgement is lost).
 import asyncio
 import logging
 import os
+import signal
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -94,9 +95,11 @@ class Runtime:
             # Per-message framework logging costs more than the work on a hot path.
             log_level=logging.DEBUG,
             error_cb=self._nats_error,
+            closed_cb=self._nats_closed,
             **nats_security(self.settings),
         )
         self._last_nats_error: Exception | None = None
+        self._stopping = False
         self.engine = create_engine(self.settings.sqlalchemy_url)
         self.sessions = session_factory(self.engine)
 
@@ -111,6 +114,26 @@ class Runtime:
     async def _nats_error(self, error: Exception) -> None:
         self._last_nats_error = error
         log.warning("NATS connection error", extra={"error": f"{type(error).__name__}: {error}"})
+
+    async def _nats_closed(self) -> None:
+        """The client gave up on NATS for good (a server closes a connection on a protocol error,
+        and nats-py does not reconnect then). A service without NATS can do nothing: it stops,
+        so that its supervisor (`up`, Kubernetes, compose) starts it again; meanwhile /healthz
+        says so."""
+        if self._stopping:
+            return
+        log.error(
+            "NATS connection closed for good; stopping so that this service is started again",
+            extra={"error": repr(self._last_nats_error)},
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    @property
+    def nats_closed(self) -> bool:
+        try:
+            return bool(self.nc is not None and self.nc.is_closed)
+        except Exception:
+            return False
 
     async def start(self) -> None:
         timeout = self.settings.nats_connect_timeout.total_seconds()
@@ -147,6 +170,7 @@ class Runtime:
             delay = min(5.0, delay * 2)
 
     async def stop(self) -> None:
+        self._stopping = True
         await self.broker.stop()
         await self.engine.dispose()
 
@@ -174,13 +198,23 @@ class Runtime:
         return checks
 
 
-def health_router(runtime: Runtime, extra: Any = None) -> APIRouter:
-    """`/healthz` (the process is alive) and `/readyz` (it can do its work)."""
+def liveness_router(runtime: Runtime) -> APIRouter:
+    """`/healthz`: the process is alive and not cut off from NATS for good (then 503: restart it)."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "service": runtime.service, "pid": os.getpid()}
+    async def healthz() -> JSONResponse:
+        if runtime.nats_closed:
+            return JSONResponse({"status": "failing", "service": runtime.service, "nats": "closed"}, 503)
+        return JSONResponse({"status": "ok", "service": runtime.service, "pid": os.getpid()})
+
+    return router
+
+
+def health_router(runtime: Runtime, extra: Any = None) -> APIRouter:
+    """`/healthz` (the process is alive) and `/readyz` (it can do its work)."""
+    router = APIRouter(tags=["operations"])
+    router.include_router(liveness_router(runtime))
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
@@ -215,3 +249,28 @@ def install_error_handlers(app: FastAPI) -> None:
             for item in error.errors()
         ]
         return JSONResponse({"error": "invalid request", "problems": problems}, status_code=400)
+
+
+def ops_app(runtime: Runtime, public: FastAPI, extra: Any = None) -> FastAPI:
+    """The operations listener of a service with a public port: health, readiness, metrics and
+    the public API's documentation, which name tenants, teams and internals and so are not
+    served next to what the internet reaches."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    from shared.metrics import metrics_router
+
+    ops = FastAPI(
+        title=f"StayHuman {runtime.service} operations", docs_url=None, redoc_url=None, openapi_url=None
+    )
+    ops.include_router(health_router(runtime, extra=extra))
+    ops.include_router(metrics_router())
+
+    @ops.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(public.openapi())
+
+    @ops.get("/docs", include_in_schema=False)
+    async def docs() -> Any:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{public.title}: API")
+
+    return ops

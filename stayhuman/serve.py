@@ -1,6 +1,8 @@
 """Run one service in this process: the form `up`, compose and Kubernetes use."""
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -16,6 +18,11 @@ def _ingest() -> tuple[Any, Any, int]:
 
     settings = load_settings(IngestSettings)
     return settings, create_app, settings.ingest_port
+
+
+def ops_port(settings: Any, name: str) -> int | None:
+    """The port of a service's operations listener, when it has one apart from its public port."""
+    return getattr(settings, f"{name}_ops_port", None)
 
 
 def _router() -> tuple[Any, Any, int]:
@@ -52,9 +59,35 @@ def serve(name: str) -> None:
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
+    ops = getattr(app.state, "ops_app", None)
     try:
-        asyncio.run(server.serve())
+        if ops is None:
+            asyncio.run(server.serve())
+        else:
+            asyncio.run(_serve_both(server, ops, settings.host, ops_port(settings, name)))
     finally:
         shutdown_tracing()
     if not server.started:
         raise SystemExit(3)  # the lifespan failed: its error is in the log above
+
+
+class _QuietServer(uvicorn.Server):
+    """A second listener in the process: the first one handles the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _serve_both(server: uvicorn.Server, ops: Any, host: str, port: int | None) -> None:
+    """The public listener and the operations listener in one process; the public one owns the
+    lifespan, and the operations one stops with it."""
+    ops_server = _QuietServer(
+        uvicorn.Config(ops, host=host, port=port or 0, log_config=None, access_log=False, lifespan="off")
+    )
+    ops_task = asyncio.create_task(ops_server.serve())
+    try:
+        await server.serve()
+    finally:
+        ops_server.should_exit = True
+        await ops_task

@@ -33,6 +33,7 @@ class UpSettings(CommonSettings):
     embedded_nats_port: int = Field(default=0, description="Port of the embedded NATS (0: any free).")
     smtp_host: str | None = None
     ingest_port: int = 8080
+    ingest_ops_port: int = 9080
     router_port: int = 8081
     notify_port: int = 8082
 
@@ -43,6 +44,7 @@ class Child:
     index: int
     port: int
     env: dict[str, str]
+    ops_port: int | None = None  # where its readiness is, when apart from its public port
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -134,7 +136,11 @@ class Supervisor:
             for index in range(self.routers if name == "router" else 1):
                 port = ports[name] + index * 10
                 child_env = {**env, f"STAYHUMAN_{name.upper()}_PORT": str(port)}
-                self.children.append(Child(name, index, port, child_env))
+                ops = getattr(self.settings, f"{name}_ops_port", None)
+                if ops is not None:
+                    child_env[f"STAYHUMAN_{name.upper()}_OPS_PORT"] = str(ops + index * 10)
+                    ops += index * 10
+                self.children.append(Child(name, index, port, child_env, ops))
         for child in self.children:
             child.start()
         self._wait_ready(timeout=60)
@@ -143,7 +149,8 @@ class Supervisor:
         self.say(f"  NATS      {nats_url}" + (" (embedded)" if self.nats else ""))
         self.say(f"  database  {_redact(database_url)}")
         for child in self.children:
-            self.say(f"  {child.label:<9} http://{host}:{child.port}")
+            ops = f"  (operations: http://{host}:{child.ops_port})" if child.ops_port else ""
+            self.say(f"  {child.label:<9} http://{host}:{child.port}{ops}")
         self.say(f"  webhooks  http://{host}:{ports['ingest']}/webhooks/generic/<account_id>")
         if self.mail_sink is not None:
             self.say(
@@ -161,7 +168,7 @@ class Supervisor:
                 if not child.alive():
                     raise RuntimeError(f"{child.label} exited during start-up; see its log above")
                 try:
-                    url = f"http://{self.settings.host}:{child.port}/readyz"
+                    url = f"http://{self.settings.host}:{child.ops_port or child.port}/readyz"
                     with urllib.request.urlopen(url, timeout=1) as response:
                         if response.status == 200:
                             pending.remove(child)

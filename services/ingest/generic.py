@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.ingest.connectors.model import Draft, to_received
 from shared.events import (
+    INT64_MAX,
     Author,
     AwareDatetime,
     Direction,
@@ -36,7 +37,7 @@ class GenericInteraction(BaseModel):
     author: Author
     text: str = Field(max_length=65_536)
     created_at: AwareDatetime = Field(description="When the person wrote it (RFC 3339 with offset).")
-    edit_version: int = Field(default=0, ge=0, description="0 for the original, 1.. for edits.")
+    edit_version: int = Field(default=0, ge=0, le=INT64_MAX, description="0 for the original, 1.. for edits.")
     parent_id: str | None = Field(default=None, max_length=512)
     url: str | None = Field(default=None, max_length=2048)
     language: str | None = Field(default=None, max_length=16)
@@ -56,13 +57,9 @@ def sign(secret: str, body: bytes) -> str:
 
 def signature_valid(*, secret: str, body: bytes, header: str | None) -> bool:
     """Check `sha256=<hex HMAC-SHA256 of the raw body>` in constant time."""
-    if not header:
-        return False
-    match = _SIGNATURE.match(header.strip())
-    if not match:
-        return False
+    match = _SIGNATURE.match(header.strip()) if header else None
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, match.group(1).lower())
+    return match is not None and hmac.compare_digest(expected, match.group(1).lower())
 
 
 def normalise(

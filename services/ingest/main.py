@@ -6,10 +6,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.ingest.accounts import AccountDirectory
-from services.ingest.batch import TokenDirectory
+from services.ingest.accounts import AccountDirectory, TokenDirectory
 from services.ingest.batch import router as batch_api
 from services.ingest.connectors.language import warm_up
+from services.ingest.guard import RequestGuard
 from services.ingest.platforms import router as platform_webhooks
 from services.ingest.pollers import PollerSupervisor
 from services.ingest.publisher import InteractionPublisher
@@ -17,8 +17,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.silence import SilenceWatch
 from services.ingest.webhooks import router as webhooks
 from shared import subjects
-from shared.metrics import metrics_router
-from shared.runtime import Runtime, health_router, install_error_handlers
+from shared.runtime import Runtime, install_error_handlers, liveness_router, ops_app
 
 
 def create_app(settings: IngestSettings) -> FastAPI:
@@ -48,7 +47,11 @@ def create_app(settings: IngestSettings) -> FastAPI:
             await pollers.stop()
             await runtime.stop()
 
-    app = FastAPI(title="StayHuman ingest", lifespan=lifespan)
+    # The public listener serves webhooks (and liveness) only: readiness, metrics and the API's
+    # documentation are on the operations listener (STAYHUMAN_INGEST_OPS_PORT).
+    app = FastAPI(
+        title="StayHuman ingest", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.settings = settings
     box = settings.secret_box()
     app.state.accounts = AccountDirectory(
@@ -58,9 +61,17 @@ def create_app(settings: IngestSettings) -> FastAPI:
         runtime.sessions, ttl_seconds=settings.account_cache_ttl.total_seconds()
     )
     install_error_handlers(app)
-    app.include_router(health_router(runtime))
-    app.include_router(metrics_router())
+    app.include_router(liveness_router(runtime))
     app.include_router(webhooks)
     app.include_router(platform_webhooks)
     app.include_router(batch_api)
+    app.add_middleware(
+        RequestGuard,
+        body_limit=lambda path: (
+            settings.max_batch_bytes if path == "/v1/interactions" else settings.max_body_bytes
+        ),
+        read_timeout=settings.body_read_timeout.total_seconds(),
+        max_concurrent=settings.max_concurrent_requests,
+    )
+    app.state.ops_app = ops_app(runtime, app)
     return app

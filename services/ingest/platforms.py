@@ -7,28 +7,32 @@ not store everything (the platform's retry then finds duplicates, not gaps).
 """
 
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from nats.errors import Error as NatsError
 from prometheus_client import Counter
 
-from services.ingest.accounts import AccountDirectory
+from services.ingest.accounts import AccountDirectory, AccountView
 from services.ingest.connectors import meta, x
-from services.ingest.connectors.model import Draft, MalformedPayload, Parsed, to_event
+from services.ingest.connectors.model import Draft, MalformedPayload, Parsed, to_events
 from services.ingest.publisher import InteractionPublisher, RawPayload
 from services.ingest.settings import IngestSettings
-from services.ingest.webhooks import RECEIVED, read_body
-from shared.events import InteractionReceived, InteractionRetracted, utcnow
+from services.ingest.webhooks import RECEIVED, request_correlation_id, unavailable
+from shared.events import Platform, utcnow
 from shared.logs import CORRELATION_HEADER, correlation_id
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 IGNORED = Counter("stayhuman_ingest_ignored_total", "Well-formed platform events not routed", ["platform"])
+REJECTED_ENTRIES = Counter(
+    "stayhuman_ingest_dead_lettered_total",
+    "Platform entries that cannot be stored, kept on the dead letter",
+    ["platform"],
+)
 
 
 async def _settings(request: Request) -> IngestSettings:
@@ -61,7 +65,12 @@ async def meta_subscription(request: Request, settings: Settings) -> str:
     token = _secret(settings.meta_verify_token, "STAYHUMAN_META_VERIFY_TOKEN", "Meta")
     answer = meta.challenge(request.query_params, verify_token=token)
     if answer is None:
-        raise HTTPException(403, {"error": "hub.verify_token does not match, or not a subscribe request"})
+        raise HTTPException(
+            403,
+            {
+                "error": "hub.verify_token does not match, or not a subscribe request with a numeric hub.challenge"
+            },
+        )
     return answer
 
 
@@ -71,7 +80,7 @@ async def meta_events(
 ) -> JSONResponse:
     secret = _secret(settings.meta_app_secret, "STAYHUMAN_META_APP_SECRET", "Meta")
     return await _receive(
-        request, settings, accounts, publisher,
+        request, accounts, publisher,
         verify=lambda body: meta.signature_valid(
             secret=secret, body=body, header=request.headers.get(meta.SIGNATURE_HEADER)
         ),
@@ -80,9 +89,12 @@ async def meta_events(
 
 
 @router.get("/webhooks/x")
-async def x_crc(settings: Settings, crc_token: Annotated[str, Query(min_length=1)]) -> dict[str, str]:
+async def x_crc(request: Request, settings: Settings) -> dict[str, str]:
     secret = _secret(settings.x_consumer_secret, "STAYHUMAN_X_CONSUMER_SECRET", "X")
-    return x.crc_response(secret=secret, token=crc_token)
+    try:
+        return x.crc_response(secret=secret, token=request.query_params.get("crc_token", ""))
+    except x.BadCrcToken as error:
+        raise HTTPException(400, {"error": str(error)}) from None
 
 
 @router.post("/webhooks/x")
@@ -91,7 +103,7 @@ async def x_events(
 ) -> JSONResponse:
     secret = _secret(settings.x_consumer_secret, "STAYHUMAN_X_CONSUMER_SECRET", "X")
     return await _receive(
-        request, settings, accounts, publisher,
+        request, accounts, publisher,
         verify=lambda body: x.signature_valid(secret=secret, body=body, header=request.headers.get(x.SIGNATURE_HEADER)),
         header=x.SIGNATURE_HEADER, parse=x.parse, platform="x",
     )  # fmt: skip
@@ -99,7 +111,6 @@ async def x_events(
 
 async def _receive(
     request: Request,
-    settings: IngestSettings,
     accounts: AccountDirectory,
     publisher: InteractionPublisher,
     *,
@@ -108,8 +119,10 @@ async def _receive(
     parse: Callable[[bytes], Parsed],
     platform: str,
 ) -> JSONResponse:
-    correlation_id.set((request.headers.get(CORRELATION_HEADER) or uuid.uuid4().hex)[:64])
-    body = await read_body(request, settings.max_body_bytes)
+    """A platform's delivery: every entry stored, ignored (well-formed, not routed) or rejected
+    (kept on the dead letter with its problem), then 200 so the platform does not retry."""
+    correlation_id.set(request_correlation_id(request))
+    body = await request.body()
     if not verify(body):
         problem = "missing" if not request.headers.get(header) else "bad"
         raise HTTPException(401, {"error": f"{problem} signature in {header}"})
@@ -117,46 +130,44 @@ async def _receive(
         parsed = parse(body)
     except MalformedPayload as error:
         raise HTTPException(400, {"error": str(error)}) from None
-    events, unknown = await _events(parsed.drafts, accounts)
-    ignored = [*parsed.ignored, *(f"no account for {platform} id {ref}" for ref in sorted(unknown))]
+    found: dict[tuple[Platform, str], AccountView | None] = {}
+    for draft in parsed.drafts:
+        key = (draft.platform, draft.platform_account_id)
+        if key not in found:
+            found[key] = await accounts.by_platform_id(*key)
+
+    def account_of(draft: Draft) -> tuple[str, str] | None:
+        view = found[(draft.platform, draft.platform_account_id)]
+        return (view.tenant_id, view.id) if view is not None else None
+
+    events, rejected, unknown = to_events(
+        parsed.drafts, account_of, received_at=utcnow(), correlation_id=correlation_id.get()
+    )
+    ignored = [*parsed.ignored, *(f"no account for {platform} id {ref[:64]}" for ref in sorted(unknown))]
     if ignored:
         IGNORED.labels(platform).inc(len(ignored))
         log.info("platform events not routed", extra={"platform": platform, "ignored": ignored[:20]})
+    rejected = [*parsed.rejected, *rejected]
     try:
-        await publisher.publish_many(events, raw=RawPayload(platform, body))
+        kept = await publisher.publish_many(events, raw=RawPayload(platform, body), rejected=rejected)
     except (NatsError, TimeoutError) as error:
-        log.warning("publish not acknowledged", extra={"error": repr(error)})
-        raise HTTPException(
-            503,
-            {"error": "interactions not stored, retry later", "reason": type(error).__name__},
-            headers={"Retry-After": "5"},
-        ) from None
+        raise unavailable(error) from None
+    too_large = len(kept) - len(rejected)
+    rejected = kept
+    if rejected:
+        REJECTED_ENTRIES.labels(platform).inc(len(rejected))
+        log.warning(
+            "platform entries kept on the dead letter",
+            extra={"platform": platform, "rejected": [f"{r.where}: {r.problem}" for r in rejected[:20]]},
+        )
     for event in events:
         RECEIVED.labels(event.tenant_id, "accepted").inc()
     return JSONResponse(
-        {"status": "accepted", "accepted": len(events), "ignored": len(ignored)},
+        {
+            "status": "accepted",
+            "accepted": len(events) - too_large,
+            "ignored": len(ignored),
+            "rejected": [{"where": r.where, "problem": r.problem} for r in rejected],
+        },
         headers={CORRELATION_HEADER: correlation_id.get()},
     )
-
-
-async def _events(
-    drafts: list[Draft], accounts: AccountDirectory
-) -> tuple[list[InteractionReceived | InteractionRetracted], set[str]]:
-    events: list[InteractionReceived | InteractionRetracted] = []
-    unknown: set[str] = set()
-    received_at = utcnow()
-    for draft in drafts:
-        account = await accounts.by_platform_id(draft.platform, draft.platform_account_id)
-        if account is None:
-            unknown.add(draft.platform_account_id)
-            continue
-        events.append(
-            to_event(
-                draft,
-                tenant_id=account.tenant_id,
-                account_id=account.id,
-                received_at=received_at,
-                correlation_id=correlation_id.get(),
-            )
-        )
-    return events, unknown

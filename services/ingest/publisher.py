@@ -10,33 +10,61 @@ from services.ingest.connectors.model import Rejected
 from shared import subjects
 from shared.events import ConnectorProblem, InteractionReceived, InteractionRetracted, utcnow
 from shared.ids import dedupe_key
-from shared.jetstream import DLQ_ERROR, MSG_ID, Outgoing, publish_pipelined, publish_retrying
-from shared.logs import correlation_id
+from shared.jetstream import (
+    DLQ_ERROR,
+    MSG_ID,
+    MessageTooLarge,
+    Outgoing,
+    header_bytes,
+    max_payload_of,
+    publish_pipelined,
+    publish_retrying,
+)
+from shared.logs import CORRELATION_HEADER, correlation_id
 from shared.tracing import carrier_of
+
+ARCHIVE_PART = "Sh-Part"
 
 
 @dataclass(frozen=True)
 class RawPayload:
     """A request body exactly as received, with where it came from."""
 
-    source: str  # generic, meta, x, batch
+    source: str  # generic, meta, x, batch, or a polled platform
     body: bytes
     account_id: str = ""
 
-    def outgoing(self) -> Outgoing:
+    def outgoing(self, max_payload: int) -> list[Outgoing]:
+        """The archive messages of the body: one, or parts `Sh-Part: i/n` when the body and its
+        headers exceed what the server takes (a batch may be 16 MiB, a server takes 1 MiB)."""
         digest = hashlib.sha256(self.body).hexdigest()
-        return Outgoing(
-            subjects.archive(source=self.source),
-            self.body,
-            f"raw:{self.source}:{digest}",  # a platform's retry of the same body is kept once
-            correlation_id.get(),
-            headers={
-                "Nats-Expected-Stream": subjects.ARCHIVE_STREAM,
-                "Sh-Source": self.source,
-                "Sh-Account": self.account_id,
-                "Sh-Received-At": utcnow().isoformat(),
-            },
-        )
+        headers = {
+            "Nats-Expected-Stream": subjects.ARCHIVE_STREAM,
+            "Sh-Source": self.source,
+            "Sh-Account": self.account_id,
+            "Sh-Received-At": utcnow().isoformat(),
+            "Sh-Digest": digest,
+        }
+        msg_id = f"raw:{self.source}:{digest}"  # a platform's retry of the same body is kept once
+        base = {MSG_ID: msg_id, CORRELATION_HEADER: correlation_id.get(), **headers}
+        room = max_payload - header_bytes(base) - 64  # 64: room for the part header and id suffix
+        if len(self.body) + 64 <= room:
+            return [
+                Outgoing(
+                    subjects.archive(source=self.source), self.body, msg_id, correlation_id.get(), headers
+                )
+            ]
+        parts = -(-len(self.body) // room)
+        return [
+            Outgoing(
+                subjects.archive(source=self.source),
+                self.body[index * room : (index + 1) * room],
+                f"{msg_id}:{index + 1}",
+                correlation_id.get(),
+                {**headers, ARCHIVE_PART: f"{index + 1}/{parts}"},
+            )
+            for index in range(parts)
+        ]
 
 
 # What is kept of a rejected entry: enough for a person to see what it was (the whole
@@ -86,24 +114,45 @@ class InteractionPublisher:
         *,
         raw: RawPayload | None = None,
         rejected: Sequence[Rejected] = (),
-    ) -> None:
+    ) -> list[Rejected]:
         """Store a delivery's interactions, its raw payload in the archive, and the entries
         that cannot be stored on the dead letter with their problem, together.
 
-        The acks are in flight at once; the caller answers the platform only after
-        all of them came back: everything accepted is stored or dead-lettered.
+        An interaction too large for the server joins the rejected entries. The acks are
+        in flight at once; the caller answers the platform only after all of them came
+        back: everything accepted is stored or dead-lettered. Returns what was rejected.
         """
-        archived = [raw.outgoing()] if raw is not None else []
+        limit = max_payload_of(self._js)
         source = raw.source if raw is not None else "ingest"
         account = raw.account_id if raw is not None else ""
-        await publish_pipelined(
-            self._js,
-            archived
-            + [self._outgoing(e) for e in events]
-            + [rejected_outgoing(source, r, account_id=account) for r in rejected],
-            timeout=self._timeout,
-            retry_for=self._timeout,
-        )
+        messages = raw.outgoing(limit) if raw is not None else []
+        rejected = list(rejected)
+        for index, event in enumerate(events):
+            message = self._outgoing(event)
+            if _size(message) <= limit:
+                messages.append(message)
+            else:
+                rejected.append(
+                    Rejected(
+                        f"interaction[{index}]",
+                        f"{_size(message)} bytes as a message: the NATS server takes {limit}",
+                        message.payload,
+                    )
+                )
+        messages += [rejected_outgoing(source, r, account_id=account) for r in rejected]
+        await publish_pipelined(self._js, messages, timeout=self._timeout, retry_for=self._timeout)
+        return rejected
+
+    def too_large(
+        self, events: Sequence[InteractionReceived | InteractionRetracted]
+    ) -> list[tuple[int, str]]:
+        """The interactions (by index) too large for the server, and why."""
+        limit = max_payload_of(self._js)
+        return [
+            (index, f"{_size(message)} bytes as a message: the NATS server takes {limit}")
+            for index, message in enumerate(self._outgoing(e) for e in events)
+            if _size(message) > limit
+        ]
 
     async def report(self, problem: ConnectorProblem) -> None:
         """An operator alert about a connector (one message id per problem and start)."""
@@ -117,9 +166,14 @@ class InteractionPublisher:
 
     async def publish(self, event: InteractionReceived, *, raw: RawPayload | None = None) -> bool:
         """Store one interaction (and its raw payload) in one round trip; True if JetStream
-        already had the interaction (a redelivery)."""
+        already had the interaction (a redelivery). MessageTooLarge when it cannot be stored."""
         interaction = self._outgoing(event)
-        messages = [interaction, raw.outgoing()] if raw is not None else [interaction]
+        limit = max_payload_of(self._js)
+        if _size(interaction) > limit:
+            raise MessageTooLarge(
+                f"the interaction is {_size(interaction)} bytes as a message; the NATS server takes {limit}"
+            )
+        messages = [interaction, *raw.outgoing(limit)] if raw is not None else [interaction]
         acks = await publish_pipelined(self._js, messages, timeout=self._timeout, retry_for=self._timeout)
         return bool(acks[interaction.msg_id].duplicate)
 
@@ -131,3 +185,7 @@ class InteractionPublisher:
             event.correlation_id,
             headers={"Nats-Expected-Stream": subjects.INTERACTIONS_STREAM, **carrier_of()},
         )
+
+
+def _size(message: Outgoing) -> int:
+    return len(message.payload) + header_bytes(message.all_headers())

@@ -7,6 +7,16 @@ from shared.settings import CommonSettings, Duration
 
 class IngestSettings(CommonSettings):
     ingest_port: int = Field(default=8080, description="HTTP port of ingest (webhooks).")
+    ingest_ops_port: int = Field(
+        default=9080,
+        description="Port of ingest's operations listener (health, readiness, metrics, API docs).",
+    )
+    body_read_timeout: Duration = Field(
+        default=timedelta(seconds=10), description="Time a client has to send a whole request body."
+    )
+    max_concurrent_requests: int = Field(
+        default=1000, ge=1, description="Requests verified and stored at once; more are answered 503 at once."
+    )
     max_body_bytes: int = Field(default=1_048_576, description="Largest webhook body accepted.")
     max_batch_bytes: int = Field(default=16_777_216, description="Largest /v1/interactions body accepted.")
     publish_timeout: Duration = Field(

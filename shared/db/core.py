@@ -19,6 +19,7 @@ def _table(model: type) -> Table:
 
 ACCOUNTS = _table(models.Account)
 ALERTS = _table(models.Alert)
+API_TOKENS = _table(models.ApiToken)
 CALENDARS = _table(models.Calendar)
 CONTINUITY = _table(models.Continuity)
 CONVERSATIONS = _table(models.Conversation)

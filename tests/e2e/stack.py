@@ -41,12 +41,13 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         if not self.ports:
-            self.ports = {name: free_port() for name in ("ingest", "router", "notify")}
+            self.ports = {name: free_port() for name in ("ingest", "ingest-ops", "router", "notify")}
         env = {
             **os.environ,
             "STAYHUMAN_STATE_DIR": str(self.state_dir),
             "STAYHUMAN_DATABASE_URL": self.database_url,
             "STAYHUMAN_INGEST_PORT": str(self.ports["ingest"]),
+            "STAYHUMAN_INGEST_OPS_PORT": str(self.ports["ingest-ops"]),
             "STAYHUMAN_ROUTER_PORT": str(self.ports["router"]),
             "STAYHUMAN_NOTIFY_PORT": str(self.ports["notify"]),
             "STAYHUMAN_LOG_JSON": "true",
@@ -99,6 +100,7 @@ class Stack:
         raise RuntimeError(f"stayhuman up not ready:\n{self.log_path.read_text()[-5000:]}")
 
     def url(self, service: str, path: str) -> str:
+        """`service` is ingest, router or notify, or `ingest-ops` for ingest's operations listener."""
         return f"http://127.0.0.1:{self.ports[service]}{path}"
 
     def service_pid(self, service: str) -> int:

@@ -44,7 +44,7 @@ async def test_503_when_jetstream_does_not_acknowledge(tmp_path: Path, nats_serv
         await nc.close()
         async with httpx.AsyncClient(timeout=30) as client:
             no_stream = await post_webhook(client, stack, "acme-fb", SECRET, generic_body("m-1"))
-            not_ready = await client.get(stack.url("ingest", "/readyz"))
+            not_ready = await client.get(stack.url("ingest-ops", "/readyz"))
             nats_server.stop()
             started = time.monotonic()
             no_server = await post_webhook(client, stack, "acme-fb", SECRET, generic_body("m-2"))

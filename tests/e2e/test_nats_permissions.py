@@ -54,6 +54,7 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
 ) -> None:
     smtp = SmtpServer().start()
     ports = {name: free_port() for name in PASSWORDS}
+    ops_port = free_port()  # ingest's readiness is on its operations listener
     database = f"sqlite+aiosqlite:///{tmp_path / 'stayhuman.db'}"
     env = {
         **os.environ,
@@ -63,6 +64,7 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
         "STAYHUMAN_SMTP_PORT": str(smtp.port),
         "STAYHUMAN_SMTP_SECURITY": "none",
         **{f"STAYHUMAN_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        "STAYHUMAN_INGEST_OPS_PORT": str(ops_port),
     }
     (tmp_path / "acme.yaml").write_text(
         config_yaml(tenant="acme", account="acme-fb", secret=SECRET, people=["maria"], first_response="2s")
@@ -81,7 +83,7 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
         async with httpx.AsyncClient() as client:
 
             async def ready() -> bool:
-                for port in ports.values():
+                for port in [ops_port, ports["router"], ports["notify"]]:
                     try:
                         if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code != 200:
                             return False
@@ -194,7 +196,8 @@ async def test_services_connect_to_nats_over_tls(tmp_path: Path) -> None:
         "STAYHUMAN_NATS_URL": f"tls://127.0.0.1:{server.port}",
         "STAYHUMAN_NATS_TLS_CA": str(certificates["ca"]),
         "STAYHUMAN_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
-        "STAYHUMAN_INGEST_PORT": str(port),
+        "STAYHUMAN_INGEST_PORT": str(free_port()),
+        "STAYHUMAN_INGEST_OPS_PORT": str(port),
     }
     await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "stayhuman", "migrate"], env=env, check=True

@@ -170,7 +170,7 @@ async def test_every_service_reports_its_metrics(stack: Stack, smtp: SmtpServer)
         async def scrape(service: str) -> str:
             return (await client.get(stack.url(service, "/metrics"))).text
 
-        ingest = await scrape("ingest")
+        ingest = await scrape("ingest-ops")
         assert metric(ingest, "stayhuman_ingest_interactions_total", tenant="acme", result="accepted") >= 4
         assert metric(ingest, "stayhuman_ingest_interactions_total", tenant="acme", result="duplicate") >= 1
         assert metric(ingest, "stayhuman_ingest_publish_seconds_count") >= 4

@@ -189,6 +189,7 @@ async def test_bad_signatures_malformed_and_unrouted_bodies(stack: Stack) -> Non
         "status": "accepted",
         "accepted": 0,
         "ignored": 1,
+        "rejected": [],
     }
 
 
@@ -294,3 +295,98 @@ async def test_a_removed_comment_withdraws_what_it_would_have_triggered(stack: S
     assert closed.due_at is None and closed.deadline_version == 2
     (row,) = await stored(stack, "9_123")
     assert row.retracted_at is not None
+
+
+def _meta_signed(body: bytes) -> dict[str, str]:
+    secret = SIGNED["meta_page_comment"]["secret"]
+    return {
+        "Content-Type": "application/json",
+        "X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
+    }
+
+
+async def test_a_delivery_with_bad_entries_stores_the_good_and_dead_letters_the_bad(
+    stack: Stack, nats_url: str
+) -> None:
+    """Meta retries a delivery it gets no 200 for for 36 hours: one bad entry must not hold back
+    the good ones on every retry, nor be lost."""
+    page = "104857600000001"
+
+    def comment(comment_id: str, **value: Any) -> dict[str, Any]:
+        return {
+            "field": "feed",
+            "value": {
+                "item": "comment", "verb": "add", "post_id": f"{page}_1", "comment_id": comment_id,
+                "from": {"id": "7200000000000042", "name": "Dana"}, "message": "Hello?",
+                "created_time": int(time.time()), **value,
+            },
+        }  # fmt: skip
+
+    document = {
+        "object": "page",
+        "entry": [
+            {
+                "id": page,
+                "time": 1,
+                "changes": [comment(f"{page}_good1"), comment(f"{page}_bad1", created_time="soon")],
+            },
+            {"id": page, "time": 1, "changes": [comment(f"{page}_good2"), comment("9" * 600)]},
+            {"time": 1},
+        ],
+    }
+    body = json.dumps(document).encode()
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            stack.url("ingest", "/webhooks/meta"), content=body, headers=_meta_signed(body)
+        )
+        again = await client.post(
+            stack.url("ingest", "/webhooks/meta"), content=body, headers=_meta_signed(body)
+        )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["accepted"] == 2
+    assert [r["where"] for r in answer["rejected"]] == ["entry[0].changes[1]", "entry[2]", "interaction[1]"]
+    assert again.status_code == 200  # the platform's retry finds duplicates, not gaps
+    await eventually(lambda: stored(stack, f"{page}_good1"), timeout=20, what="the first good comment stored")
+    await eventually(
+        lambda: stored(stack, f"{page}_good2"), timeout=20, what="the second good comment stored"
+    )
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe("sh.dlq.ingest.meta", ordered_consumer=True)
+        kept = []
+        try:
+            while True:
+                kept.append(await sub.next_msg(timeout=1))
+        except nats.errors.TimeoutError:
+            pass
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    errors = sorted((m.headers or {}).get("Sh-Error", "") for m in kept)
+    assert len(kept) == 3, errors  # the retry kept nothing twice
+    assert any(e.startswith("entry[0].changes[1]: ValueError: not a time") for e in errors), errors
+    assert any(e.startswith("entry[2]: ValueError: expected an object with an 'id'") for e in errors), errors
+    assert any("external_id" in e and "512" in e for e in errors), errors
+
+
+async def test_the_x_crc_does_not_sign_a_forged_delivery(stack: Stack) -> None:
+    """The CRC answer is the HMAC of the token with the consumer secret: exactly the signature a
+    POST with the token as its body needs. A token that is a delivery is refused."""
+    forged = json.dumps(
+        {"for_user_id": "1500000000000000001", "tweet_create_events": [
+            {"id_str": "666", "text": "forged", "timestamp_ms": str(int(time.time() * 1000)),
+             "user": {"id_str": "13", "screen_name": "mallory", "followers_count": 10_000_000}}]}
+    )  # fmt: skip
+    async with httpx.AsyncClient() as client:
+        oracle = await client.get(stack.url("ingest", "/webhooks/x"), params={"crc_token": forged})
+        assert oracle.status_code == 400 and "crc_token" in oracle.json()["error"]
+        attempt = await client.post(
+            stack.url("ingest", "/webhooks/x"),
+            content=forged.encode(),
+            headers={"x-twitter-webhooks-signature": "sha256=" + "A" * 43 + "="},
+        )
+    assert attempt.status_code == 401
+    assert await stored(stack, "666") == []

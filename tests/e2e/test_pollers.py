@@ -119,7 +119,7 @@ async def test_mastodon_is_polled_forward_without_gaps_or_duplicates(
 
         broken = await eventually(failing, timeout=20, interval=0.5, what="the failing connector")
         assert "HTTP 401" in broken["last_error"]
-        assert "stayhuman_connector_failing{" in httpx.get(stack.url("ingest", "/metrics")).text
+        assert "stayhuman_connector_failing{" in httpx.get(stack.url("ingest-ops", "/metrics")).text
 
         # ...and the operator is told, once, through notify (here: the dev mailbox of `up`)
         async def operator_mail() -> list[dict[str, str]]:

@@ -117,11 +117,97 @@ def test_meta_batches_edits_removals_and_other_events() -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b"{not json", b"[]", b'{"object": "page"}', b'{"object": "page", "entry": [{}]}']
+    "body",
+    [
+        b"{not json",
+        b"[]",
+        b'{"object": "page"}',
+        b'{"object": "page", "entry": {}}',
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than any parser goes
+        b'{"object": "page", "entry": [' + b"1" * 5000 + b"]}",  # more digits than Python converts
+        b"\xff\xfe",
+    ],
 )
 def test_meta_malformed_bodies_say_what_is_wrong(body: bytes) -> None:
     with pytest.raises(MalformedPayload):
         meta.parse(body)
+
+
+def test_one_bad_meta_entry_is_rejected_alone_and_the_rest_is_read() -> None:
+    good = {
+        "field": "feed",
+        "value": {
+            "item": "comment",
+            "verb": "add",
+            "comment_id": "P_1",
+            "post_id": "P_0",
+            "from": {"id": "u1", "name": "Dana"},
+            "message": "hi",
+            "created_time": 1,
+        },
+    }
+    document = {
+        "object": "page",
+        "entry": [
+            {},  # no id
+            {
+                "id": "P",
+                "time": 1,
+                "changes": [good, {"field": "feed", "value": {"item": "comment", "verb": "add"}}],
+            },
+            {"id": "P", "messaging": "not a list"},
+            {"id": "P", "messaging": [{"message": {"mid": {"nested": 1}}, "sender": {"id": "u"}}]},
+        ],
+    }
+    parsed = meta.parse(json.dumps(document).encode())
+    assert [d.external_id for d in parsed.drafts] == ["P_1"]
+    problems = {r.where: r.problem for r in parsed.rejected}
+    assert problems == {
+        "entry[0]": "ValueError: expected an object with an 'id'",
+        "entry[1].changes[1]": "KeyError: 'comment_id'",
+        "entry[2]": "ValueError: messaging: expected a list, got str",
+        "entry[3].messaging[0]": "ValueError: message.mid: expected an id, got dict",
+    }
+    assert json.loads(parsed.rejected[1].raw) == {
+        "field": "feed",
+        "value": {"item": "comment", "verb": "add"},
+    }
+
+
+def test_one_bad_x_event_is_rejected_alone() -> None:
+    document = {
+        "for_user_id": "42",
+        "tweet_create_events": [
+            {
+                "id_str": "1",
+                "user": {"id_str": "7", "screen_name": "dana"},
+                "text": "hi @brand",
+                "timestamp_ms": "1700000000000",
+            },
+            {"id_str": "2", "user": "not an object"},
+            {"id_str": "3", "user": {"id_str": "8"}, "created_at": "not a date"},
+        ],
+        "direct_message_events": {"not": "a list"},
+    }
+    parsed = x.parse(json.dumps(document).encode())
+    assert [d.external_id for d in parsed.drafts] == ["1"]
+    assert [r.where for r in parsed.rejected] == [
+        "tweet_create_events[1]",
+        "tweet_create_events[2]",
+        "direct_message_events",
+    ]
+
+
+@pytest.mark.parametrize("token", ['{"for_user_id":"1"}', "a" * 7, "a" * 300, "abc def ghi", "tok\u00e9n123"])
+def test_x_crc_signs_only_tokens_of_the_documented_form(token: str) -> None:
+    """The CRC answer is the signature a POST with the token as its body would need."""
+    with pytest.raises(x.BadCrcToken):
+        x.crc_response(secret="consumer-secret", token=token)
+
+
+def test_signature_headers_with_any_bytes_are_refused_not_crashed() -> None:
+    assert not meta.signature_valid(secret="s", body=b"{}", header="sha256=\u00e9\u00e9")
+    assert not x.signature_valid(secret="s", body=b"{}", header="sha256=\u00ff")
 
 
 def test_x_crc_matches_the_documented_answer(signed: dict[str, Any]) -> None:

@@ -24,6 +24,13 @@ OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "example"
 SETTINGS = (IngestSettings, RouterSettings, NotifySettings, UpSettings)
 KNOWN = {f"STAYHUMAN_{name.upper()}" for settings in SETTINGS for name in settings.model_fields}
 PORTS = {"ingest": 8080, "router": 8081, "notify": 8082}
+OPS_PORTS = {"ingest": 9080}  # operations listeners: health, readiness, metrics, docs
+
+
+def test_the_public_listener_of_ingest_serves_no_metrics_docs_or_readiness() -> None:
+    served = listeners("ingest")
+    assert not {"/metrics", "/docs", "/openapi.json", "/readyz"} & served["public"]
+    assert {"/metrics", "/docs", "/openapi.json", "/readyz", "/healthz"} <= served["ops"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +47,8 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "compose.yaml").read_text())
 
 
-def routes(service: str) -> set[str]:
+def listeners(service: str) -> dict[str, set[str]]:
+    """The paths each listener of a service serves: `public`, and `ops` when it has one."""
     url = "postgresql://user:pass@db.invalid/stayhuman"  # building an app opens no connection
     apps = {
         "ingest": lambda: ingest_app(IngestSettings(nats_url="nats://x", database_url=url)),
@@ -49,7 +57,23 @@ def routes(service: str) -> set[str]:
             NotifySettings(nats_url="nats://x", database_url=url, smtp_host="smtp.invalid")
         ),
     }
-    return set(apps[service]().openapi()["paths"])
+    app = apps[service]()
+    served = {"public": _paths(app.routes)}
+    ops = getattr(app.state, "ops_app", None)
+    if ops is not None:
+        served["ops"] = _paths(ops.routes)
+    return served
+
+
+def _paths(routes: list[Any]) -> set[str]:
+    """Every path of an app, through routers included in it."""
+    found: set[str] = set()
+    for route in routes:
+        if hasattr(route, "original_router"):
+            found |= _paths(route.original_router.routes)
+        elif hasattr(route, "path"):
+            found.add(route.path)
+    return found
 
 
 def test_every_manifest_validates_against_kubernetes(manifests: list[dict[str, Any]]) -> None:
@@ -105,9 +129,16 @@ def test_manifests_use_only_real_ports_paths_and_settings(manifests: list[dict[s
                     assert reference["key"] in secret["data"], reference["key"]
             if service in PORTS:
                 assert container["ports"][0]["containerPort"] == PORTS[service]
-                paths = routes(service)
+                served = listeners(service)
+                named = {port["name"]: port["containerPort"] for port in container["ports"]}
+                expected = {
+                    "http": PORTS[service],
+                    **({"ops": OPS_PORTS[service]} if service in OPS_PORTS else {}),
+                }
+                assert named == expected
                 for probe in ("readinessProbe", "livenessProbe"):
-                    assert container[probe]["httpGet"]["path"] in paths
+                    listener = "ops" if container[probe]["httpGet"]["port"] == "ops" else "public"
+                    assert container[probe]["httpGet"]["path"] in served[listener]
                 assert f"STAYHUMAN_{service.upper()}_PORT" in KNOWN
             else:
                 assert workload["kind"] == "Job" and service == "migrate"
@@ -128,7 +159,7 @@ def test_compose_runs_a_three_node_cluster_and_two_replicas_of_each_service(comp
         assert set(environment) <= KNOWN, set(environment) - KNOWN
         assert environment["STAYHUMAN_NATS_REPLICAS"] == "3"
         health = " ".join(services[name]["healthcheck"]["test"])
-        assert f"localhost:{PORTS[name]}/readyz" in health
+        assert f"localhost:{OPS_PORTS.get(name, PORTS[name])}/readyz" in health
         for dependency, condition in services[name]["depends_on"].items():
             assert condition["condition"] in ("service_healthy", "service_completed_successfully"), dependency
     assert services["migrate"]["command"] == ["migrate"]

@@ -53,6 +53,8 @@ class Parsed:
     rejected: list[Rejected] = field(default_factory=list)
 
     def reject(self, where: str, error: BaseException, entry: object) -> None:
+        if len(self.rejected) >= MAX_REJECTED:
+            raise MalformedPayload(f"more than {MAX_REJECTED} entries are not in the documented shape")
         self.rejected.append(Rejected(where, problem_of(error), raw_of(entry)))
 
 
@@ -92,6 +94,36 @@ def load_json(body: bytes) -> Any:
         raise MalformedPayload(f"body is not JSON: {error}") from None
     except ValueError as error:  # e.g. an integer of more than 4,300 digits
         raise MalformedPayload(f"body is not JSON we accept: {error}") from None
+
+
+def platform_id(value: object, what: str) -> str:
+    """An id as platforms send them (a string, or a number in older APIs), as a string."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{what}: expected an id, got {type(value).__name__}")
+    return str(value)
+
+
+def items(value: object, what: str) -> list[Any]:
+    """A list the platform documents (absent means empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{what}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def mapping(value: object, what: str) -> dict[str, Any]:
+    """An object the platform documents (absent means empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{what}: expected an object, got {type(value).__name__}")
+    return value
+
+
+# More rejected entries than a platform ever batches is not a delivery with a few bad
+# entries but a body that is not the platform's at all.
+MAX_REJECTED = 100
 
 
 def signature_matches(expected: str, given: str) -> bool:

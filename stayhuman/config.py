@@ -252,7 +252,12 @@ class AccountSpec(_Strict):
     platform: Platform
     handle: str = Field(min_length=1, max_length=200)
     team: Slug
-    webhook_secret: str = Field(min_length=16, max_length=512)
+    webhook_secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=512,
+        description="Signs the generic webhook; without one the account takes none (platform other needs one).",
+    )
     external_id: str | None = Field(
         default=None, min_length=1, max_length=128, description="The platform's id of this page or user."
     )
@@ -260,6 +265,15 @@ class AccountSpec(_Strict):
     access_token: str | None = Field(
         default=None, min_length=8, max_length=4096, description="Polled platforms: write it as ${ENV_VAR}."
     )
+
+    @model_validator(mode="after")
+    def _generic_accounts_have_a_secret(self) -> "AccountSpec":
+        if self.platform is Platform.other and self.webhook_secret is None:
+            raise ValueError(
+                "a platform: other account receives the generic webhook: give it a webhook_secret "
+                "(16 characters or more, written as ${ENV_VAR})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _polled_accounts_are_complete(self) -> "AccountSpec":
@@ -861,9 +875,12 @@ async def _apply_account(
             "platform": account.platform.value,
             "handle": account.handle,
             "team_id": ids.team_id(tenant_id=tenant_id, slug=account.team),
+            # "": no secret, so the generic webhook answers as for an unknown account.
             "webhook_secret": _sealed(
                 box, account.webhook_secret, existing.webhook_secret if existing else None
-            ),
+            )
+            if account.webhook_secret
+            else "",
             "external_id": account.external_id,
             "api_base_url": str(account.api_base_url).rstrip("/") if account.api_base_url else None,
             "credentials": _sealed(box, account.access_token, existing.credentials if existing else None)

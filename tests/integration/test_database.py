@@ -154,3 +154,25 @@ async def test_webhook_secrets_are_stored_sealed(database_url: str, tmp_path: Pa
     await engine.dispose()
     assert "plain-webhook-secret-xyz" not in stored and box.open(stored) == "plain-webhook-secret-xyz"
     assert again.updated == {}  # the same secret is not sealed again
+
+
+async def test_an_account_without_a_webhook_secret_is_stored_with_an_empty_one(database_url: str) -> None:
+    """An empty stored secret means: no generic webhook for this account (ingest answers as for an
+    unknown one)."""
+    from shared.secrets import SecretBox, new_key
+
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    box = SecretBox(new_key())
+    with_secret = config_yaml(
+        tenant="acme", account="acme-fb", secret="plain-webhook-secret-xyz", people=["maria"]
+    )
+    without = with_secret.replace("        webhook_secret: plain-webhook-secret-xyz\n", "")
+    await apply_config(sessions, parse_config(with_secret, source="a.yaml"), source="a.yaml", box=box)
+    dropped = await apply_config(sessions, parse_config(without, source="a.yaml"), source="a.yaml", box=box)
+    again = await apply_config(sessions, parse_config(without, source="a.yaml"), source="a.yaml", box=box)
+    async with sessions() as session:
+        stored = (await session.exec(select(Account.webhook_secret))).one()
+    await engine.dispose()
+    assert dropped.updated == {"accounts": 1} and again.updated == {}
+    assert stored == ""

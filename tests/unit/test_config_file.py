@@ -606,3 +606,35 @@ def test_the_summary_counts_in_the_singular_and_the_plural() -> None:
         " removed 1 calendar, 3 topics; queued 1 command for the router;"
         " kept 1 team that the file no longer has (--prune removes them)"
     )
+
+
+@pytest.mark.parametrize("platform", ["facebook", "instagram", "x", "mastodon", "bluesky", "youtube"])
+def test_a_platform_account_needs_no_webhook_secret(platform: str) -> None:
+    text = (
+        valid()
+        .replace("platform: facebook", f"platform: {platform}")
+        .replace(f"webhook_secret: {'s' * 20}", "")
+    )
+    assert "webhook_secret" not in text
+    assert parse_config(text, source="a.yaml").tenants[0].accounts[0].webhook_secret is None
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        (None, "a platform: other account receives the generic webhook: give it a webhook_secret"),
+        ("short", "webhook_secret: String should have at least 16 characters"),
+        ("''", "webhook_secret: String should have at least 16 characters"),
+    ],
+)
+def test_a_generic_account_needs_a_long_secret(secret: str | None, problem: str) -> None:
+    line = f"webhook_secret: {'s' * 20}"
+    text = (
+        valid()
+        .replace("platform: facebook", "platform: other")
+        .replace(line, f"webhook_secret: {secret}" if secret else "")
+    )
+    with pytest.raises(ConfigError, match=r"a.yaml: tenants\[0\].accounts\[0\]") as error:
+        parse_config(text, source="a.yaml")
+    assert problem in str(error.value)
+    assert parse_config(valid().replace("platform: facebook", "platform: other"), source="a.yaml")

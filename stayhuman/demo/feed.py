@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-ACCOUNT = "bluebird-fb"
+TENANT = "kettle"
+ACCOUNT = "kettle-fb"
+BRAND = "Kettle Coffee"
 SECRET = "demo-secret-not-for-production"
 
 
@@ -60,7 +62,7 @@ def show_assignments(database_url: str, threads: set[str], say: Callable[[str], 
     shown: set[str] = set()
     deadline = time.monotonic() + 30
     while shown != threads and time.monotonic() < deadline:
-        rows = asyncio.run(list_conversations(database_url, tenant="bluebird", state=None, limit=200))
+        rows = asyncio.run(list_conversations(database_url, tenant=TENANT, state=None, limit=200))
         for row in rows:
             if row["thread"] in threads and row["thread"] not in shown and row["owner_name"]:
                 shown.add(row["thread"])
@@ -83,7 +85,7 @@ def play(ingest_url: str, database_url: str, say: Callable[[str], None], run_id:
                 "author": {"id": f"demo-author-{index}", "name": message.author},
                 "text": message.text,
                 "created_at": datetime.now(UTC).isoformat(),
-                "url": f"https://www.facebook.example/bluebird/{message.thread}-{run}",
+                "url": f"https://www.facebook.example/{TENANT}/{message.thread}-{run}",
             },
         )
         say(f"demo: {message.author} wrote {message.text!r} (signed webhook accepted)")
@@ -100,12 +102,12 @@ def play(ingest_url: str, database_url: str, say: Callable[[str], None], run_id:
                 "kind": "reply",
                 "direction": "outbound",
                 "thread_id": f"{message.thread}-{run}",
-                "author": {"id": "bluebird", "name": "Bluebird Coffee"},
+                "author": {"id": TENANT, "name": BRAND},
                 "text": "Yes! It's back from today.",
                 "created_at": datetime.now(UTC).isoformat(),
             },
         )
-        say(f"demo: Bluebird Coffee answered {message.author} in time: no alert for that one")
+        say(f"demo: {BRAND} answered {message.author} in time: no alert for that one")
 
 
 def play_in_background(ingest_url: str, database_url: str, say: Callable[[str], None]) -> threading.Thread:

@@ -14,7 +14,7 @@ from sqlmodel import select
 
 from shared.db.models import Interaction
 from shared.db.session import create_engine, session_factory
-from stayhuman.demo.feed import FEED
+from stayhuman.demo.feed import ACCOUNT, FEED
 from stayhuman.natsserver import free_port
 from tests.browser import dump_dom, screenshot
 
@@ -64,7 +64,7 @@ def test_make_run_shows_an_overdue_email_in_the_dev_mailbox(tmp_path: Path) -> N
         answered = [m for m in FEED if m.answered_after is not None]
         assert any(f"{m.author} has waited" in text for m in unanswered)
         assert not any(f"{m.author} has waited" in text for m in answered)
-        conversation_id = re.search(r"Conversation ([0-9a-f]{32}) on account bluebird-fb", text)
+        conversation_id = re.search(rf"Conversation ([0-9a-f]{{32}}) on account {re.escape(ACCOUNT)}", text)
         assert conversation_id is not None
         rows = asyncio.run(interactions_of(tmp_path / "state" / "stayhuman.db", conversation_id.group(1)))
         # it came in through ingest's signed webhook: stored once, with the correlation id ingest gave it

@@ -3,17 +3,21 @@
 import json
 import re
 import subprocess
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.ingest.settings import IngestSettings
 from services.notify.settings import NotifySettings
 from services.router.settings import RouterSettings
-from stayhuman.supervisor import UpSettings
+from stayhuman.supervisor import DEMO_CONFIG, UpSettings
 from tests.e2e.stack import Stack
 
-README = Path(__file__).parents[2] / "README.md"
+ROOT = Path(__file__).parents[2]
+README = ROOT / "README.md"
 
 
 def shell_blocks() -> list[str]:
@@ -32,13 +36,22 @@ def test_the_two_commands_are_shown() -> None:
 
 
 @pytest.mark.e2e
-def test_the_curl_example_is_accepted_by_the_demo(tmp_path: Path) -> None:
-    snippet = next(block for block in shell_blocks() if "curl" in block)
+def test_the_curl_example_is_routed_to_a_deadline_next_to_the_example_configuration(tmp_path: Path) -> None:
+    """The demo, then the README's `apply` of examples/stayhuman.yaml, then its curl: the comment
+    is accepted, assigned within the demo and given a deadline that will alert."""
+    apply_snippet = next(block for block in shell_blocks() if "apply -f examples/stayhuman.yaml" in block)
+    curl_snippet = next(block for block in shell_blocks() if "curl" in block)
     stack = Stack(tmp_path / "demo").start("--demo")
     try:
+        subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", apply_snippet], cwd=ROOT, env=stack.env(), check=True
+        )
+        again = stack.cli("apply", "-f", str(DEMO_CONFIG))
+        assert again.stdout.endswith(": created nothing; updated nothing\n")  # the example changed none of it
+        sent_at = datetime.now(UTC)
         result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", snippet],
-            env={**stack.env(), "INGEST_PORT": str(stack.ports["ingest"])},
+            ["bash", "-euo", "pipefail", "-c", curl_snippet],
+            env={k: v for k, v in stack.env().items() if k != "INGEST_PORT"},  # the setting's own name
             capture_output=True,
             text=True,
             timeout=60,
@@ -46,7 +59,20 @@ def test_the_curl_example_is_accepted_by_the_demo(tmp_path: Path) -> None:
         )
         answer = json.loads(result.stdout)
         assert answer["status"] == "accepted" and answer["duplicate"] is False
-        listing = stack.cli("conversations", "--tenant", "bluebird")
-        assert "Dana Reyes" in listing.stdout and "oat latte" in listing.stdout
+
+        def routed() -> dict[str, Any] | None:
+            rows = json.loads(stack.cli("conversations", "--tenant", "kettle", "--json").stdout)
+            return next((row for row in rows if row["thread"] == "post-77" and row["owner"]), None)
+
+        deadline = time.monotonic() + 30
+        while (row := routed()) is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert row is not None, stack.logs()[-3000:]
+        assert row["author"] == "Dana Reyes" and row["owner"] in {"rosa", "kai"}
+        due = datetime.fromisoformat(row["due_at"])  # it alerts: the demo's 45 s from when it was written
+        assert sent_at - timedelta(seconds=2) < due - timedelta(seconds=45) <= datetime.now(UTC)
+        accounts = {a["id"]: a for a in json.loads(stack.cli("accounts", "--json").stdout)}
+        assert accounts["kettle-fb"]["state"] == "ok" and accounts["kettle-fb"]["last_event_at"]
+        assert accounts["bluebird-fb"]["state"] == "waiting"
     finally:
         stack.stop()

@@ -638,3 +638,45 @@ def test_a_generic_account_needs_a_long_secret(secret: str | None, problem: str)
         parse_config(text, source="a.yaml")
     assert problem in str(error.value)
     assert parse_config(valid().replace("platform: facebook", "platform: other"), source="a.yaml")
+
+
+def test_a_team_lead_may_be_anyone_active() -> None:
+    """A lead need not be a member (a supervisor who takes no conversations), but must be an
+    active person: a deactivated one would silently pass the escalation to the team."""
+    supervisor = valid().replace(
+        "people:\n", "people:\n  - {id: olga, name: Olga, email: olga@example.com}\n"
+    )
+    led = supervisor.replace(
+        "        sla_policy: standard\n        members:",
+        "        sla_policy: standard\n        lead: olga\n        members:",
+    )
+    assert "lead: olga" in led
+    cross_check(parse_config(led, source="a.yaml"), source="a.yaml", known_people=set())
+    gone = led.replace("email: olga@example.com}", "email: olga@example.com, active: false}")
+    with pytest.raises(ConfigError) as error:
+        cross_check(parse_config(gone, source="a.yaml"), source="a.yaml", known_people=set())
+    assert error.value.problems == [
+        "a.yaml: tenants[0].teams[0].lead: 'olga' is deactivated (active: false); name an active person,"
+        " or leave lead out (the team is told instead)"
+    ]
+
+
+def test_the_example_and_the_demo_share_no_ids() -> None:
+    """Applied to one installation, neither changes the other (people are installation-wide)."""
+    from pathlib import Path
+
+    from stayhuman.config import load_config
+    from stayhuman.supervisor import DEMO_CONFIG
+
+    example = load_config(Path(__file__).parents[2] / "examples" / "stayhuman.yaml")
+    demo = load_config(DEMO_CONFIG)
+
+    def ids(document):  # type: ignore[no-untyped-def]
+        return (
+            {p.id for p in document.people},
+            {t.id for t in document.tenants},
+            {a.id for t in document.tenants for a in t.accounts},
+        )
+
+    for mine, theirs in zip(ids(example), ids(demo), strict=True):
+        assert mine and theirs and not mine & theirs

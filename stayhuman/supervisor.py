@@ -27,6 +27,8 @@ from stayhuman.devmail import DevMailSink
 from stayhuman.natsserver import EmbeddedNats
 
 SERVICES = ("ingest", "router", "notify")
+RESTART_DELAY_MAX = 30.0  # seconds between restarts of a service that keeps exiting
+START_ATTEMPTS = 5  # starts of one service, in a row, before `up` gives up while starting
 
 
 class UpSettings(CommonSettings):
@@ -161,12 +163,25 @@ class Supervisor:
             play_in_background(f"http://{host}:{ports['ingest']}", database_url, self.say)
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        """Wait until every service answers /readyz. One that exits meanwhile is restarted as it
+        would be later; `up` gives up on a service that exited START_ATTEMPTS times in a row, or
+        that runs but is not ready `timeout` seconds after its last start."""
         pending = list(self.children)
-        while pending and time.monotonic() < deadline:
-            for child in list(pending):
-                if not child.alive():
-                    raise RuntimeError(f"{child.label} exited during start-up; see its log above")
+        while pending:
+            if self._stop.is_set():
+                raise RuntimeError("stopped before every service was ready")
+            now = time.monotonic()
+            for child in self.children:
+                if child.alive():
+                    continue
+                if child not in pending:
+                    pending.append(child)  # it was ready, and must be again before `up` says so
+                self._restart(child, now, starting=True)
+            for child in [c for c in pending if c.alive()]:
+                if now - child.started_at > timeout:
+                    raise RuntimeError(
+                        f"{child.label} not ready {timeout:.0f} s after it started; see its log above"
+                    )
                 try:
                     url = f"http://{self.settings.host}:{child.ops_port or child.port}/readyz"
                     with urllib.request.urlopen(url, timeout=1) as response:
@@ -175,8 +190,6 @@ class Supervisor:
                 except OSError:
                     pass
             time.sleep(0.1)
-        if pending:
-            raise RuntimeError("not ready in time: " + ", ".join(c.label for c in pending))
 
     def watch(self) -> None:
         """Restart services that die, until asked to stop."""
@@ -187,15 +200,26 @@ class Supervisor:
                     if now - child.started_at > 60:
                         child.restarts = 0
                     continue
-                if child.next_start == 0.0:
-                    code = child.process.returncode if child.process else None
-                    delay = min(30.0, 0.5 * 2**child.restarts)
-                    self.say(f"stayhuman up: {child.label} exited ({code}); restarting in {delay:.1f}s")
-                    child.next_start = now + delay
-                elif now >= child.next_start:
-                    child.restarts += 1
-                    child.next_start = 0.0
-                    child.start()
+                self._restart(child, now, starting=False)
+
+    def _restart(self, child: Child, now: float, *, starting: bool) -> None:
+        """A service that exited starts again after a growing delay: 0.5 s, 1 s, 2 s... up to
+        RESTART_DELAY_MAX. While `up` starts, the START_ATTEMPTS-th exit in a row is fatal."""
+        if child.next_start == 0.0:
+            code = child.process.returncode if child.process else None
+            if starting and child.restarts + 1 >= START_ATTEMPTS:
+                raise RuntimeError(
+                    f"{child.label} exited {START_ATTEMPTS} times in a row during start-up "
+                    f"(last exit code {code}); see its log above"
+                )
+            delay = min(RESTART_DELAY_MAX, 0.5 * 2**child.restarts)
+            during = " during start-up" if starting else ""
+            self.say(f"stayhuman up: {child.label} exited ({code}){during}; restarting in {delay:.1f}s")
+            child.next_start = now + delay
+        elif now >= child.next_start:
+            child.restarts += 1
+            child.next_start = 0.0
+            child.start()
 
     def request_stop(self, *_args: object) -> None:
         self._stop.set()

@@ -1,10 +1,15 @@
 """`stayhuman up` as an operator meets it."""
 
 import os
+import re
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.stack import Stack
@@ -62,5 +67,65 @@ def test_sigterm_stops_every_process(tmp_path: Path) -> None:
 def _cmdline(proc: Path) -> str:
     try:
         return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _hold_port(port: int) -> socket.socket:
+    """A listener on the port a service wants: its start fails as with any port already taken."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    return holder
+
+
+def test_a_service_that_fails_its_first_start_is_restarted(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "stack")
+    stack.env()  # chooses the ports
+    holder = _hold_port(stack.ports["router"])
+
+    def free_after_first_exit() -> None:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "router exited" not in _read(stack.log_path):
+            time.sleep(0.05)
+        holder.close()
+
+    releaser = threading.Thread(target=free_after_first_exit, daemon=True)
+    releaser.start()
+    try:
+        stack.start(timeout=120)
+        assert re.search(r"router exited \(-?\d+\) during start-up; restarting in 0\.5s", stack.logs())
+        assert httpx.get(stack.url("router", "/readyz"), timeout=5).status_code == 200
+    finally:
+        holder.close()
+        stack.stop()
+    assert stack.process is not None and stack.process.returncode == 0
+
+
+def test_up_gives_up_on_a_service_that_keeps_exiting_while_starting(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "stack")
+    env = stack.env()
+    holder = _hold_port(stack.ports["router"])
+    try:
+        (tmp_path / "stack").mkdir(parents=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "stayhuman", "up"], env=env, capture_output=True, text=True, timeout=180
+        )
+    finally:
+        holder.close()
+    assert result.returncode == 1
+    assert len(re.findall(r"router exited \(-?\d+\) during start-up; restarting in", result.stdout)) == 4
+    assert "restarting in 4.0s" in result.stdout  # 0.5, 1, 2, 4: the same growing delay as later
+    assert re.search(
+        r"stayhuman up: error: router exited 5 times in a row during start-up \(last exit code -?\d+\); "
+        "see its log above",
+        result.stderr,
+    )
+    assert "stayhuman up: stopped" in result.stderr
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
     except OSError:
         return ""

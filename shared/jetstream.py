@@ -33,7 +33,7 @@ from nats.js.errors import (
 )
 
 from shared import subjects
-from shared.logs import CORRELATION_HEADER
+from shared.logs import CORRELATION_HEADER, transient_trouble
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +267,8 @@ async def publish_pipelined(
             return acks
         if time.monotonic() + delay >= deadline:
             raise error or NatsTimeoutError()
-        log.warning(
-            "publishes not acknowledged; retrying", extra={"count": len(failed), "error": repr(error)}
+        transient_trouble.warn(
+            log, "publish", "publishes not acknowledged; retrying", count=len(failed), error=repr(error)
         )
         await asyncio.sleep(delay)
         delay = min(2.0, delay * 2)
@@ -377,6 +377,18 @@ class BatchConsumer:
                 continue
             except asyncio.CancelledError:
                 return
+            except TRANSIENT as error:  # a leader election or a reconnection: it passes
+                consumer = self.config.durable_name
+                transient_trouble.warn(
+                    log,
+                    f"fetch {self.stream} {consumer}",
+                    "fetch failed; retrying",
+                    stream=self.stream,
+                    consumer=consumer,
+                    error=repr(error),
+                )
+                await asyncio.sleep(self.retry_delay)
+                continue
             except Exception:
                 log.exception("fetch failed", extra={"stream": self.stream})
                 await asyncio.sleep(self.retry_delay)
@@ -394,7 +406,7 @@ class BatchConsumer:
         again = [m for m in unsettled if m not in last]
         log.warning(
             "batch failed",
-            exc_info=error,
+            exc_info=None if isinstance(error, TRANSIENT) else error,
             extra={"stream": self.stream, "size": len(batch), "again": len(again), "dead_letter": len(last)},
         )
         for msg in last:

@@ -4,6 +4,7 @@ import contextvars
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 
 correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="")
@@ -64,3 +65,30 @@ def configure_logging(*, service: str, level: str, json_logs: bool) -> None:
     # Per-message framework logs would dominate a hot path; ours say what matters.
     for noisy in ("faststream", "uvicorn.access", "nats", "aiosqlite", "sqlalchemy"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class Episodes:
+    """One warning per episode of an expected, passing trouble (a NATS stream leader election,
+    a reconnection), instead of one per retry: the first occurrence of a kind is a warning
+    without traceback, the next ones within `every` seconds are debug lines, and the next
+    warning says how many there were (`repeated`)."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.every = every
+        self._warned: dict[str, float] = {}
+        self._repeated: dict[str, int] = {}
+
+    def warn(self, logger: logging.Logger, kind: str, message: str, **extra: object) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(kind, -self.every) < self.every:
+            self._repeated[kind] = self._repeated.get(kind, 0) + 1
+            logger.debug(message, extra=extra)
+            return
+        self._warned[kind] = now
+        if repeated := self._repeated.pop(kind, 0):
+            extra["repeated"] = repeated
+        logger.warning(message, extra=extra)
+
+
+# Shared by the JetStream plumbing and the NATS connection of one process.
+transient_trouble = Episodes()

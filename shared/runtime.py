@@ -32,6 +32,7 @@ from shared.jetstream import (
     stream_configs,
     streams_present,
 )
+from shared.logs import transient_trouble
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,10 @@ class Runtime:
 
     async def _nats_error(self, error: Exception) -> None:
         self._last_nats_error = error
-        log.warning("NATS connection error", extra={"error": f"{type(error).__name__}: {error}"})
+        # A reconnection tries every server in turn: one warning per episode, not per attempt.
+        transient_trouble.warn(
+            log, "connection", "NATS connection error", error=f"{type(error).__name__}: {error}"
+        )
 
     async def _nats_closed(self) -> None:
         """The client gave up on NATS for good (a server closes a connection on a protocol error,

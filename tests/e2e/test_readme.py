@@ -13,6 +13,7 @@ import pytest
 from services.ingest.settings import IngestSettings
 from services.notify.settings import NotifySettings
 from services.router.settings import RouterSettings
+from shared.events import Platform
 from stayhuman.supervisor import DEMO_CONFIG, UpSettings
 from tests.e2e.stack import Stack
 
@@ -29,6 +30,22 @@ def test_every_setting_is_documented() -> None:
     for settings in (IngestSettings, RouterSettings, NotifySettings, UpSettings):
         for name in settings.model_fields:
             assert f"STAYHUMAN_{name.upper()}`" in text, f"STAYHUMAN_{name.upper()} missing from README"
+
+
+def documented_conversation_fields() -> set[str]:
+    """The fields the Commands section lists for `stayhuman conversations --json`."""
+    text = README.read_text()
+    listing = text[text.index("`--json` gives a list of") : text.index("(the customer's last message)")]
+    return set(re.findall(r"`([a-z_]+)`", listing)) - {"null", "no_sla"}
+
+
+def test_the_configuration_reference_names_every_platform() -> None:
+    text = README.read_text()
+    section = text[text.index("## Configuration") : text.index("### Settings")]
+    for platform in Platform:
+        assert f"`{platform.value}`" in section
+    example = (ROOT / "examples" / "stayhuman.yaml").read_text()
+    assert ", ".join(p.value for p in Platform if p is not Platform.other) + " or other" in example
 
 
 def test_the_two_commands_are_shown() -> None:
@@ -69,6 +86,7 @@ def test_the_curl_example_is_routed_to_a_deadline_next_to_the_example_configurat
             time.sleep(0.5)
         assert row is not None, stack.logs()[-3000:]
         assert row["author"] == "Dana Reyes" and row["owner"] in {"rosa", "kai"}
+        assert set(row) == documented_conversation_fields()
         due = datetime.fromisoformat(row["due_at"])  # it alerts: the demo's 45 s from when it was written
         assert sent_at - timedelta(seconds=2) < due - timedelta(seconds=45) <= datetime.now(UTC)
         accounts = {a["id"]: a for a in json.loads(stack.cli("accounts", "--json").stdout)}

@@ -10,7 +10,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from stayhuman.natsserver import free_port
 
@@ -25,6 +25,7 @@ class FakeMastodon:
     notifications: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # answered before any page
+    answers: list[bytes] = field(default_factory=list)  # bodies answered (200) before any page
     requests: list[str] = field(default_factory=list)
     delay: float = 0.0
     streams: int = 0  # connections to the streaming API so far
@@ -64,7 +65,7 @@ class FakeMastodon:
                 }
             )
 
-    def _page(self, items: list[dict[str, Any]], request: Request) -> JSONResponse:
+    def _page(self, items: list[dict[str, Any]], request: Request) -> Response:
         self.requests.append(str(request.url))
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return JSONResponse({"error": "The access token is invalid"}, status_code=401)
@@ -72,6 +73,8 @@ class FakeMastodon:
             if self.failures:
                 status, headers = self.failures.pop(0)
                 return JSONResponse({"error": "try later"}, status_code=status, headers=headers)
+            if self.answers:
+                return Response(self.answers.pop(0), media_type="application/json")
             ordered = sorted(items, key=lambda item: int(item["id"]))
         limit = int(request.query_params.get("limit", 20))
         min_id = request.query_params.get("min_id")
@@ -85,7 +88,7 @@ class FakeMastodon:
         app = FastAPI()
 
         @app.get("/api/v1/notifications")
-        async def notifications(request: Request) -> JSONResponse:
+        async def notifications(request: Request) -> Response:
             await asyncio.sleep(self.delay)
             return self._page(self.notifications, request)
 
@@ -108,7 +111,7 @@ class FakeMastodon:
             return StreamingResponse(events(), media_type="text/event-stream")
 
         @app.get("/api/v1/accounts/{account_id}/statuses")
-        async def statuses(account_id: str, request: Request) -> JSONResponse:
+        async def statuses(account_id: str, request: Request) -> Response:
             return self._page(self.statuses if account_id == self.own_id else [], request)
 
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None))
@@ -131,6 +134,17 @@ def _stamp(number: int) -> str:
     return (base + timedelta(milliseconds=number)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _indexed_at(item: Any) -> str:
+    """When Bluesky indexed a feed item or notification (a repost: when it was reposted)."""
+    if not isinstance(item, dict):
+        return ""
+    reason = item.get("reason")
+    if isinstance(reason, dict) and "indexedAt" in reason:
+        return str(reason["indexedAt"])
+    post = item.get("post")
+    return str((post if isinstance(post, dict) else item).get("indexedAt", ""))
+
+
 def _serve(app: FastAPI, port: int) -> uvicorn.Server:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
     threading.Thread(target=server.run, daemon=True).start()
@@ -149,16 +163,19 @@ class FakeBluesky:
     did: str = "did:plc:bluebirdcoffee000000000"
     app_password: str = "fake-app-password"
     port: int = field(default_factory=free_port)
-    notifications: list[dict[str, Any]] = field(default_factory=list)
-    feed: list[dict[str, Any]] = field(default_factory=list)
+    notifications: list[Any] = field(default_factory=list)
+    feed: list[Any] = field(default_factory=list)
     sessions: int = 0
+    calls: int = 0  # listNotifications and getAuthorFeed requests so far
+    answers: list[bytes] = field(default_factory=list)  # bodies answered (200) before any page
     _server: uvicorn.Server | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def mention(self, number: int) -> str:
+    def mention(self, number: int, *, indexed_at: str | None = None) -> str:
+        """A mention; `indexed_at` gives it a time of its own (several may share one)."""
         uri = f"at://did:plc:fan{number}/app.bsky.feed.post/m{number}"
         author = {
             "did": f"did:plc:fan{number}",
@@ -166,8 +183,8 @@ class FakeBluesky:
             "displayName": f"Fan {number}",
         }
         self.notifications.append(
-            {"uri": uri, "cid": f"c{number}", "author": author, "reason": "mention", "indexedAt": _stamp(number),
-             "record": {"$type": "app.bsky.feed.post", "createdAt": _stamp(number), "text": f"@bluebird.coffee open? {number}"}}
+            {"uri": uri, "cid": f"c{number}", "author": author, "reason": "mention", "indexedAt": indexed_at or _stamp(number),
+             "record": {"$type": "app.bsky.feed.post", "createdAt": indexed_at or _stamp(number), "text": f"@bluebird.coffee open? {number}"}}
         )  # fmt: skip
         return uri
 
@@ -188,10 +205,13 @@ class FakeBluesky:
     def expire_sessions(self) -> None:
         self.sessions += 1  # tokens of earlier sessions stop working
 
-    def _page(self, items: list[dict[str, Any]], key: str, request: Request) -> JSONResponse:
+    def _page(self, items: list[Any], key: str, request: Request) -> Response:
+        self.calls += 1
         if request.headers.get("authorization") != f"Bearer jwt-{self.sessions}":
             return JSONResponse({"error": "ExpiredToken"}, status_code=401)
-        ordered = sorted(items, key=lambda i: (i.get("post") or i)["indexedAt"], reverse=True)
+        if self.answers:
+            return Response(self.answers.pop(0), media_type="application/json")
+        ordered = sorted(items, key=_indexed_at, reverse=True)  # stable: equal times keep their order
         start = int(request.query_params.get("cursor", 0))
         limit = int(request.query_params.get("limit", 50))
         answer: dict[str, Any] = {key: ordered[start : start + limit]}
@@ -210,11 +230,11 @@ class FakeBluesky:
             return JSONResponse({"accessJwt": f"jwt-{self.sessions}", "did": self.did})
 
         @app.get("/xrpc/app.bsky.notification.listNotifications")
-        async def notifications(request: Request) -> JSONResponse:
+        async def notifications(request: Request) -> Response:
             return self._page(self.notifications, "notifications", request)
 
         @app.get("/xrpc/app.bsky.feed.getAuthorFeed")
-        async def author_feed(request: Request) -> JSONResponse:
+        async def author_feed(request: Request) -> Response:
             return self._page(self.feed, "feed", request)
 
         self._server = _serve(app, self.port)
@@ -232,8 +252,10 @@ class FakeYouTube:
     channel: str = "UCbluebirdcoffee0000001"
     key: str = "fake-youtube-key"
     port: int = field(default_factory=free_port)
-    threads: dict[str, dict[str, Any]] = field(default_factory=dict)
-    calls: int = 0
+    threads: dict[str, Any] = field(default_factory=dict)
+    calls: int = 0  # each one costs a unit of the daily quota
+    token_on_last_page: bool = False  # as the documented page shows: a token even when nothing follows
+    answers: list[bytes] = field(default_factory=list)  # bodies answered (200) before any page
     _server: uvicorn.Server | None = None
 
     @property
@@ -241,39 +263,46 @@ class FakeYouTube:
         return f"http://127.0.0.1:{self.port}"
 
     @staticmethod
-    def _comment(comment_id: str, author: str, name: str, text: str, number: int) -> dict[str, Any]:
+    def _comment(comment_id: str, author: str, name: str, text: str, at: str) -> dict[str, Any]:
         return {"id": comment_id, "snippet": {"authorDisplayName": name, "authorChannelId": {"value": author},
-                "videoId": "vid1", "textOriginal": text, "publishedAt": _stamp(number), "updatedAt": _stamp(number)}}  # fmt: skip
+                "videoId": "vid1", "textOriginal": text, "publishedAt": at, "updatedAt": at}}  # fmt: skip
 
-    def comment(self, number: int) -> str:
+    def comment(self, number: int, *, at: str | None = None) -> str:
+        """A new thread; `at` gives it a time of its own (several may share one)."""
         thread = f"Ugthread{number:04d}"
         self.threads[thread] = {
             "id": thread,
-            "snippet": {"videoId": "vid1", "topLevelComment": self._comment(thread, f"UCfan{number}", f"Fan {number}", f"Which grinder? {number}", number)},
+            "snippet": {"videoId": "vid1", "topLevelComment": self._comment(thread, f"UCfan{number}", f"Fan {number}", f"Which grinder? {number}", at or _stamp(number))},
         }  # fmt: skip
         return thread
 
     def channel_reply(self, number: int, thread: str) -> None:
         reply = self._comment(
-            f"{thread}.r{number}", self.channel, "Bluebird Coffee", "A Comandante C40!", number
+            f"{thread}.r{number}", self.channel, "Bluebird Coffee", "A Comandante C40!", _stamp(number)
         )
         self.threads[thread].setdefault("replies", {"comments": []})["comments"].append(reply)
 
     def start(self) -> "FakeYouTube":
         app = FastAPI()
 
-        def activity(thread: dict[str, Any]) -> str:
-            times = [thread["snippet"]["topLevelComment"]["snippet"]["updatedAt"]]
-            times += [r["snippet"]["updatedAt"] for r in thread.get("replies", {}).get("comments", [])]
-            return max(times)
+        def activity(thread: Any) -> str:
+            """The thread's latest update (what order=time sorts by); "" for what has none."""
+            try:
+                times = [thread["snippet"]["topLevelComment"]["snippet"]["updatedAt"]]
+                times += [r["snippet"]["updatedAt"] for r in thread.get("replies", {}).get("comments", [])]
+                return str(max(times))
+            except (KeyError, TypeError, AttributeError):
+                return ""
 
         @app.get("/youtube/v3/commentThreads")
-        async def threads(request: Request) -> JSONResponse:
+        async def threads(request: Request) -> Response:
             self.calls += 1
             if request.query_params.get("key") != self.key:
                 return JSONResponse({"error": {"code": 400, "message": "API key not valid"}}, status_code=400)
             if request.query_params.get("allThreadsRelatedToChannelId") != self.channel:
                 return JSONResponse({"error": {"code": 404}}, status_code=404)
+            if self.answers:
+                return Response(self.answers.pop(0), media_type="application/json")
             ordered = sorted(self.threads.values(), key=activity, reverse=True)
             start = int(request.query_params.get("pageToken") or 0)
             limit = int(request.query_params.get("maxResults", 20))
@@ -281,7 +310,7 @@ class FakeYouTube:
                 "kind": "youtube#commentThreadListResponse",
                 "items": ordered[start : start + limit],
             }
-            if start + limit < len(ordered):
+            if start + limit < len(ordered) or self.token_on_last_page:
                 answer["nextPageToken"] = str(start + limit)
             return JSONResponse(answer)
 

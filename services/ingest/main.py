@@ -10,6 +10,7 @@ from services.ingest.accounts import AccountDirectory, TokenDirectory
 from services.ingest.batch import router as batch_api
 from services.ingest.connectors.language import warm_up
 from services.ingest.guard import RequestGuard
+from services.ingest.leases import Leases
 from services.ingest.platforms import router as platform_webhooks
 from services.ingest.pollers import PollerSupervisor
 from services.ingest.publisher import InteractionPublisher
@@ -37,6 +38,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
             interval=settings.poll_interval.total_seconds(),
             youtube_daily_quota=settings.youtube_daily_quota,
             mastodon_streaming=settings.mastodon_streaming,
+            leases=Leases(runtime.js, replicas=settings.nats_replicas),
         )
         pollers.start()
         silence = asyncio.create_task(SilenceWatch(runtime.sessions, app.state.publisher).run())

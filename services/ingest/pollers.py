@@ -1,15 +1,18 @@
 """Pollers: one task per connected account of a polled platform, inside ingest.
 
-Each feed is walked forward from its stored cursor; a page's interactions are
-stored in JetStream before the cursor moves past them, so a restart continues
-with no gap, and a page fetched twice is deduplicated by message id. Errors back
-off with jitter; a 429 waits what `Retry-After` says.
+Each feed is walked from its stored cursor; a page's interactions are stored in
+JetStream before the cursor moves past them, so a restart continues with no gap,
+and a page fetched twice is deduplicated by message id. An item that cannot be
+stored goes to the dead letter alone and the cursor moves past it. Errors back
+off with jitter; a 429 waits what `Retry-After` says. Across ingest replicas, a
+lease per account (services/ingest/leases.py) lets one replica poll it.
 """
 
 import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,16 +26,23 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.ingest.connectors import bluesky, mastodon, youtube
-from services.ingest.connectors.model import Parsed, to_event
+from services.ingest.connectors.feeds import Mark, Walk, load_page
+from services.ingest.connectors.model import MalformedPayload, Parsed, to_events
+from services.ingest.leases import Leases
 from services.ingest.publisher import InteractionPublisher, RawPayload
 from shared.db.core import ACCOUNTS, POLL_STATES, execute, fetch_rows
 from shared.db.session import dialect_insert, transaction
-from shared.events import ConnectorProblem, Platform, utcnow
+from shared.events import ConnectorProblem, InteractionReceived, InteractionRetracted, Platform, utcnow
 from shared.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 
 POLLS = Counter("stayhuman_poller_requests_total", "Platform API requests by pollers", ["platform", "result"])
+REJECTED = Counter(
+    "stayhuman_poller_rejected_total",
+    "Polled items that cannot be stored (kept on the dead letter)",
+    ["platform"],
+)
 CONNECTOR_FAILING = Gauge(
     "stayhuman_connector_failing", "1 while an account's connector keeps failing", ["account", "platform"]
 )
@@ -105,14 +115,36 @@ class PollStore:
             )
 
 
+class LeaseLost(Exception):
+    """Another replica polls this account now: this poller must not publish or move a cursor."""
+
+
+def _always() -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class NewestFirst:
+    """A feed that answers newest first with a token to older pages and no "since"."""
+
+    name: str  # the poll_state feed
+    fetch: Callable[[str | None], Awaitable[httpx.Response]]
+    parse: Callable[[Any, Walk], Parsed]
+    items: str  # the page's list of items
+    next_page: str  # the page's token to the next (older) page
+    page_size: int
+
+
 @dataclass
 class Poller:
-    """What every poller shares: authenticated GETs, error mapping, storing a page's drafts."""
+    """What every poller shares: authenticated GETs, error mapping, storing a page."""
 
     account: PolledAccount
     http: httpx.AsyncClient
     publisher: InteractionPublisher
     store: PollStore
+    holds: Callable[[], bool] = _always  # whether this replica still polls the account
+    max_pages: int = 20
 
     async def poll_once(self) -> int:
         raise NotImplementedError
@@ -136,53 +168,76 @@ class Poller:
         POLLS.labels(platform, "ok").inc()
         return response
 
-    async def store_drafts(self, parsed: Parsed, raw: bytes) -> int:
-        received_at = utcnow()
-        events = [
-            to_event(
-                draft,
-                tenant_id=self.account.tenant_id,
-                account_id=self.account.id,
-                received_at=received_at,
-                correlation_id="",
-            )
-            for draft in parsed.drafts
-        ]
-        if events:
-            source = self.account.platform.value
-            await self.publisher.publish_many(events, raw=RawPayload(source, raw, self.account.id))
-        return len(events)
+    def check_lease(self) -> None:
+        if not self.holds():
+            raise LeaseLost(f"account {self.account.id} is polled by another replica now")
 
-    async def walk_back(
-        self,
-        feed: str,
-        fetch: Callable[[str | None], Awaitable[httpx.Response]],
-        parse: Callable[[Any, str | None], tuple[Parsed, bool]],
-        newest: Callable[[Any], str | None],
-        next_cursor: Callable[[Any], str | None],
-        max_pages: int = 20,
-    ) -> int:
-        """For APIs that answer newest first with no "since": page back to the high-water mark,
-        store everything newer, then move the mark (so a crash re-reads, never skips)."""
-        mark = await self.store.cursor(self.account.id, feed)
-        cursor: str | None = None
-        stored, top = 0, None
-        for _ in range(max_pages):
-            response = await fetch(cursor)
-            page = response.json()
-            parsed, reached = parse(page, mark)
-            stored += await self.store_drafts(parsed, response.content)
-            top = top or newest(page)
-            cursor = next_cursor(page)
-            if reached or not cursor or mark is None:  # a first poll takes only the newest page
+    async def store_page(
+        self, parsed: Parsed, raw: bytes
+    ) -> list[InteractionReceived | InteractionRetracted]:
+        """Store a page's interactions, with the page in the archive and the items that cannot
+        be stored on the dead letter; the interactions stored."""
+        tenant, account = self.account.tenant_id, self.account.id
+        events, refused, _ = to_events(
+            parsed.drafts, lambda _draft: (tenant, account), received_at=utcnow(), correlation_id=""
+        )
+        rejected = [*parsed.rejected, *refused]
+        if events or rejected:
+            self.check_lease()
+            await self.publisher.publish_many(
+                events, raw=RawPayload(self.account.platform.value, raw, account), rejected=rejected
+            )
+        if rejected:
+            REJECTED.labels(self.account.platform.value).inc(len(rejected))
+            log.warning(
+                "items not stored",
+                extra={"account_id": account, "count": len(rejected), "first": rejected[0].problem[:300]},
+            )
+        return events
+
+    async def record(self, feed: str, **values: Any) -> None:
+        self.check_lease()
+        await self.store.record(self.account.id, feed, **values)
+
+    async def walk_back(self, feed: NewestFirst) -> int:
+        """Page back to the high-water mark, store everything newer, then move the mark (so a
+        crash reads again, never skips). A first poll takes only the newest page."""
+        cursor = await self.store.cursor(self.account.id, feed.name)
+        walk = Walk(Mark.load(cursor), now=utcnow())
+        token: str | None = None
+        stored = 0
+        for _ in range(self.max_pages):
+            response = await feed.fetch(token)
+            page = load_page(response.content)
+            stored += len(await self.store_page(feed.parse(page, walk), response.content))
+            items = len(page[feed.items])
+            # A page shorter than asked for that reaches the mark's time is the last one,
+            # whatever token it carries (YouTube gives one on its last page).
+            if walk.reached or walk.first or not items or (items < feed.page_size and walk.at_mark):
                 break
-        if top is not None and (mark is None or top > mark):
-            await self.store.record(self.account.id, feed, cursor=top, last_event_at=utcnow())
+            token = page.get(feed.next_page)
+            if token is None:
+                break
+            if not isinstance(token, str) or not 0 < len(token) <= 2048:
+                raise MalformedPayload(f"{feed.next_page}: expected a page token")
+        else:
+            log.warning(
+                "paged back as far as a poll goes without reaching the mark: older items are skipped",
+                extra={"account_id": self.account.id, "feed": feed.name, "pages": self.max_pages},
+            )
+        mark = walk.next_mark().dump()
+        if mark != cursor:
+            progress: dict[str, Any] = {"cursor": mark}
+            if stored:
+                progress["last_event_at"] = utcnow()
+            await self.record(feed.name, **progress)
         return stored
 
 
 @dataclass
 class MastodonPoller(Poller):
+    max_pages: int = 50
+
     async def poll_once(self) -> int:
         """Walk both feeds forward with `min_id` up to now."""
         own = self.account.external_id
@@ -201,19 +256,26 @@ class MastodonPoller(Poller):
         stored = 0
         for feed, path_of, parse in feeds:
             cursor = await self.store.cursor(self.account.id, feed)
-            while True:
+            if not mastodon.is_cursor(cursor):
+                cursor = None
+            for _ in range(self.max_pages):  # the next poll goes on from the cursor
                 response = await self.get(*path_of(cursor))
-                page = response.json()
+                page = load_page(response.content)
                 parsed: Parsed = parse(page, own_id=own, platform_account_id=own)
-                stored += await self.store_drafts(parsed, response.content)
                 newest = mastodon.newest_id(page)
-                if newest is None:
-                    break
-                latest = max((d.created_at for d in parsed.drafts), default=None)
+                if page and newest is None:
+                    raise MalformedPayload("no item of the page has an id")
+                if newest is None or (cursor is not None and int(newest) <= int(cursor)):
+                    break  # nothing after the cursor (a server that ignores min_id sends older pages)
+                events = await self.store_page(parsed, response.content)
+                stored += len(events)
                 progress: dict[str, Any] = {"cursor": newest}
+                latest = max(
+                    (e.created_at for e in events if isinstance(e, InteractionReceived)), default=None
+                )
                 if latest is not None:
                     progress["last_event_at"] = latest
-                await self.store.record(self.account.id, feed, **progress)  # only after JetStream's ack
+                await self.record(feed, **progress)  # only after JetStream's ack
                 cursor = newest
                 if len(page) < mastodon.PAGE:
                     break
@@ -236,7 +298,11 @@ class BlueskyPoller(Poller):
         )
         if response.status_code >= 400:
             raise PlatformError(response.status_code, response.text)
-        self._session = str(response.json()["accessJwt"])
+        session = load_page(response.content)
+        token = session.get("accessJwt") if isinstance(session, dict) else None
+        if not isinstance(token, str) or not token:
+            raise MalformedPayload("createSession: expected an object with an 'accessJwt'")
+        self._session = token
 
     async def poll_once(self) -> int:
         if self._session is None:
@@ -251,20 +317,23 @@ class BlueskyPoller(Poller):
 
     async def _poll(self) -> int:
         did = self.account.external_id
-        stored = await self.walk_back(
+        notifications = NewestFirst(
             "notifications",
             lambda cursor: self.get(*bluesky.notifications_path(cursor=cursor)),
-            lambda page, since: bluesky.parse_notifications(page, own_did=did, since=since),
-            lambda page: bluesky.newest_indexed(page, "notifications"),
-            lambda page: page.get("cursor"),
+            lambda page, walk: bluesky.parse_notifications(page, own_did=did, walk=walk),
+            "notifications",
+            "cursor",
+            bluesky.PAGE,
         )
-        return stored + await self.walk_back(
+        own_posts = NewestFirst(
             "own-posts",
             lambda cursor: self.get(*bluesky.author_feed_path(did=did, cursor=cursor)),
-            lambda page, since: bluesky.parse_author_feed(page, own_did=did, since=since),
-            lambda page: bluesky.newest_indexed(page, "feed"),
-            lambda page: page.get("cursor"),
+            lambda page, walk: bluesky.parse_author_feed(page, own_did=did, walk=walk),
+            "feed",
+            "cursor",
+            bluesky.PAGE,
         )
+        return await self.walk_back(notifications) + await self.walk_back(own_posts)
 
 
 @dataclass
@@ -276,13 +345,15 @@ class YouTubePoller(Poller):
 
     async def poll_once(self) -> int:
         channel = self.account.external_id
-        return await self.walk_back(
+        threads = NewestFirst(
             "threads",
             lambda token: self.get(*youtube.threads_path(channel_id=channel, page_token=token)),
-            lambda page, since: youtube.parse_threads(page, channel_id=channel, since=since),
-            youtube.newest_update,
-            lambda page: page.get("nextPageToken"),
+            lambda page, walk: youtube.parse_threads(page, channel_id=channel, walk=walk),
+            "items",
+            "nextPageToken",
+            youtube.PAGE,
         )
+        return await self.walk_back(threads)
 
 
 POLLERS: dict[Platform, type[Poller]] = {
@@ -294,7 +365,9 @@ POLLERS: dict[Platform, type[Poller]] = {
 
 @dataclass
 class PollerSupervisor:
-    """Keeps one polling task per connected account, in step with the configuration."""
+    """Keeps one polling task per connected account, in step with the configuration; with
+    `leases`, only for the accounts this replica holds the lease of (one poller per account
+    across replicas)."""
 
     sessions: async_sessionmaker[AsyncSession]
     publisher: InteractionPublisher
@@ -304,10 +377,13 @@ class PollerSupervisor:
     mastodon_streaming: bool = False
     max_backoff: float = 300.0
     refresh_every: float = 30.0
+    leases: Leases | None = None
+    http: httpx.AsyncClient | None = None
 
     def __post_init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._http = httpx.AsyncClient(timeout=20)
+        self._polled: dict[str, PolledAccount] = {}  # what each task was started with
+        self._http = self.http or httpx.AsyncClient(timeout=20)
         self._store = PollStore(self.sessions)
         self._runner: asyncio.Task[None] | None = None
         self._youtube_accounts = 0
@@ -318,14 +394,23 @@ class PollerSupervisor:
             return max(self.interval, 86_400 * self._youtube_accounts / self.youtube_daily_quota)
         return self.interval
 
+    @property
+    def polling(self) -> set[str]:
+        """The accounts this replica polls now."""
+        return {account for account, task in self._tasks.items() if not task.done()}
+
     def start(self) -> None:
         self._runner = asyncio.create_task(self._keep_in_step(), name="pollers")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._runner, *self._tasks.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop polling, then give the leases up so another replica goes on at once."""
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        await self._stop_tasks(list(self._tasks))
+        if self.leases is not None and self.leases.held():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.leases.release(self.leases.held()), timeout=5)
         await self._http.aclose()
 
     async def _accounts(self) -> list[PolledAccount]:
@@ -344,23 +429,75 @@ class PollerSupervisor:
             for row in rows
         ]  # fmt: skip
 
-    async def _keep_in_step(self) -> None:
-        known: dict[str, PolledAccount] = {}
+    async def _declare_leases(self, leases: Leases) -> None:
+        delay = 1.0
         while True:
             try:
-                accounts = {account.id: account for account in await self._accounts()}
-                for account_id, task in list(self._tasks.items()):
-                    if accounts.get(account_id) != known.get(account_id):
-                        task.cancel()
-                        del self._tasks[account_id]
-                for account_id, account in accounts.items():
-                    if account_id not in self._tasks:
-                        self._tasks[account_id] = asyncio.create_task(self._run_account(account))
-                known = accounts
-                self._youtube_accounts = sum(1 for a in accounts.values() if a.platform is Platform.youtube)
+                await leases.declare()
+                return
             except Exception:
-                log.exception("could not load the polled accounts")
-            await asyncio.sleep(self.refresh_every)
+                log.exception("could not declare the poll lease bucket; retrying", extra={"retry_in": delay})
+            await asyncio.sleep(delay)
+            delay = min(30.0, delay * 2)
+
+    async def _keep_in_step(self) -> None:
+        if self.leases is not None:
+            await self._declare_leases(self.leases)
+        accounts: dict[str, PolledAccount] = {}
+        next_load = 0.0
+        while True:
+            if time.monotonic() >= next_load:
+                next_load = time.monotonic() + self.refresh_every
+                try:
+                    accounts = {account.id: account for account in await self._accounts()}
+                    self._youtube_accounts = sum(
+                        1 for a in accounts.values() if a.platform is Platform.youtube
+                    )
+                except Exception:
+                    log.exception("could not load the polled accounts")
+            try:
+                await self._step(accounts)
+            except Exception:
+                log.exception("could not keep the pollers in step")
+            await asyncio.sleep(self.leases.every if self.leases is not None else self.refresh_every)
+
+    async def _step(self, accounts: dict[str, PolledAccount]) -> None:
+        """Poll exactly the configured accounts whose lease this replica holds."""
+        held = set(accounts) if self.leases is None else await self.leases.keep(accounts) & set(accounts)
+        for account_id, task in list(self._tasks.items()):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("poller stopped", exc_info=task.exception(), extra={"account_id": account_id})
+        await self._stop_tasks(
+            [
+                account_id
+                for account_id, task in self._tasks.items()
+                if task.done()
+                or account_id not in held
+                or accounts.get(account_id) != self._polled[account_id]
+            ]
+        )
+        if self.leases is not None:  # accounts no longer configured
+            await self.leases.release(self.leases.held() - set(accounts))
+        for account_id in sorted(held - set(self._tasks)):
+            log.info("polling the account", extra={"account_id": account_id})
+            account = accounts[account_id]
+            self._polled[account_id] = account
+            self._tasks[account_id] = asyncio.create_task(
+                self._run_account(account), name=f"poll-{account_id}"
+            )
+
+    async def _stop_tasks(self, account_ids: list[str]) -> None:
+        """Cancel these pollers and wait until they have stopped (before a lease is let go)."""
+        tasks = [self._tasks.pop(account_id) for account_id in account_ids]
+        for account_id in account_ids:
+            self._polled.pop(account_id, None)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _holds(self, account: PolledAccount) -> Callable[[], bool]:
+        leases = self.leases
+        return _always if leases is None else lambda: leases.holds(account.id)
 
     async def _report(self, account: PolledAccount, error: str) -> bool:
         """Tell the operator (through notify) that this connector keeps failing."""
@@ -418,16 +555,23 @@ class PollerSupervisor:
             await asyncio.sleep(backoff(errors, base=1.0, maximum=self.max_backoff))
 
     async def _poll_forever(self, account: PolledAccount, wake: asyncio.Event) -> None:
-        poller = POLLERS[account.platform](account, self._http, self.publisher, self._store)
+        poller = POLLERS[account.platform](
+            account, self._http, self.publisher, self._store, self._holds(account)
+        )
         await asyncio.sleep(random.uniform(0, min(self.interval, 5.0)))
         errors = 0
         reported = False  # one operator alert per failure episode
         while True:
             wake.clear()  # what arrives while polling wakes the next poll
+            if not poller.holds():
+                return  # the lease ran out: the supervisor stops this task, or starts it again
             try:
                 stored = await poller.poll_once()
             except asyncio.CancelledError:
                 raise
+            except LeaseLost:
+                log.info("another replica polls this account now", extra={"account_id": account.id})
+                return
             except RateLimited as limited:
                 wait = (
                     limited.retry_after

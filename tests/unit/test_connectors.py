@@ -299,28 +299,32 @@ def test_retry_after_reads_seconds_and_dates() -> None:
 
 def test_bluesky_mentions_and_replies_from_the_documented_page() -> None:
     from services.ingest.connectors import bluesky
+    from services.ingest.connectors.feeds import Mark, Walk
 
     page = json.loads((FIXTURES / "bluesky_list_notifications.json").read_text())
-    parsed, reached = bluesky.parse_notifications(page, own_did="did:plc:bluebirdcoffee000000000", since=None)
+    walk = Walk(None, now=datetime.now(UTC))
+    parsed = bluesky.parse_notifications(page, own_did="did:plc:bluebirdcoffee000000000", walk=walk)
     mention, reply = parsed.drafts
-    assert not reached and mention.kind is Kind.mention and reply.kind is Kind.reply
+    assert not walk.reached and mention.kind is Kind.mention and reply.kind is Kind.reply
     assert mention.external_id == "at://did:plc:abcdefghijklmnopqrstuvwx/app.bsky.feed.post/3kmention111a"
     assert reply.thread_id == "post:at://did:plc:bluebirdcoffee000000000/app.bsky.feed.post/3kbrandpost22a"
     assert mention.author.handle == "@kai.bsky.social" and mention.direction is Direction.inbound
-    later, reached = bluesky.parse_notifications(page, own_did="x", since="2025-11-26T00:00:00.001Z")
-    assert later.drafts == [] and reached  # the high-water mark stops the walk back
+    later = Walk(Mark.load("2025-11-26T00:00:00.001Z"), now=datetime.now(UTC))
+    assert bluesky.parse_notifications(page, own_did="x", walk=later).drafts == []
+    assert later.reached  # the high-water mark stops the walk back
 
 
 def test_youtube_thread_from_the_documented_page() -> None:
     from services.ingest.connectors import youtube
+    from services.ingest.connectors.feeds import Walk
 
     page = json.loads((FIXTURES / "youtube_comment_threads_page.json").read_text())
-    parsed, _ = youtube.parse_threads(page, channel_id="UCbluebirdcoffee0000001", since=None)
-    (comment,) = parsed.drafts
+    walk = Walk(None, now=datetime.now(UTC))
+    (comment,) = youtube.parse_threads(page, channel_id="UCbluebirdcoffee0000001", walk=walk).drafts
     assert comment.kind is Kind.comment and comment.author.name == "Lee Park"
     assert comment.thread_id == "thread:UgzTESTthread0001AaABAg" and comment.direction is Direction.inbound
     assert comment.url == "https://www.youtube.com/watch?v=dQw4TESTvid&lc=UgzTESTthread0001AaABAg"
-    assert youtube.newest_update(page) == "2025-11-26T00:00:00.000Z"
+    assert walk.next_mark().at == datetime(2025, 11, 26, tzinfo=UTC)
 
 
 def test_youtube_quota_sets_the_poll_interval() -> None:

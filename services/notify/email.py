@@ -8,7 +8,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
 from services.notify.chain import Planned, Target
-from services.notify.templates import Templates
+from services.notify.templates import Templates, is_web_link
 
 PLATFORM_NAMES = {
     "facebook": "Facebook",
@@ -50,6 +50,11 @@ class OverdueContext:
     lead: Recipient | None = None
     manager: Recipient | None = None
     people: dict[str, Recipient] = field(default_factory=dict)  # anyone a chain may name, by id
+
+
+def safe_url(url: str | None) -> str:
+    """The platform's link to a message if it is an http or https URL; else empty."""
+    return url if url and is_web_link(url) else ""
 
 
 def waited(delta: timedelta) -> str:
@@ -102,6 +107,7 @@ def alert_values(
     """What the templates say about one alert."""
     platform = PLATFORM_NAMES.get(context.platform, context.platform)
     single = to[0] if len(to) == 1 else None
+    open_url = safe_url(context.url)
     if kind == "escalation":
         owner = context.owner.name if context.owner else "nobody yet"
         why = f"It is owned by {owner}; you are told because nobody has answered in time."
@@ -119,7 +125,12 @@ def alert_values(
         "due_at": context.due_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
         "greeting": f"Hi {single.name}," if single else "Hi team,",
         "why": why,
-        "open_url": context.url or f"(the platform gave no link; {context.account_handle} on {platform})",
+        "open_url": open_url,
+        "open_link": (
+            f"Open the conversation: {open_url}"
+            if open_url
+            else f"The platform gave no link to this message: answer it on {platform} ({context.account_handle})."
+        ),
         "ack_url": ack_url,
         "push_url": push_url or "(ask your operator for your push link)",
         "conversation_id": context.conversation_id,
@@ -197,8 +208,8 @@ def compose_overdue(context: OverdueContext, *, now: datetime, sender: str) -> E
     )
     quoted = "\n".join(f"> {line}" for line in (context.text or "(no text)").splitlines())
     link = (
-        f"Answer it on {platform}: {context.url}"
-        if context.url
+        f"Answer it on {platform}: {safe_url(context.url)}"
+        if safe_url(context.url)
         else f"Answer it on {platform} ({context.account_handle}); the platform gave no link to this message."
     )
     message.set_content(
@@ -284,6 +295,14 @@ def digest_lines(items: list[DigestItem], now: datetime) -> list[str]:
     return lines
 
 
+def digest_title(items: list[DigestItem]) -> str:
+    """What a burst's message is about: how many conversations, and of which tenants."""
+    tenants = sorted({item.context.tenant_name for item in items})
+    n = len(items)
+    about = f"{n} conversation needs you" if n == 1 else f"{n} conversations need you"
+    return f"[{', '.join(tenants) or 'StayHuman'}] {about}"
+
+
 def compose_digest(items: list[DigestItem], *, to: Recipient, now: datetime, sender: str) -> EmailMessage:
     """Many alerts for one person in one message: a burst, or the warnings' digest."""
     counts: dict[str, int] = {}
@@ -293,25 +312,34 @@ def compose_digest(items: list[DigestItem], *, to: Recipient, now: datetime, sen
     message = EmailMessage()
     message["From"] = sender
     message["To"] = f"{to.name} <{to.email}>"
-    message["Subject"] = f"[StayHuman] {len(items)} conversations need you: {summary}"
+    message["Subject"] = f"{digest_title(items)}: {summary}"
     message["Message-ID"] = f"<digest.{to.id}.{int(now.timestamp())}@{_domain(sender)}>"
     message["Date"] = format_datetime(now)
     message["X-StayHuman-Alert"] = "digest"
     lines = digest_lines(items, now)
-    text = [f"Hi {to.name},", "", f"{len(items)} conversations need an answer:", ""]
+    need = (
+        "1 conversation needs an answer:"
+        if len(items) == 1
+        else f"{len(items)} conversations need an answer:"
+    )
+    text = [f"Hi {to.name},", "", need, ""]
     for line, item in zip(lines, items, strict=True):
-        link = item.context.url or f"{item.context.account_handle} on {item.context.platform}"
+        c = item.context
+        link = (
+            safe_url(c.url) or f"{c.account_handle} on {PLATFORM_NAMES.get(c.platform, c.platform)} (no link)"
+        )
         text += [f"- {line}", f"  open: {link}", f"  I'm on it: {item.ack_url}", ""]
     text += ["StayHuman"]
     message.set_content("\n".join(text) + "\n")
-    rows = "".join(
-        f'<li>{html.escape(line)}<br><a href="{html.escape(item.context.url or "")}">Open</a> &middot; '
-        f'<a href="{html.escape(item.ack_url)}">I\'m on it</a></li>'
-        for line, item in zip(lines, items, strict=True)
-    )
+    rows = []
+    for line, item in zip(lines, items, strict=True):
+        url = safe_url(item.context.url)
+        opened = f'<a href="{html.escape(url)}">Open</a> &middot; ' if url else ""
+        ack = f'<a href="{html.escape(item.ack_url)}">I\'m on it</a>' if is_web_link(item.ack_url) else ""
+        rows.append(f"<li>{html.escape(line)}<br>{opened}{ack}</li>")
     message.add_alternative(
         f"<!doctype html><html><body style='font-family: sans-serif'><p>Hi {html.escape(to.name)},</p>"
-        f"<p>{len(items)} conversations need an answer:</p><ul>{rows}</ul></body></html>",
+        f"<p>{html.escape(need)}</p><ul>{''.join(rows)}</ul></body></html>",
         subtype="html",
     )
     return message

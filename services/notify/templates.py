@@ -6,14 +6,21 @@ tenant, or under `<tenant id>/` for one tenant. Templates use `$name`
 placeholders (Python's string.Template); in HTML every value is escaped.
 
 Placeholders: tenant, platform, author, text, quoted (the text as a quote),
-waited, due_at, greeting, why, open_url, ack_url, push_url, conversation_id,
-account, step, recipients.
+waited, due_at, greeting, why, open_url, open_link, ack_url, push_url,
+conversation_id, account, step, recipients.
+
+Links: `open_url` is the platform's link to the message only when it is an http or
+https URL, else empty; `open_link` says where to answer it: in text a line with the
+link (or that the platform gave none), in HTML a link (or the same words, no link).
+In HTML every `*_url` value that is not an http or https URL is empty, so nothing
+else is ever rendered as a link.
 """
 
 import html
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 KINDS = ("warning", "breach", "escalation")
 
@@ -41,7 +48,7 @@ _TEXT = """$greeting
 
 $quoted
 
-Open the conversation: $open_url
+$open_link
 
 I'm on it (stops the escalation): $ack_url
 
@@ -57,11 +64,30 @@ _HTML = """<!doctype html>
 <p>$greeting</p>
 <p>{lead}</p>
 <blockquote style="border-left: 3px solid #ccc; margin: 0; padding-left: 1em">$text</blockquote>
-<p><a href="$open_url">Open the conversation</a> &middot; <a href="$ack_url">I'm on it</a>
+<p>$open_link &middot; <a href="$ack_url">I'm on it</a>
 (stops the escalation; the reply is still due)</p>
 <p style="color: #666">$why<br>Conversation $conversation_id on account $account.</p>
 </body></html>
 """
+
+
+def is_web_link(url: str) -> bool:
+    """True for an http or https URL with a host: the only links StayHuman renders."""
+    if not url or not url.isprintable() or any(c.isspace() for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def open_link_html(values: dict[str, str]) -> str:
+    """Where to answer, in HTML: a link to the message, or the words of `open_link` alone."""
+    url = values.get("open_url", "")
+    if is_web_link(url):
+        return f'<a href="{html.escape(url)}">Open the conversation</a>'
+    return html.escape(values.get("open_link", ""))
 
 
 @dataclass(frozen=True)
@@ -91,7 +117,11 @@ class Templates:
         subject = self._source(tenant_id, kind, "subject") or _SUBJECTS[kind]
         text = self._source(tenant_id, kind, "txt") or _TEXT.format(lead=lead_text)
         page = self._source(tenant_id, kind, "html") or _HTML.format(lead=lead_html)
-        escaped = {name: html.escape(value) for name, value in values.items()}
+        escaped = {
+            name: html.escape(value if not name.endswith("_url") or is_web_link(value) else "")
+            for name, value in values.items()
+        }
+        escaped["open_link"] = open_link_html(values)
         return Rendered(
             subject=" ".join(string.Template(subject).safe_substitute(values).split()),
             text=string.Template(text).safe_substitute(values),

@@ -12,7 +12,7 @@ deadline; the owner's own warning and breach still come, since the clock runs on
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.durations import parse_duration
@@ -138,6 +138,17 @@ class Planned:
         return self.step.startswith("escalation")
 
 
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _later(moment: datetime, delta: timedelta, times: int = 1) -> datetime:
+    """`moment + times * delta`, or the end of time past the calendar's end (never armed)."""
+    try:
+        return moment + times * delta
+    except OverflowError:
+        return _NEVER
+
+
 def timeline(*, warn_at: datetime | None, due_at: datetime, chain: Chain) -> list[Planned]:
     """Every alert of one deadline, in the order they fall due."""
     planned = []
@@ -145,14 +156,14 @@ def timeline(*, warn_at: datetime | None, due_at: datetime, chain: Chain) -> lis
         planned.append(Planned("warning", warn_at, Target.owner))
     planned.append(Planned("breach", due_at, Target.owner))
     for index, step in enumerate(chain.steps, start=1):
-        at = due_at + step.after
+        at = _later(due_at, step.after)
         planned.append(Planned(f"escalation-{index}", at, step.notify, step.person_id))
         for repeat in range(1, step.repeat_times + 1):
             assert step.repeat_every is not None
             planned.append(
                 Planned(
                     f"escalation-{index}.{repeat}",
-                    at + repeat * step.repeat_every,
+                    _later(at, step.repeat_every, repeat),
                     step.notify,
                     step.person_id,
                 )

@@ -2,15 +2,18 @@
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
 from nats.js import JetStreamContext
 
-from services.notify.timers import TimerPayload
+from services.notify.timers import TimerPayload, schedulable
 from shared import subjects
 from shared.jetstream import Outgoing, at_header, publish_pipelined
+
+log = logging.getLogger(__name__)
 
 # A fired message waits for notify at most this long, then expires: storage stays
 # bounded by what is armed. A notify down for longer loses no alert, since the
@@ -49,7 +52,20 @@ class TimerScheduler:
         (the reconciler, a stale timer's repair): its message id must then differ,
         or JetStream would drop it as a duplicate.
         """
-        await publish_pipelined(self._js, [_schedule(timer, again=again) for timer in timers])
+        timers = list(timers)
+        beyond = [timer for timer in timers if not schedulable(timer.at)]
+        for timer in beyond:  # a caller's mistake: published, it would fire at once
+            log.error(
+                "timer not armed: after what NATS can schedule",
+                extra={
+                    "conversation_id": timer.conversation_id,
+                    "step": timer.step,
+                    "at": timer.at.isoformat(),
+                },
+            )
+        await publish_pipelined(
+            self._js, [_schedule(timer, again=again) for timer in timers if schedulable(timer.at)]
+        )
 
     async def arm_groups(
         self, pairs: Iterable[tuple[str, str]], *, at: datetime, again: bool = False

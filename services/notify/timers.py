@@ -9,12 +9,21 @@ never produce a wrong alert.
 import enum
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 
-from services.notify.chain import Chain, next_alert, timeline
+from services.notify.chain import Chain, Planned, next_alert, timeline
 from shared.events import AwareDatetime
+
+# NATS holds a schedule's time as Go nanoseconds since 1970, which run out in April 2262: a
+# later time overflows and would fire at once (the breach and the whole chain together).
+# Nothing is armed for a moment past this; such a deadline is logged, never fired.
+LATEST_SCHEDULE = datetime(2262, 1, 1, tzinfo=UTC)
+
+
+def schedulable(moment: datetime) -> bool:
+    return moment < LATEST_SCHEDULE
 
 
 class DeadlineState(enum.StrEnum):
@@ -53,20 +62,13 @@ class TimerPayload(BaseModel):
 def next_timer(
     deadline: Deadline, chain: Chain, *, after_step: str | None, now: datetime | None = None
 ) -> TimerPayload | None:
-    """The timer a deadline needs next, or None when nothing is left to arm.
+    """The timer a deadline needs next, or None when nothing is left to arm (or what is left
+    falls after what NATS can schedule: see `unschedulable`).
 
     `after_step`: the alert just handled (None: from the start of the timeline). `now`:
     skip what is already past (arming a new deadline, reconciling), except the breach."""
-    if deadline.state != DeadlineState.armed or deadline.due_at is None:
-        return None
-    entries = timeline(warn_at=deadline.warn_at, due_at=deadline.due_at, chain=chain)
-    entry = next_alert(
-        entries,
-        after_step=after_step,
-        acknowledged=deadline.acknowledged_at is not None,
-        not_before=now,
-    )
-    if entry is None:
+    entry = _next_entry(deadline, chain, after_step=after_step, now=now)
+    if entry is None or not schedulable(entry.at):
         return None
     return TimerPayload(
         tenant_id=deadline.tenant_id,
@@ -75,6 +77,29 @@ def next_timer(
         step=entry.step,
         at=entry.at,
     )
+
+
+def _next_entry(
+    deadline: Deadline, chain: Chain, *, after_step: str | None, now: datetime | None
+) -> Planned | None:
+    if deadline.state != DeadlineState.armed or deadline.due_at is None:
+        return None
+    entries = timeline(warn_at=deadline.warn_at, due_at=deadline.due_at, chain=chain)
+    return next_alert(
+        entries,
+        after_step=after_step,
+        acknowledged=deadline.acknowledged_at is not None,
+        not_before=now,
+    )
+
+
+def unschedulable(
+    deadline: Deadline, chain: Chain, *, after_step: str | None, now: datetime | None = None
+) -> Planned | None:
+    """The next entry of a deadline's timeline when it falls after what NATS can schedule
+    (and so is not armed), else None."""
+    entry = _next_entry(deadline, chain, after_step=after_step, now=now)
+    return entry if entry is not None and not schedulable(entry.at) else None
 
 
 def breach_timer(deadline: Deadline) -> TimerPayload | None:

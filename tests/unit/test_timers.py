@@ -2,14 +2,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.notify.chain import Chain
 from services.notify.timers import (
+    LATEST_SCHEDULE,
     Deadline,
     TimerPayload,
     Verdict,
     breach_timer,
     judge_fired,
+    next_timer,
     retry_delay,
     retry_timer,
+    schedulable,
+    unschedulable,
 )
 from shared.jetstream import at_header
 
@@ -70,3 +75,53 @@ def test_retry_timer_counts_attempts() -> None:
 def test_schedule_header_is_absolute_utc() -> None:
     local = datetime(2026, 11, 26, 12, 0, 0, 250000, tzinfo=UTC).astimezone()
     assert at_header(local) == "@at 2026-11-26T12:00:00.250000Z"
+
+
+# NATS keeps a schedule's time in Go nanoseconds since 1970 (they end in April 2262): a later
+# time overflows and fires at once. Such a timeline must never be armed, entry by entry.
+CHAIN = Chain.parse(
+    [
+        {"after": "10m", "notify": "lead"},
+        {"after": "30m", "notify": "manager", "repeat": {"every": "30m", "times": 2}},
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    "due",
+    [
+        datetime(2262, 4, 12, tzinfo=UTC),  # just after Go's nanoseconds run out
+        LATEST_SCHEDULE + timedelta(minutes=5),  # its warning falls at the limit: not armed either
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),  # the calendar's end: the chain would overflow too
+    ],
+)
+def test_a_deadline_after_what_nats_can_schedule_is_never_armed(due: datetime) -> None:
+    far = Deadline(
+        conversation_id="c" * 32,
+        tenant_id="acme",
+        version=1,
+        due_at=due,
+        state="armed",
+        warn_at=due - timedelta(minutes=5),
+    )
+    for now in (None, T0, due + timedelta(days=1) if due.year < 9999 else due):
+        assert next_timer(far, CHAIN, after_step=None, now=now) is None
+        too_late = unschedulable(far, CHAIN, after_step=None, now=now)
+        assert too_late is not None and not schedulable(too_late.at)
+    # nor any later entry of its timeline: never the breach and the whole chain at once
+    for step in ("warning", "breach", "escalation-1", "escalation-2", "escalation-2.1"):
+        assert next_timer(far, CHAIN, after_step=step) is None
+
+
+def test_only_the_entries_nats_can_schedule_are_armed() -> None:
+    # the breach is due in time; the escalation, 300 years of wall clock later, is not
+    late_chain = Chain.parse([{"after": f"{300 * 365}d", "notify": "lead"}])
+    due = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    close = Deadline(conversation_id="c" * 32, tenant_id="acme", version=1, due_at=due, state="armed")
+    breach = next_timer(close, late_chain, after_step=None)
+    assert breach is not None and breach.step == "breach" and breach.at == due
+    assert unschedulable(close, late_chain, after_step=None) is None
+    assert next_timer(close, late_chain, after_step="breach") is None
+    left = unschedulable(close, late_chain, after_step="breach")
+    assert left is not None and left.step == "escalation-1"
+    assert schedulable(datetime(2261, 12, 31, 23, 59, tzinfo=UTC))

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.durations import parse_duration
 
 if TYPE_CHECKING:
-    from shared.secrets import SecretBox
+    from shared.secrets import LinkSigner, SecretBox
 
 
 def _duration(value: object) -> object:
@@ -57,7 +57,16 @@ class CommonSettings(BaseSettings):
     nats_replicas: int = Field(default=1, ge=1, le=5, description="Replicas of each JetStream stream.")
     secret_key: SecretStr | None = Field(
         default=None,
-        description="Fernet key that encrypts stored secrets (unset: a key file in the state folder).",
+        description="Fernet key that encrypts stored secrets; required by ingest and notify "
+        "(commands: else the state folder's key file that `up` makes).",
+    )
+    link_key: SecretStr | None = Field(
+        default=None,
+        description="Key that signs acknowledge and push links (unset: derived from the secret key).",
+    )
+    vapid_private_key: SecretStr | None = Field(
+        default=None,
+        description="Web Push VAPID private key (PEM, its base64 body, or the raw key); required by notify.",
     )
     archive_retention: Duration = Field(
         default=timedelta(days=30), description="How long raw payloads are kept in the archive stream."
@@ -96,11 +105,68 @@ class CommonSettings(BaseSettings):
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 
     def secret_box(self) -> "SecretBox":
-        from shared.secrets import load_box
+        """The secret key for a command (`apply`, `push-link`): the variable, else the state
+        folder's key file that `up` made. The file is made here only for local development
+        (a SQLite database in the state folder); otherwise the variable is required."""
+        from shared.secrets import SECRET_KEY_FILE, SecretBox, ensure_key_file, new_key, read_key_file
 
-        return load_box(
-            key=self.secret_key.get_secret_value() if self.secret_key else None, state_dir=self.state_dir
-        )
+        if self.secret_key:
+            return SecretBox(self.secret_key.get_secret_value())
+        path = self.state_dir / SECRET_KEY_FILE
+        found = read_key_file(path)
+        if found is None and self.uses_development_database:
+            found = ensure_key_file(path, new_key())
+        if found is None:
+            raise SettingsError(
+                "STAYHUMAN_SECRET_KEY is not set: set it to the installation's key, the same as on "
+                "ingest and notify (`stayhuman secret-key` makes a new one)"
+            )
+        return SecretBox(found)
+
+    def service_secret_box(self) -> "SecretBox":
+        """The secret key for a service: only the variable. A service never makes a key, or
+        replicas would each seal and sign with their own."""
+        from shared.secrets import SecretBox
+
+        if not self.secret_key:
+            raise SettingsError(
+                "STAYHUMAN_SECRET_KEY is not set: every service that reads stored secrets or links "
+                "needs the installation's key, the same everywhere (`stayhuman secret-key` makes one; "
+                "`stayhuman up` passes its development key)"
+            )
+        return SecretBox(self.secret_key.get_secret_value())
+
+    def link_signer(self, box: "SecretBox") -> "LinkSigner":
+        """The key of links: STAYHUMAN_LINK_KEY, else derived from the secret key in `box`."""
+        from shared.secrets import LinkSigner
+
+        if self.link_key:
+            return LinkSigner(self.link_key.get_secret_value())
+        return LinkSigner.of_secret_key(box.key)
+
+    def development_keys(self) -> dict[str, str]:
+        """The keys `stayhuman up` passes its children, as variables: those not set, from the
+        state folder's key files (made there once, safely if several start at once)."""
+        from shared.secrets import SECRET_KEY_FILE, VAPID_KEY_FILE, ensure_key_file, new_key, new_vapid_pem
+
+        keys = {}
+        if not self.secret_key:
+            keys["STAYHUMAN_SECRET_KEY"] = ensure_key_file(self.state_dir / SECRET_KEY_FILE, new_key())
+        if not self.vapid_private_key:
+            keys["STAYHUMAN_VAPID_PRIVATE_KEY"] = ensure_key_file(
+                self.state_dir / VAPID_KEY_FILE, new_vapid_pem()
+            )
+        return keys
+
+    @property
+    def uses_development_database(self) -> bool:
+        """A SQLite database inside the state folder: one machine's development installation."""
+        from shared.db.session import sqlite_path
+
+        path = sqlite_path(self.sqlalchemy_url)
+        if path is None:
+            return False
+        return path.resolve().is_relative_to(self.state_dir.resolve())
 
     @property
     def sqlalchemy_url(self) -> str:

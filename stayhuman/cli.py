@@ -217,22 +217,54 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_push_link(args: argparse.Namespace) -> int:
     from services.notify.main import public_url
-    from services.notify.push import push_link
+    from services.notify.push import link_generations, push_link
     from services.notify.settings import NotifySettings
     from stayhuman.control import ControlError, check_person, database_session
 
     settings = load_settings(NotifySettings)
     _readable_database(settings)
 
-    async def check() -> None:
+    signer = settings.link_signer(settings.secret_box())
+
+    async def generation() -> int:
         async with database_session(settings.sqlalchemy_url) as session:
             await check_person(session=session, person_id=args.person)
+            return (await link_generations(session=session, people=[args.person]))[args.person]
 
     try:
-        asyncio.run(check())
+        current = asyncio.run(generation())
     except ControlError as error:
         return _fail(str(error), error.code)
-    print(push_link(settings.secret_box(), public_url(settings), args.person))
+    print(push_link(signer, public_url(settings), args.person, current))
+    return 0
+
+
+def cmd_push_revoke(args: argparse.Namespace) -> int:
+    from services.notify.push import revoke_push_links
+    from services.notify.settings import NotifySettings
+    from shared.db.models import Person
+    from stayhuman.control import ControlError, database_session
+
+    settings = load_settings(NotifySettings)
+    _readable_database(settings)
+
+    async def revoke() -> int:
+        async with database_session(settings.sqlalchemy_url) as session:
+            if await session.get(Person, args.person) is None:
+                raise ControlError(f"no person {args.person!r}")
+            removed = await revoke_push_links(session=session, person_id=args.person)
+            await session.commit()
+            return removed
+
+    try:
+        removed = asyncio.run(revoke())
+    except ControlError as error:
+        return _fail(str(error), error.code)
+    devices = "1 device" if removed == 1 else f"{removed} devices"
+    print(
+        f"revoked every push link issued to {args.person} so far and removed the {devices} registered "
+        f"through them; `stayhuman push-link {args.person}` makes a new link"
+    )
     return 0
 
 
@@ -306,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.add_argument("person", metavar="PERSON", help="a person id, as in the configuration")
     push.set_defaults(func=cmd_push_link)
+    links = commands.add_parser("push", help="manage people's push links")
+    link_actions = links.add_subparsers(dest="action", required=True, metavar="ACTION")
+    revoke = link_actions.add_parser(
+        "revoke",
+        help="end every push link issued to a person so far and remove the devices registered through them",
+    )
+    revoke.add_argument("person", metavar="PERSON", help="a person id, as in the configuration")
+    revoke.set_defaults(func=cmd_push_revoke)
     return parser
 
 

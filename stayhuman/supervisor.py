@@ -113,10 +113,13 @@ class Supervisor:
             nats_url = self.nats.url
         database_url = self.settings.sqlalchemy_url
         upgrade(database_url)
+        # The keys not set: made once in the state folder, the same for every child (and `apply`).
+        keys = self.settings.development_keys()
         if self.demo:
             self.say(f"demo configuration: {apply_demo(database_url)}")
         env = {
             **os.environ,
+            **keys,
             "STAYHUMAN_NATS_URL": nats_url,
             "STAYHUMAN_DATABASE_URL": database_url,
             "STAYHUMAN_STATE_DIR": str(state),

@@ -112,3 +112,11 @@ async def eventually(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}; last: {last!r}")
+
+
+def installation_keys() -> dict[str, str]:
+    """New keys for an installation, as an operator sets them once for every process (services
+    never make their own: `up` makes development keys, anything else is given these)."""
+    from shared.secrets import new_key, new_vapid_pem
+
+    return {"STAYHUMAN_SECRET_KEY": new_key(), "STAYHUMAN_VAPID_PRIVATE_KEY": new_vapid_pem()}

@@ -1,16 +1,20 @@
 """The acknowledge link: "I'm on it", served by notify until the operator API exists.
 
-The link in an alert carries a token sealed with the installation's secret key
-that names the conversation, the deadline version and who was alerted. Opening
-it shows what will be acknowledged and a button: link scanners of mail systems
-open links on their own, and must not acknowledge anything. The button's POST
-records the acknowledgement, which stops the escalation of that deadline (the
-reply is still due: the clock runs on).
+The link in an alert carries a token signed with the installation's link key that
+names the conversation, the deadline version and who was alerted; every notify
+replica accepts the links of the others, since they share the key. Opening it shows
+what will be acknowledged and a button: link scanners of mail systems open links on
+their own, and must not acknowledge anything. The button's POST records the
+acknowledgement, which stops the escalation of that deadline (the reply is still due:
+the clock runs on).
 """
 
 import html
 import logging
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
@@ -22,11 +26,64 @@ from services.notify.chain import Chain
 from services.notify.scheduler import TimerScheduler
 from services.notify.timers import next_timer
 from shared.db.session import transaction
-from shared.secrets import SecretBox
+from shared.secrets import LinkSigner
 
 log = logging.getLogger(__name__)
 
 TOKEN_MAX_AGE = 14 * 24 * 3600  # an alert's link stays usable for two weeks
+
+_ACK = re.compile(r"([0-9a-f]{32}):([0-9]{1,18}):([a-z0-9][a-z0-9_-]{0,62}|team)")
+
+
+def ack_token(signer: LinkSigner, *, conversation_id: str, version: int, who: str) -> str:
+    return signer.issue("ack", f"{conversation_id}:{version}:{who}")
+
+
+def read_ack_token(signer: LinkSigner, token: str) -> tuple[str, int, str] | None:
+    """The conversation, deadline version and person an acknowledge token names, or None."""
+    text = signer.read(token, purpose="ack", max_age=TOKEN_MAX_AGE)
+    found = _ACK.fullmatch(text) if text is not None else None
+    if found is None:
+        return None
+    return found[1], int(found[2]), found[3]
+
+
+Acknowledged = Literal["acknowledged", "already", "outdated"]
+
+
+class NotReady(RuntimeError):
+    """notify is starting."""
+
+
+class Acknowledger(Protocol):
+    """Records an acknowledgement and moves the conversation's timer past silenced steps."""
+
+    async def acknowledge(self, *, conversation_id: str, version: int, person_id: str) -> Acknowledged: ...
+
+
+Parts = tuple[async_sessionmaker[AsyncSession], TimerScheduler]
+
+
+@dataclass
+class StoredAcknowledger:
+    """`parts`: the database sessions and the timer scheduler, once notify has started."""
+
+    parts: Callable[[], Parts | None]
+
+    async def acknowledge(self, *, conversation_id: str, version: int, person_id: str) -> Acknowledged:
+        ready = self.parts()
+        if ready is None:
+            raise NotReady("notify is starting")
+        sessions, scheduler = ready
+        async with transaction(sessions) as session:
+            outcome = await store.acknowledge(
+                session=session, conversation_id=conversation_id, version=version, person_id=person_id
+            )
+        if outcome == "acknowledged":
+            await _rearm(sessions, scheduler, conversation_id)
+        return (
+            "acknowledged" if outcome == "acknowledged" else "already" if outcome == "already" else "outdated"
+        )
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -37,29 +94,18 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     )
 
 
-def _read(box: SecretBox, token: str) -> tuple[str, int, str] | None:
-    text = box.read_token(token, max_age=TOKEN_MAX_AGE)
-    if text is None:
-        return None
-    conversation_id, _, rest = text.partition(":")
-    version, _, who = rest.partition(":")
-    if not version.isdigit():
-        return None
-    return conversation_id, int(version), who
+def _invalid() -> HTMLResponse:
+    return _page("This link is not valid", "<p>It may be damaged or too old.</p>", 404)
 
 
-Parts = tuple[async_sessionmaker[AsyncSession], TimerScheduler]
-
-
-def acks_router(*, box: SecretBox, parts: Callable[[], Parts | None]) -> APIRouter:
-    """`parts`: the database sessions and the timer scheduler, once notify has started."""
+def acks_router(*, signer: LinkSigner, acknowledger: Acknowledger) -> APIRouter:
     router = APIRouter()
 
     @router.get("/ack/{token}", response_class=HTMLResponse)
     async def confirm(token: str) -> HTMLResponse:
-        found = _read(box, token)
+        found = read_ack_token(signer, token)
         if found is None:
-            return _page("This link is not valid", "<p>It may be damaged or too old.</p>", 404)
+            return _invalid()
         conversation_id, _version, _who = found
         return _page(
             "Acknowledge this alert?",
@@ -71,18 +117,16 @@ def acks_router(*, box: SecretBox, parts: Callable[[], Parts | None]) -> APIRout
 
     @router.post("/ack/{token}", response_class=HTMLResponse)
     async def acknowledge(token: str) -> HTMLResponse:
-        found = _read(box, token)
+        found = read_ack_token(signer, token)
         if found is None:
-            return _page("This link is not valid", "<p>It may be damaged or too old.</p>", 404)
+            return _invalid()
         conversation_id, version, who = found
-        ready = parts()
-        if ready is None:
-            return _page("Not ready", "<p>Notify is starting; try again in a moment.</p>", 503)
-        sessions, scheduler = ready
-        async with transaction(sessions) as session:
-            outcome = await store.acknowledge(
-                session=session, conversation_id=conversation_id, version=version, person_id=who
+        try:
+            outcome = await acknowledger.acknowledge(
+                conversation_id=conversation_id, version=version, person_id=who
             )
+        except NotReady:
+            return _page("Not ready", "<p>Notify is starting; try again in a moment.</p>", 503)
         if outcome == "outdated":
             return _page(
                 "Nothing to acknowledge any more",
@@ -91,7 +135,6 @@ def acks_router(*, box: SecretBox, parts: Callable[[], Parts | None]) -> APIRout
                 410,
             )
         if outcome == "acknowledged":
-            await _rearm(sessions, scheduler, conversation_id)
             log.info(
                 "alert acknowledged",
                 extra={"conversation_id": conversation_id, "deadline_version": version, "by": who},

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notify import store
+from services.notify.acks import ack_token
 from services.notify.chain import Chain, Planned, Target, timeline
 from services.notify.channels import DeliveryError, Pending, held_for_burst, plan_deliveries, window_end
 from services.notify.email import (
@@ -34,14 +35,17 @@ from services.notify.email import (
     compose_connector_problem,
     compose_digest,
     digest_lines,
+    digest_title,
     recipients,
+    safe_url,
     standby,
 )
 from services.notify.mailer import MailError
-from services.notify.push import PushSender, push_link, subscriptions_of
+from services.notify.push import PushSender, link_generations, push_link, subscriptions_of
 from services.notify.scheduler import TimerScheduler
 from services.notify.templates import Templates
 from services.notify.timers import (
+    LATEST_SCHEDULE,
     Deadline,
     DeadlineState,
     TimerPayload,
@@ -49,13 +53,14 @@ from services.notify.timers import (
     judge_fired,
     next_timer,
     retry_delay,
+    unschedulable,
 )
 from shared import subjects
 from shared.db.session import transaction
 from shared.events import ConnectorProblem, DeadlineChanged, utcnow
 from shared.jetstream import dead_letter, is_last_delivery, keep_dead_letter
 from shared.logs import correlation_id
-from shared.secrets import SecretBox
+from shared.secrets import LinkSigner, SecretBox
 from shared.tracing import carrier_of, span
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,10 @@ CANCELLED = Counter("stayhuman_notify_timers_cancelled_total", "Timers cancelled
 FIRED = Counter("stayhuman_notify_timers_fired_total", "Timers fired", ["verdict"])
 GROUPED = Counter(
     "stayhuman_notify_alerts_grouped_total", "Alerts held for one message per person during a burst"
+)
+UNSCHEDULABLE = Counter(
+    "stayhuman_notify_timers_unschedulable_total",
+    "Timeline entries not armed because they fall after what NATS can schedule (2262)",
 )
 BREACHES = Counter("stayhuman_notify_breaches_total", "Deadlines that passed with the person still waiting")
 ALERTS = Counter("stayhuman_notify_alerts_total", "Alert attempts", ["channel", "result"])
@@ -139,19 +148,39 @@ class DeadlineWatcher:
                     continue  # a newer version is already stored: it decides
                 chain = chains.get(event.conversation_id, Chain())
                 timer = next_timer(deadline, chain, after_step=None, now=now)
+                too_late = unschedulable(deadline, chain, after_step=None, now=now)
                 if timer is not None:
                     with span("arm deadline", parent=traces.get(event.conversation_id)):
                         timer = timer.model_copy(update={"trace": carrier_of()})
                     to_arm.append(timer)
-                elif deadline.state == DeadlineState.cleared:
+                elif deadline.state == DeadlineState.cleared or too_late is not None:
                     to_cancel.append((deadline.tenant_id, deadline.conversation_id))
-                _log_deadline(event, armed=timer is not None)
+                if too_late is not None:
+                    log_unschedulable(deadline, too_late)
+                else:
+                    _log_deadline(event, armed=timer is not None)
             await self.scheduler.arm(to_arm)
             await self.scheduler.cancel(to_cancel)
             ARMED.inc(len(to_arm))
             CANCELLED.inc(len(to_cancel))
         for msg in valid:
             await msg.ack()
+
+
+def log_unschedulable(deadline: Deadline, entry: Planned) -> None:
+    """A timeline entry falls after what NATS can schedule: it is not armed (armed, it would
+    fire at once), and said loudly, since nobody will be alerted for it."""
+    UNSCHEDULABLE.inc()
+    log.error(
+        "deadline not armed: its next alert falls after what NATS can schedule",
+        extra={
+            "conversation_id": deadline.conversation_id,
+            "deadline_version": deadline.version,
+            "step": entry.step,
+            "at": entry.at.isoformat(),
+            "latest": LATEST_SCHEDULE.isoformat(),
+        },
+    )
 
 
 def _log_deadline(event: DeadlineChanged, *, armed: bool) -> None:
@@ -182,7 +211,8 @@ class AlertSender:
     max_attempts: int
     max_deliver: int
     send_timeout: timedelta
-    box: SecretBox
+    box: SecretBox  # opens the Apprise URLs that `apply` sealed
+    signer: LinkSigner  # signs the acknowledge and push links
     public_url: str
     templates: Templates = field(default_factory=Templates)
     push: PushSender | None = None
@@ -306,6 +336,9 @@ class AlertSender:
         if fresh is None or fresh.version != fired.deadline_version:
             return  # a newer deadline has its own timeline
         timer = next_timer(fresh, chain, after_step=fired.step)
+        too_late = unschedulable(fresh, chain, after_step=fired.step)
+        if too_late is not None:
+            log_unschedulable(fresh, too_late)
         async with transaction(self.sessions) as session:
             await store.advance(session=session, fired=fired, finished=timer is None)
         if timer is not None:
@@ -313,7 +346,9 @@ class AlertSender:
 
     def _ack_url(self, fired: TimerPayload, to: list[Recipient]) -> str:
         who = to[0].id if len(to) == 1 and to[0].id else "team"
-        token = self.box.token(f"{fired.conversation_id}:{fired.deadline_version}:{who}")
+        token = ack_token(
+            self.signer, conversation_id=fired.conversation_id, version=fired.deadline_version, who=who
+        )
         return f"{self.public_url.rstrip('/')}/ack/{token}"
 
     async def _send(self, msg: Msg, fired: TimerPayload, current: Deadline, *, attempts: int) -> None:
@@ -402,6 +437,7 @@ class AlertSender:
         async with self.sessions() as session:
             _, apprise_urls = await store.get_preferences(session=session, people={r.person_id for r in rows})
             subscriptions = await subscriptions_of(session=session, people=list({r.person_id for r in rows}))
+            generations = await link_generations(session=session, people={r.person_id for r in rows})
         for step, step_rows in by_step.items():
             kind = "escalation" if step.startswith("escalation") else step
             step_fired = fired.model_copy(update={"step": step})
@@ -411,7 +447,7 @@ class AlertSender:
                 message = compose_alert(
                     context, kind=kind, step=step, to=people, now=now, sender=self.sender,
                     ack_url=self._ack_url(step_fired, people), templates=self.templates,
-                    push_url=self._push_url(people),
+                    push_url=self._push_url(people, generations),
                 )  # fmt: skip
                 try:
                     await asyncio.wait_for(self.mailer.send(message), self.send_timeout.total_seconds() + 5)
@@ -445,7 +481,7 @@ class AlertSender:
                             {
                                 "title": rendered.subject,
                                 "body": f"{context.author_name}: {context.text[:200]}",
-                                "url": context.url or "",
+                                "url": safe_url(context.url),
                                 "ack_url": self._ack_url(step_fired, [person]),
                                 "conversation_id": context.conversation_id,
                                 "step": step,
@@ -641,7 +677,7 @@ class AlertSender:
             await asyncio.wait_for(self.mailer.send(message), self.send_timeout.total_seconds() + 5)
             return
         lines = digest_lines(items, now)
-        title = f"{len(items)} conversations need you"
+        title = digest_title(items)
         if channel == "push":
             async with self.sessions() as session:
                 mine = (await subscriptions_of(session=session, people=[person.id])).get(person.id, [])
@@ -685,10 +721,10 @@ class AlertSender:
         await msg.ack()
         await self._deliver(fired, context, rows)
 
-    def _push_url(self, people: list[Recipient]) -> str:
+    def _push_url(self, people: list[Recipient], generations: dict[str, int]) -> str:
         if len(people) != 1 or not people[0].id:
             return ""
-        return push_link(self.box, self.public_url, people[0].id)
+        return push_link(self.signer, self.public_url, people[0].id, generations.get(people[0].id, 0))
 
 
 @dataclass
@@ -711,20 +747,18 @@ class Reconciler:
             async with self.sessions() as session:
                 chains = await store.get_chains(session=session, ids=[d.conversation_id for d in deadlines])
             now = utcnow()
-            missing = [
-                timer
-                for deadline in deadlines
-                if deadline.conversation_id not in armed
-                for timer in [
-                    next_timer(
-                        deadline,
-                        chains.get(deadline.conversation_id, Chain()),
-                        after_step=deadline.last_step,
-                        now=now,
-                    )
-                ]
-                if timer is not None
-            ]
+            missing = []
+            for deadline in deadlines:
+                if deadline.conversation_id in armed:
+                    continue
+                chain = chains.get(deadline.conversation_id, Chain())
+                timer = next_timer(deadline, chain, after_step=deadline.last_step, now=now)
+                if timer is not None:
+                    missing.append(timer)
+                elif (
+                    too_late := unschedulable(deadline, chain, after_step=deadline.last_step, now=now)
+                ) is not None:
+                    log_unschedulable(deadline, too_late)
             await self.scheduler.arm(missing, again=True)
             rearmed += len(missing)
             after = deadlines[-1].conversation_id

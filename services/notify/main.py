@@ -15,7 +15,7 @@ from py_vapid import Vapid
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.notify.acks import acks_router
+from services.notify.acks import StoredAcknowledger, acks_router
 from services.notify.assigned import ASSIGNED_CONSUMER, AssignmentNotices
 from services.notify.handlers import (
     DEADLINE_CONSUMER,
@@ -29,7 +29,7 @@ from services.notify.handlers import (
 )
 from services.notify.mailbox import mailbox_router
 from services.notify.mailer import SmtpMailer
-from services.notify.push import PushSender, load_vapid, push_router
+from services.notify.push import PushSender, SqlPushStore, load_vapid, push_router
 from services.notify.scheduler import TimerScheduler
 from services.notify.settings import NotifySettings
 from services.notify.templates import Templates
@@ -37,6 +37,8 @@ from shared import subjects
 from shared.jetstream import BatchConsumer, BatchHandler, work_consumer
 from shared.metrics import every, metrics_router, observe_consumers
 from shared.runtime import Runtime, health_router, install_error_handlers
+from shared.secrets import LinkSigner, SecretBox
+from shared.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +82,35 @@ def public_url(settings: NotifySettings) -> str:
     return settings.public_url or f"http://127.0.0.1:{settings.notify_port}"
 
 
-def vapid_of(settings: NotifySettings) -> Vapid:
-    pem = settings.vapid_private_key.get_secret_value() if settings.vapid_private_key else None
-    return load_vapid(pem=pem, state_dir=settings.state_dir)
+@dataclass(frozen=True)
+class Keys:
+    """notify's keys, from its settings only: a service never makes one, so that every
+    replica seals, signs and pushes with the same keys."""
+
+    box: SecretBox
+    signer: LinkSigner
+    vapid: Vapid
+
+
+def keys_of(settings: NotifySettings) -> Keys:
+    """The keys, or SettingsError naming the variable that is missing or invalid."""
+    box = settings.service_secret_box()
+    if not settings.vapid_private_key:
+        raise SettingsError(
+            "STAYHUMAN_VAPID_PRIVATE_KEY is not set: notify signs Web Push with it, the same key on "
+            "every replica (`stayhuman up` passes its development key)"
+        )
+    return Keys(box, settings.link_signer(box), load_vapid(settings.vapid_private_key.get_secret_value()))
 
 
 def build_workers(
-    js: JetStreamContext, sessions: async_sessionmaker[AsyncSession], settings: NotifySettings, mailer: Mailer
+    js: JetStreamContext,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: NotifySettings,
+    mailer: Mailer,
+    keys: Keys | None = None,
 ) -> NotifyWorkers:
+    keys = keys or keys_of(settings)
     scheduler = TimerScheduler(js)
     watcher = DeadlineWatcher(js, sessions, scheduler)
     sender = AlertSender(
@@ -101,16 +124,18 @@ def build_workers(
         max_attempts=settings.alert_max_attempts,
         max_deliver=settings.notify_max_deliver,
         send_timeout=settings.smtp_timeout,
-        box=settings.secret_box(),
+        box=keys.box,
+        signer=keys.signer,
         public_url=public_url(settings),
         templates=Templates(settings.templates_dir),
         group_window=settings.alert_group_window if settings.alert_grouping else timedelta(0),
         group_after=settings.alert_group_after,
         warning_digest=settings.warning_digest,
         push=PushSender(
-            vapid=vapid_of(settings),
+            vapid=keys.vapid,
             contact=settings.vapid_contact or f"mailto:{parseaddr(settings.smtp_from)[1]}",
             sessions=sessions,
+            trusted=settings.trusted_push_hosts,
         ),
         heartbeat=settings.notify_ack_wait / 3,
     )
@@ -164,6 +189,7 @@ def build_workers(
 
 
 def create_app(settings: NotifySettings) -> FastAPI:
+    keys = keys_of(settings)  # before anything starts: a missing key stops notify, naming it
     runtime = Runtime("notify", settings, required_streams=(subjects.EVENTS_STREAM, subjects.TIMERS_STREAM))
     mailer = SmtpMailer(settings)
     state: dict[str, NotifyWorkers] = {}
@@ -171,7 +197,7 @@ def create_app(settings: NotifySettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
-        workers = build_workers(runtime.js, runtime.sessions, settings, mailer)
+        workers = build_workers(runtime.js, runtime.sessions, settings, mailer, keys)
         await workers.start()
         state["workers"] = workers
         storage = asyncio.create_task(
@@ -204,12 +230,13 @@ def create_app(settings: NotifySettings) -> FastAPI:
         workers = state.get("workers")
         return (workers.sessions, workers.scheduler) if workers is not None else None
 
-    app.include_router(acks_router(box=settings.secret_box(), parts=parts))
+    app.include_router(acks_router(signer=keys.signer, acknowledger=StoredAcknowledger(parts)))
     app.include_router(
         push_router(
-            box=settings.secret_box(),
-            vapid=vapid_of(settings),
-            sessions=lambda: state["workers"].sessions if "workers" in state else None,
+            signer=keys.signer,
+            vapid=keys.vapid,
+            store=SqlPushStore(lambda: state["workers"].sessions if "workers" in state else None),
+            trusted=settings.trusted_push_hosts,
         )
     )
     if settings.dev_mailbox_dir is not None:

@@ -1,8 +1,9 @@
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from shared.settings import CommonSettings, Duration
 
@@ -51,9 +52,10 @@ class NotifySettings(CommonSettings):
     warning_digest: bool = Field(
         default=False, description="Warnings always wait for the window and go out as a digest."
     )
-    vapid_private_key: SecretStr | None = Field(
-        default=None,
-        description="Web Push VAPID private key (PEM); unset: a key file in the state folder, made on first use.",
+    push_trusted_hosts: str = Field(
+        default="",
+        description="Comma-separated push service hosts exempt from the public-address rule "
+        "(a private push relay); every other push endpoint must be https on a public address.",
     )
     vapid_contact: str | None = Field(
         default=None, description="mailto: or https: contact for push services; default: the From address."
@@ -65,3 +67,16 @@ class NotifySettings(CommonSettings):
     dev_mailbox_dir: Path | None = Field(
         default=None, description="Maildir shown at /mailbox (set by `up` when it runs the dev SMTP sink)."
     )
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @property
+    def trusted_push_hosts(self) -> frozenset[str]:
+        return frozenset(
+            host.strip().lower().strip("[]") for host in self.push_trusted_hosts.split(",") if host.strip()
+        )

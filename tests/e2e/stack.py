@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 
 from shared.db.core import fetch_rows
-from shared.db.session import create_engine, session_factory
+from shared.db.session import create_engine, session_factory, sqlite_path
+from shared.secrets import new_key, new_vapid_pem
 from stayhuman.natsserver import EmbeddedNats, free_port
 from tests.helpers import sign
 
@@ -55,7 +56,21 @@ class Stack:
         }
         if self.nats is not None:
             env["STAYHUMAN_NATS_URL"] = self.nats.url
+        if not self.development_database:
+            # As an operator does: the keys set once for every process. (A stack on the state
+            # folder's own SQLite file is a development one: `up` makes its keys there.)
+            for name, make in (
+                ("STAYHUMAN_SECRET_KEY", new_key),
+                ("STAYHUMAN_VAPID_PRIVATE_KEY", new_vapid_pem),
+            ):
+                if not env.get(name):
+                    env[name] = self.env_overrides[name] = make()
         return env
+
+    @property
+    def development_database(self) -> bool:
+        path = sqlite_path(self.database_url)
+        return path is not None and path.resolve().is_relative_to(self.state_dir.resolve())
 
     @classmethod
     def configured(

@@ -1,10 +1,10 @@
-"""Alert channels end to end: the owner's breach arrives by email, by Web Push (the test's push
-service decrypts the payload with the subscription's own keys) and through Apprise to an
-ntfy-compatible receiver; a push service that answers 410 loses its subscription; and a lead
-in their quiet hours is not woken: the escalation goes to the next person of the chain."""
+"""Alert channels end to end: the owner's breach arrives by email, by Web Push (an HTTPS push
+service the operator trusts; the device decrypts the payload with its own keys) and through
+Apprise to an ntfy-compatible receiver; a push service that answers 410 loses its subscription;
+a push endpoint on a host that is not trusted and not public is refused; and a lead in their
+quiet hours is not woken: the escalation goes to the next person of the chain."""
 
 import asyncio
-import base64
 import json
 import os
 import signal
@@ -15,18 +15,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import http_ece
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import select
 
 from shared.db.core import CONVERSATIONS, DELIVERIES, PUSH_SUBSCRIPTIONS
-from shared.secrets import load_box
 from stayhuman.natsserver import EmbeddedNats
 from tests.e2e.stack import Stack, post_webhook, smtp_env
 from tests.helpers import config_yaml, eventually, generic_body, unique
+from tests.push import Device, PushService
 from tests.smtp import SmtpServer
 
 pytestmark = pytest.mark.e2e
@@ -62,14 +59,10 @@ class Receiver:
         self.server.shutdown()
 
 
-def b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
 @pytest.fixture
-def receivers() -> Any:
+def receivers(tmp_path: Path) -> Any:
     smtp = SmtpServer().start()
-    push = Receiver({"/push/gone": 410})
+    push = PushService(tmp_path / "push", {"/push/gone": 410})
     ntfy = Receiver(status=200)  # as ntfy answers a publish
     yield smtp, push, ntfy
     smtp.stop()
@@ -78,7 +71,7 @@ def receivers() -> Any:
 
 
 async def test_email_push_and_apprise_and_quiet_hours(
-    tmp_path: Path, nats_server: EmbeddedNats, receivers: tuple[SmtpServer, Receiver, Receiver]
+    tmp_path: Path, nats_server: EmbeddedNats, receivers: tuple[SmtpServer, PushService, Receiver]
 ) -> None:
     smtp, push, ntfy = receivers
     now = datetime.now(UTC)
@@ -112,32 +105,30 @@ tenants:
         config,
         nats=nats_server,
         **smtp_env(smtp.port),
+        # the test's push service is on this machine: trusted by its operator, over https
+        STAYHUMAN_PUSH_TRUSTED_HOSTS="127.0.0.1",
+        SSL_CERT_FILE=str(push.ca_file),
     ).start()
     try:
         # maria registers two devices through her push link; one push service will say 410
-        box = load_box(key=None, state_dir=stack.state_dir)
-        token = box.token("push:maria")
-        device = ec.generate_private_key(ec.SECP256R1())
-        auth = os.urandom(16)
-        keys = {
-            "p256dh": b64(device.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)),
-            "auth": b64(auth),
-        }
+        link = stack.cli("push-link", "maria").stdout.strip()
+        assert link.startswith(stack.url("notify", "/push/"))
+        device = Device()
         async with httpx.AsyncClient() as client:
-            page = await client.get(stack.url("notify", f"/push/{token}"))
+            page = await client.get(link)
             assert page.status_code == 200 and "pushManager.subscribe" in page.text
             for path in ("/push/live", "/push/gone"):
-                answer = await client.post(
-                    stack.url("notify", f"/push/{token}/subscriptions"),
-                    json={"endpoint": f"http://127.0.0.1:{push.port}{path}", "keys": keys},
-                )
+                answer = await client.post(f"{link}/subscriptions", json=device.subscription(push.url(path)))
                 assert answer.status_code == 201, answer.text
-            bad = await client.post(
-                stack.url("notify", f"/push/{token}/subscriptions"), json={"endpoint": "x"}
-            )
+            bad = await client.post(f"{link}/subscriptions", json={"endpoint": "x"})
             assert bad.status_code == 422 and bad.json()["error"] == "invalid_subscription"
+            # the same machine under another name is not trusted: a private address, refused
+            loopback = push.url("/push/other").replace("127.0.0.1", "localhost")
+            internal = await client.post(f"{link}/subscriptions", json=Device().subscription(loopback))
+            assert internal.status_code == 422, internal.text
+            assert "non-public" in internal.json()["problems"][0]["problem"]
             forged = await client.post(stack.url("notify", "/push/forged/subscriptions"), json={})
-            assert forged.status_code == 404
+            assert forged.status_code == 404 and forged.json()["error"] == "invalid_link"
             server_key = (await client.get(stack.url("notify", "/push/vapid-public-key"))).json()["publicKey"]
 
             thread = unique("thread")
@@ -162,9 +153,7 @@ tenants:
         assert (
             headers["authorization"].startswith("vapid t=") and f"k={server_key}" in headers["authorization"]
         )
-        payload = json.loads(
-            http_ece.decrypt(encrypted, private_key=device, auth_secret=auth, version="aes128gcm")
-        )
+        payload = device.read(encrypted)
         assert payload["conversation_id"] == row.id and payload["step"] == "breach"
         assert "Overdue on Facebook" in payload["title"] and "Where is my parcel?" in payload["body"]
         assert payload["ack_url"].startswith(stack.url("notify", "/ack/"))
@@ -174,7 +163,7 @@ tenants:
 
         # the 410 took its subscription away; the live one stays
         endpoints = {r.endpoint for r in await stack.query(select(PUSH_SUBSCRIPTIONS))}
-        assert endpoints == {f"http://127.0.0.1:{push.port}/push/live"}
+        assert endpoints == {push.url("/push/live")}
 
         # escalation 1 names the lead, who is in her quiet hours: bo, next in the chain, gets it
         async def escalated() -> Any:
@@ -288,7 +277,8 @@ async def test_a_burst_becomes_one_message_per_window(tmp_path: Path, nats_serve
         assert sorted(told()) == list(range(8))  # each conversation told exactly once
         for digest in digests:
             count = digest.body.count("I'm on it: ")
-            assert digest.subject == f"[StayHuman] {count} conversations need you: {count} overdue"
+            about = "1 conversation needs you" if count == 1 else f"{count} conversations need you"
+            assert digest.subject == f"[Tenant acme] {about}: {count} overdue"  # its tenant, its number
         log = [r.status for r in await stack.query(select(DELIVERIES))]
         assert sorted(log) == ["sent"] * 8
     finally:

@@ -14,8 +14,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from services.notify.acks import ack_token
 from shared.db.core import ALERTS, CONVERSATIONS, DEADLINES
-from shared.secrets import load_box
+from shared.secrets import SECRET_KEY_FILE, LinkSigner
 from stayhuman.natsserver import EmbeddedNats
 from tests.e2e.stack import Stack, post_webhook, smtp_env
 from tests.helpers import eventually, generic_body, unique
@@ -182,7 +183,8 @@ async def test_what_a_reply_pause_acknowledgement_or_resolution_silences(
         STAYHUMAN_ALERT_GROUPING="false",  # seventeen alerts to one owner at once: each counted
     ).start()
     try:
-        box = load_box(key=None, state_dir=stack.state_dir)
+        # the links of the installation's key: the one `up` made in its state folder
+        signer = LinkSigner.of_secret_key((stack.state_dir / SECRET_KEY_FILE).read_text().strip())
         threads = {(action, moment): unique("t") for action in ACTIONS for moment in MOMENTS}
         control = unique("control")
         started = time.time()
@@ -214,7 +216,7 @@ async def test_what_a_reply_pause_acknowledgement_or_resolution_silences(
                         select(DEADLINES.c.version).where(DEADLINES.c.conversation_id == row.id)
                     )
                 )[0].version
-                token = box.token(f"{row.id}:{version}:maria")
+                token = ack_token(signer, conversation_id=row.id, version=version, who="maria")
                 async with httpx.AsyncClient() as client:
                     done = await client.post(stack.url("notify", f"/ack/{token}"))
                     assert done.status_code == 200, done.text

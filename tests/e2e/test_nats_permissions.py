@@ -18,7 +18,7 @@ from shared.db.models import Conversation
 from shared.db.session import create_engine, session_factory
 from stayhuman.natsserver import EmbeddedNats, free_port
 from tests.e2e.stack import post_webhook
-from tests.helpers import config_yaml, eventually, generic_body
+from tests.helpers import config_yaml, eventually, generic_body, installation_keys
 from tests.smtp import SmtpServer
 
 pytestmark = pytest.mark.e2e
@@ -58,6 +58,7 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
     database = f"sqlite+aiosqlite:///{tmp_path / 'stayhuman.db'}"
     env = {
         **os.environ,
+        **installation_keys(),
         "STAYHUMAN_NATS_URL": secured_nats.url,
         "STAYHUMAN_DATABASE_URL": database,
         "STAYHUMAN_SMTP_HOST": "127.0.0.1",
@@ -145,6 +146,7 @@ def test_a_wrong_password_stops_the_service_with_a_clear_error(
         [sys.executable, "-m", "stayhuman", "ingest"],
         env={
             **os.environ,
+            **installation_keys(),
             "STAYHUMAN_NATS_URL": secured_nats.url,
             "STAYHUMAN_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
             "STAYHUMAN_INGEST_PORT": str(free_port()),
@@ -193,6 +195,7 @@ async def test_services_connect_to_nats_over_tls(tmp_path: Path) -> None:
     port = free_port()
     env = {
         **os.environ,
+        **installation_keys(),
         "STAYHUMAN_NATS_URL": f"tls://127.0.0.1:{server.port}",
         "STAYHUMAN_NATS_TLS_CA": str(certificates["ca"]),
         "STAYHUMAN_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",

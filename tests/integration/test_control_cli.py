@@ -20,6 +20,7 @@ from shared.commands import AnyCommand, command_adapter, msg_id_of, subject_of
 from shared.db.core import CONVERSATIONS, PEOPLE
 from shared.db.session import create_engine, session_factory, transaction
 from shared.jetstream import MSG_ID, StreamSettings, ensure_streams, stream_configs
+from shared.secrets import new_key
 from stayhuman.cli import main
 from stayhuman.config import apply_config, parse_config
 from stayhuman.natsserver import EmbeddedNats, free_port
@@ -85,6 +86,7 @@ async def installation(
     monkeypatch.setenv("STAYHUMAN_NATS_URL", nats_server.url)
     monkeypatch.setenv("STAYHUMAN_DATABASE_URL", database_url)
     monkeypatch.setenv("STAYHUMAN_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("STAYHUMAN_SECRET_KEY", new_key())  # as an operator sets it: the database is elsewhere
     monkeypatch.setenv("STAYHUMAN_NATS_CONNECT_TIMEOUT", "5s")
     js = nc.jetstream()
     await ensure_streams(js, stream_configs(StreamSettings()))

@@ -28,7 +28,7 @@ from shared.jetstream import (
     stream_configs,
 )
 from shared.logs import CORRELATION_HEADER
-from shared.secrets import SecretBox, new_key
+from shared.secrets import LinkSigner, new_key
 from stayhuman.cli import main
 from stayhuman.config import apply_config, parse_config
 from stayhuman.natsserver import EmbeddedNats, free_port
@@ -353,8 +353,9 @@ async def test_push_link_names_the_person_in_a_sealed_token(
     prefix = "https://alerts.example.com/push/"
     assert out.startswith(prefix) and out.endswith("\n")
     token = out.strip().removeprefix(prefix)
-    assert SecretBox(people).read_token(token, max_age=60) == "push:maria"
-    assert SecretBox(new_key()).read_token(token, max_age=60) is None  # sealed with the installation's key
+    # signed with the installation's link key (derived from its secret key), naming the person
+    assert LinkSigner.of_secret_key(people).read(token, purpose="push", max_age=60) == "0:maria"
+    assert LinkSigner.of_secret_key(new_key()).read(token, purpose="push", max_age=60) is None
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from shared.db.session import create_engine, session_factory, transaction
 from shared.events import DeadlineChanged, DeadlineKind
 from shared.ids import conversation_id
 from shared.jetstream import MSG_ID, StreamSettings, ensure_streams, stream_configs
+from shared.secrets import new_key, new_vapid_pem
 from stayhuman.config import apply_config, parse_config
 from tests.helpers import config_yaml, eventually, unique
 from tests.smtp import SmtpServer
@@ -125,6 +126,8 @@ async def world(nc: Client, database_url: str) -> AsyncIterator[World]:
         alert_retry_initial=timedelta(seconds=1),
         alert_retry_max=timedelta(seconds=3),
         notify_ack_wait=timedelta(seconds=2),
+        secret_key=new_key(),  # type: ignore[arg-type]
+        vapid_private_key=new_vapid_pem(),  # type: ignore[arg-type]
     )
     state = World(js, sessions, smtp, settings)
     await state.start_notify()
@@ -249,3 +252,21 @@ async def test_a_slow_smtp_server_gets_one_email_not_a_redelivery(world: World) 
     info = await world.js.consumer_info(subjects.TIMERS_STREAM, "notify-timers")
     assert info.delivered.consumer_seq == 1  # delivered once: no redelivery while it was slow
     assert info.num_ack_pending == 0
+
+
+async def test_a_deadline_nats_cannot_schedule_is_not_armed_and_never_fires(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Due after 2262 (Go's nanoseconds end there): armed, the schedule would overflow and fire
+    at once. It is not armed, and the log says so; a deadline after it is handled as usual."""
+    far = await world.conversation()
+    await world.deadline(far, 1, datetime(2300, 1, 1, tzinfo=UTC))
+    control = await world.conversation()
+    await world.deadline(control, 1, soon(1))  # behind the far one in the same stream
+    await eventually(lambda: _mails(world, control), timeout=10, what="the control deadline's email")
+    await asyncio.sleep(1)
+    assert world.mails_for(far) == []
+    assert world.workers is not None
+    assert far not in await world.workers.scheduler.armed_conversations()
+    said = [r for r in caplog.records if "after what NATS can schedule" in r.getMessage()]
+    assert said and getattr(said[0], "conversation_id", None) == far

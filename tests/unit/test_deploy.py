@@ -16,6 +16,7 @@ from services.notify.main import create_app as notify_app
 from services.notify.settings import NotifySettings
 from services.router.main import create_app as router_app
 from services.router.settings import RouterSettings
+from shared.secrets import new_key, new_vapid_pem
 from stayhuman.supervisor import UpSettings
 from tests.kustomize import build, containers, pod_specs
 
@@ -54,8 +55,11 @@ def listeners(service: str) -> dict[str, set[str]]:
         "ingest": lambda: ingest_app(IngestSettings(nats_url="nats://x", database_url=url)),
         "router": lambda: router_app(RouterSettings(nats_url="nats://x", database_url=url)),
         "notify": lambda: notify_app(
-            NotifySettings(nats_url="nats://x", database_url=url, smtp_host="smtp.invalid")
-        ),
+            NotifySettings(
+                nats_url="nats://x", database_url=url, smtp_host="smtp.invalid",
+                secret_key=new_key(), vapid_private_key=new_vapid_pem(),  # type: ignore[arg-type]
+            )
+        ),  # fmt: skip
     }
     app = apps[service]()
     served = {"public": _paths(app.routes)}
@@ -125,7 +129,7 @@ def test_manifests_use_only_real_ports_paths_and_settings(manifests: list[dict[s
             for variable in container.get("env", []):
                 assert variable["name"] in KNOWN, variable["name"]
                 reference = variable.get("valueFrom", {}).get("secretKeyRef")
-                if reference:
+                if reference and not reference.get("optional"):
                     assert reference["key"] in secret["data"], reference["key"]
             if service in PORTS:
                 assert container["ports"][0]["containerPort"] == PORTS[service]
@@ -174,3 +178,50 @@ def test_the_image_runs_as_non_root_with_every_service_port_exposed() -> None:
     assert "rm -f /opt/stayhuman/bin/nats-server" in dockerfile  # the cluster runs its own
     exposed = next(line for line in dockerfile.splitlines() if line.startswith("EXPOSE"))
     assert exposed.split()[1:] == [str(port) for port in PORTS.values()]
+
+
+# Which service needs which key: every replica of it gets the same one from the installation's
+# secrets, since a service never makes a key of its own.
+KEYS = {
+    "ingest": {"STAYHUMAN_SECRET_KEY"},
+    "notify": {"STAYHUMAN_SECRET_KEY", "STAYHUMAN_VAPID_PRIVATE_KEY", "STAYHUMAN_LINK_KEY"},
+    "router": set(),
+}
+SECRET_KEYS = {
+    "STAYHUMAN_SECRET_KEY": "secret-key",
+    "STAYHUMAN_VAPID_PRIVATE_KEY": "vapid-private-key",
+    "STAYHUMAN_LINK_KEY": "link-key",
+}
+
+
+def test_kubernetes_passes_each_service_its_keys_from_the_secret(manifests: list[dict[str, Any]]) -> None:
+    secret = next(d for d in manifests if d["kind"] == "Secret")
+    seen = set()
+    for _workload, spec in pod_specs(manifests):
+        for container in spec["containers"]:
+            service = container["args"][0] if "stayhuman" in container["image"] else None
+            if service not in KEYS:
+                continue
+            seen.add(service)
+            given = {
+                v["name"]: v["valueFrom"]["secretKeyRef"]
+                for v in container.get("env", [])
+                if v["name"] in SECRET_KEYS and "secretKeyRef" in v.get("valueFrom", {})
+            }
+            assert set(given) == KEYS[service], (service, set(given))
+            for name, reference in given.items():
+                assert reference["name"] == "stayhuman-secrets" and reference["key"] == SECRET_KEYS[name]
+                assert reference.get("optional", False) == (name == "STAYHUMAN_LINK_KEY")  # derived if unset
+    assert seen == set(KEYS)
+    assert {"secret-key", "vapid-private-key"} <= set(secret["data"])
+
+
+def test_compose_passes_each_service_its_keys_and_requires_them(compose: dict[str, Any]) -> None:
+    text = (ROOT / "compose.yaml").read_text()
+    for service, keys in KEYS.items():
+        environment = compose["services"][service]["environment"]
+        assert {name for name in environment if name in SECRET_KEYS} == keys, service
+        for name in keys - {"STAYHUMAN_LINK_KEY"}:
+            assert environment[name].startswith(f"${{{name}:?"), (service, name)  # stops compose when unset
+    assert compose["services"]["notify"]["environment"]["STAYHUMAN_LINK_KEY"] == "${STAYHUMAN_LINK_KEY:-}"
+    assert "${STAYHUMAN_VAPID_PRIVATE_KEY:?" in text

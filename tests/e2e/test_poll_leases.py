@@ -5,6 +5,7 @@ and nothing stored twice. NATS runs with the documented permissions file."""
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,10 +35,11 @@ LEASE = 15.0  # ingest's lease time
 def secured_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
     folder = tmp_path / "nats"
     folder.mkdir()
-    shutil.copy(ROOT / "deploy" / "k8s" / "base" / "nats" / "permissions.conf", folder / "permissions.conf")
+    permissions = ROOT / "deploy" / "k8s" / "base" / "nats" / "permissions.conf"
+    shutil.copy(permissions, folder / "permissions.conf")
     (folder / "nats.conf").write_text("include permissions.conf\n")
-    for name in ("ingest", "router", "notify"):
-        os.environ.setdefault(f"NATS_{name.upper()}_PASSWORD", f"{name}-password")
+    for variable in set(re.findall(r"\$(NATS_\w+_PASSWORD)", permissions.read_text())):
+        os.environ.setdefault(variable, f"{variable.lower()}-123")
     os.environ["NATS_INGEST_PASSWORD"] = PASSWORD
     server = EmbeddedNats(folder / "store", extra_args=["-c", str(folder / "nats.conf")])
     yield server.start()

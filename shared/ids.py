@@ -16,7 +16,7 @@ _NAMESPACE = uuid.UUID("5b0f3f4e-6a53-4d1e-9a59-2b1c8d7e0c11")
 
 def is_slug(value: str) -> bool:
     """True for ids that are safe as NATS subject tokens and URL path segments."""
-    return bool(_SLUG.match(value))
+    return bool(_SLUG.fullmatch(value))  # `match` with `$` lets a trailing newline through
 
 
 def _derive(*parts: str) -> str:

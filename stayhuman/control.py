@@ -44,6 +44,7 @@ from shared.db.models import Conversation, Person, Team, TeamMember
 from shared.db.session import create_engine, session_factory, sqlite_path
 from shared.outbox import command_outgoing
 from shared.settings import CommonSettings
+from stayhuman.localnats import with_local_nats
 
 Action = Literal["status", "claim", "reassign", "pause", "resume", "resolve"]
 
@@ -114,7 +115,7 @@ class Sent:
 async def find_conversation(*, session: AsyncSession, reference: str) -> ConversationRef:
     """The conversation with this id, or the only one whose id starts with it."""
     prefix = reference.strip().lower()
-    if not _HEX.match(prefix) or len(prefix) < MIN_PREFIX:
+    if not _HEX.fullmatch(prefix) or len(prefix) < MIN_PREFIX:
         raise ControlError(
             f"{reference!r} is not a conversation id: give its 32 hex characters, or a unique prefix of "
             f"at least {MIN_PREFIX}, as `stayhuman conversations` lists them"
@@ -189,7 +190,7 @@ async def prepare(*, session: AsyncSession, request: Request) -> AnyCommand:
 
 def make_command(request: Request, conversation: ConversationRef | None) -> AnyCommand:
     """The command for a request whose names have been checked."""
-    if request.command_id is not None and not _COMMAND_ID.match(request.command_id):
+    if request.command_id is not None and not _COMMAND_ID.fullmatch(request.command_id):
         raise ControlError(f"--command-id {request.command_id!r}: use 8 to 64 letters, digits and . _ : -")
     common: dict[str, Any] = {"issued_by": request.issued_by}
     if request.command_id is not None:
@@ -329,6 +330,7 @@ async def publish_command(js: JetStreamContext, command: AnyCommand, *, where: s
 
 async def send(settings: CommonSettings, request: Request) -> Sent:
     """Check the request against the database, then publish its command and wait for the ack."""
+    settings = with_local_nats(settings)
     where = _shown(settings.nats_servers)  # an unset STAYHUMAN_NATS_URL fails before any work
     async with database_session(settings.sqlalchemy_url) as session:
         command = await prepare(session=session, request=request)

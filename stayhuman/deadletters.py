@@ -26,6 +26,7 @@ from shared import subjects
 from shared.jetstream import DLQ_DELIVERIES, DLQ_ERROR, DLQ_SEQUENCE, DLQ_SUBJECT, MSG_ID, TRUNCATED
 from shared.settings import CommonSettings
 from stayhuman.control import PUBLISH_TIMEOUT, ControlError, _shown, nats_connection
+from stayhuman.localnats import with_local_nats
 
 STREAM = subjects.DEAD_LETTER_STREAM
 # What dead-lettering added: the rest of the headers are the application's own.
@@ -197,6 +198,7 @@ async def list_dead_letters(
     settings: CommonSettings, *, stream: str | None, consumer: str | None, limit: int
 ) -> tuple[list[DeadLetter], int]:
     """The oldest `limit` entries of one stream and/or consumer, and how many there are in all."""
+    settings = with_local_nats(settings)
     subject = filter_subject(stream=stream, consumer=consumer)
     where = _shown(settings.nats_servers)
     async with nats_connection(settings, outcome="nothing was read") as nc:
@@ -299,6 +301,7 @@ async def replay_dead_letters(
     (code 2) before anything is replayed. `--all` replays what is there when it
     starts, not what is dead-lettered while it runs. `report` hears of each entry
     as it is done."""
+    settings = with_local_nats(settings)
     subject = filter_subject(stream=stream, consumer=consumer)
     where = _shown(settings.nats_servers)
     done: list[Replayed] = []

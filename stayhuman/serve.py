@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import resource
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,8 +45,17 @@ def _notify() -> tuple[Any, Any, int]:
 SERVICES = {"ingest": _ingest, "router": _router, "notify": _notify}
 
 
+def raise_open_file_limit() -> None:
+    """A public listener holds a socket per client: take all the descriptors the system allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65_536 if hard == resource.RLIM_INFINITY else min(hard, 65_536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def serve(name: str) -> None:
     settings, create_app, port = SERVICES[name]()
+    raise_open_file_limit()
     configure_logging(service=name, level=settings.log_level, json_logs=settings.log_json)
     configure_tracing(service=name, endpoint=settings.otel_endpoint)
     app = create_app(settings)

@@ -22,6 +22,7 @@ from pydantic import Field
 from shared.db.migrate import upgrade
 from shared.db.session import is_sqlite
 from shared.settings import CommonSettings
+from stayhuman import localnats
 from stayhuman.demo.feed import play_in_background
 from stayhuman.devmail import DevMailSink
 from stayhuman.natsserver import EmbeddedNats
@@ -106,11 +107,25 @@ class Supervisor:
     def start(self) -> None:
         self.check()
         state = self.settings.state_dir.resolve()
-        state.mkdir(parents=True, exist_ok=True)
+        # Every tenant's messages are in here (the SQLite file, the NATS store, the mailbox):
+        # whatever `up` and its children create is readable by its owner only.
+        os.umask(0o077)
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        state.chmod(0o700)
+        for database in state.glob("stayhuman.db*"):  # made by an earlier version, or by hand
+            database.chmod(0o600)
         nats_url = self.settings.nats_url
+        users: dict[str, str] = {}
         if not nats_url:
-            self.nats = EmbeddedNats(state / "nats", port=self.settings.embedded_nats_port).start()
+            users = localnats.passwords(state)
+            self.nats = EmbeddedNats(
+                state / "nats",
+                port=self.settings.embedded_nats_port,
+                config_file=localnats.server_config(state),
+                env=localnats.server_environment(users),
+            ).start()
             nats_url = self.nats.url
+            localnats.announce(state, nats_url, users)
         database_url = self.settings.sqlalchemy_url
         upgrade(database_url)
         # The keys not set: made once in the state folder, the same for every child (and `apply`).
@@ -141,6 +156,8 @@ class Supervisor:
             for index in range(self.routers if name == "router" else 1):
                 port = ports[name] + index * 10
                 child_env = {**env, f"STAYHUMAN_{name.upper()}_PORT": str(port)}
+                if users:  # the embedded server: each service as its own user, as in a cluster
+                    child_env.update(STAYHUMAN_NATS_USER=name, STAYHUMAN_NATS_PASSWORD=users[name])
                 ops = getattr(self.settings, f"{name}_ops_port", None)
                 if ops is not None:
                     child_env[f"STAYHUMAN_{name.upper()}_OPS_PORT"] = str(ops + index * 10)
@@ -242,6 +259,7 @@ class Supervisor:
         if self.mail_sink is not None:
             self.mail_sink.stop()
         if self.nats is not None:
+            localnats.withdraw(self.settings.state_dir.resolve())
             self.nats.stop()
 
 

@@ -45,7 +45,7 @@ class GenericInteraction(BaseModel):
     @field_validator("external_id", "thread_id")
     @classmethod
     def _printable(cls, value: str) -> str:
-        if not _PLATFORM_ID.match(value):
+        if not _PLATFORM_ID.fullmatch(value):
             raise ValueError("must not contain spaces or control characters")
         return value
 
@@ -57,7 +57,7 @@ def sign(secret: str, body: bytes) -> str:
 
 def signature_valid(*, secret: str, body: bytes, header: str | None) -> bool:
     """Check `sha256=<hex HMAC-SHA256 of the raw body>` in constant time."""
-    match = _SIGNATURE.match(header.strip()) if header else None
+    match = _SIGNATURE.fullmatch(header.strip()) if header else None
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return match is not None and hmac.compare_digest(expected, match.group(1).lower())
 

@@ -16,7 +16,7 @@ from services.ingest.accounts import AccountDirectory, AccountView
 from services.ingest.connectors.model import MalformedPayload, load_json
 from services.ingest.generic import SIGNATURE_HEADER, GenericInteraction, normalise, signature_valid
 from services.ingest.publisher import InteractionPublisher, RawPayload
-from shared.events import utcnow
+from shared.events import storable_text, utcnow
 from shared.jetstream import MessageTooLarge
 from shared.logs import CORRELATION_HEADER, correlation_id
 from shared.tracing import span
@@ -50,8 +50,12 @@ Publisher = Annotated[InteractionPublisher, Depends(_publisher)]
 
 
 def problems_of(error: ValidationError) -> list[dict[str, str]]:
+    """What was wrong, field by field (names a sender chose are cut and made printable)."""
     return [
-        {"field": ".".join(str(p) for p in item["loc"]) or "body", "problem": item["msg"]}
+        {
+            "field": storable_text(".".join(str(p) for p in item["loc"]) or "body")[:200],
+            "problem": storable_text(item["msg"])[:500],
+        }
         for item in error.errors()[:50]
     ]
 

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[2]
 SECRET = "permissions-secret-0123456789"
 PASSWORDS = {"ingest": "ingest-pw-123", "router": "router-pw-456", "notify": "notify-pw-789"}
+OPERATOR_PASSWORD = "operator-pw-000"
 
 
 @pytest.fixture
@@ -34,6 +35,7 @@ def secured_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
     shutil.copy(ROOT / "deploy" / "k8s" / "base" / "nats" / "permissions.conf", folder / "permissions.conf")
     (folder / "nats.conf").write_text("include permissions.conf\n")
     os.environ.update({f"NATS_{name.upper()}_PASSWORD": password for name, password in PASSWORDS.items()})
+    os.environ["NATS_OPERATOR_PASSWORD"] = OPERATOR_PASSWORD
     server = EmbeddedNats(folder / "store", extra_args=["-c", str(folder / "nats.conf")])
     yield server.start()
     server.stop()

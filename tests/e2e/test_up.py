@@ -129,3 +129,40 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except OSError:
         return ""
+
+
+async def test_the_embedded_nats_lets_in_only_its_users_and_commands_find_it(stack: Stack) -> None:
+    """`up`'s own NATS has the cluster's users and permissions; the command line finds it in the
+    state folder; the state folder and the database are readable by their owner only."""
+    import json
+    import stat
+
+    import nats
+    from nats.errors import Error as NatsError
+
+    running = json.loads((stack.state_dir / "nats" / "running.json").read_text())
+    with pytest.raises((NatsError, OSError)):
+        await nats.connect(running["url"], max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=3)
+    users = json.loads((stack.state_dir / "nats" / "users.json").read_text())
+    ingest = await nats.connect(running["url"], user="ingest", password=users["ingest"])
+    errors: list[Exception] = []
+    try:
+        js = ingest.jetstream()
+        with pytest.raises(NatsError):  # ingest may not write a conversation's events
+            await js.publish("sh.conv.acme.x.opened", b"{}", timeout=2)
+    finally:
+        await ingest.close()
+    assert errors == []
+    env = {k: v for k, v in stack.env().items() if k != "STAYHUMAN_NATS_URL"}
+    listed = subprocess.run(
+        [sys.executable, "-m", "stayhuman", "dead-letters"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    for path in (stack.state_dir, stack.state_dir / "nats"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    for path in (stack.state_dir / "stayhuman.db", stack.state_dir / "nats" / "users.json"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path

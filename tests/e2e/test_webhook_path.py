@@ -141,3 +141,42 @@ async def test_errors_answer_json_naming_the_problem(stack: Stack) -> None:
     assert malformed.json()["problems"] == [{"field": "kind", "problem": "Field required"}]
     assert naive.status_code == 400 and naive.json()["problems"][0]["field"] == "created_at"
     assert (huge.status_code, huge.json()) == (413, {"error": "body larger than 1048576 bytes"})
+
+
+async def test_slow_clients_do_not_hold_back_a_signed_webhook(stack: Stack) -> None:
+    """1,500 clients sending their bodies a byte at a time hold nothing but sockets: a signed
+    delivery is still answered at once, and the slow ones are cut off after the body timeout."""
+    import asyncio
+    import time
+
+    port = stack.ports["ingest"]
+    slow: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    for _ in range(1500):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /webhooks/generic/acme-fb HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Signature-256: sha256=" + b"0" * 64 + b"\r\nContent-Length: 100000\r\n\r\n{"
+        )
+        slow.append((reader, writer))
+    await asyncio.gather(*(writer.drain() for _, writer in slow))
+    started = time.monotonic()
+    try:
+        async with httpx.AsyncClient() as client:
+            body = generic_body(unique("m"), thread_id=unique("t"))
+            response = await post_webhook(client, stack, "acme-fb", SECRET, body)
+        answered_in = time.monotonic() - started
+        assert response.status_code == 202, response.text
+        assert answered_in < 1.0, f"answered in {answered_in:.2f} s with 1,500 slow clients held"
+        print(f"signed webhook answered in {answered_in * 1000:.0f} ms with 1,500 slow clients held")
+
+        async def answer(reader: asyncio.StreamReader) -> bytes:
+            try:
+                return await asyncio.wait_for(reader.readline(), timeout=20)
+            except (TimeoutError, ConnectionError):
+                return b""
+
+        lines = await asyncio.gather(*(answer(reader) for reader, _ in slow[:100]))
+        assert all(line.startswith(b"HTTP/1.1 408") for line in lines), set(lines)
+    finally:
+        for _, writer in slow:
+            writer.close()

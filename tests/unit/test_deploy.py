@@ -225,3 +225,9 @@ def test_compose_passes_each_service_its_keys_and_requires_them(compose: dict[st
             assert environment[name].startswith(f"${{{name}:?"), (service, name)  # stops compose when unset
     assert compose["services"]["notify"]["environment"]["STAYHUMAN_LINK_KEY"] == "${STAYHUMAN_LINK_KEY:-}"
     assert "${STAYHUMAN_VAPID_PRIVATE_KEY:?" in text
+
+
+def test_up_runs_its_nats_with_the_cluster_permissions() -> None:
+    """`stayhuman up` ships a copy of the permissions file (deploy/ is not installed): the same."""
+    packaged = ROOT / "stayhuman" / "nats-permissions.conf"
+    assert packaged.read_text() == (ROOT / "deploy" / "k8s" / "base" / "nats" / "permissions.conf").read_text()

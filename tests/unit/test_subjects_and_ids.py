@@ -31,3 +31,10 @@ def test_derived_ids_are_deterministic_and_distinct() -> None:
 def test_dedupe_key_names_tenant_account_message_and_edit() -> None:
     key = ids.dedupe_key(tenant_id="t", account_id="a", external_id="m_1", edit_version=2)
     assert key == "ix:t:a:m_1:2"
+
+
+def test_a_trailing_newline_is_no_slug() -> None:
+    """Python's `$` matches before a final newline: a slug goes into NATS subjects and URLs."""
+    from shared.ids import is_slug
+
+    assert is_slug("acme") and not is_slug("acme\n") and not is_slug("acme\r\n")

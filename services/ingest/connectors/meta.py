@@ -39,7 +39,7 @@ def signature_valid(*, secret: str, body: bytes, header: str | None) -> bool:
 
 def challenge(params: Mapping[str, str], *, verify_token: str) -> str | None:
     """The subscription check: the challenge to echo back, or None (answer 403)."""
-    if params.get("hub.mode") != "subscribe" or not _CHALLENGE.match(params.get("hub.challenge", "")):
+    if params.get("hub.mode") != "subscribe" or not _CHALLENGE.fullmatch(params.get("hub.challenge", "")):
         return None
     if not signature_matches(verify_token, params.get("hub.verify_token", "")):
         return None

@@ -12,7 +12,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.ingest.connectors.language import detect_language
-from shared.events import Author, Direction, InteractionReceived, InteractionRetracted, Kind, Platform
+from shared.events import (
+    Author,
+    Direction,
+    InteractionReceived,
+    InteractionRetracted,
+    Kind,
+    Platform,
+    storable_text,
+)
 from shared.ids import interaction_id
 
 
@@ -71,9 +79,11 @@ def problem_of(error: BaseException) -> str:
     if isinstance(error, ValidationError):
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "value"
-        return f"{where}: {first['msg']}"[:500]
-    text = f"{type(error).__name__}: {error}"
-    return " ".join(text.split())[:500]
+        text = f"{where}: {first['msg']}"
+    else:
+        text = f"{type(error).__name__}: {error}"
+    # it quotes what the sender sent: keep it one short line that any encoder can write
+    return storable_text(" ".join(text.split()))[:500]
 
 
 def raw_of(entry: object) -> bytes:

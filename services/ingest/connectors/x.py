@@ -39,7 +39,7 @@ class BadCrcToken(ValueError):
 
 
 def crc_response(*, secret: str, token: str) -> dict[str, str]:
-    if not CRC_TOKEN.match(token):
+    if not CRC_TOKEN.fullmatch(token):
         raise BadCrcToken("crc_token must be a base64 string of 8 to 256 characters, as X sends")
     return {"response_token": "sha256=" + base64.b64encode(hmac_sha256(secret, token.encode())).decode()}
 

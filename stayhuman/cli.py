@@ -40,8 +40,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_service(args: argparse.Namespace) -> int:
     from shared.jetstream import ServerTooOld
     from shared.locks import AlreadyRunning
+    from stayhuman.database import check_schema
     from stayhuman.serve import serve
 
+    try:
+        check_schema(load_settings(CommonSettings).sqlalchemy_url)
+    except DatabaseNotReady as error:
+        if error.code != 1:
+            raise
+        # Unreachable now: the service starts anyway, not ready until the database answers.
     try:
         serve(args.command)
     except (AlreadyRunning, ServerTooOld) as error:

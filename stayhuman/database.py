@@ -64,7 +64,8 @@ def exists(url: str) -> bool:
 
 
 def check_schema(url: str) -> None:
-    """The database exists and has the schema this version needs. Creates nothing."""
+    """The database exists and has the schema this version needs (or a newer one: during an
+    upgrade the running version keeps working on the migrated schema). Creates nothing."""
     path = sqlite_path(url)
     if path is not None and not path.is_file():
         raise DatabaseNotReady(
@@ -82,10 +83,7 @@ def check_schema(url: str) -> None:
     try:
         ScriptDirectory.from_config(alembic_config(url)).get_revision(revision)
     except CommandError:
-        raise DatabaseNotReady(
-            f"the database at {shown(url)} is at schema revision {revision}, which this version of "
-            f"StayHuman does not know (it needs {head}): a newer version migrated it"
-        ) from None
+        return  # a newer version migrated it: migrations only add, so this one keeps working
     raise DatabaseNotReady(
         f"the database at {shown(url)} is at schema revision {revision}, this version needs {head}: "
         "run `stayhuman migrate` first"

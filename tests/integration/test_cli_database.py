@@ -6,8 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from shared.db.migrate import current_revision, head_revision, upgrade
+from shared.db.session import create_engine
+from shared.secrets import new_key
 from stayhuman.cli import main
 from stayhuman.natsserver import free_port
 from tests.helpers import config_yaml
@@ -25,6 +28,7 @@ READERS = [
     ["resolve", "0123456789ab"],
     ["push-link", "maria"],
 ]
+SERVICES = [["ingest"], ["router"], ["notify"]]  # they refuse a missing or unmigrated database too
 CONFIG = config_yaml(tenant="acme", account="acme-fb", secret="acme-secret-0123456789", people=["maria"])
 
 
@@ -46,7 +50,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "state"
 
 
-@pytest.mark.parametrize("argv", READERS, ids=" ".join)
+@pytest.mark.parametrize("argv", READERS + SERVICES, ids=" ".join)
 def test_reading_a_fresh_state_folder_says_what_to_run_and_creates_nothing(
     state: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
@@ -96,7 +100,7 @@ async def test_an_unmigrated_database_is_named_with_what_to_run(
     config = tmp_path / "acme.yaml"
     config.write_text(CONFIG)
     sqlite = empty_database_url.startswith("sqlite")
-    for argv in [*READERS, ["apply", "-f", str(config)]]:
+    for argv in [*READERS, *SERVICES, ["apply", "-f", str(config)]]:
         code, out, err = await asyncio.to_thread(run, capsys, *argv)
         assert code == 2 and out == "", argv
         assert "stayhuman migrate" in err and "Traceback" not in err, err
@@ -113,6 +117,7 @@ async def test_an_unmigrated_database_is_named_with_what_to_run(
     assert f"is at schema revision 0001, this version needs {head_revision()}: run `stayhuman migrate`" in err
     code, out, _ = await asyncio.to_thread(run, capsys, "migrate")
     assert (code, out) == (0, f"database schema at revision {head_revision()}\n")
+    monkeypatch.setenv("STAYHUMAN_SECRET_KEY", new_key())  # an installation's database: its key is set
     code, out, _ = await asyncio.to_thread(run, capsys, "apply", "-f", str(config))
     assert code == 0 and out.startswith(f"applied {config}: created ")
 
@@ -133,3 +138,18 @@ def test_an_unreachable_database_fails_in_a_line(
     assert "Connect call failed" in lines[0] and len(lines) == 1
     assert "secret-password" not in err
     assert not state.exists()
+
+
+async def test_a_schema_newer_than_this_version_is_used(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """During an upgrade the migration runs first; migrations only add, so the running version
+    (and its CLI) keeps working on the newer schema."""
+    monkeypatch.setenv("STAYHUMAN_DATABASE_URL", database_url)
+    monkeypatch.setenv("STAYHUMAN_STATE_DIR", str(tmp_path / "state"))
+    engine = create_engine(database_url)
+    async with engine.begin() as connection:
+        await connection.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    await engine.dispose()
+    code, out, err = await asyncio.to_thread(run, capsys, "conversations")
+    assert (code, out, err) == (0, "no conversations\n", "")

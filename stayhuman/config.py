@@ -12,7 +12,6 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -479,14 +478,7 @@ def _check_topics(
             problems.append(f"{at}.sla_policy: no SLA policy {topic.sla_policy!r} in tenant {tenant.id!r}")
 
 
-def _check_tenant(
-    tenant: TenantSpec,
-    where: str,
-    people: set[str],
-    problems: list[str],
-    *,
-    inactive: AbstractSet[str] = frozenset(),
-) -> None:
+def _check_tenant(tenant: TenantSpec, where: str, people: set[str], problems: list[str]) -> None:
     for kind, names in (
         ("calendars", [c.name for c in tenant.calendars]),
         ("sla_policies", [p.name for p in tenant.sla_policies]),
@@ -520,11 +512,6 @@ def _check_tenant(
         # A lead need not be a member: a supervisor who takes no conversations may lead.
         if team.lead is not None and team.lead not in people:
             problems.append(f"{at}.lead: no person {team.lead!r}")
-        elif team.lead in inactive:
-            problems.append(
-                f"{at}.lead: {team.lead!r} is deactivated (active: false); name an active person, "
-                "or leave lead out (the team is told instead)"
-            )
         for pi, member in enumerate(team.members):
             if member not in people:
                 problems.append(f"{at}.members[{pi}]: no person {member!r}")
@@ -573,7 +560,6 @@ def cross_check(document: ConfigDocument, *, source: str, known_people: set[str]
     topic rules are usable. Raises one ConfigError listing every problem."""
     problems: list[str] = []
     people = {person.id for person in document.people} | known_people
-    inactive = {person.id for person in document.people if not person.active}
     for dup in _duplicates([p.id for p in document.people]):
         problems.append(f"{source}: people: {dup!r} is defined twice")
     for dup in _duplicates([t.id for t in document.tenants]):
@@ -583,7 +569,7 @@ def cross_check(document: ConfigDocument, *, source: str, known_people: set[str]
         problems.append(f"{source}: tenants: account {dup!r} is defined twice")
     _check_people(document, source, people, problems)
     for ti, tenant in enumerate(document.tenants):
-        _check_tenant(tenant, f"{source}: tenants[{ti}]", people, problems, inactive=inactive)
+        _check_tenant(tenant, f"{source}: tenants[{ti}]", people, problems)
         _check_escalation(tenant, f"tenants[{ti}]", source, people, problems)
     if problems:
         raise ConfigError(problems)

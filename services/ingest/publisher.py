@@ -1,6 +1,7 @@
 """Publishing normalised interactions to JetStream, deduplicated by platform id."""
 
 import hashlib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -72,14 +73,16 @@ class RawPayload:
 REJECTED_KEPT_BYTES = 64 * 1024
 
 
-def rejected_outgoing(source: str, rejected: Rejected, *, account_id: str = "") -> Outgoing:
+def rejected_outgoing(source: str, rejected: Rejected, *, delivery: str, account_id: str = "") -> Outgoing:
     """An entry of a delivery that cannot be stored, kept on ingest's dead letter with its
-    problem (`sh.dlq.ingest.<source>`; it has no subject to be replayed to)."""
-    digest = hashlib.sha256(rejected.raw).hexdigest()
+    problem (`sh.dlq.ingest.<source>`; it has no subject to be replayed to). `delivery` names
+    the delivery (its digest): a platform's retry of it keeps each entry once, and the same
+    bad entry in another delivery is kept again."""
+    digest = hashlib.sha256(rejected.raw).hexdigest()[:32]
     return Outgoing(
         subjects.dead_letter(stream="ingest", consumer=source),
         rejected.raw[:REJECTED_KEPT_BYTES],
-        f"dlq:ingest:{source}:{digest}",
+        f"dlq:ingest:{source}:{delivery[:32]}:{rejected.where[:100]}:{digest}",
         correlation_id.get(),
         headers={
             "Nats-Expected-Stream": subjects.DEAD_LETTER_STREAM,
@@ -139,7 +142,8 @@ class InteractionPublisher:
                         message.payload,
                     )
                 )
-        messages += [rejected_outgoing(source, r, account_id=account) for r in rejected]
+        delivery = hashlib.sha256(raw.body).hexdigest() if raw is not None else uuid.uuid4().hex
+        messages += [rejected_outgoing(source, r, delivery=delivery, account_id=account) for r in rejected]
         await publish_pipelined(self._js, messages, timeout=self._timeout, retry_for=self._timeout)
         return rejected
 

@@ -121,7 +121,9 @@ def filter_subject(*, stream: str | None, consumer: str | None) -> str:
 
 def render_table(entries: Sequence[DeadLetter], *, total: int) -> str:
     if not entries:
-        return f"{total} dead letters (--limit 0 lists none)" if total else "no dead letters"
+        return (
+            f"{total} dead letter{'s' * (total != 1)} (--limit 0 lists none)" if total else "no dead letters"
+        )
     header = ("SEQ", "KEPT (UTC)", "FROM", "SUBJECT", "DELIVERIES", "ERROR", "BODY")
     lines = [header]
     for entry in entries:

@@ -192,6 +192,8 @@ async def test_the_list_filters_by_stream_and_consumer_and_stops_at_the_limit(cl
     assert code == 0 and out.endswith("(the oldest 1 of 3: --limit shows more)\n")
     code, out, _ = await cli.run("dead-letters", "--consumer", "nobody")
     assert (code, out) == (0, "no dead letters\n")
+    code, out, _ = await cli.run("dead-letters", "--limit", "0", "--stream", "sh_commands")
+    assert (code, out) == (0, "1 dead letter (--limit 0 lists none)\n")
     code, out, err = await cli.run("dead-letters", "--stream", "sh.events")
     assert (code, out) == (2, "") and "--stream 'sh.events': give a name without dots" in err
 

@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -456,6 +457,9 @@ def _add_control_commands(commands: "argparse._SubParsersAction[argparse.Argumen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The state folder, the SQLite database and the keys hold every tenant's messages and
+    # secrets: what any command (and `up`'s children) creates is readable by its owner only.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

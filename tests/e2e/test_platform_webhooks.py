@@ -17,7 +17,7 @@ from shared.db.models import Conversation, Interaction
 from shared.db.session import create_engine, session_factory
 from stayhuman.natsserver import EmbeddedNats
 from tests.e2e.stack import Stack
-from tests.helpers import config_yaml, eventually, generic_body
+from tests.helpers import config_yaml, eventually, generic_body, sign
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "platforms"
@@ -345,7 +345,7 @@ async def test_a_delivery_with_bad_entries_stores_the_good_and_dead_letters_the_
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["accepted"] == 2
-    assert [r["where"] for r in answer["rejected"]] == ["entry[0].changes[1]", "entry[2]", "interaction[1]"]
+    assert [r["where"] for r in answer["rejected"]] == ["entry[0].changes[1]", "entry[2]", "entry[1].changes[1]"]
     assert again.status_code == 200  # the platform's retry finds duplicates, not gaps
     await eventually(lambda: stored(stack, f"{page}_good1"), timeout=20, what="the first good comment stored")
     await eventually(
@@ -390,3 +390,63 @@ async def test_the_x_crc_does_not_sign_a_forged_delivery(stack: Stack) -> None:
         )
     assert attempt.status_code == 401
     assert await stored(stack, "666") == []
+
+
+async def test_bodies_at_the_size_limits_are_stored_and_keep_ingest_connected(
+    stack: Stack, nats_url: str
+) -> None:
+    """A body just under 1 MiB (JSON allows any amount of white space) and a 16 MiB batch are
+    larger than one NATS message may be once headers are added: they are archived in parts,
+    and ingest stays connected to NATS (the server closes a connection that sends more)."""
+    secret = "generic-secret-0123456789"
+    body = generic_body("near-limit", thread_id="near-limit-thread")
+    body = body[:-1] + b" " * (1_048_576 - len(body)) + b"}"
+    assert len(body) == 1_048_576
+    items = [
+        {
+            **json.loads(generic_body(f"big-batch-{i}", thread_id=f"big-batch-{i}", text="ü" * 8000)),
+            "account_id": "bluebird-fb",
+        }
+        for i in range(1000)
+    ]
+    batch = json.dumps({"interactions": items}, ensure_ascii=False).encode()
+    assert 15_000_000 < len(batch) <= 16_777_216
+    async with httpx.AsyncClient(timeout=60) as client:
+        headers = {"Content-Type": "application/json", "X-Signature-256": sign(secret, body)}
+        near = await client.post(
+            stack.url("ingest", "/webhooks/generic/bluebird-fb"), content=body, headers=headers
+        )
+        big = await client.post(
+            stack.url("ingest", "/v1/interactions"),
+            content=batch,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        after = generic_body("after-the-big-ones", thread_id="after-thread")
+        later = await client.post(
+            stack.url("ingest", "/webhooks/generic/bluebird-fb"),
+            content=after,
+            headers={"Content-Type": "application/json", "X-Signature-256": sign(secret, after)},
+        )
+        health = await client.get(stack.url("ingest-ops", "/readyz"))
+    assert near.status_code == 202, near.text
+    assert big.status_code == 202 and big.json()["accepted"] == 1000, big.text
+    assert later.status_code == 202 and health.status_code == 200
+    await eventually(lambda: stored(stack, "big-batch-999"), timeout=60, what="the big batch routed")
+    nc = await nats.connect(nats_url)
+    try:
+        sub = await nc.jetstream().subscribe("sh.archive.batch", ordered_consumer=True)
+        parts = []
+        try:
+            while True:
+                message = await sub.next_msg(timeout=2)
+                if message.headers and message.headers.get("Sh-Part"):
+                    parts.append(message)
+        except nats.errors.TimeoutError:
+            pass
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    digest = hashlib.sha256(batch).hexdigest()
+    mine = [m for m in parts if m.headers and m.headers.get("Sh-Digest") == digest]
+    mine.sort(key=lambda m: int((m.headers or {})["Sh-Part"].split("/")[0]))
+    assert len(mine) > 1 and b"".join(m.data for m in mine) == batch  # the parts make the body again

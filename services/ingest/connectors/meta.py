@@ -69,15 +69,19 @@ def parse(body: bytes) -> Parsed:
             parsed.reject(where, error, entry)
             continue
         for number, event in enumerate(messages):
+            since = len(parsed.drafts)
             try:
                 _message(parsed, platform, account, mapping(event, "messaging event"))
             except ENTRY_ERRORS as error:
                 parsed.reject(f"{where}.messaging[{number}]", error, event)
+            parsed.mark(since, f"{where}.messaging[{number}]")
         for number, change in enumerate(changes):
+            since = len(parsed.drafts)
             try:
                 _change(parsed, platform, account, mapping(change, "change"), sent_at=entry.get("time", 0))
             except ENTRY_ERRORS as error:
                 parsed.reject(f"{where}.changes[{number}]", error, change)
+            parsed.mark(since, f"{where}.changes[{number}]")
     return parsed
 
 

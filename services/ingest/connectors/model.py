@@ -5,7 +5,7 @@ import hmac
 import json
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +42,7 @@ class Draft:
     url: str | None = None
     language: str | None = None
     retracted: bool = False  # the author removed it
+    where: str = ""  # where in the delivery it came from, e.g. entry[2].changes[0]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class Parsed:
     drafts: list[Draft] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # what was well-formed but not routed, and why
     rejected: list[Rejected] = field(default_factory=list)
+
+    def mark(self, since: int, where: str) -> None:
+        """Say where in the delivery the drafts made since `since` came from."""
+        self.drafts[since:] = [replace(draft, where=where) for draft in self.drafts[since:]]
 
     def reject(self, where: str, error: BaseException, entry: object) -> None:
         if len(self.rejected) >= MAX_REJECTED:
@@ -168,7 +173,7 @@ def from_epoch(value: float | str, *, milliseconds: bool) -> datetime:
     try:
         seconds = float(value) / (1000 if milliseconds else 1)
         return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, TypeError) as error:
+    except (OverflowError, OSError, TypeError, ValueError) as error:
         raise ValueError(f"not a time: {str(value)[:40]!r}") from error
 
 
@@ -230,7 +235,8 @@ def to_events(
                 )
             )
         except ValueError as error:  # ValidationError, TooFarAhead
-            rejected.append(Rejected(f"interaction[{index}]", problem_of(error), raw_of(asdict(draft))))
+            where = draft.where or f"interaction[{index}]"
+            rejected.append(Rejected(where, problem_of(error), raw_of(asdict(draft))))
     return events, rejected, unknown
 
 

@@ -69,10 +69,12 @@ def parse(body: bytes) -> Parsed:
             parsed.reject(key, error, document.get(key))
             continue
         for index, event in enumerate(events):
+            since = len(parsed.drafts)
             try:
                 handle(parsed, account, mapping(event, key), users)
             except ENTRY_ERRORS as error:
                 parsed.reject(f"{key}[{index}]", error, event)
+            parsed.mark(since, f"{key}[{index}]")
     for key in document:
         if key.endswith("_events") and key not in ("tweet_create_events", "direct_message_events"):
             parsed.ignored.append(key[:64])

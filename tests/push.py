@@ -90,19 +90,27 @@ def make_certificates(folder: Path, *, host: str = "127.0.0.1") -> dict[str, Pat
 
 
 class PushService:
-    """An HTTPS push service that keeps what is POSTed to it and answers `status_for[path]`."""
+    """An HTTPS push service on 127.0.0.1, with a certificate for `host`, that keeps what is
+    POSTed to it and answers `status_for[path]` (a redirect points at `/redirected`)."""
 
-    def __init__(self, folder: Path, status_for: dict[str, int] | None = None) -> None:
-        self.certificates = make_certificates(folder)
+    def __init__(
+        self, folder: Path, status_for: dict[str, int] | None = None, *, host: str = "127.0.0.1"
+    ) -> None:
+        self.host = host
+        self.certificates = make_certificates(folder, host=host)
         self.posts: list[tuple[str, dict[str, str], bytes]] = []
         statuses = status_for or {}
         posts = self.posts
+        service = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 posts.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(statuses.get(self.path, 201))
+                status = statuses.get(self.path, 201)
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", service.url("/redirected"))
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -117,7 +125,7 @@ class PushService:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def url(self, path: str) -> str:
-        return f"https://127.0.0.1:{self.port}{path}"
+        return f"https://{self.host}:{self.port}{path}"
 
     @property
     def ca_file(self) -> Path:

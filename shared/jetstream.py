@@ -350,7 +350,8 @@ class BatchConsumer:
         if self._subscription is not None:
             # A pull subscription left subscribed stalls the connection's drain
             # for its whole timeout (30 s).
-            await self._subscription.unsubscribe()
+            with contextlib.suppress(ConnectionClosedError):
+                await self._subscription.unsubscribe()
             self._subscription = None
 
     @property

@@ -10,6 +10,7 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from faststream.nats import NatsBroker
 from faststream.nats.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext
 from nats.aio.client import Client
+from nats.errors import ConnectionClosedError
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -83,6 +85,8 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession] = field(init=False)
     required_streams: tuple[str, ...] = ()
     stream_settings: StreamSettings = field(default_factory=StreamSettings)
+    # What to do when NATS is gone for good: stop this process, so that it is started again.
+    on_lost: Callable[[], None] = field(default=lambda: os.kill(os.getpid(), signal.SIGTERM))
 
     def __post_init__(self) -> None:
         self.stream_settings = StreamSettings(
@@ -130,7 +134,7 @@ class Runtime:
             "NATS connection closed for good; stopping so that this service is started again",
             extra={"error": repr(self._last_nats_error)},
         )
-        os.kill(os.getpid(), signal.SIGTERM)
+        self.on_lost()
 
     @property
     def nats_closed(self) -> bool:
@@ -175,7 +179,10 @@ class Runtime:
 
     async def stop(self) -> None:
         self._stopping = True
-        await self.broker.stop()
+        try:
+            await self.broker.stop()
+        except ConnectionClosedError:  # NATS gone for good already: nothing left to drain
+            pass
         await self.engine.dispose()
 
     async def readiness(self) -> dict[str, Any]:

@@ -30,9 +30,11 @@ class FixedAccounts(AccountDirectory):
     ) -> None:
         self._accounts = list(accounts)
         self._platform_ids = platform_ids
+        self.loads = 0  # how often the table was read
         super().__init__(None, ttl_seconds=3600, box=box)  # type: ignore[arg-type]
 
     async def _load(self) -> Any:
+        self.loads += 1
         by_id = {a.id: a for a in self._accounts}
         return _Accounts(by_id, {key: by_id[account] for key, account in self._platform_ids.items()})
 

@@ -248,3 +248,24 @@ def test_a_delivery_whose_interaction_exceeds_the_server_limit_keeps_it_on_the_d
     assert response.status_code == 200 and response.json()["accepted"] == 0
     assert [r["where"] for r in response.json()["rejected"]] == ["interaction[0]"]
     assert big.status_code == 413 and big.json()["error"]
+
+
+def test_unknown_accounts_cost_no_database_query_each() -> None:
+    """The accounts are held in memory: a thousand requests for accounts that do not exist read
+    the table once, as one request for an account that does."""
+    app = ingest_app(KeepingPublisher())
+    client = Client(app)
+    try:
+        body = generic_body("m-1")
+        answers = {
+            client.request(
+                "POST",
+                f"/webhooks/generic/nobody-{n}",
+                content=body,
+                headers={"X-Signature-256": sign(GENERIC_SECRET, body)},
+            ).status_code
+            for n in range(1000)
+        }
+    finally:
+        client.close()
+    assert answers == {401} and app.state.accounts.loads == 1

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from services.ingest.guard import RequestGuard
+from tests.helpers import eventually
 
 
 class SlowApp:
@@ -34,8 +35,7 @@ async def test_work_beyond_the_cap_is_refused_at_once_not_queued() -> None:
     transport = httpx.ASGITransport(app=guarded(app))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         held = [asyncio.create_task(client.post("/webhooks/x", content=b"{}")) for _ in range(2)]
-        while len(app.bodies) < 2:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: _at_least(app.bodies, 2), timeout=5, interval=0.01, what="two requests held")
         refused = await asyncio.wait_for(client.post("/webhooks/x", content=b"{}"), timeout=1)
         app.release.set()
         answers = await asyncio.gather(*held)
@@ -78,3 +78,7 @@ async def test_a_body_that_trickles_in_is_cut_off_without_taking_a_place() -> No
     await asyncio.wait_for(guard(scope, trickle, send), timeout=2)
     assert sent[0]["status"] == 408 and guard.in_flight == 0 and app.bodies == []
     assert json.loads(sent[1]["body"]) == {"error": "the body did not arrive within 0.3 s"}
+
+
+async def _at_least(items: list[bytes], count: int) -> bool:
+    return len(items) >= count

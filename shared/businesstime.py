@@ -29,6 +29,10 @@ _MAX_CACHED_DAYS = 4096
 
 _ONE_DAY = timedelta(days=1)
 _ZERO = timedelta(0)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+# DST moves a local day by at most two hours (double summer time): a bound on the open time of a week.
+_WEEK_SLACK = timedelta(hours=2 * 7)
 _TIME = re.compile(r"(\d{1,2}):(\d{2})")
 
 _Interval = tuple[datetime, datetime]
@@ -95,27 +99,55 @@ class BusinessCalendar:
         """Whether business time runs at the aware instant `at` (open at an opening, closed at a closing)."""
         at = _as_utc(at)
         day = self._local_date(at)
-        return any(begin <= at < end for begin, end in self._intervals(day - _ONE_DAY, day))
+        return any(begin <= at < end for begin, end in self._intervals(_day_before(day), day))
 
     def add(self, start: datetime, duration: timedelta) -> datetime:
         """The UTC instant at which `duration` of business time has run since `start`.
 
         Outside business hours the clock starts at the next opening, so a zero duration
         gives `start` when open and the next opening otherwise. Raises CalendarError
-        when the calendar is never open.
+        when the calendar is never open, or when the time would fall after the year 9999.
         """
+        due = self._add(start, duration, None)
+        assert due is not None  # without a limit, _add returns or raises
+        return due
+
+    def add_before(self, start: datetime, duration: timedelta, limit: datetime) -> datetime | None:
+        """`add`, or None when `duration` of business time has not run by `limit`; the work is
+        bounded by the limit (a long target on a calendar with few open hours stays cheap)."""
+        return self._add(start, duration, _as_utc(limit))
+
+    def _add(self, start: datetime, duration: timedelta, limit: datetime | None) -> datetime | None:
         if duration < _ZERO:
             raise ValueError(f"duration must not be negative, got {duration}")
         start = _as_utc(start)
+        if limit is not None and (start > limit or duration > self._most_open_between(start, limit)):
+            return None
+        if self._always_open:
+            due = _plus(start, duration)
+            if due is None and limit is None:
+                raise CalendarError(f"{duration} after {start.isoformat()} is after the year 9999")
+            return due if due is None or limit is None or due <= limit else None
         remaining = duration
-        for begin, end in self._intervals(self._local_date(start) - _ONE_DAY):
+        for begin, end in self._intervals(_day_before(self._local_date(start))):
+            if limit is not None and begin > limit:
+                return None
             if end <= start:
                 continue
             begin = max(begin, start)
             if remaining <= end - begin:
-                return begin + remaining
+                due = begin + remaining
+                return due if limit is None or due <= limit else None
             remaining -= end - begin
-        raise AssertionError("unreachable: an unbounded _intervals only ends by raising")
+        if limit is not None:
+            return None
+        raise CalendarError(f"{duration} of business time after {start.isoformat()} is after the year 9999")
+
+    def _most_open_between(self, start: datetime, limit: datetime) -> timedelta:
+        """An upper bound of the business time in [start, limit]: whole weeks of open hours."""
+        weeks = (limit - start) // timedelta(weeks=1) + 2
+        week = sum((end - begin for day in self.hours for begin, end in day), 0)
+        return timedelta(minutes=week) * weeks + _WEEK_SLACK * weeks
 
     def elapsed(self, start: datetime, end: datetime) -> timedelta:
         """The business time within [start, end); zero when end <= start."""
@@ -123,7 +155,7 @@ class BusinessCalendar:
         total = _ZERO
         if end <= start:
             return total
-        for begin, stop in self._intervals(self._local_date(start) - _ONE_DAY, self._local_date(end)):
+        for begin, stop in self._intervals(_day_before(self._local_date(start)), self._local_date(end)):
             overlap = min(stop, end) - max(begin, start)
             if overlap > _ZERO:
                 total += overlap
@@ -139,9 +171,9 @@ class BusinessCalendar:
         if self._always_open:
             return None
         after = _as_utc(after)
-        horizon = after + timedelta(days=_CHANGE_SEARCH_DAYS)
+        horizon = _plus(after, timedelta(days=_CHANGE_SEARCH_DAYS)) or _LATEST
         period_end: datetime | None = None
-        for begin, end in self._intervals(self._local_date(after) - _ONE_DAY, self._local_date(horizon)):
+        for begin, end in self._intervals(_day_before(self._local_date(after)), self._local_date(horizon)):
             if end <= after:
                 continue
             if period_end is None:
@@ -172,13 +204,16 @@ class BusinessCalendar:
         return {}
 
     def _local_date(self, at: datetime) -> date:
-        return at.astimezone(self._zone).date()
+        try:
+            return at.astimezone(self._zone).date()
+        except OverflowError:  # within a day of the first or last representable instant
+            return date.min if at.year == 1 else date.max
 
     def _intervals(self, first_day: date, last_day: date | None = None) -> Iterator[_Interval]:
         """The open UTC intervals of local dates first_day..last_day, in time order.
 
         Without last_day it runs on, and raises CalendarError after about three years
-        of closed days in a row.
+        of closed days in a row; either way it ends with the last representable date.
         """
         if last_day is None and not any(self.hours):
             raise CalendarError(f"calendar ({self.timezone}) is never open: it has no business hours")
@@ -194,6 +229,8 @@ class BusinessCalendar:
                     raise CalendarError(
                         f"calendar ({self.timezone}) is not open on any day from {first_day} to {day}"
                     )
+            if day == date.max:
+                return
             day += _ONE_DAY
 
     def _day_intervals(self, day: date) -> tuple[_Interval, ...]:
@@ -225,11 +262,16 @@ class BusinessCalendar:
     def _instant(self, day: date, minute: int) -> datetime:
         """The UTC instant of a local wall time on `day` (minute 1440 is the next midnight)."""
         if minute == MINUTES_PER_DAY:
+            if day == date.max:
+                return _LATEST
             day, minute = day + _ONE_DAY, 0
         # fold=0: a time in a DST gap moves forward by the gap (02:30 on a spring-forward
         # night in Berlin is 03:30 CEST); a repeated time means its first occurrence.
         local = datetime(day.year, day.month, day.day, minute // 60, minute % 60, tzinfo=self._zone)
-        return local.astimezone(UTC)
+        try:
+            return local.astimezone(UTC)
+        except OverflowError:  # the first or last local day of the calendar: clipped to what exists
+            return _EARLIEST if day.year == 1 else _LATEST
 
     def _is_closed_date(self, day: date) -> bool:
         if day in self.closed_days:
@@ -245,10 +287,25 @@ def _holiday_dates(country: str, subdivision: str | None, year: int) -> frozense
     return frozenset(holidays.country_holidays(country, subdiv=subdivision, years=year).keys())
 
 
+def _day_before(day: date) -> date:
+    return day - _ONE_DAY if day > date.min else day
+
+
+def _plus(at: datetime, duration: timedelta) -> datetime | None:
+    """`at + duration`, or None after the last representable instant."""
+    try:
+        return at + duration
+    except OverflowError:
+        return None
+
+
 def _as_utc(at: datetime) -> datetime:
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError(f"expected a timezone-aware datetime, got naive {at.isoformat()}")
-    return at.astimezone(UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:  # a local time whose UTC instant is not representable: the nearest one
+        return _EARLIEST if at.year == 1 else _LATEST
 
 
 def _check_timezone(name: str) -> None:

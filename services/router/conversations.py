@@ -366,31 +366,53 @@ def _reply(world: World, conversation: Conversation, ix: InteractionReceived) ->
             responded_at=ix.created_at,
         ),
     )
-    resolution = deadlines.plan_resolution(
-        opened_at=conversation.opened_at, sla=world.sla_of(conversation), priority=conversation.priority
+    _set_deadline(
+        world, conversation, _resolution(world, conversation), ix.correlation_id, reason="responded"
     )
-    _set_deadline(world, conversation, resolution, ix.correlation_id, reason="responded")
     _arm_auto_resolve(world, conversation, ix.created_at)
+
+
+def _resolution(world: World, conversation: Conversation) -> Deadline | None:
+    """The resolution deadline after a reply; none for a conversation whose clock never ran because
+    it was older than the backfill cutoff (its resolution target would only be long past)."""
+    return deadlines.plan_resolution(
+        opened_at=conversation.opened_at,
+        sla=world.sla_of(conversation),
+        priority=conversation.priority,
+        now=world.now,
+        backfill_cutoff=timedelta.max if conversation.deadline_version else world.backfill_cutoff,
+    )
 
 
 def _arm_auto_resolve(world: World, conversation: Conversation, since: datetime) -> None:
     tenant = world.tenants.get(conversation.tenant_id)
     if tenant is None or tenant.auto_resolve is None:
         return
-    conversation.resolve_at = since + tenant.auto_resolve
+    try:
+        conversation.resolve_at = since + tenant.auto_resolve
+    except OverflowError:
+        conversation.resolve_at = None
+        return
     at = conversation.resolve_at
-    world.timers.append(
-        Timer(
-            f"conv.{conversation.tenant_id}.{conversation.id}",
-            at,
-            AutoResolve(
-                command_id=f"autoresolve-{conversation.id}-{int(at.timestamp())}",
-                tenant_id=conversation.tenant_id,
-                conversation_id=conversation.id,
-                issued_by="router",
-            ),
-        )
+    _arm(
+        world,
+        f"conv.{conversation.tenant_id}.{conversation.id}",
+        at,
+        AutoResolve(
+            command_id=f"autoresolve-{conversation.id}-{int(at.timestamp())}",
+            tenant_id=conversation.tenant_id,
+            conversation_id=conversation.id,
+            issued_by="router",
+        ),
     )
+
+
+def _arm(world: World, key: str, at: datetime, command: AnyCommand) -> None:
+    """Arm one of the router's timers: one already due fires at once; one after what a NATS
+    schedule can hold is not armed (nothing would come of it before 2262)."""
+    if at > deadlines.SCHEDULABLE[1]:
+        return
+    world.timers.append(Timer(key, max(at, world.now), command))
 
 
 def retract(
@@ -580,9 +602,7 @@ def recompute(world: World, conversation: Conversation, key: str) -> None:
             paused=timedelta(seconds=conversation.paused_business_seconds),
         )
     elif conversation.state == State.responded:
-        deadline = deadlines.plan_resolution(
-            opened_at=conversation.opened_at, sla=sla, priority=conversation.priority
-        )
+        deadline = _resolution(world, conversation)
     else:
         return
     if _differs(conversation, deadline):
@@ -615,16 +635,15 @@ def check_availability(world: World, person_id: str) -> None:
         world.freed.add(person_id)
     change = person.next_change(world.now)
     if change is not None and person.active:
-        world.timers.append(
-            Timer(
-                f"person.{person_id}",
-                change,
-                CheckAvailability(
-                    command_id=f"avail-{person_id}-{int(change.timestamp())}",
-                    person_id=person_id,
-                    issued_by="router",
-                ),
-            )
+        _arm(
+            world,
+            f"person.{person_id}",
+            change,
+            CheckAvailability(
+                command_id=f"avail-{person_id}-{int(change.timestamp())}",
+                person_id=person_id,
+                issued_by="router",
+            ),
         )
 
 

@@ -1,10 +1,19 @@
-"""When a conversation is due: pure arithmetic on SLA targets, in business time."""
+"""When a conversation is due: pure arithmetic on SLA targets, in business time.
+
+Every due or warn time falls in SCHEDULABLE: notify arms each as a NATS message
+schedule, which the server reads as a Go time (nanoseconds since 1970 in 64 bits:
+1677 to April 2262), and a breach's escalation steps come after it. A target that
+cannot fall due within it (a very long one, or a calendar with almost no open hours)
+sets no deadline, and a message older than the backfill cutoff sets none either.
+"""
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from shared.businesstime import ALWAYS_OPEN, BusinessCalendar
 from shared.events import DeadlineKind
+
+SCHEDULABLE = (datetime(1678, 1, 1, tzinfo=UTC), datetime(2262, 1, 1, tzinfo=UTC))
 
 
 @dataclass(frozen=True)
@@ -44,10 +53,27 @@ class Deadline:
     due_at: datetime
 
 
-def _warn_at(sla: Sla, start: datetime, target: timedelta) -> datetime | None:
-    if not sla.warn_before or sla.warn_before >= target:
+def schedulable(at: datetime | None) -> bool:
+    return at is not None and SCHEDULABLE[0] <= at <= SCHEDULABLE[1]
+
+
+def _after(sla: Sla, start: datetime, target: timedelta) -> datetime | None:
+    """`target` of business time after `start`, or None when that is not schedulable (a clock
+    that started before the range, say with a backfill cutoff of centuries, sets none either)."""
+    if start < SCHEDULABLE[0]:
         return None
-    return sla.calendar.add(start, target - sla.warn_before)
+    at = sla.calendar.add_before(start, target, SCHEDULABLE[1])
+    return at if schedulable(at) else None
+
+
+def _deadline(kind: DeadlineKind, sla: Sla, start: datetime, target: timedelta) -> Deadline | None:
+    due_at = _after(sla, start, target)
+    if due_at is None:
+        return None
+    warn_at = None
+    if sla.warn_before and sla.warn_before < target:
+        warn_at = _after(sla, start, target - sla.warn_before)
+    return Deadline(kind, start, warn_at, due_at)
 
 
 def plan_deadline(
@@ -73,28 +99,33 @@ def plan_deadline(
     if sla is None or now - started_at > backfill_cutoff:
         return None
     targets = sla.targets(priority)
-    target = targets.response(kind) + paused  # business time spent paused does not count
-    due_at = sla.calendar.add(started_at, target)
-    deadline = Deadline(kind, started_at, _warn_at(sla, started_at, target), due_at)
+    try:
+        target = targets.response(kind) + paused  # business time spent paused does not count
+    except OverflowError:
+        target = timedelta.max
+    deadline = _deadline(kind, sla, started_at, target)
     resolution = plan_resolution(opened_at=opened_at, sla=sla, priority=priority)
-    if resolution is not None and resolution.due_at < due_at:
+    if resolution is not None and (deadline is None or resolution.due_at < deadline.due_at):
         return resolution
     return deadline
 
 
-def plan_resolution(*, opened_at: datetime, sla: Sla | None, priority: str) -> Deadline | None:
-    """The resolution deadline, counted from the opening; None without a resolution target."""
-    if sla is None:
+def plan_resolution(
+    *,
+    opened_at: datetime,
+    sla: Sla | None,
+    priority: str,
+    now: datetime | None = None,
+    backfill_cutoff: timedelta = timedelta.max,
+) -> Deadline | None:
+    """The resolution deadline, counted from the opening; None without a resolution target, or
+    (given `now`) for a conversation opened before the backfill cutoff."""
+    if sla is None or (now is not None and now - opened_at > backfill_cutoff):
         return None
     target = sla.targets(priority).resolution
     if target is None:
         return None
-    return Deadline(
-        DeadlineKind.resolution,
-        opened_at,
-        _warn_at(sla, opened_at, target),
-        sla.calendar.add(opened_at, target),
-    )
+    return _deadline(DeadlineKind.resolution, sla, opened_at, target)
 
 
 def remaining(sla: Sla | None, *, now: datetime, due_at: datetime) -> timedelta:
@@ -104,10 +135,6 @@ def remaining(sla: Sla | None, *, now: datetime, due_at: datetime) -> timedelta:
     return sla.calendar.elapsed(now, due_at)
 
 
-def resume(sla: Sla, *, kind: DeadlineKind, now: datetime, left: timedelta) -> Deadline:
+def resume(sla: Sla, *, kind: DeadlineKind, now: datetime, left: timedelta) -> Deadline | None:
     """The clock of a paused conversation running again with the business time it had left."""
-    due_at = sla.calendar.add(now, left)
-    warn_at = (
-        sla.calendar.add(now, left - sla.warn_before) if sla.warn_before and sla.warn_before < left else None
-    )
-    return Deadline(kind, now, warn_at, due_at)
+    return _deadline(kind, sla, now, left)

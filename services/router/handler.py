@@ -129,6 +129,9 @@ class InteractionRouter:
             except ValidationError as error:
                 ROUTED.labels("dead_letter").inc()
                 await self._dead_letter(msg, f"invalid {self.what}: {error}")
+            except (ValueError, OverflowError) as error:  # e.g. an instant before year 1 in UTC
+                ROUTED.labels("dead_letter").inc()
+                await self._dead_letter(msg, f"invalid {self.what}: {type(error).__name__}: {error}")
         if len(items) == 1:
             await self._route_alone(items[0])
             return

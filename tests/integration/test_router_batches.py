@@ -1,6 +1,7 @@
 """The router's hot path against a real nats-server and each database."""
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -266,3 +267,25 @@ async def test_a_poison_interaction_alone_in_its_batch_ends_on_the_dead_letter(s
     assert (info.num_pending, info.num_ack_pending) == (0, 0)
     async with setup.sessions() as session:
         assert (await session.exec(select(Interaction))).all() == []
+
+
+async def test_interactions_from_long_ago_are_routed_and_an_unrepresentable_instant_is_refused(
+    setup: Setup,
+) -> None:
+    """Any past date down to year 1 is routed (assigned, no deadline: older than the backfill
+    cutoff); an instant before year 1 in UTC cannot be read and goes to the dead letter at once."""
+    old = event("old", thread_id="ancient", created_at=datetime(1, 1, 1, tzinfo=UTC))
+    before = json.loads(event("before", thread_id="before").model_dump_json())
+    before["created_at"] = "0001-01-01T00:30:00+05:00"  # 31 December of year 0 in UTC
+    await publish(setup.js, old, raw=json.dumps(before).encode())
+    await router(setup).handle_batch(await fetch_all(setup.js, 2))
+    async with setup.sessions() as session:
+        [conversation] = (await session.exec(select(Conversation))).all()
+    assert (conversation.thread_id, conversation.state, conversation.due_at) == ("ancient", "open", None)
+    assert conversation.owner_id in {"maria", "li"}
+    sub = await setup.js.pull_subscribe(
+        subjects.dead_letter(stream=subjects.INTERACTIONS_STREAM, consumer=CONSUMER), durable="check"
+    )
+    [letter] = await sub.fetch(1, timeout=5)
+    await sub.unsubscribe()
+    assert letter.headers[DLQ_ERROR].startswith("invalid interaction: OverflowError")

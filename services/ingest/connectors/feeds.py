@@ -115,9 +115,16 @@ def count_of(value: object) -> int | None:
     return None
 
 
+# Characters no link holds: controls, spaces, and lone surrogates (no encoding can write them,
+# so the event could not be published).
+_NOT_IN_LINKS = re.compile("[\x00-\x20\x7f\ud800-\udfff]")
+
+
 def url_of(value: object) -> str | None:
-    """An optional link: kept when it is a string a link column holds."""
-    return value if isinstance(value, str) and 0 < len(value) <= 2048 else None
+    """An optional link: kept when it is one a link column holds."""
+    if isinstance(value, str) and 0 < len(value) <= 2048 and not _NOT_IN_LINKS.search(value):
+        return value
+    return None
 
 
 def time_of(value: object, what: str) -> datetime:

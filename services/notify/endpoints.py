@@ -16,7 +16,6 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -150,9 +149,3 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         return None
-
-
-def describe(error: BaseException) -> str:
-    """A short text for a refused or failed push, for the delivery log."""
-    text: Any = str(error) or type(error).__name__
-    return str(text)[:300]

@@ -132,6 +132,9 @@ class Leases:
             self._unsure.add(account_id)
             log.info("lease not renewed", extra={"account_id": account_id, "error": repr(error)})
             return
+        except Exception as error:  # e.g. the key expired between a failed take and its check
+            log.warning("lease not taken or renewed", extra={"account_id": account_id, "error": repr(error)})
+            return
         self._unsure.discard(account_id)
         self._held[account_id] = (revision, started + self.ttl * TRUST)
 

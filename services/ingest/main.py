@@ -55,7 +55,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
         title="StayHuman ingest", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.settings = settings
-    box = settings.secret_box()
+    box = settings.service_secret_box()  # never made here: every replica opens what apply sealed
     app.state.accounts = AccountDirectory(
         runtime.sessions, ttl_seconds=settings.account_cache_ttl.total_seconds(), box=box
     )

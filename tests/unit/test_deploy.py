@@ -51,15 +51,19 @@ def compose() -> dict[str, Any]:
 def listeners(service: str) -> dict[str, set[str]]:
     """The paths each listener of a service serves: `public`, and `ops` when it has one."""
     url = "postgresql://user:pass@db.invalid/stayhuman"  # building an app opens no connection
+    keys: dict[str, Any] = {"secret_key": new_key()}
     apps = {
-        "ingest": lambda: ingest_app(IngestSettings(nats_url="nats://x", database_url=url)),
+        "ingest": lambda: ingest_app(IngestSettings(nats_url="nats://x", database_url=url, **keys)),
         "router": lambda: router_app(RouterSettings(nats_url="nats://x", database_url=url)),
         "notify": lambda: notify_app(
             NotifySettings(
-                nats_url="nats://x", database_url=url, smtp_host="smtp.invalid",
-                secret_key=new_key(), vapid_private_key=new_vapid_pem(),  # type: ignore[arg-type]
+                nats_url="nats://x",
+                database_url=url,
+                smtp_host="smtp.invalid",
+                vapid_private_key=new_vapid_pem(),
+                **keys,
             )
-        ),  # fmt: skip
+        ),
     }
     app = apps[service]()
     served = {"public": _paths(app.routes)}
@@ -230,4 +234,6 @@ def test_compose_passes_each_service_its_keys_and_requires_them(compose: dict[st
 def test_up_runs_its_nats_with_the_cluster_permissions() -> None:
     """`stayhuman up` ships a copy of the permissions file (deploy/ is not installed): the same."""
     packaged = ROOT / "stayhuman" / "nats-permissions.conf"
-    assert packaged.read_text() == (ROOT / "deploy" / "k8s" / "base" / "nats" / "permissions.conf").read_text()
+    assert (
+        packaged.read_text() == (ROOT / "deploy" / "k8s" / "base" / "nats" / "permissions.conf").read_text()
+    )

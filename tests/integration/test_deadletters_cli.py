@@ -165,6 +165,7 @@ async def test_json_gives_every_field(cli: Cli) -> None:
         "original_seq": 1,
         "headers": {CORRELATION_HEADER: "corr-1"},  # the application's own only
         "size": 8,
+        "truncated_from": None,  # kept whole (a message at the server's limit is cut, and says so)
         "preview": '{"n": 1}',
     }
     assert two["seq"] == second and two["stream"] == COMMANDS and two["consumer"] == "router-commands"

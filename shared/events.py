@@ -124,7 +124,7 @@ class InteractionReceived(Event):
     parent_id: PlatformId | None = None
     author: Author
     text: Annotated[StorableText, Field(max_length=MAX_TEXT)]
-    url: Annotated[str, Field(max_length=2048)] | None = None
+    url: Annotated[str, Field(max_length=2048), AfterValidator(_platform_id)] | None = None
     language: Annotated[str, Field(max_length=16)] | None = None
     created_at: AwareDatetime
     received_at: AwareDatetime

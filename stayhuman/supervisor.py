@@ -39,6 +39,7 @@ class UpSettings(CommonSettings):
     ingest_ops_port: int = 9080
     router_port: int = 8081
     notify_port: int = 8082
+    notify_ops_port: int = 9082
 
 
 @dataclass

@@ -55,6 +55,9 @@ body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 52rem;
 pre {{ white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: .85rem; }}
 </style></head>
 <body><h1>Dev mailbox</h1>
+<p class="notice"><strong>For local development only.</strong> <code>stayhuman up</code> shows this
+page because no SMTP server is set (<code>STAYHUMAN_SMTP_HOST</code>): the alerts below were sent to
+nobody. Set an SMTP server to deliver them; a service started on its own never serves this page.</p>
 <p>{len(messages)} message{"s" if len(messages) != 1 else ""} received by the local SMTP sink.</p>
 {"".join(rows) or empty}
 </body></html>"""

@@ -35,8 +35,8 @@ from services.notify.settings import NotifySettings
 from services.notify.templates import Templates
 from shared import subjects
 from shared.jetstream import BatchConsumer, BatchHandler, work_consumer
-from shared.metrics import every, metrics_router, observe_consumers
-from shared.runtime import Runtime, health_router, install_error_handlers
+from shared.metrics import every, observe_consumers
+from shared.runtime import Runtime, install_error_handlers, liveness_router, ops_app
 from shared.secrets import LinkSigner, SecretBox
 from shared.settings import SettingsError
 
@@ -221,10 +221,15 @@ def create_app(settings: NotifySettings) -> FastAPI:
         workers = state.get("workers")
         return {"consumers": "ok" if workers is not None and workers.running else "stopped"}
 
-    app = FastAPI(title="StayHuman notify", lifespan=lifespan)
+    # The public listener serves the pages people open from alerts (acknowledge, push
+    # registration, the dev mailbox) and liveness; readiness, metrics and docs are on the
+    # operations listener (STAYHUMAN_NOTIFY_OPS_PORT).
+    app = FastAPI(
+        title="StayHuman notify", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     install_error_handlers(app)
-    app.include_router(health_router(runtime, extra=consuming))
-    app.include_router(metrics_router())
+    app.include_router(liveness_router(runtime))
+    app.state.ops_app = ops_app(runtime, app, extra=consuming)
 
     def parts() -> tuple[async_sessionmaker[AsyncSession], TimerScheduler] | None:
         workers = state.get("workers")

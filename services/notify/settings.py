@@ -9,7 +9,13 @@ from shared.settings import CommonSettings, Duration
 
 
 class NotifySettings(CommonSettings):
-    notify_port: int = Field(default=8082, description="HTTP port of notify (health, metrics, mailbox).")
+    notify_port: int = Field(
+        default=8082,
+        description="Notify's public HTTP port: acknowledge and push pages, the dev mailbox, /healthz.",
+    )
+    notify_ops_port: int = Field(
+        default=9082, description="Port of notify's operations listener (health, readiness, metrics)."
+    )
     smtp_host: str | None = Field(default=None, description="SMTP server for alerts (required).")
     smtp_port: int = Field(default=587, description="SMTP port.")
     smtp_security: Literal["starttls", "tls", "none"] = Field(

@@ -42,7 +42,7 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         if not self.ports:
-            self.ports = {name: free_port() for name in ("ingest", "ingest-ops", "router", "notify")}
+            self.ports = {name: free_port() for name in ("ingest", "ingest-ops", "router", "notify", "notify-ops")}
         env = {
             **os.environ,
             "STAYHUMAN_STATE_DIR": str(self.state_dir),
@@ -51,6 +51,7 @@ class Stack:
             "STAYHUMAN_INGEST_OPS_PORT": str(self.ports["ingest-ops"]),
             "STAYHUMAN_ROUTER_PORT": str(self.ports["router"]),
             "STAYHUMAN_NOTIFY_PORT": str(self.ports["notify"]),
+            "STAYHUMAN_NOTIFY_OPS_PORT": str(self.ports["notify-ops"]),
             "STAYHUMAN_LOG_JSON": "true",
             **self.env_overrides,
         }
@@ -115,7 +116,8 @@ class Stack:
         raise RuntimeError(f"stayhuman up not ready:\n{self.log_path.read_text()[-5000:]}")
 
     def url(self, service: str, path: str) -> str:
-        """`service` is ingest, router or notify, or `ingest-ops` for ingest's operations listener."""
+        """`service` is ingest, router or notify, or `ingest-ops` or `notify-ops` for their
+        operations listeners (readiness, metrics)."""
         return f"http://127.0.0.1:{self.ports[service]}{path}"
 
     def service_pid(self, service: str) -> int:

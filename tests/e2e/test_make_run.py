@@ -33,7 +33,7 @@ async def interactions_of(database: Path, conversation_id: str) -> list[Interact
 
 
 def test_make_run_shows_an_overdue_email_in_the_dev_mailbox(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("INGEST", "INGEST_OPS", "ROUTER", "NOTIFY")}
+    ports = {name: free_port() for name in ("INGEST", "INGEST_OPS", "ROUTER", "NOTIFY", "NOTIFY_OPS")}
     env = {
         **os.environ,
         "STAYHUMAN_STATE_DIR": str(tmp_path / "state"),

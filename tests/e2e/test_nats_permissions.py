@@ -56,7 +56,8 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
 ) -> None:
     smtp = SmtpServer().start()
     ports = {name: free_port() for name in PASSWORDS}
-    ops_port = free_port()  # ingest's readiness is on its operations listener
+    ops_port = free_port()  # ingest's and notify's readiness is on their operations listeners
+    notify_ops = free_port()
     database = f"sqlite+aiosqlite:///{tmp_path / 'stayhuman.db'}"
     env = {
         **os.environ,
@@ -68,6 +69,7 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
         "STAYHUMAN_SMTP_SECURITY": "none",
         **{f"STAYHUMAN_{name.upper()}_PORT": str(port) for name, port in ports.items()},
         "STAYHUMAN_INGEST_OPS_PORT": str(ops_port),
+        "STAYHUMAN_NOTIFY_OPS_PORT": str(notify_ops),
     }
     (tmp_path / "acme.yaml").write_text(
         config_yaml(tenant="acme", account="acme-fb", secret=SECRET, people=["maria"], first_response="2s")
@@ -86,7 +88,7 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
         async with httpx.AsyncClient() as client:
 
             async def ready() -> bool:
-                for port in [ops_port, ports["router"], ports["notify"]]:
+                for port in [ops_port, ports["router"], notify_ops]:
                     try:
                         if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code != 200:
                             return False

@@ -91,20 +91,21 @@ async def test_two_replicas_follow_each_others_links_and_open_what_apply_sealed(
         STAYHUMAN_ALERT_GROUPING="false",
         STAYHUMAN_LOG_LEVEL="warning",
     ).start()
-    second_port = free_port()
+    second_port, second_ops = free_port(), free_port()
     second = subprocess.Popen(
         [sys.executable, "-m", "stayhuman", "notify"],
         env={
             **stack.env(),  # the same keys...
             "STAYHUMAN_STATE_DIR": str(tmp_path / "second-replica"),  # ...and a state folder of its own
             "STAYHUMAN_NOTIFY_PORT": str(second_port),
+            "STAYHUMAN_NOTIFY_OPS_PORT": str(second_ops),
         },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     ports = {stack.ports["notify"], second_port}
     try:
-        await eventually(lambda: _ready(second_port), timeout=30, what="the second notify replica")
+        await eventually(lambda: _ready(second_ops), timeout=30, what="the second notify replica")
         async with httpx.AsyncClient() as client:
             for _ in range(CONVERSATIONS):
                 body = generic_body(unique("m"), thread_id=unique("t"), text="Still waiting")

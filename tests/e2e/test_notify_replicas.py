@@ -59,10 +59,10 @@ async def test_two_notify_replicas_send_each_alert_once(
         STAYHUMAN_ALERT_GROUPING="false",  # every alert counted on its own
         STAYHUMAN_LOG_LEVEL="warning",
     ).start()
-    second_port = free_port()
+    second_port = free_port()  # its operations listener: readiness and metrics
     second = subprocess.Popen(
         [sys.executable, "-m", "stayhuman", "notify"],
-        env={**stack.env(), "STAYHUMAN_NOTIFY_PORT": str(second_port)},
+        env={**stack.env(), "STAYHUMAN_NOTIFY_PORT": str(free_port()), "STAYHUMAN_NOTIFY_OPS_PORT": str(second_port)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -85,7 +85,7 @@ async def test_two_notify_replicas_send_each_alert_once(
         assert len(steps) == 2 * CONVERSATIONS
         assert set(steps.values()) == {1}, [key for key, n in steps.items() if n > 1][:5]
         assert Counter(step for _, step in steps) == {"breach": CONVERSATIONS, "escalation-1": CONVERSATIONS}
-        shares = [sent_by(stack.ports["notify"]), sent_by(second_port)]
+        shares = [sent_by(stack.ports["notify-ops"]), sent_by(second_port)]
         print(f"\nalerts sent by each notify replica: {shares}")
         assert sum(shares) == 2 * CONVERSATIONS and all(share > 0 for share in shares)
     finally:

@@ -188,7 +188,7 @@ async def test_every_service_reports_its_metrics(stack: Stack, smtp: SmtpServer)
         assert metric(router, "stayhuman_router_latency_seconds_count") >= 4
         for lane in ["", *(f"-{n}" for n in range(subjects.LANES))]:  # every lane drained
             assert metric(router, "stayhuman_consumer_pending", consumer=f"router-interactions{lane}") == 0
-        notify = await scrape("notify")
+        notify = await scrape("notify-ops")
         assert metric(notify, "stayhuman_notify_breaches_total") >= 3
         assert metric(notify, "stayhuman_notify_alerts_total", channel="email", result="sent") >= 3
         assert (

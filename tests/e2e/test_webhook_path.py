@@ -40,7 +40,7 @@ async def interactions_of(stack: Stack, thread_id: str) -> list[Interaction]:
 
 async def test_every_service_is_ready(stack: Stack) -> None:
     async with httpx.AsyncClient() as client:
-        for service in ("ingest-ops", "router", "notify"):
+        for service in ("ingest-ops", "router", "notify-ops"):
             response = await client.get(stack.url(service, "/readyz"))
             assert response.status_code == 200, response.text
             assert response.json()["checks"]["streams"] == "ok"

@@ -25,11 +25,13 @@ OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "example"
 SETTINGS = (IngestSettings, RouterSettings, NotifySettings, UpSettings)
 KNOWN = {f"STAYHUMAN_{name.upper()}" for settings in SETTINGS for name in settings.model_fields}
 PORTS = {"ingest": 8080, "router": 8081, "notify": 8082}
-OPS_PORTS = {"ingest": 9080}  # operations listeners: health, readiness, metrics, docs
+OPS_PORTS = {"ingest": 9080, "notify": 9082}  # operations listeners: health, readiness, metrics, docs
 
 
-def test_the_public_listener_of_ingest_serves_no_metrics_docs_or_readiness() -> None:
-    served = listeners("ingest")
+@pytest.mark.parametrize("service", ["ingest", "notify"])
+def test_public_listeners_serve_no_metrics_docs_or_readiness(service: str) -> None:
+    """What people and platforms reach from outside names no tenant, team or internals."""
+    served = listeners(service)
     assert not {"/metrics", "/docs", "/openapi.json", "/readyz"} & served["public"]
     assert {"/metrics", "/docs", "/openapi.json", "/readyz", "/healthz"} <= served["ops"]
 

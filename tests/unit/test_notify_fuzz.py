@@ -12,14 +12,13 @@ STAYHUMAN_FUZZ_EXAMPLES (10,000 unless set; `make test-unit` runs fewer)."""
 import asyncio
 import copy
 import json
-import os
 import time
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from fastapi import FastAPI
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from py_vapid import Vapid
 
@@ -27,15 +26,9 @@ from services.notify.acks import Acknowledged, ack_token, acks_router
 from services.notify.push import LINK_MAX_AGE, Registered, Registration, push_router
 from shared.runtime import install_error_handlers
 from shared.secrets import LinkSigner, new_key
+from tests.fuzz import FUZZ
 from tests.push import Device
 
-EXAMPLES = int(os.environ.get("STAYHUMAN_FUZZ_EXAMPLES", "10000"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-)
 ANSWER_WITHIN = 10.0  # seconds: anything slower is a hang
 
 SIGNER = LinkSigner(new_key())

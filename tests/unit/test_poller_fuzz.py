@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from services.ingest.connectors import bluesky, mastodon, youtube
 from services.ingest.connectors.feeds import Walk, load_page
 from services.ingest.connectors.model import MalformedPayload, Parsed, to_events
+from tests.fuzz import FUZZ
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "platforms"
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -270,9 +271,6 @@ def bluesky_feed(page: Any, walk: Walk) -> Parsed:
 
 def youtube_threads(page: Any, walk: Walk) -> Parsed:
     return youtube.parse_threads(page, channel_id=CHANNEL, walk=walk)
-
-
-FUZZ = settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FUZZ

@@ -92,10 +92,13 @@ def problem_of(error: BaseException) -> str:
 
 
 def raw_of(entry: object) -> bytes:
-    try:
-        return json.dumps(entry, ensure_ascii=False, default=str).encode("utf-8", "replace")
-    except (TypeError, ValueError, RecursionError):
-        return repr(entry).encode("utf-8", "replace")
+    """An entry as a person can read it on the dead letter, whatever it holds."""
+    for render in (lambda: json.dumps(entry, ensure_ascii=False, default=str), lambda: repr(entry)):
+        try:
+            return render().encode("utf-8", "replace")
+        except (TypeError, ValueError, RecursionError):  # 4,300+ digit numbers, deep nesting
+            continue
+    return f"<a {type(entry).__name__} too large or too deep to show>".encode()
 
 
 def load_json(body: bytes) -> Any:
@@ -157,6 +160,8 @@ class TooFarAhead(ValueError):
 
 
 def check_created_at(created_at: datetime, *, received_at: datetime) -> None:
+    if created_at.tzinfo is None:
+        raise ValueError(f"created_at {created_at.isoformat()} has no timezone offset")
     if created_at > received_at + MAX_CLOCK_AHEAD:
         raise TooFarAhead(
             f"created_at {created_at.isoformat()} is more than an hour after it was received "

@@ -3,8 +3,9 @@
 import html
 import re
 
-_BREAK = re.compile(r"<br\s*/?>|</p>\s*<p[^>]*>", re.IGNORECASE)
-_TAG = re.compile(r"<[^>]+>")
+# `[^<>]`, not `[^>]`: a text of unclosed `<` would make every match scan to its end (quadratic)
+_BREAK = re.compile(r"<br\s*/?>|</p>\s*<p[^<>]*>", re.IGNORECASE)
+_TAG = re.compile(r"<[^<>]+>")
 
 
 def html_to_text(markup: str) -> str:

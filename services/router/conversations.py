@@ -20,6 +20,7 @@ from services.router import deadlines
 from services.router.assignment import Choice, Need, Person, choose_owner, fit_reason
 from services.router.deadlines import Deadline, Sla
 from services.router.topics import Facts, Topic, bump_priority, choose_topic, is_vip
+from shared import ids
 from shared.commands import AnyCommand, AutoResolve, CheckAvailability
 from shared.events import (
     ConversationAssigned,
@@ -131,6 +132,22 @@ class Emitted:
 
 
 @dataclass(frozen=True)
+class Reply:
+    """One of the brand's replies, as the router keeps it: a customer's message written before it
+    but routed after it (platforms deliver out of order, and so may two routers) is answered."""
+
+    interaction_id: str
+    thread_id: str
+    created_at: datetime
+    correlation_id: str = ""
+    edit_version: int = 0
+
+    @classmethod
+    def of(cls, ix: InteractionReceived) -> "Reply":
+        return cls(ix.interaction_id, ix.thread_id, ix.created_at, ix.correlation_id, ix.edit_version)
+
+
+@dataclass(frozen=True)
 class Timer:
     """One of the router's own timers: `command` comes back to the router at `at`."""
 
@@ -162,6 +179,10 @@ class World:
     freed: set[str] = field(default_factory=set)  # people who may take queued work now
     statuses: dict[str, str] = field(default_factory=dict)  # people whose status was set
     rejected: list[str] = field(default_factory=list)
+    # The brand's replies by where they are kept: their conversation, or while it is not known
+    # yet, their waiting key (see `waiting_key`); and replies that joined a conversation since.
+    replies: dict[str, list[Reply]] = field(default_factory=dict)
+    adopted: dict[str, str] = field(default_factory=dict)
 
     def sla_of(self, conversation: Conversation) -> Sla | None:
         if conversation.no_sla or conversation.sla_policy_id is None:
@@ -185,12 +206,43 @@ class World:
 # -- interactions ----------------------------------------------------------------------------
 
 
+def waiting_key(ix: InteractionReceived, conversation_id: str) -> str:
+    """Where a reply that finds no conversation is kept until the message it answers comes: under
+    that message when it names one (whose conversation may be its parent's), else under its
+    thread's conversation. Stored in the interaction's conversation id, which names no
+    conversation until then."""
+    return _answering(ix.account_id, ix.parent_id) if ix.parent_id else conversation_id
+
+
+def reply_keys(ix: InteractionReceived, conversation_id: str) -> list[str]:
+    """Where replies that may answer the customer's message `ix` are kept: in its conversation,
+    waiting in its thread, waiting for it, or waiting for the message it answers itself."""
+    keys = [
+        conversation_id,
+        ids.conversation_id(account_id=ix.account_id, thread_id=ix.thread_id),
+        _answering(ix.account_id, ix.external_id),
+    ]
+    if ix.parent_id:
+        keys.append(_answering(ix.account_id, ix.parent_id))
+    return list(dict.fromkeys(keys))
+
+
+def _answering(account_id: str, external_id: str) -> str:
+    # Ids never hold control characters: no thread is named like this.
+    return ids.conversation_id(account_id=account_id, thread_id=f"\x1fanswers\x1f{external_id}")
+
+
 def receive(world: World, ix: InteractionReceived, conversation_id: str) -> Conversation | None:
     """Apply one new interaction to its conversation; returns the conversation (None: only recorded)."""
     conversation = world.conversations.get(conversation_id)
     if ix.direction is Direction.outbound:
-        if conversation is not None:
-            _reply(world, conversation, ix)
+        reply = Reply.of(ix)
+        if conversation is None:
+            # Nothing to answer yet: kept for the message it answers (see `_answered_already`).
+            world.replies.setdefault(waiting_key(ix, conversation_id), []).append(reply)
+        else:
+            world.replies.setdefault(conversation.id, []).append(reply)
+            _reply(world, conversation, reply, ix.interaction_id)
         return conversation
     if conversation is None:
         return _open(world, ix, conversation_id)
@@ -201,6 +253,9 @@ def receive(world: World, ix: InteractionReceived, conversation_id: str) -> Conv
     conversation.last_inbound_url = ix.url
     world.touch(conversation)
     if conversation.state == State.open:
+        answer = _answered_already(world, conversation, ix, since=conversation.awaiting_since)
+        if answer is not None:
+            _reply(world, conversation, answer, f"{answer.interaction_id}:{ix.interaction_id}")
         return conversation
     if conversation.team_id is None:
         return conversation  # recorded only (a topic with no team needs no answer): nothing reopens
@@ -235,8 +290,43 @@ def receive(world: World, ix: InteractionReceived, conversation_id: str) -> Conv
         )
     owner = world.people.get(conversation.owner_id or "")
     _assign(world, conversation, key, ix.correlation_id, preferred=owner, why="owns this conversation")
-    _start_clock(world, conversation, DeadlineKind.next_response, ix.created_at, key, ix.correlation_id)
+    _clock_unless_answered(world, conversation, ix, DeadlineKind.next_response)
     return conversation
+
+
+def _clock_unless_answered(
+    world: World, conversation: Conversation, ix: InteractionReceived, kind: DeadlineKind
+) -> None:
+    """Start the clock of the customer's message `ix`, unless a reply the router already has
+    answers it: then it is applied (no deadline is set only to be cleared at once)."""
+    answer = _answered_already(world, conversation, ix, since=ix.created_at)
+    if answer is None:
+        _start_clock(world, conversation, kind, ix.created_at, ix.interaction_id, ix.correlation_id)
+    else:
+        _reply(world, conversation, answer, f"{answer.interaction_id}:{ix.interaction_id}")
+
+
+def _answered_already(
+    world: World, conversation: Conversation, ix: InteractionReceived, *, since: datetime | None
+) -> Reply | None:
+    """Replies that were waiting for `ix` (or in its thread) join its conversation; returns the
+    earliest reply written at or after `since` (an original, not an edit), which answers it."""
+    answers: list[Reply] = []
+    sibling = _answering(ix.account_id, ix.parent_id) if ix.parent_id else None
+    for key in reply_keys(ix, conversation.id):
+        kept = world.replies.get(key, [])
+        if key != conversation.id:
+            # Replies to the same parent join only from the same thread: a brand's own comment
+            # on its post is no answer to a customer's comment there.
+            joining = [r for r in kept if key != sibling or r.thread_id == ix.thread_id]
+            if not joining:
+                continue
+            world.replies[key] = [r for r in kept if r not in joining]
+            world.replies.setdefault(conversation.id, []).extend(joining)
+            world.adopted.update((r.interaction_id, conversation.id) for r in joining)
+            kept = joining
+        answers += [r for r in kept if r.edit_version == 0 and since is not None and r.created_at >= since]
+    return min(answers, key=lambda r: (r.created_at, r.interaction_id), default=None)
 
 
 def _open(world: World, ix: InteractionReceived, conversation_id: str) -> Conversation | None:
@@ -319,6 +409,7 @@ def _open(world: World, ix: InteractionReceived, conversation_id: str) -> Conver
                 resolved_at=world.now,
             ),
         )
+        _answered_already(world, conversation, ix, since=None)  # its replies join it, nothing to answer
         return conversation
     previous = world.continuity.get((ix.account_id, ix.author.id))
     preferred = world.people.get(previous) if previous else None
@@ -335,21 +426,21 @@ def _open(world: World, ix: InteractionReceived, conversation_id: str) -> Conver
         because=f"topic {topic.name}" if topic else "",
         passed_over=passed_over,
     )
-    _start_clock(world, conversation, DeadlineKind.first_response, ix.created_at, key, ix.correlation_id)
+    _clock_unless_answered(world, conversation, ix, DeadlineKind.first_response)
     return conversation
 
 
-def _reply(world: World, conversation: Conversation, ix: InteractionReceived) -> None:
+def _reply(world: World, conversation: Conversation, reply: Reply, key: str) -> None:
     # A reply written before the customer's latest message does not answer it
     # (platforms deliver out of order), and an edit of a reply is not a new one.
     if (
         conversation.state not in (State.open, State.paused)
-        or ix.edit_version > 0
-        or (conversation.awaiting_since is not None and ix.created_at < conversation.awaiting_since)
+        or reply.edit_version > 0
+        or (conversation.awaiting_since is not None and reply.created_at < conversation.awaiting_since)
     ):
         return
     conversation.state = State.responded
-    conversation.responded_at = ix.created_at
+    conversation.responded_at = reply.created_at
     conversation.awaiting_since = None
     conversation.paused_at = None
     conversation.paused_remaining_seconds = None
@@ -359,17 +450,17 @@ def _reply(world: World, conversation: Conversation, ix: InteractionReceived) ->
     _settle_load(world, conversation)
     world.touch(conversation)
     world.emit(
-        f"responded:{conversation.id}:{ix.interaction_id}",
+        f"responded:{conversation.id}:{key}",
         ConversationResponded(
-            **_envelope(conversation, ix.correlation_id, world.now),
-            interaction_id=ix.interaction_id,
-            responded_at=ix.created_at,
+            **_envelope(conversation, reply.correlation_id, world.now),
+            interaction_id=reply.interaction_id,
+            responded_at=reply.created_at,
         ),
     )
     _set_deadline(
-        world, conversation, _resolution(world, conversation), ix.correlation_id, reason="responded"
+        world, conversation, _resolution(world, conversation), reply.correlation_id, reason="responded"
     )
-    _arm_auto_resolve(world, conversation, ix.created_at)
+    _arm_auto_resolve(world, conversation, reply.created_at)
 
 
 def _resolution(world: World, conversation: Conversation) -> Deadline | None:

@@ -48,6 +48,7 @@ from shared.events import (
     ConversationResponded,
     ConversationResumed,
     DeadlineChanged,
+    Direction,
     Event,
     InteractionReceived,
     InteractionRetracted,
@@ -208,6 +209,7 @@ class InteractionRouter:
         retractions = [e for e in events if isinstance(e, InteractionRetracted)]
         async with self.lock, transaction(self.sessions) as session:
             now = utcnow()
+            await store.lock_accounts(session=session, account_ids={e.account_id for e in events})
             known = await store.get_known_interaction_ids(
                 session=session, ids=[ix.interaction_id for ix in interactions]
             )
@@ -240,6 +242,13 @@ class InteractionRouter:
                 world=world,
                 pairs={(ix.account_id, ix.author.id) for ix in fresh.values()},
             )
+            customers = [ix for ix in fresh.values() if ix.direction is Direction.inbound]
+            await store.load_replies(
+                session=session,
+                world=world,
+                keys={k for ix in customers for k in conversations.reply_keys(ix, cids[ix.interaction_id])},
+                since=min((ix.created_at for ix in customers), default=None),
+            )
             carriers: list[tuple[int, dict[str, str]]] = []
             interaction_rows = []
             seen: dict[tuple[str, str], str] = {}
@@ -262,9 +271,18 @@ class InteractionRouter:
                     seen[(ix.account_id, ix.external_id)] = conversation.id
                     if conversation.id in world.created and conversation.owner_id:
                         _log_assignment(ix, conversation)
-                interaction_rows.append(_interaction_row(ix, conversation))
+                if conversation is not None:
+                    where: str | None = conversation.id
+                elif ix.direction is Direction.outbound:
+                    where = conversations.waiting_key(ix, cid)  # kept for the message it answers
+                else:
+                    where = None
+                interaction_rows.append(_interaction_row(ix, where))
                 ROUTING_LATENCY.observe(max(0.0, (now - ix.received_at).total_seconds()))
+            for row in interaction_rows:  # replies of this batch that joined a conversation since
+                row["conversation_id"] = world.adopted.pop(str(row["id"]), row["conversation_id"])
             await store.add_interactions(session=session, rows=interaction_rows)
+            await store.move_interactions(session=session, moves=world.adopted)
             for retraction in retractions:
                 cid = cids[retraction.event_id]
                 await store.retract_interactions(
@@ -302,7 +320,7 @@ def _key(item: Any) -> str:
     return str(item.command_id)
 
 
-def _interaction_row(ix: InteractionReceived, conversation: Conversation | None) -> dict[str, object]:
+def _interaction_row(ix: InteractionReceived, conversation_id: str | None) -> dict[str, object]:
     return {
         "id": ix.interaction_id,
         "tenant_id": ix.tenant_id,
@@ -319,7 +337,7 @@ def _interaction_row(ix: InteractionReceived, conversation: Conversation | None)
         "language": ix.language,
         "created_at": ix.created_at,
         "received_at": ix.received_at,
-        "conversation_id": conversation.id if conversation else None,
+        "conversation_id": conversation_id,
         "correlation_id": ix.correlation_id,
     }
 

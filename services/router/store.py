@@ -6,16 +6,18 @@ thousands of rows a second costs more than the database does.
 
 import dataclasses
 import functools
+import hashlib
 import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import BigInteger, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.router.assignment import Person
-from services.router.conversations import AccountRoute, Conversation, Team, TenantRules, World
+from services.router.conversations import AccountRoute, Conversation, Reply, Team, TenantRules, World
 from services.router.deadlines import Sla, Targets
 from services.router.topics import Rule, Topic
 from shared.businesstime import ALWAYS_OPEN, BusinessCalendar
@@ -38,6 +40,34 @@ from shared.db.core import (
 from shared.db.session import dialect_insert
 
 
+def _is_postgresql(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+def _advisory_key(kind: str, value: str) -> int:
+    digest = hashlib.blake2b(f"stayhuman:{kind}:{value}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+_LOCK_ACCOUNTS = text(
+    "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k"
+).bindparams(bindparam("keys", type_=ARRAY(BigInteger)))
+
+
+async def lock_accounts(*, session: AsyncSession, account_ids: Iterable[str]) -> None:
+    """Route each account's messages one transaction at a time across routers, before anything
+    is read: a transaction-scoped advisory lock per account, taken in one global order (no
+    deadlock). Otherwise a reply could look for its conversation while another router's
+    transaction is still opening it, and find none. SQLite has one writer (one router) anyway.
+
+    Per account rather than per thread: a routing transaction locks every person of the
+    account's tenant anyway, and a batch takes one lock per account instead of up to three
+    per message (a 5,000-message batch would not fit PostgreSQL's lock table)."""
+    keys = sorted({_advisory_key("account", a) for a in account_ids})
+    if keys and _is_postgresql(session):
+        await execute(session, _LOCK_ACCOUNTS.bindparams(keys=keys))
+
+
 async def get_known_interaction_ids(*, session: AsyncSession, ids: Iterable[str]) -> set[str]:
     rows = await fetch_rows(session, select(INTERACTIONS.c.id).where(INTERACTIONS.c.id.in_(list(ids))))
     return {row.id for row in rows}
@@ -45,6 +75,58 @@ async def get_known_interaction_ids(*, session: AsyncSession, ids: Iterable[str]
 
 async def add_interactions(*, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     await execute(session, insert(INTERACTIONS), rows)
+
+
+async def load_replies(
+    *, session: AsyncSession, world: World, keys: Iterable[str], since: datetime | None
+) -> None:
+    """The brand's replies the router has under `keys` (conversations, and the waiting keys of
+    replies that found none): in a conversation, those written at or after `since` (the earliest
+    new message: earlier ones answer none of them); waiting ones, all."""
+    keys = set(keys)
+    if not keys:
+        return
+    existing = keys & set(world.conversations)
+    waiting = keys - existing
+    conditions: list[Any] = []
+    if existing and since is not None:
+        conditions.append(INTERACTIONS.c.conversation_id.in_(existing) & (INTERACTIONS.c.created_at >= since))
+    if waiting:
+        conditions.append(INTERACTIONS.c.conversation_id.in_(waiting))
+    if not conditions:
+        return
+    rows = await fetch_rows(
+        session,
+        select(
+            INTERACTIONS.c.id,
+            INTERACTIONS.c.conversation_id,
+            INTERACTIONS.c.thread_id,
+            INTERACTIONS.c.created_at,
+            INTERACTIONS.c.correlation_id,
+            INTERACTIONS.c.edit_version,
+        )
+        .where(
+            INTERACTIONS.c.direction == "outbound",
+            INTERACTIONS.c.retracted_at.is_(None),
+            or_(*conditions),
+        )
+        .order_by(INTERACTIONS.c.created_at, INTERACTIONS.c.id),
+    )
+    for row in rows:
+        world.replies.setdefault(row.conversation_id, []).append(
+            Reply(row.id, row.thread_id, row.created_at, row.correlation_id, row.edit_version)
+        )
+
+
+async def move_interactions(*, session: AsyncSession, moves: dict[str, str]) -> None:
+    """Stored interactions that joined a conversation (replies that were waiting for it)."""
+    await execute(
+        session,
+        update(INTERACTIONS)
+        .where(INTERACTIONS.c.id == bindparam("interaction_id"))
+        .values(conversation_id=bindparam("target")),
+        [{"interaction_id": i, "target": c} for i, c in sorted(moves.items())],
+    )
 
 
 _FIELDS = [f.name for f in dataclasses.fields(Conversation)]
@@ -203,7 +285,7 @@ def _person(row: Any) -> Person:
 
 def _locked(session: AsyncSession, query: Any, *, skip_locked: bool = False) -> Any:
     """FOR UPDATE on PostgreSQL (SQLite has one writer at a time and no row locks)."""
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
+    if _is_postgresql(session):
         return query.with_for_update(skip_locked=skip_locked)
     return query
 
@@ -416,10 +498,12 @@ async def parent_conversations(
         return {}
     rows = await fetch_rows(
         session,
-        select(INTERACTIONS.c.account_id, INTERACTIONS.c.external_id, INTERACTIONS.c.conversation_id).where(
+        # only conversations that exist: a reply kept for a message not yet seen names none
+        select(INTERACTIONS.c.account_id, INTERACTIONS.c.external_id, INTERACTIONS.c.conversation_id)
+        .join(CONVERSATIONS, CONVERSATIONS.c.id == INTERACTIONS.c.conversation_id)
+        .where(
             INTERACTIONS.c.account_id.in_({a for a, _ in wanted}),
             INTERACTIONS.c.external_id.in_({e for _, e in wanted}),
-            INTERACTIONS.c.conversation_id.is_not(None),
         ),
     )
     return {

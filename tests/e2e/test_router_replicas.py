@@ -1,12 +1,16 @@
-"""Three router processes, one PostgreSQL database, one durable consumer, a few thousand
-interactions: no conversation is assigned twice, no owner goes over capacity, and equally
-loaded owners of equal capacity end up with counts that differ by at most one."""
+"""Several router processes, one PostgreSQL database, one durable consumer.
 
+A few thousand interactions on three routers: no conversation is assigned twice, no owner
+goes over capacity, and equally loaded owners of equal capacity end up with counts that
+differ by at most one. A thousand messages sent together with the brand's replies on two
+routers: every reply counts, whichever router gets it first, and nobody is alerted."""
+
+import asyncio
 import json
 import re
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -22,8 +26,9 @@ from shared.events import Author, Direction, InteractionReceived, Kind, Platform
 from shared.ids import dedupe_key, interaction_id
 from shared.jetstream import Outgoing, publish_pipelined
 from stayhuman.natsserver import EmbeddedNats
-from tests.e2e.stack import Stack
-from tests.helpers import eventually
+from tests.e2e.stack import Stack, smtp_env
+from tests.helpers import config_yaml, eventually
+from tests.smtp import Received, SmtpServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -51,7 +56,16 @@ tenants:
 """
 
 
-def interaction(tenant: str, account: str, external_id: str, thread: str) -> Outgoing:
+def interaction(
+    tenant: str,
+    account: str,
+    external_id: str,
+    thread: str,
+    *,
+    outbound: bool = False,
+    at: datetime | None = None,
+    parent: str | None = None,
+) -> Outgoing:
     now = datetime.now(UTC)
     event = InteractionReceived(
         tenant_id=tenant,
@@ -61,12 +75,13 @@ def interaction(tenant: str, account: str, external_id: str, thread: str) -> Out
         account_id=account,
         platform=Platform.facebook,
         external_id=external_id,
-        kind=Kind.comment,
-        direction=Direction.inbound,
+        kind=Kind.reply if outbound else Kind.comment,
+        direction=Direction.outbound if outbound else Direction.inbound,
         thread_id=thread,
-        author=Author(id=f"author-{thread}", name="Someone"),
-        text="Where is my order?",
-        created_at=now,
+        parent_id=parent,
+        author=Author(id="brand" if outbound else f"author-{thread}", name="Someone"),
+        text="We are on it." if outbound else "Where is my order?",
+        created_at=at or now,
         received_at=now,
     )
     return Outgoing(
@@ -176,3 +191,86 @@ async def test_three_routers_share_the_work_without_double_assignment_or_overloa
         assert len(queued) == BUSY - 3 * CAPACITY
     finally:
         stack.stop()
+
+
+PAIRS = 1000
+SLA_SECONDS = 40  # longer than routing all pairs takes; a conversation left open would breach
+
+
+async def test_replies_sent_with_their_messages_to_two_routers_all_count_and_nobody_is_alerted(
+    tmp_path: Path, postgres_url: str, nats_server: EmbeddedNats
+) -> None:
+    """Each pair is a customer's message and the brand's reply a millisecond later, published
+    together; with batches of one, the two routers routinely route the two at the same moment
+    (or the reply first). One message nobody answers shows that a conversation left open would
+    be alerted within the test."""
+    smtp = SmtpServer().start()
+    stack = Stack.configured(
+        tmp_path / "stack",
+        config_yaml(
+            tenant="acme",
+            account="acme-fb",
+            secret="acme-secret-0123456789",
+            people=["p0", "p1"],
+            first_response=f"{SLA_SECONDS}s",
+        ),
+        nats=nats_server,
+        STAYHUMAN_DATABASE_URL=postgres_url,
+        STAYHUMAN_LOG_LEVEL="warning",
+        STAYHUMAN_ROUTER_BATCH_SIZE="3",
+        STAYHUMAN_ALERT_GROUPING="false",  # every alert is its own email
+        **smtp_env(smtp.port),
+    ).start("--routers", "2")
+    try:
+        started = datetime.now(UTC)
+        messages = []
+        for n in range(PAIRS):
+            messages.append(interaction("acme", "acme-fb", f"m{n}", f"t{n}", at=started))
+            messages.append(
+                interaction(
+                    "acme",
+                    "acme-fb",
+                    f"r{n}",
+                    f"t{n}",
+                    outbound=True,
+                    parent=f"m{n}" if n % 2 else None,  # half name the message they answer
+                    at=started + timedelta(milliseconds=1),
+                )
+            )
+        messages.append(interaction("acme", "acme-fb", "canary", "unanswered", at=started))
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        for first in range(0, len(messages), 500):
+            await publish_pipelined(js, messages[first : first + 500])
+        await nc.close()
+
+        async def all_stored() -> bool:
+            rows = await query(postgres_url, select(func.count()).select_from(INTERACTIONS))
+            return rows[0][0] == len(messages)
+
+        await eventually(all_stored, what=f"{len(messages)} interactions stored", timeout=SLA_SECONDS)
+        routed = (datetime.now(UTC) - started).total_seconds()
+        rows = await query(postgres_url, select(CONVERSATIONS.c.thread_id, CONVERSATIONS.c.state))
+        still_open = sorted(row.thread_id for row in rows if row.state == "open")
+        print(
+            f"\n{len(messages)} interactions routed by 2 routers in {routed:.1f} s; open: {len(still_open)}"
+        )
+        assert still_open == ["unanswered"], f"{len(still_open) - 1} answered conversations left open"
+        assert len(rows) == PAIRS + 1
+        people = await query(postgres_url, select(PEOPLE.c.id, PEOPLE.c.load))
+        assert sorted(row.load for row in people) == [0, 1]  # only the canary weighs on its owner
+
+        [canary] = await query(
+            postgres_url, select(CONVERSATIONS.c.id).where(CONVERSATIONS.c.thread_id == "unanswered")
+        )
+
+        async def canary_alerted() -> list[Received]:
+            return [m for m in smtp.messages() if canary.id in m.body]
+
+        await eventually(canary_alerted, timeout=SLA_SECONDS + 20, what="the unanswered message's alert")
+        await asyncio.sleep(3)  # every other deadline fell due no later than the canary's
+        others = [m.subject for m in smtp.messages() if canary.id not in m.body]
+        assert others == [], f"{len(others)} false alerts, e.g. {others[:3]}"
+    finally:
+        stack.stop()
+        smtp.stop()

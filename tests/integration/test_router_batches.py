@@ -289,3 +289,56 @@ async def test_interactions_from_long_ago_are_routed_and_an_unrepresentable_inst
     [letter] = await sub.fetch(1, timeout=5)
     await sub.unsubscribe()
     assert letter.headers[DLQ_ERROR].startswith("invalid interaction: OverflowError")
+
+
+async def test_a_reply_routed_before_the_message_it_answers_answers_it_when_it_comes(setup: Setup) -> None:
+    """Platforms deliver out of order, and two routers may route a message and its reply at the
+    same moment: the reply is kept, and the message opens its conversation already answered."""
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    await publish(
+        setup.js, event("r1", thread_id="post-1", direction="outbound", created_at=t0 + timedelta(seconds=1))
+    )
+    await router(setup).handle_batch(await fetch_all(setup.js, 1))
+    async with setup.sessions() as session:
+        assert (await session.exec(select(Conversation))).all() == []
+
+    await publish(setup.js, event("m1", thread_id="post-1", created_at=t0))
+    msgs = await fetch_all(setup.js, 1)
+    await router(setup).handle_batch(msgs)
+    await router(setup).handle_batch([dataclasses.replace(m, _ackd=False) for m in msgs])  # again
+
+    async with setup.sessions() as session:
+        [conversation] = (await session.exec(select(Conversation))).all()
+        interactions = {i.external_id: i for i in (await session.exec(select(Interaction))).all()}
+    assert conversation.state == "responded" and conversation.due_at is None
+    assert {i.conversation_id for i in interactions.values()} == {conversation.id}
+    events = await stored_events(setup.js)
+    kinds = sorted(subject.rsplit(".", 1)[-1] for subject in events if subject.startswith("sh.conv."))
+    assert kinds == ["assigned", "opened", "responded"]
+    assert not any(subject.startswith("sh.deadline.") for subject in events)  # nothing to arm
+
+
+async def test_a_reply_to_a_message_not_yet_seen_waits_for_it_across_threads(setup: Setup) -> None:
+    """On X the brand's answer to a customer's second tweet is in a thread of its own; it waits
+    for that tweet, which joins the conversation where the chain began, and answers it there."""
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    at = [t0 + timedelta(seconds=n) for n in range(4)]
+    await publish(
+        setup.js,
+        event("A", thread_id="tweet:A", created_at=at[0]),
+        event("R1", thread_id="tweet:A", parent_id="A", direction="outbound", created_at=at[1]),
+    )
+    await router(setup).handle_batch(await fetch_all(setup.js, 2))
+    await publish(
+        setup.js, event("R2", thread_id="tweet:B", parent_id="B", direction="outbound", created_at=at[3])
+    )
+    await router(setup).handle_batch(await fetch_all(setup.js, 1))
+    await publish(setup.js, event("B", thread_id="tweet:R1", parent_id="R1", created_at=at[2]))
+    await router(setup).handle_batch(await fetch_all(setup.js, 1))
+
+    async with setup.sessions() as session:
+        [conversation] = (await session.exec(select(Conversation))).all()
+        interactions = {i.external_id: i for i in (await session.exec(select(Interaction))).all()}
+    assert conversation.thread_id == "tweet:A"
+    assert conversation.state == "responded" and conversation.responded_at == at[3]
+    assert {interactions[x].conversation_id for x in ("A", "R1", "B", "R2")} == {conversation.id}

@@ -112,6 +112,7 @@ def commit(world: World) -> World:
     world.timers.clear()
     world.freed.clear()
     world.rejected.clear()
+    world.adopted.clear()
     return world
 
 
@@ -126,8 +127,10 @@ def message(
     followers: int | None = None,
     edit_version: int = 0,
     outbound: bool = False,
+    parent: str | None = None,
+    external_id: str | None = None,
 ) -> InteractionReceived:
-    external_id = uuid.uuid4().hex
+    external_id = external_id or uuid.uuid4().hex
     return InteractionReceived(
         tenant_id=TENANT,
         interaction_id=ids.interaction_id(
@@ -140,6 +143,7 @@ def message(
         kind=Kind.reply if outbound else Kind.mention,
         direction=Direction.outbound if outbound else Direction.inbound,
         thread_id=thread or uuid.uuid4().hex,
+        parent_id=parent,
         author=Author(id="brand" if outbound else author, handle=author, followers=followers),
         text=text,
         language=language,

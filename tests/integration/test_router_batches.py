@@ -17,8 +17,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.ingest.generic import GenericInteraction, normalise
 from services.ingest.publisher import InteractionPublisher
-from services.router.handler import CONSUMER, InteractionRouter, OutboxRelay
+from services.router.handler import COMMANDS_CONSUMER, CONSUMER, CommandRouter, InteractionRouter, OutboxRelay
 from shared import subjects
+from shared.commands import Resolve
 from shared.db.core import OUTBOX, execute
 from shared.db.models import Conversation, Interaction, OutboxBatch
 from shared.db.session import create_engine, session_factory, transaction
@@ -28,9 +29,11 @@ from shared.jetstream import (
     StreamSettings,
     ensure_consumer,
     ensure_streams,
+    publish_pipelined,
     stream_configs,
     work_consumer,
 )
+from shared.outbox import command_outgoing
 from stayhuman.config import apply_config, parse_config
 from tests.helpers import config_yaml, generic_body
 
@@ -218,55 +221,68 @@ async def test_a_reply_chain_stays_one_conversation_however_deep(setup: Setup) -
     assert interactions["X"].conversation_id != chain.id
 
 
-async def refuse_in_database(sessions: async_sessionmaker[AsyncSession], external_id: str) -> None:
-    """A row the database refuses (a trigger): routing it fails on every delivery."""
+async def refuse_in_database(sessions: async_sessionmaker[AsyncSession], table: str, column: str) -> None:
+    """Rows the database refuses (a trigger on `table` for a `column` value "poison..."): routing
+    them fails on every delivery."""
     async with transaction(sessions) as session:
         connection = await session.connection()
         if connection.dialect.name == "postgresql":
             await connection.exec_driver_sql(
                 "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                "IF NEW.external_id = '"
-                + external_id
-                + "' THEN RAISE EXCEPTION 'poison row refused'; END IF; "
+                f"IF NEW.{column} LIKE 'poison%' THEN RAISE EXCEPTION 'poison row refused'; END IF; "
                 "RETURN NEW; END $$"
             )
             await connection.exec_driver_sql(
-                "CREATE TRIGGER refuse_poison BEFORE INSERT ON interaction "
+                f"CREATE TRIGGER refuse_poison BEFORE INSERT ON {table} "
                 "FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
             )
         else:
             await connection.exec_driver_sql(
-                "CREATE TRIGGER refuse_poison BEFORE INSERT ON interaction "
-                f"WHEN NEW.external_id = '{external_id}' BEGIN SELECT RAISE(ABORT, 'poison row refused'); END"
+                f"CREATE TRIGGER refuse_poison BEFORE INSERT ON {table} "
+                f"WHEN NEW.{column} LIKE 'poison%' BEGIN SELECT RAISE(ABORT, 'poison row refused'); END"
             )
 
 
-async def test_a_poison_interaction_alone_in_its_batch_ends_on_the_dead_letter(setup: Setup) -> None:
-    """Every delivery of a message the router cannot route fails; on the last one (max_deliver 3)
+@pytest.mark.parametrize("kind", ["interaction", "command"])
+async def test_a_poison_message_alone_in_its_batch_ends_on_the_dead_letter(setup: Setup, kind: str) -> None:
+    """Every delivery of a message the router cannot apply fails; on the last one (max_deliver 3)
     it is kept on the dead letter with its error, even when it came in a batch of one."""
-    await refuse_in_database(setup.sessions, "poison")
-    await publish(setup.js, event("poison"))
-    sub = await setup.js.pull_subscribe_bind(durable=CONSUMER, stream=subjects.INTERACTIONS_STREAM)
-    deliveries = 0
-    for _ in range(3):
+    if kind == "interaction":
+        stream, consumer, handler = subjects.INTERACTIONS_STREAM, CONSUMER, router(setup)
+        await refuse_in_database(setup.sessions, "interaction", "external_id")
+        await publish(setup.js, event("poison"))
+    else:
+        stream, consumer = subjects.COMMANDS_STREAM, COMMANDS_CONSUMER
+        handler = CommandRouter(
+            js=setup.js, sessions=setup.sessions, backfill_cutoff=timedelta(hours=24), max_deliver=3
+        )
+        config = work_consumer(
+            durable=consumer,
+            filter_subject=subjects.all_commands(),
+            ack_wait=timedelta(seconds=30),
+            max_deliver=3,
+        )
+        await ensure_consumer(setup.js, stream, config)
+        await refuse_in_database(setup.sessions, "processedcommand", "id")
+        command = Resolve(command_id="poison-command", tenant_id="acme", conversation_id="0" * 32)
+        await publish_pipelined(setup.js, [command_outgoing(command)])
+    sub = await setup.js.pull_subscribe_bind(durable=consumer, stream=stream)
+    for delivery in (1, 2, 3):
         [msg] = await sub.fetch(1, timeout=10)  # nak'ed with a delay: the next delivery follows
-        deliveries += 1
-        assert msg.metadata.num_delivered == deliveries
-        await router(setup).handle_batch([msg])  # handled, not raised for the consumer to nak
+        assert msg.metadata.num_delivered == delivery
+        await handler.handle_batch([msg])  # handled, not raised for the consumer to nak
     await sub.unsubscribe()
     letters = await setup.js.pull_subscribe(
-        subjects.dead_letter(stream=subjects.INTERACTIONS_STREAM, consumer=CONSUMER), durable="check"
+        subjects.dead_letter(stream=stream, consumer=consumer), durable="check"
     )
     [letter] = await letters.fetch(1, timeout=5)
     await letters.unsubscribe()
-    assert letter.subject == "sh.dlq.sh_interactions.router-interactions"
+    assert letter.subject == f"sh.dlq.{stream.lower()}.{consumer}"
     assert "poison row refused" in letter.headers[DLQ_ERROR]
     assert letter.headers["Sh-Deliveries"] == "3"
-    assert InteractionReceived.model_validate_json(letter.data).external_id == "poison"
-    info = await setup.js.consumer_info(subjects.INTERACTIONS_STREAM, CONSUMER)
+    assert b"poison" in letter.data
+    info = await setup.js.consumer_info(stream, consumer)
     assert (info.num_pending, info.num_ack_pending) == (0, 0)
-    async with setup.sessions() as session:
-        assert (await session.exec(select(Interaction))).all() == []
 
 
 async def test_interactions_from_long_ago_are_routed_and_an_unrepresentable_instant_is_refused(

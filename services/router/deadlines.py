@@ -3,14 +3,15 @@
 Every due or warn time falls in SCHEDULABLE: notify arms each as a NATS message
 schedule, which the server reads as a Go time (nanoseconds since 1970 in 64 bits:
 1677 to April 2262), and a breach's escalation steps come after it. A target that
-cannot fall due within it (a very long one, or a calendar with almost no open hours)
-sets no deadline, and a message older than the backfill cutoff sets none either.
+cannot fall due within it (a very long one, or a calendar with almost no open hours,
+or closed for years) sets no deadline, and a message older than the backfill cutoff
+sets none either.
 """
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from shared.businesstime import ALWAYS_OPEN, BusinessCalendar
+from shared.businesstime import ALWAYS_OPEN, BusinessCalendar, CalendarError
 from shared.events import DeadlineKind
 
 SCHEDULABLE = (datetime(1678, 1, 1, tzinfo=UTC), datetime(2262, 1, 1, tzinfo=UTC))
@@ -62,7 +63,10 @@ def _after(sla: Sla, start: datetime, target: timedelta) -> datetime | None:
     that started before the range, say with a backfill cutoff of centuries, sets none either)."""
     if start < SCHEDULABLE[0]:
         return None
-    at = sla.calendar.add_before(start, target, SCHEDULABLE[1])
+    try:
+        at = sla.calendar.add_before(start, target, SCHEDULABLE[1])
+    except CalendarError:  # closed for years on end: nothing can fall due
+        return None
     return at if schedulable(at) else None
 
 

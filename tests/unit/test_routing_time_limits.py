@@ -22,6 +22,7 @@ from shared.events import DeadlineChanged, DeadlineKind
 from tests.unit.routing_world import STANDARD, T0, TENANT, answer, build_world, commit, events, write
 
 PROPERTY = settings(max_examples=120, deadline=None, database=None)
+HOUR = timedelta(hours=1)
 FIRST = datetime.min.replace(tzinfo=UTC)
 LAST = datetime.max.replace(tzinfo=UTC)
 OFFICE = BusinessCalendar.parse(
@@ -144,6 +145,18 @@ def test_a_target_that_cannot_fall_due_before_2262_sets_no_deadline() -> None:
 
     assert conversation.owner_id == "alice"
     assert conversation.due_at is None and events(world, DeadlineChanged) == []
+
+
+def test_a_calendar_closed_for_years_sets_no_deadline_rather_than_failing_the_message() -> None:
+    mondays = [date(2026, 5, 25) + timedelta(weeks=week) for week in range(52 * 4)]
+    closed = BusinessCalendar.parse(
+        timezone="Europe/Berlin", hours={"mon": [["09:00", "10:00"]]}, closed_days=mondays
+    )
+    world = build_world([Person("alice")], sla=Sla(default=Targets(first_response=HOUR), calendar=closed))
+
+    conversation = write(world)
+
+    assert conversation.owner_id == "alice" and conversation.due_at is None
 
 
 def test_the_resolution_target_applies_when_the_response_target_is_out_of_reach() -> None:

@@ -101,10 +101,7 @@ class CommonSettings(BaseSettings):
     @property
     def nats_servers(self) -> list[str]:
         if not self.nats_url:
-            raise SettingsError(
-                f"STAYHUMAN_NATS_URL is not set, and no `stayhuman up` is running with the state folder "
-                f"{self.state_dir} (STAYHUMAN_STATE_DIR)"
-            )
+            raise SettingsError("STAYHUMAN_NATS_URL is not set")
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 
     def secret_box(self) -> "SecretBox":

@@ -42,17 +42,19 @@ def cmd_service(args: argparse.Namespace) -> int:
     from shared.jetstream import ServerTooOld
     from shared.locks import AlreadyRunning
     from stayhuman.database import check_schema
-    from stayhuman.serve import serve
+    from stayhuman.serve import ListenerUnavailable, serve
+
+    def database_ready(settings: CommonSettings) -> None:
+        try:
+            check_schema(settings.sqlalchemy_url)
+        except DatabaseNotReady as error:
+            if error.code != 1:
+                raise
+            # Unreachable now: the service starts anyway, not ready until the database answers.
 
     try:
-        check_schema(load_settings(CommonSettings).sqlalchemy_url)
-    except DatabaseNotReady as error:
-        if error.code != 1:
-            raise
-        # Unreachable now: the service starts anyway, not ready until the database answers.
-    try:
-        serve(args.command)
-    except (AlreadyRunning, ServerTooOld) as error:
+        serve(args.command, check=database_ready)
+    except (AlreadyRunning, ServerTooOld, ListenerUnavailable) as error:
         return _fail(str(error))
     return 0
 

@@ -15,7 +15,7 @@ import secrets
 import uuid
 from pathlib import Path
 
-from shared.settings import CommonSettings
+from shared.settings import CommonSettings, SettingsError
 
 SERVICE_USERS = ("ingest", "router", "notify")
 OPERATOR = "operator"
@@ -78,7 +78,10 @@ def with_local_nats(settings: CommonSettings) -> CommonSettings:
     try:
         found = json.loads(_where(settings.state_dir).read_text())
     except (FileNotFoundError, ValueError):
-        return settings
+        raise SettingsError(
+            f"STAYHUMAN_NATS_URL is not set, and no `stayhuman up` is running with the state folder "
+            f"{settings.state_dir} (STAYHUMAN_STATE_DIR)"
+        ) from None
     from pydantic import SecretStr
 
     return settings.model_copy(

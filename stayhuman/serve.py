@@ -3,7 +3,8 @@
 import asyncio
 import contextlib
 import resource
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -53,8 +54,30 @@ def raise_open_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def serve(name: str) -> None:
+class ListenerUnavailable(RuntimeError):
+    """A port a service must listen on is taken (or not allowed): say which setting names it."""
+
+
+def _listen(host: str, port: int, variable: str) -> socket.socket:
+    """Bind the operations listener's socket before anything starts, so a taken port is a clear
+    error, not a failure in the middle of the service's start."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise ListenerUnavailable(f"cannot listen on {host}:{port} ({variable}): {error.strerror}") from None
+    return sock
+
+
+def serve(name: str, *, check: Callable[[Any], None] | None = None) -> None:
+    """Run one service until it is stopped. `check`: what must hold before it starts (its
+    settings are read first, so a bad setting is named before anything else)."""
     settings, create_app, port = SERVICES[name]()
+    if check is not None:
+        check(settings)
     raise_open_file_limit()
     configure_logging(service=name, level=settings.log_level, json_logs=settings.log_json)
     configure_tracing(service=name, endpoint=settings.otel_endpoint)
@@ -70,11 +93,16 @@ def serve(name: str) -> None:
     )
     server = uvicorn.Server(config)
     ops = getattr(app.state, "ops_app", None)
+    ops_socket = None
+    if ops is not None:
+        ops_socket = _listen(
+            settings.host, ops_port(settings, name) or 0, f"STAYHUMAN_{name.upper()}_OPS_PORT"
+        )
     try:
-        if ops is None:
+        if ops is None or ops_socket is None:
             asyncio.run(server.serve())
         else:
-            asyncio.run(_serve_both(server, ops, settings.host, ops_port(settings, name)))
+            asyncio.run(_serve_both(server, ops, ops_socket))
     finally:
         shutdown_tracing()
     if not server.started:
@@ -89,13 +117,11 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-async def _serve_both(server: uvicorn.Server, ops: Any, host: str, port: int | None) -> None:
+async def _serve_both(server: uvicorn.Server, ops: Any, ops_socket: socket.socket) -> None:
     """The public listener and the operations listener in one process; the public one owns the
     lifespan, and the operations one stops with it."""
-    ops_server = _QuietServer(
-        uvicorn.Config(ops, host=host, port=port or 0, log_config=None, access_log=False, lifespan="off")
-    )
-    ops_task = asyncio.create_task(ops_server.serve())
+    ops_server = _QuietServer(uvicorn.Config(ops, log_config=None, access_log=False, lifespan="off"))
+    ops_task = asyncio.create_task(ops_server.serve(sockets=[ops_socket]))
     try:
         await server.serve()
     finally:

@@ -146,21 +146,20 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
 def test_a_wrong_password_stops_the_service_with_a_clear_error(
     tmp_path: Path, secured_nats: EmbeddedNats
 ) -> None:
+    env = {
+        **os.environ,
+        **installation_keys(),
+        "STAYHUMAN_NATS_URL": secured_nats.url,
+        "STAYHUMAN_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
+        "STAYHUMAN_INGEST_PORT": str(free_port()),
+        "STAYHUMAN_INGEST_OPS_PORT": str(free_port()),
+        "STAYHUMAN_NATS_USER": "ingest",
+        "STAYHUMAN_NATS_PASSWORD": "wrong",
+        "STAYHUMAN_LOG_JSON": "false",
+    }
+    subprocess.run([sys.executable, "-m", "stayhuman", "migrate"], env=env, check=True, capture_output=True)
     result = subprocess.run(
-        [sys.executable, "-m", "stayhuman", "ingest"],
-        env={
-            **os.environ,
-            **installation_keys(),
-            "STAYHUMAN_NATS_URL": secured_nats.url,
-            "STAYHUMAN_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
-            "STAYHUMAN_INGEST_PORT": str(free_port()),
-            "STAYHUMAN_NATS_USER": "ingest",
-            "STAYHUMAN_NATS_PASSWORD": "wrong",
-            "STAYHUMAN_LOG_JSON": "false",
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [sys.executable, "-m", "stayhuman", "ingest"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode != 0
     assert "Authorization Violation" in result.stderr
@@ -233,6 +232,7 @@ async def test_services_connect_to_nats_over_tls(tmp_path: Path) -> None:
                 "STAYHUMAN_NATS_TLS_CA": "",
                 "STAYHUMAN_NATS_CONNECT_TIMEOUT": "3s",
                 "STAYHUMAN_INGEST_PORT": str(free_port()),
+                "STAYHUMAN_INGEST_OPS_PORT": str(free_port()),
             },
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip

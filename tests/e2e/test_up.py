@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.stack import Stack
+from tests.helpers import installation_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -166,3 +167,27 @@ async def test_the_embedded_nats_lets_in_only_its_users_and_commands_find_it(sta
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
     for path in (stack.state_dir / "stayhuman.db", stack.state_dir / "nats" / "users.json"):
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_a_taken_operations_port_is_named(stack: Stack) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "stayhuman", "ingest"],
+            env={
+                **stack.env(),
+                **installation_keys(),
+                "STAYHUMAN_NATS_URL": "nats://127.0.0.1:1",  # it stops on the port before it connects
+                "STAYHUMAN_INGEST_PORT": "0",
+                "STAYHUMAN_INGEST_OPS_PORT": str(taken.getsockname()[1]),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        taken.close()
+    assert result.returncode == 2
+    assert "cannot listen on 127.0.0.1:" in result.stderr and "(STAYHUMAN_INGEST_OPS_PORT)" in result.stderr

@@ -17,7 +17,10 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 def _aware_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a timezone offset, e.g. 2026-11-26T10:00:00Z")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:30:00+05:00: before the first representable instant
+        raise ValueError("timestamp is outside the years 1 to 9999 in UTC") from None
 
 
 AwareDatetime = Annotated[datetime, AfterValidator(_aware_utc)]

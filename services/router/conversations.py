@@ -131,6 +131,22 @@ class Emitted:
     event: Event
 
 
+def superseded(events: list[Emitted]) -> set[int]:
+    """Which of a transaction's events need not be published: a deadline contract replaced by a
+    newer one of the same conversation in the same transaction. Published, a past-due deadline
+    that the same batch then cleared (a message and its reply together) could fire before its
+    clearing arrived; notify needs only the newest version."""
+    last: dict[str, int] = {}
+    for index, emitted in enumerate(events):
+        if isinstance(emitted.event, DeadlineChanged):
+            last[emitted.event.conversation_id] = index
+    return {
+        index
+        for index, emitted in enumerate(events)
+        if isinstance(emitted.event, DeadlineChanged) and last[emitted.event.conversation_id] != index
+    }
+
+
 @dataclass(frozen=True)
 class Reply:
     """One of the brand's replies, as the router keeps it: a customer's message written before it

@@ -406,7 +406,10 @@ async def settle(
     await store.save_world(session=session, world=world)
     rows: list[Outgoing] = []
     marks = sorted(carriers or [], key=lambda item: item[0])
+    skipped = conversations.superseded(world.events)
     for index, emitted in enumerate(world.events):
+        if index in skipped:
+            continue
         trace: dict[str, str] = {}
         for first, carrier in marks:
             if first <= index:

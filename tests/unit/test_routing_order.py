@@ -186,3 +186,21 @@ def test_the_keys_a_message_looks_under_include_where_its_replies_wait() -> None
     assert conversations.waiting_key(brand, "-") in keys
     assert conversations.waiting_key(threadless, cid) in keys
     assert keys[0] == "conversation-of-A" and len(set(keys)) == len(keys) == 4
+
+
+def test_a_deadline_set_and_cleared_in_one_transaction_is_published_once_as_cleared() -> None:
+    """A message past its deadline and the reply to it, routed together: publishing the past-due
+    deadline would let notify fire it before the clearing one arrives; only the newest goes out."""
+    world = build_world([Person("alice")])
+    route(world, message(world, thread="post-9", at=T0 - timedelta(hours=3)))
+    route(world, reply(world, "post-9", at=T0 - timedelta(hours=1)))
+    deadlines = [i for i, e in enumerate(world.events) if isinstance(e.event, DeadlineChanged)]
+    published = [
+        e.event for i, e in enumerate(world.events) if i not in conversations.superseded(world.events)
+    ]
+    kept = [e for e in published if isinstance(e, DeadlineChanged)]
+    assert len(deadlines) == 2 and len(kept) == 1
+    assert kept[0].due_at is None and kept[0].deadline_version == max(
+        world.events[i].event.deadline_version
+        for i in deadlines  # type: ignore[attr-defined]
+    )

@@ -42,7 +42,9 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         if not self.ports:
-            self.ports = {name: free_port() for name in ("ingest", "ingest-ops", "router", "notify", "notify-ops")}
+            self.ports = {
+                name: free_port() for name in ("ingest", "ingest-ops", "router", "notify", "notify-ops")
+            }
         env = {
             **os.environ,
             "STAYHUMAN_STATE_DIR": str(self.state_dir),

@@ -193,7 +193,7 @@ def test_fuzzed_deliveries_through_the_stack_are_stored_or_dead_lettered(
     )  # fmt: skip
 
     @settings(max_examples=500, deadline=None, database=None)
-    @given(body=st.one_of(hard, mutated(base), raw_bodies))
+    @given(body=st.one_of(hard, mutated(base), raw_bodies()))
     def generic(body: bytes) -> None:
         unique = uuid.uuid4().hex[:12]
         body = body.replace(b'"fuzz"', f'"fuzz-{unique}"'.encode()).replace(

@@ -62,7 +62,11 @@ async def test_two_notify_replicas_send_each_alert_once(
     second_port = free_port()  # its operations listener: readiness and metrics
     second = subprocess.Popen(
         [sys.executable, "-m", "stayhuman", "notify"],
-        env={**stack.env(), "STAYHUMAN_NOTIFY_PORT": str(free_port()), "STAYHUMAN_NOTIFY_OPS_PORT": str(second_port)},
+        env={
+            **stack.env(),
+            "STAYHUMAN_NOTIFY_PORT": str(free_port()),
+            "STAYHUMAN_NOTIFY_OPS_PORT": str(second_port),
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -345,7 +345,11 @@ async def test_a_delivery_with_bad_entries_stores_the_good_and_dead_letters_the_
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["accepted"] == 2
-    assert [r["where"] for r in answer["rejected"]] == ["entry[0].changes[1]", "entry[2]", "entry[1].changes[1]"]
+    assert [r["where"] for r in answer["rejected"]] == [
+        "entry[0].changes[1]",
+        "entry[2]",
+        "entry[1].changes[1]",
+    ]
     assert again.status_code == 200  # the platform's retry finds duplicates, not gaps
     await eventually(lambda: stored(stack, f"{page}_good1"), timeout=20, what="the first good comment stored")
     await eventually(

@@ -94,7 +94,7 @@ def _check_delivery(publisher: KeepingPublisher, before: tuple[int, int], respon
 
 
 @FUZZ
-@given(body=st.one_of(mutated(GENERIC_DOCUMENT), raw_bodies))
+@given(body=st.one_of(mutated(GENERIC_DOCUMENT), raw_bodies()))
 @example(body=json.dumps({**GENERIC_DOCUMENT, "edit_version": 2**63}).encode())
 @example(body=json.dumps({**GENERIC_DOCUMENT, "text": "a\x00b"}).encode())
 @example(body=json.dumps({**GENERIC_DOCUMENT, "created_at": "9999-12-31T23:59:59Z"}).encode())
@@ -119,7 +119,7 @@ def test_the_generic_webhook_answers_everything_clearly(
 
 
 @FUZZ
-@given(body=st.one_of(*(mutated(d) for d in META_DOCUMENTS), raw_bodies))
+@given(body=st.one_of(*(mutated(d) for d in META_DOCUMENTS), raw_bodies()))
 def test_meta_deliveries_are_stored_or_dead_lettered_entry_by_entry(
     client: Client, publisher: KeepingPublisher, body: bytes
 ) -> None:
@@ -129,7 +129,7 @@ def test_meta_deliveries_are_stored_or_dead_lettered_entry_by_entry(
 
 
 @FUZZ
-@given(body=st.one_of(*(mutated(d) for d in X_DOCUMENTS), raw_bodies))
+@given(body=st.one_of(*(mutated(d) for d in X_DOCUMENTS), raw_bodies()))
 def test_x_deliveries_are_stored_or_dead_lettered_entry_by_entry(
     client: Client, publisher: KeepingPublisher, body: bytes
 ) -> None:
@@ -139,7 +139,7 @@ def test_x_deliveries_are_stored_or_dead_lettered_entry_by_entry(
 
 
 @FUZZ
-@given(body=st.one_of(mutated(BATCH_DOCUMENT), raw_bodies))
+@given(body=st.one_of(mutated(BATCH_DOCUMENT), raw_bodies()))
 def test_the_batch_api_answers_everything_clearly(
     client: Client, publisher: KeepingPublisher, body: bytes
 ) -> None:

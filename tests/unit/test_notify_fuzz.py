@@ -10,8 +10,6 @@ acknowledger that knows a few conversations. The cases per test come from
 STAYHUMAN_FUZZ_EXAMPLES (10,000 unless set; `make test-unit` runs fewer)."""
 
 import asyncio
-import copy
-import json
 import time
 from typing import Any
 from urllib.parse import quote
@@ -26,7 +24,7 @@ from services.notify.acks import Acknowledged, ack_token, acks_router
 from services.notify.push import LINK_MAX_AGE, Registered, Registration, push_router
 from shared.runtime import install_error_handlers
 from shared.secrets import LinkSigner, new_key
-from tests.fuzz import FUZZ
+from tests.fuzz import FUZZ, encode, mutated, raw_bodies
 from tests.push import Device
 
 ANSWER_WITHIN = 10.0  # seconds: anything slower is a hang
@@ -101,130 +99,36 @@ def teardown_module() -> None:
     CLIENT.close()
 
 
-# Hostile material.
-
-HUGE_NUMBER = "\x1fHUGE\x1f"  # placeholders for what JSON cannot carry from Python
-DEEP = "\x1fDEEP\x1f"
-_RAW = {json.dumps(HUGE_NUMBER).encode(): b"9" * 4400, json.dumps(DEEP).encode(): b"[" * 3000 + b"]" * 3000}
+# Hostile material: the shared corpora, with what this endpoint knows (its URLs and keys).
 
 long_strings = st.sampled_from([("x", 1025), ("A", 5000), ("9", 4301), ("é", 3000)]).map(
     lambda c: c[0] * c[1]
 )
+PUSH_STRINGS = [
+    "https://push.example/\x00",
+    "https://push.example:0/",
+    "https://push.example:65536/",
+    "https://[::1]/",
+    "https://[::1/",
+    "https://inside.example/",
+    "http://push.example/",
+    "javascript:alert(1)",
+    "https://push.example/" + "é" * 20,
+    "https://push.example@inside.example/",
+    "https://%70ush.example/",
+    "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM",
+    "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkN",
+    "tBHItJI5svbpez7KI4CCXg",
+    "tBHItJI5svbpez7KI4CCXg==",
+    "tBHItJI5svbpez7KI4CC",
+    "====",
+    "+/+/+/+/+/+/+/+/+/+/+w",
+]
 hostile_strings = st.one_of(
-    st.text(max_size=60),
-    long_strings,
-    st.sampled_from(
-        [
-            "",
-            "\x00",
-            "a\x00b",
-            "\ud800",
-            "\udfff lone",
-            "\u202e\uffff",
-            "https://push.example/\x00",
-            "https://push.example:0/",
-            "https://push.example:65536/",
-            "https://[::1]/",
-            "https://[::1/",
-            "https://inside.example/",
-            "http://push.example/",
-            "javascript:alert(1)",
-            "https://push.example/" + "é" * 20,
-            "https://push.example@inside.example/",
-            "https://%70ush.example/",
-            "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM",
-            "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkN",
-            "tBHItJI5svbpez7KI4CCXg",
-            "tBHItJI5svbpez7KI4CCXg==",
-            "tBHItJI5svbpez7KI4CC",
-            "====",
-            "+/+/+/+/+/+/+/+/+/+/+w",
-        ]
-    ),
+    st.text(max_size=60), long_strings, st.sampled_from([*PUSH_STRINGS, "", "\x00", "\ud800"])
 )
-hostile_numbers = st.one_of(
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.sampled_from([0, -1, 2**63, 10**30]),
-    st.floats(allow_nan=False, allow_infinity=False),
-)
-hostile_values: st.SearchStrategy[Any] = st.one_of(
-    st.none(),
-    st.booleans(),
-    hostile_numbers,
-    hostile_strings,
-    st.sampled_from([HUGE_NUMBER, DEEP, [], {}, [None], {"": None}, [[[[[]]]]]]),
-    st.lists(st.one_of(st.none(), hostile_numbers, hostile_strings), max_size=3),
-    st.dictionaries(st.text(max_size=8), st.one_of(st.none(), hostile_numbers, hostile_strings), max_size=3),
-)
-
-
-def encode(document: Any) -> bytes:
-    raw = json.dumps(document).encode()
-    for placeholder, replacement in _RAW.items():
-        raw = raw.replace(placeholder, replacement)
-    return raw
-
-
-def places(document: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every place in a document, the document itself first."""
-    found = [prefix]
-    if isinstance(document, dict):
-        for key, value in document.items():
-            found += places(value, (*prefix, key))
-    elif isinstance(document, list):
-        for index, value in enumerate(document):
-            found += places(value, (*prefix, index))
-    return found
-
-
-@st.composite
-def mutated(draw: st.DrawFn, document: Any) -> bytes:
-    """`document` with one place replaced, removed, or given a stranger, encoded as JSON."""
-    result = copy.deepcopy(document)
-    where = draw(st.sampled_from(places(result)))
-    action = draw(st.sampled_from(["replace", "replace", "remove", "add"]))
-    value = draw(hostile_values)
-    if not where:
-        return encode(value if action == "replace" else result)
-    parent = result
-    for step in where[:-1]:
-        parent = parent[step]
-    last = where[-1]
-    if action == "replace":
-        parent[last] = value
-    elif action == "remove":
-        del parent[last]
-    elif isinstance(parent[last], dict):
-        parent[last][draw(st.text(max_size=12))] = value
-    else:
-        parent[last] = value
-    return encode(result)
-
-
-raw_bodies = st.one_of(
-    st.binary(max_size=300),
-    st.sampled_from(
-        [
-            b"",
-            b"null",
-            b"[]",
-            b"{}",
-            b'"x"',
-            b"\xff\xfe\x00",
-            b'{"endpoint": "\xff\xfe"}',
-            b"{" * 100_000,
-            b"[" * 4000 + b"]" * 4000,
-            b"[" * 50_000 + b"]" * 50_000,
-            b'{"a": ' + b"1" * 4301 + b"}",
-            b'{"endpoint": ' + b"9" * 4000 + b"}",
-            b'{"a": "\\ud800"}',
-            b'{"endpoint": "\\u0000"}',
-            b'{"a": 1e99999}',
-            b'{"a": NaN}',
-            b"\x00" * 1000,
-        ]
-    ),
-    st.just(70_000).map(lambda n: b"A" * n),
+push_bodies = raw_bodies(
+    b'{"endpoint": "\xff\xfe"}', b'{"endpoint": ' + b"9" * 4000 + b"}", b'{"endpoint": "\\u0000"}'
 )
 
 
@@ -257,9 +161,9 @@ tokens = st.one_of(
     st.sampled_from(["/push/%00", "/push/%FF%FE", "/push/..%2F..%2Fetc"]),
 )
 bodies = st.one_of(
-    st.sampled_from(SUBSCRIPTIONS).flatmap(mutated),
+    st.sampled_from(SUBSCRIPTIONS).flatmap(lambda document: mutated(document, *PUSH_STRINGS)),
     st.sampled_from(SUBSCRIPTIONS).map(encode),
-    raw_bodies,
+    push_bodies,
     st.just(5_000_000).map(lambda n: b'{"endpoint": "' + b"A" * n + b'"}'),  # read no further than the limit
 )
 content_types = st.sampled_from(
@@ -344,7 +248,7 @@ def test_the_acknowledge_page_answers_every_link_clearly(token: str, quoted: boo
 
 
 @FUZZ
-@given(token=ack_tokens, quoted=st.booleans(), body=raw_bodies, content_type=content_types)
+@given(token=ack_tokens, quoted=st.booleans(), body=push_bodies, content_type=content_types)
 def test_acknowledging_answers_every_link_and_body_clearly(
     token: str, quoted: bool, body: bytes, content_type: str
 ) -> None:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from services.ingest.connectors import bluesky, mastodon, youtube
 from services.ingest.connectors.feeds import Walk, load_page
 from services.ingest.connectors.model import MalformedPayload, Parsed, to_events
-from tests.fuzz import FUZZ
+from tests.fuzz import FUZZ, HOSTILE_VALUES, mutated_document, sweep
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "platforms"
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
@@ -75,123 +75,21 @@ YOUTUBE_THREADS["items"][0]["replies"] = {
 }  # fmt: skip
 
 
-def _deep(levels: int) -> Any:
-    value: Any = None
-    for _ in range(levels):
-        value = [value]
-    return value
-
-
-DEEP = _deep(5_000)  # deeper than Python's recursion limit
-TIMESTAMPS = [
-    "2025-13-45T99:99:99Z", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00+01:00", "2025-11-26T00:00:00",
-    "2025-11-26", "yesterday", "", "2025-11-26T00:00:00.000Z\x00", "2027-01-01T00:00:00Z", "1970-01-01T00:00:00Z",
-    "2025-11-26T00:00:00+14:00", "2025-11-26T00:00:00.123456789Z", "+002025-11-26T00:00:00Z",
-]  # fmt: skip
-HOSTILE_VALUES: list[Any] = [
-    None, True, False, 0, -1, 1.5, float("nan"), float("inf"), -float("inf"), 2**63, -(2**63) - 1, 10**30,
-    10**4400, -(10**5000),  # more digits than Python writes as text
-    "", " ", "\x00", "a\x00b", "\ud800", "x\udfff", "x" * 65_536, "9" * 513, "<" * 20_000, "</p><p" * 3_000,
-    "<script>alert(1)</script>", "@" * 1_000, "\u202e\ufeff", "mention", "reply", "quote", "direct",
-    "at://did:plc:x/app.bsky.feed.post/\x00", "did:plc:bluebirdcoffee000000000", "UCbluebirdcoffee0000001", "9001",
-    {}, [], [None], {"": None}, {"id": {}}, [[[]]], DEEP, _deep(200), {"$type": "x", "uri": 5},
-    *TIMESTAMPS,
-]  # fmt: skip
-SUFFIXES = ["\x00", "\ud800", " \t\n", "x" * 65_536, "<", "Z"]
-hostile = st.one_of(
-    st.sampled_from(HOSTILE_VALUES),
-    st.sampled_from(SUFFIXES),
-    st.text(st.characters(codec=None, categories=["Cs", "Cc", "Zs", "Lu", "Nd", "Po"]), max_size=8),
-    st.integers(),
-)
-
-
-def _places(document: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every place in a document: the document itself, each object's values, each list's items."""
-    places = [path]
-    if isinstance(document, dict):
-        for key, value in document.items():
-            places += _places(value, (*path, key))
-    elif isinstance(document, list):
-        for index, value in enumerate(document):
-            places += _places(value, (*path, index))
-    return places
-
-
-OPERATIONS = ["replace", "replace", "taint", "remove", "double", "insert"]
-
-
-def _changed(node: Any, place: tuple[Any, ...], operation: str, value: Any) -> Any:
-    """A copy of `node` with one place changed (replaced, removed, doubled, or given a stranger
-    beside it). Only the containers on the way are copied: the documented pages and the hostile
-    values are shared between cases and never changed."""
-    if not place:
-        return value if operation == "replace" else node
-    step, rest = place[0], place[1:]
-    if isinstance(node, dict) and step in node:
-        copied: Any = dict(node)
-    elif isinstance(node, list) and isinstance(step, int) and step < len(node):
-        copied = list(node)
-    else:
-        return node  # an earlier change took this place away
-    if rest:
-        copied[step] = _changed(node[step], rest, operation, value)
-    elif operation == "replace":
-        copied[step] = value
-    elif operation == "taint":  # a string that keeps its look but carries something hostile
-        copied[step] = node[step] + value if isinstance(node[step], str) and isinstance(value, str) else value
-    elif operation == "remove":
-        del copied[step]
-    elif operation == "double":
-        if isinstance(copied, list):
-            copied.insert(step, node[step])
-        else:
-            copied[step] = [node[step], node[step]]
-    elif isinstance(copied, list):
-        copied.insert(step, value)
-    else:
-        copied[f"{step}_"] = value
-    return copied
+# What the parsers know: their kinds, ids and the brand's own ids, beside the hostile values.
+DOMAIN = [
+    "mention",
+    "reply",
+    "quote",
+    "direct",
+    "at://did:plc:x/app.bsky.feed.post/\x00",
+    OWN_DID,
+    CHANNEL,
+    MASTODON_ID,
+]
 
 
 def mutated(document: Any) -> st.SearchStrategy[Any]:
-    """A documented page changed in one to three places. Each draw costs, so one number picks
-    the place, the change, and whether another change follows."""
-    places = _places(document)
-    choices = len(places) * len(OPERATIONS)
-
-    @st.composite
-    def page(draw: st.DrawFn) -> Any:
-        changed = document
-        for _ in range(3):
-            choice = draw(st.integers(0, 2 * choices - 1))
-            place = places[choice % choices // len(OPERATIONS)]
-            operation = OPERATIONS[choice % len(OPERATIONS)]
-            value = draw(hostile) if operation in ("replace", "taint", "insert") else None
-            changed = _changed(changed, place, operation, value)
-            if choice < choices:
-                break
-        return changed
-
-    return page()
-
-
-def _at(document: Any, place: tuple[Any, ...]) -> Any:
-    for step in place:
-        document = document[step]
-    return document
-
-
-def sweep(document: Any) -> list[Any]:
-    """The documented page changed field by field: every place replaced by every hostile
-    value, removed, and every string given every hostile suffix."""
-    pages = []
-    for place in _places(document):
-        pages += [_changed(document, place, "replace", value) for value in HOSTILE_VALUES]
-        pages.append(_changed(document, place, "remove", None))
-        if isinstance(_at(document, place), str):
-            pages += [_changed(document, place, "taint", suffix) for suffix in SUFFIXES]
-    return pages
+    return mutated_document(document, *DOMAIN)
 
 
 def _read(parse: Callable[[Any], Parsed], page: Any) -> Parsed | None:

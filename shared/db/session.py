@@ -58,6 +58,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("pool_pre_ping", True)
+    # A host that does not answer at all fails in 10 s, not asyncpg's 60: readiness says so
+    # and a command stops, instead of hanging.
+    kwargs.setdefault("connect_args", {"timeout": 10})
     return create_async_engine(url, **kwargs)
 
 

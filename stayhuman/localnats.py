@@ -32,14 +32,24 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def _password() -> str:
+    # The server's configuration reads `$NAME` as a value: one beginning with a digit or a `-`
+    # is taken for a number and refused. Letters first, then hex.
+    return "sh" + secrets.token_hex(24)
+
+
+def _usable(password: object) -> bool:
+    return isinstance(password, str) and password[:1].isalpha() and password.isalnum()
+
+
 def passwords(state_dir: Path) -> dict[str, str]:
     """Each user's password for the embedded server, made on the state folder's first `up`."""
     path = state_dir / "nats" / "users.json"
     if path.exists():
         known = json.loads(path.read_text())
-        if set(known) == {*SERVICE_USERS, OPERATOR}:
+        if set(known) == {*SERVICE_USERS, OPERATOR} and all(_usable(v) for v in known.values()):
             return {str(k): str(v) for k, v in known.items()}
-    made = {user: secrets.token_urlsafe(24) for user in (*SERVICE_USERS, OPERATOR)}
+    made = {user: _password() for user in (*SERVICE_USERS, OPERATOR)}
     _write_private(path, json.dumps(made))
     return made
 

@@ -60,12 +60,12 @@ def problems_of(error: ValidationError) -> list[dict[str, str]]:
     ]
 
 
-def unavailable(error: Exception) -> HTTPException:
+def unavailable(error: Exception, what: str = "interactions") -> HTTPException:
     """JetStream did not store it: the sender should retry (its retry finds duplicates, not gaps)."""
     log.warning("publish not acknowledged", extra={"error": repr(error)})
     return HTTPException(
         503,
-        {"error": "not stored, retry later", "reason": type(error).__name__},
+        {"error": f"{what} not stored, retry later", "reason": type(error).__name__},
         headers={"Retry-After": "5"},
     )
 
@@ -128,7 +128,7 @@ async def _accept(
     except MessageTooLarge as error:
         raise HTTPException(413, {"error": str(error)}) from None
     except (NatsError, TimeoutError) as error:
-        raise unavailable(error) from None
+        raise unavailable(error, "interaction") from None
     RECEIVED.labels(account.tenant_id, "duplicate" if duplicate else "accepted").inc()
     PUBLISH_SECONDS.observe(time.perf_counter() - started)
     log.info(

@@ -28,9 +28,22 @@ def find_binary() -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different free ports: each is held until all are chosen (one by one, the system
+    may offer the same port twice)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @dataclass
@@ -53,8 +66,9 @@ class EmbeddedNats:
 
     def start(self, timeout: float = 20.0, *, wait: bool = True) -> "EmbeddedNats":
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port()
-        self.monitor_port = self.monitor_port or free_port()
+        chosen = free_ports(2)  # distinct, even when neither is given
+        self.port = self.port or next(p for p in chosen if p != self.monitor_port)
+        self.monitor_port = self.monitor_port or next(p for p in chosen if p != self.port)
         log_file = self.log_file or self.store_dir / "nats-server.log"
         args = [
             find_binary(),

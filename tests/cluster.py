@@ -6,7 +6,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stayhuman.natsserver import EmbeddedNats, NatsServerError, free_port
+from stayhuman.natsserver import EmbeddedNats, NatsServerError, free_ports
 
 
 @dataclass
@@ -20,7 +20,7 @@ class NatsCluster:
         return ",".join(node.url for node in self.nodes)
 
     def start(self, timeout: float = 60) -> "NatsCluster":
-        route_ports = [free_port() for _ in range(self.size)]
+        route_ports = free_ports(self.size)
         for index in range(self.size):
             routes = ",".join(f"nats://127.0.0.1:{port}" for i, port in enumerate(route_ports) if i != index)
             node = EmbeddedNats(

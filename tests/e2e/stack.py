@@ -14,7 +14,7 @@ import httpx
 from shared.db.core import fetch_rows
 from shared.db.session import create_engine, session_factory, sqlite_path
 from shared.secrets import new_key, new_vapid_pem
-from stayhuman.natsserver import EmbeddedNats, free_port
+from stayhuman.natsserver import EmbeddedNats, free_ports
 from tests.helpers import sign
 
 
@@ -42,9 +42,8 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         if not self.ports:
-            self.ports = {
-                name: free_port() for name in ("ingest", "ingest-ops", "router", "notify", "notify-ops")
-            }
+            names = ("ingest", "ingest-ops", "router", "notify", "notify-ops")
+            self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         env = {
             **os.environ,
             "STAYHUMAN_STATE_DIR": str(self.state_dir),

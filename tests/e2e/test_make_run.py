@@ -15,7 +15,7 @@ from sqlmodel import select
 from shared.db.models import Interaction
 from shared.db.session import create_engine, session_factory
 from stayhuman.demo.feed import ACCOUNT, FEED
-from stayhuman.natsserver import free_port
+from stayhuman.natsserver import free_ports
 from tests.browser import dump_dom, screenshot
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +33,8 @@ async def interactions_of(database: Path, conversation_id: str) -> list[Interact
 
 
 def test_make_run_shows_an_overdue_email_in_the_dev_mailbox(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("INGEST", "INGEST_OPS", "ROUTER", "NOTIFY", "NOTIFY_OPS")}
+    names = ("INGEST", "INGEST_OPS", "ROUTER", "NOTIFY", "NOTIFY_OPS")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     env = {
         **os.environ,
         "STAYHUMAN_STATE_DIR": str(tmp_path / "state"),

@@ -16,7 +16,7 @@ from sqlmodel import select
 
 from shared.db.models import Conversation
 from shared.db.session import create_engine, session_factory
-from stayhuman.natsserver import EmbeddedNats, free_port
+from stayhuman.natsserver import EmbeddedNats, free_port, free_ports
 from tests.e2e.stack import post_webhook
 from tests.helpers import config_yaml, eventually, generic_body, installation_keys
 from tests.smtp import SmtpServer
@@ -55,9 +55,9 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
     tmp_path: Path, secured_nats: EmbeddedNats
 ) -> None:
     smtp = SmtpServer().start()
-    ports = {name: free_port() for name in PASSWORDS}
-    ops_port = free_port()  # ingest's and notify's readiness is on their operations listeners
-    notify_ops = free_port()
+    ports = dict(zip(PASSWORDS, free_ports(len(PASSWORDS)), strict=True))
+    # ingest's and notify's readiness is on their operations listeners
+    ops_port, notify_ops = free_ports(2)
     database = f"sqlite+aiosqlite:///{tmp_path / 'stayhuman.db'}"
     env = {
         **os.environ,

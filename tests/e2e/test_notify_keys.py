@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from shared.db.core import DELIVERIES
 from shared.secrets import SECRET_KEY_FILE, VAPID_KEY_FILE, new_key
-from stayhuman.natsserver import EmbeddedNats, free_port
+from stayhuman.natsserver import EmbeddedNats, free_port, free_ports
 from tests.e2e.stack import Stack, post_webhook, smtp_env
 from tests.helpers import eventually, generic_body, unique
 from tests.smtp import SmtpServer
@@ -91,7 +91,7 @@ async def test_two_replicas_follow_each_others_links_and_open_what_apply_sealed(
         STAYHUMAN_ALERT_GROUPING="false",
         STAYHUMAN_LOG_LEVEL="warning",
     ).start()
-    second_port, second_ops = free_port(), free_port()
+    second_port, second_ops = free_ports(2)
     second = subprocess.Popen(
         [sys.executable, "-m", "stayhuman", "notify"],
         env={

@@ -21,7 +21,7 @@ import pytest
 from services.ingest.leases import BUCKET
 from shared import subjects
 from shared.secrets import new_key
-from stayhuman.natsserver import EmbeddedNats, free_port
+from stayhuman.natsserver import EmbeddedNats, free_port, free_ports
 from tests.fake_platforms import FakeMastodon
 from tests.helpers import config_yaml, eventually
 
@@ -71,7 +71,7 @@ async def test_one_of_two_ingest_replicas_polls_and_the_other_goes_on_when_it_is
         subprocess.run(
             [sys.executable, "-m", "stayhuman", *command], env=env, check=True, capture_output=True
         )
-    ops = [free_port(), free_port()]
+    ops = free_ports(2)
     logs = [tmp_path / "ingest-0.log", tmp_path / "ingest-1.log"]
     processes = [
         subprocess.Popen(

@@ -120,3 +120,34 @@ def installation_keys() -> dict[str, str]:
     from shared.secrets import new_key, new_vapid_pem
 
     return {"STAYHUMAN_SECRET_KEY": new_key(), "STAYHUMAN_VAPID_PRIVATE_KEY": new_vapid_pem()}
+
+
+async def service_ready(port: int) -> bool:
+    """True once the service whose readiness is on `port` answers /readyz with 200."""
+    import httpx
+
+    try:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(f"http://127.0.0.1:{port}/readyz", timeout=2)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def stored_on(nats_url: str, subject: str) -> list[Any]:
+    """Every message a stream holds on `subject` (a wildcard is fine), read without consuming."""
+    import nats
+    from nats.errors import TimeoutError as NatsTimeout
+
+    nc = await nats.connect(nats_url)
+    found = []
+    try:
+        sub = await nc.jetstream().subscribe(subject, ordered_consumer=True)
+        try:
+            while True:
+                found.append(await sub.next_msg(timeout=1))
+        except NatsTimeout:
+            pass
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return found

@@ -28,7 +28,7 @@ from shared.events import INT64_MAX, InteractionReceived
 from stayhuman.natsserver import EmbeddedNats
 from tests.e2e.stack import Stack
 from tests.fuzz import mutated, raw_bodies
-from tests.helpers import config_yaml, eventually, sign
+from tests.helpers import config_yaml, eventually, sign, stored_on
 
 pytestmark = pytest.mark.e2e
 
@@ -97,22 +97,6 @@ async def _settled(nats_url: str) -> None:
         await nc.close()
 
 
-async def _dead_letters(nats_url: str) -> list[nats.aio.msg.Msg]:
-    nc = await nats.connect(nats_url)
-    kept = []
-    try:
-        sub = await nc.jetstream().subscribe("sh.dlq.>", ordered_consumer=True)
-        try:
-            while True:
-                kept.append(await sub.next_msg(timeout=1))
-        except nats.errors.TimeoutError:
-            pass
-        await sub.unsubscribe()
-    finally:
-        await nc.close()
-    return kept
-
-
 async def test_values_at_the_limits_of_the_store_are_stored(stack: Stack, nats_server: EmbeddedNats) -> None:
     """What platforms really send: 64-bit numbers, Meta's CRC-32 edit versions (half of them
     above 2^31), a NUL in a text, a message from long ago; and what no clock explains refused."""
@@ -166,7 +150,7 @@ async def test_values_at_the_limits_of_the_store_are_stored(stack: Stack, nats_s
         )
     )
     assert [(row.due_at, row.owner_id) for row in ancient] == [(None, "maria")]  # assigned, never alerted
-    assert await _dead_letters(nats_server.url) == []
+    assert await stored_on(nats_server.url, "sh.dlq.>") == []
     assert len(accepted) + 2 == len(stored)  # the comment and its edit came through Meta
 
 
@@ -244,7 +228,7 @@ def test_fuzzed_deliveries_through_the_stack_are_stored_or_dead_lettered(
     finally:
         client.close()
     asyncio.run(_settled(nats_server.url))
-    kept = asyncio.run(_dead_letters(nats_server.url))
+    kept = asyncio.run(stored_on(nats_server.url, "sh.dlq.>"))
     by_router = [m for m in kept if m.subject.startswith("sh.dlq.sh_interactions.")]
     by_ingest = [m for m in kept if m.subject == "sh.dlq.ingest.meta"]
     assert all((m.headers or {}).get("Sh-Error") for m in kept)

@@ -4,12 +4,9 @@ acknowledge links and both open the Apprise URLs that `apply` sealed. A notify w
 stops at once, naming the variable, and writes no key of its own."""
 
 import asyncio
-import json
 import re
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +18,8 @@ from shared.db.core import DELIVERIES
 from shared.secrets import SECRET_KEY_FILE, VAPID_KEY_FILE, new_key
 from stayhuman.natsserver import EmbeddedNats, free_port, free_ports
 from tests.e2e.stack import Stack, post_webhook, smtp_env
-from tests.helpers import eventually, generic_body, unique
+from tests.helpers import eventually, generic_body, service_ready, unique
+from tests.receiver import Receiver
 from tests.smtp import SmtpServer
 
 pytestmark = pytest.mark.e2e
@@ -29,32 +27,6 @@ pytestmark = pytest.mark.e2e
 SECRET = "keys-secret-0123456789"
 CONVERSATIONS = 12
 ACK_LINK = re.compile(r"I'm on it \(stops the escalation\): (http://127\.0\.0\.1:(\d+)/ack/(\S+))")
-
-
-class Ntfy:
-    """An ntfy-compatible receiver: keeps each published message."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        messages = self.messages
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                messages.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
 
 def config(ntfy_port: int) -> str:
@@ -80,7 +52,7 @@ tenants:
 async def test_two_replicas_follow_each_others_links_and_open_what_apply_sealed(
     tmp_path: Path, nats_server: EmbeddedNats
 ) -> None:
-    smtp, ntfy = SmtpServer().start(), Ntfy()
+    smtp, ntfy = SmtpServer().start(), Receiver(status=200)
     # one database that is not a state folder's own: the installation's keys are set, as in compose
     stack = Stack.configured(
         tmp_path / "stack",
@@ -105,7 +77,7 @@ async def test_two_replicas_follow_each_others_links_and_open_what_apply_sealed(
     )
     ports = {stack.ports["notify"], second_port}
     try:
-        await eventually(lambda: _ready(second_ops), timeout=30, what="the second notify replica")
+        await eventually(lambda: service_ready(second_ops), timeout=30, what="the second notify replica")
         async with httpx.AsyncClient() as client:
             for _ in range(CONVERSATIONS):
                 body = generic_body(unique("m"), thread_id=unique("t"), text="Still waiting")
@@ -162,14 +134,6 @@ async def test_two_replicas_follow_each_others_links_and_open_what_apply_sealed(
         stack.stop()
         smtp.stop()
         ntfy.stop()
-
-
-async def _ready(port: int) -> bool:
-    try:
-        async with httpx.AsyncClient() as client:
-            return (await client.get(f"http://127.0.0.1:{port}/readyz", timeout=2)).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.mark.parametrize(

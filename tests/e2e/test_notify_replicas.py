@@ -14,7 +14,7 @@ import pytest
 
 from stayhuman.natsserver import EmbeddedNats, free_port
 from tests.e2e.stack import Stack, post_webhook, smtp_env
-from tests.helpers import eventually, generic_body, unique
+from tests.helpers import eventually, generic_body, service_ready, unique
 from tests.smtp import SmtpServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -71,7 +71,9 @@ async def test_two_notify_replicas_send_each_alert_once(
         stderr=subprocess.DEVNULL,
     )
     try:
-        await eventually(lambda: _ready(second_port), timeout=30, what="the second notify replica ready")
+        await eventually(
+            lambda: service_ready(second_port), timeout=30, what="the second notify replica ready"
+        )
         async with httpx.AsyncClient() as client:
             for _ in range(CONVERSATIONS):
                 body = generic_body(unique("m"), thread_id=unique("t"), text="Still waiting")
@@ -97,11 +99,3 @@ async def test_two_notify_replicas_send_each_alert_once(
         second.wait(timeout=30)
         stack.stop()
         smtp.stop()
-
-
-async def _ready(port: int) -> bool:
-    try:
-        async with httpx.AsyncClient() as client:
-            return (await client.get(f"http://127.0.0.1:{port}/readyz", timeout=2)).status_code == 200
-    except httpx.HTTPError:
-        return False

@@ -17,7 +17,7 @@ from shared.db.models import Conversation, Interaction
 from shared.db.session import create_engine, session_factory
 from stayhuman.natsserver import EmbeddedNats
 from tests.e2e.stack import Stack
-from tests.helpers import config_yaml, eventually, generic_body, sign
+from tests.helpers import config_yaml, eventually, generic_body, sign, stored_on
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "platforms"
@@ -240,18 +240,10 @@ async def test_raw_payloads_are_archived_byte_for_byte(stack: Stack, nats_url: s
     request = SIGNED["meta_messenger_message"]
     assert (await deliver(stack, "meta", "meta_messenger_message")).status_code == 200
     nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    info = await js.stream_info("SH_ARCHIVE")
-    assert info.config.max_age == 3 * 86400  # STAYHUMAN_ARCHIVE_RETENTION
-    sub = await js.subscribe("sh.archive.meta", ordered_consumer=True)
-    bodies = []
-    try:
-        while True:
-            bodies.append((await sub.next_msg(timeout=1)).data)
-    except nats.errors.TimeoutError:
-        pass
-    await sub.unsubscribe()
+    info = await nc.jetstream().stream_info("SH_ARCHIVE")
     await nc.close()
+    assert info.config.max_age == 3 * 86400  # STAYHUMAN_ARCHIVE_RETENTION
+    bodies = [m.data for m in await stored_on(nats_url, "sh.archive.meta")]
     assert request["body"].encode() in bodies
 
 
@@ -356,19 +348,7 @@ async def test_a_delivery_with_bad_entries_stores_the_good_and_dead_letters_the_
         lambda: stored(stack, f"{page}_good2"), timeout=20, what="the second good comment stored"
     )
 
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        sub = await js.subscribe("sh.dlq.ingest.meta", ordered_consumer=True)
-        kept = []
-        try:
-            while True:
-                kept.append(await sub.next_msg(timeout=1))
-        except nats.errors.TimeoutError:
-            pass
-        await sub.unsubscribe()
-    finally:
-        await nc.close()
+    kept = await stored_on(nats_url, "sh.dlq.ingest.meta")
     errors = sorted((m.headers or {}).get("Sh-Error", "") for m in kept)
     assert len(kept) == 3, errors  # the retry kept nothing twice
     assert any(e.startswith("entry[0].changes[1]: ValueError: not a time") for e in errors), errors
@@ -436,20 +416,9 @@ async def test_bodies_at_the_size_limits_are_stored_and_keep_ingest_connected(
     assert big.status_code == 202 and big.json()["accepted"] == 1000, big.text
     assert later.status_code == 202 and health.status_code == 200
     await eventually(lambda: stored(stack, "big-batch-999"), timeout=60, what="the big batch routed")
-    nc = await nats.connect(nats_url)
-    try:
-        sub = await nc.jetstream().subscribe("sh.archive.batch", ordered_consumer=True)
-        parts = []
-        try:
-            while True:
-                message = await sub.next_msg(timeout=2)
-                if message.headers and message.headers.get("Sh-Part"):
-                    parts.append(message)
-        except nats.errors.TimeoutError:
-            pass
-        await sub.unsubscribe()
-    finally:
-        await nc.close()
+    parts = [
+        m for m in await stored_on(nats_url, "sh.archive.batch") if m.headers and m.headers.get("Sh-Part")
+    ]
     digest = hashlib.sha256(batch).hexdigest()
     mine = [m for m in parts if m.headers and m.headers.get("Sh-Digest") == digest]
     mine.sort(key=lambda m: int((m.headers or {})["Sh-Part"].split("/")[0]))

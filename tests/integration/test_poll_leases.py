@@ -12,6 +12,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from services.ingest.connectors import mastodon
 from services.ingest.leases import BUCKET, Leases, bucket_config
 from services.ingest.pollers import PollerSupervisor
 from shared import subjects
@@ -122,12 +123,15 @@ async def test_one_replica_polls_an_account_and_another_goes_on_when_it_stops(
     await feeding
 
     async def all_stored() -> bool:
-        return len(holder.publisher.published + other.publisher.published) >= 60
+        return len(set(holder.publisher.published + other.publisher.published)) >= 60
 
     await eventually(all_stored, timeout=20, what="every mention")
     published = holder.publisher.published + other.publisher.published
     expected = {str(5_000_000 + number) for number in range(60)}
-    assert sorted(published) == sorted(expected)  # no gap, and nothing published twice
+    assert set(published) == expected  # no gap
+    # A stop can land between a page's ack and its cursor: the next holder reads that page
+    # again, and JetStream keeps each message once (its Nats-Msg-Id). Stored once, all of them:
+    assert len(published) - len(expected) <= mastodon.PAGE  # at most a page again
     stream = await nc.jetstream().stream_info(subjects.INTERACTIONS_STREAM)
     assert stream.state.messages == 60
 

@@ -70,21 +70,27 @@ class KeepingPublisher:
         return duplicate
 
     async def publish_many(
-        self, events: Sequence[Event], *, raw: RawPayload | None = None, rejected: Sequence[Rejected] = ()
+        self,
+        events: Sequence[Event],
+        *,
+        raw: RawPayload | None = None,
+        rejected: Sequence[Rejected] = (),
+        all_or_nothing: bool = False,
     ) -> list[Rejected]:
         kept = list(rejected)
+        fits = []
         for index, event in enumerate(events):
-            if self._size(event) > self.max_payload:
-                kept.append(Rejected(f"interaction[{index}]", "too large", b""))
+            if self._size(event) <= self.max_payload:
+                fits.append(event)
+            elif all_or_nothing:
+                raise MessageTooLarge(f"interactions[{index}]: too large")
             else:
-                self.events.append(event)
+                kept.append(Rejected(f"interaction[{index}]", "too large", b""))
+        self.events += fits
         if raw is not None:
             self.raw.append(raw)
         self.rejected += kept
         return kept
-
-    def too_large(self, events: Sequence[Event]) -> list[tuple[int, str]]:
-        return [(i, "too large") for i, e in enumerate(events) if self._size(e) > self.max_payload]
 
 
 META_SECRET = "shared-meta-app-secret"

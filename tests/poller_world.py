@@ -30,10 +30,11 @@ class CountingPublisher(InteractionPublisher):
         *,
         raw: RawPayload | None = None,
         rejected: Sequence[Rejected] = (),
+        all_or_nothing: bool = False,
     ) -> list[Rejected]:
         self.published += [event.external_id for event in events]
         self.rejected += rejected
-        return await super().publish_many(events, raw=raw, rejected=rejected)
+        return await super().publish_many(events, raw=raw, rejected=rejected, all_or_nothing=all_or_nothing)
 
 
 async def configure_polled_accounts(

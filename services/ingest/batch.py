@@ -14,6 +14,7 @@ from services.ingest.generic import GenericInteraction, normalise
 from services.ingest.publisher import InteractionPublisher, RawPayload
 from services.ingest.webhooks import RECEIVED, problems_of, request_correlation_id, unavailable
 from shared.events import utcnow
+from shared.jetstream import MessageTooLarge
 from shared.logs import CORRELATION_HEADER, correlation_id
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,10 @@ async def post_interactions(
         except ValueError as error:
             problems = [{"field": f"interactions.{index}.created_at", "problem": str(error)}]
             raise HTTPException(400, {"error": "invalid batch", "problems": problems}) from None
-    too_large = publisher.too_large(events)
-    if too_large:
-        index, problem = too_large[0]
-        raise HTTPException(413, {"error": f"interactions[{index}]: {problem}"})
     try:
-        await publisher.publish_many(events, raw=RawPayload("batch", body))
+        await publisher.publish_many(events, raw=RawPayload("batch", body), all_or_nothing=True)
+    except MessageTooLarge as error:
+        raise HTTPException(413, {"error": str(error)}) from None
     except (NatsError, TimeoutError) as error:
         raise unavailable(error) from None
     RECEIVED.labels(tenant, "accepted").inc(len(events))

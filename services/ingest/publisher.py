@@ -4,6 +4,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from nats.js import JetStreamContext
 
@@ -35,10 +36,14 @@ class RawPayload:
     body: bytes
     account_id: str = ""
 
+    @cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(self.body).hexdigest()
+
     def outgoing(self, max_payload: int) -> list[Outgoing]:
         """The archive messages of the body: one, or parts `Sh-Part: i/n` when the body and its
         headers exceed what the server takes (a batch may be 16 MiB, a server takes 1 MiB)."""
-        digest = hashlib.sha256(self.body).hexdigest()
+        digest = self.digest
         headers = {
             "Nats-Expected-Stream": subjects.ARCHIVE_STREAM,
             "Sh-Source": self.source,
@@ -117,13 +122,15 @@ class InteractionPublisher:
         *,
         raw: RawPayload | None = None,
         rejected: Sequence[Rejected] = (),
+        all_or_nothing: bool = False,
     ) -> list[Rejected]:
         """Store a delivery's interactions, its raw payload in the archive, and the entries
         that cannot be stored on the dead letter with their problem, together.
 
-        An interaction too large for the server joins the rejected entries. The acks are
-        in flight at once; the caller answers the platform only after all of them came
-        back: everything accepted is stored or dead-lettered. Returns what was rejected.
+        An interaction too large for the server joins the rejected entries (or, with
+        `all_or_nothing`, raises MessageTooLarge naming it before anything is sent). The
+        acks are in flight at once; the caller answers only after all of them came back:
+        everything accepted is stored or dead-lettered. Returns what was rejected.
         """
         limit = max_payload_of(self._js)
         source = raw.source if raw is not None else "ingest"
@@ -134,29 +141,15 @@ class InteractionPublisher:
             message = self._outgoing(event)
             if _size(message) <= limit:
                 messages.append(message)
-            else:
-                rejected.append(
-                    Rejected(
-                        f"interaction[{index}]",
-                        f"{_size(message)} bytes as a message: the NATS server takes {limit}",
-                        message.payload,
-                    )
-                )
-        delivery = hashlib.sha256(raw.body).hexdigest() if raw is not None else uuid.uuid4().hex
+                continue
+            problem = f"{_size(message)} bytes as a message: the NATS server takes {limit}"
+            if all_or_nothing:
+                raise MessageTooLarge(f"interactions[{index}]: {problem}")
+            rejected.append(Rejected(f"interaction[{index}]", problem, message.payload))
+        delivery = raw.digest if raw is not None else uuid.uuid4().hex
         messages += [rejected_outgoing(source, r, delivery=delivery, account_id=account) for r in rejected]
         await publish_pipelined(self._js, messages, timeout=self._timeout, retry_for=self._timeout)
         return rejected
-
-    def too_large(
-        self, events: Sequence[InteractionReceived | InteractionRetracted]
-    ) -> list[tuple[int, str]]:
-        """The interactions (by index) too large for the server, and why."""
-        limit = max_payload_of(self._js)
-        return [
-            (index, f"{_size(message)} bytes as a message: the NATS server takes {limit}")
-            for index, message in enumerate(self._outgoing(e) for e in events)
-            if _size(message) > limit
-        ]
 
     async def report(self, problem: ConnectorProblem) -> None:
         """An operator alert about a connector (one message id per problem and start)."""

@@ -243,11 +243,22 @@ def test_a_delivery_whose_interaction_exceeds_the_server_limit_keeps_it_on_the_d
             content=single,
             headers={"X-Signature-256": sign(GENERIC_SECRET, single)},
         )
+        item = {**json.loads(generic_body("big-2", text="long " * 1000)), "account_id": "acme-fb"}
+        small = {**json.loads(generic_body("small-1")), "account_id": "acme-fb"}
+        batch = client.request(
+            "POST",
+            "/v1/interactions",
+            json={"interactions": [small, item]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
     finally:
         client.close()
     assert response.status_code == 200 and response.json()["accepted"] == 0
     assert [r["where"] for r in response.json()["rejected"]] == ["interaction[0]"]
     assert big.status_code == 413 and big.json()["error"]
+    # the batch API is all or nothing: the item named, nothing of the batch stored
+    assert batch.status_code == 413 and batch.json()["error"].startswith("interactions[1]: ")
+    assert not any(e.external_id == "small-1" for e in publisher.events)
 
 
 def test_unknown_accounts_cost_no_database_query_each() -> None:

@@ -2,7 +2,9 @@
 
 Commands are requests named in the imperative, published on NATS by the
 `stayhuman` CLI today and by the API later, the very same messages. The router
-is the only consumer; what it did is told by the events it publishes in return.
+applies the commands about conversations, people and tenants (`sh.cmd.>`);
+notify applies acknowledgements (`sh.ncmd.>`). Whoever applies a command
+publishes its outcome, `CommandApplied` or `CommandRejected` with its reason.
 Each command has a `command_id`, used as its `Nats-Msg-Id`: sending the same
 command twice (a retry) does it once.
 """
@@ -138,10 +140,27 @@ command_adapter: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)
 PersonCommand = SetStatus | HandOver | CheckAvailability
 
 
-def subject_of(command: AnyCommand) -> str:
+class Acknowledge(ConversationCommand):
+    """A person says "I'm on it" for one deadline of a conversation: its escalation stops."""
+
+    type: Literal["alert.acknowledge"] = "alert.acknowledge"
+    version: Literal[1] = 1
+    deadline_version: int = Field(ge=1)
+    person_id: str = Field(pattern=SLUG_PATTERN)
+
+
+AnyNotifyCommand = Annotated[Acknowledge, Field(discriminator="type")]
+notify_command_adapter: TypeAdapter[AnyNotifyCommand] = TypeAdapter(AnyNotifyCommand)
+
+
+def subject_of(command: AnyCommand | Acknowledge) -> str:
     """Where a command is published: per person, per conversation, or per tenant."""
     verb = command.type.split(".", 1)[1]
     match command:
+        case Acknowledge():
+            return subjects.notify_command(
+                tenant_id=command.tenant_id, conversation_id=command.conversation_id, verb=verb
+            )
         case SetStatus() | HandOver() | CheckAvailability():
             return subjects.person_command(person_id=command.person_id, verb=verb)
         case ConversationCommand():
@@ -153,5 +172,5 @@ def subject_of(command: AnyCommand) -> str:
     raise TypeError(f"no subject for {type(command).__name__}")
 
 
-def msg_id_of(command: AnyCommand) -> str:
+def msg_id_of(command: AnyCommand | Acknowledge) -> str:
     return f"cmd:{command.command_id}"

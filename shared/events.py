@@ -166,6 +166,7 @@ class ConversationOpened(ConversationEvent):
     opened_at: AwareDatetime
     topic: str | None = None
     priority: str = "normal"
+    config_version: int = 0  # the tenant's configuration version whose rules chose topic and priority
 
 
 class ConversationAssigned(ConversationEvent):
@@ -179,6 +180,7 @@ class ConversationAssigned(ConversationEvent):
     assigned_at: AwareDatetime
     step: str = ""  # continuity, match, any member, queue, claim, reassign, hand over, from queue
     previous_owner_id: str | None = None
+    config_version: int = 0  # the tenant's configuration version whose teams and people chose
 
 
 class ConversationResponded(ConversationEvent):
@@ -251,6 +253,7 @@ class DeadlineChanged(Event):
     due_at: AwareDatetime | None
     reason: str
     priority: str = "normal"
+    config_version: int = 0  # the tenant's configuration version whose SLA policy set the times
 
 
 class ConnectorProblem(Event):
@@ -276,3 +279,120 @@ AnyConversationEvent = Annotated[
     Field(discriminator="type"),
 ]
 conversation_event_adapter: TypeAdapter[AnyConversationEvent] = TypeAdapter(AnyConversationEvent)
+
+
+# Outcomes of commands: every command a service takes gets exactly one of these, so an
+# inbox can show what became of what a person asked from events alone.
+
+
+class Rejection(enum.StrEnum):
+    """Why a command was not applied (the machine-readable half; `reason` is the sentence)."""
+
+    unknown_conversation = "unknown_conversation"  # no such conversation in that tenant
+    unknown_person = "unknown_person"  # no such (active) person
+    unknown_team = "unknown_team"
+    not_a_member = "not_a_member"  # the person does not serve that team or tenant
+    at_capacity = "at_capacity"
+    unavailable = "unavailable"  # away, offline, off shift or out of office
+    closed = "closed"  # the conversation is resolved
+    not_paused = "not_paused"
+    already_paused = "already_paused"
+    already_done = "already_done"  # nothing to change: it is so already
+    outdated = "outdated"  # it names a deadline or version that has moved on
+    invalid = "invalid"  # anything else a person got wrong
+
+
+class CommandOutcome(Event):
+    """What became of one command. `tenant_id` is "" for commands about a person, who may
+    serve many tenants; `person_id` names them."""
+
+    command_id: str
+    command_type: str
+    issued_by: str
+    issued_at: AwareDatetime
+    conversation_id: str | None = None
+    person_id: str | None = None
+
+
+class CommandApplied(CommandOutcome):
+    """The command was applied; `summary` says what it changed, for a person to read."""
+
+    type: Literal["command.applied"] = "command.applied"
+    version: Literal[1] = 1
+    summary: str = ""
+
+
+class CommandRejected(CommandOutcome):
+    """The command changed nothing; `reason` is the sentence a person reads ("maria is at capacity")."""
+
+    type: Literal["command.rejected"] = "command.rejected"
+    version: Literal[1] = 1
+    code: Rejection
+    reason: str
+
+
+AnyCommandOutcome = Annotated[CommandApplied | CommandRejected, Field(discriminator="type")]
+command_outcome_adapter: TypeAdapter[AnyCommandOutcome] = TypeAdapter(AnyCommandOutcome)
+
+
+# What notify did: every alert, assignment notice, digest and operator alert it sent or
+# failed to send, and every acknowledgement.
+
+
+class AlertKind(enum.StrEnum):
+    warning = "warning"
+    breach = "breach"
+    escalation = "escalation"
+    assignment = "assignment"
+    digest = "digest"
+    connector = "connector"
+
+
+class AlertChannel(enum.StrEnum):
+    email = "email"
+    push = "push"
+    apprise = "apprise"
+
+
+class AlertDelivery(Event):
+    """One message to one person (or operator address) on one channel."""
+
+    alert_id: str
+    alert_kind: AlertKind
+    step: str = ""  # the timeline step (warning, breach, escalation-1, ...) or the notice's kind
+    channel: AlertChannel
+    person_id: str | None = None  # None: an operator address, not a person
+    conversation_id: str | None = None
+    deadline_version: int | None = None
+
+
+class AlertSent(AlertDelivery):
+    type: Literal["alert.sent"] = "alert.sent"
+    version: Literal[1] = 1
+    detail: str = ""  # what was sent: the email's Message-ID, how many push endpoints took it
+
+
+class AlertFailed(AlertDelivery):
+    """A delivery failed; `final` says notify gave up (else it retries at `retry_at`)."""
+
+    type: Literal["alert.failed"] = "alert.failed"
+    version: Literal[1] = 1
+    error: str
+    final: bool
+    retry_at: AwareDatetime | None = None
+
+
+class AlertAcknowledged(Event):
+    """A person said "I'm on it": the escalation of that deadline stops (the reply is still due)."""
+
+    type: Literal["alert.acknowledged"] = "alert.acknowledged"
+    version: Literal[1] = 1
+    conversation_id: str
+    deadline_version: int
+    person_id: str
+    acknowledged_at: AwareDatetime
+    command_id: str | None = None
+
+
+AnyAlertEvent = Annotated[AlertSent | AlertFailed | AlertAcknowledged, Field(discriminator="type")]
+alert_event_adapter: TypeAdapter[AnyAlertEvent] = TypeAdapter(AnyAlertEvent)

@@ -88,10 +88,12 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
                 subjects.all_conversation_events(),
                 subjects.all_deadlines(),
                 subjects.all_connector_problems(),
+                subjects.all_command_outcomes(),
+                subjects.all_alert_events(),
             ],
             retention=RetentionPolicy.LIMITS,
             max_age=settings.events_max_age.total_seconds(),
-            description="Conversation lifecycle events and deadline contracts",
+            description="Conversation lifecycle events, deadline contracts, command outcomes and alerts",
         ),
         StreamConfig(
             name=subjects.TIMERS_STREAM,
@@ -122,10 +124,10 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
         ),
         StreamConfig(
             name=subjects.COMMANDS_STREAM,
-            subjects=[subjects.all_commands()],
+            subjects=[subjects.all_commands(), subjects.all_notify_commands()],
             retention=RetentionPolicy.LIMITS,
             max_age=settings.commands_max_age.total_seconds(),
-            description="What people and operators ask of the router: status, claim, reassign, pause, resolve",
+            description="What people and operators ask: of the router (status, claim, reassign, pause, resolve), of notify (acknowledge)",
         ),
     ]
     for config in configs:

@@ -141,7 +141,45 @@ def tenant_command(*, tenant_id: str, verb: str) -> str:
 
 
 def all_commands() -> str:
+    """The router's commands (notify's have a family of their own, below)."""
     return "sh.cmd.>"
+
+
+def notify_command(*, tenant_id: str, conversation_id: str, verb: str) -> str:
+    """Commands notify applies (acknowledge an alert), kept apart so the router never takes them."""
+    return f"sh.ncmd.{_token(tenant_id)}.{_token(conversation_id)}.{_token(verb)}"
+
+
+def all_notify_commands() -> str:
+    return "sh.ncmd.>"
+
+
+CommandOutcome = Literal["applied", "rejected"]
+
+
+def command_outcome(*, tenant_id: str, person_id: str | None, outcome: CommandOutcome) -> str:
+    """What became of a command: per tenant, or per person for commands about a person."""
+    if tenant_id:
+        return f"sh.result.tenant.{_token(tenant_id)}.{outcome}"
+    if person_id is None:
+        raise ValueError("a command outcome names a tenant or a person")
+    return f"sh.result.person.{_token(person_id)}.{outcome}"
+
+
+def all_command_outcomes() -> str:
+    return "sh.result.>"
+
+
+AlertOutcome = Literal["sent", "failed", "acknowledged"]
+
+
+def alert_event(*, tenant_id: str, outcome: AlertOutcome) -> str:
+    """What notify sent, failed to send, and what people acknowledged, per tenant."""
+    return f"sh.alert.{_token(tenant_id)}.{outcome}"
+
+
+def all_alert_events() -> str:
+    return "sh.alert.>"
 
 
 def router_timer_schedule(*, key: str) -> str:

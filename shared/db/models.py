@@ -27,6 +27,9 @@ class Tenant(SQLModel, table=True):
     auto_resolve_seconds: int | None = None  # a responded conversation quiet this long resolves
     manager_id: str | None = Field(default=None, max_length=63)  # escalation target "manager"
     escalation: str = Field(default="[]")  # JSON escalation chain (services/notify/chain.py)
+    # Bumped by every `stayhuman apply` that changes this tenant's configuration (its own
+    # settings, teams, people, topics, policies, calendars, accounts); events carry it.
+    config_version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 

@@ -252,7 +252,7 @@ def cmd_push_link(args: argparse.Namespace) -> int:
 def cmd_push_revoke(args: argparse.Namespace) -> int:
     from services.notify.push import revoke_push_links
     from services.notify.settings import NotifySettings
-    from shared.db.models import Person
+    from shared.db.models import PersonRow
     from stayhuman.control import ControlError, database_session
 
     settings = load_settings(NotifySettings)
@@ -260,7 +260,7 @@ def cmd_push_revoke(args: argparse.Namespace) -> int:
 
     async def revoke() -> int:
         async with database_session(settings.sqlalchemy_url) as session:
-            if await session.get(Person, args.person) is None:
+            if await session.get(PersonRow, args.person) is None:
                 raise ControlError(f"no person {args.person!r}")
             removed = await revoke_push_links(session=session, person_id=args.person)
             await session.commit()

@@ -41,19 +41,19 @@ from shared import ids
 from shared.businesstime import BusinessCalendar, CalendarError
 from shared.commands import AnyCommand, CheckAvailability, HandOver, Recompute
 from shared.db.models import (
-    Account,
-    ApiToken,
-    Calendar,
-    Continuity,
-    Conversation,
-    Interaction,
-    Person,
-    PollState,
-    SlaPolicy,
-    Team,
-    TeamMember,
-    Tenant,
-    Topic,
+    AccountRow,
+    ApiTokenRow,
+    CalendarRow,
+    ContinuityRow,
+    ConversationRow,
+    InteractionRow,
+    PersonRow,
+    PollStateRow,
+    SlaPolicyRow,
+    TeamMemberRow,
+    TeamRow,
+    TenantRow,
+    TopicRow,
 )
 from shared.db.session import transaction
 from shared.durations import parse_duration
@@ -715,7 +715,7 @@ def _chain_json(raw: Any) -> str:
     return _json(Chain.parse(raw).to_json())
 
 
-def _person_values(person: PersonSpec, *, box: SecretBox, stored: Person | None) -> dict[str, Any]:
+def _person_values(person: PersonSpec, *, box: SecretBox, stored: PersonRow | None) -> dict[str, Any]:
     absence = person.out_of_office
     quiet = person.quiet_hours
     return {
@@ -798,10 +798,10 @@ async def _apply_people(
     commands: _Commands,
 ) -> None:
     for person in people:
-        before = await session.get(Person, person.id)
+        before = await session.get(PersonRow, person.id)
         was_active = before.active if before is not None else None
         values = _person_values(person, box=box, stored=before)
-        changed = await _upsert(session, Person, person.id, values, summary, "people")
+        changed = await _upsert(session, PersonRow, person.id, values, summary, "people")
         if was_active and not person.active:
             commands.hand_over(person.id, "deactivated")
         if changed & AVAILABILITY_FIELDS:
@@ -814,7 +814,7 @@ async def _apply_team(
     team_id = ids.team_id(tenant_id=tenant_id, slug=team.id)
     await _upsert(
         session,
-        Team,
+        TeamRow,
         team_id,
         {
             "tenant_id": tenant_id,
@@ -830,7 +830,7 @@ async def _apply_team(
     )
     await session.flush()
     current = set(
-        (await session.exec(select(TeamMember.person_id).where(TeamMember.team_id == team_id))).all()
+        (await session.exec(select(TeamMemberRow.person_id).where(TeamMemberRow.team_id == team_id))).all()
     )
     wanted = set(team.members)
     if current == wanted:
@@ -838,10 +838,12 @@ async def _apply_team(
     gone, added = current - wanted, wanted - current
     if gone:
         await session.exec(
-            delete(TeamMember).where(col(TeamMember.team_id) == team_id, col(TeamMember.person_id).in_(gone))
+            delete(TeamMemberRow).where(
+                col(TeamMemberRow.team_id) == team_id, col(TeamMemberRow.person_id).in_(gone)
+            )
         )
         summary.removed["team memberships"] = summary.removed.get("team memberships", 0) + len(gone)
-    session.add_all(TeamMember(team_id=team_id, person_id=p) for p in sorted(added))
+    session.add_all(TeamMemberRow(team_id=team_id, person_id=p) for p in sorted(added))
     if added:
         summary.count("team memberships", created=True, n=len(added))
     for person_id in sorted(current - wanted):
@@ -860,7 +862,7 @@ async def _apply_account(
     source: str,
     problems: list[str],
 ) -> None:
-    existing = await session.get(Account, account.id)
+    existing = await session.get(AccountRow, account.id)
     if existing is not None and existing.tenant_id != tenant_id:
         problems.append(
             f"{source}: account {account.id!r} belongs to tenant {existing.tenant_id!r};"
@@ -869,7 +871,7 @@ async def _apply_account(
         return
     await _upsert(
         session,
-        Account,
+        AccountRow,
         account.id,
         {
             "tenant_id": tenant_id,
@@ -905,7 +907,7 @@ async def _apply_tenant(
 ) -> None:
     await _upsert(
         session,
-        Tenant,
+        TenantRow,
         tenant.id,
         {
             "name": tenant.name,
@@ -920,7 +922,7 @@ async def _apply_tenant(
     for calendar in tenant.calendars:
         await _upsert(
             session,
-            Calendar,
+            CalendarRow,
             ids.calendar_id(tenant_id=tenant.id, name=calendar.name),
             {
                 "tenant_id": tenant.id,
@@ -937,7 +939,7 @@ async def _apply_tenant(
     for policy in tenant.sla_policies:
         await _upsert(
             session,
-            SlaPolicy,
+            SlaPolicyRow,
             ids.sla_policy_id(tenant_id=tenant.id, name=policy.name),
             _policy_values(tenant.id, policy),
             summary,
@@ -950,7 +952,7 @@ async def _apply_tenant(
     for position, topic in enumerate(tenant.topics):
         await _upsert(
             session,
-            Topic,
+            TopicRow,
             ids.topic_id(tenant_id=tenant.id, name=topic.name),
             _topic_values(tenant.id, position, topic),
             summary,
@@ -959,7 +961,7 @@ async def _apply_tenant(
     for token in tenant.api_tokens:
         await _upsert(
             session,
-            ApiToken,
+            ApiTokenRow,
             ids.api_token_id(tenant_id=tenant.id, name=token.name),
             {"tenant_id": tenant.id, "name": token.name, "token_sha256": ids.token_sha256(token.token)},
             summary,
@@ -986,7 +988,7 @@ async def _absent(session: AsyncSession, model: Any, tenant_id: str, keep: set[s
 
 async def _account_in_use(session: AsyncSession, account_id: str) -> str | None:
     """What keeps an account from being deleted: its conversations or interactions."""
-    for model, what in ((Conversation, "conversations"), (Interaction, "interactions")):
+    for model, what in ((ConversationRow, "conversations"), (InteractionRow, "interactions")):
         query = select(model.id).where(model.account_id == account_id).limit(1)
         if (await session.exec(query)).first() is not None:
             return what
@@ -1006,19 +1008,24 @@ async def _remove_absent(
     """Prune what a tenant of the file no longer has, or count it as kept."""
     t = tenant.id
     absent = {
-        "accounts": await _absent(session, Account, t, {a.id for a in tenant.accounts}),
-        "teams": await _absent(session, Team, t, {ids.team_id(tenant_id=t, slug=m.id) for m in tenant.teams}),
+        "accounts": await _absent(session, AccountRow, t, {a.id for a in tenant.accounts}),
+        "teams": await _absent(
+            session, TeamRow, t, {ids.team_id(tenant_id=t, slug=m.id) for m in tenant.teams}
+        ),
         "topics": await _absent(
-            session, Topic, t, {ids.topic_id(tenant_id=t, name=x.name) for x in tenant.topics}
+            session, TopicRow, t, {ids.topic_id(tenant_id=t, name=x.name) for x in tenant.topics}
         ),
         "SLA policies": await _absent(
-            session, SlaPolicy, t, {ids.sla_policy_id(tenant_id=t, name=p.name) for p in tenant.sla_policies}
+            session,
+            SlaPolicyRow,
+            t,
+            {ids.sla_policy_id(tenant_id=t, name=p.name) for p in tenant.sla_policies},
         ),
         "calendars": await _absent(
-            session, Calendar, t, {ids.calendar_id(tenant_id=t, name=c.name) for c in tenant.calendars}
+            session, CalendarRow, t, {ids.calendar_id(tenant_id=t, name=c.name) for c in tenant.calendars}
         ),
         "API tokens": await _absent(
-            session, ApiToken, t, {ids.api_token_id(tenant_id=t, name=k.name) for k in tenant.api_tokens}
+            session, ApiTokenRow, t, {ids.api_token_id(tenant_id=t, name=k.name) for k in tenant.api_tokens}
         ),
     }
     for kind, rows in absent.items():
@@ -1036,17 +1043,19 @@ async def _remove_absent(
         return
     account_ids = [a.id for a in absent["accounts"]]
     team_ids = [team.id for team in absent["teams"]]
-    members = (await session.exec(select(TeamMember).where(col(TeamMember.team_id).in_(team_ids)))).all()
+    members = (
+        await session.exec(select(TeamMemberRow).where(col(TeamMemberRow.team_id).in_(team_ids)))
+    ).all()
     slugs = {team.id: team.slug for team in absent["teams"]}
     for member in sorted(members, key=lambda m: (m.team_id, m.person_id)):
         commands.hand_over(member.person_id, f"removed from team {slugs[member.team_id]}")
     if members:
         summary.removed["team memberships"] = summary.removed.get("team memberships", 0) + len(members)
     # Children before parents: the foreign keys point from accounts to teams to policies.
-    await session.exec(delete(PollState).where(col(PollState.account_id).in_(account_ids)))
-    await session.exec(delete(Continuity).where(col(Continuity.account_id).in_(account_ids)))
-    await session.exec(delete(Account).where(col(Account.id).in_(account_ids)))
-    await session.exec(delete(TeamMember).where(col(TeamMember.team_id).in_(team_ids)))
+    await session.exec(delete(PollStateRow).where(col(PollStateRow.account_id).in_(account_ids)))
+    await session.exec(delete(ContinuityRow).where(col(ContinuityRow.account_id).in_(account_ids)))
+    await session.exec(delete(AccountRow).where(col(AccountRow.id).in_(account_ids)))
+    await session.exec(delete(TeamMemberRow).where(col(TeamMemberRow.team_id).in_(team_ids)))
     for kind in ("teams", "topics", "SLA policies", "calendars", "API tokens"):
         for row in absent[kind]:
             await session.delete(row)
@@ -1081,7 +1090,7 @@ async def apply_config(
             ]
             if person_id is not None
         }
-        stored = (await session.exec(select(Person.id).where(col(Person.id).in_(referenced)))).all()
+        stored = (await session.exec(select(PersonRow.id).where(col(PersonRow.id).in_(referenced)))).all()
         cross_check(document, source=source, known_people=set(stored))
         await _apply_people(
             session=session, people=document.people, box=box, summary=summary, commands=commands

@@ -40,7 +40,7 @@ from shared.commands import (
     Resume,
     SetStatus,
 )
-from shared.db.models import Conversation, Person, Team, TeamMember
+from shared.db.models import ConversationRow, PersonRow, TeamMemberRow, TeamRow
 from shared.db.session import create_engine, session_factory, sqlite_path
 from shared.outbox import command_outgoing
 from shared.settings import CommonSettings
@@ -120,11 +120,13 @@ async def find_conversation(*, session: AsyncSession, reference: str) -> Convers
             f"{reference!r} is not a conversation id: give its 32 hex characters, or a unique prefix of "
             f"at least {MIN_PREFIX}, as `stayhuman conversations` lists them"
         )
-    query = select(Conversation.id, Conversation.tenant_id)
+    query = select(ConversationRow.id, ConversationRow.tenant_id)
     if len(prefix) == 32:
-        query = query.where(Conversation.id == prefix)
+        query = query.where(ConversationRow.id == prefix)
     else:
-        query = query.where(col(Conversation.id).startswith(prefix)).order_by(col(Conversation.id)).limit(6)
+        query = (
+            query.where(col(ConversationRow.id).startswith(prefix)).order_by(col(ConversationRow.id)).limit(6)
+        )
     rows = (await session.exec(query)).all()
     if not rows:
         raise ControlError(f"no conversation {reference!r}")
@@ -139,7 +141,7 @@ async def find_conversation(*, session: AsyncSession, reference: str) -> Convers
 
 async def check_person(*, session: AsyncSession, person_id: str, tenant_id: str | None = None) -> None:
     """The person exists and is active, and (given a tenant) serves it in one of its teams."""
-    person = await session.get(Person, person_id)
+    person = await session.get(PersonRow, person_id)
     if person is None:
         raise ControlError(f"no person {person_id!r}")
     if not person.active:
@@ -148,9 +150,9 @@ async def check_person(*, session: AsyncSession, person_id: str, tenant_id: str 
         return
     membership = (
         await session.exec(
-            select(TeamMember.team_id)
-            .join(Team, col(Team.id) == col(TeamMember.team_id))
-            .where(TeamMember.person_id == person_id, Team.tenant_id == tenant_id)
+            select(TeamMemberRow.team_id)
+            .join(TeamRow, col(TeamRow.id) == col(TeamMemberRow.team_id))
+            .where(TeamMemberRow.person_id == person_id, TeamRow.tenant_id == tenant_id)
             .limit(1)
         )
     ).first()
@@ -160,11 +162,13 @@ async def check_person(*, session: AsyncSession, person_id: str, tenant_id: str 
 
 async def check_team(*, session: AsyncSession, tenant_id: str, slug: str) -> None:
     found = (
-        await session.exec(select(Team.id).where(Team.tenant_id == tenant_id, Team.slug == slug))
+        await session.exec(select(TeamRow.id).where(TeamRow.tenant_id == tenant_id, TeamRow.slug == slug))
     ).first()
     if found is None:
         teams = (
-            await session.exec(select(Team.slug).where(Team.tenant_id == tenant_id).order_by(col(Team.slug)))
+            await session.exec(
+                select(TeamRow.slug).where(TeamRow.tenant_id == tenant_id).order_by(col(TeamRow.slug))
+            )
         ).all()
         known = f" (its teams: {', '.join(teams)})" if teams else " (it has no teams)"
         raise ControlError(f"no team {slug!r} in tenant {tenant_id!r}{known}")

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from shared.db.models import Account, Conversation, Interaction, Person, PollState
+from shared.db.models import AccountRow, ConversationRow, InteractionRow, PersonRow, PollStateRow
 from shared.db.session import create_engine, session_factory
 from shared.events import utcnow
 
@@ -45,15 +45,15 @@ async def list_conversations(
     try:
         async with session_factory(engine)() as session:
             query = (
-                select(Conversation, Person.name)
-                .join(Person, col(Person.id) == col(Conversation.owner_id), isouter=True)
-                .order_by(col(Conversation.opened_at).desc(), col(Conversation.id))
+                select(ConversationRow, PersonRow.name)
+                .join(PersonRow, col(PersonRow.id) == col(ConversationRow.owner_id), isouter=True)
+                .order_by(col(ConversationRow.opened_at).desc(), col(ConversationRow.id))
                 .limit(limit)
             )
             if tenant:
-                query = query.where(Conversation.tenant_id == tenant)
+                query = query.where(ConversationRow.tenant_id == tenant)
             if state:
-                query = query.where(Conversation.state == state)
+                query = query.where(ConversationRow.state == state)
             rows = (await session.exec(query)).all()
     finally:
         await engine.dispose()
@@ -119,26 +119,26 @@ async def list_accounts(url: str, *, tenant: str | None) -> list[dict[str, Any]]
     try:
         async with session_factory(engine)() as session:
             last_received = (
-                select(func.max(Interaction.received_at))
-                .where(col(Interaction.account_id) == col(Account.id))
-                .correlate(Account)
+                select(func.max(InteractionRow.received_at))
+                .where(col(InteractionRow.account_id) == col(AccountRow.id))
+                .correlate(AccountRow)
                 .scalar_subquery()
             )
-            query = select(Account, last_received).order_by(col(Account.tenant_id), col(Account.id))
+            query = select(AccountRow, last_received).order_by(col(AccountRow.tenant_id), col(AccountRow.id))
             if tenant:
-                query = query.where(Account.tenant_id == tenant)
+                query = query.where(AccountRow.tenant_id == tenant)
             accounts = (await session.exec(query)).all()
-            states = (await session.exec(select(PollState))).all()
-            received = col(Interaction.received_at)
+            states = (await session.exec(select(PollStateRow))).all()
+            received = col(InteractionRow.received_at)
             rates = (
                 await session.exec(
                     select(
-                        Interaction.account_id,
+                        InteractionRow.account_id,
                         func.count().filter(received >= day),
                         func.count().filter(received < day),
                     )
                     .where(received >= week)
-                    .group_by(col(Interaction.account_id))
+                    .group_by(col(InteractionRow.account_id))
                 )
             ).all()
     finally:

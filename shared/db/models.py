@@ -20,7 +20,9 @@ def _utc(*, nullable: bool = False, index: bool = False) -> Column:
     return Column(UtcDateTime(), nullable=nullable, index=index)
 
 
-class Tenant(SQLModel, table=True):
+class TenantRow(SQLModel, table=True):
+    __tablename__ = "tenant"
+
     id: str = Field(primary_key=True, max_length=63)
     name: str = Field(max_length=200)
     vip: str = Field(default="[]")  # JSON list of author ids or handles treated as VIP
@@ -34,8 +36,10 @@ class Tenant(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
 
-class Person(SQLModel, table=True):
+class PersonRow(SQLModel, table=True):
     """A human who answers: defined once per installation, serving one or more tenants."""
+
+    __tablename__ = "person"
 
     id: str = Field(primary_key=True, max_length=63)
     name: str = Field(max_length=200)
@@ -64,7 +68,9 @@ class Person(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
 
-class SlaPolicy(SQLModel, table=True):
+class SlaPolicyRow(SQLModel, table=True):
+    __tablename__ = "slapolicy"
+
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
 
     id: str = Field(primary_key=True, max_length=32)
@@ -83,8 +89,10 @@ class SlaPolicy(SQLModel, table=True):
     high_reach_bump: int = 1
 
 
-class Calendar(SQLModel, table=True):
+class CalendarRow(SQLModel, table=True):
     """Business hours: when SLA clocks run."""
+
+    __tablename__ = "calendar"
 
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
 
@@ -98,8 +106,10 @@ class Calendar(SQLModel, table=True):
     closed_days: str = Field(default="[]")  # JSON list of ISO dates
 
 
-class Topic(SQLModel, table=True):
+class TopicRow(SQLModel, table=True):
     """A tenant's routing rule: the first topic whose rule matches an interaction names its team."""
+
+    __tablename__ = "topic"
 
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
 
@@ -117,8 +127,10 @@ class Topic(SQLModel, table=True):
     escalation: str | None = None  # JSON escalation chain for this topic; None: the tenant's
 
 
-class Continuity(SQLModel, table=True):
+class ContinuityRow(SQLModel, table=True):
     """Who last answered an author on an account: they get that author's next conversation."""
+
+    __tablename__ = "continuity"
 
     account_id: str = Field(primary_key=True, max_length=63)
     author_id: str = Field(primary_key=True, max_length=256)
@@ -126,7 +138,9 @@ class Continuity(SQLModel, table=True):
     answered_at: datetime = Field(sa_column=_utc())
 
 
-class Team(SQLModel, table=True):
+class TeamRow(SQLModel, table=True):
+    __tablename__ = "team"
+
     __table_args__ = (UniqueConstraint("tenant_id", "slug"),)
 
     id: str = Field(primary_key=True, max_length=32)
@@ -137,13 +151,17 @@ class Team(SQLModel, table=True):
     lead_id: str | None = Field(default=None, max_length=63)
 
 
-class TeamMember(SQLModel, table=True):
+class TeamMemberRow(SQLModel, table=True):
+    __tablename__ = "teammember"
+
     team_id: str = Field(foreign_key="team.id", primary_key=True)
     person_id: str = Field(foreign_key="person.id", primary_key=True, index=True)
 
 
-class Account(SQLModel, table=True):
+class AccountRow(SQLModel, table=True):
     """A brand's account on one platform; its id appears in webhook URLs."""
+
+    __tablename__ = "account"
 
     __table_args__ = (UniqueConstraint("platform", "external_id"),)
 
@@ -163,8 +181,10 @@ class Account(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
 
-class Interaction(SQLModel, table=True):
+class InteractionRow(SQLModel, table=True):
     """One platform message, kept once: platforms redeliver for far longer than NATS dedupes."""
+
+    __tablename__ = "interaction"
 
     __table_args__ = (
         UniqueConstraint("tenant_id", "account_id", "external_id", "edit_version"),
@@ -193,7 +213,9 @@ class Interaction(SQLModel, table=True):
     correlation_id: str = Field(default="", max_length=64)
 
 
-class Conversation(SQLModel, table=True):
+class ConversationRow(SQLModel, table=True):
+    __tablename__ = "conversation"
+
     __table_args__ = (
         UniqueConstraint("account_id", "thread_id"),
         Index("ix_conversation_tenant_state", "tenant_id", "state"),
@@ -245,7 +267,7 @@ class Conversation(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
 
-class OutboxBatch(SQLModel, table=True):
+class OutboxBatchRow(SQLModel, table=True):
     """Events committed with the state that caused them, published after the commit.
 
     One row per routed batch holds all its messages (JSON lines of subject, id,
@@ -253,13 +275,17 @@ class OutboxBatch(SQLModel, table=True):
     relay publishes what is left under the same deterministic `Nats-Msg-Id`s.
     """
 
+    __tablename__ = "outboxbatch"
+
     id: str = Field(primary_key=True, max_length=32)
     messages: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(index=True))
 
 
-class Deadline(SQLModel, table=True):
+class DeadlineRow(SQLModel, table=True):
     """Notify's copy of the deadline contract: the newest version of each conversation's."""
+
+    __tablename__ = "deadline"
 
     __table_args__ = (Index("ix_deadline_state_due", "state", "due_at"),)
 
@@ -278,8 +304,10 @@ class Deadline(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
 
-class Alert(SQLModel, table=True):
+class AlertRow(SQLModel, table=True):
     """One alert: claimed before it is sent, so it is sent once per (conversation, version, step)."""
+
+    __tablename__ = "alert"
 
     __table_args__ = (
         UniqueConstraint("conversation_id", "deadline_version", "step"),
@@ -302,8 +330,10 @@ class Alert(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
 
 
-class ApiToken(SQLModel, table=True):
+class ApiTokenRow(SQLModel, table=True):
     """A tenant's token for the batch API; only its SHA-256 is kept."""
+
+    __tablename__ = "apitoken"
 
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
 
@@ -314,8 +344,10 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
 
-class PollState(SQLModel, table=True):
+class PollStateRow(SQLModel, table=True):
     """Where a poller is in one feed of an account, and how that connector is doing."""
+
+    __tablename__ = "pollstate"
 
     account_id: str = Field(foreign_key="account.id", primary_key=True, max_length=63)
     feed: str = Field(primary_key=True, max_length=32)  # e.g. notifications, statuses
@@ -329,8 +361,10 @@ class PollState(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
 
-class PushSubscription(SQLModel, table=True):
+class PushSubscriptionRow(SQLModel, table=True):
     """A browser's Web Push subscription for one person (registered over HTTP with notify)."""
+
+    __tablename__ = "pushsubscription"
 
     __table_args__ = (UniqueConstraint("endpoint"),)
 
@@ -342,17 +376,21 @@ class PushSubscription(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
 
-class PushLink(SQLModel, table=True):
+class PushLinkRow(SQLModel, table=True):
     """A person's push links: each names the generation it was issued in, and `stayhuman push
     revoke` moves the generation on, so every link issued before stops working."""
+
+    __tablename__ = "pushlink"
 
     person_id: str = Field(foreign_key="person.id", primary_key=True, max_length=63)
     generation: int = 0
     revoked_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
 
 
-class Delivery(SQLModel, table=True):
+class DeliveryRow(SQLModel, table=True):
     """The delivery log: one alert to one person on one channel (queued, sent, retrying, failed)."""
+
+    __tablename__ = "delivery"
 
     __table_args__ = (Index("ix_delivery_conversation_status", "conversation_id", "status"),)
 
@@ -373,8 +411,10 @@ class Delivery(SQLModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
 
 
-class ProcessedCommand(SQLModel, table=True):
+class ProcessedCommandRow(SQLModel, table=True):
     """Commands the router has applied, by id: a redelivered command is applied once."""
+
+    __tablename__ = "processedcommand"
 
     id: str = Field(primary_key=True, max_length=64)
     processed_at: datetime = Field(sa_column=_utc(index=True))

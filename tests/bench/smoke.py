@@ -19,7 +19,7 @@ from sqlmodel import col, select
 
 from services.ingest.generic import GenericInteraction, normalise
 from shared import subjects
-from shared.db.models import Conversation
+from shared.db.models import ConversationRow
 from shared.db.session import create_engine, session_factory
 from shared.events import DeadlineChanged, DeadlineKind, Platform
 from shared.ids import dedupe_key
@@ -37,7 +37,9 @@ async def assigned(stack: Stack) -> int:
     try:
         async with session_factory(engine)() as session:
             query = (
-                select(func.count()).select_from(Conversation).where(col(Conversation.owner_id).is_not(None))
+                select(func.count())
+                .select_from(ConversationRow)
+                .where(col(ConversationRow.owner_id).is_not(None))
             )
             return int((await session.exec(query)).one())
     finally:

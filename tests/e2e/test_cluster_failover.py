@@ -12,7 +12,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from shared import subjects
-from shared.db.models import Conversation
+from shared.db.models import ConversationRow
 from shared.db.session import create_engine, session_factory
 from tests.cluster import NatsCluster
 from tests.e2e.stack import Stack, post_webhook
@@ -30,7 +30,9 @@ async def count_assigned(database_url: str) -> int:
     try:
         async with session_factory(engine)() as session:
             query = (
-                select(func.count()).select_from(Conversation).where(col(Conversation.owner_id).is_not(None))
+                select(func.count())
+                .select_from(ConversationRow)
+                .where(col(ConversationRow.owner_id).is_not(None))
             )
             return int((await session.exec(query)).one())
     finally:
@@ -41,7 +43,7 @@ async def due_times(database_url: str) -> dict[str, float]:
     engine = create_engine(database_url)
     try:
         async with session_factory(engine)() as session:
-            rows = (await session.exec(select(Conversation.id, Conversation.due_at))).all()
+            rows = (await session.exec(select(ConversationRow.id, ConversationRow.due_at))).all()
             return {cid: due.timestamp() for cid, due in rows if due is not None}
     finally:
         await engine.dispose()

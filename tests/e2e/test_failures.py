@@ -14,7 +14,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from shared import subjects
-from shared.db.models import Conversation, Interaction
+from shared.db.models import ConversationRow, InteractionRow
 from shared.db.session import create_engine, session_factory
 from stayhuman.natsserver import EmbeddedNats
 from tests.e2e.stack import Stack, post_webhook
@@ -64,8 +64,8 @@ async def _count(stack: Stack, model: type) -> int:
     try:
         async with session_factory(engine)() as session:
             query = select(func.count()).select_from(model)
-            if model is Conversation:
-                query = query.where(col(Conversation.owner_id).is_not(None))
+            if model is ConversationRow:
+                query = query.where(col(ConversationRow.owner_id).is_not(None))
             return int((await session.exec(query)).one())
     finally:
         await engine.dispose()
@@ -100,14 +100,14 @@ async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
             # let it chew the backlog batch after batch, and kill it in the middle: it then
             # dies holding a batch it has fetched and not acknowledged.
             async def started() -> bool:
-                return await _count(stack, Conversation) >= total // 10
+                return await _count(stack, ConversationRow) >= total // 10
 
             await eventually(started, timeout=60, interval=0.01, what="the first assignments")
             os.kill(router_pid, signal.SIGSTOP)
             await sent.wait()
             os.kill(router_pid, signal.SIGCONT)
             while not killed_at:
-                assigned = await _count(stack, Conversation)
+                assigned = await _count(stack, ConversationRow)
                 if total // 4 <= assigned <= 3 * total // 4:
                     os.kill(router_pid, signal.SIGKILL)
                     killed_at.append(assigned)
@@ -133,7 +133,7 @@ async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
         assert statuses.count(202) == total
 
         async def all_assigned() -> bool:
-            return await _count(stack, Conversation) == total
+            return await _count(stack, ConversationRow) == total
 
         await eventually(all_assigned, timeout=90, interval=0.2, what=f"{total} assigned conversations")
         new_pid = stack.service_pid("router")
@@ -151,7 +151,7 @@ async def test_router_killed_mid_stream_loses_and_duplicates_nothing(
         )
         assert redelivered > 0
         assert deliveries > total  # deliveries beyond one per message: redeliveries
-        assert await _count(stack, Interaction) == total
+        assert await _count(stack, InteractionRow) == total
         info = await js.stream_info(
             subjects.EVENTS_STREAM, subjects_filter=subjects.all_conversation_events("assigned")
         )

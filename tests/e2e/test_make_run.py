@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from shared.db.models import Interaction
+from shared.db.models import InteractionRow
 from shared.db.session import create_engine, session_factory
 from stayhuman.demo.feed import ACCOUNT, FEED
 from stayhuman.natsserver import free_ports
@@ -22,11 +22,11 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[2]
 
 
-async def interactions_of(database: Path, conversation_id: str) -> list[Interaction]:
+async def interactions_of(database: Path, conversation_id: str) -> list[InteractionRow]:
     engine = create_engine(f"sqlite+aiosqlite:///{database}")
     try:
         async with session_factory(engine)() as session:
-            query = select(Interaction).where(Interaction.conversation_id == conversation_id)
+            query = select(InteractionRow).where(InteractionRow.conversation_id == conversation_id)
             return list((await session.exec(query)).all())
     finally:
         await engine.dispose()

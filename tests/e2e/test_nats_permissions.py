@@ -14,7 +14,7 @@ import nats
 import pytest
 from sqlmodel import select
 
-from shared.db.models import Conversation
+from shared.db.models import ConversationRow
 from shared.db.session import create_engine, session_factory
 from stayhuman.natsserver import EmbeddedNats, free_port, free_ports
 from tests.e2e.stack import post_webhook
@@ -107,10 +107,10 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
 
         engine = create_engine(database)
 
-        async def assigned() -> Conversation | None:
+        async def assigned() -> ConversationRow | None:
             async with session_factory(engine)() as session:
                 return (
-                    await session.exec(select(Conversation).where(Conversation.owner_id == "maria"))
+                    await session.exec(select(ConversationRow).where(ConversationRow.owner_id == "maria"))
                 ).first()
 
         conversation = await eventually(assigned, timeout=20, what="the assignment")

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlmodel import select
 
-from shared.db.models import Conversation
+from shared.db.models import ConversationRow
 from shared.db.session import create_engine, session_factory
 from stayhuman.natsserver import EmbeddedNats
 from tests.e2e.stack import Stack, post_webhook
@@ -74,10 +74,10 @@ async def test_a_lost_nats_store_is_rebuilt_from_the_database(tmp_path: Path) ->
         assert response.status_code == 202
         engine = create_engine(stack.database_url)
 
-        async def armed() -> Conversation | None:
+        async def armed() -> ConversationRow | None:
             async with session_factory(engine)() as session:
                 return (
-                    await session.exec(select(Conversation).where(Conversation.thread_id == "dr"))
+                    await session.exec(select(ConversationRow).where(ConversationRow.thread_id == "dr"))
                 ).first()
 
         conversation = await eventually(armed, what="the conversation")

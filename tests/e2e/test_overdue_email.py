@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import select
 
 from shared import subjects
-from shared.db.models import Conversation
+from shared.db.models import ConversationRow
 from shared.db.session import create_engine, session_factory
 from tests.e2e.stack import Stack, post_webhook
 from tests.helpers import config_yaml, eventually, generic_body, unique
@@ -60,11 +60,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterato
     running.stop()
 
 
-async def conversation_of(stack: Stack, thread: str) -> Conversation | None:
+async def conversation_of(stack: Stack, thread: str) -> ConversationRow | None:
     engine = create_engine(stack.database_url)
     try:
         async with session_factory(engine)() as session:
-            return (await session.exec(select(Conversation).where(Conversation.thread_id == thread))).first()
+            return (
+                await session.exec(select(ConversationRow).where(ConversationRow.thread_id == thread))
+            ).first()
     finally:
         await engine.dispose()
 

@@ -13,7 +13,7 @@ import nats
 import pytest
 from sqlmodel import select
 
-from shared.db.models import Conversation, Interaction
+from shared.db.models import ConversationRow, InteractionRow
 from shared.db.session import create_engine, session_factory
 from stayhuman.natsserver import EmbeddedNats
 from tests.e2e.stack import Stack
@@ -78,30 +78,34 @@ async def deliver(stack: Stack, platform: str, name: str) -> httpx.Response:
         )
 
 
-async def conversation(stack: Stack, account: str, thread: str) -> Conversation | None:
+async def conversation(stack: Stack, account: str, thread: str) -> ConversationRow | None:
     engine = create_engine(stack.database_url)
     try:
         async with session_factory(engine)() as session:
-            query = select(Conversation).where(
-                Conversation.account_id == account, Conversation.thread_id == thread
+            query = select(ConversationRow).where(
+                ConversationRow.account_id == account, ConversationRow.thread_id == thread
             )
             return (await session.exec(query)).first()
     finally:
         await engine.dispose()
 
 
-async def stored(stack: Stack, external_id: str) -> list[Interaction]:
+async def stored(stack: Stack, external_id: str) -> list[InteractionRow]:
     engine = create_engine(stack.database_url)
     try:
         async with session_factory(engine)() as session:
             return list(
-                (await session.exec(select(Interaction).where(Interaction.external_id == external_id))).all()
+                (
+                    await session.exec(
+                        select(InteractionRow).where(InteractionRow.external_id == external_id)
+                    )
+                ).all()
             )
     finally:
         await engine.dispose()
 
 
-async def responded(stack: Stack, account: str, thread: str) -> Conversation | None:
+async def responded(stack: Stack, account: str, thread: str) -> ConversationRow | None:
     found = await conversation(stack, account, thread)
     return found if found is not None and found.state == "responded" else None
 
@@ -226,7 +230,9 @@ async def test_the_batch_api_takes_a_thousand_interactions_at_once(stack: Stack)
         try:
             async with session_factory(engine)() as session:
                 rows = (
-                    await session.exec(select(Interaction.id).where(Interaction.account_id == "bluebird-fb"))
+                    await session.exec(
+                        select(InteractionRow.id).where(InteractionRow.account_id == "bluebird-fb")
+                    )
                 ).all()
                 return len(rows) >= 1000
         finally:
@@ -279,7 +285,7 @@ async def test_a_removed_comment_withdraws_what_it_would_have_triggered(stack: S
                 opened = await eventually(lambda: conversation(stack, "bluebird-page", "comment:9_123"))
                 assert opened.due_at is not None  # a fresh comment: the clock runs
 
-    async def resolved() -> Conversation | None:
+    async def resolved() -> ConversationRow | None:
         found = await conversation(stack, "bluebird-page", "comment:9_123")
         return found if found is not None and found.state == "resolved" else None
 

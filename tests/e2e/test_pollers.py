@@ -12,7 +12,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from services.notify.mailbox import read_mailbox
-from shared.db.models import Conversation, Interaction, PollState
+from shared.db.models import ConversationRow, InteractionRow, PollStateRow
 from shared.db.session import create_engine, session_factory
 from tests.e2e.stack import Stack
 from tests.fake_platforms import FakeBluesky, FakeMastodon, FakeYouTube
@@ -81,7 +81,7 @@ async def test_mastodon_is_polled_forward_without_gaps_or_duplicates(
         stack.start()
 
         async def stored(expected: int) -> bool:
-            return await count(stack, Interaction, account_id="bluebird-social") == expected
+            return await count(stack, InteractionRow, account_id="bluebird-social") == expected
 
         # the first run takes the newest page (40): the start of the account's history
         await eventually(lambda: stored(40), timeout=30, interval=0.3, what="the first page")
@@ -101,11 +101,11 @@ async def test_mastodon_is_polled_forward_without_gaps_or_duplicates(
         fake.own_reply(1, to_status=first)
 
         async def answered() -> bool:
-            return await count(stack, Conversation, thread_id=f"status:{first}", state="responded") == 1
+            return await count(stack, ConversationRow, thread_id=f"status:{first}", state="responded") == 1
 
         await eventually(answered, timeout=20, what="the responded conversation")
-        assert await count(stack, Conversation, account_id="bluebird-social") == 195
-        assert await count(stack, PollState, account_id="bluebird-social", feed="health", state="ok") == 1
+        assert await count(stack, ConversationRow, account_id="bluebird-social") == 195
+        assert await count(stack, PollStateRow, account_id="bluebird-social", feed="health", state="ok") == 1
         assert any("429" in line or "rate limited" in line for line in stack.logs().splitlines())
         healthy = {row["id"]: row for row in json.loads(stack.cli("accounts", "--json").stdout)}
         assert healthy["bluebird-social"]["state"] == "ok" and healthy["bluebird-social"]["last_event_at"]
@@ -164,7 +164,7 @@ async def test_bluesky_and_youtube_are_paged_back_to_their_marks(tmp_path: Path)
         stack.start()
 
         async def stored(account: str, expected: int) -> bool:
-            return await count(stack, Interaction, account_id=account) == expected
+            return await count(stack, InteractionRow, account_id=account) == expected
 
         await eventually(
             lambda: stored("bluebird-sky", 30), timeout=30, interval=0.3, what="bluesky's first page"
@@ -187,12 +187,12 @@ async def test_bluesky_and_youtube_are_paged_back_to_their_marks(tmp_path: Path)
         tube.channel_reply(300, threads[0])
 
         async def answered(thread: str) -> bool:
-            return await count(stack, Conversation, thread_id=thread, state="responded") == 1
+            return await count(stack, ConversationRow, thread_id=thread, state="responded") == 1
 
         await eventually(lambda: answered(f"post:{root}"), timeout=20, what="the bluesky reply")
         await eventually(lambda: answered(f"thread:{threads[0]}"), timeout=20, what="the youtube reply")
-        assert await count(stack, Interaction, account_id="bluebird-sky") == 151  # the like was not routed
-        assert await count(stack, Interaction, account_id="bluebird-yt") == 181
+        assert await count(stack, InteractionRow, account_id="bluebird-sky") == 151  # the like was not routed
+        assert await count(stack, InteractionRow, account_id="bluebird-yt") == 181
     finally:
         stack.stop()
         sky.stop()
@@ -241,7 +241,7 @@ async def test_the_documented_pages_of_each_polled_platform_end_assigned(tmp_pat
         for account_id, expected in (("fx-masto", 1), ("fx-sky", 2), ("fx-tube", 1)):
 
             async def assigned(account: str = account_id, n: int = expected) -> bool:
-                return await count(stack, Conversation, account_id=account, owner_id="maria") == n
+                return await count(stack, ConversationRow, account_id=account, owner_id="maria") == n
 
             await eventually(assigned, timeout=30, interval=0.3, what=f"{account_id}'s conversations")
     finally:
@@ -267,7 +267,7 @@ async def test_mastodon_streaming_brings_news_at_once_and_backfills_after_a_drop
         stack.start()
 
         async def stored(expected: int) -> bool:
-            return await count(stack, Interaction, account_id="bluebird-social") == expected
+            return await count(stack, InteractionRow, account_id="bluebird-social") == expected
 
         await eventually(lambda: stored(1), timeout=20, what="the first poll")
         fake.mention(1)  # the poll interval is an hour: only the stream can bring this one

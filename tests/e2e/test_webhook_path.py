@@ -7,7 +7,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from shared.db.models import Conversation, Interaction
+from shared.db.models import ConversationRow, InteractionRow
 from shared.db.session import create_engine, session_factory
 from tests.e2e.conftest import SECRET
 from tests.e2e.stack import Stack, post_webhook
@@ -16,23 +16,25 @@ from tests.helpers import eventually, generic_body, sign, unique
 pytestmark = pytest.mark.e2e
 
 
-async def conversation_of(stack: Stack, thread_id: str) -> Conversation | None:
+async def conversation_of(stack: Stack, thread_id: str) -> ConversationRow | None:
     engine = create_engine(stack.database_url)
     try:
         async with session_factory(engine)() as session:
             return (
-                await session.exec(select(Conversation).where(Conversation.thread_id == thread_id))
+                await session.exec(select(ConversationRow).where(ConversationRow.thread_id == thread_id))
             ).first()
     finally:
         await engine.dispose()
 
 
-async def interactions_of(stack: Stack, thread_id: str) -> list[Interaction]:
+async def interactions_of(stack: Stack, thread_id: str) -> list[InteractionRow]:
     engine = create_engine(stack.database_url)
     try:
         async with session_factory(engine)() as session:
             return list(
-                (await session.exec(select(Interaction).where(Interaction.thread_id == thread_id))).all()
+                (
+                    await session.exec(select(InteractionRow).where(InteractionRow.thread_id == thread_id))
+                ).all()
             )
     finally:
         await engine.dispose()
@@ -88,7 +90,7 @@ async def test_the_brands_reply_marks_it_responded(stack: Stack) -> None:
         )
         assert (await post_webhook(client, stack, "acme-fb", SECRET, reply)).status_code == 202
 
-    async def responded() -> Conversation | None:
+    async def responded() -> ConversationRow | None:
         conversation = await conversation_of(stack, thread)
         return conversation if conversation and conversation.state == "responded" else None
 

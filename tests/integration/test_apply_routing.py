@@ -18,18 +18,18 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared import ids
 from shared.commands import AnyCommand, CheckAvailability, HandOver, Recompute, command_adapter
 from shared.db.models import (
-    Account,
-    ApiToken,
-    Calendar,
-    Conversation,
-    OutboxBatch,
-    Person,
-    PollState,
-    SlaPolicy,
-    Team,
-    TeamMember,
-    Tenant,
-    Topic,
+    AccountRow,
+    ApiTokenRow,
+    CalendarRow,
+    ConversationRow,
+    OutboxBatchRow,
+    PersonRow,
+    PollStateRow,
+    SlaPolicyRow,
+    TeamMemberRow,
+    TeamRow,
+    TenantRow,
+    TopicRow,
 )
 from shared.db.session import create_engine, session_factory, transaction
 from shared.outbox import decode
@@ -45,7 +45,18 @@ CHAIN = [
     {"after": "1800s", "notify": "manager", "repeat": {"every": "1800s", "times": 2}},
     {"after": "7200s", "notify": "person", "person": "li"},
 ]
-TABLES = (Tenant, Person, Calendar, SlaPolicy, Team, TeamMember, Topic, Account, ApiToken, PollState)
+TABLES = (
+    TenantRow,
+    PersonRow,
+    CalendarRow,
+    SlaPolicyRow,
+    TeamRow,
+    TeamMemberRow,
+    TopicRow,
+    AccountRow,
+    ApiTokenRow,
+    PollStateRow,
+)
 
 
 def person(person_id: str, **extra: Any) -> dict[str, Any]:
@@ -181,8 +192,8 @@ async def apply(sessions: Sessions, document: dict[str, Any], **options: bool) -
 async def relay(sessions: Sessions) -> list[AnyCommand]:
     """Take the queued commands out of the outbox, as the router's relay does."""
     async with transaction(sessions) as session:
-        rows = (await session.exec(select(OutboxBatch).order_by(OutboxBatch.created_at))).all()
-        await session.exec(delete(OutboxBatch))
+        rows = (await session.exec(select(OutboxBatchRow).order_by(OutboxBatchRow.created_at))).all()
+        await session.exec(delete(OutboxBatchRow))
     return [command_adapter.validate_json(m.payload) for row in rows for m in decode(row.messages)]
 
 
@@ -203,10 +214,10 @@ async def snapshot(sessions: Sessions) -> dict[str, list[dict[str, Any]]]:
     """Every row of the configuration tables and the outbox, to show that nothing changed."""
     async with sessions() as session:
         result = {
-            model.__name__: sorted(
+            model.__tablename__: sorted(
                 (row.model_dump() for row in (await session.exec(select(model))).all()), key=repr
             )
-            for model in (*TABLES, OutboxBatch)
+            for model in (*TABLES, OutboxBatchRow)
         }
     return result
 
@@ -233,14 +244,14 @@ async def test_routing_rows_are_written(sessions: Sessions) -> None:
     }
     t = "bluebird"
     async with sessions() as session:
-        maria = await session.get(Person, "maria")
-        li = await session.get(Person, "li")
-        tenant = await session.get(Tenant, t)
-        office = await session.get(Calendar, ids.calendar_id(tenant_id=t, name="office"))
-        shop = await session.get(Calendar, ids.calendar_id(tenant_id=t, name="shop"))
-        standard = await session.get(SlaPolicy, ids.sla_policy_id(tenant_id=t, name="standard"))
-        care = await session.get(Team, ids.team_id(tenant_id=t, slug="care"))
-        topics = (await session.exec(select(Topic).order_by(Topic.position))).all()
+        maria = await session.get(PersonRow, "maria")
+        li = await session.get(PersonRow, "li")
+        tenant = await session.get(TenantRow, t)
+        office = await session.get(CalendarRow, ids.calendar_id(tenant_id=t, name="office"))
+        shop = await session.get(CalendarRow, ids.calendar_id(tenant_id=t, name="shop"))
+        standard = await session.get(SlaPolicyRow, ids.sla_policy_id(tenant_id=t, name="standard"))
+        care = await session.get(TeamRow, ids.team_id(tenant_id=t, slug="care"))
+        topics = (await session.exec(select(TopicRow).order_by(TopicRow.position))).all()
     assert maria is not None and li is not None and tenant is not None and care is not None
     assert json.loads(maria.skills) == ["billing", "german"] and json.loads(maria.languages) == ["en", "de"]
     assert maria.capacity == 8 and json.loads(maria.priority_weights) == {"urgent": 3, "high": 2}
@@ -291,10 +302,10 @@ async def test_routing_rows_are_written(sessions: Sessions) -> None:
 async def test_escalation_and_alert_preferences_are_written(sessions: Sessions) -> None:
     await apply(sessions, full())
     async with sessions() as session:
-        tenant = await session.get(Tenant, "bluebird")
-        maria = await session.get(Person, "maria")
-        li = await session.get(Person, "li")
-        topics = {x.name: x for x in (await session.exec(select(Topic))).all()}
+        tenant = await session.get(TenantRow, "bluebird")
+        maria = await session.get(PersonRow, "maria")
+        li = await session.get(PersonRow, "li")
+        topics = {x.name: x for x in (await session.exec(select(TopicRow))).all()}
     assert tenant is not None and maria is not None and li is not None
     assert tenant.manager_id == "sam"
     assert tenant.escalation == json.dumps(CHAIN, sort_keys=True, separators=(",", ":"))
@@ -317,7 +328,7 @@ async def test_changed_alert_settings_are_stored_and_removed_ones_cleared(
 ) -> None:
     await apply(sessions, full())
     async with sessions() as session:
-        before = await session.get(Person, "maria")
+        before = await session.get(PersonRow, "maria")
     assert before is not None
     document = full()
     maria = document["people"][0]
@@ -332,9 +343,9 @@ async def test_changed_alert_settings_are_stored_and_removed_ones_cleared(
     summary = await apply(sessions, document)
     assert summary.updated == {"people": 1, "tenants": 1, "topics": 2} and summary.created == {}
     async with sessions() as session:
-        stored = await session.get(Person, "maria")
-        row = await session.get(Tenant, "bluebird")
-        topics = {x.name: x for x in (await session.exec(select(Topic))).all()}
+        stored = await session.get(PersonRow, "maria")
+        row = await session.get(TenantRow, "bluebird")
+        topics = {x.name: x for x in (await session.exec(select(TopicRow))).all()}
     assert stored is not None and row is not None
     assert stored.apprise_urls != before.apprise_urls
     assert json.loads(BOX.open(stored.apprise_urls)) == [APPRISE[0], "slack://T9/B9/from-the-environment"]
@@ -348,8 +359,8 @@ async def test_changed_alert_settings_are_stored_and_removed_ones_cleared(
     del tenant["escalation"], tenant["manager"]
     await apply(sessions, document)
     async with sessions() as session:
-        stored = await session.get(Person, "maria")
-        row = await session.get(Tenant, "bluebird")
+        stored = await session.get(PersonRow, "maria")
+        row = await session.get(TenantRow, "bluebird")
     assert stored is not None and row is not None
     assert (stored.notify, stored.apprise_urls, stored.quiet_hours) == ("{}", "[]", None)
     assert (row.manager_id, row.escalation) == (None, "[]")
@@ -361,7 +372,7 @@ async def test_a_chain_may_name_people_of_an_earlier_file(sessions: Sessions) ->
     document["people"] = []
     await apply(sessions, document)
     async with sessions() as session:
-        tenant = await session.get(Tenant, "bluebird")
+        tenant = await session.get(TenantRow, "bluebird")
     assert tenant is not None and tenant.manager_id == "sam" and json.loads(tenant.escalation) == CHAIN
     document["tenants"][0]["escalation"][2]["person"] = "ghost"
     with pytest.raises(ConfigError) as error:
@@ -409,7 +420,7 @@ async def test_changes_queue_hand_overs_and_availability_checks(sessions: Sessio
 async def test_prune_removes_what_the_file_no_longer_has(sessions: Sessions) -> None:
     await apply(sessions, full())
     async with transaction(sessions) as session:
-        session.add(PollState(account_id="bluebird-x", feed="health"))
+        session.add(PollStateRow(account_id="bluebird-x", feed="health"))
     await relay(sessions)
 
     kept = await apply(sessions, reduced())
@@ -424,7 +435,7 @@ async def test_prune_removes_what_the_file_no_longer_has(sessions: Sessions) -> 
     }
     assert "(--prune removes them)" in str(kept)
     async with sessions() as session:
-        assert len((await session.exec(select(Topic))).all()) == 3
+        assert len((await session.exec(select(TopicRow))).all()) == 3
 
     pruned = await apply(sessions, reduced(), prune=True)
     assert pruned.removed == {**kept.kept, "team memberships": 2}
@@ -435,21 +446,21 @@ async def test_prune_removes_what_the_file_no_longer_has(sessions: Sessions) -> 
         ("hand_over", "sam", "removed from team billing"),
     }
     async with sessions() as session:
-        left = {model.__name__: (await session.exec(select(model))).all() for model in TABLES}
-    assert sorted((x.position, x.name) for x in left["Topic"]) == [(0, "refunds"), (1, "general")]
-    assert [c.name for c in left["Calendar"]] == ["office"]
-    assert [p.name for p in left["SlaPolicy"]] == ["standard"]
-    assert [team.slug for team in left["Team"]] == ["care"]
-    assert sorted(m.person_id for m in left["TeamMember"]) == ["li", "maria"]
-    assert [a.id for a in left["Account"]] == ["bluebird-fb"]
-    assert [k.name for k in left["ApiToken"]] == ["importer"]
-    assert left["PollState"] == []
-    assert sorted(p.id for p in left["Person"]) == ["li", "maria", "sam"]  # people are never pruned
-    refunds = next(x for x in left["Topic"] if x.name == "refunds")
+        left = {model.__tablename__: (await session.exec(select(model))).all() for model in TABLES}
+    assert sorted((x.position, x.name) for x in left["topic"]) == [(0, "refunds"), (1, "general")]
+    assert [c.name for c in left["calendar"]] == ["office"]
+    assert [p.name for p in left["slapolicy"]] == ["standard"]
+    assert [team.slug for team in left["team"]] == ["care"]
+    assert sorted(m.person_id for m in left["teammember"]) == ["li", "maria"]
+    assert [a.id for a in left["account"]] == ["bluebird-fb"]
+    assert [k.name for k in left["apitoken"]] == ["importer"]
+    assert left["pollstate"] == []
+    assert sorted(p.id for p in left["person"]) == ["li", "maria", "sam"]  # people are never pruned
+    refunds = next(x for x in left["topic"] if x.name == "refunds")
     assert json.loads(refunds.escalation or "") == [{"after": "300s", "notify": "team"}]
-    (tenant,) = left["Tenant"]
+    (tenant,) = left["tenant"]
     assert json.loads(tenant.escalation) == CHAIN and tenant.manager_id == "sam"
-    (maria,) = [p for p in left["Person"] if p.id == "maria"]
+    (maria,) = [p for p in left["person"] if p.id == "maria"]
     assert json.loads(BOX.open(maria.apprise_urls)) == list(APPRISE)
 
     again = await apply(sessions, reduced(), prune=True)
@@ -461,7 +472,7 @@ async def test_an_account_with_conversations_is_not_pruned(sessions: Sessions) -
     now = datetime.now(UTC)
     async with transaction(sessions) as session:
         session.add(
-            Conversation(
+            ConversationRow(
                 id="c" * 32,
                 tenant_id="bluebird",
                 account_id="bluebird-x",

@@ -9,7 +9,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from shared.db.migrate import current_revision, head_revision, upgrade
-from shared.db.models import Account, Interaction, Person, SlaPolicy, Team, TeamMember, Tenant
+from shared.db.models import (
+    AccountRow,
+    InteractionRow,
+    PersonRow,
+    SlaPolicyRow,
+    TeamMemberRow,
+    TeamRow,
+    TenantRow,
+)
 from shared.db.session import create_engine, session_factory, transaction
 from stayhuman.config import ConfigError, apply_config, parse_config
 from tests.helpers import config_yaml, unique
@@ -26,9 +34,9 @@ async def test_timestamps_come_back_aware_in_utc(database_url: str) -> None:
     sessions = session_factory(engine)
     local = datetime(2026, 11, 26, 12, 30, tzinfo=timezone(timedelta(hours=2)))
     async with transaction(sessions) as session:
-        session.add(Person(id="maria", name="Maria", email="m@example.com", last_assigned_at=local))
+        session.add(PersonRow(id="maria", name="Maria", email="m@example.com", last_assigned_at=local))
     async with sessions() as session:
-        person = (await session.exec(select(Person))).one()
+        person = (await session.exec(select(PersonRow))).one()
     await engine.dispose()
     assert person.last_assigned_at == local
     assert person.last_assigned_at is not None and person.last_assigned_at.tzinfo == UTC
@@ -43,9 +51,9 @@ async def test_an_interaction_is_stored_once(database_url: str) -> None:
     )
     await apply_config(sessions, document, source="t.yaml")
 
-    def row(row_id: str) -> Interaction:
+    def row(row_id: str) -> InteractionRow:
         now = datetime.now(UTC)
-        return Interaction(
+        return InteractionRow(
             id=row_id,
             tenant_id="acme",
             account_id="acme-fb",
@@ -72,7 +80,7 @@ async def _counts(sessions) -> dict[str, int]:  # type: ignore[no-untyped-def]
     async with sessions() as session:
         return {
             model.__name__: len((await session.exec(select(model))).all())
-            for model in (Tenant, Person, Team, TeamMember, SlaPolicy, Account)
+            for model in (TenantRow, PersonRow, TeamRow, TeamMemberRow, SlaPolicyRow, AccountRow)
         }
 
 
@@ -102,8 +110,8 @@ async def test_apply_is_idempotent_and_updates(database_url: str) -> None:
         "created nothing; updated 1 SLA policy; removed 1 team membership; queued 1 command for the router"
     )
     async with sessions() as session:
-        policy = (await session.exec(select(SlaPolicy).where(SlaPolicy.tenant_id == tenant))).one()
-        members = (await session.exec(select(TeamMember.person_id))).all()
+        policy = (await session.exec(select(SlaPolicyRow).where(SlaPolicyRow.tenant_id == tenant))).one()
+        members = (await session.exec(select(TeamMemberRow.person_id))).all()
     await engine.dispose()
     assert policy.first_response_seconds == 45
     assert members == ["li"]
@@ -121,7 +129,7 @@ async def test_an_invalid_file_changes_nothing(database_url: str) -> None:
     with pytest.raises(ConfigError, match="no person 'ghost'"):
         await apply_config(sessions, parse_config(bad, source="b.yaml"), source="b.yaml")
     async with sessions() as session:
-        maria = (await session.exec(select(Person).where(Person.id == "maria"))).one()
+        maria = (await session.exec(select(PersonRow).where(PersonRow.id == "maria"))).one()
     assert await _counts(sessions) == before
     assert maria.name == "Person maria"
     await engine.dispose()
@@ -136,7 +144,7 @@ async def test_account_ids_are_unique_across_tenants(database_url: str) -> None:
     with pytest.raises(ConfigError, match="belongs to tenant 'one'"):
         await apply_config(sessions, parse_config(two, source="two.yaml"), source="two.yaml")
     async with sessions() as session:
-        assert (await session.exec(select(Tenant.id))).all() == ["one"]
+        assert (await session.exec(select(TenantRow.id))).all() == ["one"]
     await engine.dispose()
 
 
@@ -149,7 +157,7 @@ async def test_webhook_secrets_are_stored_sealed(database_url: str, tmp_path: Pa
     text = config_yaml(tenant="acme", account="acme-fb", secret="plain-webhook-secret-xyz", people=["maria"])
     await apply_config(sessions, parse_config(text, source="a.yaml"), source="a.yaml", box=box)
     async with sessions() as session:
-        stored = (await session.exec(select(Account.webhook_secret))).one()
+        stored = (await session.exec(select(AccountRow.webhook_secret))).one()
     again = await apply_config(sessions, parse_config(text, source="a.yaml"), source="a.yaml", box=box)
     await engine.dispose()
     assert "plain-webhook-secret-xyz" not in stored and box.open(stored) == "plain-webhook-secret-xyz"
@@ -172,7 +180,7 @@ async def test_an_account_without_a_webhook_secret_is_stored_with_an_empty_one(d
     dropped = await apply_config(sessions, parse_config(without, source="a.yaml"), source="a.yaml", box=box)
     again = await apply_config(sessions, parse_config(without, source="a.yaml"), source="a.yaml", box=box)
     async with sessions() as session:
-        stored = (await session.exec(select(Account.webhook_secret))).one()
+        stored = (await session.exec(select(AccountRow.webhook_secret))).one()
     await engine.dispose()
     assert dropped.updated == {"accounts": 1} and again.updated == {}
     assert stored == ""

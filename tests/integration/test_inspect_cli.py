@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import insert
 
 from shared.db.core import CONVERSATIONS
-from shared.db.models import Interaction
+from shared.db.models import InteractionRow
 from shared.db.session import create_engine, session_factory, transaction
 from shared.secrets import SecretBox, new_key
 from stayhuman.cli import build_parser, main
@@ -29,8 +29,8 @@ CONFIG = config_yaml(
 )
 
 
-def interaction(account: str, received_at: datetime) -> Interaction:
-    return Interaction(
+def interaction(account: str, received_at: datetime) -> InteractionRow:
+    return InteractionRow(
         id=uuid.uuid4().hex,
         tenant_id="acme",
         account_id=account,

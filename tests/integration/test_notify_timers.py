@@ -17,7 +17,7 @@ from services.notify.mailer import SmtpMailer
 from services.notify.main import NotifyWorkers, build_workers
 from services.notify.settings import NotifySettings
 from shared import subjects
-from shared.db.models import Conversation
+from shared.db.models import ConversationRow
 from shared.db.session import create_engine, session_factory, transaction
 from shared.events import DeadlineChanged, DeadlineKind
 from shared.ids import conversation_id
@@ -52,7 +52,7 @@ class World:
         async with transaction(self.sessions) as session:
             connection = await session.connection()
             await connection.execute(
-                insert(Conversation.__table__).values(  # type: ignore[attr-defined]
+                insert(ConversationRow.__table__).values(  # type: ignore[attr-defined]
                     id=cid,
                     tenant_id="acme",
                     account_id="acme-fb",
@@ -81,9 +81,9 @@ class World:
         async with transaction(self.sessions) as session:
             connection = await session.connection()
             await connection.execute(
-                update(Conversation.__table__)  # type: ignore[attr-defined]
-                .where(Conversation.__table__.c.id == cid)  # type: ignore[attr-defined]
-                .where(Conversation.__table__.c.deadline_version <= version)  # type: ignore[attr-defined]
+                update(ConversationRow.__table__)  # type: ignore[attr-defined]
+                .where(ConversationRow.__table__.c.id == cid)  # type: ignore[attr-defined]
+                .where(ConversationRow.__table__.c.deadline_version <= version)  # type: ignore[attr-defined]
                 .values(deadline_version=version, due_at=due_at)
             )
         event = DeadlineChanged(

@@ -21,7 +21,7 @@ from services.router.handler import COMMANDS_CONSUMER, CONSUMER, CommandRouter, 
 from shared import subjects
 from shared.commands import Resolve
 from shared.db.core import OUTBOX, execute
-from shared.db.models import Conversation, Interaction, OutboxBatch
+from shared.db.models import ConversationRow, InteractionRow, OutboxBatchRow
 from shared.db.session import create_engine, session_factory, transaction
 from shared.events import InteractionReceived, Platform
 from shared.jetstream import (
@@ -120,9 +120,9 @@ async def test_batch_opens_assigns_and_responds(setup: Setup) -> None:
     )
     await router(setup).handle_batch(await fetch_all(setup.js, 4))
     async with setup.sessions() as session:
-        conversations = {c.thread_id: c for c in (await session.exec(select(Conversation))).all()}
-        interactions = (await session.exec(select(Interaction))).all()
-        outbox = (await session.exec(select(OutboxBatch))).all()
+        conversations = {c.thread_id: c for c in (await session.exec(select(ConversationRow))).all()}
+        interactions = (await session.exec(select(InteractionRow))).all()
+        outbox = (await session.exec(select(OutboxBatchRow))).all()
     assert len(interactions) == 4 and outbox == []
     assert conversations["post-1"].state == "responded"
     assert conversations["post-2"].state == "open"
@@ -153,8 +153,8 @@ async def test_redelivered_batch_changes_nothing(setup: Setup) -> None:
     await router(setup).handle_batch([dataclasses.replace(m, _ackd=False) for m in msgs])
     assert await stored_events(setup.js) == before
     async with setup.sessions() as session:
-        assert len((await session.exec(select(Conversation))).all()) == 2
-        assert len((await session.exec(select(Interaction))).all()) == 2
+        assert len((await session.exec(select(ConversationRow))).all()) == 2
+        assert len((await session.exec(select(InteractionRow))).all()) == 2
 
 
 class FailingPublishes:
@@ -175,7 +175,7 @@ async def test_events_committed_but_not_published_are_relayed_once(setup: Setup)
     await router(setup, js=FailingPublishes(setup.js)).handle_batch(await fetch_all(setup.js, 1))
     assert await stored_events(setup.js) == {}
     async with setup.sessions() as session:
-        assert len((await session.exec(select(OutboxBatch))).all()) == 1  # opened, assigned, deadline
+        assert len((await session.exec(select(OutboxBatchRow))).all()) == 1  # opened, assigned, deadline
     relay = OutboxRelay(setup.js, setup.sessions)
     assert await relay.relay_once(everything=True) == 3
     assert await relay.relay_once(everything=True) == 0
@@ -193,7 +193,7 @@ async def test_unknown_account_and_garbage_go_to_dead_letter(setup: Setup) -> No
     errors = sorted(m.headers[DLQ_ERROR].split(":")[0] for m in letters)
     assert errors == ["invalid interaction", "unknown account 'ghost-account'"]
     async with setup.sessions() as session:
-        assert (await session.exec(select(Interaction))).all() == []
+        assert (await session.exec(select(InteractionRow))).all() == []
 
 
 async def test_a_reply_chain_stays_one_conversation_however_deep(setup: Setup) -> None:
@@ -216,8 +216,8 @@ async def test_a_reply_chain_stays_one_conversation_however_deep(setup: Setup) -
     )
     await router(setup).handle_batch(await fetch_all(setup.js, 4))
     async with setup.sessions() as session:
-        conversations = (await session.exec(select(Conversation))).all()
-        interactions = {i.external_id: i for i in (await session.exec(select(Interaction))).all()}
+        conversations = (await session.exec(select(ConversationRow))).all()
+        interactions = {i.external_id: i for i in (await session.exec(select(InteractionRow))).all()}
     assert sorted(c.thread_id for c in conversations) == ["tweet:A", "tweet:X"]
     chain = next(c for c in conversations if c.thread_id == "tweet:A")
     assert {interactions[x].conversation_id for x in "ABCDR"} == {chain.id}
@@ -300,7 +300,7 @@ async def test_interactions_from_long_ago_are_routed_and_an_unrepresentable_inst
     await publish(setup.js, old, raw=json.dumps(before).encode())
     await router(setup).handle_batch(await fetch_all(setup.js, 2))
     async with setup.sessions() as session:
-        [conversation] = (await session.exec(select(Conversation))).all()
+        [conversation] = (await session.exec(select(ConversationRow))).all()
     assert (conversation.thread_id, conversation.state, conversation.due_at) == ("ancient", "open", None)
     assert conversation.owner_id in {"maria", "li"}
     sub = await setup.js.pull_subscribe(
@@ -321,7 +321,7 @@ async def test_a_reply_routed_before_the_message_it_answers_answers_it_when_it_c
     )
     await router(setup).handle_batch(await fetch_all(setup.js, 1))
     async with setup.sessions() as session:
-        assert (await session.exec(select(Conversation))).all() == []
+        assert (await session.exec(select(ConversationRow))).all() == []
 
     await publish(setup.js, event("m1", thread_id="post-1", created_at=t0))
     msgs = await fetch_all(setup.js, 1)
@@ -329,8 +329,8 @@ async def test_a_reply_routed_before_the_message_it_answers_answers_it_when_it_c
     await router(setup).handle_batch([dataclasses.replace(m, _ackd=False) for m in msgs])  # again
 
     async with setup.sessions() as session:
-        [conversation] = (await session.exec(select(Conversation))).all()
-        interactions = {i.external_id: i for i in (await session.exec(select(Interaction))).all()}
+        [conversation] = (await session.exec(select(ConversationRow))).all()
+        interactions = {i.external_id: i for i in (await session.exec(select(InteractionRow))).all()}
     assert conversation.state == "responded" and conversation.due_at is None
     assert {i.conversation_id for i in interactions.values()} == {conversation.id}
     events = await stored_events(setup.js)
@@ -358,8 +358,8 @@ async def test_a_reply_to_a_message_not_yet_seen_waits_for_it_across_threads(set
     await router(setup).handle_batch(await fetch_all(setup.js, 1))
 
     async with setup.sessions() as session:
-        [conversation] = (await session.exec(select(Conversation))).all()
-        interactions = {i.external_id: i for i in (await session.exec(select(Interaction))).all()}
+        [conversation] = (await session.exec(select(ConversationRow))).all()
+        interactions = {i.external_id: i for i in (await session.exec(select(InteractionRow))).all()}
     assert conversation.thread_id == "tweet:A"
     assert conversation.state == "responded" and conversation.responded_at == at[3]
     assert {interactions[x].conversation_id for x in ("A", "R1", "B", "R2")} == {conversation.id}

@@ -18,7 +18,7 @@ from typing import Any
 
 from services.router import deadlines
 from services.router.assignment import Choice, Need, Person, choose_owner, fit_reason
-from services.router.deadlines import Deadline, Sla
+from services.router.deadlines import DueTimes, Sla
 from services.router.topics import Facts, Topic, bump_priority, choose_topic, is_vip
 from shared import ids
 from shared.commands import AnyCommand, AutoResolve, CheckAvailability
@@ -479,7 +479,7 @@ def _reply(world: World, conversation: Conversation, reply: Reply, key: str) -> 
     _arm_auto_resolve(world, conversation, reply.created_at)
 
 
-def _resolution(world: World, conversation: Conversation) -> Deadline | None:
+def _resolution(world: World, conversation: Conversation) -> DueTimes | None:
     """The resolution deadline after a reply; none for a conversation whose clock never ran because
     it was older than the backfill cutoff (its resolution target would only be long past)."""
     return deadlines.plan_resolution(
@@ -971,7 +971,7 @@ def _start_clock(
         _set_deadline(world, conversation, deadline, correlation_id)
 
 
-def _differs(conversation: Conversation, deadline: Deadline | None) -> bool:
+def _differs(conversation: Conversation, deadline: DueTimes | None) -> bool:
     if deadline is None:
         return conversation.due_at is not None
     return (conversation.deadline_kind, conversation.warn_at, conversation.due_at) != (
@@ -995,7 +995,7 @@ def _envelope(conversation: Conversation, correlation_id: str, now: datetime) ->
 def _set_deadline(
     world: World,
     conversation: Conversation,
-    deadline: Deadline | None,
+    deadline: DueTimes | None,
     correlation_id: str,
     *,
     reason: str = "",

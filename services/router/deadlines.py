@@ -47,7 +47,10 @@ class Sla:
 
 
 @dataclass(frozen=True)
-class Deadline:
+class DueTimes:
+    """When a conversation's clock started, and when it warns and falls due (the router's plan;
+    `DeadlineChanged` publishes it, `DeadlineRow` stores notify's copy)."""
+
     kind: DeadlineKind
     started_at: datetime
     warn_at: datetime | None
@@ -70,14 +73,14 @@ def _after(sla: Sla, start: datetime, target: timedelta) -> datetime | None:
     return at if schedulable(at) else None
 
 
-def _deadline(kind: DeadlineKind, sla: Sla, start: datetime, target: timedelta) -> Deadline | None:
+def _deadline(kind: DeadlineKind, sla: Sla, start: datetime, target: timedelta) -> DueTimes | None:
     due_at = _after(sla, start, target)
     if due_at is None:
         return None
     warn_at = None
     if sla.warn_before and sla.warn_before < target:
         warn_at = _after(sla, start, target - sla.warn_before)
-    return Deadline(kind, start, warn_at, due_at)
+    return DueTimes(kind, start, warn_at, due_at)
 
 
 def plan_deadline(
@@ -90,7 +93,7 @@ def plan_deadline(
     now: datetime,
     backfill_cutoff: timedelta,
     paused: timedelta = timedelta(0),
-) -> Deadline | None:
+) -> DueTimes | None:
     """The deadline of a clock started at `started_at`, or None when no alert may come of it.
 
     The clock starts when the person wrote (the platform's created_at), not when we
@@ -121,7 +124,7 @@ def plan_resolution(
     priority: str,
     now: datetime | None = None,
     backfill_cutoff: timedelta = timedelta.max,
-) -> Deadline | None:
+) -> DueTimes | None:
     """The resolution deadline, counted from the opening; None without a resolution target, or
     (given `now`) for a conversation opened before the backfill cutoff."""
     if sla is None or (now is not None and now - opened_at > backfill_cutoff):
@@ -139,6 +142,6 @@ def remaining(sla: Sla | None, *, now: datetime, due_at: datetime) -> timedelta:
     return sla.calendar.elapsed(now, due_at)
 
 
-def resume(sla: Sla, *, kind: DeadlineKind, now: datetime, left: timedelta) -> Deadline | None:
+def resume(sla: Sla, *, kind: DeadlineKind, now: datetime, left: timedelta) -> DueTimes | None:
     """The clock of a paused conversation running again with the business time it had left."""
     return _deadline(kind, sla, now, left)

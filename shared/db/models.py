@@ -418,3 +418,15 @@ class ProcessedCommandRow(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     processed_at: datetime = Field(sa_column=_utc(index=True))
+
+
+class NotifyOutboxRow(SQLModel, table=True):
+    """Alert events notify committed with the delivery state that caused them, published after
+    the commit; what a failed publish leaves here notify's relay publishes again under the same
+    `Nats-Msg-Id`s."""
+
+    __tablename__ = "notifyoutbox"
+
+    id: str = Field(primary_key=True, max_length=64)
+    messages: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(index=True))

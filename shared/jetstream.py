@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
@@ -33,12 +33,12 @@ from nats.js.errors import (
 )
 
 from shared import subjects
-from shared.logs import CORRELATION_HEADER, transient_trouble
+from shared.logs import transient_trouble
+from shared.messages import MSG_ID, Outgoing, at_header  # noqa: F401 (here since before)
 
 log = logging.getLogger(__name__)
 
 MIN_SERVER_VERSION = (2, 12, 0)
-MSG_ID = "Nats-Msg-Id"
 DLQ_ERROR = "Sh-Error"
 DLQ_SUBJECT = "Sh-Original-Subject"
 DLQ_SEQUENCE = "Sh-Original-Sequence"
@@ -201,21 +201,6 @@ def check_size(js: JetStreamContext, subject: str, payload: bytes, headers: dict
             f"a message to {subject} of {size} bytes (headers included) is larger than the "
             f"{limit} bytes the NATS server takes (max_payload)"
         )
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    subject: str
-    payload: bytes
-    msg_id: str
-    correlation_id: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def all_headers(self) -> dict[str, str]:
-        result = {MSG_ID: self.msg_id, **self.headers}
-        if self.correlation_id:
-            result[CORRELATION_HEADER] = self.correlation_id
-        return result
 
 
 # Errors that a stream leader election or a brief disconnect produce: the same
@@ -495,8 +480,3 @@ async def keep_dead_letter(
     kept = _fit(js, data, headers)
     await js.publish(subjects.dead_letter(stream=stream, consumer=consumer), kept, headers=headers)
     log.warning("kept on the dead letter", extra={"stream": stream, "subject": subject, "error": error[:500]})
-
-
-def at_header(moment: datetime) -> str:
-    """`Nats-Schedule` wants an absolute RFC 3339 time with an offset (to the microsecond)."""
-    return "@at " + moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -14,10 +14,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, insert, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.commands import AnyCommand, msg_id_of, subject_of
 from shared.db.core import OUTBOX, execute, fetch_rows
 from shared.events import utcnow
-from shared.jetstream import Outgoing
+from shared.messages import Outgoing, command_outgoing  # noqa: F401 (here since before)
 
 # Rows written for the relay alone (nobody publishes them first) are dated this far
 # back, so the relay takes them at its next pass instead of waiting out its grace.
@@ -40,12 +39,6 @@ def decode(blob: bytes) -> list[Outgoing]:
         subject, msg_id, correlation_id, payload, headers = json.loads(line)
         result.append(Outgoing(subject, payload.encode(), msg_id, correlation_id, headers))
     return result
-
-
-def command_outgoing(command: AnyCommand) -> Outgoing:
-    return Outgoing(
-        subject_of(command), command.model_dump_json().encode(), msg_id_of(command), command.correlation_id
-    )
 
 
 async def add_outbox(

@@ -229,7 +229,8 @@ def cmd_push_link(args: argparse.Namespace) -> int:
     from services.notify.main import public_url
     from services.notify.push import link_generations, push_link
     from services.notify.settings import NotifySettings
-    from stayhuman.control import ControlError, check_person, database_session
+    from shared.preflight import Refused, check_person
+    from stayhuman.control import ControlError, database_session
 
     settings = load_settings(NotifySettings)
     _readable_database(settings)
@@ -245,6 +246,8 @@ def cmd_push_link(args: argparse.Namespace) -> int:
         current = asyncio.run(generation())
     except ControlError as error:
         return _fail(str(error), error.code)
+    except Refused as error:
+        return _fail(str(error))
     print(push_link(signer, public_url(settings), args.person, current))
     return 0
 
@@ -419,7 +422,8 @@ def _add_dead_letter_commands(commands: "argparse._SubParsersAction[argparse.Arg
 
 
 def _add_control_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """The router's commands: checked against the database, sent over NATS (SH_COMMANDS)."""
+    """People's commands (the router's, and notify's acknowledge): checked against the database,
+    sent over NATS (SH_COMMANDS)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--by", default="operator", metavar="WHO", help="who asks (default: operator)")
     common.add_argument("--json", action="store_true", help="print the command sent as JSON")
@@ -456,6 +460,9 @@ def _add_control_commands(commands: "argparse._SubParsersAction[argparse.Argumen
     add("resolve", "close a conversation: nothing is left to answer").add_argument(
         "--reason", metavar="TEXT", default="", help=reason_help
     )
+    add(
+        "acknowledge", "say a person is on it: the escalation of the conversation's running deadline stops"
+    ).add_argument("--person", required=True, metavar="PERSON", help="who is on it")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

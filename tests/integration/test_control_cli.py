@@ -1,4 +1,4 @@
-"""`stayhuman status|claim|reassign|pause|resume|resolve` against a real nats-server and each database."""
+"""`stayhuman status|claim|reassign|pause|resume|resolve|acknowledge` against a real nats-server and each database."""
 
 import asyncio
 import json
@@ -16,10 +16,11 @@ from nats.js import JetStreamContext
 from sqlalchemy import insert, update
 
 from shared import subjects
-from shared.commands import AnyCommand, command_adapter, msg_id_of, subject_of
-from shared.db.core import CONVERSATIONS, PEOPLE
+from shared.commands import AnyCommand, command_adapter, msg_id_of, notify_command_adapter, subject_of
+from shared.db.core import CONVERSATIONS, DEADLINES, PEOPLE
 from shared.db.session import create_engine, session_factory, transaction
 from shared.jetstream import MSG_ID, StreamSettings, ensure_streams, stream_configs
+from shared.preflight import Refused, Request, find_conversation, prepare
 from shared.secrets import new_key
 from stayhuman.cli import main
 from stayhuman.config import apply_config, parse_config
@@ -284,3 +285,78 @@ async def test_a_missing_commands_stream_is_named(installation: Installation) ->
     assert f"has no stream {STREAM}: the router creates it when it first starts" in err
     with pytest.raises(Exception, match="stream not found"):
         await installation.js.stream_info(STREAM)  # and the CLI did not create it
+
+
+async def _arm_deadline(database_url: str, conversation_id: str, *, version: int, due: bool = True) -> None:
+    """Notify's copy of the conversation's deadline, as notify keeps it."""
+    now = datetime.now(UTC)
+    engine = create_engine(database_url)
+    async with transaction(session_factory(engine)) as session:
+        connection = await session.connection()
+        await connection.execute(
+            insert(DEADLINES).values(
+                conversation_id=conversation_id,
+                tenant_id="acme",
+                version=version,
+                kind="first_response",
+                due_at=now if due else None,
+                state="armed" if due else "cleared",
+                updated_at=now,
+            )
+        )
+    await engine.dispose()
+
+
+async def test_acknowledge_names_the_running_deadline_on_notifys_subjects(
+    installation: Installation, database_url: str
+) -> None:
+    """The command goes to notify's own family (sh.ncmd), never the router's (sh.cmd)."""
+    code, out, err = await installation.run("acknowledge", installation.conversation[:8], "--person", "maria")
+    assert code == 2 and "no running deadline to acknowledge" in err
+    await _arm_deadline(database_url, installation.conversation, version=3)
+    code, out, err = await installation.run("acknowledge", installation.conversation, "--person", "maria")
+    assert code == 0, err
+    subject = subjects.notify_command(
+        tenant_id="acme", conversation_id=installation.conversation, verb="acknowledge"
+    )
+    message = await installation.js.get_last_msg(STREAM, subject)
+    assert message.data is not None
+    command = notify_command_adapter.validate_json(message.data)
+    assert (command.person_id, command.deadline_version, command.conversation_id) == (
+        "maria",
+        3,
+        installation.conversation,
+    )
+    assert f"sent alert.acknowledge {installation.conversation} deadline 3 by maria" in out
+    code, _out, err = await installation.run("acknowledge", installation.conversation, "--person", "zed")
+    assert code == 2 and "not a member of any team of tenant 'acme'" in err
+
+
+async def test_checks_scoped_to_tenants_never_find_another_tenants_conversation(
+    installation: Installation, database_url: str
+) -> None:
+    """What the API will call for a signed-in person: another tenant's conversation is not there."""
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            found = await find_conversation(
+                session=session, reference=installation.conversation, tenants={"acme"}
+            )
+            assert found.tenant_id == "acme"
+            for reference in (installation.conversation, installation.conversation[:6]):
+                with pytest.raises(Refused) as refused:
+                    await find_conversation(session=session, reference=reference, tenants={"globex"})
+                assert str(refused.value) == f"no conversation {reference!r}"
+                assert refused.value.field == "conversation"
+            request = Request(action="claim", conversation=installation.conversation, person="zed")
+            with pytest.raises(Refused) as refused:
+                await prepare(session=session, request=request, tenants={"globex"})
+            assert "no conversation" in str(refused.value)
+            request = Request(
+                action="claim", conversation=installation.conversation, person="li", command_id="x y"
+            )
+            with pytest.raises(Refused) as refused:
+                await prepare(session=session, request=request, tenants={"acme"})
+            assert refused.value.field == "command_id" and str(refused.value).startswith("command_id 'x y'")
+    finally:
+        await engine.dispose()

@@ -30,7 +30,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -582,6 +582,7 @@ class Summary:
     removed: dict[str, int] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)  # absent from the file, left because not pruning
     commands: int = 0  # queued for the router
+    versions: dict[str, int] = field(default_factory=dict)  # tenants whose configuration changed, now at
 
     def count(self, kind: str, created: bool, n: int = 1) -> None:
         target = self.created if created else self.updated
@@ -598,7 +599,14 @@ class Summary:
             parts.append(f"queued {self.commands} command{'s' * (self.commands != 1)} for the router")
         if self.kept:
             parts.append(f"kept {render(self.kept)} that the file no longer has (--prune removes them)")
+        if self.versions:
+            now_at = ", ".join(f"{tenant} {version}" for tenant, version in sorted(self.versions.items()))
+            parts.append(f"configuration version {now_at}")
         return "; ".join(parts)
+
+    def changes(self) -> tuple[dict[str, int], ...]:
+        """What was written so far (kept rows write nothing): compared before and after a tenant."""
+        return dict(self.created), dict(self.updated), dict(self.removed)
 
 
 # What the summary counts, in the plural (its keys) and in the singular.
@@ -796,16 +804,49 @@ async def _apply_people(
     box: SecretBox,
     summary: Summary,
     commands: _Commands,
-) -> None:
+) -> set[str]:
+    """Create or update each person; returns who changed."""
+    changed_people = set()
     for person in people:
         before = await session.get(PersonRow, person.id)
         was_active = before.active if before is not None else None
         values = _person_values(person, box=box, stored=before)
         changed = await _upsert(session, PersonRow, person.id, values, summary, "people")
+        if changed:
+            changed_people.add(person.id)
         if was_active and not person.active:
             commands.hand_over(person.id, "deactivated")
         if changed & AVAILABILITY_FIELDS:
             commands.check_availability(person.id)
+    return changed_people
+
+
+async def _tenants_served_by(session: AsyncSession, people: set[str]) -> set[str]:
+    """The tenants whose rules name these people: their teams, or as the manager alerts go to."""
+    if not people:
+        return set()
+    members = await session.exec(
+        select(TeamRow.tenant_id)
+        .join(TeamMemberRow, col(TeamMemberRow.team_id) == col(TeamRow.id))
+        .where(col(TeamMemberRow.person_id).in_(people))
+    )
+    managed = await session.exec(select(TenantRow.id).where(col(TenantRow.manager_id).in_(people)))
+    return set(members.all()) | set(managed.all())
+
+
+async def _bump_versions(session: AsyncSession, tenants: set[str]) -> dict[str, int]:
+    """Each changed tenant's configuration version moves on by one; returns where each now is."""
+    if not tenants:
+        return {}
+    await session.exec(
+        update(TenantRow)
+        .where(col(TenantRow.id).in_(tenants))
+        .values(config_version=col(TenantRow.config_version) + 1)
+    )
+    rows = await session.exec(
+        select(TenantRow.id, TenantRow.config_version).where(col(TenantRow.id).in_(tenants))
+    )
+    return {tenant: int(version) for tenant, version in rows.all()}
 
 
 async def _apply_team(
@@ -1092,11 +1133,13 @@ async def apply_config(
         }
         stored = (await session.exec(select(PersonRow.id).where(col(PersonRow.id).in_(referenced)))).all()
         cross_check(document, source=source, known_people=set(stored))
-        await _apply_people(
+        changed_people = await _apply_people(
             session=session, people=document.people, box=box, summary=summary, commands=commands
         )
         await session.flush()
+        changed_tenants: set[str] = set()
         for ti, tenant in enumerate(document.tenants):
+            before = summary.changes()
             await _apply_tenant(
                 session=session,
                 tenant=tenant,
@@ -1115,8 +1158,13 @@ async def apply_config(
                 commands=commands,
                 problems=problems,
             )
+            if summary.changes() != before:
+                changed_tenants.add(tenant.id)
         if problems:
             raise ConfigError(problems)  # leaving the transaction rolls everything back
+        await session.flush()
+        changed_tenants |= await _tenants_served_by(session, changed_people)
+        summary.versions = await _bump_versions(session, changed_tenants)
         if recompute:
             for tenant in document.tenants:
                 commands.recompute(tenant.id)

@@ -410,7 +410,7 @@ async def test_changes_queue_hand_overs_and_availability_checks(sessions: Sessio
         ("check_availability", "ana"),  # created, and a new member of billing
         ("hand_over", "li", "removed from team care"),
     }
-    assert str(summary).endswith("; queued 5 commands for the router")
+    assert str(summary).endswith("; queued 5 commands for the router; configuration version bluebird 2")
     maria["active"] = True
     maria["out_of_office"]["until"] = "2027-01-05T09:00:00+01:00"
     await apply(sessions, document)
@@ -524,7 +524,9 @@ async def test_the_apply_command_line(
         return code, out, err
 
     code, out, _ = await run(full())
-    assert code == 0 and out.endswith("; queued 3 commands for the router\n")
+    assert code == 0 and out.endswith(
+        "; queued 3 commands for the router; configuration version bluebird 1\n"
+    )
     code, out, _ = await run(reduced())
     assert code == 0 and "kept 1 API token" in out and "queued" not in out
     code, out, _ = await run(reduced(), "--prune", "--recompute")
@@ -532,7 +534,7 @@ async def test_the_apply_command_line(
         0,
         f"applied {tmp_path / 'config.yaml'}: created nothing; updated nothing;"
         " removed 1 API token, 1 SLA policy, 1 account, 1 calendar, 2 team memberships, 1 team, 1 topic;"
-        " queued 3 commands for the router\n",  # two hand-overs and a recompute
+        " queued 3 commands for the router; configuration version bluebird 3\n",  # two hand-overs, a recompute
     )
     broken = copy.deepcopy(reduced())
     broken["tenants"][0]["topics"][0]["team"] = "billng"
@@ -552,3 +554,36 @@ async def test_the_shipped_files_apply_and_apply_again_as_a_no_op(sessions: Sess
     assert first.created["topics"] >= 2 and first.commands >= 2
     again = await apply_config(sessions, load_config(path), source=str(path), box=BOX, prune=True)
     assert again == Summary()
+
+
+async def _versions(sessions: Sessions) -> dict[str, int]:
+    async with sessions() as session:
+        return {t.id: t.config_version for t in (await session.exec(select(TenantRow))).all()}
+
+
+async def test_each_apply_that_changes_a_tenant_moves_its_configuration_version_on(
+    sessions: Sessions,
+) -> None:
+    """Events carry the version, so a cache knows it is stale and a replay knows which rules held."""
+    document = full()
+    other = {"id": "globex", "name": "Globex", "teams": [{"id": "desk", "name": "Desk", "members": ["li"]}]}
+    document["tenants"].append(other)
+    first = await apply(sessions, document)
+    assert first.versions == {"bluebird": 1, "globex": 1}
+    assert str(first).endswith("; configuration version bluebird 1, globex 1")
+    again = await apply(sessions, document)
+    assert again.versions == {} and await _versions(sessions) == {"bluebird": 1, "globex": 1}
+
+    document["tenants"][0]["auto_resolve_after"] = "4d"  # bluebird's own rule
+    assert (await apply(sessions, document)).versions == {"bluebird": 2}
+
+    document["people"][2]["capacity"] = 3  # sam: bluebird's manager and team member only
+    assert (await apply(sessions, document)).versions == {"bluebird": 3}
+
+    document["people"][1]["capacity"] = 4  # li serves both tenants
+    assert (await apply(sessions, document)).versions == {"bluebird": 4, "globex": 2}
+
+    document["tenants"][1]["teams"][0]["name"] = "Front desk"
+    changed = await apply(sessions, {"people": [], "tenants": [document["tenants"][1]]})
+    assert changed.versions == {"globex": 3}
+    assert await _versions(sessions) == {"bluebird": 4, "globex": 3}

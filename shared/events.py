@@ -291,6 +291,7 @@ class Rejection(enum.StrEnum):
     unknown_conversation = "unknown_conversation"  # no such conversation in that tenant
     unknown_person = "unknown_person"  # no such (active) person
     unknown_team = "unknown_team"
+    unknown_tenant = "unknown_tenant"
     not_a_member = "not_a_member"  # the person does not serve that team or tenant
     at_capacity = "at_capacity"
     unavailable = "unavailable"  # away, offline, off shift or out of office

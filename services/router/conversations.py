@@ -12,6 +12,8 @@ against their owner's capacity.
 
 import enum
 import json
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +38,7 @@ from shared.events import (
     Event,
     InteractionReceived,
     InteractionRetracted,
+    Rejection,
 )
 
 
@@ -116,6 +119,7 @@ class TenantRules:
     policies: dict[str, Sla] = field(default_factory=dict)
     vip: frozenset[str] = frozenset()
     auto_resolve: timedelta | None = None
+    config_version: int = 0  # bumped by each `stayhuman apply` that changes the tenant
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,23 @@ class Timer:
     command: AnyCommand
 
 
+def random_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a command changed nothing: a code for machines, a sentence for people."""
+
+    code: Rejection
+    reason: str
+
+
+def short(conversation_id: str) -> str:
+    """A conversation id as people read it in a sentence."""
+    return f"{conversation_id[:8]}…"
+
+
 @dataclass
 class World:
     """What one transaction holds: the state it may change, and what changed."""
@@ -194,7 +215,8 @@ class World:
     timers: list[Timer] = field(default_factory=list)
     freed: set[str] = field(default_factory=set)  # people who may take queued work now
     statuses: dict[str, str] = field(default_factory=dict)  # people whose status was set
-    rejected: list[str] = field(default_factory=list)
+    # Where event ids come from: random in the service, given in tests and replays.
+    new_id: Callable[[], str] = field(default=random_id)
     # The brand's replies by where they are kept: their conversation, or while it is not known
     # yet, their waiting key (see `waiting_key`); and replies that joined a conversation since.
     replies: dict[str, list[Reply]] = field(default_factory=dict)
@@ -213,6 +235,14 @@ class World:
 
     def emit(self, msg_id: str, event: Event) -> None:
         self.events.append(Emitted(msg_id, event))
+
+    def config_version(self, tenant_id: str) -> int:
+        tenant = self.tenants.get(tenant_id)
+        return tenant.config_version if tenant else 0
+
+    def serves(self, person_id: str, tenant_id: str) -> bool:
+        """Whether someone is a member of any team of the tenant (its teams are loaded with it)."""
+        return any(person_id in t.members for t in self.teams.values() if t.tenant_id == tenant_id)
 
     def members(self, team_id: str | None) -> list[Person]:
         team = self.teams.get(team_id or "")
@@ -291,15 +321,13 @@ def receive(world: World, ix: InteractionReceived, conversation_id: str) -> Conv
     if previous == State.paused:
         world.emit(
             f"resumed:{conversation.id}:{key}",
-            ConversationResumed(
-                **_envelope(conversation, ix.correlation_id, world.now), resumed_at=world.now
-            ),
+            ConversationResumed(**_envelope(world, conversation, ix.correlation_id), resumed_at=world.now),
         )
     else:
         world.emit(
             f"reopened:{conversation.id}:{key}",
             ConversationReopened(
-                **_envelope(conversation, ix.correlation_id, world.now),
+                **_envelope(world, conversation, ix.correlation_id),
                 interaction_id=ix.interaction_id,
                 reopened_at=ix.created_at,
             ),
@@ -402,7 +430,7 @@ def _open(world: World, ix: InteractionReceived, conversation_id: str) -> Conver
     world.emit(
         f"opened:{conversation_id}:{key}",
         ConversationOpened(
-            **_envelope(conversation, ix.correlation_id, world.now),
+            **_envelope(world, conversation, ix.correlation_id),
             platform=ix.platform,
             thread_id=ix.thread_id,
             author=ix.author,
@@ -410,6 +438,7 @@ def _open(world: World, ix: InteractionReceived, conversation_id: str) -> Conver
             opened_at=ix.created_at,
             topic=conversation.topic,
             priority=priority,
+            config_version=world.config_version(conversation.tenant_id),
         ),
     )
     if team_id is None:
@@ -420,7 +449,7 @@ def _open(world: World, ix: InteractionReceived, conversation_id: str) -> Conver
         world.emit(
             f"resolved:{conversation_id}:{key}",
             ConversationResolved(
-                **_envelope(conversation, ix.correlation_id, world.now),
+                **_envelope(world, conversation, ix.correlation_id),
                 reason=f"topic {conversation.topic}: recorded, no answer needed",
                 resolved_at=world.now,
             ),
@@ -468,7 +497,7 @@ def _reply(world: World, conversation: Conversation, reply: Reply, key: str) -> 
     world.emit(
         f"responded:{conversation.id}:{key}",
         ConversationResponded(
-            **_envelope(conversation, reply.correlation_id, world.now),
+            **_envelope(world, conversation, reply.correlation_id),
             interaction_id=reply.interaction_id,
             responded_at=reply.created_at,
         ),
@@ -510,6 +539,7 @@ def _arm_auto_resolve(world: World, conversation: Conversation, since: datetime)
             tenant_id=conversation.tenant_id,
             conversation_id=conversation.id,
             issued_by="router",
+            issued_at=world.now,
         ),
     )
 
@@ -543,55 +573,52 @@ def retract(
 # -- commands --------------------------------------------------------------------------------
 
 
-def claim(world: World, conversation: Conversation, person_id: str, key: str, *, by: str) -> bool:
+def claim(world: World, conversation: Conversation, person_id: str, key: str, *, by: str) -> Refusal | None:
     """A person takes a conversation (given by someone else when `by` differs); refused when they
-    are inactive or it would put them over capacity. Away or off shift, one may still take it."""
+    are inactive, serve none of its tenant's teams, or it would put them over capacity. Away or
+    off shift, one may still take it."""
     person = world.people.get(person_id)
     if person is None or not person.active:
-        world.rejected.append(f"claim {conversation.id}: {person_id} is not an active person")
-        return False
+        return Refusal(Rejection.unknown_person, f"{person_id} is not an active person")
     if conversation.state == State.resolved:
-        world.rejected.append(f"claim {conversation.id}: the conversation is resolved")
-        return False
+        return Refusal(Rejection.closed, "the conversation is resolved")
+    if not world.serves(person_id, conversation.tenant_id):
+        return Refusal(Rejection.not_a_member, f"{person_id} does not serve tenant {conversation.tenant_id}")
     if conversation.owner_id == person_id:
-        return True
+        return Refusal(Rejection.already_done, f"{person_id} owns it already")
     weight = person.weight(conversation.priority) if conversation.state == State.open else 0
     if not person.has_room(weight):
-        world.rejected.append(
-            f"claim {conversation.id}: {person_id} is at capacity ({person.load}/{person.capacity})"
-        )
-        return False
+        return Refusal(Rejection.at_capacity, f"{person_id} is at capacity ({person.load}/{person.capacity})")
     verb = "claimed it" if by == person_id else f"was given it by {by}"
     _set_owner(world, conversation, Choice(person_id, f"{person_id} {verb}", "claim"), key, "")
-    return True
+    return None
 
 
 def reassign(
     world: World, conversation: Conversation, key: str, *, person_id: str | None, team_id: str | None, by: str
-) -> bool:
+) -> Refusal | None:
     if conversation.state == State.resolved:
-        world.rejected.append(f"reassign {conversation.id}: the conversation is resolved")
-        return False
+        return Refusal(Rejection.closed, "the conversation is resolved")
     if person_id is not None:
-        ok = claim(world, conversation, person_id, key, by=by)
-        return ok
-    if team_id is None or team_id not in world.teams:
-        world.rejected.append(f"reassign {conversation.id}: no such team")
-        return False
+        return claim(world, conversation, person_id, key, by=by)
+    team = world.teams.get(team_id or "")
+    if team is None or team.tenant_id != conversation.tenant_id:
+        return Refusal(Rejection.unknown_team, f"no such team in tenant {conversation.tenant_id}")
     if conversation.team_id == team_id and conversation.owner_id is None:
-        return True  # already waiting in that team's queue (or a redelivery of this very command)
+        return Refusal(Rejection.already_done, f"it waits in the queue of team {team.slug} already")
     conversation.team_id = team_id
     world.touch(conversation)
     # The owner stays until the team has chosen, so the events name who gave it up and notify
     # stops alerting them even when the conversation only goes to the queue.
     _assign(world, conversation, key, "", preferred=None, why="")
-    return True
+    return None
 
 
-def pause(world: World, conversation: Conversation, key: str, *, reason: str) -> bool:
+def pause(world: World, conversation: Conversation, key: str, *, reason: str) -> Refusal | None:
+    if conversation.state == State.paused:
+        return Refusal(Rejection.already_paused, "the conversation is paused already")
     if conversation.state != State.open:
-        world.rejected.append(f"pause {conversation.id}: only an open conversation can wait on the customer")
-        return False
+        return Refusal(Rejection.invalid, "only an open conversation can wait on the customer")
     sla = world.sla_of(conversation)
     conversation.state = State.paused
     conversation.paused_at = world.now
@@ -606,19 +633,18 @@ def pause(world: World, conversation: Conversation, key: str, *, reason: str) ->
     world.emit(
         f"paused:{conversation.id}:{key}",
         ConversationPaused(
-            **_envelope(conversation, "", world.now),
+            **_envelope(world, conversation, ""),
             reason=reason or "waiting on the customer",
             paused_at=world.now,
         ),
     )
     _set_deadline(world, conversation, None, "", reason="paused")
-    return True
+    return None
 
 
-def resume(world: World, conversation: Conversation, key: str) -> bool:
+def resume(world: World, conversation: Conversation, key: str) -> Refusal | None:
     if conversation.state != State.paused:
-        world.rejected.append(f"resume {conversation.id}: the conversation is not paused")
-        return False
+        return Refusal(Rejection.not_paused, "the conversation is not paused")
     conversation.state = State.open
     left = conversation.paused_remaining_seconds
     kind = DeadlineKind(conversation.paused_kind) if conversation.paused_kind else None
@@ -633,31 +659,32 @@ def resume(world: World, conversation: Conversation, key: str) -> bool:
     world.touch(conversation)
     world.emit(
         f"resumed:{conversation.id}:{key}",
-        ConversationResumed(**_envelope(conversation, "", world.now), resumed_at=world.now),
+        ConversationResumed(**_envelope(world, conversation, ""), resumed_at=world.now),
     )
     owner = world.people.get(conversation.owner_id or "")
     _assign(world, conversation, key, "", preferred=owner, why="owns this conversation")
     if sla is not None and left is not None and kind is not None:
         deadline = deadlines.resume(sla, kind=kind, now=world.now, left=timedelta(seconds=left))
         _set_deadline(world, conversation, deadline, "", reason="resumed")
-    return True
+    return None
 
 
-def resolve(world: World, conversation: Conversation, key: str, *, reason: str) -> bool:
+def resolve(world: World, conversation: Conversation, key: str, *, reason: str) -> Refusal | None:
     if conversation.state == State.resolved:
-        return True
+        return Refusal(Rejection.already_done, "the conversation is resolved already")
     _resolve(world, conversation, key, "", reason=reason or "resolved", at=world.now)
-    return True
+    return None
 
 
-def auto_resolve(world: World, conversation: Conversation, key: str) -> bool:
+def auto_resolve(world: World, conversation: Conversation, key: str) -> Refusal | None:
     """A responded conversation that stayed quiet long enough resolves itself."""
     if (
         conversation.state != State.responded
         or conversation.resolve_at is None
         or conversation.resolve_at > world.now + timedelta(seconds=1)
     ):
-        return False  # an old timer: the customer wrote again since, or someone resolved it
+        # an old timer: the customer wrote again since, or someone resolved it
+        return Refusal(Rejection.outdated, "the conversation changed since this timer was armed")
     tenant = world.tenants.get(conversation.tenant_id)
     quiet = tenant.auto_resolve if tenant and tenant.auto_resolve else None
     _resolve(
@@ -668,7 +695,7 @@ def auto_resolve(world: World, conversation: Conversation, key: str) -> bool:
         reason=f"no new message for {quiet} after the reply" if quiet else "quiet after the reply",
         at=world.now,
     )
-    return True
+    return None
 
 
 def _resolve(
@@ -684,9 +711,7 @@ def _resolve(
     world.touch(conversation)
     world.emit(
         f"resolved:{conversation.id}:{key}",
-        ConversationResolved(
-            **_envelope(conversation, correlation_id, world.now), reason=reason, resolved_at=at
-        ),
+        ConversationResolved(**_envelope(world, conversation, correlation_id), reason=reason, resolved_at=at),
     )
     _set_deadline(world, conversation, None, correlation_id, reason="resolved")
 
@@ -719,22 +744,21 @@ def recompute(world: World, conversation: Conversation, key: str) -> None:
 # -- people ----------------------------------------------------------------------------------
 
 
-def set_status(world: World, person_id: str, status: str) -> None:
+def set_status(world: World, person_id: str, status: str) -> Refusal | None:
     person = world.people.get(person_id)
     if person is None:
-        world.rejected.append(f"status: no person {person_id}")
-        return
+        return Refusal(Rejection.unknown_person, f"no person {person_id}")
     person.status = status
     world.statuses[person_id] = status
-    check_availability(world, person_id)
+    return check_availability(world, person_id)
 
 
-def check_availability(world: World, person_id: str) -> None:
+def check_availability(world: World, person_id: str) -> Refusal | None:
     """Act on someone's availability now: hand over what would fall due while they are gone,
     or take queued work when they can; then arm the timer of their next shift change."""
     person = world.people.get(person_id)
     if person is None:
-        return
+        return Refusal(Rejection.unknown_person, f"no person {person_id}")
     if not person.present(world.now):
         back = person.back_at(world.now)
         hand_over(world, person_id, until=back, reason=_absence(person, world.now))
@@ -750,8 +774,10 @@ def check_availability(world: World, person_id: str) -> None:
                 command_id=f"avail-{person_id}-{int(change.timestamp())}",
                 person_id=person_id,
                 issued_by="router",
+                issued_at=world.now,
             ),
         )
+    return None
 
 
 def _absence(person: Person, now: datetime) -> str:
@@ -909,13 +935,14 @@ def _set_owner(
     world.emit(
         f"assigned:{conversation.id}:{key}:{choice.step}:{choice.person_id or '-'}",
         ConversationAssigned(
-            **_envelope(conversation, correlation_id, world.now),
+            **_envelope(world, conversation, correlation_id),
             team_id=conversation.team_id,
             owner_id=choice.person_id,
             reason=choice.reason,
             assigned_at=world.now,
             step=choice.step,
             previous_owner_id=previous,
+            config_version=world.config_version(conversation.tenant_id),
         ),
     )
     if choice.person_id != previous and conversation.due_at is not None:
@@ -981,12 +1008,14 @@ def _differs(conversation: Conversation, deadline: DueTimes | None) -> bool:
     )
 
 
-def _envelope(conversation: Conversation, correlation_id: str, now: datetime) -> dict[str, Any]:
-    """What every event about a conversation says first."""
+def _envelope(world: World, conversation: Conversation, correlation_id: str) -> dict[str, Any]:
+    """What every event about a conversation says first (its id from the world's ids, so that the
+    same input with the same ids says the same thing)."""
     return {
+        "event_id": world.new_id(),
         "tenant_id": conversation.tenant_id,
         "correlation_id": correlation_id,
-        "occurred_at": now,
+        "occurred_at": world.now,
         "conversation_id": conversation.id,
         "account_id": conversation.account_id,
     }
@@ -1035,7 +1064,7 @@ def _publish_deadline(
     world.emit(
         f"deadline:{conversation.id}:{conversation.deadline_version}",
         DeadlineChanged(
-            **_envelope(conversation, correlation_id, world.now),
+            **_envelope(world, conversation, correlation_id),
             deadline_version=conversation.deadline_version,
             kind=DeadlineKind(conversation.deadline_kind) if conversation.deadline_kind else None,
             owner_id=conversation.owner_id,
@@ -1044,5 +1073,6 @@ def _publish_deadline(
             due_at=conversation.due_at,
             reason=reason,
             priority=conversation.priority,
+            config_version=world.config_version(conversation.tenant_id),
         ),
     )

@@ -11,24 +11,25 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import Gauge
 
-from services.router import store
-from services.router.handler import (
+from services.router.consumers import (
     COMMANDS_CONSUMER,
     CONSUMER,
     TIMERS_CONSUMER,
-    CommandRouter,
-    InteractionRouter,
+    CommandConsumer,
+    InteractionConsumer,
     OutboxRelay,
 )
+from services.router.service import Router
 from services.router.settings import RouterSettings
+from services.router.sql import SqlRepository
 from shared import subjects
 from shared.commands import CheckAvailability
 from shared.db.session import sqlite_path
 from shared.events import utcnow
 from shared.jetstream import BatchConsumer, publish_pipelined, work_consumer
 from shared.locks import LockFile
+from shared.messages import command_outgoing
 from shared.metrics import every, metrics_router, observe_consumers
-from shared.outbox import command_outgoing
 from shared.runtime import Runtime, health_router, install_error_handlers
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,8 @@ OPEN_CONVERSATIONS = Gauge(
 )
 
 
-async def observe_queues(runtime: Runtime) -> None:
-    async with runtime.sessions() as session:
-        rows = await store.count_open_by_team(session=session)
+async def observe_queues(repository: SqlRepository) -> None:
+    rows = await repository.count_open_by_team()
     OPEN_CONVERSATIONS.clear()
     for tenant, team, owned, count in rows:
         OPEN_CONVERSATIONS.labels(tenant, team, "yes" if owned else "no").set(count)
@@ -66,13 +66,12 @@ def interaction_lanes(handler: Any, batch_size: int) -> list[tuple[str, str, str
     return [(subjects.INTERACTIONS_STREAM, CONSUMER, subjects.LANE_SOURCE, handler, batch_size), *lanes]
 
 
-async def check_everyone(runtime: Runtime) -> None:
+async def check_everyone(runtime: Runtime, repository: SqlRepository) -> None:
     """At start, have every person's availability checked once: their shift timers are armed
     (again) and anything a lost timer should have done is done now. Several replicas starting
     in the same minute send it once (the same message ids)."""
     now = utcnow()
-    async with runtime.sessions() as session:
-        people = await store.people_with_schedules(session=session)
+    people = await repository.people_with_schedules()
     minute = now.strftime("%Y%m%d%H%M")
     await publish_pipelined(
         runtime.js,
@@ -120,23 +119,18 @@ def create_app(settings: RouterSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
-        router = InteractionRouter(
+        repository = SqlRepository(runtime.sessions)
+        service = Router(repository, backfill_cutoff=settings.backfill_cutoff)
+        router = InteractionConsumer(js=runtime.js, router=service, max_deliver=settings.router_max_deliver)
+        commands = CommandConsumer(
             js=runtime.js,
-            sessions=runtime.sessions,
-            backfill_cutoff=settings.backfill_cutoff,
-            max_deliver=settings.router_max_deliver,
-        )
-        commands = CommandRouter(
-            js=runtime.js,
-            sessions=runtime.sessions,
-            backfill_cutoff=settings.backfill_cutoff,
+            router=service,
             max_deliver=settings.router_max_deliver,
             lock=router.lock,  # one routing transaction at a time per process
         )
-        timers = CommandRouter(
+        timers = CommandConsumer(
             js=runtime.js,
-            sessions=runtime.sessions,
-            backfill_cutoff=settings.backfill_cutoff,
+            router=service,
             max_deliver=settings.router_max_deliver,
             lock=router.lock,
             consumer=TIMERS_CONSUMER,
@@ -175,11 +169,11 @@ def create_app(settings: RouterSettings) -> FastAPI:
         for consumer in consumers:
             await consumer.start()
         state["consumers"] = consumers
-        await check_everyone(runtime)
+        await check_everyone(runtime, repository)
         gauges = asyncio.create_task(
             every(
                 5,
-                lambda: observe_queues(runtime),
+                lambda: observe_queues(repository),
                 lambda: observe_consumers(
                     runtime.js,
                     [
@@ -192,7 +186,7 @@ def create_app(settings: RouterSettings) -> FastAPI:
         )
         relay = asyncio.create_task(
             relay_forever(
-                OutboxRelay(runtime.js, runtime.sessions),
+                OutboxRelay(runtime.js, repository),
                 settings.outbox_relay_interval.total_seconds(),
             )
         )

@@ -17,7 +17,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.ingest.generic import GenericInteraction, normalise
 from services.ingest.publisher import InteractionPublisher
-from services.router.handler import COMMANDS_CONSUMER, CONSUMER, CommandRouter, InteractionRouter, OutboxRelay
+from services.router.consumers import (
+    COMMANDS_CONSUMER,
+    CONSUMER,
+    CommandConsumer,
+    InteractionConsumer,
+    OutboxRelay,
+)
+from services.router.service import Router
+from services.router.sql import SqlRepository
 from shared import subjects
 from shared.commands import Resolve
 from shared.db.core import OUTBOX, execute
@@ -103,10 +111,12 @@ async def stored_events(js: JetStreamContext) -> dict[str, int]:
     return dict(info.state.subjects or {})
 
 
-def router(setup: Setup, js: Any = None) -> InteractionRouter:
-    return InteractionRouter(
-        js=js or setup.js, sessions=setup.sessions, backfill_cutoff=timedelta(hours=24), max_deliver=3
-    )
+def service(setup: Setup) -> Router:
+    return Router(SqlRepository(setup.sessions), backfill_cutoff=timedelta(hours=24))
+
+
+def router(setup: Setup, js: Any = None) -> InteractionConsumer:
+    return InteractionConsumer(js=js or setup.js, router=service(setup), max_deliver=3)
 
 
 async def test_batch_opens_assigns_and_responds(setup: Setup) -> None:
@@ -176,7 +186,7 @@ async def test_events_committed_but_not_published_are_relayed_once(setup: Setup)
     assert await stored_events(setup.js) == {}
     async with setup.sessions() as session:
         assert len((await session.exec(select(OutboxBatchRow))).all()) == 1  # opened, assigned, deadline
-    relay = OutboxRelay(setup.js, setup.sessions)
+    relay = OutboxRelay(setup.js, SqlRepository(setup.sessions))
     assert await relay.relay_once(everything=True) == 3
     assert await relay.relay_once(everything=True) == 0
     assert sum((await stored_events(setup.js)).values()) == 3
@@ -257,9 +267,7 @@ async def test_a_poison_message_alone_in_its_batch_ends_on_the_dead_letter(setup
         await publish(setup.js, event("poison"))
     else:
         stream, consumer = subjects.COMMANDS_STREAM, COMMANDS_CONSUMER
-        handler = CommandRouter(
-            js=setup.js, sessions=setup.sessions, backfill_cutoff=timedelta(hours=24), max_deliver=3
-        )
+        handler = CommandConsumer(js=setup.js, router=service(setup), max_deliver=3)
         config = work_consumer(
             durable=consumer,
             filter_subject=subjects.all_commands(),

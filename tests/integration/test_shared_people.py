@@ -14,7 +14,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.router.handler import COMMANDS_CONSUMER, CONSUMER, CommandRouter, InteractionRouter
+from services.router.consumers import COMMANDS_CONSUMER, CONSUMER, CommandConsumer, InteractionConsumer
+from services.router.service import Router
+from services.router.sql import SqlRepository
 from shared import subjects
 from shared.commands import Reassign, msg_id_of, subject_of
 from shared.db.core import CONVERSATIONS, OUTBOX, PEOPLE, execute, fetch_rows
@@ -67,8 +69,8 @@ class Routers:
 
     js: JetStreamContext
     sessions: async_sessionmaker[AsyncSession]
-    interactions: InteractionRouter
-    commands: CommandRouter
+    interactions: InteractionConsumer
+    commands: CommandConsumer
     inbox: JetStreamContext.PullSubscription
     orders: JetStreamContext.PullSubscription
 
@@ -90,10 +92,9 @@ async def routers(nc: Client, database_url: str) -> AsyncIterator[Routers]:
     await apply_config(sessions, parse_config(CONFIG, source="t.yaml"), source="t.yaml")
     async with transaction(sessions) as session:
         await execute(session, delete(OUTBOX))
-    interactions = InteractionRouter(
-        js=js, sessions=sessions, backfill_cutoff=timedelta(hours=24), max_deliver=3
-    )
-    commands = CommandRouter(js=js, sessions=sessions, backfill_cutoff=timedelta(hours=24), max_deliver=3)
+    router = Router(SqlRepository(sessions), backfill_cutoff=timedelta(hours=24))
+    interactions = InteractionConsumer(js=js, router=router, max_deliver=3)
+    commands = CommandConsumer(js=js, router=router, max_deliver=3)
     inbox = await js.pull_subscribe_bind(durable=CONSUMER, stream=subjects.INTERACTIONS_STREAM)
     orders = await js.pull_subscribe_bind(durable=COMMANDS_CONSUMER, stream=subjects.COMMANDS_STREAM)
     yield Routers(js, sessions, interactions, commands, inbox, orders)

@@ -5,9 +5,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from services.router import conversations, store
-from services.router.handler import settle
-from shared.db.session import create_engine, session_factory, transaction
+from services.router import conversations
+from services.router.conversations import random_id
+from services.router.service import Outcome, settle
+from services.router.sql import SqlRepository
+from shared.db.session import create_engine, session_factory
 from shared.events import Author, Direction, InteractionReceived, Kind, Platform
 from shared.ids import conversation_id, interaction_id
 from stayhuman.config import apply_config, load_config
@@ -43,13 +45,14 @@ async def test_the_readme_worked_example(database_url: str) -> None:
     friday = datetime(2026, 5, 22, 17, 55, tzinfo=BERLIN)
     cid = conversation_id(account_id="bluebird-fb", thread_id="comment:c1")
 
-    async with transaction(sessions) as session:
-        world = await store.load_world(
-            session=session, now=friday, backfill_cutoff=timedelta(hours=24), account_ids={"bluebird-fb"}
+    repository = SqlRepository(sessions)
+    async with repository.unit_of_work() as uow:
+        world = await uow.load_world(
+            now=friday, backfill_cutoff=timedelta(hours=24), new_id=random_id, account_ids={"bluebird-fb"}
         )
         conversation = conversations.receive(world, comment(friday), cid)
         assert conversation is not None
-        await settle(session, world)
+        await settle(uow, world, Outcome())
     # 1. the topic
     assert (conversation.topic, conversation.priority) == ("refunds", "high")
     # 2. only maria has the skill and the language, and her Friday shift is over: the queue
@@ -63,14 +66,14 @@ async def test_the_readme_worked_example(database_url: str) -> None:
 
     # 4. Monday 09:00: maria's shift begins; her timer's check gives her the queued refund
     monday = datetime(2026, 5, 25, 9, 0, tzinfo=BERLIN)
-    async with transaction(sessions) as session:
-        world = await store.load_world(
-            session=session, now=monday, backfill_cutoff=timedelta(hours=24), person_ids={"maria"}
+    async with repository.unit_of_work() as uow:
+        world = await uow.load_world(
+            now=monday, backfill_cutoff=timedelta(hours=24), new_id=random_id, person_ids={"maria"}
         )
         conversations.check_availability(world, "maria")
-        await settle(session, world)
-        again = await store.load_world(
-            session=session, now=monday, backfill_cutoff=timedelta(hours=24), conversation_ids={cid}
+        await settle(uow, world, Outcome())
+        again = await uow.load_world(
+            now=monday, backfill_cutoff=timedelta(hours=24), new_id=random_id, conversation_ids={cid}
         )
     taken = again.conversations[cid]
     assert taken.owner_id == "maria"

@@ -111,7 +111,6 @@ def commit(world: World) -> World:
     world.answered.clear()
     world.timers.clear()
     world.freed.clear()
-    world.rejected.clear()
     world.adopted.clear()
     return world
 

@@ -11,9 +11,9 @@ import pytest
 
 from services.router import conversations
 from services.router.assignment import Person
-from services.router.conversations import Conversation, State, World
+from services.router.commands import Applied, apply_command
+from services.router.conversations import Conversation, Refusal, State, World
 from services.router.deadlines import Sla, Targets
-from services.router.handler import apply_command
 from shared.businesstime import WEEKDAYS, BusinessCalendar
 from shared.commands import (
     AnyCommand,
@@ -38,6 +38,7 @@ from shared.events import (
     ConversationResumed,
     DeadlineChanged,
     DeadlineKind,
+    Rejection,
 )
 from tests.unit.routing_world import (
     ACCOUNT,
@@ -1025,13 +1026,13 @@ def test_a_claim_at_capacity_is_refused() -> None:
     conversation = write(world)
     commit(world)
 
-    apply_command(
+    verdict = apply_command(
         world, Claim(tenant_id=TENANT, conversation_id=conversation.id, person_id="bob", issued_at=T0)
     )
 
     assert conversation.owner_id == "alice"
     assert world.events == []
-    assert world.rejected == [f"claim {conversation.id}: bob is at capacity (1/1)"]
+    assert verdict == Refusal(Rejection.at_capacity, "bob is at capacity (1/1)")
 
 
 def test_reassign_to_a_person() -> None:
@@ -1112,10 +1113,10 @@ def test_a_command_for_another_tenants_conversation_is_refused() -> None:
     conversation = write(world)
     commit(world)
 
-    apply_command(world, Resolve(tenant_id="other", conversation_id=conversation.id, issued_at=T0))
+    verdict = apply_command(world, Resolve(tenant_id="other", conversation_id=conversation.id, issued_at=T0))
 
     assert conversation.state == State.open
-    assert world.rejected
+    assert isinstance(verdict, Refusal) and verdict.code is Rejection.unknown_conversation
 
 
 # -- redelivery ------------------------------------------------------------------------------
@@ -1231,9 +1232,9 @@ def _recompute() -> tuple[World, AnyCommand]:
 def test_a_redelivered_command_changes_nothing(scenario: Scenario) -> None:
     world, command = scenario()
     commit(world)
-    apply_command(world, command)
+    verdict = apply_command(world, command)
     assert world.events, "the first delivery does something"
-    assert world.rejected == []
+    assert isinstance(verdict, Applied)
     armed = {(t.key, t.at) for t in world.timers}
     commit(world)
     world.now += MINUTE  # the redelivery comes a little later

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from services.router import conversations
 from services.router.assignment import Person
+from services.router.commands import apply_command
 from services.router.conversations import Conversation, State, Timer, World
-from services.router.handler import apply_command
 from services.router.topics import PRIORITIES
 from shared.businesstime import WEEKDAYS, BusinessCalendar
 from shared.commands import Claim, Pause, Reassign, Resolve, Resume

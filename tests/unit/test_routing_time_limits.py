@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from services.router import conversations, deadlines
 from services.router.assignment import Person
+from services.router.commands import apply_command
 from services.router.conversations import World
 from services.router.deadlines import SCHEDULABLE, Sla, Targets
-from services.router.handler import apply_command
 from shared.businesstime import WEEKDAYS, BusinessCalendar, CalendarError
 from shared.commands import Recompute
 from shared.events import DeadlineChanged, DeadlineKind

@@ -1,4 +1,4 @@
-"""Persistence for the router: keyword-only functions over one session, batch-sized.
+"""The router's repository in SQLite or PostgreSQL: `SqlRepository`, and the queries under it.
 
 The hot path writes with SQLAlchemy Core executemany: building ORM objects for
 thousands of rows a second costs more than the database does.
@@ -8,18 +8,30 @@ import dataclasses
 import functools
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.router.assignment import Person
-from services.router.conversations import AccountRoute, Conversation, Reply, Team, TenantRules, World
+from services.router.conversations import (
+    AccountRoute,
+    Conversation,
+    Reply,
+    Team,
+    TenantRules,
+    World,
+    random_id,
+)
 from services.router.deadlines import Sla, Targets
+from services.router.ports import COMMAND_MEMORY, LoadConflict
 from services.router.topics import Rule, Topic
+from shared import outbox
 from shared.businesstime import ALWAYS_OPEN, BusinessCalendar
 from shared.db.core import (
     ACCOUNTS,
@@ -37,7 +49,9 @@ from shared.db.core import (
     execute,
     fetch_rows,
 )
-from shared.db.session import dialect_insert
+from shared.db.session import dialect_insert, transaction
+from shared.events import InteractionReceived
+from shared.messages import Outgoing
 
 
 def _is_postgresql(session: AsyncSession) -> bool:
@@ -203,10 +217,6 @@ async def count_waiting(*, session: AsyncSession, conversation_id: str, since: d
 # -- the world of one transaction ------------------------------------------------------------
 
 
-class LoadConflict(RuntimeError):
-    """An owner's load could not change as planned: another transaction got there first."""
-
-
 def _json(text: str | None, default: Any) -> Any:
     return json.loads(text) if text else default
 
@@ -295,6 +305,7 @@ async def load_world(
     session: AsyncSession,
     now: datetime,
     backfill_cutoff: timedelta,
+    new_id: Callable[[], str] = random_id,
     conversation_ids: Iterable[str] = (),
     account_ids: Iterable[str] = (),
     person_ids: Iterable[str] = (),
@@ -303,7 +314,7 @@ async def load_world(
 ) -> World:
     """Lock and load what a transaction may change, always in the same order: conversations
     (by id), then people (by id). Rules (tenants, topics, policies, teams) are read unlocked."""
-    world = World(now=now, backfill_cutoff=backfill_cutoff)
+    world = World(now=now, backfill_cutoff=backfill_cutoff, new_id=new_id)
     person_ids = set(person_ids)
     owned_by = set(owned_by)
     conversation_ids = set(conversation_ids)
@@ -395,6 +406,7 @@ async def _load_rules(session: AsyncSession, world: World, tenant_ids: set[str])
             policies=policies[row.id],
             vip=frozenset(_json(row.vip, [])),
             auto_resolve=timedelta(seconds=row.auto_resolve_seconds) if row.auto_resolve_seconds else None,
+            config_version=row.config_version,
         )
     teams = await fetch_rows(session, select(TEAMS).where(TEAMS.c.tenant_id.in_(tenant_ids)))
     world.teams = {t.id: Team(t.id, t.tenant_id, t.slug, [], t.sla_policy_id, t.lead_id) for t in teams}
@@ -535,10 +547,6 @@ async def people_with_schedules(*, session: AsyncSession) -> list[str]:
     return [row.id for row in rows]
 
 
-# Processed command ids are kept a little longer than SH_COMMANDS keeps the commands.
-COMMAND_MEMORY = timedelta(days=8)
-
-
 async def seen_commands(*, session: AsyncSession, ids: Iterable[str]) -> set[str]:
     rows = await fetch_rows(
         session, select(PROCESSED_COMMANDS.c.id).where(PROCESSED_COMMANDS.c.id.in_(list(ids)))
@@ -552,3 +560,136 @@ async def record_commands(*, session: AsyncSession, ids: Iterable[str], now: dat
     await execute(
         session, delete(PROCESSED_COMMANDS).where(PROCESSED_COMMANDS.c.processed_at < now - COMMAND_MEMORY)
     )
+
+
+def _interaction_row(ix: InteractionReceived, conversation_id: str | None) -> dict[str, object]:
+    return {
+        "id": ix.interaction_id,
+        "tenant_id": ix.tenant_id,
+        "account_id": ix.account_id,
+        "external_id": ix.external_id,
+        "edit_version": ix.edit_version,
+        "kind": ix.kind.value,
+        "direction": ix.direction.value,
+        "thread_id": ix.thread_id,
+        "author_id": ix.author.id,
+        "author_name": ix.author.name,
+        "text": ix.text,
+        "url": ix.url,
+        "language": ix.language,
+        "created_at": ix.created_at,
+        "received_at": ix.received_at,
+        "conversation_id": conversation_id,
+        "correlation_id": ix.correlation_id,
+    }
+
+
+class SqlUnitOfWork:
+    """The repository port's unit of work over one session (see `ports.UnitOfWork`)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock_accounts(self, account_ids: Iterable[str]) -> None:
+        await lock_accounts(session=self.session, account_ids=account_ids)
+
+    async def known_interactions(self, ids: Iterable[str]) -> set[str]:
+        return await get_known_interaction_ids(session=self.session, ids=ids)
+
+    async def parent_conversations(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        return await parent_conversations(session=self.session, wanted=wanted)
+
+    async def load_world(
+        self,
+        *,
+        now: datetime,
+        backfill_cutoff: timedelta,
+        new_id: Callable[[], str],
+        conversation_ids: Iterable[str] = (),
+        account_ids: Iterable[str] = (),
+        person_ids: Iterable[str] = (),
+        tenant_ids: Iterable[str] = (),
+        owned_by: Iterable[str] = (),
+    ) -> World:
+        return await load_world(
+            session=self.session,
+            now=now,
+            backfill_cutoff=backfill_cutoff,
+            new_id=new_id,
+            conversation_ids=conversation_ids,
+            account_ids=account_ids,
+            person_ids=person_ids,
+            tenant_ids=tenant_ids,
+            owned_by=owned_by,
+        )
+
+    async def load_continuity(self, world: World, pairs: set[tuple[str, str]]) -> None:
+        await load_continuity(session=self.session, world=world, pairs=pairs)
+
+    async def load_replies(self, world: World, keys: Iterable[str], since: datetime | None) -> None:
+        await load_replies(session=self.session, world=world, keys=keys, since=since)
+
+    async def add_interactions(self, stored: list[tuple[InteractionReceived, str | None]]) -> None:
+        await add_interactions(session=self.session, rows=[_interaction_row(ix, c) for ix, c in stored])
+
+    async def move_interactions(self, moves: dict[str, str]) -> None:
+        await move_interactions(session=self.session, moves=moves)
+
+    async def retract_interactions(
+        self, *, tenant_id: str, account_id: str, external_id: str, at: datetime
+    ) -> None:
+        await retract_interactions(
+            session=self.session, tenant_id=tenant_id, account_id=account_id, external_id=external_id, at=at
+        )
+
+    async def count_waiting(self, conversation_id: str, since: datetime | None) -> int:
+        return await count_waiting(session=self.session, conversation_id=conversation_id, since=since)
+
+    async def teams_of(self, person_ids: Iterable[str]) -> dict[str, set[str]]:
+        return await teams_of(session=self.session, person_ids=person_ids)
+
+    async def take_queued(self, team_ids: set[str], limit: int) -> list[Conversation]:
+        return await take_queued(session=self.session, team_ids=team_ids, limit=limit)
+
+    async def open_conversations_of(self, tenant_id: str) -> list[str]:
+        return await open_conversations_of(session=self.session, tenant_id=tenant_id)
+
+    async def seen_commands(self, ids: Iterable[str]) -> set[str]:
+        return await seen_commands(session=self.session, ids=ids)
+
+    async def record_commands(self, ids: Iterable[str], now: datetime) -> None:
+        await record_commands(session=self.session, ids=ids, now=now)
+
+    async def save_world(self, world: World) -> None:
+        await save_world(session=self.session, world=world)
+
+    async def add_outbox(self, messages: list[Outgoing], now: datetime) -> str | None:
+        return await outbox.add_outbox(session=self.session, messages=messages)
+
+
+class SqlRepository:
+    """The router's repository in the database the sessions open (see `ports.Repository`)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[SqlUnitOfWork]:
+        async with transaction(self.sessions) as session:
+            yield SqlUnitOfWork(session)
+
+    async def pending_outbox(self, *, older_than: datetime | None, limit: int) -> dict[str, list[Outgoing]]:
+        async with self.sessions() as session:
+            return await outbox.get_pending_outbox(session=session, older_than=older_than, limit=limit)
+
+    async def delete_outbox(self, ids: list[str]) -> None:
+        async with transaction(self.sessions) as session:
+            await outbox.delete_outbox(session=session, ids=ids)
+
+    async def count_open_by_team(self) -> list[tuple[str, str, bool, int]]:
+        async with self.sessions() as session:
+            return await count_open_by_team(session=session)
+
+    async def people_with_schedules(self) -> list[str]:
+        async with self.sessions() as session:
+            return await people_with_schedules(session=session)

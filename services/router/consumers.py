@@ -1,0 +1,196 @@
+"""The router's consumers: messages from JetStream in, the application service's outcome out.
+
+Decode each message (one that cannot be read goes to the dead letter at once), hand
+the batch to `service.Router`, which commits one unit of work with its messages in
+the outbox, then publish those messages with their acks in flight together, delete
+the outbox row, and acknowledge the input. A batch that fails is routed again one
+message at a time, so a poison message cannot hold the others back and reaches the
+dead letter on its last delivery. A crash anywhere leaves either nothing
+(redelivery redoes it) or committed state whose messages the outbox relay
+publishes under the same ids.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
+
+from services.router.ports import Clock, Repository, SystemClock
+from services.router.service import Outcome, Router, key_of
+from shared import subjects
+from shared.commands import command_adapter
+from shared.events import interaction_adapter
+from shared.jetstream import dead_letter, is_last_delivery, publish_pipelined
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "router-interactions"
+COMMANDS_CONSUMER = "router-commands"
+TIMERS_CONSUMER = "router-timers"
+
+ROUTED = Counter("stayhuman_router_interactions_total", "Interactions handled", ["result"])
+REDELIVERED = Counter("stayhuman_router_redeliveries_total", "Messages delivered more than once")
+ASSIGNED = Counter("stayhuman_router_assignments_total", "Conversations assigned to a person")
+COMMANDS = Counter("stayhuman_router_commands_total", "Commands applied by the router", ["type"])
+BATCH_SECONDS = Histogram(
+    "stayhuman_router_batch_seconds",
+    "Time to route one batch, commit included",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+ROUTING_LATENCY = Histogram(
+    "stayhuman_router_latency_seconds",
+    "From ingest receiving an interaction to the router committing it",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+@dataclass
+class InteractionConsumer:
+    """Interactions (new and withdrawn) from the lanes of SH_INTERACTIONS."""
+
+    js: JetStreamContext
+    router: Router
+    max_deliver: int
+    # One routing unit of work at a time per process (the accounts' locks order them across
+    # processes); every consumer of a process shares it.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    consumer: str = CONSUMER
+    clock: Clock = field(default_factory=SystemClock)
+
+    what = "interaction"
+
+    def _decode(self, data: bytes) -> Any:
+        return interaction_adapter.validate_json(data)
+
+    async def _decide(self, items: list[tuple[Msg, Any]]) -> Outcome:
+        traces = {key_of(item): msg.headers for msg, item in items}
+        async with self.lock:
+            outcome = await self.router.route([item for _msg, item in items], self.clock.now(), traces=traces)
+        # counted once committed: a batch rolled back and routed again counts once
+        counters = outcome.counters
+        ROUTED.labels("duplicate").inc(counters.duplicates)
+        ROUTED.labels("routed").inc(counters.routed)
+        ROUTED.labels("retracted").inc(counters.retracted)
+        ASSIGNED.inc(counters.assigned)
+        for seconds in counters.latencies:
+            ROUTING_LATENCY.observe(seconds)
+        return outcome
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        items: list[tuple[Msg, Any]] = []
+        for msg in msgs:
+            if msg.metadata.num_delivered > 1:
+                REDELIVERED.inc()
+            try:
+                items.append((msg, self._decode(msg.data)))
+            except ValidationError as error:
+                ROUTED.labels("dead_letter").inc()
+                await self._dead_letter(msg, f"invalid {self.what}: {error}")
+            except (ValueError, OverflowError) as error:  # e.g. an instant before year 1 in UTC
+                ROUTED.labels("dead_letter").inc()
+                await self._dead_letter(msg, f"invalid {self.what}: {type(error).__name__}: {error}")
+        if len(items) == 1:
+            await self._route_alone(items[0])
+            return
+        if not items:
+            return
+        try:
+            await self._route(items)
+        except Exception:
+            # Isolate the message that fails so one poison message cannot hold back
+            # the batch, and so it reaches the dead letter on its last delivery.
+            log.warning("batch failed; routing its messages one by one", exc_info=True)
+            for item in items:
+                await self._route_alone(item)
+
+    async def _route_alone(self, item: tuple[Msg, Any]) -> None:
+        """Route one message; if that fails, it comes again, or on its last delivery it is kept
+        on the dead letter with its error (never nak'ed into a silent drop at max_deliver)."""
+        msg, _item = item
+        try:
+            await self._route([item])
+        except Exception as error:
+            last = is_last_delivery(msg, self.max_deliver)
+            log.warning(
+                "routing failed",
+                exc_info=True,
+                extra={
+                    "consumer": self.consumer,
+                    "deliveries": msg.metadata.num_delivered,
+                    "dead_letter": last,
+                },
+            )
+            if last:
+                ROUTED.labels("dead_letter").inc()
+                await self._dead_letter(msg, f"{type(error).__name__}: {error}")
+            else:
+                await msg.nak(delay=1.0)
+
+    async def _dead_letter(self, msg: Msg, error: str) -> None:
+        stream = msg.metadata.stream if msg.metadata else subjects.INTERACTIONS_STREAM
+        await dead_letter(self.js, msg, stream=stream, consumer=self.consumer, error=error)
+
+    async def _route(self, items: list[tuple[Msg, Any]]) -> None:
+        with BATCH_SECONDS.time():
+            outcome = await self._decide(items)
+        try:
+            await publish_pipelined(self.js, outcome.outgoing)
+        except Exception:
+            # Committed: the relay publishes these under the same ids. The input is
+            # acked anyway, since routing it again would find it already done.
+            log.warning("events not yet published; the outbox relay will retry", exc_info=True)
+        else:
+            if outcome.outbox_id is not None:
+                await self.router.repository.delete_outbox([outcome.outbox_id])
+        for msg, item in items:
+            if key_of(item) in outcome.unknown:
+                ROUTED.labels("dead_letter").inc()
+                await self._dead_letter(msg, f"unknown account {item.account_id!r}")
+            else:
+                await msg.ack()
+
+
+@dataclass
+class CommandConsumer(InteractionConsumer):
+    """Commands from people and operators (SH_COMMANDS), and the router's own timers (SH_TIMERS):
+    each applied or rejected, its outcome published like any event."""
+
+    consumer: str = COMMANDS_CONSUMER
+    what = "command"
+
+    def _decode(self, data: bytes) -> Any:
+        return command_adapter.validate_json(data)
+
+    async def _decide(self, items: list[tuple[Msg, Any]]) -> Outcome:
+        async with self.lock:
+            outcome = await self.router.apply([item for _msg, item in items], self.clock.now())
+        for kind, count in outcome.counters.commands.items():
+            COMMANDS.labels(kind).inc(count)
+        return outcome
+
+
+@dataclass
+class OutboxRelay:
+    """Publishes messages that were committed but not published (a crash, a NATS outage)."""
+
+    js: JetStreamContext
+    repository: Repository
+    grace: timedelta = timedelta(seconds=10)
+    clock: Clock = field(default_factory=SystemClock)
+
+    async def relay_once(self, *, everything: bool = False) -> int:
+        older_than = None if everything else self.clock.now() - self.grace
+        pending = await self.repository.pending_outbox(older_than=older_than, limit=20)
+        if not pending:
+            return 0
+        messages = [message for batch in pending.values() for message in batch]
+        await publish_pipelined(self.js, messages)
+        await self.repository.delete_outbox(list(pending))
+        log.info("outbox relayed", extra={"count": len(messages)})
+        return len(messages)

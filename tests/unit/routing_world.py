@@ -1,9 +1,12 @@
-"""Builders for the router's pure core: a World with one tenant, one account, teams and people.
+"""Builders for the router's core: a World with one tenant, one account, teams and people.
 
-No database and no broker: the tests load a World the way the store would, call the
-operations, and look at what changed (state, events, loads, timers).
+No database and no broker: the tests load a World the way the repository would, call
+the pure operations, and look at what changed (state, events, loads, timers); or put
+that world in an in-memory repository and go through the application service.
 """
 
+import dataclasses
+import json
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -13,6 +16,9 @@ from services.router import conversations
 from services.router.assignment import Person
 from services.router.conversations import AccountRoute, Conversation, Team, TenantRules, World
 from services.router.deadlines import Sla, Targets
+from services.router.memory import MemoryRepository
+from services.router.ports import CountingIds, Ids
+from services.router.service import Outcome, Router
 from services.router.topics import Rule, Topic
 from shared import ids
 from shared.events import (
@@ -205,3 +211,29 @@ def assigned(world: World, conversation: Conversation) -> ConversationAssigned:
 def deadline(world: World, conversation: Conversation) -> DeadlineChanged:
     """The last deadline event of a conversation."""
     return events(world, DeadlineChanged, conversation)[-1]
+
+
+def repository(world: World) -> MemoryRepository:
+    """An in-memory repository holding what `world` holds (its rules, people, conversations)."""
+    return MemoryRepository.of(world)
+
+
+def service(repo: MemoryRepository, *, ids: Ids | None = None) -> Router:
+    """The router's application service over `repo`, with counted ids unless told otherwise."""
+    return Router(repo, backfill_cutoff=timedelta(hours=24), ids=ids or CountingIds())
+
+
+def serialized(outcome: Outcome) -> bytes:
+    """An outcome as bytes: what it publishes, in order, and what it tells the consumer
+    (the outbox row's id aside: it names storage, not a fact)."""
+    document = {
+        "outgoing": [
+            [m.subject, m.msg_id, m.correlation_id, m.payload.decode(), m.headers] for m in outcome.outgoing
+        ],
+        "events": [[e.msg_id, e.event.model_dump_json()] for e in outcome.events],
+        "timers": [[t.key, t.at.isoformat(), t.command.model_dump_json()] for t in outcome.timers],
+        "rejections": [r.model_dump_json() for r in outcome.rejections],
+        "unknown": sorted(outcome.unknown),
+        "counters": dataclasses.asdict(outcome.counters),
+    }
+    return json.dumps(document, sort_keys=True).encode()

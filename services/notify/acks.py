@@ -4,7 +4,7 @@ The link in an alert carries a token signed with the installation's link key tha
 names the conversation, the deadline version and who was alerted; every notify
 replica accepts the links of the others, since they share the key. Opening it shows
 what will be acknowledged and a button: link scanners of mail systems open links on
-their own, and must not acknowledge anything. The button's POST records the
+their own, and must not acknowledge anything. The button's POST applies the
 acknowledgement, which stops the escalation of that deadline (the reply is still due:
 the clock runs on).
 """
@@ -12,20 +12,11 @@ the clock runs on).
 import html
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.notify import store
-from services.notify.chain import Chain
-from services.notify.scheduler import TimerScheduler
-from services.notify.timers import next_timer
-from shared.db.session import transaction
 from shared.secrets import LinkSigner
 
 log = logging.getLogger(__name__)
@@ -51,39 +42,15 @@ def read_ack_token(signer: LinkSigner, token: str) -> tuple[str, int, str] | Non
 Acknowledged = Literal["acknowledged", "already", "outdated"]
 
 
-class NotReady(RuntimeError):
-    """notify is starting."""
+class NotifyStarting(RuntimeError):
+    """notify is starting: nothing can be acknowledged yet."""
 
 
 class Acknowledger(Protocol):
-    """Records an acknowledgement and moves the conversation's timer past silenced steps."""
+    """Applies an acknowledgement: in notify, the same `Acknowledge` command its consumer applies
+    (`consumers.CommandAcknowledger`), so the page and the bus give the same events."""
 
     async def acknowledge(self, *, conversation_id: str, version: int, person_id: str) -> Acknowledged: ...
-
-
-Parts = tuple[async_sessionmaker[AsyncSession], TimerScheduler]
-
-
-@dataclass
-class StoredAcknowledger:
-    """`parts`: the database sessions and the timer scheduler, once notify has started."""
-
-    parts: Callable[[], Parts | None]
-
-    async def acknowledge(self, *, conversation_id: str, version: int, person_id: str) -> Acknowledged:
-        ready = self.parts()
-        if ready is None:
-            raise NotReady("notify is starting")
-        sessions, scheduler = ready
-        async with transaction(sessions) as session:
-            outcome = await store.acknowledge(
-                session=session, conversation_id=conversation_id, version=version, person_id=person_id
-            )
-        if outcome == "acknowledged":
-            await _rearm(sessions, scheduler, conversation_id)
-        return (
-            "acknowledged" if outcome == "acknowledged" else "already" if outcome == "already" else "outdated"
-        )
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -125,7 +92,7 @@ def acks_router(*, signer: LinkSigner, acknowledger: Acknowledger) -> APIRouter:
             outcome = await acknowledger.acknowledge(
                 conversation_id=conversation_id, version=version, person_id=who
             )
-        except NotReady:
+        except NotifyStarting:
             return _page("Not ready", "<p>Notify is starting; try again in a moment.</p>", 503)
         if outcome == "outdated":
             return _page(
@@ -142,20 +109,3 @@ def acks_router(*, signer: LinkSigner, acknowledger: Acknowledger) -> APIRouter:
         return _page("Acknowledged", "<p>Thank you. No further escalation for this deadline.</p>")
 
     return router
-
-
-async def _rearm(
-    sessions: async_sessionmaker[AsyncSession], scheduler: TimerScheduler, conversation_id: str
-) -> None:
-    """Put the next alert that an acknowledgement leaves (if any) on the conversation's timer,
-    so that a silenced escalation step does not even fire."""
-    async with sessions() as session:
-        deadline = (await store.get_deadlines(session=session, ids=[conversation_id])).get(conversation_id)
-        chains = await store.get_chains(session=session, ids=[conversation_id])
-    if deadline is None or deadline.due_at is None:
-        return
-    timer = next_timer(deadline, chains.get(conversation_id, Chain()), after_step=deadline.last_step)
-    if timer is None:
-        await scheduler.cancel([(deadline.tenant_id, conversation_id)])
-    else:
-        await scheduler.arm([timer], again=True)

@@ -125,7 +125,7 @@ def _step(raw: Any, where: str) -> Step:
 
 
 @dataclass(frozen=True)
-class Planned:
+class PlannedAlert:
     """One alert of a deadline's timeline."""
 
     step: str  # warning, breach, escalation-<n> or escalation-<n>.<repeat>
@@ -149,19 +149,19 @@ def _later(moment: datetime, delta: timedelta, times: int = 1) -> datetime:
         return _NEVER
 
 
-def timeline(*, warn_at: datetime | None, due_at: datetime, chain: Chain) -> list[Planned]:
+def timeline(*, warn_at: datetime | None, due_at: datetime, chain: Chain) -> list[PlannedAlert]:
     """Every alert of one deadline, in the order they fall due."""
     planned = []
     if warn_at is not None and warn_at < due_at:
-        planned.append(Planned("warning", warn_at, Target.owner))
-    planned.append(Planned("breach", due_at, Target.owner))
+        planned.append(PlannedAlert("warning", warn_at, Target.owner))
+    planned.append(PlannedAlert("breach", due_at, Target.owner))
     for index, step in enumerate(chain.steps, start=1):
         at = _later(due_at, step.after)
-        planned.append(Planned(f"escalation-{index}", at, step.notify, step.person_id))
+        planned.append(PlannedAlert(f"escalation-{index}", at, step.notify, step.person_id))
         for repeat in range(1, step.repeat_times + 1):
             assert step.repeat_every is not None
             planned.append(
-                Planned(
+                PlannedAlert(
                     f"escalation-{index}.{repeat}",
                     _later(at, step.repeat_every, repeat),
                     step.notify,
@@ -173,12 +173,12 @@ def timeline(*, warn_at: datetime | None, due_at: datetime, chain: Chain) -> lis
 
 
 def next_alert(
-    entries: Sequence[Planned],
+    entries: Sequence[PlannedAlert],
     *,
     after_step: str | None,
     acknowledged: bool,
     not_before: datetime | None = None,
-) -> Planned | None:
+) -> PlannedAlert | None:
     """The alert to arm next: the first entry after `after_step` (None: from the start) that an
     acknowledgement does not silence and whose time is not already past `not_before`. The
     breach is never skipped: a deadline moved into the past or given to a new owner after it

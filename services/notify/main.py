@@ -2,10 +2,11 @@
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 
 from fastapi import FastAPI
@@ -15,25 +16,33 @@ from py_vapid import Vapid
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.notify.acks import StoredAcknowledger, acks_router
-from services.notify.assigned import ASSIGNED_CONSUMER, AssignmentNotices
-from services.notify.handlers import (
+from services.notify.acks import acks_router
+from services.notify.consumers import (
+    ASSIGNED_CONSUMER,
+    COMMAND_CONSUMER,
     DEADLINE_CONSUMER,
     OPERATOR_CONSUMER,
     TIMER_CONSUMER,
-    AlertSender,
-    DeadlineWatcher,
-    Mailer,
-    OperatorAlerts,
-    Reconciler,
+    AssignmentConsumer,
+    CommandAcknowledger,
+    CommandConsumer,
+    DeadlineConsumer,
+    OperatorConsumer,
+    Publisher,
+    TimerConsumer,
 )
 from services.notify.mailbox import mailbox_router
 from services.notify.mailer import SmtpMailer
+from services.notify.ports import Channel
 from services.notify.push import PushSender, SqlPushStore, load_vapid, push_router
 from services.notify.scheduler import TimerScheduler
+from services.notify.senders import AppriseChannel, EmailChannel, Mailer, PushChannel
+from services.notify.service import NotifyService, Policy
 from services.notify.settings import NotifySettings
+from services.notify.sql import SqlRepository
 from services.notify.templates import Templates
 from shared import subjects
+from shared.events import utcnow
 from shared.jetstream import BatchConsumer, BatchHandler, work_consumer
 from shared.metrics import every, observe_consumers
 from shared.runtime import Runtime, install_error_handlers, liveness_router, ops_app
@@ -54,24 +63,36 @@ async def observe_storage(scheduler: TimerScheduler) -> None:
     TIMER_BYTES.set(size)
 
 
+class SystemClock:
+    def now(self) -> datetime:
+        return utcnow()
+
+
+class RandomIds:
+    def new(self) -> str:
+        return uuid.uuid4().hex
+
+
 @dataclass
 class NotifyWorkers:
-    """Notify's moving parts: the timer scheduler and its two consumers."""
+    """Notify's moving parts: the service, its timer scheduler, and the consumers that feed it."""
 
     scheduler: TimerScheduler
     consumers: list[BatchConsumer]
     sessions: async_sessionmaker[AsyncSession]
-    sender: AlertSender
+    service: NotifyService
+    publisher: Publisher
+    timers: TimerConsumer
 
     async def start(self) -> None:
         for consumer in self.consumers:
             await consumer.start()
-        await Reconciler(self.sessions, self.scheduler).run()
+        await self.service.reconcile()
 
     async def stop(self) -> None:
         for consumer in self.consumers:
             await consumer.stop()
-        await self.sender.drain()
+        await self.timers.drain()
 
     @property
     def running(self) -> bool:
@@ -112,41 +133,50 @@ def build_workers(
 ) -> NotifyWorkers:
     keys = keys or keys_of(settings)
     scheduler = TimerScheduler(js)
-    watcher = DeadlineWatcher(js, sessions, scheduler)
-    sender = AlertSender(
-        js=js,
+    repository = SqlRepository(sessions)
+    push = PushSender(
+        vapid=keys.vapid,
+        contact=settings.vapid_contact or f"mailto:{parseaddr(settings.smtp_from)[1]}",
         sessions=sessions,
+        trusted=settings.trusted_push_hosts,
+    )
+    channels: list[Channel] = [
+        EmailChannel(mailer, settings.smtp_from, settings.smtp_timeout),
+        PushChannel(push, lambda: sessions),
+        AppriseChannel(keys.box, lambda: sessions),
+    ]
+    service = NotifyService(
+        repository=repository,
         scheduler=scheduler,
-        mailer=mailer,
-        sender=settings.smtp_from,
-        retry_initial=settings.alert_retry_initial,
-        retry_max=settings.alert_retry_max,
-        max_attempts=settings.alert_max_attempts,
-        max_deliver=settings.notify_max_deliver,
-        send_timeout=settings.smtp_timeout,
-        box=keys.box,
-        signer=keys.signer,
-        public_url=public_url(settings),
-        templates=Templates(settings.templates_dir),
-        group_window=settings.alert_group_window if settings.alert_grouping else timedelta(0),
-        group_after=settings.alert_group_after,
-        warning_digest=settings.warning_digest,
-        push=PushSender(
-            vapid=keys.vapid,
-            contact=settings.vapid_contact or f"mailto:{parseaddr(settings.smtp_from)[1]}",
-            sessions=sessions,
-            trusted=settings.trusted_push_hosts,
+        channels={channel.name.value: channel for channel in channels},
+        clock=SystemClock(),
+        ids=RandomIds(),
+        policy=Policy(
+            public_url=public_url(settings),
+            signer=keys.signer,
+            retry_initial=settings.alert_retry_initial,
+            retry_max=settings.alert_retry_max,
+            max_attempts=settings.alert_max_attempts,
+            send_timeout=settings.smtp_timeout,
+            group_window=settings.alert_group_window if settings.alert_grouping else timedelta(0),
+            group_after=settings.alert_group_after,
+            warning_digest=settings.warning_digest,
+            operator=settings.operator_email,
+            templates=Templates(settings.templates_dir),
         ),
-        heartbeat=settings.notify_ack_wait / 3,
     )
-    operators = OperatorAlerts(
-        js=js,
-        sessions=sessions,
-        mailer=mailer,
-        sender=settings.smtp_from,
-        operator=settings.operator_email,
-        retry_delay=settings.alert_retry_initial.total_seconds(),
-    )
+    publisher = Publisher(js, repository)
+    retries = settings.notify_max_deliver
+    retry_delay = settings.alert_retry_initial.total_seconds()
+    timers = TimerConsumer(
+        js, service, publisher, max_deliver=retries, retry_delay=retry_delay,
+        drain_timeout=settings.smtp_timeout.total_seconds() + 5,
+    )  # fmt: skip
+    deadlines = DeadlineConsumer(js, service)
+    assignments = AssignmentConsumer(js, service, publisher, max_deliver=retries, retry_delay=retry_delay)
+    # An SMTP outage must not lose an operator alert: it is retried far longer.
+    operators = OperatorConsumer(js, service, publisher, max_deliver=1000)
+    commands = CommandConsumer(js, service, publisher, max_deliver=retries, retry_delay=retry_delay)
 
     def durable(
         stream: str,
@@ -165,32 +195,38 @@ def build_workers(
         )
         return BatchConsumer(js=js, stream=stream, config=config, handler=handler, batch_size=batch_size)
 
-    retries = settings.notify_max_deliver
     consumers = [
         durable(
-            subjects.EVENTS_STREAM, DEADLINE_CONSUMER, subjects.all_deadlines(), watcher.handle_batch,
+            subjects.EVENTS_STREAM, DEADLINE_CONSUMER, subjects.all_deadlines(), deadlines.handle_batch,
             batch_size=500, max_deliver=retries,
         ),
         durable(
-            subjects.TIMERS_STREAM, TIMER_CONSUMER, subjects.all_timers_fired(), sender.handle_batch,
+            subjects.TIMERS_STREAM, TIMER_CONSUMER, subjects.all_timers_fired(), timers.handle_batch,
             batch_size=64, max_deliver=retries,
         ),
         durable(
             subjects.EVENTS_STREAM, ASSIGNED_CONSUMER, subjects.all_conversation_events("assigned"),
-            AssignmentNotices(sender).handle_batch, batch_size=64, max_deliver=retries,
+            assignments.handle_batch, batch_size=64, max_deliver=retries,
         ),
-        # An SMTP outage must not lose an operator alert: it is retried far longer.
         durable(
             subjects.EVENTS_STREAM, OPERATOR_CONSUMER, subjects.all_connector_problems(), operators.handle_batch,
             batch_size=16, max_deliver=1000,
         ),
+        durable(
+            subjects.COMMANDS_STREAM, COMMAND_CONSUMER, subjects.all_notify_commands(), commands.handle_batch,
+            batch_size=64, max_deliver=retries,
+        ),
     ]  # fmt: skip
-    return NotifyWorkers(scheduler, consumers, sessions, sender)
+    return NotifyWorkers(scheduler, consumers, sessions, service, publisher, timers)
 
 
 def create_app(settings: NotifySettings) -> FastAPI:
     keys = keys_of(settings)  # before anything starts: a missing key stops notify, naming it
-    runtime = Runtime("notify", settings, required_streams=(subjects.EVENTS_STREAM, subjects.TIMERS_STREAM))
+    runtime = Runtime(
+        "notify",
+        settings,
+        required_streams=(subjects.EVENTS_STREAM, subjects.TIMERS_STREAM, subjects.COMMANDS_STREAM),
+    )
     mailer = SmtpMailer(settings)
     state: dict[str, NotifyWorkers] = {}
 
@@ -206,8 +242,13 @@ def create_app(settings: NotifySettings) -> FastAPI:
                 lambda: observe_storage(workers.scheduler),
                 lambda: observe_consumers(
                     runtime.js,
-                    [(subjects.EVENTS_STREAM, DEADLINE_CONSUMER), (subjects.TIMERS_STREAM, TIMER_CONSUMER)],
+                    [
+                        (subjects.EVENTS_STREAM, DEADLINE_CONSUMER),
+                        (subjects.TIMERS_STREAM, TIMER_CONSUMER),
+                        (subjects.COMMANDS_STREAM, COMMAND_CONSUMER),
+                    ],
                 ),
+                workers.publisher.relay_pending,
             )
         )
         try:
@@ -231,11 +272,11 @@ def create_app(settings: NotifySettings) -> FastAPI:
     app.include_router(liveness_router(runtime))
     app.state.ops_app = ops_app(runtime, app, extra=consuming)
 
-    def parts() -> tuple[async_sessionmaker[AsyncSession], TimerScheduler] | None:
+    def parts() -> tuple[NotifyService, Publisher] | None:
         workers = state.get("workers")
-        return (workers.sessions, workers.scheduler) if workers is not None else None
+        return (workers.service, workers.publisher) if workers is not None else None
 
-    app.include_router(acks_router(signer=keys.signer, acknowledger=StoredAcknowledger(parts)))
+    app.include_router(acks_router(signer=keys.signer, acknowledger=CommandAcknowledger(parts)))
     app.include_router(
         push_router(
             signer=keys.signer,

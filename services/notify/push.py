@@ -168,7 +168,7 @@ class Registration:
 Registered = Literal["registered", "updated", "taken", "revoked", "full", "unknown_person"]
 
 
-class NotReady(RuntimeError):
+class PushStoreStarting(RuntimeError):
     """notify is starting: its database is not there yet."""
 
 
@@ -189,7 +189,7 @@ class SqlPushStore:
     def _factory(self) -> async_sessionmaker[AsyncSession]:
         factory = self.sessions()
         if factory is None:
-            raise NotReady("notify is starting")
+            raise PushStoreStarting("notify is starting")
         return factory
 
     async def generation(self, person_id: str) -> int | None:
@@ -525,7 +525,7 @@ def push_router(
         person, generation = found
         try:
             current = await store.generation(person)
-        except NotReady:
+        except PushStoreStarting:
             return HTMLResponse("<h1>Starting</h1><p>Try again in a moment.</p>", 503)
         if current != generation:
             return invalid
@@ -551,7 +551,7 @@ def push_router(
             ).answer()
         try:
             outcome = await store.register(Registration(person, generation, endpoint, p256dh, auth))
-        except NotReady:
+        except PushStoreStarting:
             return _problem(503, "starting", "notify is starting; try again in a moment")
         if outcome in _REFUSED:
             return _problem(*_REFUSED[outcome])

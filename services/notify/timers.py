@@ -7,13 +7,12 @@ never produce a wrong alert.
 """
 
 import enum
-import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from services.notify.chain import Chain, Planned, next_alert, timeline
+from services.notify.chain import Chain, PlannedAlert, next_alert, timeline
 from shared.events import AwareDatetime
 
 # NATS holds a schedule's time as Go nanoseconds since 1970, which run out in April 2262: a
@@ -34,7 +33,9 @@ class DeadlineState(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class Deadline:
+class WatchedDeadline:
+    """The router's deadline as notify keeps it: the newest version, and how far its timeline got."""
+
     conversation_id: str
     tenant_id: str
     version: int
@@ -60,7 +61,7 @@ class TimerPayload(BaseModel):
 
 
 def next_timer(
-    deadline: Deadline, chain: Chain, *, after_step: str | None, now: datetime | None = None
+    deadline: WatchedDeadline, chain: Chain, *, after_step: str | None, now: datetime | None = None
 ) -> TimerPayload | None:
     """The timer a deadline needs next, or None when nothing is left to arm (or what is left
     falls after what NATS can schedule: see `unschedulable`).
@@ -80,8 +81,8 @@ def next_timer(
 
 
 def _next_entry(
-    deadline: Deadline, chain: Chain, *, after_step: str | None, now: datetime | None
-) -> Planned | None:
+    deadline: WatchedDeadline, chain: Chain, *, after_step: str | None, now: datetime | None
+) -> PlannedAlert | None:
     if deadline.state != DeadlineState.armed or deadline.due_at is None:
         return None
     entries = timeline(warn_at=deadline.warn_at, due_at=deadline.due_at, chain=chain)
@@ -94,51 +95,14 @@ def _next_entry(
 
 
 def unschedulable(
-    deadline: Deadline, chain: Chain, *, after_step: str | None, now: datetime | None = None
-) -> Planned | None:
+    deadline: WatchedDeadline, chain: Chain, *, after_step: str | None, now: datetime | None = None
+) -> PlannedAlert | None:
     """The next entry of a deadline's timeline when it falls after what NATS can schedule
     (and so is not armed), else None."""
     entry = _next_entry(deadline, chain, after_step=after_step, now=now)
     return entry if entry is not None and not schedulable(entry.at) else None
 
 
-def breach_timer(deadline: Deadline) -> TimerPayload | None:
+def breach_timer(deadline: WatchedDeadline) -> TimerPayload | None:
     """The first timer of a deadline with no escalation chain (kept for callers that have none)."""
     return next_timer(deadline, Chain(), after_step=None)
-
-
-def retry_timer(fired: TimerPayload, *, now: datetime, delay: timedelta) -> TimerPayload:
-    return fired.model_copy(update={"attempt": fired.attempt + 1, "at": now + delay})
-
-
-class Verdict(enum.StrEnum):
-    send = "send"
-    ignore = "ignore"
-    rearm = "rearm"  # a stale timer fired while a newer version is armed: arm that one
-
-
-def judge_fired(current: Deadline | None, fired: TimerPayload) -> tuple[Verdict, str]:
-    """Decide what a fired timer means against the current deadline."""
-    if current is None:
-        return Verdict.ignore, "no deadline known for this conversation"
-    if current.version > fired.deadline_version:
-        if current.state == DeadlineState.armed and current.due_at is not None:
-            return (
-                Verdict.rearm,
-                f"timer of version {fired.deadline_version} is stale; {current.version} is armed",
-            )
-        return Verdict.ignore, f"timer of version {fired.deadline_version} is stale"
-    if current.version < fired.deadline_version:
-        return Verdict.ignore, f"timer of version {fired.deadline_version} is newer than the stored deadline"
-    if current.state != DeadlineState.armed:
-        return Verdict.ignore, f"deadline is {current.state}"
-    if fired.step.startswith("escalation") and current.acknowledged_at is not None:
-        return Verdict.ignore, "acknowledged: no more escalation for this deadline"
-    return Verdict.send, "due"
-
-
-def retry_delay(attempt: int, *, initial: timedelta, maximum: timedelta, jitter: float = 0.2) -> timedelta:
-    """Exponential backoff with jitter: initial, 2x, 4x ... capped at maximum."""
-    base = min(maximum.total_seconds(), initial.total_seconds() * 2 ** max(0, attempt - 1))
-    spread = base * jitter * (2 * random.random() - 1)
-    return timedelta(seconds=max(0.5, min(maximum.total_seconds(), base + spread)))

@@ -1,8 +1,8 @@
 from datetime import UTC, datetime, time, timedelta
 
-from services.notify.channels import (
+from services.notify.decisions import (
     Pending,
-    Planned,
+    PlannedDelivery,
     Preferences,
     QuietHours,
     held_for_burst,
@@ -19,7 +19,11 @@ OFFICE = BusinessCalendar.parse(timezone="UTC", hours={"thu": [["09:00", "18:00"
 def test_everyone_gets_email_unless_they_say_otherwise() -> None:
     prefs = {"maria": Preferences({"breach": ("push", "apprise")})}
     planned = plan_deliveries("breach", ["maria", "li"], prefs, now=NIGHT)
-    assert planned == [Planned("maria", "push"), Planned("maria", "apprise"), Planned("li", "email")]
+    assert planned == [
+        PlannedDelivery("maria", "push"),
+        PlannedDelivery("maria", "apprise"),
+        PlannedDelivery("li", "email"),
+    ]
     assert plan_deliveries("assigned", ["li"], prefs, now=NIGHT) == []  # assignments: only on request
 
 
@@ -34,11 +38,11 @@ def test_quiet_hours_pass_the_alert_to_the_next_person_on_shift_in_the_chain() -
     planned = plan_deliveries(
         "escalation", ["lena"], prefs, standby=["off", "gone", "tired", "bo"], now=NIGHT
     )
-    assert planned == [Planned("bo", "push", instead_of="lena")]
+    assert planned == [PlannedDelivery("bo", "push", instead_of="lena")]
     # by day nobody is resting: lena herself
     day = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
     assert plan_deliveries("escalation", ["lena"], prefs, standby=["bo"], now=day) == [
-        Planned("lena", "email")
+        PlannedDelivery("lena", "email")
     ]
 
 
@@ -50,7 +54,10 @@ def test_nobody_awake_in_the_chain_means_nobody_is_woken() -> None:
 def test_one_standby_takes_one_resting_person_s_alert_only_once() -> None:
     prefs = {"a": Preferences(quiet=ASLEEP), "b": Preferences(quiet=ASLEEP)}
     planned = plan_deliveries("breach", ["a", "b"], prefs, standby=["c", "d"], now=NIGHT)
-    assert planned == [Planned("c", "email", instead_of="a"), Planned("d", "email", instead_of="b")]
+    assert planned == [
+        PlannedDelivery("c", "email", instead_of="a"),
+        PlannedDelivery("d", "email", instead_of="b"),
+    ]
 
 
 def test_quiet_hours_in_the_person_s_timezone() -> None:

@@ -4,8 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from services.notify.email import DigestItem, OverdueContext, Recipient, compose_alert, compose_digest
+from services.notify.compose import DigestItem, compose_alert, compose_digest
+from services.notify.ports import OverdueContext, Recipient
+from services.notify.senders import email_of
 from services.notify.templates import Templates
+from shared.events import AlertKind
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
@@ -33,9 +36,12 @@ def context(**changes: object) -> OverdueContext:
 
 def compose(templates: Templates, kind: str = "breach", **changes: object) -> tuple[str, str, str]:
     ctx = context(**changes)
-    message = compose_alert(
-        ctx, kind=kind, step=kind, to=[ctx.owner] if ctx.owner else [], now=T0 + timedelta(minutes=31),
-        sender="StayHuman <alerts@example.com>", ack_url="https://notify.example/ack/T", templates=templates,
+    message = email_of(
+        compose_alert(
+            ctx, kind=kind, step=kind, to=[ctx.owner] if ctx.owner else [], now=T0 + timedelta(minutes=31),  # type: ignore[arg-type]
+            ack_url="https://notify.example/ack/T", templates=templates,
+        ),
+        sender="StayHuman <alerts@example.com>",
     )  # fmt: skip
     text = message.get_body(preferencelist=("plain",))
     page = message.get_body(preferencelist=("html",))
@@ -110,9 +116,11 @@ def test_only_http_and_https_links_are_ever_rendered_as_links(tmp_path: Path, ur
 
 
 def digest(*contexts: OverdueContext) -> EmailMessage:
-    items = [DigestItem(c, "breach", "breach", "https://notify.example/ack/T") for c in contexts]
+    items = [DigestItem(c, AlertKind.breach, "breach", "https://notify.example/ack/T") for c in contexts]
     to = Recipient("Maria", "maria@example.com", "maria")
-    return compose_digest(items, to=to, now=T0 + timedelta(minutes=31), sender="StayHuman <a@example.com>")
+    return email_of(
+        compose_digest(items, to=to, now=T0 + timedelta(minutes=31)), sender="StayHuman <a@example.com>"
+    )
 
 
 def test_a_grouped_alert_counts_in_the_singular_and_names_its_tenants() -> None:

@@ -11,7 +11,7 @@ from services.notify.chain import (
     MAX_STEPS,
     Chain,
     ChainError,
-    Planned,
+    PlannedAlert,
     Step,
     Target,
     next_alert,
@@ -27,7 +27,7 @@ BLUEBIRD = [
 ]
 
 
-def bluebird() -> list[Planned]:
+def bluebird() -> list[PlannedAlert]:
     return timeline(warn_at=T0 - 15 * MINUTE, due_at=T0, chain=Chain.parse(BLUEBIRD))
 
 
@@ -129,7 +129,7 @@ def test_the_limits_are_allowed() -> None:
     assert len(Chain.parse(raw).steps) == MAX_STEPS
 
 
-def brief(entries: list[Planned]) -> list[tuple[str, timedelta, str, str | None]]:
+def brief(entries: list[PlannedAlert]) -> list[tuple[str, timedelta, str, str | None]]:
     """Each entry as (step, time after the breach, target, person)."""
     return [(e.step, e.at - T0, e.notify.value, e.person_id) for e in entries]
 
@@ -277,7 +277,7 @@ def test_walking_the_chain_visits_each_entry_once_in_order(
     repeats = sum(item.get("repeat", {}).get("times", 0) for item in raw)
     assert len(entries) == (warn_at is not None and warn_at < T0) + 1 + len(raw) + repeats
 
-    visited: list[Planned] = []
+    visited: list[PlannedAlert] = []
     after: str | None = None
     while (
         entry := next_alert(entries, after_step=after, acknowledged=acknowledged, not_before=since)

@@ -1,8 +1,13 @@
 from datetime import UTC, datetime, timedelta
 
-from services.notify.email import OverdueContext, Recipient, compose_overdue, message_id, waited
+from services.notify.compose import alert_key, compose_alert, waited
+from services.notify.ports import OverdueContext, Recipient
+from services.notify.senders import email_of
+from services.notify.templates import Templates
+from shared.events import AlertKind
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+SENDER = "StayHuman <alerts@acme.example>"
 
 
 def context(**changes: object) -> OverdueContext:
@@ -18,44 +23,50 @@ def context(**changes: object) -> OverdueContext:
         "url": "https://facebook.example/p/1",
         "waiting_since": T0,
         "due_at": T0 + timedelta(minutes=30),
-        "owner": Recipient("Maria Lopez", "maria@example.com"),
-        "team": [Recipient("Maria Lopez", "maria@example.com"), Recipient("Li Wei", "li@example.com")],
+        "owner": Recipient("Maria Lopez", "maria@example.com", "maria"),
+        "team": [
+            Recipient("Maria Lopez", "maria@example.com", "maria"),
+            Recipient("Li Wei", "li@example.com", "li"),
+        ],
     }
     values.update(changes)
     return OverdueContext(**values)  # type: ignore[arg-type]
 
 
+def overdue(ctx: OverdueContext, to: list[Recipient], now: datetime = T0) -> object:
+    message = compose_alert(
+        ctx,
+        kind=AlertKind.breach,
+        step="breach",
+        to=to,
+        now=now,
+        ack_url="https://n.example/ack/T",
+        templates=Templates(),
+    )
+    return email_of(message, sender=SENDER)
+
+
 def test_subject_names_tenant_platform_author_and_wait() -> None:
-    message = compose_overdue(
-        context(), now=T0 + timedelta(minutes=31, seconds=5), sender="StayHuman <a@b.example>"
-    )
+    ctx = context()
+    email = overdue(ctx, [ctx.team[0]], T0 + timedelta(minutes=31, seconds=5))
     assert (
-        message["Subject"]
+        email["Subject"]
         == "[Bluebird Coffee] Overdue on Facebook: Dana Reyes has waited 31 minutes 5 seconds"
-    )
-    assert message["To"] == "Maria Lopez <maria@example.com>"
+    )  # type: ignore[index]
+    assert email["To"] == "Maria Lopez <maria@example.com>"  # type: ignore[index]
 
 
-def test_body_quotes_the_text_and_links_to_it() -> None:
-    body = compose_overdue(context(), now=T0, sender="a@b.example").get_content()
-    assert "> Is the oat latte back?\n> Asking for a friend." in body
-    assert "Answer it on Facebook: https://facebook.example/p/1" in body
-    assert "Hi Maria Lopez," in body
-    no_link = compose_overdue(context(url=None), now=T0, sender="a@b.example").get_content()
-    assert "gave no link" in no_link
-
-
-def test_unassigned_conversations_go_to_the_team() -> None:
-    message = compose_overdue(context(owner=None), now=T0, sender="a@b.example")
-    assert message["To"] == "Maria Lopez <maria@example.com>, Li Wei <li@example.com>"
-    assert "Hi team," in message.get_content()
+def test_the_whole_team_in_one_email_when_nobody_owns_it() -> None:
+    ctx = context(owner=None)
+    email = overdue(ctx, ctx.team)
+    assert email["To"] == "Maria Lopez <maria@example.com>, Li Wei <li@example.com>"  # type: ignore[index]
 
 
 def test_message_id_is_deterministic_per_conversation_and_version() -> None:
-    one = message_id(context(), "StayHuman <alerts@acme.example>")
-    assert one == f"<overdue.{'a' * 32}.v2@acme.example>"
-    assert one == compose_overdue(context(), now=T0, sender="StayHuman <alerts@acme.example>")["Message-ID"]
-    assert one != message_id(context(deadline_version=3), "alerts@acme.example")
+    ctx = context()
+    assert overdue(ctx, [ctx.team[0]])["Message-ID"] == f"<overdue.{'a' * 32}.v2@acme.example>"  # type: ignore[index]
+    assert alert_key("breach", "a" * 32, 3) != alert_key("breach", "a" * 32, 2)
+    assert alert_key("escalation-1", "a" * 32, 2) == f"escalation-1.{'a' * 32}.v2"
 
 
 def test_waited_reads_like_a_person_would_say_it() -> None:

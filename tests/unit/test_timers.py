@@ -3,16 +3,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.notify.chain import Chain
+from services.notify.decisions import Ignored, Verdict, judge_fired, retry_delay
+from services.notify.service import retry_timer
 from services.notify.timers import (
     LATEST_SCHEDULE,
-    Deadline,
     TimerPayload,
-    Verdict,
+    WatchedDeadline,
     breach_timer,
-    judge_fired,
     next_timer,
-    retry_delay,
-    retry_timer,
     schedulable,
     unschedulable,
 )
@@ -21,8 +19,10 @@ from shared.jetstream import at_header
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 
-def deadline(version: int, *, state: str = "armed", due: datetime | None = T0) -> Deadline:
-    return Deadline(conversation_id="c" * 32, tenant_id="acme", version=version, due_at=due, state=state)
+def deadline(version: int, *, state: str = "armed", due: datetime | None = T0) -> WatchedDeadline:
+    return WatchedDeadline(
+        conversation_id="c" * 32, tenant_id="acme", version=version, due_at=due, state=state
+    )
 
 
 def fired(version: int, attempt: int = 0) -> TimerPayload:
@@ -50,9 +50,9 @@ def test_armed_deadline_gets_a_breach_timer_at_its_due_time() -> None:
     ],
 )
 def test_a_fired_timer_counts_only_for_the_current_version(
-    current: Deadline | None, timer: TimerPayload, verdict: Verdict
+    current: WatchedDeadline | None, timer: TimerPayload, verdict: Verdict
 ) -> None:
-    assert judge_fired(current, timer)[0] is verdict
+    assert judge_fired(current, timer).verdict is verdict
 
 
 def test_retries_back_off_exponentially_within_bounds() -> None:
@@ -62,14 +62,34 @@ def test_retries_back_off_exponentially_within_bounds() -> None:
     ]
     assert delays[:5] == [5, 10, 20, 40, 80]
     assert max(delays) == 300
-    for _ in range(100):
-        jittered = retry_delay(3, initial=initial, maximum=maximum).total_seconds()
-        assert 16 <= jittered <= 24
+    spread = {
+        retry_delay(3, initial=initial, maximum=maximum, key=str(n)).total_seconds() for n in range(100)
+    }
+    assert all(16 <= jittered <= 24 for jittered in spread) and len(spread) > 50  # apart, within 20%
+    # the same alert always waits the same: a redo decides as the first try did
+    assert retry_delay(3, initial=initial, maximum=maximum, key="c:1") == retry_delay(
+        3, initial=initial, maximum=maximum, key="c:1"
+    )
+
+
+def test_an_acknowledged_deadline_silences_only_its_escalation() -> None:
+    acknowledged = WatchedDeadline(
+        conversation_id="c" * 32, tenant_id="acme", version=2, due_at=T0, state="armed", acknowledged_at=T0
+    )
+    escalation = fired(2).model_copy(update={"step": "escalation-1"})
+    judged = judge_fired(acknowledged, escalation)
+    assert judged.verdict is Verdict.ignore and judged.ignored is Ignored.acknowledged and judged.silenced
+    assert judge_fired(acknowledged, fired(2)).verdict is Verdict.send  # the breach still comes
 
 
 def test_retry_timer_counts_attempts() -> None:
-    timer = retry_timer(fired(2, attempt=1), now=T0, delay=timedelta(seconds=10))
-    assert timer.attempt == 2 and timer.at == T0 + timedelta(seconds=10) and timer.deadline_version == 2
+    timer = retry_timer(fired(2, attempt=1), attempt=2, at=T0 + timedelta(seconds=10))
+    assert (
+        timer.attempt == 2
+        and timer.step == "retry"
+        and timer.at == T0 + timedelta(seconds=10)
+        and timer.deadline_version == 2
+    )
 
 
 def test_schedule_header_is_absolute_utc() -> None:
@@ -96,7 +116,7 @@ CHAIN = Chain.parse(
     ],
 )
 def test_a_deadline_after_what_nats_can_schedule_is_never_armed(due: datetime) -> None:
-    far = Deadline(
+    far = WatchedDeadline(
         conversation_id="c" * 32,
         tenant_id="acme",
         version=1,
@@ -117,7 +137,7 @@ def test_only_the_entries_nats_can_schedule_are_armed() -> None:
     # the breach is due in time; the escalation, 300 years of wall clock later, is not
     late_chain = Chain.parse([{"after": f"{300 * 365}d", "notify": "lead"}])
     due = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
-    close = Deadline(conversation_id="c" * 32, tenant_id="acme", version=1, due_at=due, state="armed")
+    close = WatchedDeadline(conversation_id="c" * 32, tenant_id="acme", version=1, due_at=due, state="armed")
     breach = next_timer(close, late_chain, after_step=None)
     assert breach is not None and breach.step == "breach" and breach.at == due
     assert unschedulable(close, late_chain, after_step=None) is None

@@ -1,14 +1,15 @@
-"""Alert emails: who gets them and what they say. Pure: no SMTP here."""
+"""What notify's messages say and to whom: alerts, digests, assignment notices and operator
+alerts, as channel-neutral `Message`s. Pure."""
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
 
-from services.notify.chain import Planned, Target
+from services.notify.chain import PlannedAlert, Target
+from services.notify.ports import AssignmentContext, Message, OverdueContext, Recipient
 from services.notify.templates import Templates, is_web_link
+from shared.events import AlertKind
 
 PLATFORM_NAMES = {
     "facebook": "Facebook",
@@ -19,37 +20,6 @@ PLATFORM_NAMES = {
     "youtube": "YouTube",
     "other": "their platform",
 }
-
-
-@dataclass(frozen=True)
-class Recipient:
-    name: str
-    email: str
-    id: str = ""
-
-
-@dataclass(frozen=True)
-class OverdueContext:
-    """Everything the email says, read from the database at fire time."""
-
-    conversation_id: str
-    deadline_version: int
-    tenant_name: str
-    account_id: str
-    account_handle: str
-    platform: str
-    author_name: str
-    text: str
-    url: str | None
-    waiting_since: datetime
-    due_at: datetime
-    owner: Recipient | None
-    team: list[Recipient]
-    still_waiting: bool = True  # the conversation is open and this deadline version is current
-    tenant_id: str = ""
-    lead: Recipient | None = None
-    manager: Recipient | None = None
-    people: dict[str, Recipient] = field(default_factory=dict)  # anyone a chain may name, by id
 
 
 def safe_url(url: str | None) -> str:
@@ -140,7 +110,7 @@ def alert_values(
     }
 
 
-def standby(context: OverdueContext, later: Sequence[Planned]) -> list[str]:
+def standby(context: OverdueContext, later: Sequence[PlannedAlert]) -> list[str]:
     """The people of the chain's later entries, in order: who may take an alert of someone who
     must not be woken."""
     return [
@@ -151,84 +121,59 @@ def standby(context: OverdueContext, later: Sequence[Planned]) -> list[str]:
     ]
 
 
+def alert_key(step: str, conversation_id: str, version: int) -> str:
+    """Deterministic, so a resend after a crash is recognisably the same message."""
+    return f"{'overdue' if step == 'breach' else step}.{conversation_id}.v{version}"
+
+
 def compose_alert(
     context: OverdueContext,
     *,
-    kind: str,
+    kind: AlertKind,
     step: str,
     to: list[Recipient],
     now: datetime,
-    sender: str,
     ack_url: str,
     templates: Templates,
     push_url: str = "",
-) -> EmailMessage:
-    """One alert as a multipart email (plain text and HTML) from the tenant's templates."""
+) -> Message:
+    """One alert of a timeline from the tenant's templates."""
     values = alert_values(context, kind, step, to, now, ack_url=ack_url, push_url=push_url)
     rendered = templates.render(tenant_id=context.tenant_id, kind=kind, values=values)
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = ", ".join(f"{r.name} <{r.email}>" for r in to)
-    message["Subject"] = rendered.subject
-    message["Message-ID"] = (
-        f"<{'overdue' if step == 'breach' else step}.{context.conversation_id}.v{context.deadline_version}"
-        f"@{_domain(sender)}>"
+    return Message(
+        kind=kind,
+        to=tuple(to),
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        summary=f"{context.author_name}: {context.text[:200]}",
+        key=alert_key(step, context.conversation_id, context.deadline_version),
+        step=step,
+        conversation_id=context.conversation_id,
+        url=safe_url(context.url),
+        ack_url=ack_url,
+        sent_at=now,
     )
-    message["Date"] = format_datetime(now)
-    message["X-StayHuman-Conversation"] = context.conversation_id
-    message["X-StayHuman-Alert"] = step
-    message.set_content(rendered.text)
-    message.add_alternative(rendered.html, subtype="html")
-    return message
 
 
-def message_id(context: OverdueContext, sender: str) -> str:
-    """Deterministic, so a resend after a crash is recognisably the same message."""
-    return f"<overdue.{context.conversation_id}.v{context.deadline_version}@{_domain(sender)}>"
-
-
-def compose_overdue(context: OverdueContext, *, now: datetime, sender: str) -> EmailMessage:
+def compose_assignment(
+    context: AssignmentContext, *, conversation_id: str, event_id: str, reason: str, now: datetime
+) -> Message:
+    """To a person who asked to hear of it: a conversation is now theirs."""
     platform = PLATFORM_NAMES.get(context.platform, context.platform)
-    how_long = waited(now - context.waiting_since)
-    people = recipients(context)
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = ", ".join(f"{r.name} <{r.email}>" for r in people)
-    message["Subject"] = (
-        f"[{context.tenant_name}] Overdue on {platform}: {context.author_name} has waited {how_long}"
+    title = f"[{context.tenant_name}] New on {platform} for you: {context.author_name}"
+    body = f"{context.author_name}: {context.text[:300]}\n\nWhy you: {reason}"
+    return Message(
+        kind=AlertKind.assignment,
+        to=(context.person,),
+        subject=title,
+        text=f"{body}\n\nOpen the conversation: {context.url or '(no link from the platform)'}\n",
+        summary=body,
+        key=f"assigned.{event_id}",
+        step="assigned",
+        conversation_id=conversation_id,
+        sent_at=now,
     )
-    message["Message-ID"] = message_id(context, sender)
-    message["Date"] = format_datetime(now)
-    message["X-StayHuman-Conversation"] = context.conversation_id
-    greeting = f"Hi {context.owner.name}," if context.owner else "Hi team,"
-    why = (
-        "This conversation is assigned to you."
-        if context.owner
-        else "Nobody could take this conversation yet, so the whole team is told."
-    )
-    quoted = "\n".join(f"> {line}" for line in (context.text or "(no text)").splitlines())
-    link = (
-        f"Answer it on {platform}: {safe_url(context.url)}"
-        if safe_url(context.url)
-        else f"Answer it on {platform} ({context.account_handle}); the platform gave no link to this message."
-    )
-    message.set_content(
-        f"""{greeting}
-
-{context.author_name} wrote to {context.tenant_name} on {platform} {how_long} ago and is still waiting for an answer.
-The reply was due at {context.due_at.strftime("%Y-%m-%d %H:%M:%S UTC")}.
-
-{quoted}
-
-{link}
-
-{why}
-Conversation {context.conversation_id} on account {context.account_id}.
-
-StayHuman
-"""
-    )
-    return message
 
 
 def compose_connector_problem(
@@ -240,20 +185,12 @@ def compose_connector_problem(
     problem: str,
     detail: str,
     since: datetime,
-    sender: str,
     to: str,
-) -> EmailMessage:
+) -> Message:
     """To the operator: a connector stopped delivering, so nobody sees what it misses."""
     name = PLATFORM_NAMES.get(platform, platform)
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
     what = "keeps failing" if problem == "failing" else "has gone silent"
-    message["Subject"] = f"[StayHuman] {tenant_name}: the {name} connector of {account_handle} {what}"
-    message["Message-ID"] = f"<connector.{account_id}.{problem}.{int(since.timestamp())}@{_domain(sender)}>"
-    message["Date"] = format_datetime(since)
-    message.set_content(
-        f"""The {name} account {account_handle} ({account_id}) of {tenant_name} {what} since {since.strftime("%Y-%m-%d %H:%M:%S UTC")}.
+    text = f"""The {name} account {account_handle} ({account_id}) of {tenant_name} {what} since {since.strftime("%Y-%m-%d %H:%M:%S UTC")}.
 
 While it does, nothing its people write reaches anyone in StayHuman.
 
@@ -264,12 +201,16 @@ needs a new one in the configuration (`stayhuman apply`).
 
 StayHuman
 """
+    return Message(
+        kind=AlertKind.connector,
+        to=(Recipient("", to),),
+        subject=f"[StayHuman] {tenant_name}: the {name} connector of {account_handle} {what}",
+        text=text,
+        summary=text,
+        key=f"connector.{account_id}.{problem}.{int(since.timestamp())}",
+        step=problem,
+        sent_at=since,
     )
-    return message
-
-
-def _domain(sender: str) -> str:
-    return parseaddr(sender)[1].partition("@")[2] or "stayhuman.localhost"
 
 
 @dataclass(frozen=True)
@@ -303,19 +244,12 @@ def digest_title(items: list[DigestItem]) -> str:
     return f"[{', '.join(tenants) or 'StayHuman'}] {about}"
 
 
-def compose_digest(items: list[DigestItem], *, to: Recipient, now: datetime, sender: str) -> EmailMessage:
+def compose_digest(items: list[DigestItem], *, to: Recipient, now: datetime) -> Message:
     """Many alerts for one person in one message: a burst, or the warnings' digest."""
     counts: dict[str, int] = {}
     for item in items:
         counts[item.kind] = counts.get(item.kind, 0) + 1
     summary = ", ".join(f"{n} {_HEADLINES.get(kind, kind).lower()}" for kind, n in sorted(counts.items()))
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = f"{to.name} <{to.email}>"
-    message["Subject"] = f"{digest_title(items)}: {summary}"
-    message["Message-ID"] = f"<digest.{to.id}.{int(now.timestamp())}@{_domain(sender)}>"
-    message["Date"] = format_datetime(now)
-    message["X-StayHuman-Alert"] = "digest"
     lines = digest_lines(items, now)
     need = (
         "1 conversation needs an answer:"
@@ -330,16 +264,21 @@ def compose_digest(items: list[DigestItem], *, to: Recipient, now: datetime, sen
         )
         text += [f"- {line}", f"  open: {link}", f"  I'm on it: {item.ack_url}", ""]
     text += ["StayHuman"]
-    message.set_content("\n".join(text) + "\n")
     rows = []
     for line, item in zip(lines, items, strict=True):
         url = safe_url(item.context.url)
         opened = f'<a href="{html.escape(url)}">Open</a> &middot; ' if url else ""
         ack = f'<a href="{html.escape(item.ack_url)}">I\'m on it</a>' if is_web_link(item.ack_url) else ""
         rows.append(f"<li>{html.escape(line)}<br>{opened}{ack}</li>")
-    message.add_alternative(
-        f"<!doctype html><html><body style='font-family: sans-serif'><p>Hi {html.escape(to.name)},</p>"
+    return Message(
+        kind=AlertKind.digest,
+        to=(to,),
+        subject=f"{digest_title(items)}: {summary}",
+        text="\n".join(text) + "\n",
+        html=f"<!doctype html><html><body style='font-family: sans-serif'><p>Hi {html.escape(to.name)},</p>"
         f"<p>{html.escape(need)}</p><ul>{''.join(rows)}</ul></body></html>",
-        subtype="html",
+        summary="\n".join(lines[:10]),
+        key=f"digest.{to.id}.{int(now.timestamp())}",
+        step="digest",
+        sent_at=now,
     )
-    return message

@@ -1,0 +1,329 @@
+"""notify's consumers: decode each message, hand it to the service, publish what the outcome
+says, then ack or nak. Poison messages and the last delivery of a failing one go to the dead
+letter; slow work keeps telling JetStream it is in progress."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TypeVar
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+
+from services.notify.acks import Acknowledged, NotifyStarting
+from services.notify.decisions import AckOutcome
+from services.notify.ports import Envelope, NotifyRepository
+from services.notify.service import NotifyService, Outcome
+from services.notify.timers import TimerPayload
+from shared import subjects
+from shared.commands import Acknowledge, notify_command_adapter
+from shared.events import ConnectorProblem, ConversationAssigned, DeadlineChanged, utcnow
+from shared.jetstream import dead_letter, is_last_delivery, keep_dead_letter, publish_pipelined
+from shared.messages import Outgoing
+from shared.tracing import span
+
+log = logging.getLogger(__name__)
+
+DEADLINE_CONSUMER = "notify-deadlines"
+TIMER_CONSUMER = "notify-timers"
+ASSIGNED_CONSUMER = "notify-assignments"
+OPERATOR_CONSUMER = "notify-operators"
+COMMAND_CONSUMER = "notify-commands"
+
+T = TypeVar("T")
+
+
+async def with_heartbeat(msg: Msg, work: Awaitable[T], every: float = 10.0) -> T:
+    """Run `work`, telling JetStream the message is in progress while it is slow."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=every)
+        if done:
+            return task.result()
+        await msg.in_progress()
+
+
+def _outgoing(envelopes: tuple[Envelope, ...]) -> list[Outgoing]:
+    return [Outgoing(e.subject, e.payload, e.msg_id) for e in envelopes]
+
+
+@dataclass
+class Publisher:
+    """Publishes what an outcome says. Events from the outbox are marked published after; one
+    whose publish fails stays there for `relay` (same message ids, so never doubled)."""
+
+    js: JetStreamContext
+    repository: NotifyRepository
+
+    async def publish(self, outcome: Outcome, *, stream: str, consumer: str) -> None:
+        """Replies first (raising: the command is redone and rebuilds them the same), then the
+        events (not raising: the relay takes what is left), then dead letters."""
+        if outcome.replies:
+            await publish_pipelined(self.js, _outgoing(outcome.replies))
+        for batch in outcome.events:
+            try:
+                await publish_pipelined(self.js, _outgoing(batch.envelopes))
+                await self.repository.published([batch.id])
+            except Exception:
+                log.warning("alert events not published yet; the relay will", exc_info=True)
+        for letter in outcome.dead_letters:
+            await keep_dead_letter(
+                self.js, stream=stream, consumer=consumer, subject=letter.subject, data=letter.data,
+                error=letter.error, key=letter.key,
+            )  # fmt: skip
+
+    async def relay_pending(self) -> None:
+        await self.relay()
+
+    async def relay(self, *, grace: timedelta = timedelta(seconds=10), limit: int = 100) -> int:
+        """Publish the outbox's events older than `grace` (their publish failed or notify died)."""
+        done = 0
+        for batch in await self.repository.pending_events(older_than=utcnow() - grace, limit=limit):
+            await publish_pipelined(self.js, _outgoing(batch.envelopes))
+            await self.repository.published([batch.id])
+            done += 1
+        return done
+
+
+@dataclass
+class DeadlineConsumer:
+    """Deadlines in: arm, move or cancel each conversation's timer."""
+
+    js: JetStreamContext
+    service: NotifyService
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        valid: list[Msg] = []
+        events: list[DeadlineChanged] = []
+        traces: dict[str, dict[str, str] | None] = {}
+        for msg in msgs:
+            try:
+                event = DeadlineChanged.model_validate_json(msg.data)
+                events.append(event)
+                traces[event.conversation_id] = msg.headers
+            except ValidationError as error:
+                await dead_letter(
+                    self.js, msg, stream=subjects.EVENTS_STREAM, consumer=DEADLINE_CONSUMER,
+                    error=f"invalid deadline: {error}",
+                )  # fmt: skip
+                continue
+            valid.append(msg)
+        await self.service.deadlines_changed(events, traces=traces)
+        for msg in valid:
+            await msg.ack()
+
+
+@dataclass
+class TimerConsumer:
+    """Fired timers: alerts, retries and the ends of burst windows. Each in its own task, so one
+    slow SMTP send never holds back timers that fall due meanwhile."""
+
+    js: JetStreamContext
+    service: NotifyService
+    publisher: Publisher
+    max_deliver: int
+    retry_delay: float
+    drain_timeout: float = 20.0
+    concurrency: int = 32
+    _slots: asyncio.Semaphore = field(init=False)
+    _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.concurrency)
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._one(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Let the alerts in flight finish (on shutdown)."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.drain_timeout)
+
+    async def _one(self, msg: Msg) -> None:
+        try:
+            if msg.subject.startswith("sh.timer.fired.group."):
+                _prefix, person_id, channel = msg.subject.rsplit(".", 2)
+                outcome = await with_heartbeat(msg, self.service.window_ended(person_id, channel))
+                await self._publish(outcome)
+                await msg.ack()
+                return
+            fired = TimerPayload.model_validate_json(msg.data)
+            with span(
+                "handle timer",
+                parent=fired.trace,
+                attributes={"stayhuman.conversation_id": fired.conversation_id},
+            ):
+                outcome = await self.service.timer_fired(fired)
+                if outcome.retry_in is not None:
+                    await msg.nak(delay=outcome.retry_in)
+                    return
+                await msg.ack()
+                if outcome.then is not None:
+                    await self._publish(await self.service.send(outcome.then))
+        except ValidationError as error:
+            await self._dead_letter(msg, f"invalid timer: {error}")
+        except Exception as error:
+            log.exception("timer handling failed", extra={"subject": msg.subject})
+            if is_last_delivery(msg, self.max_deliver):
+                await self._dead_letter(msg, f"{type(error).__name__}: {error}")
+            else:
+                await msg.nak(delay=self.retry_delay)
+        finally:
+            self._slots.release()
+
+    async def _publish(self, outcome: Outcome) -> None:
+        await self.publisher.publish(outcome, stream=subjects.TIMERS_STREAM, consumer=TIMER_CONSUMER)
+
+    async def _dead_letter(self, msg: Msg, error: str) -> None:
+        await dead_letter(self.js, msg, stream=subjects.TIMERS_STREAM, consumer=TIMER_CONSUMER, error=error)
+
+
+@dataclass
+class AssignmentConsumer:
+    """Conversations assigned: a notice to the new owner, when they asked for one."""
+
+    js: JetStreamContext
+    service: NotifyService
+    publisher: Publisher
+    max_deliver: int
+    retry_delay: float
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            try:
+                event = ConversationAssigned.model_validate_json(msg.data)
+            except ValidationError as error:
+                await dead_letter(
+                    self.js,
+                    msg,
+                    stream=subjects.EVENTS_STREAM,
+                    consumer=ASSIGNED_CONSUMER,
+                    error=f"invalid: {error}",
+                )
+                continue
+            try:
+                outcome = await with_heartbeat(
+                    msg,
+                    self.service.conversation_assigned(
+                        event, last_try=is_last_delivery(msg, self.max_deliver)
+                    ),
+                )
+                await self.publisher.publish(
+                    outcome, stream=subjects.EVENTS_STREAM, consumer=ASSIGNED_CONSUMER
+                )
+            except Exception:
+                log.warning("assignment notice failed; it will be retried", exc_info=True)
+                outcome = Outcome(retry_in=self.retry_delay)
+            if outcome.retry_in is None:
+                await msg.ack()
+            else:
+                await msg.nak(delay=outcome.retry_in)
+
+
+@dataclass
+class OperatorConsumer:
+    """Connector problems reported by ingest, emailed to the operator."""
+
+    js: JetStreamContext
+    service: NotifyService
+    publisher: Publisher
+    max_deliver: int
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            try:
+                problem = ConnectorProblem.model_validate_json(msg.data)
+            except ValidationError as error:
+                await dead_letter(
+                    self.js,
+                    msg,
+                    stream=subjects.EVENTS_STREAM,
+                    consumer=OPERATOR_CONSUMER,
+                    error=f"invalid: {error}",
+                )
+                continue
+            outcome = await with_heartbeat(
+                msg,
+                self.service.connector_problem(
+                    problem,
+                    attempt=msg.metadata.num_delivered,
+                    last_try=is_last_delivery(msg, self.max_deliver),
+                ),
+            )
+            await self.publisher.publish(outcome, stream=subjects.EVENTS_STREAM, consumer=OPERATOR_CONSUMER)
+            if outcome.retry_in is None:
+                await msg.ack()
+            else:
+                await msg.nak(delay=outcome.retry_in)
+
+
+@dataclass
+class CommandConsumer:
+    """notify's commands (`sh.ncmd.>`): acknowledge. One outcome event per command."""
+
+    js: JetStreamContext
+    service: NotifyService
+    publisher: Publisher
+    max_deliver: int
+    retry_delay: float
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            try:
+                command = notify_command_adapter.validate_json(msg.data)
+            except ValidationError as error:
+                await self._dead_letter(msg, f"invalid command: {error}")
+                continue
+            try:
+                _, outcome = await self.service.acknowledge(command)
+                await self.publisher.publish(
+                    outcome, stream=subjects.COMMANDS_STREAM, consumer=COMMAND_CONSUMER
+                )
+            except Exception as error:
+                log.exception("command failed", extra={"command_id": command.command_id})
+                if is_last_delivery(msg, self.max_deliver):
+                    await self._dead_letter(msg, f"{type(error).__name__}: {error}")
+                else:
+                    await msg.nak(delay=self.retry_delay)
+                continue
+            await msg.ack()
+
+    async def _dead_letter(self, msg: Msg, error: str) -> None:
+        await dead_letter(
+            self.js, msg, stream=subjects.COMMANDS_STREAM, consumer=COMMAND_CONSUMER, error=error
+        )
+
+
+@dataclass
+class CommandAcknowledger:
+    """The acknowledge page's button: the same `Acknowledge` command the consumer applies,
+    applied in process, with the same events published."""
+
+    parts: Callable[[], tuple[NotifyService, Publisher] | None]
+
+    async def acknowledge(self, *, conversation_id: str, version: int, person_id: str) -> Acknowledged:
+        ready = self.parts()
+        if ready is None:
+            raise NotifyStarting("notify is starting")
+        service, publisher = ready
+        deadline = (await service.repository.deadlines([conversation_id])).get(conversation_id)
+        if deadline is None or version < 1:
+            return "outdated"
+        command = Acknowledge(
+            tenant_id=deadline.tenant_id, conversation_id=conversation_id, deadline_version=version,
+            person_id=person_id, issued_by=person_id,
+        )  # fmt: skip
+        outcome, published = await service.acknowledge(command)
+        await publisher.publish(published, stream=subjects.COMMANDS_STREAM, consumer=COMMAND_CONSUMER)
+        if outcome is AckOutcome.acknowledged:
+            return "acknowledged"
+        if outcome is AckOutcome.already:
+            return "already"
+        return "outdated"

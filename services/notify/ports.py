@@ -1,0 +1,286 @@
+"""What notify's application service works through: its store, its timers, the channels that
+carry every message, a clock and ids. Adapters: `sql.py` and `memory.py` (the repository),
+`scheduler.py` (JetStream schedules), `senders.py` (email, Web Push, Apprise)."""
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from services.notify.chain import Chain
+from services.notify.decisions import AckOutcome, Preferences
+from services.notify.timers import TimerPayload, WatchedDeadline
+from shared.events import AlertChannel, AlertKind, DeadlineChanged
+
+
+@dataclass(frozen=True)
+class Recipient:
+    name: str
+    email: str
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class OverdueContext:
+    """Everything the email says, read from the database at fire time."""
+
+    conversation_id: str
+    deadline_version: int
+    tenant_name: str
+    account_id: str
+    account_handle: str
+    platform: str
+    author_name: str
+    text: str
+    url: str | None
+    waiting_since: datetime
+    due_at: datetime
+    owner: Recipient | None
+    team: list[Recipient]
+    still_waiting: bool = True  # the conversation is open and this deadline version is current
+    tenant_id: str = ""
+    lead: Recipient | None = None
+    manager: Recipient | None = None
+    people: dict[str, Recipient] = field(default_factory=dict)  # anyone a chain may name, by id
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message on any channel: email renders all of it; push and Apprise the title, the
+    short `summary` and the links."""
+
+    kind: AlertKind
+    to: tuple[Recipient, ...]  # people, or an operator's address (a Recipient without id)
+    subject: str
+    text: str
+    sent_at: datetime
+    html: str = ""
+    summary: str = ""
+    key: str = ""  # deterministic: an email's Message-ID is <key@sender domain>
+    step: str = ""
+    conversation_id: str = ""
+    url: str = ""
+    ack_url: str = ""
+
+
+@dataclass(frozen=True)
+class Delivered:
+    detail: str = ""  # what was sent: the email's Message-ID, how many devices took it
+
+
+class DeliveryError(Exception):
+    """A channel could not deliver. `permanent`: retrying cannot help (no subscription, a
+    rejected address)."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Channel(Protocol):
+    """Every kind of message goes out through one of these, raising DeliveryError."""
+
+    name: AlertChannel
+
+    async def send(self, message: Message) -> Delivered: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class Ids(Protocol):
+    def new(self) -> str: ...
+
+
+class TimerScheduler(Protocol):
+    """One timer per conversation (its next alert), retry timers and burst windows."""
+
+    async def arm(self, timers: Iterable[TimerPayload], *, again: bool = False) -> None: ...
+
+    async def arm_groups(
+        self, pairs: Iterable[tuple[str, str]], *, at: datetime, again: bool = False
+    ) -> None: ...
+
+    async def cancel(self, keys: Iterable[tuple[str, str]]) -> None: ...
+
+    async def armed_conversations(self) -> set[str]: ...
+
+
+class ClaimOutcome(enum.StrEnum):
+    claimed = "claimed"
+    done = "done"  # sent, failed or skipped before
+    busy = "busy"  # another replica holds its lease
+
+
+@dataclass(frozen=True)
+class AlertClaim:
+    outcome: ClaimOutcome
+    attempts: int = 0
+    retry_in: float = 0.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One alert to one person on one channel, as the delivery log holds it."""
+
+    id: str
+    conversation_id: str
+    deadline_version: int
+    step: str
+    tenant_id: str
+    channel: str
+    person_id: str
+    status: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class DeliveryUpdate:
+    id: str
+    status: str  # sent, retrying, failed, dropped, grouped, skipped
+    attempts: int
+    error: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """An event as it goes on the bus: its subject, its deterministic message id, its JSON."""
+
+    subject: str
+    msg_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    id: str
+    envelopes: tuple[Envelope, ...]
+
+
+@dataclass(frozen=True)
+class AckResult:
+    outcome: AckOutcome
+    tenant_id: str = ""
+    acknowledged_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AssignmentContext:
+    tenant_name: str
+    platform: str
+    author_name: str
+    text: str
+    url: str | None
+    person: Recipient
+
+
+class NotifyRepository(Protocol):
+    """notify's state. Each call is one transaction."""
+
+    async def store_deadlines(self, events: Iterable[DeadlineChanged], *, now: datetime) -> None:
+        """Keep each conversation's newest deadline; an older version never overwrites a newer one."""
+
+    async def deadlines(self, ids: Iterable[str]) -> dict[str, WatchedDeadline]: ...
+
+    async def armed_deadlines(self, *, after: str, limit: int) -> list[WatchedDeadline]: ...
+
+    async def chains(self, ids: Iterable[str]) -> dict[str, Chain]: ...
+
+    async def claim_alert(
+        self,
+        *,
+        tenant_id: str,
+        conversation_id: str,
+        version: int,
+        step: str,
+        lease_until: datetime,
+        now: datetime,
+    ) -> AlertClaim:
+        """The right to send this alert: once per (conversation, version, step), across replicas."""
+
+    async def finish_alert(
+        self,
+        *,
+        conversation_id: str,
+        version: int,
+        step: str,
+        status: str,
+        attempts: int,
+        recipients: str = "",
+        error: str = "",
+        now: datetime,
+    ) -> None: ...
+
+    async def open_deliveries(
+        self,
+        *,
+        fired: TimerPayload,
+        wanted: list[tuple[str, str]],
+        recipients: str,
+        attempts: int,
+        lease_until: datetime,
+        now: datetime,
+    ) -> list[Delivery]:
+        """Log the (channel, person) deliveries of a claimed alert, take those not done yet, and
+        mark the alert handled."""
+
+    async def claim_owed(
+        self,
+        *,
+        conversation_id: str,
+        version: int,
+        include_failed: bool,
+        lease_until: datetime,
+        now: datetime,
+    ) -> list[Delivery]:
+        """Every delivery of this deadline version still owed whose lease has run out."""
+
+    async def finish_deliveries(
+        self, updates: list[DeliveryUpdate], *, events: EventBatch | None, now: datetime
+    ) -> None:
+        """Record outcomes, and the events that tell of them, together."""
+
+    async def advance(
+        self, *, conversation_id: str, version: int, step: str, finished: bool, now: datetime
+    ) -> None:
+        """Note the alert of the timeline just handled; `finished`: it was the last one."""
+
+    async def acknowledge(
+        self, *, conversation_id: str, version: int, person_id: str, command_id: str, now: datetime
+    ) -> AckResult:
+        """Stop the escalation of this deadline version. A command seen before gets its first answer."""
+
+    async def overdue_context(
+        self, *, conversation_id: str, version: int, due_at: datetime
+    ) -> OverdueContext | None: ...
+
+    async def assignment_context(
+        self, *, conversation_id: str, person_id: str
+    ) -> AssignmentContext | None: ...
+
+    async def account_names(self, account_id: str) -> tuple[str, str]:
+        """(tenant name, account handle)."""
+
+    async def preferences(self, people: Iterable[str]) -> dict[str, Preferences]: ...
+
+    async def link_generations(self, people: Iterable[str]) -> dict[str, int]: ...
+
+    async def recently_sent(
+        self, *, pairs: set[tuple[str, str]], since: datetime, exclude: set[str]
+    ) -> dict[tuple[str, str], int]: ...
+
+    async def claim_grouped(
+        self, *, person_id: str, channel: str, lease_until: datetime, now: datetime
+    ) -> list[Delivery]: ...
+
+    async def count_grouped(self, *, person_id: str, channel: str) -> int: ...
+
+    async def add_events(self, events: EventBatch, *, now: datetime) -> None:
+        """Events of an outcome with no state of its own (an operator alert)."""
+
+    async def pending_events(self, *, older_than: datetime | None, limit: int) -> list[EventBatch]: ...
+
+    async def published(self, ids: list[str]) -> None: ...

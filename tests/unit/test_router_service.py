@@ -10,7 +10,7 @@ from services.router.memory import MemoryRepository
 from services.router.ports import CountingIds
 from services.router.service import Outcome, Router
 from shared import ids
-from shared.commands import AutoResolve, CheckAvailability, Claim, Pause, Resolve, SetStatus
+from shared.commands import AnyCommand, AutoResolve, CheckAvailability, Claim, Pause, Resolve, SetStatus
 from shared.events import (
     CommandApplied,
     ConversationAssigned,
@@ -196,7 +196,7 @@ async def run_day(repo: MemoryRepository, world: World) -> list[bytes]:
     ]
     first = await router.route(batch, T0 + 3 * MINUTE)
     cid = next(e.event.conversation_id for e in first.events if isinstance(e.event, ConversationOpened))
-    commands = [
+    commands: list[AnyCommand] = [
         Claim(command_id="c-0000001", tenant_id=TENANT, conversation_id=cid, person_id="bob", issued_at=T0),
         Resolve(command_id="c-0000002", tenant_id=TENANT, conversation_id="0" * 32, issued_at=T0),
         SetStatus(command_id="c-0000003", person_id="alice", status="offline", issued_at=T0),

@@ -1,177 +1,209 @@
 """The order messages arrive in: a brand reply the router gets before the customer's message it
 answers (platforms deliver out of order, and two routers may take them at the same moment)
-still answers it when that message comes, in the same transaction or a later one."""
+still answers it when that message comes, in the same transaction or a later one.
+
+Through the router's application service over the in-memory repository: what a reply waits
+under between transactions is what the repository keeps, not what a test keeps in a world."""
 
 from datetime import timedelta
 
 from services.router import conversations
 from services.router.assignment import Person
 from services.router.conversations import Conversation, State, World
+from services.router.service import Outcome
 from shared import ids
+from shared.commands import Pause
 from shared.events import (
     ConversationAssigned,
     ConversationOpened,
     ConversationReopened,
     ConversationResponded,
     DeadlineChanged,
+    Event,
     InteractionReceived,
 )
-from tests.unit.routing_world import ACCOUNT, T0, answer, build_world, commit, events, message, topic, write
+from tests.unit.routing_world import ACCOUNT, T0, TENANT, build_world, message, repository, service, topic
 
 MINUTE = timedelta(minutes=1)
 
 
-def route(world: World, ix: InteractionReceived, conversation_id: str | None = None) -> Conversation | None:
-    """What the handler does: the thread's conversation, unless the message's parent has one."""
-    cid = conversation_id or ids.conversation_id(account_id=ACCOUNT, thread_id=ix.thread_id)
-    return conversations.receive(world, ix, cid)
+class Desk:
+    """The router's service over an in-memory repository that holds `world`'s rules and people."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.repo = repository(world)
+        self.router = service(self.repo)
+
+    async def route(self, *batch: InteractionReceived) -> Outcome:
+        """One transaction of the router (a batch)."""
+        return await self.router.route(list(batch), self.world.now)
+
+    def conversation(self, thread: str) -> Conversation:
+        return self.repo.state.conversations[ids.conversation_id(account_id=ACCOUNT, thread_id=thread)]
+
+    def kept_under(self, ix: InteractionReceived) -> str | None:
+        """Where the repository keeps an interaction: its conversation, or the key it waits under."""
+        return self.repo.state.interactions[ix.interaction_id].conversation_id
 
 
 def reply(world: World, thread: str, **kwargs: object) -> InteractionReceived:
     return message(world, thread=thread, outbound=True, **kwargs)  # type: ignore[arg-type]
 
 
-def test_a_reply_that_comes_first_answers_the_message_when_it_opens_its_conversation() -> None:
-    world = build_world([Person("alice")])
-    answered = reply(world, "post-1", at=T0 + MINUTE)
+def kinds(outcome: Outcome) -> list[type[Event]]:
+    return [type(e.event) for e in outcome.events]
 
-    assert route(world, answered) is None  # no conversation yet: recorded, kept
-    commit(world)
-    conversation = route(world, message(world, thread="post-1", at=T0))
 
-    assert conversation is not None
+def of(outcome: Outcome, kind: type[Event]) -> list[Event]:
+    return [e.event for e in outcome.events if isinstance(e.event, kind)]
+
+
+async def test_a_reply_that_comes_first_answers_the_message_when_it_opens_its_conversation() -> None:
+    desk = Desk(build_world([Person("alice")]))
+    answered = reply(desk.world, "post-1", at=T0 + MINUTE)
+
+    assert (await desk.route(answered)).events == []  # no conversation yet: recorded, kept
+    outcome = await desk.route(message(desk.world, thread="post-1", at=T0))
+
+    conversation = desk.conversation("post-1")
     assert conversation.state == State.responded
     assert conversation.owner_id == "alice"
-    assert world.people["alice"].load == 0
-    assert [type(e.event) for e in world.events] == [
-        ConversationOpened,
-        ConversationAssigned,
-        ConversationResponded,
-    ]  # no deadline set only to be cleared: notify is never asked to arm one
-    assert events(world, ConversationResponded)[0].interaction_id == answered.interaction_id
-    assert world.continuity[(ACCOUNT, "ann")] == "alice"
+    assert desk.repo.state.people["alice"].load == 0
+    # no deadline set only to be cleared: notify is never asked to arm one
+    assert kinds(outcome) == [ConversationOpened, ConversationAssigned, ConversationResponded]
+    [responded] = of(outcome, ConversationResponded)
+    assert isinstance(responded, ConversationResponded)
+    assert responded.interaction_id == answered.interaction_id
+    assert desk.repo.state.continuity[(ACCOUNT, "ann")] == "alice"
+    assert desk.kept_under(answered) == conversation.id
 
 
-def test_the_same_within_one_batch() -> None:
-    world = build_world([Person("alice")])
+async def test_the_same_within_one_batch() -> None:
+    desk = Desk(build_world([Person("alice")]))
 
-    route(world, reply(world, "post-1", at=T0 + MINUTE))
-    conversation = route(world, message(world, thread="post-1", at=T0))
+    outcome = await desk.route(
+        reply(desk.world, "post-1", at=T0 + MINUTE), message(desk.world, thread="post-1", at=T0)
+    )
 
-    assert conversation is not None and conversation.state == State.responded
-    assert events(world, DeadlineChanged) == []
+    assert desk.conversation("post-1").state == State.responded
+    assert of(outcome, DeadlineChanged) == []
 
 
-def test_a_reply_written_before_the_message_does_not_answer_it() -> None:
-    world = build_world([Person("alice")])
-    route(world, reply(world, "post-1", at=T0 - MINUTE))
-    commit(world)
+async def test_a_reply_written_before_the_message_does_not_answer_it() -> None:
+    desk = Desk(build_world([Person("alice")]))
+    await desk.route(reply(desk.world, "post-1", at=T0 - MINUTE))
 
-    conversation = route(world, message(world, thread="post-1", at=T0))
+    await desk.route(message(desk.world, thread="post-1", at=T0))
 
-    assert conversation is not None and conversation.state == State.open
+    conversation = desk.conversation("post-1")
+    assert conversation.state == State.open
     assert conversation.due_at == T0 + timedelta(hours=1)
 
 
-def test_an_edit_of_a_reply_is_no_answer() -> None:
-    world = build_world([Person("alice")])
-    route(world, reply(world, "post-1", at=T0 + MINUTE, edit_version=1))
+async def test_an_edit_of_a_reply_is_no_answer() -> None:
+    desk = Desk(build_world([Person("alice")]))
 
-    conversation = route(world, message(world, thread="post-1", at=T0))
+    await desk.route(
+        reply(desk.world, "post-1", at=T0 + MINUTE, edit_version=1),
+        message(desk.world, thread="post-1", at=T0),
+    )
 
-    assert conversation is not None and conversation.state == State.open
+    assert desk.conversation("post-1").state == State.open
 
 
-def test_a_reply_naming_the_message_it_answers_waits_for_that_message_in_another_thread() -> None:
+async def test_a_reply_naming_the_message_it_answers_waits_for_that_message_in_another_thread() -> None:
     """X and Mastodon put a reply in the thread of the message it answers: the brand's answer to
     a customer's second tweet has a thread of its own, and joins the conversation with it."""
-    world = build_world([Person("alice")])
-    first = message(world, thread="tweet:A", at=T0, external_id="A")
-    conversation = route(world, first)
-    assert conversation is not None
-    route(world, reply(world, "tweet:A", parent="A", at=T0 + MINUTE, external_id="R1"))
+    desk = Desk(build_world([Person("alice")]))
+    world = desk.world
+    await desk.route(
+        message(world, thread="tweet:A", at=T0, external_id="A"),
+        reply(world, "tweet:A", parent="A", at=T0 + MINUTE, external_id="R1"),
+    )
+    conversation = desk.conversation("tweet:A")
     assert conversation.state == State.responded
-    commit(world)
 
     late = reply(world, "tweet:B", parent="B", at=T0 + 3 * MINUTE, external_id="R2")  # answers B
-    assert route(world, late) is None
-    assert world.replies[conversations.waiting_key(late, "-")] == [conversations.Reply.of(late)]
-    commit(world)
+    assert (await desk.route(late)).events == []
+    assert desk.kept_under(late) == conversations.waiting_key(late, "-")
     again = message(world, thread="tweet:R1", parent="R1", at=T0 + 2 * MINUTE, external_id="B")
-    route(world, again, conversation.id)  # B's parent, R1, is in the conversation
+    outcome = await desk.route(again)  # B's parent, R1, is in the conversation
 
-    assert conversation.state == State.responded  # reopened by B, answered by R2
-    assert [type(e.event) for e in world.events][:1] == [ConversationReopened]
-    assert events(world, ConversationResponded)[-1].interaction_id == late.interaction_id
-    assert world.adopted == {late.interaction_id: conversation.id}
-    assert events(world, DeadlineChanged) == []
+    assert desk.conversation("tweet:A").state == State.responded  # reopened by B, answered by R2
+    assert kinds(outcome)[:1] == [ConversationReopened]
+    responded = of(outcome, ConversationResponded)[-1]
+    assert isinstance(responded, ConversationResponded)
+    assert responded.interaction_id == late.interaction_id
+    assert desk.kept_under(late) == desk.kept_under(again) == conversation.id
+    assert of(outcome, DeadlineChanged) == []
 
 
-def test_a_message_that_comes_after_the_reply_to_it_leaves_the_conversation_answered() -> None:
-    world = build_world([Person("alice")])
-    conversation = write(world, thread="post-1", at=T0)
-    answer(world, conversation, at=T0 + 5 * MINUTE)
-    commit(world)
+async def test_a_message_that_comes_after_the_reply_to_it_leaves_the_conversation_answered() -> None:
+    desk = Desk(build_world([Person("alice")]))
+    await desk.route(message(desk.world, thread="post-1", at=T0))
+    await desk.route(reply(desk.world, "post-1", at=T0 + 5 * MINUTE))
 
-    route(world, message(world, thread="post-1", at=T0 + 2 * MINUTE))  # written before the reply
+    outcome = await desk.route(message(desk.world, thread="post-1", at=T0 + 2 * MINUTE))  # before the reply
 
+    conversation = desk.conversation("post-1")
     assert conversation.state == State.responded
     assert conversation.responded_at == T0 + 5 * MINUTE
-    assert events(world, DeadlineChanged) == []
-    assert world.people["alice"].load == 0
+    assert of(outcome, DeadlineChanged) == []
+    assert desk.repo.state.people["alice"].load == 0
 
 
-def test_a_paused_conversation_answered_before_the_customer_wrote_again_stays_answered() -> None:
-    world = build_world([Person("alice")])
-    conversation = write(world, thread="post-1", at=T0)
-    conversations.pause(world, conversation, "p1", reason="")
-    commit(world)
-    route(world, reply(world, "post-1", at=T0 + 5 * MINUTE))
-    assert conversation.state == State.responded
-    commit(world)
+async def test_a_paused_conversation_answered_before_the_customer_wrote_again_stays_answered() -> None:
+    desk = Desk(build_world([Person("alice")]))
+    await desk.route(message(desk.world, thread="post-1", at=T0))
+    cid = desk.conversation("post-1").id
+    await desk.router.apply([Pause(tenant_id=TENANT, conversation_id=cid, issued_at=T0)], T0)
+    await desk.route(reply(desk.world, "post-1", at=T0 + 5 * MINUTE))
+    assert desk.conversation("post-1").state == State.responded
 
-    route(world, message(world, thread="post-1", at=T0 + 2 * MINUTE))
+    outcome = await desk.route(message(desk.world, thread="post-1", at=T0 + 2 * MINUTE))
 
-    assert conversation.state == State.responded
-    assert events(world, DeadlineChanged) == []
+    assert desk.conversation("post-1").state == State.responded
+    assert of(outcome, DeadlineChanged) == []
 
 
-def test_the_brands_own_comment_under_the_same_post_is_no_answer() -> None:
+async def test_the_brands_own_comment_under_the_same_post_is_no_answer() -> None:
     """Facebook names the post as the parent of every top comment, the brand's own included."""
-    world = build_world([Person("alice")])
-    route(world, reply(world, "comment:brand-1", parent="post-9", at=T0 + MINUTE))
-    commit(world)
+    desk = Desk(build_world([Person("alice")]))
+    own = reply(desk.world, "comment:brand-1", parent="post-9", at=T0 + MINUTE)
+    await desk.route(own)
 
-    conversation = route(world, message(world, thread="comment:c-1", parent="post-9", at=T0))
+    await desk.route(message(desk.world, thread="comment:c-1", parent="post-9", at=T0))
 
-    assert conversation is not None and conversation.state == State.open
-    assert world.adopted == {}
+    conversation = desk.conversation("comment:c-1")
+    assert conversation.state == State.open
+    assert desk.kept_under(own) != conversation.id
 
 
-def test_a_reply_to_the_same_parent_in_the_same_thread_answers_a_later_sibling() -> None:
+async def test_a_reply_to_the_same_parent_in_the_same_thread_answers_a_later_sibling() -> None:
     """A brand reply to a top comment we never got answers the next comment in its thread."""
-    world = build_world([Person("alice")])
-    waiting = reply(world, "comment:c-1", parent="c-1", at=T0 + MINUTE)
-    route(world, waiting)
-    commit(world)
+    desk = Desk(build_world([Person("alice")]))
+    waiting = reply(desk.world, "comment:c-1", parent="c-1", at=T0 + MINUTE)
+    await desk.route(waiting)
 
-    conversation = route(world, message(world, thread="comment:c-1", parent="c-1", at=T0))
+    await desk.route(message(desk.world, thread="comment:c-1", parent="c-1", at=T0))
 
-    assert conversation is not None and conversation.state == State.responded
-    assert world.adopted == {waiting.interaction_id: conversation.id}
+    conversation = desk.conversation("comment:c-1")
+    assert conversation.state == State.responded
+    assert desk.kept_under(waiting) == conversation.id
 
 
-def test_a_conversation_recorded_only_takes_its_replies_in_without_answering() -> None:
-    world = build_world(
-        [Person("alice")], topics=[topic("thanks", keywords=["thanks"], team=None, no_sla=True)]
+async def test_a_conversation_recorded_only_takes_its_replies_in_without_answering() -> None:
+    desk = Desk(
+        build_world([Person("alice")], topics=[topic("thanks", keywords=["thanks"], team=None, no_sla=True)])
     )
-    waiting = reply(world, "post-1", parent="m-1", at=T0 + MINUTE)
-    route(world, waiting)
+    waiting = reply(desk.world, "post-1", parent="m-1", at=T0 + MINUTE)
 
-    conversation = route(world, message(world, thread="post-1", text="thanks!", at=T0, external_id="m-1"))
+    await desk.route(waiting, message(desk.world, thread="post-1", text="thanks!", at=T0, external_id="m-1"))
 
-    assert conversation is not None and conversation.state == State.resolved
-    assert world.adopted == {waiting.interaction_id: conversation.id}
+    conversation = desk.conversation("post-1")
+    assert conversation.state == State.resolved
+    assert desk.kept_under(waiting) == conversation.id
 
 
 def test_the_keys_a_message_looks_under_include_where_its_replies_wait() -> None:
@@ -188,19 +220,18 @@ def test_the_keys_a_message_looks_under_include_where_its_replies_wait() -> None
     assert keys[0] == "conversation-of-A" and len(set(keys)) == len(keys) == 4
 
 
-def test_a_deadline_set_and_cleared_in_one_transaction_is_published_once_as_cleared() -> None:
+async def test_a_deadline_set_and_cleared_in_one_transaction_is_published_once_as_cleared() -> None:
     """A message past its deadline and the reply to it, routed together: publishing the past-due
     deadline would let notify fire it before the clearing one arrives; only the newest goes out."""
-    world = build_world([Person("alice")])
-    route(world, message(world, thread="post-9", at=T0 - timedelta(hours=3)))
-    route(world, reply(world, "post-9", at=T0 - timedelta(hours=1)))
-    deadlines = [i for i, e in enumerate(world.events) if isinstance(e.event, DeadlineChanged)]
-    published = [
-        e.event for i, e in enumerate(world.events) if i not in conversations.superseded(world.events)
-    ]
-    kept = [e for e in published if isinstance(e, DeadlineChanged)]
-    assert len(deadlines) == 2 and len(kept) == 1
-    assert kept[0].due_at is None and kept[0].deadline_version == max(
-        world.events[i].event.deadline_version
-        for i in deadlines  # type: ignore[attr-defined]
+    desk = Desk(build_world([Person("alice")]))
+    outcome = await desk.route(
+        message(desk.world, thread="post-9", at=T0 - timedelta(hours=3)),
+        reply(desk.world, "post-9", at=T0 - timedelta(hours=1)),
     )
+
+    [kept] = of(outcome, DeadlineChanged)
+    assert isinstance(kept, DeadlineChanged)
+    assert kept.due_at is None and kept.deadline_version == 2  # set, then cleared
+    assert [m.msg_id for m in outcome.outgoing if m.subject.startswith("sh.deadline.")] == [
+        f"deadline:{kept.conversation_id}:2"
+    ]

@@ -3,7 +3,8 @@
 Pure: the caller loads a `World` (the conversations, people and rules a batch
 touches, locked), calls the operations below, and stores what changed. Every
 event gets a deterministic message id, so replaying the same input (a redelivery
-after a crash) can never publish a second, different fact.
+after a crash) can never publish a second, different fact. A command that cannot
+be done returns a `Refusal` (a `Rejection` code and a sentence) and changes nothing.
 
 States: open (the customer waits for the brand), paused (the brand waits for the
 customer: the clock stops), responded, resolved. Only open conversations count

@@ -92,7 +92,7 @@ def crews(draw: st.DrawFn) -> list[Person]:
 
 
 def settle(world: World, armed: dict[str, Timer]) -> None:
-    """What the handler does at the end of a transaction: freed people take from the queue."""
+    """What the service does at the end of a unit of work: freed people take from the queue."""
     for person_id in sorted(world.freed):
         person = world.people[person_id]
         if person.available(world.now):

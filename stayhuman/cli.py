@@ -164,11 +164,17 @@ def cmd_control(args: argparse.Namespace) -> int:
         command_id=args.command_id,
     )
     try:
-        sent = asyncio.run(send(settings, request))
+        sent = asyncio.run(send(settings, request, wait=args.wait))
     except ControlError as error:
         return _fail(str(error), error.code)
-    print(sent.command.model_dump_json(indent=2) if args.json else sent.describe())
-    return 0
+    if args.json:
+        shown = {"command": sent.command.model_dump(mode="json")}
+        if sent.outcome is not None:
+            shown["outcome"] = sent.outcome.model_dump(mode="json")
+        print(json.dumps(shown["command"] if args.wait is None else shown, indent=2))
+    else:
+        print(sent.describe())
+    return 2 if sent.rejected else 0
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
@@ -362,6 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 600")
+    return value
+
+
 def _sequence(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a sequence number (as `dead-letters` lists them)")
@@ -427,6 +443,12 @@ def _add_control_commands(commands: "argparse._SubParsersAction[argparse.Argumen
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--by", default="operator", metavar="WHO", help="who asks (default: operator)")
     common.add_argument("--json", action="store_true", help="print the command sent as JSON")
+    common.add_argument(
+        "--wait",
+        type=_seconds_arg,
+        metavar="SECONDS",
+        help="also wait (at most SECONDS) for the outcome: applied, or rejected with its reason (exit 2)",
+    )
     common.add_argument(
         "--command-id",
         metavar="ID",

@@ -12,13 +12,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import PubAck
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,12 +28,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared import subjects
 from shared.commands import Acknowledge, Claim, ConversationCommand, Reassign, SetStatus
 from shared.db.session import create_engine, session_factory, sqlite_path
+from shared.events import AnyCommandOutcome, CommandApplied, command_outcome_adapter
 from shared.messages import command_outgoing
 from shared.preflight import AnyPreparedCommand, Refused, Request, prepare
 from shared.settings import CommonSettings
 from stayhuman.localnats import with_local_nats
 
 PUBLISH_TIMEOUT = 10.0  # covers a stream leader election (about 5 s on a cluster)
+DUPLICATE_LOOKBACK = timedelta(minutes=2)  # the commands stream's duplicate window
 # How the command line names the fields of a command in its messages.
 OPTIONS = {"reason": "--reason", "issued_by": "--by", "command_id": "--command-id", "person_id": "--person"}
 
@@ -51,6 +54,7 @@ class ControlError(RuntimeError):
 class Sent:
     command: AnyPreparedCommand
     ack: PubAck
+    outcome: AnyCommandOutcome | None = None
 
     def describe(self) -> str:
         """One line for the operator, e.g. `sent conversation.pause 3f2a… (command 9b1c…)`."""
@@ -71,7 +75,18 @@ class Sent:
                 what = ""
         verb = "already sent" if self.ack.duplicate else "sent"
         again = ", a repeat: stored once" if self.ack.duplicate else ""
-        return f"{verb} {command.type} {what} (command {command.command_id}{again})"
+        line = f"{verb} {command.type} {what} (command {command.command_id}{again})"
+        match self.outcome:
+            case None:
+                return line
+            case CommandApplied():
+                return f"{line}\napplied{': ' + self.outcome.summary if self.outcome.summary else ''}"
+            case _:
+                return f"{line}\nrejected ({self.outcome.code}): {self.outcome.reason}"
+
+    @property
+    def rejected(self) -> bool:
+        return self.outcome is not None and not isinstance(self.outcome, CommandApplied)
 
 
 @asynccontextmanager
@@ -182,8 +197,52 @@ async def publish_command(js: JetStreamContext, command: AnyPreparedCommand, *, 
         raise ControlError(f"stream {stream} at {where} refused the command: {error.description}") from None
 
 
-async def send(settings: CommonSettings, request: Request) -> Sent:
-    """Check the request against the database, then publish its command and wait for the ack."""
+def outcome_subject(command: AnyPreparedCommand) -> str:
+    """Where the outcome of this command will be published, applied or rejected."""
+    tenant_id = getattr(command, "tenant_id", "")
+    person_id = getattr(command, "person_id", None)
+    return (
+        subjects.command_outcome(tenant_id=tenant_id, person_id=person_id, outcome="applied").rpartition(".")[
+            0
+        ]
+        + ".*"
+    )
+
+
+async def await_outcome(
+    js: JetStreamContext, command: AnyPreparedCommand, *, since: datetime, timeout: float
+) -> AnyCommandOutcome | None:
+    """The outcome of the command, read from SH_EVENTS from `since` on, or None after `timeout`.
+
+    A pull consumer of its own without acks: the operator's NATS user may read, not acknowledge."""
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_TIME,
+        opt_start_time=since.astimezone(UTC),
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=60.0,
+    )
+    subscription = await js.pull_subscribe(
+        outcome_subject(command), stream=subjects.EVENTS_STREAM, config=config
+    )
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                messages = await subscription.fetch(100, timeout=min(left, 1.0))
+            except NatsTimeoutError:
+                continue
+            for message in messages:
+                outcome = command_outcome_adapter.validate_json(message.data)
+                if outcome.command_id == command.command_id:
+                    return outcome
+    finally:
+        await subscription.unsubscribe()
+    return None
+
+
+async def send(settings: CommonSettings, request: Request, *, wait: float | None = None) -> Sent:
+    """Check the request against the database, then publish its command and wait for the ack;
+    with `wait`, also for its outcome (at most that many seconds)."""
     settings = with_local_nats(settings)
     where = _shown(settings.nats_servers)  # an unset STAYHUMAN_NATS_URL fails before any work
     async with database_session(settings.sqlalchemy_url) as session:
@@ -192,5 +251,18 @@ async def send(settings: CommonSettings, request: Request) -> Sent:
         except Refused as refused:
             raise ControlError(str(refused)) from None
     async with nats_connection(settings) as nc:
-        ack = await publish_command(nc.jetstream(), command, where=where)
-    return Sent(command=command, ack=ack)
+        js = nc.jetstream()
+        # A repeat of a command stored before has its outcome already: look back as far as
+        # JetStream remembers a command id.
+        since = datetime.now(UTC) - DUPLICATE_LOOKBACK
+        ack = await publish_command(js, command, where=where)
+        if wait is None:
+            return Sent(command=command, ack=ack)
+        outcome = await await_outcome(js, command, since=since, timeout=wait)
+    if outcome is None:
+        raise ControlError(
+            f"sent {command.type} (command {command.command_id}), but no outcome within {wait:g} s: "
+            "is the service that applies it running?",
+            code=1,
+        )
+    return Sent(command=command, ack=ack, outcome=outcome)

@@ -168,6 +168,19 @@ async def test_topics_capacity_queue_and_commands(stack: Stack) -> None:
     bad = stack.cli("claim", "0" * 32, "--person", "sam", check=False)
     assert bad.returncode == 2 and "conversation" in bad.stderr
 
+    # with --wait the command line waits for what the router did with the command: applied,
+    # or rejected with the reason a person reads
+    resolved = await conversation(stack, "t-refund")
+    refused = stack.cli("claim", resolved.id, "--person", "sam", "--wait", "30", check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stdout.splitlines()[-1] == "rejected (closed): the conversation is resolved"
+    done = stack.cli("pause", reopened.id, "--wait", "30", "--json")
+    shown = json.loads(done.stdout)
+    assert shown["outcome"]["type"] == "command.applied"
+    assert shown["outcome"]["command_id"] == shown["command"]["command_id"]
+    again = stack.cli("pause", reopened.id, "--wait", "30", "--command-id", shown["command"]["command_id"])
+    assert "a repeat: stored once" in again.stdout and again.stdout.splitlines()[-1].startswith("applied")
+
 
 async def test_an_absence_starts_on_a_router_timer_and_hands_over_to_the_substitute(
     tmp_path: Path, nats_server: EmbeddedNats

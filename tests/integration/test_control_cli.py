@@ -360,3 +360,15 @@ async def test_checks_scoped_to_tenants_never_find_another_tenants_conversation(
             assert refused.value.field == "command_id" and str(refused.value).startswith("command_id 'x y'")
     finally:
         await engine.dispose()
+
+
+async def test_waiting_for_an_outcome_no_service_gives_says_so(installation: Installation) -> None:
+    """Sent and stored, but nothing applies it (no router here): exit 1, and the line says what to check."""
+    code, out, err = await installation.run("status", "maria", "away", "--wait", "1")
+    assert code == 1 and out == ""
+    assert "sent person.set_status" in err and "but no outcome within 1 s" in err
+    assert await installation.stored() == 1
+    with pytest.raises(SystemExit) as exited:
+        await installation.run("status", "maria", "away", "--wait", "0")
+    assert exited.value.code == 2
+    assert "'0' is not a number of seconds from 0 to 600" in installation.capsys.readouterr().err

@@ -80,7 +80,7 @@ def memory() -> MemoryRepository:
             owner=people["maria"],
             team=[people["li"], people["maria"]],
             people=people,
-        )  # fmt: skip
+        )
         for c in VERSIONS
     }
     return MemoryRepository(conversations=contexts, waiting=dict(VERSIONS))

@@ -25,8 +25,10 @@ from tests.smtp import Received, SmtpServer
 pytestmark = pytest.mark.e2e
 
 SECRET = "escalation-secret-0123456789"
-WARN, DUE = 4, 7  # seconds after the message
-STEPS = (3, 6, 9)  # escalation steps, seconds after the breach
+# Five seconds between alerts: an action taken a second after one alert lands well before the
+# next (a `stayhuman` command takes 2 to 3.5 s from start to stored when two run on a busy machine).
+WARN, DUE = 6, 11  # seconds after the message
+STEPS = (5, 10, 15)  # escalation steps, seconds after the breach
 
 CONFIG = f"""
 people:
@@ -152,10 +154,10 @@ async def test_warning_breach_two_escalations_then_an_acknowledgement(
 
 
 MOMENTS = {  # seconds after the messages: each a moment between two alerts
-    "before warning": WARN - 2.0,
-    "after warning": WARN + 1.5,
-    "after breach": DUE + 1.5,
-    "after step 1": DUE + STEPS[0] + 1.5,
+    "before warning": WARN - 4.0,
+    "after warning": WARN + 1.0,
+    "after breach": DUE + 1.0,
+    "after step 1": DUE + STEPS[0] + 1.0,
 }
 TIMELINE = ["warning", "breach", "escalation-1", "escalation-2", "escalation-3"]
 ACTIONS = ("reply", "pause", "acknowledge", "resolve")

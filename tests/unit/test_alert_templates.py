@@ -34,11 +34,13 @@ def context(**changes: object) -> OverdueContext:
     return OverdueContext(**values)  # type: ignore[arg-type]
 
 
-def compose(templates: Templates, kind: str = "breach", **changes: object) -> tuple[str, str, str]:
+def compose(
+    templates: Templates, kind: AlertKind = AlertKind.breach, **changes: object
+) -> tuple[str, str, str]:
     ctx = context(**changes)
     message = email_of(
         compose_alert(
-            ctx, kind=kind, step=kind, to=[ctx.owner] if ctx.owner else [], now=T0 + timedelta(minutes=31),  # type: ignore[arg-type]
+            ctx, kind=kind, step=kind, to=[ctx.owner] if ctx.owner else [], now=T0 + timedelta(minutes=31),
             ack_url="https://notify.example/ack/T", templates=templates,
         ),
         sender="StayHuman <alerts@example.com>",
@@ -62,8 +64,8 @@ def test_built_in_templates_say_what_happened_with_both_links() -> None:
 
 
 def test_each_kind_has_its_own_words() -> None:
-    assert compose(Templates(), "warning")[0].startswith("[Bluebird <Coffee>] Due soon on Facebook")
-    subject, text, _ = compose(Templates(), "escalation")
+    assert compose(Templates(), AlertKind.warning)[0].startswith("[Bluebird <Coffee>] Due soon on Facebook")
+    subject, text, _ = compose(Templates(), AlertKind.escalation)
     assert subject.startswith("[Bluebird <Coffee>] Escalated: Dana on Facebook")
     assert "It is owned by Maria" in text
 

@@ -68,13 +68,19 @@ class Scheduler:
 
 @dataclass
 class FakeChannel:
-    """Records each message; `failing` makes each send fail (an SMTP outage)."""
+    """Records each message; `failing` makes each send fail (an SMTP outage); the people (ids,
+    or addresses) in `unreachable` have nothing to be reached at (no push subscription, a
+    rejected address): retrying cannot help."""
 
     name: AlertChannel
     sent: list[Message] = field(default_factory=list)
     failing: bool = False
+    unreachable: set[str] = field(default_factory=set)
 
     async def send(self, message: Message) -> Delivered:
+        for who in (r.id or r.email for r in message.to):
+            if who in self.unreachable:
+                raise DeliveryError(f"nowhere to reach {who} by {self.name}", permanent=True)
         if self.failing:
             raise DeliveryError("SMTPServerDisconnected: the server went away")
         self.sent.append(message)
@@ -115,6 +121,7 @@ class World:
     max_attempts: int = 3
     group_window: timedelta = timedelta(0)
     group_after: int = 3
+    operator: str | None = None  # the address connector problems go to
     service: NotifyService = field(init=False)
 
     def __post_init__(self) -> None:
@@ -123,7 +130,7 @@ class World:
             channels={"email": self.email, "push": self.push}, clock=self.clock, ids=self.ids,
             policy=Policy(
                 public_url="https://notify.example", signer=LinkSigner(KEY), max_attempts=self.max_attempts,
-                group_window=self.group_window, group_after=self.group_after,
+                group_window=self.group_window, group_after=self.group_after, operator=self.operator,
             ),
         )  # fmt: skip
 

@@ -603,7 +603,8 @@ class NotifyService:
 
     async def conversation_assigned(self, event: ConversationAssigned, *, last_try: bool) -> Outcome:
         """Tell a person a conversation is now theirs, on the channels they chose for it (nobody
-        gets these unless they ask). Claimed once; a failed channel is retried by redelivery."""
+        gets these unless they ask). Each channel is claimed once: a redelivery retries only
+        the channels that failed for now, never one that went."""
         owner = event.owner_id
         now = self.clock.now()
         if owner is None or owner == event.previous_owner_id or now - event.assigned_at > STALE_ASSIGNMENT:
@@ -613,17 +614,30 @@ class NotifyService:
         if not channels:
             return Outcome()
         step = f"assigned-{event.event_id[:12]}"
-        claim = await self.repository.claim_alert(
-            tenant_id=event.tenant_id, conversation_id=event.conversation_id, version=0, step=step,
-            lease_until=now + self.policy.lease, now=now,
-        )  # fmt: skip
-        if claim.outcome is not ClaimOutcome.claimed:
-            return Outcome(retry_in=None if claim.outcome is ClaimOutcome.done else claim.retry_in)
+        claimed: list[tuple[str, int]] = []  # (channel, attempts before)
+        busy: list[float] = []
+        for channel in channels:
+            claim = await self.repository.claim_alert(
+                tenant_id=event.tenant_id, conversation_id=event.conversation_id, version=0,
+                step=f"{step}.{channel}", lease_until=now + self.policy.lease, now=now,
+            )  # fmt: skip
+            if claim.outcome is ClaimOutcome.claimed:
+                claimed.append((channel, claim.attempts))
+            elif claim.outcome is ClaimOutcome.busy:
+                busy.append(claim.retry_in)  # another replica is sending it right now
+        wait = max(busy) if busy else None
+        if not claimed:
+            return Outcome(retry_in=wait)
         context = await self.repository.assignment_context(
             conversation_id=event.conversation_id, person_id=owner
         )
         if context is None:
-            return Outcome()
+            for channel, attempts in claimed:
+                await self.repository.finish_alert(
+                    conversation_id=event.conversation_id, version=0, step=f"{step}.{channel}",
+                    status="skipped", attempts=attempts, error=Skipped.not_a_person.value, now=now,
+                )  # fmt: skip
+            return Outcome(retry_in=wait)
         message = compose_assignment(
             context,
             conversation_id=event.conversation_id,
@@ -631,39 +645,40 @@ class NotifyService:
             reason=event.reason,
             now=now,
         )
-        attempt = claim.attempts + 1
-        envelopes, problems = [], []
+        envelopes, problems, finished = [], [], []
         retry_at = None if last_try else now + self.policy.retry_initial
-        for channel in channels:
+        for channel, attempts in claimed:
+            attempt = attempts + 1
             ok, permanent, said = await self._deliver(channel, message)
             ALERTS.labels(channel, "sent" if ok else "failed").inc()
             row = Delivery(
                 id=f"{event.conversation_id}:0:{step}|{channel}|{owner}", conversation_id=event.conversation_id,
                 deadline_version=0, step="assigned", tenant_id=event.tenant_id, channel=channel, person_id=owner,
-                status="", attempts=attempt - 1,
+                status="", attempts=attempts,
             )  # fmt: skip
+            final = permanent or last_try
             if ok:
                 envelopes.append(self._sent(row, AlertKind.assignment, attempt, said, now))
             else:
-                final = permanent or last_try
                 envelopes.append(
                     self._failed(
                         row, AlertKind.assignment, attempt, said, final, None if final else retry_at, now
                     )
                 )
-                if not permanent:
+                if not final:
                     problems.append(f"{channel}: {said}")
+            finished.append((channel, "sent" if ok else "failed" if final else "retrying", attempt, said))
         batch = EventBatch(self.ids.new(), tuple(envelopes))
         await self.repository.add_events(batch, now=now)
-        await self.repository.finish_alert(
-            conversation_id=event.conversation_id, version=0, step=step,
-            status="retrying" if problems else "sent", attempts=attempt,
-            recipients=f"{owner}:{','.join(channels)}", error="; ".join(problems), now=now,
-        )  # fmt: skip
+        for channel, status, attempt, said in finished:
+            await self.repository.finish_alert(
+                conversation_id=event.conversation_id, version=0, step=f"{step}.{channel}", status=status,
+                attempts=attempt, recipients=f"{owner}:{channel}", error="" if status == "sent" else said, now=now,
+            )  # fmt: skip
         if problems:
             log.warning("assignment notice failed; it will be retried", extra={"error": "; ".join(problems)})
-        retry_in = self.policy.retry_initial.total_seconds() if problems else None
-        return Outcome(events=(batch,), retry_in=retry_in)
+            wait = max(wait or 0.0, self.policy.retry_initial.total_seconds())
+        return Outcome(events=(batch,), retry_in=wait)
 
     async def connector_problem(self, problem: ConnectorProblem, *, attempt: int, last_try: bool) -> Outcome:
         """Tell the operator a connector stopped delivering; an SMTP outage retries it."""

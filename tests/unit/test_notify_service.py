@@ -13,6 +13,7 @@ import pytest
 from services.notify.decisions import AckOutcome, Preferences
 from services.notify.memory import MemoryRepository
 from services.notify.ports import Recipient
+from services.notify.senders import email_of
 from shared.commands import Acknowledge
 from shared.events import ConnectorProblem, ConversationAssigned, Platform
 from tests.notify_world import LI, T0, World, context, deadline, events_of, fired, memory_world
@@ -97,6 +98,28 @@ def test_an_alert_sent_gives_alert_sent_and_goes_once() -> None:
         assert sent["msg_id"] == f"alert:{C1}:1:breach|email|maria:1:sent"
         again = await world.fire(fired(C1, 1))  # a redelivered timer
         assert len(world.email.sent) == 1 and events_of(again) == []
+
+    run(scenario)
+
+
+def test_the_whole_team_gets_one_email_when_nobody_owns_the_conversation() -> None:
+    async def scenario() -> None:
+        world = memory_world(C1)
+        known = world.repository
+        assert isinstance(known, MemoryRepository)
+        known.conversations[C1] = replace(context(C1), owner=None)
+        await world.service.deadlines_changed([deadline(C1, 1, T0)])
+        outcome = await world.fire(fired(C1, 1))
+        [message] = world.email.sent
+        assert [r.id for r in message.to] == ["li", "maria"]  # in the order of their deliveries
+        email = email_of(message, sender="StayHuman <alerts@acme.example>")
+        assert email["To"] == "Li Wei <li@example.com>, Maria Lopez <maria@example.com>"
+        assert email["Message-ID"] == f"<overdue.{C1}.v1@acme.example>"
+        said = events_of(outcome)
+        assert [(e["type"], e["person_id"], e["channel"]) for e in said] == [
+            ("alert.sent", "li", "email"),
+            ("alert.sent", "maria", "email"),
+        ]  # one delivery per person, both by the one email
 
     run(scenario)
 

@@ -14,15 +14,18 @@ from typing import TypeVar
 
 from services.router import conversations
 from services.router.assignment import Person
-from services.router.conversations import AccountRoute, Conversation, Team, TenantRules, World
+from services.router.conversations import AccountRoute, Conversation, Emitted, Team, TenantRules, World
 from services.router.deadlines import Sla, Targets
-from services.router.memory import MemoryRepository
-from services.router.ports import CountingIds, Ids
+from services.router.memory import MemoryRepository, State
+from services.router.ports import CountingIds, FixedClock, Ids
 from services.router.service import Outcome, Router
 from services.router.topics import Rule, Topic
 from shared import ids
+from shared.commands import AnyCommand
 from shared.events import (
     Author,
+    CommandApplied,
+    CommandRejected,
     ConversationAssigned,
     DeadlineChanged,
     Direction,
@@ -134,8 +137,11 @@ def message(
     outbound: bool = False,
     parent: str | None = None,
     external_id: str | None = None,
+    now: datetime | None = None,
 ) -> InteractionReceived:
+    """An interaction received at `now` (by default the world's time), written at `at` (by default then)."""
     external_id = external_id or uuid.uuid4().hex
+    now = now or world.now
     return InteractionReceived(
         tenant_id=TENANT,
         interaction_id=ids.interaction_id(
@@ -152,8 +158,8 @@ def message(
         author=Author(id="brand" if outbound else author, handle=author, followers=followers),
         text=text,
         language=language,
-        created_at=at or world.now,
-        received_at=world.now,
+        created_at=at or now,
+        received_at=now,
     )
 
 
@@ -194,23 +200,41 @@ def _cid(thread: str) -> str:
     return ids.conversation_id(account_id=ACCOUNT, thread_id=thread)
 
 
-def events(world: World, kind: type[E], conversation: Conversation | None = None) -> list[E]:
+Source = World | Outcome | Iterable[Outcome]
+
+
+def _emitted(source: Source) -> list[Emitted]:
+    if isinstance(source, World):
+        return list(source.events)
+    if isinstance(source, Outcome):
+        return list(source.events)
+    return [e for outcome in source for e in outcome.events]
+
+
+def events(source: Source, kind: type[E], conversation: Conversation | None = None) -> list[E]:
+    """The events of a kind a world emitted since its last commit, or an outcome (or several, in
+    order) published; only a conversation's if one is named."""
     return [
         e.event
-        for e in world.events
+        for e in _emitted(source)
         if isinstance(e.event, kind)
         and (conversation is None or getattr(e.event, "conversation_id", None) == conversation.id)
     ]
 
 
-def assigned(world: World, conversation: Conversation) -> ConversationAssigned:
+def effects(source: Source) -> list[Event]:
+    """What changed, as events: all of them but the outcome each command gets."""
+    return [e.event for e in _emitted(source) if not isinstance(e.event, CommandApplied | CommandRejected)]
+
+
+def assigned(source: Source, conversation: Conversation) -> ConversationAssigned:
     """The last assignment event of a conversation."""
-    return events(world, ConversationAssigned, conversation)[-1]
+    return events(source, ConversationAssigned, conversation)[-1]
 
 
-def deadline(world: World, conversation: Conversation) -> DeadlineChanged:
+def deadline(source: Source, conversation: Conversation) -> DeadlineChanged:
     """The last deadline event of a conversation."""
-    return events(world, DeadlineChanged, conversation)[-1]
+    return events(source, DeadlineChanged, conversation)[-1]
 
 
 def repository(world: World) -> MemoryRepository:
@@ -237,3 +261,102 @@ def serialized(outcome: Outcome) -> bytes:
         "counters": dataclasses.asdict(outcome.counters),
     }
     return json.dumps(document, sort_keys=True).encode()
+
+
+class Desk:
+    """The router as its users see it: the application service over an in-memory repository
+    seeded with `world` (its rules, people, conversations), a fixed clock and counted ids.
+
+    Every step is one unit of work (`Router.route` or `Router.apply`); its `Outcome` is kept
+    (`last`, and all of them in order in `outcomes`), and what a test reads afterwards is what
+    the repository holds. `world` is only the seed: changing it later changes nothing here;
+    a change of configuration is a change of what the repository holds (`person`, `state`)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.clock = FixedClock(world.now)
+        self.ids = CountingIds()
+        self.repo = repository(world)
+        self.router = Router(self.repo, backfill_cutoff=world.backfill_cutoff, ids=self.ids)
+        self.outcomes: list[Outcome] = []
+
+    @property
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    @now.setter
+    def now(self, at: datetime) -> None:
+        self.clock.at = at
+
+    @property
+    def last(self) -> Outcome:
+        """The outcome of the last step."""
+        return self.outcomes[-1]
+
+    @property
+    def state(self) -> State:
+        """What the repository holds."""
+        return self.repo.state
+
+    async def route(self, *batch: InteractionReceived) -> Outcome:
+        """One batch of interactions, routed now."""
+        outcome = await self.router.route(list(batch), self.now)
+        self.outcomes.append(outcome)
+        return outcome
+
+    async def apply(self, *commands: AnyCommand) -> Outcome:
+        """Commands, applied now in one unit of work."""
+        outcome = await self.router.apply(list(commands), self.now)
+        self.outcomes.append(outcome)
+        return outcome
+
+    async def write(
+        self,
+        *,
+        thread: str | None = None,
+        author: str = "ann",
+        text: str = "hello?",
+        at: datetime | None = None,
+        language: str | None = None,
+        followers: int | None = None,
+        edit_version: int = 0,
+    ) -> Conversation:
+        """A customer writes: a new conversation, or the next message in `thread`; returns
+        the conversation as the repository holds it afterwards."""
+        ix = message(
+            self.world,
+            thread=thread,
+            author=author,
+            text=text,
+            at=at,
+            language=language,
+            followers=followers,
+            edit_version=edit_version,
+            now=self.now,
+        )
+        await self.route(ix)
+        return self.conversation(ix.thread_id)
+
+    async def answer(
+        self, conversation: Conversation, *, at: datetime | None = None, edit: int = 0
+    ) -> Outcome:
+        """The brand replies in the conversation's thread."""
+        return await self.route(
+            message(
+                self.world,
+                thread=conversation.thread_id,
+                at=at,
+                outbound=True,
+                edit_version=edit,
+                now=self.now,
+            )
+        )
+
+    def conversation(self, which: Conversation | str) -> Conversation:
+        """A conversation (or the one of a thread) as the repository holds it now."""
+        thread = which.thread_id if isinstance(which, Conversation) else which
+        return self.repo.state.conversations[_cid(thread)]
+
+    def person(self, person_id: str) -> Person:
+        """A person as the repository holds them (the same object from one step to the next)."""
+        return self.repo.state.people[person_id]

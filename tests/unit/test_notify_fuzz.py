@@ -5,26 +5,35 @@ NUL, lone surrogates, bytes that are not UTF-8, deep nesting, 4,300+ digit numbe
 acknowledge pages get signed tokens carrying hostile contents. Never a 5xx, never a hang, and
 on the JSON endpoint every error is a JSON body naming it.
 
-Ports stand in for the database: a tiny in-memory store of people and subscriptions, and an
-acknowledger that knows a few conversations. The cases per test come from
-STAYHUMAN_FUZZ_EXAMPLES (10,000 unless set; `make test-unit` runs fewer)."""
+The acknowledge button goes through what it goes through in notify: the `Acknowledge` command
+applied by the service, here over the in-memory repository (one conversation waits at deadline
+version 3; the rest are unknown), its events kept instead of published. A tiny in-memory store
+of people and subscriptions stands in for the database of the push registration. The cases per
+test come from STAYHUMAN_FUZZ_EXAMPLES (10,000 unless set; `make test-unit` runs fewer)."""
 
 import asyncio
+import json
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
 from fastapi import FastAPI
 from hypothesis import example, given
 from hypothesis import strategies as st
+from nats.js import JetStreamContext
 from py_vapid import Vapid
 
-from services.notify.acks import Acknowledged, ack_token, acks_router
+from services.notify.acks import ack_token, acks_router
+from services.notify.consumers import CommandAcknowledger, Publisher
+from services.notify.memory import MemoryRepository
+from services.notify.ports import NotifyRepository
 from services.notify.push import LINK_MAX_AGE, Registered, Registration, push_router
+from services.notify.service import Outcome
 from shared.runtime import install_error_handlers
 from shared.secrets import LinkSigner, new_key
 from tests.fuzz import FUZZ, encode, mutated, raw_bodies
+from tests.notify_world import T0, World, context, deadline
 from tests.push import Device
 
 ANSWER_WITHIN = 10.0  # seconds: anything slower is a hang
@@ -52,11 +61,15 @@ class MemoryPushStore:
         return "taken" if owner != registration.person_id else "registered"
 
 
-class MemoryAcknowledger:
-    """The acknowledger port: one conversation waits for an answer, the rest moved on."""
+class KeptPublisher(Publisher):
+    """Keeps what the service's outcome says to publish instead of publishing it."""
 
-    async def acknowledge(self, *, conversation_id: str, version: int, person_id: str) -> Acknowledged:
-        return "acknowledged" if conversation_id == CONVERSATION else "outdated"
+    def __init__(self, repository: NotifyRepository) -> None:
+        super().__init__(cast(JetStreamContext, None), repository)
+        self.outcomes: list[Outcome] = []
+
+    async def publish(self, outcome: Outcome, *, stream: str, consumer: str) -> None:
+        self.outcomes.append(outcome)
 
 
 async def resolve(host: str, _port: int) -> list[str]:
@@ -72,11 +85,15 @@ class Client:
     def __init__(self) -> None:
         vapid = Vapid()
         vapid.generate_keys()
+        self.loop = asyncio.new_event_loop()
+        self.notify = World(MemoryRepository(conversations={CONVERSATION: context(CONVERSATION)}))
+        self.loop.run_until_complete(self.notify.service.deadlines_changed([deadline(CONVERSATION, 3, T0)]))
+        self.published = KeptPublisher(self.notify.repository)
+        acknowledger = CommandAcknowledger(lambda: (self.notify.service, self.published))
         app = FastAPI()
         install_error_handlers(app)
         app.include_router(push_router(signer=SIGNER, vapid=vapid, store=MemoryPushStore(), resolve=resolve))
-        app.include_router(acks_router(signer=SIGNER, acknowledger=MemoryAcknowledger()))
-        self.loop = asyncio.new_event_loop()
+        app.include_router(acks_router(signer=SIGNER, acknowledger=acknowledger))
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notify.test")
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -249,13 +266,21 @@ def test_the_acknowledge_page_answers_every_link_clearly(token: str, quoted: boo
 
 @FUZZ
 @given(token=ack_tokens, quoted=st.booleans(), body=push_bodies, content_type=content_types)
+@example(token=ack_token(SIGNER, conversation_id=CONVERSATION, version=3, who="maria"), quoted=True,
+         body=b"", content_type="")  # fmt: skip
 def test_acknowledging_answers_every_link_and_body_clearly(
     token: str, quoted: bool, body: bytes, content_type: str
 ) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
+    before = len(CLIENT.published.outcomes)
     answer = CLIENT.request(
         "POST", "/ack/" + quote(token, safe="" if quoted else UNRESERVED), content=body, headers=headers
     )
     assert_clear_page(answer)
     if answer.status_code == 200:
         assert "Acknowledged" in answer.text
+        # the command's outcome: applied the first time, already done after
+        [outcome] = CLIENT.published.outcomes[before:]
+        reply = json.loads(outcome.replies[-1].payload)
+        assert reply["conversation_id"] == CONVERSATION
+        assert reply["type"] == "command.applied" or reply["code"] == "already_done"

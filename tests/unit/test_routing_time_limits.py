@@ -1,9 +1,20 @@
 """Time at its limits: messages from any past date down to year 1, and targets that would fall
 due after what a NATS schedule can hold (Go times end in April 2262). Nothing overflows, old
-messages are assigned but never alert, and no due, warn or timer time leaves the schedulable range."""
+messages are assigned but never alert, and no due, warn or timer time leaves the schedulable range.
 
+What a conversation lives through goes through the router's application service over the
+in-memory repository (`routing_world.Desk`), looking at each step's outcome and at what the
+repository holds. The calendar (`BusinessCalendar`), the deadline arithmetic
+(`deadlines.plan_deadline`) and the schedulable range stay pure: they are functions of their
+arguments with no World around them, and the extremes they are given here (a target of
+`timedelta.max`, a pause of days added to it, the first and last instants of `datetime`)
+cannot be reached through a message or a command.
+"""
+
+import asyncio
 import dataclasses
 import time
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -11,15 +22,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.router import conversations, deadlines
+from services.router import deadlines
 from services.router.assignment import Person
-from services.router.commands import apply_command
-from services.router.conversations import World
 from services.router.deadlines import SCHEDULABLE, Sla, Targets
+from services.router.service import Outcome
 from shared.businesstime import WEEKDAYS, BusinessCalendar, CalendarError
-from shared.commands import Recompute
+from shared.commands import CheckAvailability, Recompute
 from shared.events import DeadlineChanged, DeadlineKind
-from tests.unit.routing_world import STANDARD, T0, TENANT, answer, build_world, commit, events, write
+from tests.unit.routing_world import STANDARD, T0, TENANT, Desk, build_world, events
 
 PROPERTY = settings(max_examples=120, deadline=None, database=None)
 HOUR = timedelta(hours=1)
@@ -39,10 +49,11 @@ def with_resolution(sla: Sla, resolution: timedelta | None = timedelta(days=2)) 
     return dataclasses.replace(sla, default=dataclasses.replace(sla.default, resolution=resolution))
 
 
-def schedulable_times(world: World) -> list[datetime]:
-    """Every time the world's events and timers ask notify or NATS to schedule."""
-    moments = [t.at for t in world.timers]
-    for deadline in events(world, DeadlineChanged):
+def schedulable_times(outcomes: Iterable[Outcome]) -> list[datetime]:
+    """Every time the outcomes' events and timers ask notify or NATS to schedule."""
+    outcomes = list(outcomes)
+    moments = [t.at for outcome in outcomes for t in outcome.timers]
+    for deadline in events(outcomes, DeadlineChanged):
         moments += [at for at in (deadline.warn_at, deadline.due_at) if at is not None]
     return moments
 
@@ -97,76 +108,76 @@ def test_add_before_gives_up_at_its_limit_quickly() -> None:
     ids=str,
 )
 @pytest.mark.parametrize("calendar", [None, OFFICE], ids=["around the clock", "office hours"])
-def test_a_message_from_long_ago_is_assigned_and_answered_but_never_alerts(
+async def test_a_message_from_long_ago_is_assigned_and_answered_but_never_alerts(
     created_at: datetime, calendar: BusinessCalendar | None
 ) -> None:
     sla = with_resolution(STANDARD if calendar is None else dataclasses.replace(STANDARD, calendar=calendar))
-    world = build_world([Person("alice")], sla=sla, auto_resolve=timedelta(days=3))
+    desk = Desk(build_world([Person("alice")], sla=sla, auto_resolve=timedelta(days=3)))
 
-    conversation = write(world, at=created_at)
+    conversation = await desk.write(at=created_at)
 
     assert conversation.owner_id == "alice"
-    assert (conversation.due_at, conversation.warn_at, events(world, DeadlineChanged)) == (None, None, [])
-    commit(world)
+    assert (conversation.due_at, conversation.warn_at, events(desk.last, DeadlineChanged)) == (None, None, [])
 
-    answer(world, conversation, at=created_at + timedelta(minutes=5))
+    answered = await desk.answer(conversation, at=created_at + timedelta(minutes=5))
 
-    assert conversation.state == "responded"
-    assert events(world, DeadlineChanged) == []  # no resolution deadline long past either
-    [timer] = world.timers
+    assert desk.conversation(conversation).state == "responded"
+    assert events(answered, DeadlineChanged) == []  # no resolution deadline long past either
+    [timer] = answered.timers
     # quiet since long ago: auto-resolve at once (a timer in year 1 could not be scheduled)
-    assert timer.at == max(created_at + timedelta(minutes=5, days=3), world.now)
-    commit(world)
-    conversations.recompute(world, conversation, "r1")
-    assert events(world, DeadlineChanged) == []
+    assert timer.at == max(created_at + timedelta(minutes=5, days=3), desk.now)
+    recomputed = await desk.apply(Recompute(tenant_id=TENANT, issued_at=desk.now))
+    assert events(recomputed, DeadlineChanged) == []
+    assert recomputed.rejections == []
 
 
-def test_a_conversation_whose_clock_ran_keeps_its_resolution_deadline_after_the_cutoff() -> None:
-    world = build_world([Person("alice")], sla=with_resolution(STANDARD))
-    world.backfill_cutoff = timedelta(hours=48)
-    conversation = write(world, at=T0 - timedelta(hours=30))  # recent enough when it came: it ran
+async def test_a_conversation_whose_clock_ran_keeps_its_resolution_deadline_after_the_cutoff() -> None:
+    desk = Desk(build_world([Person("alice")], sla=with_resolution(STANDARD)))
+    desk.router.backfill_cutoff = timedelta(hours=48)
+    conversation = await desk.write(at=T0 - timedelta(hours=30))  # recent enough when it came: it ran
     assert conversation.due_at is not None
-    commit(world)
-    world.backfill_cutoff = timedelta(hours=24)
+    desk.router.backfill_cutoff = timedelta(hours=24)
 
-    answer(world, conversation)
+    answered = await desk.answer(conversation)
 
-    assert events(world, DeadlineChanged)[-1].due_at == T0 + timedelta(hours=18)
+    assert events(answered, DeadlineChanged)[-1].due_at == T0 + timedelta(hours=18)
 
 
 # -- targets past what can be scheduled --------------------------------------------------------
 
 
-def test_a_target_that_cannot_fall_due_before_2262_sets_no_deadline() -> None:
+async def test_a_target_that_cannot_fall_due_before_2262_sets_no_deadline() -> None:
     sla = Sla(default=Targets(first_response=timedelta(days=9000)), calendar=ONE_HOUR_A_WEEK)
-    world = build_world([Person("alice")], sla=sla)
+    desk = Desk(build_world([Person("alice")], sla=sla))
 
-    conversation = write(world)
+    conversation = await desk.write()
 
     assert conversation.owner_id == "alice"
-    assert conversation.due_at is None and events(world, DeadlineChanged) == []
+    assert conversation.due_at is None and events(desk.last, DeadlineChanged) == []
 
 
-def test_a_calendar_closed_for_years_sets_no_deadline_rather_than_failing_the_message() -> None:
+async def test_a_calendar_closed_for_years_sets_no_deadline_rather_than_failing_the_message() -> None:
     mondays = [date(2026, 5, 25) + timedelta(weeks=week) for week in range(52 * 4)]
     closed = BusinessCalendar.parse(
         timezone="Europe/Berlin", hours={"mon": [["09:00", "10:00"]]}, closed_days=mondays
     )
-    world = build_world([Person("alice")], sla=Sla(default=Targets(first_response=HOUR), calendar=closed))
+    desk = Desk(
+        build_world([Person("alice")], sla=Sla(default=Targets(first_response=HOUR), calendar=closed))
+    )
 
-    conversation = write(world)
+    conversation = await desk.write()
 
     assert conversation.owner_id == "alice" and conversation.due_at is None
 
 
-def test_the_resolution_target_applies_when_the_response_target_is_out_of_reach() -> None:
+async def test_the_resolution_target_applies_when_the_response_target_is_out_of_reach() -> None:
     sla = Sla(
         default=Targets(first_response=timedelta(days=9000), resolution=timedelta(hours=3)),
         calendar=ONE_HOUR_A_WEEK,
     )
-    world = build_world([Person("alice")], sla=sla)
+    desk = Desk(build_world([Person("alice")], sla=sla))
 
-    conversation = write(world)  # Wednesday 20 May 2026: three Monday hours, Whit Monday closed
+    conversation = await desk.write()  # Wednesday 20 May 2026: three Monday hours, Whit Monday closed
 
     assert conversation.deadline_kind == DeadlineKind.resolution
     assert conversation.due_at == datetime(2026, 6, 15, 8, tzinfo=UTC)
@@ -187,27 +198,28 @@ def test_a_huge_target_and_pause_do_not_overflow() -> None:
     assert deadline is None
 
 
-def test_an_absence_ending_after_2262_arms_no_timer() -> None:
+async def test_an_absence_ending_after_2262_arms_no_timer() -> None:
     alice = Person("alice", out_of_office=(T0 - timedelta(hours=1), datetime(9999, 12, 31, tzinfo=UTC)))
-    world = build_world([alice, Person("bob")])
+    desk = Desk(build_world([alice, Person("bob")]))
 
-    conversations.check_availability(world, "alice")
+    outcome = await desk.apply(CheckAvailability(person_id="alice", issued_at=desk.now))
 
-    assert world.timers == []
+    assert outcome.timers == []
+    assert outcome.rejections == []
 
 
-def test_a_recompute_with_a_far_target_clears_the_deadline() -> None:
-    world = build_world([Person("alice")])
-    conversation = write(world)
+async def test_a_recompute_with_a_far_target_clears_the_deadline() -> None:
+    desk = Desk(build_world([Person("alice")]))
+    conversation = await desk.write()
     assert conversation.due_at is not None
-    commit(world)
     far = Sla(default=Targets(first_response=timedelta(days=9000)), calendar=ONE_HOUR_A_WEEK)
-    world.tenants[TENANT].policies = {p: far for p in world.tenants[TENANT].policies}
+    rules = desk.state.tenants[TENANT]
+    rules.policies = {p: far for p in rules.policies}
 
-    apply_command(world, Recompute(tenant_id=TENANT, issued_by="ops"))
+    outcome = await desk.apply(Recompute(tenant_id=TENANT, issued_by="ops", issued_at=desk.now))
 
-    assert conversation.due_at is None
-    assert events(world, DeadlineChanged)[-1].due_at is None
+    assert desk.conversation(conversation).due_at is None
+    assert events(outcome, DeadlineChanged)[-1].due_at is None
 
 
 # -- properties -------------------------------------------------------------------------------
@@ -273,33 +285,26 @@ def test_whenever_a_message_was_written_routing_never_overflows_nor_leaves_the_s
         warn_before=warn,
         calendar=calendar,
     )
-    world = build_world([Person("alice")], sla=sla, auto_resolve=timedelta(days=7))
-    times: list[datetime] = []
+    desk = Desk(build_world([Person("alice")], sla=sla, auto_resolve=timedelta(days=7)))
 
-    conversation = write(world, at=at)
-    old = T0 - at > world.backfill_cutoff
-    assert conversation.owner_id == "alice"
-    if old:
-        assert conversation.due_at is None
-    times += schedulable_times(commit_copy(world))
-    answer(world, conversation, at=min(at + reply_after, T0))
-    times += schedulable_times(commit_copy(world))
-    write(world, thread=conversation.thread_id, at=min(at + reply_after + timedelta(minutes=1), T0))
-    times += schedulable_times(world)
+    async def live() -> None:
+        conversation = await desk.write(at=at)
+        old = T0 - at > desk.router.backfill_cutoff
+        assert conversation.owner_id == "alice"
+        if old:
+            assert conversation.due_at is None
+        await desk.answer(conversation, at=min(at + reply_after, T0))
+        await desk.write(thread=conversation.thread_id, at=min(at + reply_after + timedelta(minutes=1), T0))
+        conversation = desk.conversation(conversation)
+        for due in (conversation.due_at, conversation.warn_at):
+            assert due is None or SCHEDULABLE[0] <= due <= SCHEDULABLE[1]
 
-    for moment in times:
+    asyncio.run(live())  # hypothesis drives a plain function: each example in a loop of its own
+
+    for moment in schedulable_times(desk.outcomes):
         assert SCHEDULABLE[0] <= moment <= SCHEDULABLE[1]
-    for timer in world.timers:
-        assert timer.at >= world.now
-    for due in (conversation.due_at, conversation.warn_at):
-        assert due is None or SCHEDULABLE[0] <= due <= SCHEDULABLE[1]
-
-
-def commit_copy(world: World) -> World:
-    """The world's changes so far, handed back before they are cleared for the next step."""
-    done = dataclasses.replace(world, events=list(world.events), timers=list(world.timers))
-    commit(world)
-    return done
+    for timer in desk.last.timers:
+        assert timer.at >= desk.now
 
 
 @PROPERTY

@@ -2,7 +2,8 @@
 
 No database and no broker: the tests load a World the way the repository would, call
 the pure operations, and look at what changed (state, events, loads, timers); or put
-that world in an in-memory repository and go through the application service.
+that world in an in-memory repository and go through the application service, as a `Desk`
+does (a fixed clock, counted ids, each step's outcome kept, reads from the repository).
 """
 
 import dataclasses

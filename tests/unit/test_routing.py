@@ -11,9 +11,9 @@ a tenant's policies) is a change of what the repository holds, as the configurat
 The World's own bookkeeping (its load deltas, the people it freed) is not seen from outside: the
 cases look at what it leads to instead, the loads the repository keeps and the queued
 conversations a freed person takes in the same unit of work. Nothing here calls the domain
-directly; the pure functions with no path through a World (ranking, deadline arithmetic,
-calendars) are tested in `test_routing_properties`, `test_routing_time_limits` and
-`test_businesstime`.
+directly, so no case stayed pure: each one has a path through the service. The pure core under
+random days of work is `test_routing_properties`; deadline arithmetic and calendars at their
+limits are in `test_routing_time_limits` and `test_businesstime`.
 """
 
 import copy

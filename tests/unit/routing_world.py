@@ -264,6 +264,12 @@ def serialized(outcome: Outcome) -> bytes:
     return json.dumps(document, sort_keys=True).encode()
 
 
+def freed(outcome: Outcome) -> set[str]:
+    """Who the unit of work freed and can take more work, among people who also serve a tenant
+    it did not load (see `Desk.serve_elsewhere`): the router asks to check their availability."""
+    return {m.subject.split(".")[3] for m in outcome.outgoing if m.subject.endswith(".check_availability")}
+
+
 class Desk:
     """The router as its users see it: the application service over an in-memory repository
     seeded with `world` (its rules, people, conversations), a fixed clock and counted ids.
@@ -357,6 +363,12 @@ class Desk:
         """A conversation (or the one of a thread) as the repository holds it now."""
         thread = which.thread_id if isinstance(which, Conversation) else which
         return self.repo.state.conversations[_cid(thread)]
+
+    def serve_elsewhere(self, *person_ids: str) -> None:
+        """Put people in a team of another tenant too, one no unit of work here loads: whom a
+        unit of work frees is then seen in the outcome, as the checks it asks for (`freed`)."""
+        elsewhere = ids.team_id(tenant_id="kettle", slug="care")
+        self.repo.state.teams[elsewhere] = Team(elsewhere, "kettle", "care", list(person_ids))
 
     def person(self, person_id: str) -> Person:
         """A person as the repository holds them (the same object from one step to the next)."""

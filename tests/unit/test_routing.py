@@ -8,9 +8,10 @@ what each step's `Outcome` published (events, timers, rejections) and at what th
 holds afterwards. A change of configuration between steps (someone's status, absence or team,
 a tenant's policies) is a change of what the repository holds, as the configuration sync makes.
 
-The World's own bookkeeping (its load deltas, the people it freed) is not seen from outside: the
-cases look at what it leads to instead, the loads the repository keeps and the queued
-conversations a freed person takes in the same unit of work. Nothing here calls the domain
+The World's own bookkeeping is not seen from outside: for its load deltas the cases look at
+the loads the repository keeps; for the people it freed, at the queued conversations they take
+in the same unit of work, or, for someone who also serves another tenant
+(`Desk.serve_elsewhere`), at the check of their availability the outcome asks for there. Nothing here calls the domain
 directly, so no case stayed pure: each one has a path through the service. The pure core under
 random days of work is `test_routing_properties`; deadline arithmetic and calendars at their
 limits are in `test_routing_time_limits` and `test_businesstime`.
@@ -68,6 +69,7 @@ from tests.unit.routing_world import (
     deadline,
     effects,
     events,
+    freed,
     team_id,
     topic,
 )
@@ -414,11 +416,14 @@ async def test_priority_weights_count_against_capacity() -> None:
 
 async def test_answering_frees_capacity_for_the_queue() -> None:
     desk = Desk(build_world([Person("alice", capacity=1)]))
+    desk.serve_elsewhere("alice")
     first = await desk.write()
     waiting = await desk.write()
     assert waiting.owner_id is None
 
     outcome = await desk.answer(first)
+
+    assert freed(outcome) == {"alice"}
 
     first, waiting = desk.conversation(first), desk.conversation(waiting)
     assert (first.state, first.load_weight) == (State.responded, 0)
@@ -435,10 +440,12 @@ async def test_answering_frees_capacity_for_the_queue() -> None:
 
 async def test_a_paused_conversation_does_not_count() -> None:
     desk = Desk(build_world([Person("alice", capacity=1)]))
+    desk.serve_elsewhere("alice")
     first = await desk.write()
 
-    await desk.apply(pause(desk, first))
+    outcome = await desk.apply(pause(desk, first))
 
+    assert freed(outcome) == {"alice"}
     first = desk.conversation(first)
     assert (first.state, first.owner_id, first.load_weight, desk.person("alice").load) == (
         State.paused,
@@ -492,6 +499,7 @@ async def test_a_freed_person_takes_what_nobody_in_the_team_has_skills_for() -> 
 
 async def test_away_keeps_what_they_own_and_takes_nothing_new() -> None:
     desk = Desk(build_world([Person("alice"), Person("bob", load=3)]))
+    desk.serve_elsewhere("alice")
     mine = await desk.write()
     assert mine.owner_id == "alice"
 
@@ -499,6 +507,7 @@ async def test_away_keeps_what_they_own_and_takes_nothing_new() -> None:
 
     assert (desk.conversation(mine).owner_id, desk.person("alice").load) == ("alice", 1)
     assert effects(outcome) == []
+    assert freed(outcome) == set()
     assert (await desk.write()).owner_id == "bob"
 
 
@@ -1007,6 +1016,7 @@ async def test_an_owner_change_republishes_the_deadline_for_the_new_owner(answer
 
 async def test_a_claim_moves_the_conversation_and_its_load() -> None:
     desk = Desk(build_world([Person("alice"), Person("bob", load=1)]))
+    desk.serve_elsewhere("alice")
     conversation = await desk.write()
     assert (desk.person("alice").load, desk.person("bob").load) == (1, 1)
 
@@ -1018,6 +1028,7 @@ async def test_a_claim_moves_the_conversation_and_its_load() -> None:
 
     assert desk.conversation(conversation).owner_id == "bob"
     assert (desk.person("alice").load, desk.person("bob").load) == (0, 2)
+    assert "alice" in freed(outcome)
     event = assigned(outcome, conversation)
     assert (event.step, event.reason, event.previous_owner_id) == ("claim", "bob claimed it", "alice")
     assert outcome.rejections == []
@@ -1097,6 +1108,7 @@ async def test_reassign_to_a_team_with_nobody_free_queues_it_and_releases_the_ow
 
 async def test_resolve_frees_the_owner_and_stops_the_clock() -> None:
     desk = Desk(build_world([Person("alice")]))
+    desk.serve_elsewhere("alice")
     conversation = await desk.write()
 
     outcome = await desk.apply(
@@ -1111,6 +1123,7 @@ async def test_resolve_frees_the_owner_and_stops_the_clock() -> None:
     )
     assert events(outcome, ConversationResolved)[0].reason == "resolved by alice"
     assert deadline(outcome, conversation).due_at is None
+    assert freed(outcome) == {"alice"}
 
 
 async def test_a_command_for_another_tenants_conversation_is_refused() -> None:

@@ -218,7 +218,13 @@ class AssignmentConsumer:
                 await self.publisher.publish(
                     outcome, stream=subjects.EVENTS_STREAM, consumer=ASSIGNED_CONSUMER
                 )
-            except Exception:
+            except Exception as error:
+                if is_last_delivery(msg, self.max_deliver):
+                    await dead_letter(
+                        self.js, msg, stream=subjects.EVENTS_STREAM, consumer=ASSIGNED_CONSUMER,
+                        error=f"{type(error).__name__}: {error}",
+                    )  # fmt: skip
+                    continue
                 log.warning("assignment notice failed; it will be retried", exc_info=True)
                 outcome = Outcome(retry_in=self.retry_delay)
             if outcome.retry_in is None:
@@ -235,6 +241,7 @@ class OperatorConsumer:
     service: NotifyService
     publisher: Publisher
     max_deliver: int
+    retry_delay: float = 5.0
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
         for msg in msgs:
@@ -249,15 +256,26 @@ class OperatorConsumer:
                     error=f"invalid: {error}",
                 )
                 continue
-            outcome = await with_heartbeat(
-                msg,
-                self.service.connector_problem(
-                    problem,
-                    attempt=msg.metadata.num_delivered,
-                    last_try=is_last_delivery(msg, self.max_deliver),
-                ),
-            )
-            await self.publisher.publish(outcome, stream=subjects.EVENTS_STREAM, consumer=OPERATOR_CONSUMER)
+            last = is_last_delivery(msg, self.max_deliver)
+            try:
+                outcome = await with_heartbeat(
+                    msg,
+                    self.service.connector_problem(
+                        problem, attempt=msg.metadata.num_delivered, last_try=last
+                    ),
+                )
+                await self.publisher.publish(
+                    outcome, stream=subjects.EVENTS_STREAM, consumer=OPERATOR_CONSUMER
+                )
+            except Exception as error:
+                if last:
+                    await dead_letter(
+                        self.js, msg, stream=subjects.EVENTS_STREAM, consumer=OPERATOR_CONSUMER,
+                        error=f"{type(error).__name__}: {error}",
+                    )  # fmt: skip
+                    continue
+                log.warning("operator alert failed; it will be retried", exc_info=True)
+                outcome = Outcome(retry_in=self.retry_delay)
             if outcome.retry_in is None:
                 await msg.ack()
             else:

@@ -714,7 +714,23 @@ class NotifyService:
             log.warning("operator alert not delivered", extra={"error": said, "retrying": retry})
         batch = EventBatch(self.ids.new(), (event,))
         await self.repository.add_events(batch, now=now)
-        return Outcome(events=(batch,), retry_in=self.policy.retry_initial.total_seconds() if retry else None)
+        kept: tuple[DeadLetter, ...] = ()
+        if not ok and not permanent and not retry:  # out of tries: kept, so replaying it sends it again
+            kept = (
+                DeadLetter(
+                    subject=subjects.connector_problem(
+                        tenant_id=problem.tenant_id, account_id=problem.account_id
+                    ),
+                    data=problem.model_dump_json().encode(),
+                    error=f"email to {self.policy.operator}: {said}",
+                    key=problem.event_id,
+                ),
+            )
+        return Outcome(
+            events=(batch,),
+            dead_letters=kept,
+            retry_in=self.policy.retry_initial.total_seconds() if retry else None,
+        )
 
     # -- acknowledgements -------------------------------------------------------------------
 

@@ -397,6 +397,11 @@ def test_an_operator_alert_retries_an_outage_and_gives_up_on_the_last_try() -> N
         [given_up] = events_of(last)
         assert given_up["final"] is True and given_up["retry_at"] is None and last.retry_in is None
         assert given_up["msg_id"] == f"alert:connector:{'f' * 32}:3:failed"
+        # out of tries, the problem is kept on the dead letter: replaying it tells the operator again
+        [kept] = last.dead_letters
+        assert kept.subject == "sh.ops.acme.acme-fb" and "email to" in kept.error
+        assert ConnectorProblem.model_validate_json(kept.data) == connector_problem()
+        assert first.dead_letters == ()
         world.email.failing = False  # a redelivery that gets through
         [sent] = events_of(
             await world.service.connector_problem(connector_problem(), attempt=2, last_try=False)
@@ -414,6 +419,7 @@ def test_an_operator_address_rejected_for_good_is_not_retried() -> None:
         [failed] = events_of(outcome)
         assert failed["type"] == "alert.failed" and failed["final"] is True and failed["retry_at"] is None
         assert outcome.retry_in is None and world.email.sent == []
+        assert outcome.dead_letters == ()  # replaying would be refused the same way
 
     run(scenario)
 

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -186,137 +186,90 @@ class TimerConsumer:
 
 
 @dataclass
-class AssignmentConsumer:
-    """Conversations assigned: a notice to the new owner, when they asked for one."""
-
-    js: JetStreamContext
-    service: NotifyService
-    publisher: Publisher
-    max_deliver: int
-    retry_delay: float
-
-    async def handle_batch(self, msgs: list[Msg]) -> None:
-        for msg in msgs:
-            try:
-                event = ConversationAssigned.model_validate_json(msg.data)
-            except ValidationError as error:
-                await dead_letter(
-                    self.js,
-                    msg,
-                    stream=subjects.EVENTS_STREAM,
-                    consumer=ASSIGNED_CONSUMER,
-                    error=f"invalid: {error}",
-                )
-                continue
-            try:
-                outcome = await with_heartbeat(
-                    msg,
-                    self.service.conversation_assigned(
-                        event, last_try=is_last_delivery(msg, self.max_deliver)
-                    ),
-                )
-                await self.publisher.publish(
-                    outcome, stream=subjects.EVENTS_STREAM, consumer=ASSIGNED_CONSUMER
-                )
-            except Exception as error:
-                if is_last_delivery(msg, self.max_deliver):
-                    await dead_letter(
-                        self.js, msg, stream=subjects.EVENTS_STREAM, consumer=ASSIGNED_CONSUMER,
-                        error=f"{type(error).__name__}: {error}",
-                    )  # fmt: skip
-                    continue
-                log.warning("assignment notice failed; it will be retried", exc_info=True)
-                outcome = Outcome(retry_in=self.retry_delay)
-            if outcome.retry_in is None:
-                await msg.ack()
-            else:
-                await msg.nak(delay=outcome.retry_in)
-
-
-@dataclass
-class OperatorConsumer:
-    """Connector problems reported by ingest, emailed to the operator."""
+class OneByOne:
+    """Messages handled one at a time through the service: an invalid one is dead-lettered at
+    once; a failure is tried again after `retry_delay`, and on its last delivery dead-lettered
+    with its error (never nak'ed into a silent drop at max_deliver)."""
 
     js: JetStreamContext
     service: NotifyService
     publisher: Publisher
     max_deliver: int
     retry_delay: float = 5.0
+    stream: ClassVar[str] = subjects.EVENTS_STREAM
+    consumer: ClassVar[str]
+    what: ClassVar[str]
+
+    def decode(self, data: bytes) -> Any:
+        raise NotImplementedError
+
+    async def call(self, item: Any, msg: Msg, *, last: bool) -> Outcome:
+        raise NotImplementedError
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
         for msg in msgs:
             try:
-                problem = ConnectorProblem.model_validate_json(msg.data)
+                item = self.decode(msg.data)
             except ValidationError as error:
-                await dead_letter(
-                    self.js,
-                    msg,
-                    stream=subjects.EVENTS_STREAM,
-                    consumer=OPERATOR_CONSUMER,
-                    error=f"invalid: {error}",
-                )
+                await self._dead_letter(msg, f"invalid {self.what}: {error}")
                 continue
             last = is_last_delivery(msg, self.max_deliver)
             try:
-                outcome = await with_heartbeat(
-                    msg,
-                    self.service.connector_problem(
-                        problem, attempt=msg.metadata.num_delivered, last_try=last
-                    ),
-                )
-                await self.publisher.publish(
-                    outcome, stream=subjects.EVENTS_STREAM, consumer=OPERATOR_CONSUMER
-                )
+                outcome = await with_heartbeat(msg, self.call(item, msg, last=last))
+                await self.publisher.publish(outcome, stream=self.stream, consumer=self.consumer)
             except Exception as error:
                 if last:
-                    await dead_letter(
-                        self.js, msg, stream=subjects.EVENTS_STREAM, consumer=OPERATOR_CONSUMER,
-                        error=f"{type(error).__name__}: {error}",
-                    )  # fmt: skip
+                    await self._dead_letter(msg, f"{type(error).__name__}: {error}")
                     continue
-                log.warning("operator alert failed; it will be retried", exc_info=True)
+                log.warning(f"{self.what} failed; it will be retried", exc_info=True)
                 outcome = Outcome(retry_in=self.retry_delay)
             if outcome.retry_in is None:
                 await msg.ack()
             else:
                 await msg.nak(delay=outcome.retry_in)
 
+    async def _dead_letter(self, msg: Msg, error: str) -> None:
+        await dead_letter(self.js, msg, stream=self.stream, consumer=self.consumer, error=error)
 
-@dataclass
-class CommandConsumer:
+
+class AssignmentConsumer(OneByOne):
+    """Conversations assigned: a notice to the new owner, when they asked for one."""
+
+    consumer = ASSIGNED_CONSUMER
+    what = "assignment notice"
+
+    def decode(self, data: bytes) -> ConversationAssigned:
+        return ConversationAssigned.model_validate_json(data)
+
+    async def call(self, item: ConversationAssigned, msg: Msg, *, last: bool) -> Outcome:
+        return await self.service.conversation_assigned(item, last_try=last)
+
+
+class OperatorConsumer(OneByOne):
+    """Connector problems reported by ingest, emailed to the operator."""
+
+    consumer = OPERATOR_CONSUMER
+    what = "operator alert"
+
+    def decode(self, data: bytes) -> ConnectorProblem:
+        return ConnectorProblem.model_validate_json(data)
+
+    async def call(self, item: ConnectorProblem, msg: Msg, *, last: bool) -> Outcome:
+        return await self.service.connector_problem(item, attempt=msg.metadata.num_delivered, last_try=last)
+
+
+class CommandConsumer(OneByOne):
     """notify's commands (`sh.ncmd.>`): acknowledge. One outcome event per command."""
 
-    js: JetStreamContext
-    service: NotifyService
-    publisher: Publisher
-    max_deliver: int
-    retry_delay: float
+    stream = subjects.COMMANDS_STREAM
+    consumer = COMMAND_CONSUMER
+    what = "command"
 
-    async def handle_batch(self, msgs: list[Msg]) -> None:
-        for msg in msgs:
-            try:
-                command = notify_command_adapter.validate_json(msg.data)
-            except ValidationError as error:
-                await self._dead_letter(msg, f"invalid command: {error}")
-                continue
-            try:
-                _, outcome = await self.service.acknowledge(command)
-                await self.publisher.publish(
-                    outcome, stream=subjects.COMMANDS_STREAM, consumer=COMMAND_CONSUMER
-                )
-            except Exception as error:
-                log.exception("command failed", extra={"command_id": command.command_id})
-                if is_last_delivery(msg, self.max_deliver):
-                    await self._dead_letter(msg, f"{type(error).__name__}: {error}")
-                else:
-                    await msg.nak(delay=self.retry_delay)
-                continue
-            await msg.ack()
+    def decode(self, data: bytes) -> Acknowledge:
+        return notify_command_adapter.validate_json(data)
 
-    async def _dead_letter(self, msg: Msg, error: str) -> None:
-        await dead_letter(
-            self.js, msg, stream=subjects.COMMANDS_STREAM, consumer=COMMAND_CONSUMER, error=error
-        )
+    async def call(self, item: Acknowledge, msg: Msg, *, last: bool) -> Outcome:
+        return (await self.service.acknowledge(item))[1]
 
 
 @dataclass

@@ -83,6 +83,7 @@ from shared.events import (
     Event,
     Rejection,
 )
+from shared.logs import correlation_id
 from shared.secrets import LinkSigner
 from shared.tracing import carrier_of, span
 
@@ -226,6 +227,7 @@ class NotifyService:
             if too_late is not None:
                 log_unschedulable(deadline, too_late)
             else:
+                token = correlation_id.set(event.correlation_id)  # follows the interaction into notify
                 log.info(
                     "deadline armed" if timer is not None else "deadline cleared",
                     extra={
@@ -234,6 +236,7 @@ class NotifyService:
                         "reason": event.reason,
                     },
                 )
+                correlation_id.reset(token)
         await self.scheduler.arm(to_arm)
         await self.scheduler.cancel(to_cancel)
         ARMED.inc(len(to_arm))

@@ -26,7 +26,7 @@ test: $(INSTALLED) lint typecheck
 
 # The fast lane while iterating: pure logic and in-process tests, no services started.
 test-unit: $(INSTALLED)
-	STAYHUMAN_FUZZ_EXAMPLES=$${STAYHUMAN_FUZZ_EXAMPLES:-300} $(BIN)/python -m pytest tests/unit -q
+	STAYHUMAN_FUZZ_EXAMPLES=$${STAYHUMAN_FUZZ_EXAMPLES:-150} $(BIN)/python -m pytest tests/unit -q
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -6,6 +6,7 @@ its read paths. Shared library code (`shared/`) writes only for its callers.
 """
 
 import ast
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,7 @@ def _innermost_writer(node: ast.AST) -> ast.Call | None:
     return None
 
 
+@functools.cache
 def uses(part: Part) -> list[Use]:
     found: list[Use] = []
     for path in _files(part):

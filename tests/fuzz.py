@@ -17,6 +17,16 @@ from hypothesis import strategies as st
 
 # `make test` runs every fuzz test with 10,000 cases per parser; `make test-unit` fewer.
 EXAMPLES = int(os.environ.get("STAYHUMAN_FUZZ_EXAMPLES", "10000"))
+
+
+def properties(examples: int) -> settings:
+    """A property test's settings: its own number of examples, halved in the fast lane (fewer
+    than 1,000 fuzz cases asked for); `make test` runs them all."""
+    return settings(
+        max_examples=examples if EXAMPLES >= 1000 else examples // 2, deadline=None, database=None
+    )
+
+
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

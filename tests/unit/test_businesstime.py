@@ -3,10 +3,11 @@ from zoneinfo import ZoneInfo
 
 import holidays
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from shared.businesstime import ALWAYS_OPEN, WEEKDAYS, BusinessCalendar, CalendarError
+from tests.fuzz import properties
 
 BERLIN = ZoneInfo("Europe/Berlin")
 OFFICE_HOURS = {day: [["09:00", "18:00"]] for day in ("mon", "tue", "wed", "thu", "fri")}
@@ -346,7 +347,7 @@ DST_DAYS = (
 )
 # Midnight, DST-night hours and half hours show up far more often than at random.
 BOUNDARIES = st.one_of(st.sampled_from([0, 60, 120, 150, 180, 1410, 1440]), st.integers(0, 1440))
-PROPERTY = settings(max_examples=200, deadline=None, database=None)
+PROPERTY = properties(200)
 
 
 @st.composite

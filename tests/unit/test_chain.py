@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from services.notify.chain import (
@@ -17,6 +17,7 @@ from services.notify.chain import (
     next_alert,
     timeline,
 )
+from tests.fuzz import properties
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -260,7 +261,7 @@ def raw_chains(draw: st.DrawFn) -> list[dict[str, Any]]:
     return chain
 
 
-@settings(max_examples=150, deadline=None, database=None)
+@properties(150)
 @given(
     raw=raw_chains(),
     warn_before=st.none() | st.integers(-600, 3600),

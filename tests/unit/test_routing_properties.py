@@ -4,7 +4,7 @@ import dataclasses
 from collections import Counter
 from datetime import datetime, timedelta
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from services.router import conversations
@@ -15,6 +15,7 @@ from services.router.topics import PRIORITIES
 from shared.businesstime import WEEKDAYS, BusinessCalendar
 from shared.commands import Claim, Pause, Reassign, Resolve, Resume
 from shared.events import ConversationAssigned, DeadlineChanged
+from tests.fuzz import properties
 from tests.unit.routing_world import (
     ACCOUNT,
     STANDARD,
@@ -27,7 +28,7 @@ from tests.unit.routing_world import (
     write,
 )
 
-PROPERTY = settings(max_examples=150, deadline=None, database=None)
+PROPERTY = properties(150)
 
 DAY_SHIFT = BusinessCalendar.parse(timezone="UTC", hours={day: [["09:00", "17:00"]] for day in WEEKDAYS[:5]})
 TOPICS = [

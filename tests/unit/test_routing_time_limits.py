@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from services.router import deadlines
@@ -29,9 +29,10 @@ from services.router.service import Outcome
 from shared.businesstime import WEEKDAYS, BusinessCalendar, CalendarError
 from shared.commands import CheckAvailability, Recompute
 from shared.events import DeadlineChanged, DeadlineKind
+from tests.fuzz import properties
 from tests.unit.routing_world import STANDARD, T0, TENANT, Desk, build_world, events
 
-PROPERTY = settings(max_examples=120, deadline=None, database=None)
+PROPERTY = properties(120)
 HOUR = timedelta(hours=1)
 FIRST = datetime.min.replace(tzinfo=UTC)
 LAST = datetime.max.replace(tzinfo=UTC)

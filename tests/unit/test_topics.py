@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from services.router.topics import (
@@ -19,6 +19,7 @@ from services.router.topics import (
     is_vip,
 )
 from shared.events import Author, Direction, InteractionReceived, Kind, Platform
+from tests.fuzz import properties
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
@@ -375,7 +376,7 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyzäöüéèçñßåøαβγδεζηθλμπ
 _ACCENTS = "\u0300\u0301\u0302\u0308\u030a\u030c\u0327"
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@properties(200)
 @given(
     words=st.lists(st.text(_LETTERS, min_size=1, max_size=8), min_size=1, max_size=12),
     separators=st.lists(st.sampled_from([" ", ", ", "! ", "\n", " (", ") "]), min_size=12, max_size=12),

@@ -183,13 +183,20 @@ class MemoryRepository:
         )
 
     async def acknowledge(
-        self, *, conversation_id: str, version: int, person_id: str, command_id: str, now: datetime
+        self,
+        *,
+        tenant_id: str,
+        conversation_id: str,
+        version: int,
+        person_id: str,
+        command_id: str,
+        now: datetime,
     ) -> AckResult:
         ack = self.alerts.get(alert_id(conversation_id, version, "ack"))
-        if ack is not None and ack.command_id == command_id:
+        if ack is not None and ack.command_id == command_id and ack.tenant_id == tenant_id:
             return AckResult(AckOutcome.acknowledged, ack.tenant_id, ack.at)
         d = self.stored.get(conversation_id)
-        if d is None:
+        if d is None or d.tenant_id != tenant_id:
             return AckResult(AckOutcome.unknown)
         if d.version != version:
             return AckResult(AckOutcome.outdated, d.tenant_id)

@@ -249,9 +249,17 @@ class NotifyRepository(Protocol):
         """Note the alert of the timeline just handled; `finished`: it was the last one."""
 
     async def acknowledge(
-        self, *, conversation_id: str, version: int, person_id: str, command_id: str, now: datetime
+        self,
+        *,
+        tenant_id: str,
+        conversation_id: str,
+        version: int,
+        person_id: str,
+        command_id: str,
+        now: datetime,
     ) -> AckResult:
-        """Stop the escalation of this deadline version. A command seen before gets its first answer."""
+        """Stop the escalation of this deadline version. A command seen before gets its first answer;
+        a conversation of another tenant is unknown (nothing is written)."""
 
     async def overdue_context(
         self, *, conversation_id: str, version: int, due_at: datetime

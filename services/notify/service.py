@@ -743,14 +743,10 @@ class NotifyService:
         answered the same, under the same message ids."""
         now = self.clock.now()
         result = await self.repository.acknowledge(
-            conversation_id=command.conversation_id, version=command.deadline_version,
-            person_id=command.person_id, command_id=command.command_id, now=now,
+            tenant_id=command.tenant_id, conversation_id=command.conversation_id,
+            version=command.deadline_version, person_id=command.person_id, command_id=command.command_id, now=now,
         )  # fmt: skip
         outcome = result.outcome
-        if outcome is AckOutcome.acknowledged and result.tenant_id != command.tenant_id:
-            outcome = AckOutcome.unknown  # not acknowledged: the repository answered for its own tenant
-        if result.tenant_id and result.tenant_id != command.tenant_id:
-            outcome = AckOutcome.unknown
         at = result.acknowledged_at or now
         common = {
             "tenant_id": command.tenant_id, "correlation_id": command.correlation_id, "command_id": command.command_id,

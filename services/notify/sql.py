@@ -220,6 +220,7 @@ async def advance(
 async def acknowledge(
     *,
     session: AsyncSession,
+    tenant_id: str,
     conversation_id: str,
     version: int,
     person_id: str,
@@ -227,20 +228,22 @@ async def acknowledge(
     now: datetime,
 ) -> AckResult:
     """Someone is on it: no more escalation for this deadline version. The acknowledgement's
-    row names the command that made it, so that command seen again gets its first answer."""
+    row names the command that made it, so that command seen again gets its first answer. Another
+    tenant's conversation is unknown: nothing is read from it or written to it."""
     ack_id = alert_id(conversation_id, version, "ack")
-    before = await fetch_rows(session, select(ALERTS).where(ALERTS.c.id == ack_id))
+    before = await fetch_rows(
+        session, select(ALERTS).where(ALERTS.c.id == ack_id, ALERTS.c.tenant_id == tenant_id)
+    )
     if before and before[0].message_id == command_id:
-        return AckResult(AckOutcome.acknowledged, before[0].tenant_id, _aware(before[0].sent_at))
+        return AckResult(AckOutcome.acknowledged, tenant_id, _aware(before[0].sent_at))
     current = await fetch_rows(
         session,
-        select(DEADLINES.c.version, DEADLINES.c.acknowledged_at, DEADLINES.c.tenant_id).where(
-            DEADLINES.c.conversation_id == conversation_id
+        select(DEADLINES.c.version, DEADLINES.c.acknowledged_at).where(
+            DEADLINES.c.conversation_id == conversation_id, DEADLINES.c.tenant_id == tenant_id
         ),
     )
     if not current:
         return AckResult(AckOutcome.unknown)
-    tenant_id = current[0].tenant_id
     if current[0].version != version:
         return AckResult(AckOutcome.outdated, tenant_id)
     done = await execute(
@@ -740,12 +743,19 @@ class SqlRepository:
             )  # fmt: skip
 
     async def acknowledge(
-        self, *, conversation_id: str, version: int, person_id: str, command_id: str, now: datetime
+        self,
+        *,
+        tenant_id: str,
+        conversation_id: str,
+        version: int,
+        person_id: str,
+        command_id: str,
+        now: datetime,
     ) -> AckResult:
         async with transaction(self.sessions) as session:
             return await acknowledge(
-                session=session, conversation_id=conversation_id, version=version, person_id=person_id,
-                command_id=command_id, now=now,
+                session=session, tenant_id=tenant_id, conversation_id=conversation_id, version=version,
+                person_id=person_id, command_id=command_id, now=now,
             )  # fmt: skip
 
     async def overdue_context(

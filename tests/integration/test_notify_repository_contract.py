@@ -22,9 +22,9 @@ C1, C2, C3, C4 = "1" * 32, "2" * 32, "3" * 32, "4" * 32
 VERSIONS = {C1: 3, C2: 1, C3: 1, C4: 1}  # each conversation's deadline version at the router
 
 
-def ack(version: int, command_id: str) -> Acknowledge:
+def ack(version: int, command_id: str, tenant: str = "acme") -> Acknowledge:
     return Acknowledge(
-        tenant_id="acme", conversation_id=C1, deadline_version=version, person_id="maria",
+        tenant_id=tenant, conversation_id=C1, deadline_version=version, person_id="maria",
         command_id=command_id, issued_by="maria", issued_at=T0,
     )  # fmt: skip
 
@@ -58,8 +58,10 @@ async def scenario(repository: NotifyRepository) -> list[Any]:
     said.append(events_of(await world.fire(fired(C4, 1))))
     world.clock.at = T0 + timedelta(minutes=11)
     said.append(events_of(await service.window_ended("maria", "email")))
-    # acknowledge: the current version, an outdated one, twice, and the same command again
-    for command in (ack(3, "cmd00001"), ack(2, "cmd00002"), ack(3, "cmd00003"), ack(3, "cmd00001")):
+    # acknowledge: another tenant naming the conversation (unknown, nothing written), the current
+    # version, an outdated one, twice, and the same command again
+    commands = (ack(3, "cmd00009", "globex"), ack(3, "cmd00001"), ack(2, "cmd00002"), ack(3, "cmd00003"))
+    for command in (*commands, ack(3, "cmd00001")):
         outcome, published = await service.acknowledge(command)
         said.append((outcome, events_of(published)))
     said.append([(m.subject, m.key, [r.email for r in m.to]) for m in world.email.sent])

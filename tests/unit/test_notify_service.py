@@ -29,9 +29,9 @@ def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
 OPERATOR = "ops@example.com"
 
 
-def acknowledge(cid: str, version: int, command_id: str = "cmd00001") -> Acknowledge:
+def acknowledge(cid: str, version: int, command_id: str = "cmd00001", tenant: str = "acme") -> Acknowledge:
     return Acknowledge(
-        tenant_id="acme", conversation_id=cid, deadline_version=version, person_id="maria",
+        tenant_id=tenant, conversation_id=cid, deadline_version=version, person_id="maria",
         command_id=command_id, issued_by="maria", issued_at=T0,
     )  # fmt: skip
 
@@ -171,6 +171,11 @@ def test_acknowledge_applies_once_and_says_so() -> None:
     async def scenario() -> None:
         world = memory_world(C1)
         await world.service.deadlines_changed([deadline(C1, 2, T0)])
+        # another tenant naming acme's conversation: unknown to it, and nothing changes for acme
+        outcome, stranger = await world.service.acknowledge(acknowledge(C1, 2, "cmd00009", tenant="globex"))
+        [rejected] = events_of(stranger)
+        assert outcome is AckOutcome.unknown and rejected["code"] == "unknown_conversation"
+        assert rejected["subject"] == "sh.result.tenant.globex.rejected"
         outcome, applied = await world.service.acknowledge(acknowledge(C1, 2))
         assert outcome is AckOutcome.acknowledged
         assert [(e["subject"], e["type"]) for e in events_of(applied)] == [

@@ -2,8 +2,8 @@
 sends: fuzzed from the documented pages (tests/fixtures/platforms), mutated field by field,
 and from hostile corpora.
 
-For every page: the parser returns, or raises MalformedPayload, and nothing else, in well
-under a second; every item ends as a draft, an ignored line or a rejected entry; the drafts
+For every page: the parser returns, or raises MalformedPayload, and nothing else, without
+hanging; every item ends as a draft, an ignored line or a rejected entry; the drafts
 become events (or rejected entries) without an error, and those events can be published;
 and the same page read again past the mark it left publishes nothing.
 """
@@ -88,19 +88,23 @@ DOMAIN = [
 ]
 
 
+HANG = 10.0  # seconds of CPU for one page (a documented page takes milliseconds)
+
+
 def mutated(document: Any) -> st.SearchStrategy[Any]:
     return mutated_document(document, *DOMAIN)
 
 
 def _read(parse: Callable[[Any], Parsed], page: Any) -> Parsed | None:
     """The parser's outcome: a Parsed, or None for MalformedPayload (anything else fails)."""
-    started = time.perf_counter()
+    started = time.process_time()
     try:
         return parse(page)
     except MalformedPayload:
         return None
     finally:
-        assert time.perf_counter() - started < 2.0, "a page took more than two seconds to read"
+        # A hang detector, not a speed target: CPU time, so a busy host does not count.
+        assert time.process_time() - started < HANG, "a page kept the parser busy: a hang"
 
 
 def _stored(parsed: Parsed) -> None:

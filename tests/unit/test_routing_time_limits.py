@@ -83,7 +83,7 @@ def test_the_calendar_answers_at_the_first_and_last_instants(zone: str) -> None:
 def test_add_before_gives_up_at_its_limit_quickly() -> None:
     start = datetime(2026, 5, 20, tzinfo=UTC)
     limit = SCHEDULABLE[1]
-    started = time.monotonic()
+    started = time.process_time()
     assert ONE_HOUR_A_WEEK.add_before(start, timedelta(days=600), limit) is None  # 14,400 Mondays
     due = ONE_HOUR_A_WEEK.add_before(start, timedelta(days=300), limit)  # 7,200 Mondays, in 2168
     assert due is not None and ONE_HOUR_A_WEEK.elapsed(start, due) == timedelta(days=300)
@@ -91,7 +91,7 @@ def test_add_before_gives_up_at_its_limit_quickly() -> None:
     assert ONE_HOUR_A_WEEK.add_before(start, timedelta(hours=2), limit) == datetime(
         2026, 6, 8, 8, tzinfo=UTC
     )  # the hours of 1 and 8 June (Whit Monday, 25 May, is closed)
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 10  # CPU seconds: a hang detector, not a speed target
 
 
 # -- old messages -----------------------------------------------------------------------------

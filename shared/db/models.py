@@ -331,7 +331,11 @@ class AlertRow(SQLModel, table=True):
 
 
 class ApiTokenRow(SQLModel, table=True):
-    """A tenant's token for the batch API; only its SHA-256 is kept."""
+    """A machine's token, scoped to one tenant and one role; only its SHA-256 is kept.
+
+    Tokens named in the configuration (`source` "config") are written by `apply`, which
+    removes those no longer named; tokens made in the API (`source` "api") are shown once,
+    and only revoking them ends them."""
 
     __tablename__ = "apitoken"
 
@@ -341,7 +345,116 @@ class ApiTokenRow(SQLModel, table=True):
     tenant_id: str = Field(foreign_key="tenant.id", index=True)
     name: str = Field(max_length=63)
     token_sha256: str = Field(max_length=64, unique=True)
+    role: str = Field(default="tenant_admin", max_length=16)  # a role of services/api/access.py
+    source: str = Field(default="config", max_length=8)  # config, api
+    created_by: str = Field(default="", max_length=63)  # a person id, or "" for the configuration
+    revoked_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    last_used_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+
+
+class RoleGrantRow(SQLModel, table=True):
+    """A role `apply` gives a person beyond what their teams make them: agency admin (every
+    tenant, `tenant_id` ""), tenant admin or client viewer of one tenant. Agents and team
+    leads are not granted: team membership and `lead` make them."""
+
+    __tablename__ = "rolegrant"
+
+    person_id: str = Field(primary_key=True, max_length=63)
+    role: str = Field(primary_key=True, max_length=16)
+    tenant_id: str = Field(primary_key=True, default="", max_length=63)
+
+
+class LoginRow(SQLModel, table=True):
+    """How a person signs in to the inbox: an argon2 hash of their password, and the count of
+    failed attempts that locks the account for a while."""
+
+    __tablename__ = "login"
+
+    person_id: str = Field(primary_key=True, max_length=63)
+    password_hash: str | None = Field(default=None, max_length=255)
+    password_set_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    failed_attempts: int = 0
+    locked_until: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+
+
+class WebSessionRow(SQLModel, table=True):
+    """A signed-in browser: only the SHA-256 of its cookie is kept, with its CSRF token."""
+
+    __tablename__ = "websession"
+
+    id_sha256: str = Field(primary_key=True, max_length=64)
+    person_id: str = Field(index=True, max_length=63)
+    csrf_token: str = Field(max_length=64)
+    address: str = Field(default="", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+    last_seen_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+    expires_at: datetime = Field(sa_column=_utc(index=True))
+
+
+class PasswordLinkRow(SQLModel, table=True):
+    """A "set your password" link: single use, expiring; only its SHA-256 is kept."""
+
+    __tablename__ = "passwordlink"
+
+    token_sha256: str = Field(primary_key=True, max_length=64)
+    person_id: str = Field(index=True, max_length=63)
+    created_by: str = Field(default="", max_length=63)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+    expires_at: datetime = Field(sa_column=_utc())
+    used_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+
+
+class LoginThrottleRow(SQLModel, table=True):
+    """Failed sign-ins counted per window, per account (`person:<email>`) and per address
+    (`address:<ip>`), in the database so every replica counts the same."""
+
+    __tablename__ = "loginthrottle"
+
+    key: str = Field(primary_key=True, max_length=400)
+    window_started_at: datetime = Field(sa_column=_utc())
+    attempts: int = 0
+
+
+class TimelineRow(SQLModel, table=True):
+    """One entry of a conversation's (or a person's) history, kept after the events stream
+    forgets it: written once per event message id by the api's timeline consumer."""
+
+    __tablename__ = "timeline"
+
+    __table_args__ = (
+        Index("ix_timeline_conversation_at", "conversation_id", "at"),
+        Index("ix_timeline_tenant_at", "tenant_id", "at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=200)  # the event's Nats-Msg-Id
+    seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, index=True))  # stream order
+    tenant_id: str = Field(default="", max_length=63)  # "" for a command about a person only
+    conversation_id: str | None = Field(default=None, max_length=32)
+    person_id: str | None = Field(default=None, max_length=63)  # whom it is about, if anyone
+    at: datetime = Field(sa_column=_utc())
+    kind: str = Field(max_length=40)  # the event's type, e.g. conversation.assigned
+    actor: str = Field(default="", max_length=63)  # who did it: a person id, "router", "notify"
+    summary: str = ""  # one sentence a person reads
+    detail: str = Field(default="{}")  # the event, as JSON
+
+
+class CommandOutcomeRow(SQLModel, table=True):
+    """What became of each command, by its id (from `CommandApplied` and `CommandRejected`)."""
+
+    __tablename__ = "commandoutcome"
+
+    command_id: str = Field(primary_key=True, max_length=64)
+    tenant_id: str = Field(default="", max_length=63)
+    conversation_id: str | None = Field(default=None, max_length=32)
+    person_id: str | None = Field(default=None, max_length=63)
+    command_type: str = Field(max_length=40)
+    issued_by: str = Field(max_length=63)
+    outcome: str = Field(max_length=16)  # applied, rejected
+    code: str = Field(default="", max_length=40)
+    reason: str = ""
+    at: datetime = Field(sa_column=_utc(index=True))
 
 
 class PollStateRow(SQLModel, table=True):

@@ -10,11 +10,13 @@ The owners:
 - `router`: conversations, their interactions, continuity, and what it applied.
 - `notify`: its copy of each deadline, alerts, deliveries, push subscriptions.
 - `ingest`: the state of its pollers.
+- `api`: sign-in (logins, sessions, set-password links, throttles), the conversation
+  timeline and the outcome of each command, both fed by its consumer of the events.
 """
 
 from typing import Literal
 
-Part = Literal["configuration", "router", "notify", "ingest"]
+Part = Literal["configuration", "router", "notify", "ingest", "api"]
 
 OWNER: dict[str, Part] = {
     "tenant": "configuration",
@@ -38,6 +40,13 @@ OWNER: dict[str, Part] = {
     "pushlink": "notify",
     "notifyoutbox": "notify",
     "pollstate": "ingest",
+    "rolegrant": "configuration",
+    "login": "api",
+    "websession": "api",
+    "passwordlink": "api",
+    "loginthrottle": "api",
+    "timeline": "api",
+    "commandoutcome": "api",
 }
 
 # Writes to a table another part owns, each for a reason that keeps one writer per column.
@@ -48,6 +57,11 @@ SHARED_WRITES: dict[tuple[Part, str], str] = {
     "availability, recompute) in the same transaction; the router's relay publishes them",
     ("configuration", "pollstate"): "removing an account with --prune removes its poll state with it",
     ("configuration", "continuity"): "removing an account with --prune removes its continuity with it",
+    ("api", "apitoken"): "tokens made and revoked in the API (source api); apply writes and prunes only "
+    "the tokens of the configuration file (source config), and stamps neither's last use",
+    ("configuration", "login"): "`stayhuman invite` and `up --demo` set a person's first password "
+    "or unlock them, as an operator at the command line",
+    ("configuration", "passwordlink"): "`stayhuman invite` makes a set-password link for a person",
 }
 
 # Reads of a table another part owns (the read paths).
@@ -69,8 +83,28 @@ READS: dict[Part, frozenset[str]] = {
     ),
     # Accounts and tokens to verify deliveries; interactions counted per account to spot silence.
     "ingest": frozenset({"tenant", "account", "apitoken", "interaction"}),
-    # The command line and (next) the API: checks before a command is sent, listings.
+    # The command line: checks before a command is sent, listings.
     "configuration": frozenset(OWNER),
+    # The inbox API: what people see, and the checks before a command is sent.
+    "api": frozenset(
+        {
+            "tenant",
+            "person",
+            "team",
+            "teammember",
+            "topic",
+            "slapolicy",
+            "calendar",
+            "account",
+            "apitoken",
+            "rolegrant",
+            "conversation",
+            "interaction",
+            "deadline",
+            "alert",
+            "delivery",
+        }
+    ),
 }
 
 # Columns of `person` that only the router writes.

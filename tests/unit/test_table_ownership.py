@@ -22,6 +22,7 @@ PARTS: dict[Part, list[str]] = {
     "router": ["services/router"],
     "notify": ["services/notify"],
     "ingest": ["services/ingest"],
+    "api": ["services/api"],
     "configuration": ["stayhuman", "shared/preflight.py"],
 }
 WRITERS = {"insert", "update", "delete", "pg_insert", "sqlite_insert"}

@@ -201,6 +201,7 @@ class Viewer:
         teams: set[str] = set()
         owner: str | None = None
         people: set[str] = set()
+        queues: set[str] = set()
         for role, in_tenants in self.roles().items():
             reach = ROLES[action][role]
             if reach is Reach.tenants:
@@ -208,12 +209,17 @@ class Viewer:
             elif reach is Reach.teams:
                 teams |= {team.id for team in self._teams(role)}
             elif reach is Reach.own:
-                teams |= {team.id for team in self._teams(role)}
+                # An agent sees all of their teams' work, but acts on their own and their queue only.
+                (queues if action is Action.act else teams).update(team.id for team in self._teams(role))
                 owner = self.person_id
             elif reach is Reach.self and self.person_id is not None:
                 people.add(self.person_id)
         return Scope(
-            tenants=frozenset(tenants), teams=frozenset(teams), owner=owner, people=frozenset(people)
+            tenants=frozenset(tenants),
+            teams=frozenset(teams),
+            owner=owner,
+            people=frozenset(people),
+            queues=frozenset(queues - teams),
         )
 
     def _teams(self, role: Role) -> frozenset[Team]:
@@ -225,7 +231,7 @@ class Viewer:
 
 @dataclass(frozen=True)
 class Scope:
-    """Where one action reaches: everything, or these tenants, teams, an owner, these people.
+    """Where one action reaches: everything, or these tenants, teams, queues, an owner, these people.
 
     For a conversation: its tenant among `tenants`, its team among `teams`, or its owner
     `owner` (an agent's own, whatever team it sits in now, if within their tenants). For a
@@ -236,11 +242,11 @@ class Scope:
     teams: frozenset[str] = frozenset()
     owner: str | None = None
     people: frozenset[str] = frozenset()
-    queue_only: bool = False  # `teams` reach only what nobody owns yet
+    queues: frozenset[str] = frozenset()  # teams whose conversations are reached while nobody owns them
 
     @property
     def empty(self) -> bool:
-        return not (self.everything or self.tenants or self.teams or self.owner or self.people)
+        return not (self.everything or self.tenants or self.teams or self.queues or self.owner or self.people)
 
     def covers(self, target: Target) -> bool:
         if self.everything:
@@ -252,8 +258,9 @@ class Scope:
         if target.tenant_id in self.tenants:
             return True
         if target.team_id is not None and target.team_id in self.teams:
-            if not self.queue_only or target.owner_id is None:
-                return True
+            return True
+        if target.team_id is not None and target.team_id in self.queues and target.owner_id is None:
+            return True
         return self.owner is not None and target.owner_id == self.owner
 
 

@@ -73,6 +73,10 @@ def conversation_filter(scope: Scope) -> ColumnElement[bool]:
         clauses.append(col(ConversationRow.tenant_id).in_(sorted(scope.tenants)))
     if scope.teams:
         clauses.append(col(ConversationRow.team_id).in_(sorted(scope.teams)))
+    if scope.queues:
+        clauses.append(
+            col(ConversationRow.team_id).in_(sorted(scope.queues)) & col(ConversationRow.owner_id).is_(None)
+        )
     if scope.owner is not None:
         clauses.append(col(ConversationRow.owner_id) == scope.owner)
     return or_(*clauses) if clauses else false()

@@ -107,6 +107,19 @@ class Resolve(ConversationCommand):
     reason: str = Field(default="", max_length=200)
 
 
+class MarkResponded(ConversationCommand):
+    """The brand answered where StayHuman does not watch (a phone call, the platform's own app for
+    an account not connected for replies): the clock stops as if the reply had come in the thread.
+
+    `person_id` answered and is who the author goes to next time (None: the conversation's owner);
+    `issued_by` says who recorded it; `note` says how, for the record ("called them")."""
+
+    type: Literal["conversation.mark_responded"] = "conversation.mark_responded"
+    version: Literal[1] = 1
+    person_id: str | None = Field(default=None, pattern=SLUG_PATTERN)
+    note: str = Field(default="", max_length=200)
+
+
 class AutoResolve(ConversationCommand):
     """A responded conversation stayed quiet for the tenant's auto-resolve time (a router timer)."""
 
@@ -131,6 +144,7 @@ AnyCommand = Annotated[
     | Pause
     | Resume
     | Resolve
+    | MarkResponded
     | AutoResolve
     | Recompute,
     Field(discriminator="type"),

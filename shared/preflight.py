@@ -24,6 +24,7 @@ from shared.commands import (
     Acknowledge,
     AnyCommand,
     Claim,
+    MarkResponded,
     Pause,
     PersonStatus,
     Reassign,
@@ -33,7 +34,9 @@ from shared.commands import (
 )
 from shared.db.models import ConversationRow, DeadlineRow, PersonRow, TeamMemberRow, TeamRow
 
-Action = Literal["status", "claim", "reassign", "pause", "resume", "resolve", "acknowledge"]
+# "respond": mark a conversation responded (answered where StayHuman does not watch); its
+# `person` is who answered (none: the owner) and its `reason` the note.
+Action = Literal["status", "claim", "reassign", "pause", "resume", "resolve", "respond", "acknowledge"]
 
 MIN_PREFIX = 6
 _HEX = re.compile(r"^[0-9a-f]{1,32}$")
@@ -231,6 +234,8 @@ def make_command(
                 return Resume(**common)
             case "resolve":
                 return Resolve(reason=request.reason, **common)
+            case "respond":
+                return MarkResponded(person_id=request.person, note=request.reason, **common)
             case "acknowledge":
                 return Acknowledge(person_id=request.person, deadline_version=deadline_version, **common)
     except ValidationError as error:

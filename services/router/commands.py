@@ -16,6 +16,7 @@ from shared.commands import (
     CheckAvailability,
     Claim,
     HandOver,
+    MarkResponded,
     Pause,
     Reassign,
     Recompute,
@@ -29,6 +30,7 @@ from shared.events import Rejection
 @dataclass(frozen=True)
 class Applied:
     summary: str  # what changed, for a person to read
+    person_id: str | None = None  # the person the outcome names, when the command left it implied
 
 
 Verdict = Applied | Refusal
@@ -89,6 +91,8 @@ def apply_command(world: World, command: AnyCommand) -> Verdict:
             return _verdict(
                 conversations.resolve(world, conversation, key, reason=reason), f"{what} is resolved"
             )
+        case MarkResponded():
+            return _mark_responded(world, command, key)
         case AutoResolve():
             return _verdict(conversations.auto_resolve(world, conversation, key), f"{what} resolved itself")
     raise TypeError(f"no rule for {type(command).__name__}")
@@ -119,6 +123,26 @@ def _reassign(world: World, command: Reassign, key: str) -> Verdict:
     owner = conversation.owner_id
     where = f"{owner} in team {command.team}" if owner else f"the queue of team {command.team}"
     return _verdict(refusal, f"{what} went to {where}")
+
+
+def _mark_responded(world: World, command: MarkResponded, key: str) -> Verdict:
+    """The reply went out where StayHuman does not watch: credited to the person named, else the owner."""
+    conversation = world.conversations[command.conversation_id]
+    answerer = command.person_id or conversation.owner_id
+    refusal = conversations.mark_responded(
+        world,
+        conversation,
+        key,
+        person_id=command.person_id,
+        at=command.issued_at,
+        correlation_id=command.correlation_id,
+    )
+    if refusal is not None:
+        return refusal
+    credit = f"answered by {answerer}" if answerer else "nobody owns it to credit"
+    note = f": {command.note}" if command.note else ""
+    summary = f"{short(conversation.id)} marked responded by {command.issued_by} ({credit}){note}"
+    return Applied(summary, person_id=answerer)
 
 
 def _verdict(refusal: Refusal | None, summary: str) -> Verdict:

@@ -476,23 +476,33 @@ def _open(world: World, ix: InteractionReceived, conversation_id: str) -> Conver
     return conversation
 
 
-def _reply(world: World, conversation: Conversation, reply: Reply, key: str) -> None:
-    # A reply written before the customer's latest message does not answer it
-    # (platforms deliver out of order), and an edit of a reply is not a new one.
-    if (
-        conversation.state not in (State.open, State.paused)
-        or reply.edit_version > 0
-        or (conversation.awaiting_since is not None and reply.created_at < conversation.awaiting_since)
-    ):
+def _answers(conversation: Conversation, reply: Reply) -> bool:
+    """Whether a reply answers what waits: a reply written before the customer's latest message
+    does not answer it (platforms deliver out of order), and an edit of a reply is not a new one."""
+    return (
+        conversation.state in (State.open, State.paused)
+        and reply.edit_version == 0
+        and (conversation.awaiting_since is None or reply.created_at >= conversation.awaiting_since)
+    )
+
+
+def _reply(
+    world: World, conversation: Conversation, reply: Reply, key: str, *, answered_by: str | None = None
+) -> None:
+    """The brand answered: the clock stops, the owner's load is released, whoever answered
+    (`answered_by`, by default the owner) is who the author goes to next time, the resolution
+    target runs and the auto-resolve timer is armed."""
+    if not _answers(conversation, reply):
         return
     conversation.state = State.responded
     conversation.responded_at = reply.created_at
     conversation.awaiting_since = None
     conversation.paused_at = None
     conversation.paused_remaining_seconds = None
-    if conversation.owner_id is not None:
-        world.answered[(conversation.account_id, conversation.author_id)] = conversation.owner_id
-        world.continuity[(conversation.account_id, conversation.author_id)] = conversation.owner_id
+    answerer = answered_by or conversation.owner_id
+    if answerer is not None:
+        world.answered[(conversation.account_id, conversation.author_id)] = answerer
+        world.continuity[(conversation.account_id, conversation.author_id)] = answerer
     _settle_load(world, conversation)
     world.touch(conversation)
     world.emit(
@@ -674,6 +684,40 @@ def resolve(world: World, conversation: Conversation, key: str, *, reason: str) 
     if conversation.state == State.resolved:
         return Refusal(Rejection.already_done, "the conversation is resolved already")
     _resolve(world, conversation, key, "", reason=reason or "resolved", at=world.now)
+    return None
+
+
+def mark_responded(
+    world: World,
+    conversation: Conversation,
+    key: str,
+    *,
+    person_id: str | None,
+    at: datetime,
+    correlation_id: str = "",
+) -> Refusal | None:
+    """Someone says the brand answered where no reply can be seen (a phone call, the platform's own
+    app): the same as the brand's reply arriving in the thread, written at `at` (never later than
+    now), answered by `person_id` (None: the owner). Its `ConversationResponded` names no
+    interaction (`interaction_id` ""): the command's outcome says who said so and who answered.
+
+    A paused conversation is answered as a reply answers it. Refused when the conversation is
+    resolved, when nothing waits for an answer, when the customer wrote again after `at`, and
+    when the named person is not an active person serving the tenant."""
+    if person_id is not None:
+        person = world.people.get(person_id)
+        if person is None or not person.active:
+            return Refusal(Rejection.unknown_person, f"{person_id} is not an active person")
+    if conversation.state == State.resolved:
+        return Refusal(Rejection.closed, "the conversation is resolved")
+    if person_id is not None and not world.serves(person_id, conversation.tenant_id):
+        return Refusal(Rejection.not_a_member, f"{person_id} does not serve tenant {conversation.tenant_id}")
+    if conversation.state not in (State.open, State.paused):
+        return Refusal(Rejection.already_done, "nothing is waiting for an answer")
+    reply = Reply("", conversation.thread_id, min(at, world.now), correlation_id)
+    if not _answers(conversation, reply):
+        return Refusal(Rejection.outdated, "the customer wrote again after it was marked responded")
+    _reply(world, conversation, reply, key, answered_by=person_id)
     return None
 
 

@@ -23,6 +23,7 @@ from shared.commands import (
     Claim,
     ConversationCommand,
     HandOver,
+    MarkResponded,
     Reassign,
     Recompute,
     SetStatus,
@@ -229,7 +230,9 @@ class Router:
     async def _load_for(self, uow: UnitOfWork, commands: list[AnyCommand], now: datetime) -> World:
         conversation_ids = {c.conversation_id for c in commands if isinstance(c, ConversationCommand)}
         people = {c.person_id for c in commands if isinstance(c, SetStatus | HandOver | CheckAvailability)}
-        named = {c.person_id for c in commands if isinstance(c, Claim | Reassign) and c.person_id}
+        named = {
+            c.person_id for c in commands if isinstance(c, Claim | Reassign | MarkResponded) and c.person_id
+        }
         tenants = {c.tenant_id for c in commands if isinstance(c, ConversationCommand | Recompute)}
         for command in commands:
             if isinstance(command, Recompute):
@@ -261,6 +264,8 @@ def _outcome_event(world: World, command: AnyCommand, verdict: Applied | convers
         "person_id": getattr(command, "person_id", None),
     }
     if isinstance(verdict, Applied):
+        if verdict.person_id is not None:
+            common["person_id"] = verdict.person_id  # e.g. who answered, when the command left it implied
         return CommandApplied(**common, summary=verdict.summary)
     log.warning("command refused", extra={"command_id": command.command_id, "reason": verdict.reason})
     return CommandRejected(**common, code=verdict.code, reason=verdict.reason)

@@ -10,7 +10,18 @@ from services.router.memory import MemoryRepository
 from services.router.ports import CountingIds
 from services.router.service import Outcome, Router
 from shared import ids
-from shared.commands import AnyCommand, AutoResolve, CheckAvailability, Claim, Pause, Resolve, SetStatus
+from shared.commands import (
+    AnyCommand,
+    AutoResolve,
+    CheckAvailability,
+    Claim,
+    MarkResponded,
+    Pause,
+    Resolve,
+    SetStatus,
+    command_adapter,
+    subject_of,
+)
 from shared.events import (
     CommandApplied,
     ConversationAssigned,
@@ -212,3 +223,42 @@ async def test_the_same_input_with_the_same_clock_and_ids_gives_the_same_bytes()
         runs.append(await run_day(repository(world), world))
     assert runs[0] == runs[1]
     assert b"outcome:c-0000002" in runs[0][1]
+
+
+async def test_mark_responded_publishes_the_reply_and_an_outcome_naming_who_said_so_and_who_answered() -> (
+    None
+):
+    world = build_world([Person("alice"), Person("bob")])
+    repo = repository(world)
+    router = service(repo)
+    cid = await opened(router, world)
+    sent = MarkResponded(
+        command_id="mark-0001",
+        tenant_id=TENANT,
+        conversation_id=cid,
+        person_id="bob",
+        note="called them",
+        issued_by="kai",
+        issued_at=T0 + 4 * MINUTE,
+    )
+    command = command_adapter.validate_json(sent.model_dump_json())  # as it comes off the stream
+    assert subject_of(command) == f"sh.cmd.conv.{TENANT}.{cid}.mark_responded"
+
+    outcome = await router.apply([command], T0 + 5 * MINUTE)
+
+    assert [m.subject for m in outcome.outgoing] == [
+        f"sh.conv.{TENANT}.{cid}.responded",
+        f"sh.deadline.{TENANT}.{cid}",
+        f"sh.result.tenant.{TENANT}.applied",
+    ]
+    responded, cleared, applied = (json.loads(m.payload) for m in outcome.outgoing)
+    assert (responded["interaction_id"], responded["responded_at"]) == ("", "2026-05-20T10:04:00Z")
+    assert (cleared["due_at"], cleared["reason"]) == (None, "responded")
+    assert (applied["issued_by"], applied["person_id"], applied["summary"]) == (
+        "kai",
+        "bob",
+        f"{cid[:8]}… marked responded by kai (answered by bob): called them",
+    )
+    assert repo.state.conversations[cid].state == "responded"
+    assert repo.state.people["alice"].load == 0
+    assert repo.state.continuity == {("acme-x", "ann"): "bob"}

@@ -36,6 +36,7 @@ from shared.commands import (
     CheckAvailability,
     Claim,
     HandOver,
+    MarkResponded,
     Pause,
     Reassign,
     Recompute,
@@ -1186,6 +1187,13 @@ async def _resolve() -> tuple[Desk, AnyCommand]:
     return desk, Resolve(tenant_id=TENANT, conversation_id=c.id, issued_at=desk.now)
 
 
+async def _mark_responded() -> tuple[Desk, AnyCommand]:
+    desk, c = await _owned()
+    return desk, MarkResponded(
+        tenant_id=TENANT, conversation_id=c.id, person_id="bob", issued_by="alice", issued_at=desk.now
+    )
+
+
 async def _auto_resolve() -> tuple[Desk, AnyCommand]:
     desk, c = await _owned()
     [timer] = (await desk.answer(c)).timers
@@ -1226,6 +1234,7 @@ async def _recompute() -> tuple[Desk, AnyCommand]:
         _pause,
         _resume,
         _resolve,
+        _mark_responded,
         _auto_resolve,
         _set_status,
         _check_availability,
@@ -1240,6 +1249,7 @@ async def _recompute() -> tuple[Desk, AnyCommand]:
         "pause",
         "resume",
         "resolve",
+        "mark responded",
         "auto resolve",
         "set status",
         "check availability",

@@ -154,11 +154,11 @@ def cmd_control(args: argparse.Namespace) -> int:
     settings = load_settings(CommonSettings)
     _readable_database(settings)
     request = Request(
-        action=args.command,
+        action=args.action,
         conversation=getattr(args, "conversation", None),
         person=getattr(args, "person", None) or getattr(args, "to", None),
         team=getattr(args, "team", None),
-        status=PersonStatus(args.status) if args.command == "status" else None,
+        status=PersonStatus(args.status) if args.action == "status" else None,
         reason=getattr(args, "reason", None) or "",
         issued_by=args.by,
         command_id=args.command_id,
@@ -457,9 +457,9 @@ def _add_control_commands(commands: "argparse._SubParsersAction[argparse.Argumen
     conversation_help = "conversation id, or a unique prefix of at least 6 characters"
     reason_help = "why, for the record (up to 200 characters)"
 
-    def add(name: str, text: str) -> argparse.ArgumentParser:
+    def add(name: str, text: str, *, action: str | None = None) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=text, parents=[common])
-        parser.set_defaults(func=cmd_control)
+        parser.set_defaults(func=cmd_control, action=action or name)
         if name != "status":
             parser.add_argument("conversation", metavar="CONVERSATION", help=conversation_help)
         return parser
@@ -481,6 +481,20 @@ def _add_control_commands(commands: "argparse._SubParsersAction[argparse.Argumen
     add("resume", "restart the SLA clock of a paused conversation")
     add("resolve", "close a conversation: nothing is left to answer").add_argument(
         "--reason", metavar="TEXT", default="", help=reason_help
+    )
+    responded = add(
+        "mark-responded",
+        "say the brand answered where StayHuman does not watch (a call, the platform's own app): "
+        "the clock stops as for a reply",
+        action="respond",
+    )
+    responded.add_argument(
+        "--person",
+        metavar="PERSON",
+        help="who answered: the author goes to them next time (default: the owner)",
+    )
+    responded.add_argument(
+        "--note", dest="reason", metavar="TEXT", default="", help="how, for the record (up to 200 characters)"
     )
     add(
         "acknowledge", "say a person is on it: the escalation of the conversation's running deadline stops"

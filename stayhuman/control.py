@@ -1,4 +1,5 @@
-"""Operators' commands: `stayhuman status`, `claim`, `reassign`, `pause`, `resume`, `resolve`, `acknowledge`.
+"""Operators' commands: `stayhuman status`, `claim`, `reassign`, `pause`, `resume`, `resolve`,
+`mark-responded`, `acknowledge`.
 
 What the operator typed is checked against the database first by the checks every
 sender shares (`shared/preflight.py`), so a typo fails here with a message that
@@ -26,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import subjects
-from shared.commands import Acknowledge, Claim, ConversationCommand, Reassign, SetStatus
+from shared.commands import Acknowledge, Claim, ConversationCommand, MarkResponded, Reassign, SetStatus
 from shared.db.session import create_engine, session_factory, sqlite_path
 from shared.events import AnyCommandOutcome, CommandApplied, command_outcome_adapter
 from shared.messages import command_outgoing
@@ -37,7 +38,13 @@ from stayhuman.localnats import with_local_nats
 PUBLISH_TIMEOUT = 10.0  # covers a stream leader election (about 5 s on a cluster)
 DUPLICATE_LOOKBACK = timedelta(minutes=2)  # the commands stream's duplicate window
 # How the command line names the fields of a command in its messages.
-OPTIONS = {"reason": "--reason", "issued_by": "--by", "command_id": "--command-id", "person_id": "--person"}
+OPTIONS = {
+    "reason": "--reason",
+    "note": "--note",
+    "issued_by": "--by",
+    "command_id": "--command-id",
+    "person_id": "--person",
+}
 
 __all__ = ["ControlError", "Request", "Sent", "send"]
 
@@ -66,6 +73,9 @@ class Sent:
                 what = f"{command.conversation_id} for {command.person_id}"
             case Acknowledge():
                 what = f"{command.conversation_id} deadline {command.deadline_version} by {command.person_id}"
+            case MarkResponded():
+                by = f" answered by {command.person_id}" if command.person_id else ""
+                what = f"{command.conversation_id}{by}"
             case Reassign():
                 target = command.person_id or f"team {command.team}"
                 what = f"{command.conversation_id} to {target}"

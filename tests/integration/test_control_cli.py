@@ -1,4 +1,5 @@
-"""`stayhuman status|claim|reassign|pause|resume|resolve|acknowledge` against a real nats-server and each database."""
+"""`stayhuman status|claim|reassign|pause|resume|resolve|mark-responded|acknowledge` against a real
+nats-server and each database."""
 
 import asyncio
 import json
@@ -16,7 +17,14 @@ from nats.js import JetStreamContext
 from sqlalchemy import insert, update
 
 from shared import subjects
-from shared.commands import AnyCommand, command_adapter, msg_id_of, notify_command_adapter, subject_of
+from shared.commands import (
+    AnyCommand,
+    MarkResponded,
+    command_adapter,
+    msg_id_of,
+    notify_command_adapter,
+    subject_of,
+)
 from shared.db.core import CONVERSATIONS, DEADLINES, PEOPLE
 from shared.db.session import create_engine, session_factory, transaction
 from shared.jetstream import MSG_ID, StreamSettings, ensure_streams, stream_configs
@@ -141,8 +149,26 @@ async def installation(
             ["resolve", "{conv}", "--reason", "refunded"],
             {"type": "conversation.resolve", "reason": "refunded"},
         ),
+        (
+            ["mark-responded", "{conv}", "--person", "li", "--note", "called them"],
+            {"type": "conversation.mark_responded", "person_id": "li", "note": "called them"},
+        ),
+        (
+            ["mark-responded", "{conv}"],
+            {"type": "conversation.mark_responded", "person_id": None, "note": ""},
+        ),
     ],
-    ids=["status", "claim", "reassign-to", "reassign-team", "pause", "resume", "resolve"],
+    ids=[
+        "status",
+        "claim",
+        "reassign-to",
+        "reassign-team",
+        "pause",
+        "resume",
+        "resolve",
+        "mark-responded",
+        "mark-responded-owner",
+    ],
 )
 async def test_each_command_reaches_the_commands_stream(
     installation: Installation, argv: list[str], expected: dict[str, Any]
@@ -178,6 +204,22 @@ async def test_a_prefix_names_the_conversation_and_the_line_says_what_was_sent(
     )
     assert command.issued_by == "operator"  # the default of --by
     assert out == f"sent conversation.pause {conversation} (command {command.command_id})\n"
+
+
+async def test_mark_responded_says_who_answered_in_its_line(installation: Installation) -> None:
+    conversation = installation.conversation
+    code, out, _ = await installation.run(
+        "mark-responded", conversation[:8], "--person", "maria", "--by", "kai", "--note", "called them"
+    )
+    assert code == 0
+    command, _ = await installation.last(
+        subjects.conversation_command(tenant_id="acme", conversation_id=conversation, verb="mark_responded")
+    )
+    assert isinstance(command, MarkResponded)
+    assert (command.issued_by, command.person_id, command.note) == ("kai", "maria", "called them")
+    assert out == (
+        f"sent conversation.mark_responded {conversation} answered by maria (command {command.command_id})\n"
+    )
 
 
 async def test_json_prints_the_command_as_stored(installation: Installation) -> None:
@@ -218,6 +260,16 @@ async def test_the_same_command_id_is_stored_once(installation: Installation) ->
         (["status", "olga", "available"], "person 'olga' is inactive"),
         (["resume", "{conv}", "--command-id", "short"], "--command-id 'short'"),
         (["pause", "{conv}", "--reason", "x" * 201], "--reason: String should have at most 200 characters"),
+        (
+            ["mark-responded", "{conv}", "--note", "x" * 201],
+            "--note: String should have at most 200 characters",
+        ),
+        (
+            ["mark-responded", "{conv}", "--person", "zed"],
+            "person 'zed' is not a member of any team of tenant 'acme'",
+        ),
+        (["mark-responded", "{conv}", "--person", "olga"], "person 'olga' is inactive"),
+        (["mark-responded", "{missing}"], "no conversation '{missing}'"),
     ],
     ids=[
         "unknown-conversation",
@@ -232,6 +284,10 @@ async def test_the_same_command_id_is_stored_once(installation: Installation) ->
         "status-inactive-person",
         "bad-command-id",
         "long-reason",
+        "mark-responded-long-note",
+        "mark-responded-person-of-another-tenant",
+        "mark-responded-inactive-person",
+        "mark-responded-unknown-conversation",
     ],
 )
 async def test_a_bad_request_names_the_problem_and_sends_nothing(

@@ -9,6 +9,7 @@ through `Router.apply` over the in-memory repository and read what it publishes 
 """
 
 import copy
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -184,7 +185,8 @@ def _wrote_after_it_was_said(world: World, conversation: Conversation) -> None:
     world.now = T0 + 5 * MINUTE
 
 
-REFUSED = [
+Before = Callable[[World, Conversation], None]
+REFUSED: list[tuple[Before, dict[str, Any], Rejection, str]] = [
     (_resolved, {}, Rejection.closed, "the conversation is resolved"),
     (_responded, {}, Rejection.already_done, "nothing is waiting for an answer"),
     (_marked, {}, Rejection.already_done, "nothing is waiting for an answer"),

@@ -1,7 +1,7 @@
 """Routing end to end, driven only through webhooks and the `stayhuman` commands: topics pick
 the team, capacity sends the rest to the queue, a pause or a status change moves work at once
-(no sweep), a brand reply stops the clock and the router's own timer resolves a quiet
-conversation."""
+(no sweep), a brand reply (or a person marking one sent elsewhere) stops the clock and the
+router's own timer resolves a quiet conversation."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -180,6 +180,25 @@ async def test_topics_capacity_queue_and_commands(stack: Stack) -> None:
     assert shown["outcome"]["command_id"] == shown["command"]["command_id"]
     again = stack.cli("pause", reopened.id, "--wait", "30", "--command-id", shown["command"]["command_id"])
     assert "a repeat: stored once" in again.stdout and again.stdout.splitlines()[-1].startswith("applied")
+
+    # li answered one of hers by phone: maria marks it responded, the clock stops as for a reply
+    # in the thread (and the tenant's quiet time resolves it), li is credited; a second mark
+    # finds nothing waiting
+    rows = [await conversation(stack, f"t-care-{n}") for n in range(5)]
+    called = next(c for c in rows if c.owner_id == "li" and c.state == "open")
+    marked = stack.cli("mark-responded", called.id, "--by", "maria", "--note", "called them", "--wait", "30")
+    assert marked.stdout.splitlines()[-1] == (
+        f"applied: {called.id[:8]}… marked responded by maria (answered by li): called them"
+    )
+    answered = await conversation(stack, called.thread_id)
+    assert answered.responded_at is not None and answered.due_at is None
+    assert answered.state in ("responded", "resolved") and answered.owner_id == "li"
+    twice = stack.cli("mark-responded", called.id, "--wait", "30", check=False)
+    assert twice.returncode == 2
+    assert twice.stdout.splitlines()[-1] in (
+        "rejected (already_done): nothing is waiting for an answer",
+        "rejected (closed): the conversation is resolved",  # the quiet time passed in between
+    )
 
 
 async def test_an_absence_starts_on_a_router_timer_and_hands_over_to_the_substitute(

@@ -25,11 +25,12 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.api.access import Action
-from services.api.reads import ERRORS, NOT_FOUND, outcome_view
+from services.api.reads import CONVERSATION_ID_PATTERN, ERRORS, NOT_FOUND, outcome_view
 from services.api.scope import Access, access, forbidden
 from services.api.views import CommandOutcomeView, NotSent
 from shared.commands import PersonStatus
 from shared.db.models import CommandOutcomeRow, ConversationRow, TeamRow
+from shared.ids import SLUG_PATTERN
 from shared.jetstream import publish_retrying
 from shared.messages import command_outgoing
 from shared.preflight import Action as Verb
@@ -101,13 +102,15 @@ class ActionBody(BaseModel):
 
 class ClaimBody(ActionBody):
     person: str | None = Field(
-        default=None, max_length=63, description="Who takes it (default: you; another person: reassign)."
+        default=None,
+        pattern=SLUG_PATTERN,
+        description="Who takes it (default: you; another person: reassign).",
     )
 
 
 class ReassignBody(ActionBody):
-    person: str | None = Field(default=None, max_length=63, description="Give it to this person ...")
-    team: str | None = Field(default=None, max_length=63, description="... or to this team's queue.")
+    person: str | None = Field(default=None, pattern=SLUG_PATTERN, description="Give it to this person ...")
+    team: str | None = Field(default=None, pattern=SLUG_PATTERN, description="... or to this team's queue.")
     reason: str = Field(default="", max_length=200)
 
 
@@ -117,7 +120,7 @@ class ReasonBody(ActionBody):
 
 class RespondBody(ActionBody):
     person: str | None = Field(
-        default=None, max_length=63, description="Who answered (default: the conversation's owner)."
+        default=None, pattern=SLUG_PATTERN, description="Who answered (default: the conversation's owner)."
     )
     note: str = Field(default="", max_length=200, description="How it was answered, for the record.")
 
@@ -224,7 +227,7 @@ def person_only(access: Access, what: str) -> str:
 
 # -- routes ----------------------------------------------------------------------------------
 
-ConversationId = Annotated[str, Path(min_length=1, max_length=64)]
+ConversationId = Annotated[str, Path(pattern=CONVERSATION_ID_PATTERN, description="32 hex characters.")]
 Wait = Annotated[
     float,
     Query(
@@ -246,7 +249,13 @@ def actions_router() -> APIRouter:
     router = APIRouter(prefix="/api", tags=["act"])
 
     def post(path: str) -> Any:
-        return router.post(path, status_code=202, response_model=CommandOutcomeView, responses=ANSWERS)
+        return router.post(
+            path,
+            status_code=202,
+            response_model=CommandOutcomeView,
+            response_model_exclude_none=True,
+            responses=ANSWERS,
+        )
 
     @post("/conversations/{conversation_id}/claim")
     async def claim(
@@ -423,7 +432,7 @@ def actions_router() -> APIRouter:
 
     @post("/people/{person_id}/status")
     async def set_status(
-        person_id: Annotated[str, Path(min_length=1, max_length=63)],
+        person_id: Annotated[str, Path(pattern=SLUG_PATTERN)],
         body: StatusBody,
         request: Request,
         response: Response,

@@ -14,9 +14,8 @@ import binascii
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
@@ -28,6 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.api.access import Action
 from services.api.scope import Access, access
+from services.api.security import safe_url
 from services.api.views import (
     AlertView,
     Author,
@@ -88,7 +88,8 @@ CursorParam = Annotated[
     Query(min_length=1, max_length=400, description="`next_cursor` of the page before; none: the first."),
 ]
 Slug = Annotated[str | None, Query(min_length=1, max_length=63, pattern=SLUG_PATTERN)]
-ConversationId = Annotated[str, Path(min_length=1, max_length=64)]
+CONVERSATION_ID_PATTERN = r"^[0-9a-f]{32}$"
+ConversationId = Annotated[str, Path(pattern=CONVERSATION_ID_PATTERN, description="32 hex characters.")]
 
 
 # -- cursors ---------------------------------------------------------------------------------
@@ -121,12 +122,22 @@ def _time_part(value: Any, field: str) -> datetime | None:
     if value is None:
         return None
     try:
-        at = datetime.fromisoformat(value) if isinstance(value, str) else None
+        at = utc(datetime.fromisoformat(value)) if isinstance(value, str) else None
     except ValueError:
         at = None
-    if at is None or at.tzinfo is None:
+    if at is None:
         raise HTTPException(400, {"error": f"{field} holds no valid time", "field": field})
     return at
+
+
+def utc(at: datetime) -> datetime | None:
+    """The time in UTC, or None when it has no offset or falls outside the calendar in UTC."""
+    if at.tzinfo is None:
+        return None
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def _id_part(value: Any, field: str) -> str:
@@ -136,17 +147,6 @@ def _id_part(value: Any, field: str) -> str:
 
 
 # -- shaping rows ----------------------------------------------------------------------------
-
-
-def safe_url(url: str | None) -> str | None:
-    """The link if it is an http(s) URL a browser may open, else None (no javascript:, data:, …)."""
-    if not url or len(url) > 2048 or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
-        return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    return url if parts.scheme.lower() in ("http", "https") and parts.netloc else None
 
 
 def shorten(text: str, limit: int = TEXT_LIMIT) -> str:
@@ -252,6 +252,12 @@ def presence(row: PersonRow, now: datetime) -> tuple[bool | None, bool, bool | N
     except (ValueError, TypeError, KeyError, AttributeError):
         return None, away, None  # hours `apply` would have refused: not known
     return person.on_shift(now), away, person.available(now)
+
+
+def now_of(request: Request) -> datetime:
+    """The time now: the app's clock when it has one (a test's), else the wall clock."""
+    clock = getattr(request.app.state, "clock", None)
+    return clock() if clock is not None else utcnow()
 
 
 # -- queries ---------------------------------------------------------------------------------
@@ -492,25 +498,32 @@ def reads_router() -> APIRouter:
 
     @router.get("/conversations", response_model=ConversationPage)
     async def conversations(
+        request: Request,
         access: Annotated[Access, Depends(access)],
         tenant: Slug = None,
         team: Annotated[
             str | None, Query(min_length=1, max_length=63, pattern=SLUG_PATTERN, description="With tenant.")
         ] = None,
         owner: Slug = None,
-        platform: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
-        topic: Annotated[str | None, Query(min_length=1, max_length=63)] = None,
+        platform: Annotated[str | None, Query(min_length=1, max_length=32, pattern=SLUG_PATTERN)] = None,
+        topic: Slug = None,
         state: Literal["open", "paused", "responded", "resolved"] | None = None,
         overdue: bool | None = None,
         due_before: Annotated[AwareDatetime | None, Query(description="RFC 3339 with an offset.")] = None,
         q: Annotated[
-            str | None, Query(min_length=1, max_length=200, description="Words in the text or author.")
+            str | None,
+            Query(
+                min_length=1,
+                max_length=200,
+                pattern=r"^[^\x00]*$",
+                description="Words in the text or author.",
+            ),
         ] = None,
         cursor: CursorParam = None,
         limit: Limit = 50,
     ) -> ConversationPage:
         """Conversations the viewer may see, soonest due first (those with no deadline last)."""
-        now = utcnow()
+        now = now_of(request)
         query = listing().where(access.conversations(), team_of_tenant(tenant, team))
         if tenant is not None:
             query = query.where(ConversationRow.tenant_id == tenant)
@@ -525,7 +538,12 @@ def reads_router() -> APIRouter:
         if overdue is not None:
             query = query.where(overdue_clause(now) if overdue else ~overdue_clause(now))
         if due_before is not None:
-            query = query.where(col(ConversationRow.due_at) < due_before)
+            before = utc(due_before)
+            if before is None:
+                raise HTTPException(
+                    400, {"error": "due_before is outside the calendar in UTC", "field": "due_before"}
+                )
+            query = query.where(col(ConversationRow.due_at) < before)
         if q is not None:
             query = query.where(
                 or_(
@@ -538,12 +556,12 @@ def reads_router() -> APIRouter:
 
     @router.get("/conversations/{conversation_id}", response_model=ConversationDetail, responses=NOT_FOUND)
     async def conversation(
-        conversation_id: ConversationId, access: Annotated[Access, Depends(access)]
+        conversation_id: ConversationId, request: Request, access: Annotated[Access, Depends(access)]
     ) -> ConversationDetail:
         """A conversation with its messages, its timeline, its deadline, and the alerts it caused."""
         row = await access.conversation(conversation_id)
         session = access.session
-        now = utcnow()
+        now = now_of(request)
         team = (
             (await session.exec(select(TeamRow.slug, TeamRow.name).where(TeamRow.id == row.team_id))).first()
             if row.team_id
@@ -649,6 +667,7 @@ def reads_router() -> APIRouter:
     )
     async def author_history(
         conversation_id: ConversationId,
+        request: Request,
         access: Annotated[Access, Depends(access)],
         cursor: CursorParam = None,
         limit: Limit = 50,
@@ -664,15 +683,17 @@ def reads_router() -> APIRouter:
             ConversationRow.id != row.id,
             col(ConversationRow.opened_at) <= row.opened_at,
         )
-        return await page(access.session, by_opened_desc(query, cursor), limit, opened_cursor, utcnow())
+        return await page(
+            access.session, by_opened_desc(query, cursor), limit, opened_cursor, now_of(request)
+        )
 
     @router.get("/people", response_model=PeopleList)
     async def people(
-        access: Annotated[Access, Depends(access)], tenant: Slug = None, team: Slug = None
+        request: Request, access: Annotated[Access, Depends(access)], tenant: Slug = None, team: Slug = None
     ) -> PeopleList:
         """People the viewer may see: their load, status, shift and absence now, and their teams."""
         session = access.session
-        now = utcnow()
+        now = now_of(request)
         rows = (
             await session.exec(
                 select(PersonRow).where(access.people(), serving(tenant, team)).order_by(col(PersonRow.id))
@@ -724,10 +745,12 @@ def reads_router() -> APIRouter:
         return PeopleList(items=items)
 
     @router.get("/teams", response_model=TeamList)
-    async def teams(access: Annotated[Access, Depends(access)], tenant: Slug = None) -> TeamList:
+    async def teams(
+        request: Request, access: Annotated[Access, Depends(access)], tenant: Slug = None
+    ) -> TeamList:
         """Teams the viewer may see: lead, members, their queue, what is overdue, who waits longest."""
         session = access.session
-        now = utcnow()
+        now = now_of(request)
         query = select(TeamRow).where(access.teams()).order_by(col(TeamRow.tenant_id), col(TeamRow.slug))
         if tenant is not None:
             query = query.where(TeamRow.tenant_id == tenant)
@@ -789,7 +812,10 @@ def reads_router() -> APIRouter:
 
     @router.get("/my-work", response_model=ConversationPage)
     async def my_work(
-        access: Annotated[Access, Depends(access)], cursor: CursorParam = None, limit: Limit = 50
+        request: Request,
+        access: Annotated[Access, Depends(access)],
+        cursor: CursorParam = None,
+        limit: Limit = 50,
     ) -> ConversationPage:
         """Every conversation the signed-in person owns and has not resolved, in every tenant they
         serve, soonest due first."""
@@ -806,9 +832,14 @@ def reads_router() -> APIRouter:
         query = listing().where(
             access.conversations(), ConversationRow.owner_id == me, ConversationRow.state != "resolved"
         )
-        return await page(access.session, by_due(query, cursor), limit, due_cursor, utcnow())
+        return await page(access.session, by_due(query, cursor), limit, due_cursor, now_of(request))
 
-    @router.get("/commands/{command_id}", response_model=CommandOutcomeView, responses=NOT_FOUND)
+    @router.get(
+        "/commands/{command_id}",
+        response_model=CommandOutcomeView,
+        response_model_exclude_none=True,
+        responses=NOT_FOUND,
+    )
     async def command(
         command_id: Annotated[str, Path(pattern=COMMAND_ID_PATTERN)],
         access: Annotated[Access, Depends(access)],

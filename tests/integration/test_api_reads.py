@@ -25,7 +25,7 @@ from services.api.actions import KeptCommands
 from services.api.reads import Position, decode_cursor, encode_cursor
 from shared.db.models import AlertRow, CommandOutcomeRow, DeliveryRow, TimelineRow
 from tests.api_world import Clock, SignedIn, World, bearer, build_api, client
-from tests.fuzz import properties
+from tests.fuzz import TIMESTAMPS, properties
 
 T = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # a Wednesday
 PEOPLE = ("ada", "tina", "rosa", "kai", "sid", "sam", "nils", "vera")
@@ -278,13 +278,19 @@ def test_any_cursor_text_decodes_or_is_a_400(text: str) -> None:
 
 
 @properties(400)
-@given(parts=st.lists(st.none() | st.integers() | st.text(max_size=40) | st.booleans(), max_size=4))
+@given(
+    parts=st.lists(
+        st.none() | st.integers() | st.text(max_size=40) | st.booleans() | st.sampled_from(TIMESTAMPS),
+        max_size=4,
+    )
+)
 def test_any_stream_position_of_hostile_parts_parses_or_is_a_400(parts: list[Any]) -> None:
     text = base64.urlsafe_b64encode(json.dumps(["stream", *parts]).encode()).decode()
     try:
         position = Position.parse(text)
     except HTTPException as error:
-        assert error.status_code == 400 and error.detail["field"] == "Last-Event-ID"
+        detail: Any = error.detail
+        assert error.status_code == 400 and detail["field"] == "Last-Event-ID"
     else:
         assert position.seq >= 0 and (position.at is None or position.at.tzinfo is not None)
 

@@ -1,4 +1,4 @@
-"""`stayhuman apply -f FILE.yaml`: tenants, accounts, teams, people, SLA targets, routing and alerts.
+"""`stayhuman apply -f FILE.yaml`: tenants, accounts, teams, people and roles, SLA targets, routing, alerts.
 
 Validation happens completely before anything is written, and the write is one
 transaction: an invalid file changes nothing. Applying the same file twice is a
@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -49,6 +49,7 @@ from shared.db.models import (
     InteractionRow,
     PersonRow,
     PollStateRow,
+    RoleGrantRow,
     SlaPolicyRow,
     TeamMemberRow,
     TeamRow,
@@ -287,6 +288,10 @@ class AccountSpec(_Strict):
 class ApiTokenSpec(_Strict):
     name: Slug
     token: str = Field(min_length=24, max_length=512, description="Write it as ${ENV_VAR}.")
+    role: Literal["tenant_admin", "client_viewer"] = Field(
+        default="tenant_admin",
+        description="tenant_admin: everything a tenant admin may do in the tenant; client_viewer: reports.",
+    )
 
 
 class TenantSpec(_Strict):
@@ -308,9 +313,24 @@ class TenantSpec(_Strict):
     topics: list[TopicSpec] = Field(default_factory=list)
     accounts: list[AccountSpec] = Field(default_factory=list)
     api_tokens: list[ApiTokenSpec] = Field(default_factory=list)
+    admins: list[Slug] = Field(
+        default_factory=list,
+        description="People who administer this tenant in the inbox. Given, the list is the whole of "
+        "them: an admin it no longer names stops being one; left out, they stay (--prune: none).",
+    )
+    viewers: list[Slug] = Field(
+        default_factory=list,
+        description="Client viewers: people who see this tenant's reports, never its conversations. "
+        "Given or left out like admins.",
+    )
 
 
 class ConfigDocument(_Strict):
+    agency_admins: list[Slug] = Field(
+        default_factory=list,
+        description="People who administer every tenant. Given, the list is the whole of them; "
+        "left out (a file of one tenant), the agency admins stay as they are, even with --prune.",
+    )
     people: list[PersonSpec] = Field(default_factory=list)
     tenants: list[TenantSpec] = Field(default_factory=list)
 
@@ -516,9 +536,34 @@ def _check_tenant(tenant: TenantSpec, where: str, people: set[str], problems: li
             if member not in people:
                 problems.append(f"{at}.members[{pi}]: no person {member!r}")
     _check_topics(tenant, where, teams=teams, policies=policies, problems=problems)
+    for kind, named in (("admins", tenant.admins), ("viewers", tenant.viewers)):
+        _check_named(f"{where}.{kind}", named, people, problems)
     for ai, account in enumerate(tenant.accounts):
         if account.team not in teams:
             problems.append(f"{where}.accounts[{ai}].team: no team {account.team!r} in tenant {tenant.id!r}")
+
+
+def _check_named(where: str, named: list[str], people: set[str], problems: list[str]) -> None:
+    """A list of people a role is granted to: each one exists, and is named once."""
+    for dup in _duplicates(named):
+        problems.append(f"{where}: {dup!r} is named twice")
+    for pi, person_id in enumerate(named):
+        if person_id not in people:
+            problems.append(f"{where}[{pi}]: no person {person_id!r}")
+
+
+def _check_token_values(document: ConfigDocument, source: str, problems: list[str]) -> None:
+    """Every token of the file has its own value (only its SHA-256 is stored, and identifies it)."""
+    first: dict[str, str] = {}
+    for ti, tenant in enumerate(document.tenants):
+        for ki, token in enumerate(tenant.api_tokens):
+            where = f"tenants[{ti}].api_tokens[{ki}]"
+            if token.token in first:
+                problems.append(
+                    f"{source}: {where}.token: the same value as {first[token.token]}; every token needs its own"
+                )
+            else:
+                first[token.token] = where
 
 
 def _parse_chain(raw: Any, path: str, source: str, problems: list[str]) -> Chain:
@@ -568,9 +613,11 @@ def cross_check(document: ConfigDocument, *, source: str, known_people: set[str]
     for dup in _duplicates(all_accounts):
         problems.append(f"{source}: tenants: account {dup!r} is defined twice")
     _check_people(document, source, people, problems)
+    _check_named(f"{source}: agency_admins", document.agency_admins, people, problems)
     for ti, tenant in enumerate(document.tenants):
         _check_tenant(tenant, f"{source}: tenants[{ti}]", people, problems)
         _check_escalation(tenant, f"tenants[{ti}]", source, people, problems)
+    _check_token_values(document, source, problems)
     if problems:
         raise ConfigError(problems)
 
@@ -616,6 +663,7 @@ _SINGULAR = {
     "accounts": "account",
     "calendars": "calendar",
     "people": "person",
+    "role grants": "role grant",
     "team memberships": "team membership",
     "teams": "team",
     "tenants": "tenant",
@@ -936,10 +984,99 @@ async def _apply_account(
     )
 
 
+async def _apply_token(
+    *,
+    session: AsyncSession,
+    tenant_id: str,
+    token: ApiTokenSpec,
+    summary: Summary,
+    where: str,
+    problems: list[str],
+) -> None:
+    """A token of the file (`source` "config"). A token revoked in the API stays revoked while
+    the file gives it the same value; a new value is a new token, active at once."""
+    token_id = ids.api_token_id(tenant_id=tenant_id, name=token.name)
+    stored = await session.get(ApiTokenRow, token_id)
+    if stored is not None and stored.source != "config":
+        problems.append(
+            f"{where}.name: tenant {tenant_id!r} has a token {token.name!r} made in the API;"
+            " give the file's token another name"
+        )
+        return
+    value = ids.token_sha256(token.token)
+    values: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "name": token.name,
+        "token_sha256": value,
+        "role": token.role,
+        "source": "config",
+    }
+    if stored is not None and stored.token_sha256 != value:
+        values["revoked_at"] = None
+    await _upsert(session, ApiTokenRow, token_id, values, summary, "API tokens")
+
+
+async def _apply_grants(
+    *,
+    session: AsyncSession,
+    role: str,
+    tenant_id: str,
+    named: list[str],
+    whole: bool,
+    summary: Summary,
+) -> None:
+    """The people granted `role` in a tenant ("" for agency admin) are those `named`. When the
+    list is `whole`, a grant it no longer names is removed; otherwise it is kept and counted so."""
+    current = set(
+        (
+            await session.exec(
+                select(RoleGrantRow.person_id).where(
+                    RoleGrantRow.role == role, RoleGrantRow.tenant_id == tenant_id
+                )
+            )
+        ).all()
+    )
+    wanted = set(named)
+    added, gone = wanted - current, current - wanted
+    session.add_all(RoleGrantRow(person_id=p, role=role, tenant_id=tenant_id) for p in sorted(added))
+    if added:
+        summary.count("role grants", created=True, n=len(added))
+    if not gone:
+        return
+    if not whole:
+        summary.kept["role grants"] = summary.kept.get("role grants", 0) + len(gone)
+        return
+    await session.exec(
+        delete(RoleGrantRow).where(
+            col(RoleGrantRow.role) == role,
+            col(RoleGrantRow.tenant_id) == tenant_id,
+            col(RoleGrantRow.person_id).in_(gone),
+        )
+    )
+    summary.removed["role grants"] = summary.removed.get("role grants", 0) + len(gone)
+
+
+async def _apply_tenant_grants(
+    *, session: AsyncSession, tenant: TenantSpec, prune: bool, summary: Summary
+) -> None:
+    """A tenant's admins and client viewers: a list the file gives is the whole of them; a list
+    it leaves out keeps them, unless `prune` makes the tenant exactly what the file says."""
+    for role, kind in (("tenant_admin", "admins"), ("client_viewer", "viewers")):
+        await _apply_grants(
+            session=session,
+            role=role,
+            tenant_id=tenant.id,
+            named=getattr(tenant, kind),
+            whole=prune or kind in tenant.model_fields_set,
+            summary=summary,
+        )
+
+
 async def _apply_tenant(
     *,
     session: AsyncSession,
     tenant: TenantSpec,
+    index: int,
     box: SecretBox,
     summary: Summary,
     commands: _Commands,
@@ -999,14 +1136,14 @@ async def _apply_tenant(
             summary,
             "topics",
         )
-    for token in tenant.api_tokens:
-        await _upsert(
-            session,
-            ApiTokenRow,
-            ids.api_token_id(tenant_id=tenant.id, name=token.name),
-            {"tenant_id": tenant.id, "name": token.name, "token_sha256": ids.token_sha256(token.token)},
-            summary,
-            "API tokens",
+    for ki, token in enumerate(tenant.api_tokens):
+        await _apply_token(
+            session=session,
+            tenant_id=tenant.id,
+            token=token,
+            summary=summary,
+            where=f"{source}: tenants[{index}].api_tokens[{ki}]",
+            problems=problems,
         )
     for account in tenant.accounts:
         await _apply_account(
@@ -1065,9 +1202,17 @@ async def _remove_absent(
         "calendars": await _absent(
             session, CalendarRow, t, {ids.calendar_id(tenant_id=t, name=c.name) for c in tenant.calendars}
         ),
-        "API tokens": await _absent(
-            session, ApiTokenRow, t, {ids.api_token_id(tenant_id=t, name=k.name) for k in tenant.api_tokens}
-        ),
+        # Only the file's own tokens: those made in the API are ended by revoking them there.
+        "API tokens": [
+            token
+            for token in await _absent(
+                session,
+                ApiTokenRow,
+                t,
+                {ids.api_token_id(tenant_id=t, name=k.name) for k in tenant.api_tokens},
+            )
+            if token.source == "config"
+        ],
     }
     for kind, rows in absent.items():
         if rows:
@@ -1128,6 +1273,8 @@ async def apply_config(
                 *(m for t in document.tenants for team in t.teams for m in [*team.members, team.lead]),
                 *(p.out_of_office.substitute for p in document.people if p.out_of_office),
                 *(named for t in document.tenants for named in _chain_people(t)),
+                *document.agency_admins,
+                *(named for t in document.tenants for named in [*t.admins, *t.viewers]),
             ]
             if person_id is not None
         }
@@ -1136,6 +1283,15 @@ async def apply_config(
         changed_people = await _apply_people(
             session=session, people=document.people, box=box, summary=summary, commands=commands
         )
+        if "agency_admins" in document.model_fields_set:  # installation-wide: changes no tenant
+            await _apply_grants(
+                session=session,
+                role="agency_admin",
+                tenant_id="",
+                named=document.agency_admins,
+                whole=True,
+                summary=summary,
+            )
         await session.flush()
         changed_tenants: set[str] = set()
         for ti, tenant in enumerate(document.tenants):
@@ -1143,12 +1299,14 @@ async def apply_config(
             await _apply_tenant(
                 session=session,
                 tenant=tenant,
+                index=ti,
                 box=box,
                 summary=summary,
                 commands=commands,
                 source=source,
                 problems=problems,
             )
+            await _apply_tenant_grants(session=session, tenant=tenant, prune=prune, summary=summary)
             await _remove_absent(
                 session=session,
                 tenant=tenant,

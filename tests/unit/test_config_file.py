@@ -679,3 +679,87 @@ def test_the_example_and_the_demo_share_no_ids() -> None:
 
     for mine, theirs in zip(ids(example), ids(demo), strict=True):
         assert mine and theirs and not mine & theirs
+
+
+ROLES = """\
+agency_admins: [ada]
+people:
+  - {id: ada, name: Ada, email: ada@example.com}
+  - {id: tina, name: Tina, email: tina@example.com}
+  - {id: vera, name: Vera, email: vera@example.com}
+tenants:
+  - id: kettle
+    name: Kettle & Co
+    admins: [tina]
+    viewers: [vera]
+    api_tokens:
+      - {name: deploy, token: deploy-token-aaaaaaaaaaaaaaaaaaaa}
+      - {name: reports, token: reports-token-bbbbbbbbbbbbbbbbbbb, role: client_viewer}
+"""
+
+
+def test_roles_are_granted_in_the_file() -> None:
+    document = parse_config(ROLES, source="roles.yaml")
+    cross_check(document, source="roles.yaml", known_people=set())
+    tenant = document.tenants[0]
+    assert document.agency_admins == ["ada"]
+    assert (tenant.admins, tenant.viewers) == (["tina"], ["vera"])
+    assert [token.role for token in tenant.api_tokens] == ["tenant_admin", "client_viewer"]
+    # Left out, a list is not given: apply keeps what is stored (see apply's docstrings).
+    bare = parse_config(ROLES.replace("agency_admins: [ada]\n", ""), source="roles.yaml")
+    assert "agency_admins" not in bare.model_fields_set and bare.agency_admins == []
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        (
+            "agency_admins: [ada]",
+            "agency_admins: [ada, ghost]",
+            "config.yaml: agency_admins[1]: no person 'ghost'",
+        ),
+        ("admins: [tina]", "admins: [ghost]", "config.yaml: tenants[0].admins[0]: no person 'ghost'"),
+        (
+            "viewers: [vera]",
+            "viewers: [vera, nobody]",
+            "config.yaml: tenants[0].viewers[1]: no person 'nobody'",
+        ),
+        ("admins: [tina]", "admins: [tina, tina]", "config.yaml: tenants[0].admins: 'tina' is named twice"),
+        (
+            "admins: [tina]",
+            "admins: [Tina Smith]",
+            "config.yaml: tenants[0].admins[0]: String should match pattern",
+        ),
+        (
+            "role: client_viewer",
+            "role: agency_admin",
+            "config.yaml: tenants[0].api_tokens[1].role: Input should be 'tenant_admin' or 'client_viewer'",
+        ),
+        (
+            "reports-token-bbbbbbbbbbbbbbbbbbb",
+            "deploy-token-aaaaaaaaaaaaaaaaaaaa",
+            "config.yaml: tenants[0].api_tokens[1].token: the same value as tenants[0].api_tokens[0]; "
+            "every token needs its own",
+        ),
+    ],
+)
+def test_role_problems_name_the_path(before: str, after: str, expected: str) -> None:
+    text = ROLES.replace(before, after)
+    assert text != ROLES
+    problems = problems_of(text)
+    assert any(problem.startswith(expected) for problem in problems), problems
+    assert not any("deploy-token-aaaa" in problem for problem in problems)  # never a token's value
+
+
+def test_people_given_roles_may_be_stored_already() -> None:
+    text = ROLES.replace("  - {id: ada, name: Ada, email: ada@example.com}\n", "")
+    assert problems_of(text) == ["config.yaml: agency_admins[0]: no person 'ada'"]
+    assert problems_of(text, known_people=frozenset({"ada"})) == []
+
+
+def test_the_summary_counts_role_grants() -> None:
+    summary = Summary(created={"role grants": 1}, removed={"role grants": 2}, kept={"role grants": 1})
+    assert str(summary) == (
+        "created 1 role grant; updated nothing; removed 2 role grants;"
+        " kept 1 role grant that the file no longer has (--prune removes them)"
+    )

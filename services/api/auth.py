@@ -397,7 +397,10 @@ def auth_router(settings: ApiSettings) -> APIRouter:
     from services.api.tokens import tokens_router
 
     router = APIRouter(tags=["sign-in"])
-    configured = settings
+
+    def current(request: Request) -> ApiSettings:
+        found: ApiSettings | None = getattr(request.app.state, "settings", None)
+        return found or settings
 
     @router.post(
         "/api/session",
@@ -406,7 +409,7 @@ def auth_router(settings: ApiSettings) -> APIRouter:
         summary="Sign in with email and password; sets the session cookie sh_session",
     )
     async def sign_in(body: SignInBody, request: Request, response: Response) -> SignedInAnswer:
-        settings = getattr(request.app.state, "settings", configured)
+        settings = current(request)
         now = clock_of(request)()
         address = address_of(request)
         email = body.email.strip()
@@ -506,7 +509,7 @@ def auth_router(settings: ApiSettings) -> APIRouter:
         await asking.session.commit()
         log.info("signed out", extra={"person": asking.principal.person_id})
         response = Response(status_code=204)
-        response.delete_cookie(SESSION_COOKIE, **_cookie_options(settings_of(request)))
+        response.delete_cookie(SESSION_COOKIE, **_cookie_options(current(request)))
         return response
 
     @router.post(
@@ -523,7 +526,7 @@ def auth_router(settings: ApiSettings) -> APIRouter:
         ended = await _end_sessions(asking.session, person_id or "")
         await asking.session.commit()
         log.info("signed out everywhere", extra={"person": person_id, "sessions": ended})
-        response.delete_cookie(SESSION_COOKIE, **_cookie_options(settings_of(request)))
+        response.delete_cookie(SESSION_COOKIE, **_cookie_options(current(request)))
         return EndedAnswer(ended=ended)
 
     @router.get(
@@ -613,8 +616,12 @@ def auth_router(settings: ApiSettings) -> APIRouter:
     async def send_password_link(
         person_id: PersonId, request: Request, asking: Annotated[Access, Depends(access)]
     ) -> LinkSentAnswer:
-        settings = settings_of(request)
+        settings = current(request)
         person = await asking.person(person_id, Action.manage)
+        if not person.active:
+            raise HTTPException(
+                409, {"error": f"{person.id} is deactivated: a link would not work", "field": "person"}
+            )
         if not settings.smtp_host:
             raise HTTPException(
                 409,

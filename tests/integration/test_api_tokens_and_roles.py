@@ -356,12 +356,16 @@ async def test_an_admin_emails_a_set_password_link_that_the_answer_never_shows(w
         smtp.stop()
 
 
-async def test_without_an_smtp_server_no_link_is_made(world: World) -> None:
+async def test_without_an_smtp_server_or_for_a_deactivated_person_no_link_is_made(world: World) -> None:
+    await world.person("left", active=False)
     async with client(build_api(world.database_url)) as http:
         ada = await world.session_for("ada")
         response = await http.post("/api/people/kai/password-link", headers=ada.headers)
+        deactivated = await http.post("/api/people/left/password-link", headers=ada.headers)
     assert response.status_code == 409
     assert response.json()["field"] == "smtp" and "no SMTP server is set" in response.json()["error"]
+    assert deactivated.status_code == 409
+    assert deactivated.json() == {"error": "left is deactivated: a link would not work", "field": "person"}
     async with world.sessions() as session:
         assert (await session.exec(select(PasswordLinkRow))).all() == []
 

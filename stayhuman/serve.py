@@ -43,7 +43,15 @@ def _notify() -> tuple[Any, Any, int]:
     return settings, create_app, settings.notify_port
 
 
-SERVICES = {"ingest": _ingest, "router": _router, "notify": _notify}
+def _api() -> tuple[Any, Any, int]:
+    from services.api.main import create_app
+    from services.api.settings import ApiSettings
+
+    settings = load_settings(ApiSettings)
+    return settings, create_app, settings.api_port
+
+
+SERVICES = {"ingest": _ingest, "router": _router, "notify": _notify, "api": _api}
 
 
 def raise_open_file_limit() -> None:

@@ -1,4 +1,4 @@
-"""`stayhuman up`: NATS, the schema and the three services as separate processes.
+"""`stayhuman up`: NATS, the schema and the four services as separate processes.
 
 Each service runs as `python -m stayhuman <service>`, exactly as compose and
 Kubernetes run them. A service that dies is restarted with a growing delay; Ctrl-C
@@ -23,11 +23,12 @@ from shared.db.migrate import upgrade
 from shared.db.session import is_sqlite
 from shared.settings import CommonSettings
 from stayhuman import localnats
+from stayhuman.demo import ROLES, DemoLogin, demo_password
 from stayhuman.demo.feed import play_in_background
 from stayhuman.devmail import DevMailSink
 from stayhuman.natsserver import EmbeddedNats
 
-SERVICES = ("ingest", "router", "notify")
+SERVICES = ("ingest", "router", "notify", "api")
 RESTART_DELAY_MAX = 30.0  # seconds between restarts of a service that keeps exiting
 START_ATTEMPTS = 5  # starts of one service, in a row, before `up` gives up while starting
 
@@ -40,6 +41,9 @@ class UpSettings(CommonSettings):
     router_port: int = 8081
     notify_port: int = 8082
     notify_ops_port: int = 9082
+    api_port: int = 8083
+    api_ops_port: int = 9083
+    api_public_url: str | None = None
 
 
 @dataclass
@@ -87,6 +91,28 @@ def apply_demo(database_url: str) -> str:
     return asyncio.run(run())
 
 
+def set_demo_passwords(database_url: str) -> list[DemoLogin]:
+    """Give each demo person of a role their fixed demo password, every time (so the printed
+    one works), and say who they are. Only `up --demo` sets passwords."""
+    from stayhuman.config import load_config
+    from stayhuman.invite import set_password
+
+    emails = {person.id: str(person.email) for person in load_config(DEMO_CONFIG).people}
+    logins = [DemoLogin(role, person, emails[person], demo_password(person)) for role, person in ROLES]
+
+    async def run() -> None:
+        for login in logins:
+            await set_password(database_url, login.person_id, login.password)
+
+    asyncio.run(run())
+    return logins
+
+
+def _reachable(host: str) -> str:
+    """Where a browser on this machine reaches a listener bound to `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
 @dataclass
 class Supervisor:
     settings: UpSettings
@@ -131,8 +157,10 @@ class Supervisor:
         upgrade(database_url)
         # The keys not set: made once in the state folder, the same for every child (and `apply`).
         keys = self.settings.development_keys()
+        logins: list[DemoLogin] = []
         if self.demo:
             self.say(f"demo configuration: {apply_demo(database_url)}")
+            logins = set_demo_passwords(database_url)
         env = {
             **os.environ,
             **keys,
@@ -152,7 +180,11 @@ class Supervisor:
             "ingest": self.settings.ingest_port,
             "router": self.settings.router_port,
             "notify": self.settings.notify_port,
+            "api": self.settings.api_port,
         }
+        host = self.settings.host
+        api_url = (self.settings.api_public_url or f"http://{_reachable(host)}:{ports['api']}").rstrip("/")
+        env["STAYHUMAN_API_PUBLIC_URL"] = api_url  # set-password links and the cookies' Secure flag
         for name in SERVICES:
             for index in range(self.routers if name == "router" else 1):
                 port = ports[name] + index * 10
@@ -167,7 +199,6 @@ class Supervisor:
         for child in self.children:
             child.start()
         self._wait_ready(timeout=60)
-        host = self.settings.host
         self.say("StayHuman is up")
         self.say(f"  NATS      {nats_url}" + (" (embedded)" if self.nats else ""))
         self.say(f"  database  {_redact(database_url)}")
@@ -179,6 +210,11 @@ class Supervisor:
             self.say(
                 f"  mailbox   http://{host}:{ports['notify']}/mailbox  (no SMTP server set: mail stays here)"
             )
+        if logins:
+            self.say(f"  demo logins ({api_url}/api/session):")
+            width = max(len(login.email) for login in logins)
+            for login in logins:
+                self.say(f"    {login.role:<14} {login.email:<{width}}  {login.password}")
         self.say("Ctrl-C stops everything.")
         if self.demo:
             play_in_background(f"http://{host}:{ports['ingest']}", database_url, self.say)

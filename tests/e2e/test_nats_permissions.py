@@ -14,8 +14,10 @@ import nats
 import pytest
 from sqlmodel import select
 
-from shared.db.models import ConversationRow
+from shared.commands import Claim, msg_id_of, subject_of
+from shared.db.models import ConversationRow, TimelineRow
 from shared.db.session import create_engine, session_factory
+from shared.subjects import COMMANDS_STREAM
 from stayhuman.natsserver import EmbeddedNats, free_port, free_ports
 from tests.e2e.stack import post_webhook
 from tests.helpers import config_yaml, eventually, generic_body, installation_keys
@@ -24,7 +26,12 @@ from tests.smtp import SmtpServer
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[2]
 SECRET = "permissions-secret-0123456789"
-PASSWORDS = {"ingest": "ingest-pw-123", "router": "router-pw-456", "notify": "notify-pw-789"}
+PASSWORDS = {
+    "ingest": "ingest-pw-123",
+    "router": "router-pw-456",
+    "notify": "notify-pw-789",
+    "api": "api-pw-321",
+}
 OPERATOR_PASSWORD = "operator-pw-000"
 
 
@@ -56,8 +63,8 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
 ) -> None:
     smtp = SmtpServer().start()
     ports = dict(zip(PASSWORDS, free_ports(len(PASSWORDS)), strict=True))
-    # ingest's and notify's readiness is on their operations listeners
-    ops_port, notify_ops = free_ports(2)
+    # ingest's, notify's and the api's readiness is on their operations listeners
+    ops_port, notify_ops, api_ops = free_ports(3)
     database = f"sqlite+aiosqlite:///{tmp_path / 'stayhuman.db'}"
     env = {
         **os.environ,
@@ -70,6 +77,7 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
         **{f"STAYHUMAN_{name.upper()}_PORT": str(port) for name, port in ports.items()},
         "STAYHUMAN_INGEST_OPS_PORT": str(ops_port),
         "STAYHUMAN_NOTIFY_OPS_PORT": str(notify_ops),
+        "STAYHUMAN_API_OPS_PORT": str(api_ops),
     }
     (tmp_path / "acme.yaml").write_text(
         config_yaml(tenant="acme", account="acme-fb", secret=SECRET, people=["maria"], first_response="2s")
@@ -88,7 +96,7 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
         async with httpx.AsyncClient() as client:
 
             async def ready() -> bool:
-                for port in [ops_port, ports["router"], notify_ops]:
+                for port in [ops_port, ports["router"], notify_ops, api_ops]:
                     try:
                         if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code != 200:
                             return False
@@ -114,6 +122,18 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
                 ).first()
 
         conversation = await eventually(assigned, timeout=20, what="the assignment")
+        assert conversation is not None
+
+        async def in_the_timeline() -> TimelineRow | None:
+            # the api consumed the assignment from the events stream, as its own user
+            async with session_factory(engine)() as session:
+                query = select(TimelineRow).where(
+                    TimelineRow.conversation_id == conversation.id,
+                    TimelineRow.kind == "conversation.assigned",
+                )
+                return (await session.exec(query)).first()
+
+        await eventually(in_the_timeline, timeout=20, what="the assignment in the api's timeline")
         await engine.dispose()
 
         async def mailed() -> bool:
@@ -121,26 +141,47 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
 
         await eventually(mailed, timeout=20, what="the overdue email")
 
-        # held to its subjects: ingest may not publish the router's events
-        errors: list[Exception] = []
+        # the api's user may send a person's command, and gets the JetStream ack it waits for
+        api = await nats.connect(secured_nats.url, user="api", password=PASSWORDS["api"])
+        try:
+            claim = Claim(
+                tenant_id="acme", conversation_id=conversation.id, person_id="maria", issued_by="maria"
+            )
+            ack = await api.jetstream().publish(
+                subject_of(claim),
+                claim.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": msg_id_of(claim)},
+                timeout=5,
+            )
+            assert ack.stream == COMMANDS_STREAM
+        finally:
+            await api.close()
 
-        async def collect(error: Exception) -> None:
-            errors.append(error)
-
-        nc = await nats.connect(
-            secured_nats.url, user="ingest", password=PASSWORDS["ingest"], error_cb=collect
-        )
-        await nc.publish("sh.conv.acme.x.assigned", b"{}")
-        await nc.flush()
-        await asyncio.sleep(0.5)
-        await nc.close()
-        assert any("permissions violation" in str(error).lower() for error in errors), errors
+        # held to their subjects: neither ingest nor the api may publish the router's events
+        for user in ("ingest", "api"):
+            errors = await errors_publishing(secured_nats.url, user, "sh.conv.acme.x.assigned")
+            assert any("permissions violation" in str(error).lower() for error in errors), (user, errors)
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
         for process in processes:
             process.wait(timeout=30)
         smtp.stop()
+
+
+async def errors_publishing(url: str, user: str, subject: str) -> list[Exception]:
+    """What the server answers `user` publishing on `subject`."""
+    errors: list[Exception] = []
+
+    async def collect(error: Exception) -> None:
+        errors.append(error)
+
+    nc = await nats.connect(url, user=user, password=PASSWORDS[user], error_cb=collect)
+    await nc.publish(subject, b"{}")
+    await nc.flush()
+    await asyncio.sleep(0.5)
+    await nc.close()
+    return errors
 
 
 def test_a_wrong_password_stops_the_service_with_a_clear_error(

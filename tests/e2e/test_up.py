@@ -11,7 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlmodel import select
 
+from shared.db.models import LoginRow
+from stayhuman.demo import ROLES, demo_password
 from tests.e2e.stack import Stack
 from tests.helpers import installation_keys
 
@@ -49,7 +52,7 @@ def test_bad_settings_stop_with_the_variable_named(tmp_path: Path) -> None:
 
 def test_sigterm_stops_every_process(tmp_path: Path) -> None:
     stack = Stack(tmp_path / "stack").start()
-    pids = [stack.service_pid(service) for service in ("ingest", "router", "notify")]
+    pids = [stack.service_pid(service) for service in ("ingest", "router", "notify", "api")]
     stack.stop()
     assert stack.process is not None and stack.process.returncode == 0
     for pid in pids:
@@ -191,3 +194,42 @@ def test_a_taken_operations_port_is_named(stack: Stack) -> None:
         taken.close()
     assert result.returncode == 2
     assert "cannot listen on 127.0.0.1:" in result.stderr and "(STAYHUMAN_INGEST_OPS_PORT)" in result.stderr
+
+
+# What each demo person may do, as the API says after they sign in: the lead of care is an agent
+# of it too; the admins and the viewer are in no team, so the demo routes nothing to them.
+DEMO_ROLES = {
+    "ada": {"agency_admin": []},
+    "theo": {"tenant_admin": ["kettle"]},
+    "rosa": {"team_lead": ["kettle"], "agent": ["kettle"]},
+    "kai": {"agent": ["kettle"]},
+    "cleo": {"client_viewer": ["kettle"]},
+}
+
+
+def test_up_demo_prints_a_login_for_each_role_and_each_signs_in_with_it(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "demo").start("--demo")
+    try:
+        logs = stack.logs()
+        api = f"http://127.0.0.1:{stack.ports['api']}"
+        assert f"  api       {api}  (operations: http://127.0.0.1:{stack.ports['api-ops']})\n" in logs
+        assert f"  demo logins ({api}/api/session):\n" in logs
+        printed = re.findall(r"^    ([a-z]+(?: [a-z]+)?) +(\S+@\S+) +(\S+)$", logs, re.MULTILINE)
+        assert [(role, password) for role, _email, password in printed] == [
+            (role, demo_password(person)) for role, person in ROLES
+        ]
+        for (_role, person), (_, email, password) in zip(ROLES, printed, strict=True):
+            with httpx.Client(base_url=api, timeout=10) as client:
+                signed_in = client.post("/api/session", json={"email": email, "password": password})
+                assert signed_in.status_code == 200, signed_in.text
+                me = client.get("/api/me").json()
+                assert (me["person"]["id"], me["person"]["email"]) == (person, email)
+                assert me["roles"] == DEMO_ROLES[person]
+                wrong = client.post("/api/session", json={"email": email, "password": password + "x"})
+                assert wrong.status_code == 401
+    finally:
+        stack.stop()
+
+
+async def test_up_without_the_demo_sets_no_password(stack: Stack) -> None:
+    assert await stack.query(select(LoginRow.person_id)) == []

@@ -1,7 +1,10 @@
 """compose.yaml and the Kubernetes manifests: valid, and true to the code they run."""
 
+import functools
 import json
+import re
 import shutil
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -9,26 +12,67 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
+from services.api.main import create_app as api_app
+from services.api.settings import ApiSettings
+from services.api.timeline import TIMELINE_CONSUMER
 from services.ingest.main import create_app as ingest_app
 from services.ingest.settings import IngestSettings
 from services.notify.main import create_app as notify_app
 from services.notify.settings import NotifySettings
 from services.router.main import create_app as router_app
 from services.router.settings import RouterSettings
+from shared import subjects
+from shared.commands import PersonStatus, subject_of
+from shared.ids import SLUG_PATTERN
+from shared.preflight import Action, ConversationRef, Request, make_command
 from shared.secrets import new_key, new_vapid_pem
+from stayhuman import localnats, serve, supervisor
 from stayhuman.supervisor import UpSettings
+from tests.fuzz import properties
 from tests.kustomize import build, containers, pod_specs
 
 ROOT = Path(__file__).parents[2]
 OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "example"
-SETTINGS = (IngestSettings, RouterSettings, NotifySettings, UpSettings)
+PERMISSIONS = ROOT / "deploy" / "k8s" / "base" / "nats" / "permissions.conf"
+SERVICE_SETTINGS: dict[str, Any] = {
+    "ingest": IngestSettings,
+    "router": RouterSettings,
+    "notify": NotifySettings,
+    "api": ApiSettings,
+}
+SETTINGS = (*SERVICE_SETTINGS.values(), UpSettings)
 KNOWN = {f"STAYHUMAN_{name.upper()}" for settings in SETTINGS for name in settings.model_fields}
-PORTS = {"ingest": 8080, "router": 8081, "notify": 8082}
-OPS_PORTS = {"ingest": 9080, "notify": 9082}  # operations listeners: health, readiness, metrics, docs
 
 
-@pytest.mark.parametrize("service", ["ingest", "notify"])
+def _default(settings: Any, field: str) -> int | None:
+    return settings.model_fields[field].default if field in settings.model_fields else None
+
+
+# Each service's ports are its settings' defaults; the manifests must say the same.
+PORTS = {name: _default(settings, f"{name}_port") for name, settings in SERVICE_SETTINGS.items()}
+OPS_PORTS = {  # operations listeners: health, readiness, metrics, docs
+    name: port
+    for name, settings in SERVICE_SETTINGS.items()
+    if (port := _default(settings, f"{name}_ops_port")) is not None
+}
+
+
+def test_every_service_runs_everywhere() -> None:
+    """A service is run by `stayhuman <name>`, by `up`, as its own NATS user, in compose and on
+    Kubernetes: none of them may leave one out."""
+    assert set(serve.SERVICES) == set(SERVICE_SETTINGS) == set(supervisor.SERVICES)
+    assert set(localnats.SERVICE_USERS) == set(SERVICE_SETTINGS)
+    assert PORTS == {"ingest": 8080, "router": 8081, "notify": 8082, "api": 8083}
+    assert OPS_PORTS == {"ingest": 9080, "notify": 9082, "api": 9083}
+    for name in SERVICE_SETTINGS:  # `up` runs each on the port the service itself defaults to
+        assert _default(UpSettings, f"{name}_port") == PORTS[name]
+        assert _default(UpSettings, f"{name}_ops_port") == OPS_PORTS.get(name)
+
+
+@pytest.mark.parametrize("service", sorted(OPS_PORTS))
 def test_public_listeners_serve_no_metrics_docs_or_readiness(service: str) -> None:
     """What people and platforms reach from outside names no tenant, team or internals."""
     served = listeners(service)
@@ -66,6 +110,7 @@ def listeners(service: str) -> dict[str, set[str]]:
                 **keys,
             )
         ),
+        "api": lambda: api_app(ApiSettings(nats_url="nats://x", database_url=url, smtp_host="smtp.invalid")),
     }
     app = apps[service]()
     served = {"public": _paths(app.routes)}
@@ -99,6 +144,13 @@ def test_every_manifest_validates_against_kubernetes(manifests: list[dict[str, A
 def test_services_have_probes_limits_budgets_and_autoscaling(manifests: list[dict[str, Any]]) -> None:
     deployments = {d["metadata"]["name"]: d for d in manifests if d["kind"] == "Deployment"}
     assert set(deployments) == {f"stayhuman-{name}" for name in PORTS}
+    services = {d["metadata"]["name"]: d for d in manifests if d["kind"] == "Service"}
+    for name, port in PORTS.items():  # each one's public port, and only that, behind its Service
+        container = deployments[f"stayhuman-{name}"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"] == [name]
+        assert [(p["port"], p["targetPort"]) for p in services[f"stayhuman-{name}"]["spec"]["ports"]] == [
+            (port, "http")
+        ]
     budgets = {d["metadata"]["name"] for d in manifests if d["kind"] == "PodDisruptionBudget"}
     autoscaled = {
         d["spec"]["scaleTargetRef"]["name"] for d in manifests if d["kind"] == "HorizontalPodAutoscaler"
@@ -192,6 +244,7 @@ KEYS = {
     "ingest": {"STAYHUMAN_SECRET_KEY"},
     "notify": {"STAYHUMAN_SECRET_KEY", "STAYHUMAN_VAPID_PRIVATE_KEY", "STAYHUMAN_LINK_KEY"},
     "router": set(),
+    "api": set(),
 }
 SECRET_KEYS = {
     "STAYHUMAN_SECRET_KEY": "secret-key",
@@ -239,3 +292,120 @@ def test_up_runs_its_nats_with_the_cluster_permissions() -> None:
     assert (
         packaged.read_text() == (ROOT / "deploy" / "k8s" / "base" / "nats" / "permissions.conf").read_text()
     )
+
+
+@functools.cache
+def nats_users() -> dict[str, dict[str, Any]]:
+    """The users of the NATS permissions file: the variable of each one's password, and the
+    subjects each may publish and subscribe to."""
+    found = re.findall(
+        r"user: (\w+)\s+password: \$(\w+)\s+permissions: \{\s+publish: (\[.*?\])\s+subscribe: (\[.*?\])",
+        PERMISSIONS.read_text(),
+    )
+    return {
+        user: {"password": variable, "publish": json.loads(publish), "subscribe": json.loads(subscribe)}
+        for user, variable, publish, subscribe in found
+    }
+
+
+def allows(patterns: list[str], subject: str) -> bool:
+    """Whether a NATS permission list lets `subject` through (`*` one token, `>` the rest)."""
+    tokens = subject.split(".")
+
+    def matches(pattern: list[str]) -> bool:
+        for index, token in enumerate(pattern):
+            if token == ">":
+                return len(tokens) > index
+            if index >= len(tokens) or token not in ("*", tokens[index]):
+                return False
+        return len(tokens) == len(pattern)
+
+    return any(matches(pattern.split(".")) for pattern in patterns)
+
+
+def test_every_service_is_its_own_nats_user_everywhere(
+    compose: dict[str, Any], manifests: list[dict[str, Any]]
+) -> None:
+    """Each service connects as itself, with its own password, wherever it runs; the servers read
+    every user's password from their environment."""
+    users = nats_users()
+    assert set(users) == {*SERVICE_SETTINGS, localnats.OPERATOR}
+    variables = {user: f"NATS_{user.upper()}_PASSWORD" for user in users}
+    assert {user: users[user]["password"] for user in users} == variables
+    made = {user: "x" for user in (*localnats.SERVICE_USERS, localnats.OPERATOR)}  # `up`'s users
+    assert set(localnats.server_environment(made)) == set(variables.values())
+    for node in ("nats-1", "nats-2", "nats-3"):
+        assert set(variables.values()) <= set(compose["services"][node]["environment"])
+    for name in SERVICE_SETTINGS:
+        environment = compose["services"][name]["environment"]
+        assert environment["STAYHUMAN_NATS_USER"] == name
+        assert environment["STAYHUMAN_NATS_PASSWORD"].startswith(f"${{{variables[name]}:?")
+    secret = next(d for d in manifests if d["kind"] == "Secret")
+    nats = next(d for d in manifests if d["kind"] == "StatefulSet")
+    given_to_nats = {
+        v["name"]: v["valueFrom"]["secretKeyRef"]["key"]
+        for v in nats["spec"]["template"]["spec"]["containers"][0]["env"]
+        if v["name"] in variables.values()
+    }
+    assert given_to_nats == {variable: f"nats-{user}-password" for user, variable in variables.items()}
+    assert set(given_to_nats.values()) <= set(secret["data"])
+    seen = set()
+    for _workload, spec in pod_specs(manifests):
+        for container in spec["containers"]:
+            if "stayhuman" not in container["image"] or container["args"][0] not in SERVICE_SETTINGS:
+                continue
+            service = container["args"][0]
+            seen.add(service)
+            env = {v["name"]: v for v in container["env"]}
+            assert env["STAYHUMAN_NATS_USER"]["value"] == service
+            reference = env["STAYHUMAN_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+            assert reference == {"name": "stayhuman-secrets", "key": f"nats-{service}-password"}
+    assert seen == set(SERVICE_SETTINGS)
+
+
+SLUGS = st.from_regex(SLUG_PATTERN, fullmatch=True)
+CONVERSATION_IDS = st.from_regex(r"[0-9a-f]{32}", fullmatch=True)
+
+
+@properties(300)
+@given(
+    action=st.sampled_from(typing.get_args(Action)), tenant=SLUGS, conversation=CONVERSATION_IDS, person=SLUGS
+)
+def test_the_api_may_send_every_command_a_person_can_ask_for(
+    action: Action, tenant: str, conversation: str, person: str
+) -> None:
+    """Whatever a person asks for in the inbox, the command the API builds for it (with the same
+    code as the command line) is published on a subject the api's NATS user may publish."""
+    request = Request(action, conversation=conversation, person=person, status=PersonStatus.away)
+    command = make_command(request, ConversationRef(conversation, tenant), deadline_version=1)
+    assert allows(nats_users()["api"]["publish"], subject_of(command)), subject_of(command)
+
+
+def test_the_api_consumes_the_events_and_publishes_nothing_but_commands() -> None:
+    """The timeline consumer: it declares itself, acknowledges and dead-letters on its own
+    subjects; the api cannot write any event, outcome, interaction or other consumer's letter."""
+    api = nats_users()["api"]
+    events, timeline = subjects.EVENTS_STREAM, TIMELINE_CONSUMER
+    assert api["subscribe"] == ["_INBOX.>"]  # the answers to its requests and publishes
+    for subject in (
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{events}.{timeline}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{events}.{timeline}",
+        f"$JS.ACK.{events}.{timeline}.1.42.42.1700000000000000000.0",
+        subjects.dead_letter(stream=events, consumer=timeline),
+    ):
+        assert allows(api["publish"], subject), subject
+    conversation = "0" * 32
+    for subject in (
+        subjects.conversation_event(tenant_id="kettle", conversation_id=conversation, event="assigned"),
+        subjects.command_outcome(tenant_id="kettle", person_id="kai", outcome="applied"),
+        subjects.deadline(tenant_id="kettle", conversation_id=conversation),
+        subjects.interaction_received(tenant_id="kettle", account_id="kettle-fb"),
+        subjects.tenant_command(tenant_id="kettle", verb="recompute"),
+        subjects.timer_schedule(tenant_id="kettle", conversation_id=conversation),
+        subjects.dead_letter(stream=events, consumer="notify-deadlines"),
+        subjects.dead_letter(stream=subjects.COMMANDS_STREAM, consumer=timeline),
+        f"$JS.ACK.{subjects.COMMANDS_STREAM}.router-commands.1.1.1.1700000000000000000.0",
+        "$KV.SH_POLL_LEASES.kettle-fb",
+        "sh.alert.kettle.sent",
+    ):
+        assert not allows(api["publish"], subject), subject

@@ -294,6 +294,32 @@ def cmd_secret_key(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_invite(args: argparse.Namespace) -> int:
+    from services.api.settings import ApiSettings
+    from stayhuman.control import ControlError
+    from stayhuman.database import reaching
+    from stayhuman.invite import InviteError, invite
+
+    settings = load_settings(ApiSettings)
+    url = _readable_database(settings)
+    try:
+        with reaching(url):
+            link = asyncio.run(
+                invite(
+                    url,
+                    args.person,
+                    public_url=settings.public_url(),
+                    lifetime=settings.password_link_lifetime,
+                )
+            )
+    except ControlError as error:
+        return _fail(str(error), error.code)
+    except InviteError as error:
+        return _fail(str(error))
+    print(link)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from stayhuman.inspect import DEFAULT_LIMIT
 
@@ -309,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("ingest", "run the ingest service (webhooks in, interactions to NATS)"),
         ("router", "run the router service (conversations, owners, deadlines)"),
         ("notify", "run the notify service (timers and alerts)"),
+        ("api", "run the api service (the inbox's HTTP API, sign-in, the conversation timeline)"),
     ):
         commands.add_parser(name, help=text).set_defaults(func=cmd_service)
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=cmd_migrate)
@@ -357,6 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.add_argument("person", metavar="PERSON", help="a person id, as in the configuration")
     push.set_defaults(func=cmd_push_link)
+    invite_parser = commands.add_parser(
+        "invite",
+        help="print a link with which a person sets their password for the inbox (works once)",
+        description="Print a set-password link for an active person, to hand to them. It works once, "
+        "until STAYHUMAN_PASSWORD_LINK_LIFETIME (24h) has passed; setting the password ends the "
+        "person's sessions and lifts a sign-in lock. Links are built on STAYHUMAN_API_PUBLIC_URL.",
+    )
+    invite_parser.add_argument("person", metavar="PERSON", help="a person id, as in the configuration")
+    invite_parser.set_defaults(func=cmd_invite)
     links = commands.add_parser("push", help="manage people's push links")
     link_actions = links.add_subparsers(dest="action", required=True, metavar="ACTION")
     revoke = link_actions.add_parser(

@@ -79,10 +79,10 @@ ROLES: Mapping[Action, Mapping[Role, Reach]] = {
         Role.agent: Reach.self,
         Role.client_viewer: Reach.tenants,
     },
-    Action.read_config: {
+    Action.read_config: {  # a team lead reads (never changes) the configuration of their tenants
         Role.agency_admin: Reach.all,
         Role.tenant_admin: Reach.tenants,
-        Role.team_lead: Reach.teams,
+        Role.team_lead: Reach.tenants,
         Role.agent: Reach.none,
         Role.client_viewer: Reach.none,
     },
@@ -115,6 +115,7 @@ class Target:
     owner_id: str | None = None
     person_id: str | None = None  # a person acted on (set status), with the teams they serve in
     person_teams: frozenset[Team] = frozenset()
+    person_tenants: frozenset[str] = frozenset()  # tenants they hold a granted role in
 
 
 @dataclass(frozen=True)
@@ -252,8 +253,12 @@ class Scope:
         if self.everything:
             return True
         if target.person_id is not None:  # a person: one of ours, or serving our teams or tenants
-            return target.person_id in self.people or any(
-                team.id in self.teams or team.tenant_id in self.tenants for team in target.person_teams
+            return (
+                target.person_id in self.people
+                or any(
+                    team.id in self.teams or team.tenant_id in self.tenants for team in target.person_teams
+                )
+                or bool(target.person_tenants & self.tenants)
             )
         if target.tenant_id in self.tenants:
             return True

@@ -70,6 +70,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # the document and /docs are on the operations listener, like every service's
         description="The inbox's API: conversations, people, teams, actions as commands, and sign-in.",
     )
     app.state.settings = settings

@@ -106,6 +106,12 @@ def person_filter(scope: Scope) -> ColumnElement[bool]:
                 .where(col(TeamRow.tenant_id).in_(sorted(scope.tenants)))
             )
         )
+        # ... and those the configuration gives a role in them (admins, client viewers), in no team
+        clauses.append(
+            col(PersonRow.id).in_(
+                select(RoleGrantRow.person_id).where(col(RoleGrantRow.tenant_id).in_(sorted(scope.tenants)))
+            )
+        )
     return or_(*clauses) if clauses else false()
 
 
@@ -204,7 +210,18 @@ class Access:
                     .where(TeamMemberRow.person_id == person_id)
                 )
             ).all()
-            target = Target(person_id=person_id, person_teams=frozenset(Team(id, t) for id, t in teams))
+            granted = (
+                await self.session.exec(
+                    select(RoleGrantRow.tenant_id).where(
+                        RoleGrantRow.person_id == person_id, RoleGrantRow.tenant_id != ""
+                    )
+                )
+            ).all()
+            target = Target(
+                person_id=person_id,
+                person_teams=frozenset(Team(id, t) for id, t in teams),
+                person_tenants=frozenset(granted),
+            )
             if not self.viewer.may(action, target):
                 raise forbidden(action, f"person {person_id}")
         return row

@@ -122,7 +122,13 @@ class TokenDirectory:
 
     async def _load(self) -> dict[str, str]:
         async with self._sessions() as session:
-            rows = await fetch_rows(session, select(API_TOKENS.c.token_sha256, API_TOKENS.c.tenant_id))
+            # A revoked token, or one that may only read reports, submits nothing.
+            rows = await fetch_rows(
+                session,
+                select(API_TOKENS.c.token_sha256, API_TOKENS.c.tenant_id).where(
+                    API_TOKENS.c.revoked_at.is_(None), API_TOKENS.c.role == "tenant_admin"
+                ),
+            )
         return {row.token_sha256: row.tenant_id for row in rows}
 
     async def tenant_of(self, token: str) -> str | None:

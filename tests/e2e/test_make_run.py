@@ -33,7 +33,7 @@ async def interactions_of(database: Path, conversation_id: str) -> list[Interact
 
 
 def test_make_run_shows_an_overdue_email_in_the_dev_mailbox(tmp_path: Path) -> None:
-    names = ("INGEST", "INGEST_OPS", "ROUTER", "NOTIFY", "NOTIFY_OPS")
+    names = ("INGEST", "INGEST_OPS", "ROUTER", "NOTIFY", "NOTIFY_OPS", "API", "API_OPS")
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     env = {
         **os.environ,

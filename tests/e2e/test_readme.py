@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from services.api.settings import ApiSettings
 from services.ingest.settings import IngestSettings
 from services.notify.settings import NotifySettings
 from services.router.settings import RouterSettings
@@ -27,7 +28,7 @@ def shell_blocks() -> list[str]:
 
 def test_every_setting_is_documented() -> None:
     text = README.read_text()
-    for settings in (IngestSettings, RouterSettings, NotifySettings, UpSettings):
+    for settings in (IngestSettings, RouterSettings, NotifySettings, ApiSettings, UpSettings):
         for name in settings.model_fields:
             assert f"STAYHUMAN_{name.upper()}`" in text, f"STAYHUMAN_{name.upper()} missing from README"
 

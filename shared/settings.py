@@ -47,6 +47,11 @@ class CommonSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = Field(default=True, description="JSON log lines (false: plain text).")
     host: str = Field(default="127.0.0.1", description="Address the HTTP servers listen on.")
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated addresses (or *) of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are trusted: the client's address for sign-in limits and logs.",
+    )
     nats_user: str | None = Field(default=None, description="NATS user of this service.")
     nats_password: SecretStr | None = Field(default=None, description="NATS password of this service.")
     nats_creds: Path | None = Field(default=None, description="NATS credentials file (JWT and nkey).")

@@ -96,6 +96,8 @@ def serve(name: str, *, check: Callable[[Any], None] | None = None) -> None:
         port=port,
         log_config=None,
         access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         lifespan="on",
         timeout_graceful_shutdown=10,
     )

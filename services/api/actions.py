@@ -86,6 +86,11 @@ class KeptCommands:
         self.sent.append(command)
 
 
+# Free text a person writes (a reason, a note): no control characters but tab and line breaks,
+# which PostgreSQL (a NUL) and every log downstream would choke on.
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
+
 # -- request bodies --------------------------------------------------------------------------
 
 
@@ -111,18 +116,20 @@ class ClaimBody(ActionBody):
 class ReassignBody(ActionBody):
     person: str | None = Field(default=None, pattern=SLUG_PATTERN, description="Give it to this person ...")
     team: str | None = Field(default=None, pattern=SLUG_PATTERN, description="... or to this team's queue.")
-    reason: str = Field(default="", max_length=200)
+    reason: str = Field(default="", max_length=200, pattern=TEXT_PATTERN)
 
 
 class ReasonBody(ActionBody):
-    reason: str = Field(default="", max_length=200)
+    reason: str = Field(default="", max_length=200, pattern=TEXT_PATTERN)
 
 
 class RespondBody(ActionBody):
     person: str | None = Field(
         default=None, pattern=SLUG_PATTERN, description="Who answered (default: the conversation's owner)."
     )
-    note: str = Field(default="", max_length=200, description="How it was answered, for the record.")
+    note: str = Field(
+        default="", max_length=200, pattern=TEXT_PATTERN, description="How it was answered, for the record."
+    )
 
 
 class StatusBody(ActionBody):

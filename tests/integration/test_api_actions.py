@@ -215,6 +215,8 @@ async def test_what_preflight_refuses_is_a_400_naming_the_field_and_nothing_is_s
         "command_id",
     )
     refused(await http.post(f"{path}/pause", json={"reason": "x" * 201}, headers=tina), 400, "reason")
+    refused(await http.post(f"{path}/pause", json={"reason": "a\x00b"}, headers=tina), 400, "reason")
+    refused(await http.post(f"{path}/mark-responded", json={"note": "\x1b[2J"}, headers=tina), 400, "note")
     refused(await http.post(f"{path}/claim", json={"persons": "kai"}, headers=tina), 400, "persons")
     refused(await http.post(f"{path}/claim", json={"person": "Kai Smith"}, headers=tina), 400, "person")
     refused(await http.post(f"{path}/claim?wait=11", headers=agency.as_("kai")), 400, "wait")

@@ -13,11 +13,22 @@ import enum
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 from shared import subjects
 from shared.events import AwareDatetime, utcnow
 from shared.ids import SLUG_PATTERN
+
+
+def _printable(value: str) -> str:
+    if any((ord(c) < 32 and c not in "\t\n\r") or c == "\x7f" for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+# What a person writes on a command (a reason, a note): a line or a few, no control characters
+# (PostgreSQL stores no NUL, and nothing downstream should have to carry one).
+Words = Annotated[str, Field(max_length=200), AfterValidator(_printable)]
 
 
 class PersonStatus(enum.StrEnum):
@@ -51,7 +62,7 @@ class HandOver(Command):
     type: Literal["person.hand_over"] = "person.hand_over"
     version: Literal[1] = 1
     person_id: str = Field(pattern=SLUG_PATTERN)
-    reason: str = Field(default="", max_length=200)
+    reason: Words = ""
 
 
 class CheckAvailability(Command):
@@ -83,7 +94,7 @@ class Reassign(ConversationCommand):
     version: Literal[1] = 1
     person_id: str | None = Field(default=None, pattern=SLUG_PATTERN)
     team: str | None = Field(default=None, pattern=SLUG_PATTERN)
-    reason: str = Field(default="", max_length=200)
+    reason: Words = ""
 
 
 class Pause(ConversationCommand):
@@ -91,7 +102,7 @@ class Pause(ConversationCommand):
 
     type: Literal["conversation.pause"] = "conversation.pause"
     version: Literal[1] = 1
-    reason: str = Field(default="", max_length=200)
+    reason: Words = ""
 
 
 class Resume(ConversationCommand):
@@ -104,7 +115,7 @@ class Resolve(ConversationCommand):
 
     type: Literal["conversation.resolve"] = "conversation.resolve"
     version: Literal[1] = 1
-    reason: str = Field(default="", max_length=200)
+    reason: Words = ""
 
 
 class MarkResponded(ConversationCommand):
@@ -117,7 +128,7 @@ class MarkResponded(ConversationCommand):
     type: Literal["conversation.mark_responded"] = "conversation.mark_responded"
     version: Literal[1] = 1
     person_id: str | None = Field(default=None, pattern=SLUG_PATTERN)
-    note: str = Field(default="", max_length=200)
+    note: Words = ""
 
 
 class AutoResolve(ConversationCommand):

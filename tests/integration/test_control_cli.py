@@ -270,6 +270,7 @@ async def test_the_same_command_id_is_stored_once(installation: Installation) ->
         ),
         (["mark-responded", "{conv}", "--person", "olga"], "person 'olga' is inactive"),
         (["mark-responded", "{missing}"], "no conversation '{missing}'"),
+        (["pause", "{conv}", "--reason", "waiting\x07on them"], "--reason: Value error, control characters"),
     ],
     ids=[
         "unknown-conversation",
@@ -288,6 +289,7 @@ async def test_the_same_command_id_is_stored_once(installation: Installation) ->
         "mark-responded-person-of-another-tenant",
         "mark-responded-inactive-person",
         "mark-responded-unknown-conversation",
+        "control-character-in-reason",
     ],
 )
 async def test_a_bad_request_names_the_problem_and_sends_nothing(

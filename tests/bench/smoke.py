@@ -21,7 +21,7 @@ from services.ingest.generic import GenericInteraction, normalise
 from shared import subjects
 from shared.db.models import ConversationRow
 from shared.db.session import create_engine, session_factory
-from shared.events import DeadlineChanged, DeadlineKind, Platform
+from shared.events import ConversationResolved, DeadlineChanged, DeadlineKind, Platform
 from shared.ids import dedupe_key
 from shared.jetstream import Outgoing, publish_pipelined
 from stayhuman.natsserver import EmbeddedNats
@@ -154,11 +154,46 @@ async def deadline_phase(nats_url: str, count: int) -> None:
     )
 
 
+async def timeline_phase(nats_url: str, count: int) -> None:
+    """Conversation events straight onto JetStream, as the router publishes them; the api keeps each
+    in its timeline table."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    now = datetime.now(UTC)
+    messages = []
+    for i in range(count):
+        cid = uuid.uuid5(uuid.NAMESPACE_URL, f"bench-timeline-{i}").hex
+        event = ConversationResolved(
+            tenant_id="bench", conversation_id=cid, account_id="bench-fb", reason="bench", resolved_at=now
+        )
+        messages.append(
+            Outgoing(
+                subjects.conversation_event(tenant_id="bench", conversation_id=cid, event="resolved"),
+                event.model_dump_json().encode(),
+                f"resolved:{cid}:bench",
+            )
+        )
+    started = time.monotonic()
+    for chunk in range(0, count, 2000):
+        await publish_pipelined(js, messages[chunk : chunk + 2000])
+    published_at = time.monotonic()
+    while True:
+        info = await js.consumer_info(subjects.EVENTS_STREAM, "api-timeline")
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.05)
+    elapsed = time.monotonic() - started
+    await nc.close()
+    print(f"JetStream publish (pipelined):      {count / (published_at - started):8.0f} events/s")
+    print(f"api, event -> timeline row:         {count / elapsed:8.0f} events/s")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--http", type=int, default=10000, help="webhooks over HTTP")
     parser.add_argument("--direct", type=int, default=20000, help="interactions fed to JetStream directly")
     parser.add_argument("--deadlines", type=int, default=20000, help="deadlines armed directly")
+    parser.add_argument("--timeline", type=int, default=20000, help="events the api's timeline keeps")
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,11 +212,12 @@ async def main() -> None:
         try:
             print(
                 f"StayHuman smoke benchmark ({args.http} over HTTP, {args.direct} direct, "
-                f"{args.deadlines} deadlines), SQLite"
+                f"{args.deadlines} deadlines, {args.timeline} timeline events), SQLite"
             )
             await http_phase(stack, args.http, args.connections)
             await router_phase(stack, server.url, args.direct)
             await deadline_phase(server.url, args.deadlines)
+            await timeline_phase(server.url, args.timeline)
         finally:
             stack.stop()
             server.stop()

@@ -85,6 +85,8 @@ def tokens_router() -> APIRouter:
         tenant_id: TenantId, asking: Annotated[Access, Depends(access)]
     ) -> list[TokenListed]:
         asking.tenant(tenant_id, Action.read_config)
+        if await asking.session.get(TenantRow, tenant_id) is None:
+            raise HTTPException(404, {"error": "no tenant", "field": "tenant"})
         rows = (
             await asking.session.exec(
                 select(ApiTokenRow)

@@ -480,6 +480,8 @@ async def test_who_may_list_make_and_revoke_tokens(world: World) -> None:
         ada = await world.session_for("ada")
         nowhere = await http.post("/api/tenants/nowhere/tokens", json={"name": "x"}, headers=ada.headers)
         assert nowhere.status_code == 404
+        listed = await http.get("/api/tenants/nowhere/tokens", headers=ada.headers)
+        assert listed.status_code == 404 and listed.json()["field"] == "tenant"
 
 
 # -- nothing secret in the logs -----------------------------------------------------------------

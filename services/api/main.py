@@ -25,6 +25,32 @@ from shared.metrics import every, observe_consumers
 from shared.runtime import Runtime, install_error_handlers, liveness_router, ops_app
 
 
+def document_invalid_requests(app: FastAPI) -> None:
+    """The OpenAPI document says what an invalid request gets: 400 with the problems named
+    (shared.runtime's handler), not FastAPI's default 422, which this API never answers."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            for path in document.get("paths", {}).values():
+                for operation in path.values():
+                    answers = operation.get("responses", {})
+                    if "422" in answers:
+                        invalid = answers.pop("422")
+                        answers.setdefault(
+                            "400", {**invalid, "description": "Invalid request: each problem names its field"}
+                        )
+            schemas = document.get("components", {}).get("schemas", {})
+            schemas.pop("HTTPValidationError", None)
+            if "#/components/schemas/ValidationError" not in str(document):
+                schemas.pop("ValidationError", None)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     runtime = Runtime("api", settings, required_streams=(subjects.EVENTS_STREAM, subjects.COMMANDS_STREAM))
     state: dict[str, Any] = {}
@@ -81,4 +107,5 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(auth_router(settings))
     app.include_router(reads_router())
     app.include_router(actions_router())
+    document_invalid_requests(app)
     return app

@@ -407,5 +407,9 @@ def test_the_api_consumes_the_events_and_publishes_nothing_but_commands() -> Non
         f"$JS.ACK.{subjects.COMMANDS_STREAM}.router-commands.1.1.1.1700000000000000000.0",
         "$KV.SH_POLL_LEASES.kettle-fb",
         "sh.alert.kettle.sent",
+        # what only apply and the router's own timers send: people never ask for these
+        subjects.person_command(person_id="kai", verb="hand_over"),
+        subjects.person_command(person_id="kai", verb="check_availability"),
+        subjects.conversation_command(tenant_id="kettle", conversation_id=conversation, verb="auto_resolve"),
     ):
         assert not allows(api["publish"], subject), subject

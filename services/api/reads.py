@@ -26,6 +26,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.api.access import Action
+from services.api.auth import clock_of
 from services.api.scope import Access, access
 from services.api.security import safe_url
 from services.api.views import (
@@ -62,7 +63,6 @@ from shared.db.models import (
     TeamRow,
     TimelineRow,
 )
-from shared.events import utcnow
 from shared.ids import SLUG_PATTERN
 
 TEXT_LIMIT = 280  # characters of the customer's last message a list shows
@@ -255,9 +255,8 @@ def presence(row: PersonRow, now: datetime) -> tuple[bool | None, bool, bool | N
 
 
 def now_of(request: Request) -> datetime:
-    """The time now: the app's clock when it has one (a test's), else the wall clock."""
-    clock = getattr(request.app.state, "clock", None)
-    return clock() if clock is not None else utcnow()
+    """The time now, by the app's clock (`auth.clock_of`)."""
+    return clock_of(request)()
 
 
 # -- queries ---------------------------------------------------------------------------------

@@ -492,6 +492,226 @@ async def stream_events(
 # -- routes ----------------------------------------------------------------------------------
 
 
+async def conversation_detail(access: Access, row: ConversationRow, now: datetime) -> ConversationDetail:
+    """A conversation the viewer may see (`access.conversation` gave `row`) with its messages,
+    its timeline, its deadline, and the alerts it caused."""
+    session = access.session
+    team = (
+        (await session.exec(select(TeamRow.slug, TeamRow.name).where(TeamRow.id == row.team_id))).first()
+        if row.team_id
+        else None
+    )
+    owner = await session.get(PersonRow, row.owner_id) if row.owner_id else None
+    mine = (InteractionRow.conversation_id == row.id, InteractionRow.tenant_id == row.tenant_id)
+    interactions = (
+        await session.exec(
+            select(InteractionRow)
+            .where(*mine)
+            .order_by(
+                col(InteractionRow.created_at).desc(),
+                col(InteractionRow.id).desc(),
+            )
+            .limit(MESSAGE_LIMIT + 1)
+        )
+    ).all()
+    entries = (
+        await session.exec(
+            select(TimelineRow)
+            .where(TimelineRow.conversation_id == row.id, TimelineRow.tenant_id == row.tenant_id)
+            .order_by(col(TimelineRow.seq).desc(), col(TimelineRow.at).desc())
+            .limit(TIMELINE_LIMIT + 1)
+        )
+    ).all()
+    deadline = (
+        await session.exec(
+            select(DeadlineRow).where(
+                DeadlineRow.conversation_id == row.id, DeadlineRow.tenant_id == row.tenant_id
+            )
+        )
+    ).first()
+    alerts = (
+        await session.exec(
+            select(AlertRow)
+            .where(AlertRow.conversation_id == row.id, AlertRow.tenant_id == row.tenant_id)
+            .order_by(col(AlertRow.created_at), col(AlertRow.id))
+        )
+    ).all()
+    deliveries = (
+        await session.exec(
+            select(DeliveryRow)
+            .where(DeliveryRow.conversation_id == row.id, DeliveryRow.tenant_id == row.tenant_id)
+            .order_by(col(DeliveryRow.created_at), col(DeliveryRow.id))
+        )
+    ).all()
+    return ConversationDetail(
+        conversation=conversation_item(
+            row, (team[0], team[1]) if team else (None, None), owner.name if owner else None, now
+        ),
+        why=row.assignment_reason,
+        messages=messages_of(list(reversed(interactions[:MESSAGE_LIMIT]))),
+        messages_complete=len(interactions) <= MESSAGE_LIMIT,
+        timeline=[timeline_entry(entry) for entry in reversed(entries[:TIMELINE_LIMIT])],
+        timeline_complete=len(entries) <= TIMELINE_LIMIT,
+        deadline=DeadlineView(
+            version=deadline.version,
+            kind=deadline.kind,
+            state=deadline.state,
+            started_at=deadline.started_at,
+            warn_at=deadline.warn_at,
+            due_at=deadline.due_at,
+            acknowledged_by=deadline.acknowledged_by,
+            acknowledged_at=deadline.acknowledged_at,
+        )
+        if deadline
+        else None,
+        alerts=[
+            AlertView(
+                id=alert.id,
+                deadline_version=alert.deadline_version,
+                step=alert.step,
+                channel=alert.channel,
+                status=alert.status,
+                attempts=alert.attempts,
+                created_at=alert.created_at,
+                sent_at=alert.sent_at,
+            )
+            for alert in alerts
+        ],
+        deliveries=[
+            DeliveryView(
+                id=delivery.id,
+                alert_id=delivery.alert_id,
+                deadline_version=delivery.deadline_version,
+                step=delivery.step,
+                channel=delivery.channel,
+                person=delivery.person_id,
+                status=delivery.status,
+                attempts=delivery.attempts,
+                created_at=delivery.created_at,
+                sent_at=delivery.sent_at,
+            )
+            for delivery in deliveries
+        ],
+    )
+
+
+async def people_list(access: Access, now: datetime, tenant: str | None, team: str | None) -> PeopleList:
+    """People the viewer may see: their load, status, shift and absence now, and their teams."""
+    session = access.session
+    rows = (
+        await session.exec(
+            select(PersonRow).where(access.people(), serving(tenant, team)).order_by(col(PersonRow.id))
+        )
+    ).all()
+    ids = [row.id for row in rows]
+    teams: dict[str, list[TeamOfPerson]] = {person_id: [] for person_id in ids}
+    for person_id, tenant_id, slug, name in (
+        await session.exec(
+            select(TeamMemberRow.person_id, TeamRow.tenant_id, TeamRow.slug, TeamRow.name)
+            .join(TeamRow, col(TeamRow.id) == col(TeamMemberRow.team_id))
+            .where(col(TeamMemberRow.person_id).in_(ids), access.teams())
+            .order_by(col(TeamRow.tenant_id), col(TeamRow.slug))
+        )
+    ).all():
+        teams[person_id].append(TeamOfPerson(tenant=tenant_id, slug=slug, name=name))
+    owned = dict(
+        (
+            await session.exec(
+                select(ConversationRow.owner_id, func.count())
+                .where(
+                    col(ConversationRow.owner_id).in_(ids),
+                    ConversationRow.state != "resolved",
+                    access.conversations(),
+                )
+                .group_by(col(ConversationRow.owner_id))
+            )
+        ).all()
+    )
+    items = []
+    for row in rows:
+        on_shift, away, available = presence(row, now)
+        items.append(
+            PersonItem(
+                id=row.id,
+                name=row.name,
+                active=row.active,
+                status=row.status,
+                load=row.load,
+                capacity=row.capacity,
+                on_shift=on_shift,
+                out_of_office=away,
+                out_of_office_until=row.out_of_office_until if away else None,
+                available=available,
+                teams=teams[row.id],
+                open_owned=int(owned.get(row.id, 0)),
+            )
+        )
+    return PeopleList(items=items)
+
+
+async def team_list(access: Access, now: datetime, tenant: str | None) -> TeamList:
+    """Teams the viewer may see: lead, members, their queue, what is overdue, who waits longest."""
+    session = access.session
+    query = select(TeamRow).where(access.teams()).order_by(col(TeamRow.tenant_id), col(TeamRow.slug))
+    if tenant is not None:
+        query = query.where(TeamRow.tenant_id == tenant)
+    rows = (await session.exec(query)).all()
+    ids = [row.id for row in rows]
+    names = dict(
+        (
+            await session.exec(
+                select(PersonRow.id, PersonRow.name).where(
+                    col(PersonRow.id).in_(sorted({row.lead_id for row in rows if row.lead_id}))
+                )
+            )
+        ).all()
+    )
+    members: dict[str, list[PersonRef]] = {team_id: [] for team_id in ids}
+    for team_id, person_id, name in (
+        await session.exec(
+            select(TeamMemberRow.team_id, PersonRow.id, PersonRow.name)
+            .join(PersonRow, col(PersonRow.id) == col(TeamMemberRow.person_id))
+            .where(col(TeamMemberRow.team_id).in_(ids), access.people())
+            .order_by(col(PersonRow.id))
+        )
+    ).all():
+        members[team_id].append(PersonRef(id=person_id, name=name))
+    queued = and_(col(ConversationRow.state) == "open", col(ConversationRow.owner_id).is_(None))
+    counts = {
+        team_id: (queue, late, oldest)
+        for team_id, queue, late, oldest in (
+            await session.exec(
+                select(
+                    ConversationRow.team_id,
+                    func.count().filter(queued),
+                    func.count().filter(overdue_clause(now)),
+                    func.min(ConversationRow.awaiting_since).filter(queued),
+                )
+                .where(col(ConversationRow.team_id).in_(ids), access.conversations())
+                .group_by(col(ConversationRow.team_id))
+            )
+        ).all()
+    }
+    items = []
+    for row in rows:
+        queue, late, oldest = counts.get(row.id, (0, 0, None))
+        items.append(
+            TeamItem(
+                tenant=row.tenant_id,
+                slug=row.slug,
+                name=row.name,
+                lead=PersonRef(id=row.lead_id, name=names.get(row.lead_id, row.lead_id))
+                if row.lead_id
+                else None,
+                members=members[row.id],
+                queue=int(queue or 0),
+                overdue=int(late or 0),
+                oldest_waiting=oldest,
+            )
+        )
+    return TeamList(items=items)
+
+
 def reads_router() -> APIRouter:
     router = APIRouter(prefix="/api", tags=["read"], responses=ERRORS)
 
@@ -558,106 +778,7 @@ def reads_router() -> APIRouter:
         conversation_id: ConversationId, request: Request, access: Annotated[Access, Depends(access)]
     ) -> ConversationDetail:
         """A conversation with its messages, its timeline, its deadline, and the alerts it caused."""
-        row = await access.conversation(conversation_id)
-        session = access.session
-        now = now_of(request)
-        team = (
-            (await session.exec(select(TeamRow.slug, TeamRow.name).where(TeamRow.id == row.team_id))).first()
-            if row.team_id
-            else None
-        )
-        owner = await session.get(PersonRow, row.owner_id) if row.owner_id else None
-        mine = (InteractionRow.conversation_id == row.id, InteractionRow.tenant_id == row.tenant_id)
-        interactions = (
-            await session.exec(
-                select(InteractionRow)
-                .where(*mine)
-                .order_by(
-                    col(InteractionRow.created_at).desc(),
-                    col(InteractionRow.id).desc(),
-                )
-                .limit(MESSAGE_LIMIT + 1)
-            )
-        ).all()
-        entries = (
-            await session.exec(
-                select(TimelineRow)
-                .where(TimelineRow.conversation_id == row.id, TimelineRow.tenant_id == row.tenant_id)
-                .order_by(col(TimelineRow.seq).desc(), col(TimelineRow.at).desc())
-                .limit(TIMELINE_LIMIT + 1)
-            )
-        ).all()
-        deadline = (
-            await session.exec(
-                select(DeadlineRow).where(
-                    DeadlineRow.conversation_id == row.id, DeadlineRow.tenant_id == row.tenant_id
-                )
-            )
-        ).first()
-        alerts = (
-            await session.exec(
-                select(AlertRow)
-                .where(AlertRow.conversation_id == row.id, AlertRow.tenant_id == row.tenant_id)
-                .order_by(col(AlertRow.created_at), col(AlertRow.id))
-            )
-        ).all()
-        deliveries = (
-            await session.exec(
-                select(DeliveryRow)
-                .where(DeliveryRow.conversation_id == row.id, DeliveryRow.tenant_id == row.tenant_id)
-                .order_by(col(DeliveryRow.created_at), col(DeliveryRow.id))
-            )
-        ).all()
-        return ConversationDetail(
-            conversation=conversation_item(
-                row, (team[0], team[1]) if team else (None, None), owner.name if owner else None, now
-            ),
-            why=row.assignment_reason,
-            messages=messages_of(list(reversed(interactions[:MESSAGE_LIMIT]))),
-            messages_complete=len(interactions) <= MESSAGE_LIMIT,
-            timeline=[timeline_entry(entry) for entry in reversed(entries[:TIMELINE_LIMIT])],
-            timeline_complete=len(entries) <= TIMELINE_LIMIT,
-            deadline=DeadlineView(
-                version=deadline.version,
-                kind=deadline.kind,
-                state=deadline.state,
-                started_at=deadline.started_at,
-                warn_at=deadline.warn_at,
-                due_at=deadline.due_at,
-                acknowledged_by=deadline.acknowledged_by,
-                acknowledged_at=deadline.acknowledged_at,
-            )
-            if deadline
-            else None,
-            alerts=[
-                AlertView(
-                    id=alert.id,
-                    deadline_version=alert.deadline_version,
-                    step=alert.step,
-                    channel=alert.channel,
-                    status=alert.status,
-                    attempts=alert.attempts,
-                    created_at=alert.created_at,
-                    sent_at=alert.sent_at,
-                )
-                for alert in alerts
-            ],
-            deliveries=[
-                DeliveryView(
-                    id=delivery.id,
-                    alert_id=delivery.alert_id,
-                    deadline_version=delivery.deadline_version,
-                    step=delivery.step,
-                    channel=delivery.channel,
-                    person=delivery.person_id,
-                    status=delivery.status,
-                    attempts=delivery.attempts,
-                    created_at=delivery.created_at,
-                    sent_at=delivery.sent_at,
-                )
-                for delivery in deliveries
-            ],
-        )
+        return await conversation_detail(access, await access.conversation(conversation_id), now_of(request))
 
     @router.get(
         "/conversations/{conversation_id}/author-history",
@@ -691,123 +812,14 @@ def reads_router() -> APIRouter:
         request: Request, access: Annotated[Access, Depends(access)], tenant: Slug = None, team: Slug = None
     ) -> PeopleList:
         """People the viewer may see: their load, status, shift and absence now, and their teams."""
-        session = access.session
-        now = now_of(request)
-        rows = (
-            await session.exec(
-                select(PersonRow).where(access.people(), serving(tenant, team)).order_by(col(PersonRow.id))
-            )
-        ).all()
-        ids = [row.id for row in rows]
-        teams: dict[str, list[TeamOfPerson]] = {person_id: [] for person_id in ids}
-        for person_id, tenant_id, slug, name in (
-            await session.exec(
-                select(TeamMemberRow.person_id, TeamRow.tenant_id, TeamRow.slug, TeamRow.name)
-                .join(TeamRow, col(TeamRow.id) == col(TeamMemberRow.team_id))
-                .where(col(TeamMemberRow.person_id).in_(ids), access.teams())
-                .order_by(col(TeamRow.tenant_id), col(TeamRow.slug))
-            )
-        ).all():
-            teams[person_id].append(TeamOfPerson(tenant=tenant_id, slug=slug, name=name))
-        owned = dict(
-            (
-                await session.exec(
-                    select(ConversationRow.owner_id, func.count())
-                    .where(
-                        col(ConversationRow.owner_id).in_(ids),
-                        ConversationRow.state != "resolved",
-                        access.conversations(),
-                    )
-                    .group_by(col(ConversationRow.owner_id))
-                )
-            ).all()
-        )
-        items = []
-        for row in rows:
-            on_shift, away, available = presence(row, now)
-            items.append(
-                PersonItem(
-                    id=row.id,
-                    name=row.name,
-                    active=row.active,
-                    status=row.status,
-                    load=row.load,
-                    capacity=row.capacity,
-                    on_shift=on_shift,
-                    out_of_office=away,
-                    out_of_office_until=row.out_of_office_until if away else None,
-                    available=available,
-                    teams=teams[row.id],
-                    open_owned=int(owned.get(row.id, 0)),
-                )
-            )
-        return PeopleList(items=items)
+        return await people_list(access, now_of(request), tenant, team)
 
     @router.get("/teams", response_model=TeamList)
     async def teams(
         request: Request, access: Annotated[Access, Depends(access)], tenant: Slug = None
     ) -> TeamList:
         """Teams the viewer may see: lead, members, their queue, what is overdue, who waits longest."""
-        session = access.session
-        now = now_of(request)
-        query = select(TeamRow).where(access.teams()).order_by(col(TeamRow.tenant_id), col(TeamRow.slug))
-        if tenant is not None:
-            query = query.where(TeamRow.tenant_id == tenant)
-        rows = (await session.exec(query)).all()
-        ids = [row.id for row in rows]
-        names = dict(
-            (
-                await session.exec(
-                    select(PersonRow.id, PersonRow.name).where(
-                        col(PersonRow.id).in_(sorted({row.lead_id for row in rows if row.lead_id}))
-                    )
-                )
-            ).all()
-        )
-        members: dict[str, list[PersonRef]] = {team_id: [] for team_id in ids}
-        for team_id, person_id, name in (
-            await session.exec(
-                select(TeamMemberRow.team_id, PersonRow.id, PersonRow.name)
-                .join(PersonRow, col(PersonRow.id) == col(TeamMemberRow.person_id))
-                .where(col(TeamMemberRow.team_id).in_(ids), access.people())
-                .order_by(col(PersonRow.id))
-            )
-        ).all():
-            members[team_id].append(PersonRef(id=person_id, name=name))
-        queued = and_(col(ConversationRow.state) == "open", col(ConversationRow.owner_id).is_(None))
-        counts = {
-            team_id: (queue, late, oldest)
-            for team_id, queue, late, oldest in (
-                await session.exec(
-                    select(
-                        ConversationRow.team_id,
-                        func.count().filter(queued),
-                        func.count().filter(overdue_clause(now)),
-                        func.min(ConversationRow.awaiting_since).filter(queued),
-                    )
-                    .where(col(ConversationRow.team_id).in_(ids), access.conversations())
-                    .group_by(col(ConversationRow.team_id))
-                )
-            ).all()
-        }
-        items = []
-        for row in rows:
-            queue, late, oldest = counts.get(row.id, (0, 0, None))
-            items.append(
-                TeamItem(
-                    tenant=row.tenant_id,
-                    slug=row.slug,
-                    name=row.name,
-                    lead=PersonRef(id=row.lead_id, name=names.get(row.lead_id, row.lead_id))
-                    if row.lead_id
-                    else None,
-                    members=members[row.id],
-                    queue=int(queue or 0),
-                    overdue=int(late or 0),
-                    oldest_waiting=oldest,
-                )
-            )
-        return TeamList(items=items)
+        return await team_list(access, now_of(request), tenant)
 
     @router.get("/my-work", response_model=ConversationPage)
     async def my_work(

@@ -58,6 +58,7 @@ ROUTERS = (
     ("services.api.auth", "auth_router"),
     ("services.api.reads", "reads_router"),
     ("services.api.actions", "actions_router"),
+    ("services.api.pages", "pages_router"),
 )
 
 
@@ -121,6 +122,9 @@ def build_api(
         make = getattr(module, factory, None)
         if make is not None:
             app.include_router(make(settings) if factory == "auth_router" else make())
+    from services.api.pages import mount_static
+
+    mount_static(app)
     return app
 
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from services.api.actions import JetStreamCommands, actions_router
 from services.api.auth import auth_router
+from services.api.pages import mount_static, pages_router
 from services.api.reads import reads_router
 from services.api.security import install_security_headers
 from services.api.settings import ApiSettings
@@ -107,5 +108,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(auth_router(settings))
     app.include_router(reads_router())
     app.include_router(actions_router())
+    app.include_router(pages_router())
+    mount_static(app)
     document_invalid_requests(app)
     return app

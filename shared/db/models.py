@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from shared.db.types import UtcDateTime
@@ -543,3 +543,19 @@ class NotifyOutboxRow(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=64)
     messages: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc(index=True))
+
+
+class AppliedConfigurationRow(SQLModel, table=True):
+    """The configuration file one tenant's version came from: written by `stayhuman apply` for
+    each tenant whose `config_version` it moved on, and read (never changed) in the inbox.
+
+    `yaml` is a configuration file of that one tenant, as `apply` takes it: the people its
+    configuration names (as the file defined them) and the tenant's own part, every secret
+    (webhook secrets, access tokens, API tokens, Apprise URLs) replaced by `<redacted>`."""
+
+    __tablename__ = "appliedconfiguration"
+
+    tenant_id: str = Field(primary_key=True, max_length=63)
+    config_version: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    yaml: str = Field(sa_column=Column(Text, nullable=False))
+    applied_at: datetime = Field(default_factory=utcnow, sa_column=_utc())

@@ -6,7 +6,8 @@ reads the source of each part and fails on a write to a table it does not own,
 or a read path that is not listed, so this page stays true.
 
 The owners:
-- `configuration`: `stayhuman apply`, the only writer of what people configure.
+- `configuration`: `stayhuman apply`, the only writer of what people configure, and of the
+  file (secrets redacted) each tenant's configuration version came from.
 - `router`: conversations, their interactions, continuity, and what it applied.
 - `notify`: its copy of each deadline, alerts, deliveries, push subscriptions.
 - `ingest`: the state of its pollers.
@@ -41,6 +42,7 @@ OWNER: dict[str, Part] = {
     "notifyoutbox": "notify",
     "pollstate": "ingest",
     "rolegrant": "configuration",
+    "appliedconfiguration": "configuration",
     "login": "api",
     "websession": "api",
     "passwordlink": "api",
@@ -98,6 +100,7 @@ READS: dict[Part, frozenset[str]] = {
             "account",
             "apitoken",
             "rolegrant",
+            "appliedconfiguration",  # the configuration file each tenant's version came from
             "conversation",
             "interaction",
             "deadline",

@@ -6,6 +6,10 @@ no-op. Things absent from the file are left as they are, unless `prune` asks to
 remove what a tenant of the file no longer has. What the router must act on (an
 owner removed or deactivated, a person whose availability changed, deadlines to
 recompute) is queued as commands in the outbox, in the same transaction.
+
+Each tenant whose configuration version an apply moves on keeps the file it came from
+(`AppliedConfigurationRow`): a configuration file of that one tenant, with the people its
+configuration names, every secret replaced by `<redacted>`. The inbox shows it read-only.
 """
 
 import json
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -27,6 +32,7 @@ from pydantic import (
     EmailStr,
     Field,
     HttpUrl,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -43,6 +49,7 @@ from shared.commands import AnyCommand, CheckAvailability, HandOver, Recompute
 from shared.db.models import (
     AccountRow,
     ApiTokenRow,
+    AppliedConfigurationRow,
     CalendarRow,
     ContinuityRow,
     ConversationRow,
@@ -326,6 +333,10 @@ class TenantSpec(_Strict):
 
 
 class ConfigDocument(_Strict):
+    # The mapping the file was read into (variables substituted), in the file's order: what
+    # is kept of each tenant. None for a document made in code: its own dump is kept instead.
+    _source: dict[str, Any] | None = PrivateAttr(default=None)
+
     agency_admins: list[Slug] = Field(
         default_factory=list,
         description="People who administer every tenant. Given, the list is the whole of them; "
@@ -333,6 +344,20 @@ class ConfigDocument(_Strict):
     )
     people: list[PersonSpec] = Field(default_factory=list)
     tenants: list[TenantSpec] = Field(default_factory=list)
+
+    @classmethod
+    def read(cls, raw: dict[str, Any]) -> "ConfigDocument":
+        """The document of a file's mapping, remembering the mapping as it was written."""
+        document = cls.model_validate(raw)
+        document._source = raw
+        return document
+
+    def source(self) -> dict[str, Any]:
+        """The mapping as the file gave it (or, made in code, as the document dumps)."""
+        if self._source is not None:
+            return self._source
+        dumped: dict[str, Any] = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        return dumped
 
 
 class ConfigError(ValueError):
@@ -374,7 +399,22 @@ def _expand(node: Any, loc: tuple[int | str, ...], problems: list[str], source: 
     return node
 
 
+# The largest configuration file apply takes: one file of a large agency is far smaller.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
+def _too_large(source: str, size: int) -> ConfigError:
+    return ConfigError(
+        [
+            f"{source}: (top level): the file has {size} bytes, more than the {MAX_CONFIG_BYTES} "
+            "a configuration may have; split it into files of fewer tenants"
+        ]
+    )
+
+
 def parse_config(text: str, *, source: str) -> ConfigDocument:
+    if (size := len(text.encode(errors="replace"))) > MAX_CONFIG_BYTES:
+        raise _too_large(source, size)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -386,7 +426,7 @@ def parse_config(text: str, *, source: str) -> ConfigDocument:
     problems: list[str] = []
     raw = _expand(raw, (), problems, source)
     try:
-        document = ConfigDocument.model_validate(raw)
+        document = ConfigDocument.read(raw)
     except ValidationError as error:
         problems.extend(
             f"{source}: {_path(item['loc'])}: {item['msg'].removeprefix('Value error, ')}"
@@ -400,6 +440,8 @@ def parse_config(text: str, *, source: str) -> ConfigDocument:
 
 def load_config(path: Path) -> ConfigDocument:
     try:
+        if (size := path.stat().st_size) > MAX_CONFIG_BYTES:
+            raise _too_large(str(path), size)
         text = path.read_text()
     except OSError as error:
         raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from None
@@ -1248,6 +1290,189 @@ async def _remove_absent(
         await session.flush()
 
 
+# -- the file each tenant's version came from -----------------------------------------------
+
+REDACTED = "<redacted>"
+# The longest text kept for one tenant: its part of a file and the people it names.
+MAX_KEPT_BYTES = 2 * MAX_CONFIG_BYTES
+_SHORTEST_SECRET = 8  # shorter secrets are redacted where they are written, not searched for
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _strings(value: Any) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def people_named(tenant: dict[str, Any]) -> list[str]:
+    """The people a tenant's part of a file names, each once: its manager, its teams' leads and
+    members, its admins and client viewers, and the people its escalation chains alert."""
+    named: list[Any] = [tenant.get("manager")]
+    for team in _dicts(tenant.get("teams")):
+        named += [team.get("lead"), *_strings(team.get("members"))]
+    named += [*_strings(tenant.get("admins")), *_strings(tenant.get("viewers"))]
+    chains = [tenant.get("escalation"), *(topic.get("escalation") for topic in _dicts(tenant.get("topics")))]
+    for chain in chains:
+        named += [step.get("person") for step in _dicts(chain)]
+    return list(dict.fromkeys(person for person in named if isinstance(person, str)))
+
+
+def _url_has_credentials(value: Any) -> bool:
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+    except ValueError:
+        return True
+    return parts is not None and (parts.username is not None or parts.password is not None)
+
+
+def _redact_person(person: dict[str, Any]) -> dict[str, Any]:
+    """A person as written, their Apprise URLs (which hold tokens) each `<redacted>`."""
+    urls = person.get("apprise")
+    if urls is None:
+        return dict(person)
+    return {**person, "apprise": [REDACTED for _ in urls] if isinstance(urls, list) else REDACTED}
+
+
+def _redact_account(account: dict[str, Any]) -> dict[str, Any]:
+    redacted = dict(account)
+    for key in ("webhook_secret", "access_token"):
+        if redacted.get(key) is not None:
+            redacted[key] = REDACTED
+    if _url_has_credentials(redacted.get("api_base_url")):
+        redacted["api_base_url"] = REDACTED
+    return redacted
+
+
+def _redact_tenant(tenant: dict[str, Any]) -> dict[str, Any]:
+    """A tenant's part as written, with its webhook secrets, access tokens and API tokens
+    `<redacted>` (an API token keeps its name and role)."""
+    redacted = dict(tenant)
+    if isinstance(tenant.get("accounts"), list):
+        redacted["accounts"] = [_redact_account(account) for account in _dicts(tenant["accounts"])]
+    if isinstance(tenant.get("api_tokens"), list):
+        redacted["api_tokens"] = [
+            {**token, "token": REDACTED} if "token" in token else token
+            for token in _dicts(tenant["api_tokens"])
+        ]
+    return redacted
+
+
+def redact(raw: dict[str, Any]) -> dict[str, Any]:
+    """A file's mapping with each secret the schema has `<redacted>` where it is written: Apprise
+    URLs, accounts' webhook secrets and access tokens (and a base URL carrying credentials),
+    API tokens. The rest is as written; agency_admins is left out (it is no tenant's)."""
+    return {
+        "people": [_redact_person(person) for person in _dicts(raw.get("people"))],
+        "tenants": [_redact_tenant(tenant) for tenant in _dicts(raw.get("tenants"))],
+    }
+
+
+def secret_values(document: ConfigDocument) -> set[str]:
+    """Every secret of the document, as applied (variables substituted)."""
+    values = {url for person in document.people for url in person.apprise}
+    for tenant in document.tenants:
+        values |= {token.token for token in tenant.api_tokens}
+        for account in tenant.accounts:
+            values |= {value for value in (account.webhook_secret, account.access_token) if value}
+            if account.api_base_url is not None and account.api_base_url.password:
+                values.add(account.api_base_url.password)
+    return {value for value in values if len(value) >= _SHORTEST_SECRET}
+
+
+def scrub(node: Any, secrets: set[str]) -> Any:
+    """A copy of `node` in which any text holding one of `secrets` is `<redacted>`, wherever it
+    was written (a secret pasted into a topic's keywords too)."""
+    if isinstance(node, dict):
+        return {key: scrub(value, secrets) for key, value in node.items()}
+    if isinstance(node, list):
+        return [scrub(value, secrets) for value in node]
+    if isinstance(node, str) and any(secret in node for secret in secrets):
+        return REDACTED
+    return node
+
+
+def kept_file(
+    *,
+    tenant: dict[str, Any] | None,
+    people: list[dict[str, Any]],
+    previous: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The configuration file one tenant's new version came from: a file of that one tenant,
+    with the people its part names. Pure; its inputs are redacted already.
+
+    `tenant`: its part of the file applied (None: the file changed only people it names);
+    `people`: the people that file defines; `previous`: the tenant's file kept before. A
+    person the tenant names whom the file does not define is kept as the previous file had
+    them. None: nothing to keep (the file has no part of the tenant and none was kept before)."""
+    given = tenant is not None
+    if tenant is None:
+        kept_tenants = _dicts(previous.get("tenants")) if previous else []
+        if not kept_tenants:
+            return None
+        tenant = kept_tenants[0]
+    named = set(people_named(tenant))
+    defined = {person["id"]: person for person in people if person.get("id") in named}
+    before = _dicts(previous.get("people")) if previous else []
+    earlier = {person["id"]: person for person in before if person.get("id") in named}
+    # In the order of the file that gave the tenant's part: this one, or the one kept before.
+    order = dict.fromkeys([*defined, *earlier] if given else [*earlier, *defined])
+    return {
+        "people": [defined[key] if key in defined else earlier[key] for key in order],
+        "tenants": [tenant],
+    }
+
+
+def render_yaml(document: dict[str, Any]) -> str:
+    """YAML as the inbox shows it: keys in the order written, non-ASCII names as they are."""
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+
+
+async def _kept_before(session: AsyncSession, tenant_id: str) -> dict[str, Any] | None:
+    text = (
+        await session.exec(
+            select(AppliedConfigurationRow.yaml)
+            .where(AppliedConfigurationRow.tenant_id == tenant_id)
+            .order_by(col(AppliedConfigurationRow.config_version).desc())
+            .limit(1)
+        )
+    ).first()
+    kept = yaml.safe_load(text) if text else None
+    return kept if isinstance(kept, dict) else None
+
+
+async def _keep_files(
+    session: AsyncSession, document: ConfigDocument, versions: dict[str, int], *, source: str
+) -> None:
+    """For each tenant at a new version, the file (secrets redacted) it came from."""
+    if not versions:
+        return
+    redacted = scrub(redact(document.source()), secret_values(document))
+    people = redacted["people"]
+    parts = {tenant.id: part for tenant, part in zip(document.tenants, redacted["tenants"], strict=True)}
+    problems: list[str] = []
+    now = utcnow()
+    for tenant_id, version in sorted(versions.items()):
+        kept = kept_file(
+            tenant=parts.get(tenant_id), people=people, previous=await _kept_before(session, tenant_id)
+        )
+        if kept is None:
+            continue
+        text = render_yaml(kept)
+        if (size := len(text.encode())) > MAX_KEPT_BYTES:
+            problems.append(
+                f"{source}: tenant {tenant_id!r}: its part of the file and the people it names come to "
+                f"{size} bytes, more than the {MAX_KEPT_BYTES} kept of one tenant"
+            )
+            continue
+        session.add(
+            AppliedConfigurationRow(tenant_id=tenant_id, config_version=version, yaml=text, applied_at=now)
+        )
+    if problems:
+        raise ConfigError(problems)
+
+
 async def apply_config(
     sessions: async_sessionmaker[AsyncSession],
     document: ConfigDocument,
@@ -1258,6 +1483,7 @@ async def apply_config(
     recompute: bool = False,
 ) -> Summary:
     """Create or update everything in the document, in one transaction; secrets are stored sealed.
+    Each tenant it moves to a new configuration version keeps the file it came from, redacted.
 
     `prune`: also remove what each tenant of the document no longer has (people stay:
     they are deactivated with `active: false`). `recompute`: ask the router to recompute
@@ -1323,6 +1549,7 @@ async def apply_config(
         await session.flush()
         changed_tenants |= await _tenants_served_by(session, changed_people)
         summary.versions = await _bump_versions(session, changed_tenants)
+        await _keep_files(session, document, summary.versions, source=source)
         if recompute:
             for tenant in document.tenants:
                 commands.recompute(tenant.id)

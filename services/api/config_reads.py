@@ -1,6 +1,6 @@
 """A tenant's configuration, read-only: what `stayhuman apply` set, and the file it came from.
 
-`GET /api/tenants/{tenant}/configuration` answers who may read the tenant's configuration
+`GET /api/tenants/{tenant_id}/configuration` answers who may read the tenant's configuration
 (`Action.read_config`: agency admins, the tenant's admins and its team leads); a tenant the
 viewer has no role in answers 404, a role without the right 403. Every query goes through
 `Access` and names the tenant, so the answer holds that tenant's rows and nothing else.
@@ -427,17 +427,17 @@ def configuration_router() -> APIRouter:
     router = APIRouter(prefix="/api", tags=["configuration"])
 
     @router.get(
-        "/tenants/{tenant}/configuration",
+        "/tenants/{tenant_id}/configuration",
         response_model=ConfigurationView,
         responses=problems(400, 401, 403, 404),
         summary="What `stayhuman apply` set for a tenant, and the file (secrets redacted) it came from",
     )
     async def configuration(
-        tenant: TenantPath, access: Annotated[Access, Depends(access)]
+        tenant_id: TenantPath, access: Annotated[Access, Depends(access)]
     ) -> ConfigurationView:
         """People, teams, topics in the order they are tried, SLA policies with every priority's
         targets, calendars and escalation chains, read-only; for agency admins, the tenant's admins
         and its team leads."""
-        return await configuration_of(access, tenant)
+        return await configuration_of(access, tenant_id)
 
     return router

@@ -4,9 +4,15 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 FLAGS = [
     "--headless",
@@ -48,3 +54,18 @@ def dump_dom(url: str) -> str:
 def screenshot(url: str, path: Path) -> Path:
     _run("--window-size=1000,1200", f"--screenshot={path}", url)
     return path
+
+
+@asynccontextmanager
+async def playwright_browser() -> AsyncIterator["Browser"]:
+    """Debian's chromium driven by Playwright for Python (its own browser download is not used)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as driver:
+        browser = await driver.chromium.launch(
+            executable_path=chromium(), headless=True, args=[flag for flag in FLAGS if flag != "--headless"]
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()

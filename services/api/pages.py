@@ -160,16 +160,18 @@ def safe_next(target: str | None) -> str:
 class Me:
     person_id: str | None
     name: str
+    status: str  # available, away or offline; "" for a token
     roles: dict[str, list[str]]
     tenants: list[tuple[str, str]]  # (id, name) of every tenant they have a role in
 
 
 async def me_of(access: Access) -> Me:
     viewer = access.viewer
-    name = viewer.label
+    name, status = viewer.label, ""
     if viewer.person_id:
         person = await access.session.get(PersonRow, viewer.person_id)
         name = person.name if person else viewer.person_id
+        status = person.status if person else ""
     visible = viewer.tenants()
     query = select(TenantRow.id, TenantRow.name).order_by(col(TenantRow.id))
     if visible is not None:
@@ -178,7 +180,7 @@ async def me_of(access: Access) -> Me:
         (tenant_id, tenant_name) for tenant_id, tenant_name in (await access.session.exec(query)).all()
     ]
     roles = {role.value: sorted(held) for role, held in viewer.roles().items()}
-    return Me(viewer.person_id, name, roles, tenants)
+    return Me(viewer.person_id, name, status, roles, tenants)
 
 
 def navigation(access: Access) -> list[tuple[str, str, str]]:

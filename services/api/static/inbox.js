@@ -54,6 +54,24 @@
     });
   }
 
+  function status(select) {
+    select.addEventListener("change", async () => {
+      const url = "/api/people/" + encodeURIComponent(select.dataset.person) + "/status?wait=5";
+      const { answer } = await send("POST", url, { status: select.value });
+      const said =
+        answer.status === "applied"
+          ? "You are " + select.value
+          : "Status not changed: " + (answer.reason || answer.error || "no answer yet");
+      const outcome = document.querySelector("[data-outcome]");
+      if (outcome) {
+        outcome.textContent = said;
+        outcome.dataset.kind = answer.status === "applied" ? "applied" : "rejected";
+      }
+      select.dataset.applied = answer.status === "applied" ? select.value : "";
+      announce(said);
+    });
+  }
+
   // -- countdowns in business time ------------------------------------------------------------
   // The server says how much business time is left and whether the clock runs now; the page
   // ticks a running clock down, and asks the server again when the calendar opens or closes.
@@ -164,7 +182,7 @@
       }
     }
     if (answer.status === "applied") {
-      show(DONE[verb] + (answer.reason ? ": " + answer.reason : ""), "applied");
+      show(DONE[verb], "applied");
     } else if (answer.status === "rejected") {
       show("Refused: " + (answer.reason || answer.code || "no reason given"), "rejected");
     } else if (answer.status === "pending") {
@@ -249,6 +267,7 @@
       return;
     }
     const mine = document.body.dataset.conversation;
+    window.inboxEvents = [];
     const source = new EventSource("/api/stream?max_seconds=300");
     const changed = (event) => {
       let data = {};
@@ -258,6 +277,9 @@
         return;
       }
       document.body.dataset.lastEvent = event.lastEventId;
+      // What this page heard, newest last (a few hundred): for a person's browser tools and the tests.
+      window.inboxEvents.push({ id: event.lastEventId, type: event.type, seq: data.seq, conversation: data.conversation_id });
+      if (window.inboxEvents.length > 500) window.inboxEvents.shift();
       if (mine && data.conversation_id !== mine) return;
       containers.forEach((el) => {
         refresh(el, Number(el.dataset.liveEvery || 150));
@@ -279,6 +301,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     document.querySelectorAll("form[data-sign-in]").forEach(signIn);
     document.querySelectorAll("[data-sign-out]").forEach(signOut);
+    document.querySelectorAll("select[data-status]").forEach(status);
     bindActions(document.getElementById("main") || document.body);
     keys();
     live();

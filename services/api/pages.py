@@ -27,6 +27,7 @@ from sqlmodel import col, select
 
 from services.api.access import Action, Target
 from services.api.auth import SESSION_COOKIE, authenticate
+from services.api.config_reads import configuration_of
 from services.api.countdown import Countdown, calendar_of, countdown, duration_text
 from services.api.reads import (
     ConversationId,
@@ -570,6 +571,26 @@ def pages_router() -> APIRouter:
     ) -> Response:
         context = await board_context(access, tenant, now_of(request))
         return render("board_body.html", **(await frame(access, "board")), **context, now=now_of(request))
+
+    @router.get("/inbox/configuration", response_class=HTMLResponse)
+    async def configuration(
+        request: Request, access: Annotated[Access, Depends(access)], tenant: Slug = None
+    ) -> Response:
+        scope = access.require_some(Action.read_config)
+        me = await me_of(access)
+        readable = [
+            (tenant_id, name)
+            for tenant_id, name in me.tenants
+            if scope.everything or tenant_id in scope.tenants
+        ]
+        if tenant is None:
+            if not readable:
+                raise not_found("tenant")
+            tenant = readable[0][0]
+        config = await configuration_of(access, tenant)
+        return render(
+            "configuration.html", **(await frame(access, "config")), config=config, tenants=readable
+        )
 
     return router
 

@@ -363,3 +363,24 @@ def test_no_address_makes_a_page_fail(
     assert page.status_code in (200, 303, 400, 404), (page.status_code, page.text)
     if page.status_code == 303:
         assert safe_next(page.headers["location"]) == page.headers["location"]
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+async def test_the_configuration_page_shows_what_apply_set_to_who_may_read_it(
+    agency: Agency, http: httpx.AsyncClient
+) -> None:
+    page = await http.get("/inbox/configuration", headers=agency.as_("rosa"))
+    assert page.status_code == 200, page.text
+    words = text_of(page.text)
+    assert "Configuration of Kettle Coffee" in words
+    assert "Care (care) Rosa Kai, Rosa, Sam" in words  # the team, its lead and members
+    assert "Tina tenant_admin" in words and "Vera client_viewer" in words
+    assert "standard (business hours: office)" in words and "normal 1h 00m" in words
+    assert "office (Europe/London): mon 09:00–17:00" in words
+    assert "Northwind" not in words and "North" not in words
+
+    assert (await http.get("/inbox/configuration", headers=agency.as_("kai"))).status_code == 403
+    other = await http.get("/inbox/configuration", params={"tenant": "northwind"}, headers=agency.as_("tina"))
+    assert other.status_code == 404 and "Northwind" not in other.text

@@ -57,6 +57,7 @@ CSRF_HEADER = "X-CSRF-Token"
 ROUTERS = (
     ("services.api.auth", "auth_router"),
     ("services.api.reads", "reads_router"),
+    ("services.api.live", "live_router"),
     ("services.api.actions", "actions_router"),
     ("services.api.pages", "pages_router"),
 )

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from services.api.actions import JetStreamCommands, actions_router
 from services.api.auth import auth_router
+from services.api.live import LiveHub, live_router
 from services.api.pages import mount_static, pages_router
 from services.api.reads import reads_router
 from services.api.security import install_security_headers
@@ -77,6 +78,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         )
         await timeline.start()
         state["timeline"] = timeline
+        live = LiveHub(runtime.js, runtime.sessions)
+        await live.start()
+        app.state.live = live
         watch = asyncio.create_task(
             every(5, lambda: observe_consumers(runtime.js, [(subjects.EVENTS_STREAM, TIMELINE_CONSUMER)]))
         )
@@ -84,6 +88,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             yield
         finally:
             watch.cancel()
+            await live.stop()
             await timeline.stop()
             await runtime.stop()
 
@@ -107,6 +112,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.ops_app = ops_app(runtime, app, extra=consuming)
     app.include_router(auth_router(settings))
     app.include_router(reads_router())
+    app.include_router(live_router())
     app.include_router(actions_router())
     app.include_router(pages_router())
     mount_static(app)

@@ -1,5 +1,5 @@
-"""What people read: conversations, their history, people, teams, their own work, command outcomes,
-and a stream of what happens next.
+"""What people read: conversations, their history, people, teams, their own work, command outcomes.
+What happens next comes live from services/api/live.py (`GET /api/stream`).
 
 Every route takes `Access` and reads only through its scoped filters and lookups, so a
 listing never shows another tenant's row and a conversation the viewer may not see answers
@@ -8,20 +8,16 @@ the last row shown): the order is total, so walking every page shows each row on
 when rows share a due time.
 """
 
-import asyncio
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import AwareDatetime
-from sqlalchemy import ColumnElement, and_, case, false, func, or_, true
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy import ColumnElement, and_, case, func, or_, true
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -68,9 +64,6 @@ from shared.ids import SLUG_PATTERN
 TEXT_LIMIT = 280  # characters of the customer's last message a list shows
 MESSAGE_LIMIT = 500  # the newest messages a conversation's page lists
 TIMELINE_LIMIT = 500
-STREAM_POLL = 0.5  # seconds between two looks at the database
-STREAM_KEEPALIVE = 15.0
-STREAM_BATCH = 200
 COMMAND_ID_PATTERN = r"^[A-Za-z0-9_.:-]{8,64}$"
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -344,149 +337,6 @@ def serving(tenant: str | None, team: str | None) -> ColumnElement[bool]:
     if team is not None:
         members = members.where(TeamRow.slug == team)
     return col(PersonRow.id).in_(members)
-
-
-# -- the stream ------------------------------------------------------------------------------
-
-
-@dataclass
-class Position:
-    """Where a stream is: the last timeline entry (stream sequence) and command outcome (time, id)."""
-
-    seq: int = 0
-    at: datetime | None = None
-    command_id: str = ""
-
-    def token(self) -> str:
-        return encode_cursor("stream", self.seq, self.at.isoformat() if self.at else None, self.command_id)
-
-    @classmethod
-    def parse(cls, text: str) -> "Position":
-        seq, at, command_id = decode_cursor("stream", text, 3, field="Last-Event-ID")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise HTTPException(
-                400, {"error": "Last-Event-ID holds no valid sequence", "field": "Last-Event-ID"}
-            )
-        return cls(seq, _time_part(at, "Last-Event-ID"), _id_part(command_id, "Last-Event-ID"))
-
-
-def _optional(build: Any) -> ColumnElement[bool]:
-    """A scoped filter, or nothing when the viewer's roles give them none of it."""
-    try:
-        clause: ColumnElement[bool] = build()
-    except HTTPException:
-        return false()
-    return clause
-
-
-def visible_timeline(access: Access) -> ColumnElement[bool]:
-    """Timeline entries of conversations the viewer sees, of people they see, and of whole
-    tenants whose configuration they may read."""
-    conversation = col(TimelineRow.conversation_id)
-    person = col(TimelineRow.person_id)
-    return or_(
-        conversation.in_(select(ConversationRow.id).where(access.conversations())),
-        and_(conversation.is_(None), person.in_(select(PersonRow.id).where(access.people()))),
-        and_(
-            conversation.is_(None),
-            person.is_(None),
-            _optional(lambda: access.tenants(Action.read_config, TimelineRow.tenant_id)),
-        ),
-    )
-
-
-def visible_outcomes(access: Access) -> ColumnElement[bool]:
-    conversation = col(CommandOutcomeRow.conversation_id)
-    person = col(CommandOutcomeRow.person_id)
-    return or_(
-        conversation.in_(select(ConversationRow.id).where(access.conversations())),
-        and_(conversation.is_(None), person.in_(select(PersonRow.id).where(access.people()))),
-        and_(
-            conversation.is_(None),
-            person.is_(None),
-            _optional(lambda: access.tenants(Action.read_config, CommandOutcomeRow.tenant_id)),
-        ),
-    )
-
-
-async def start_position(
-    session: AsyncSession, timeline: ColumnElement[bool], outcomes: ColumnElement[bool]
-) -> Position:
-    """Now: past the newest entry and outcome the viewer may see."""
-    seq = (await session.exec(select(func.max(TimelineRow.seq)).where(timeline))).first()
-    last = (
-        await session.exec(
-            select(CommandOutcomeRow.at, CommandOutcomeRow.command_id)
-            .where(outcomes)
-            .order_by(col(CommandOutcomeRow.at).desc(), col(CommandOutcomeRow.command_id).desc())
-            .limit(1)
-        )
-    ).first()
-    return Position(seq=int(seq or 0), at=last[0] if last else None, command_id=last[1] if last else "")
-
-
-def sse(event: str, ident: str, data: str) -> str:
-    return f"id: {ident}\nevent: {event}\ndata: {data}\n\n"
-
-
-async def poll_once(
-    session: AsyncSession,
-    position: Position,
-    timeline: ColumnElement[bool],
-    outcomes: ColumnElement[bool],
-) -> list[str]:
-    """The events after `position`, moving it on."""
-    events: list[str] = []
-    entries = (
-        await session.exec(
-            select(TimelineRow)
-            .where(col(TimelineRow.seq) > position.seq, timeline)
-            .order_by(col(TimelineRow.seq), col(TimelineRow.id))
-            .limit(STREAM_BATCH)
-        )
-    ).all()
-    for entry in entries:
-        position.seq = entry.seq
-        events.append(sse("timeline", position.token(), timeline_entry(entry).model_dump_json()))
-    at, command = col(CommandOutcomeRow.at), col(CommandOutcomeRow.command_id)
-    after = (
-        true()
-        if position.at is None
-        else or_(at > position.at, and_(at == position.at, command > position.command_id))
-    )
-    done = (
-        await session.exec(
-            select(CommandOutcomeRow).where(after, outcomes).order_by(at, command).limit(STREAM_BATCH)
-        )
-    ).all()
-    for row in done:
-        position.at, position.command_id = row.at, row.command_id
-        events.append(sse("outcome", position.token(), outcome_view(row.command_id, row).model_dump_json()))
-    return events
-
-
-async def stream_events(
-    request: Request,
-    sessions: async_sessionmaker[AsyncSession],
-    position: Position,
-    timeline: ColumnElement[bool],
-    outcomes: ColumnElement[bool],
-    max_seconds: float,
-) -> AsyncIterator[str]:
-    clock = asyncio.get_running_loop().time
-    end = clock() + max_seconds
-    keepalive = clock() + STREAM_KEEPALIVE
-    yield "retry: 2000\n\n"
-    while clock() < end and not await request.is_disconnected():
-        async with sessions() as session:
-            events = await poll_once(session, position, timeline, outcomes)
-        for event in events:
-            yield event
-        if clock() >= keepalive:
-            yield ": keep-alive\n\n"
-            keepalive = clock() + STREAM_KEEPALIVE
-        if len(events) < STREAM_BATCH:
-            await asyncio.sleep(max(0.0, min(STREAM_POLL, end - clock())))
 
 
 # -- routes ----------------------------------------------------------------------------------
@@ -860,35 +710,6 @@ def reads_router() -> APIRouter:
         if row is not None and not await may_see_outcome(access, row):
             raise HTTPException(404, {"error": "no command", "field": "command_id"})
         return outcome_view(command_id, row)
-
-    @router.get(
-        "/stream",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."}},
-    )
-    async def stream(
-        request: Request,
-        access: Annotated[Access, Depends(access)],
-        max_seconds: Annotated[int, Query(ge=1, le=300, description="The stream ends after this long.")] = 60,
-        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=400)] = None,
-    ) -> StreamingResponse:
-        """New timeline entries (`event: timeline`) and command outcomes (`event: outcome`) the viewer
-        may see, from the Last-Event-ID given (else from now); each event's id resumes after it.
-        A comment keeps the connection alive every 15 s; reconnect when the stream ends."""
-        timeline = visible_timeline(access)
-        outcomes = visible_outcomes(access)
-        if last_event_id:
-            position = Position.parse(last_event_id)
-        else:
-            position = await start_position(access.session, timeline, outcomes)
-        # The stream polls with sessions of its own: give this one's connection back now
-        # instead of holding it for the stream's whole life.
-        await access.session.close()
-        return StreamingResponse(
-            stream_events(request, request.app.state.sessions, position, timeline, outcomes, max_seconds),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
 
     return router
 

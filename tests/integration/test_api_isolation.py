@@ -47,19 +47,25 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
+from nats.aio.client import Client
 from pydantic import BaseModel
 from sqlalchemy import update
 from sqlmodel import col
 
 from services.api.actions import KeptCommands
+from services.api.live import LiveHub
 from services.api.main import create_app
-from services.api.reads import Position
+from services.router.service import subject_for
 from shared.commands import Acknowledge, Claim, Reassign
 from shared.db.core import execute
 from shared.db.models import ApiTokenRow, CommandOutcomeRow, TimelineRow
 from shared.db.session import create_engine, session_factory, transaction
+from shared.events import CommandApplied, CommandRejected, ConversationPaused, Event, Rejection
+from shared.jetstream import StreamSettings, ensure_streams, publish_pipelined, stream_configs
+from shared.messages import Outgoing
 from shared.preflight import AnyPreparedCommand
 from tests.api_world import BASE_URL, Clock, SignedIn, World, api_settings, bearer
+from tests.helpers import eventually
 
 T = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
@@ -252,17 +258,17 @@ MARKERS: dict[str, tuple[str, str]] = {
     **{
         mark(kind, label): ("conversation", label)
         for label in CONVERSATIONS
-        for kind in ("conv", "message", "timeline", "outcome", "live", "liveoutcome")
+        for kind in ("conv", "message", "timeline", "outcome", "live", "liveoutcome", "past")
     },
     **{
         mark(kind, f"person-{person}"): ("person", person)
         for person in PEOPLE
-        for kind in ("person", "timeline", "outcome", "live")
+        for kind in ("person", "timeline", "outcome", "live", "past")
     },
     **{
         mark(kind, f"tenant-{tenant}"): ("config", tenant)
         for tenant in TENANTS
-        for kind in ("timeline", "outcome", "live")
+        for kind in ("timeline", "outcome", "live", "past")
     },
     **{mark("tenant", tenant): ("tenant", tenant) for tenant in TENANTS},
     **{mark("team", key): ("team", key) for key in TEAMS},
@@ -490,57 +496,60 @@ async def build_agency(world: World) -> Agency:
     return agency
 
 
-def live_rows(agency: Agency) -> list[Any]:
-    """What happens while the streams are open: an entry and an outcome for everything."""
-    rows: list[Any] = []
-    for number, (label, (tenant, _team, owner)) in enumerate(CONVERSATIONS.items()):
+def live_events(agency: Agency, kind: str) -> list[Event]:
+    """Events published on SH_EVENTS, as the router and notify publish them, while the streams
+    are open (`live`) or before they are (`past`): a pause and a refused command for every
+    conversation, a status for every person, a recompute of every tenant, each marked."""
+    events: list[Event] = []
+    for label, (tenant, _team, _owner) in CONVERSATIONS.items():
         conversation = agency.conversation_ids[label]
-        rows += [
-            TimelineRow(
-                id=f"live-{label}",
-                seq=1000 + number,
+        events += [
+            ConversationPaused(
                 tenant_id=tenant,
                 conversation_id=conversation,
-                person_id=owner,
-                at=T,
-                kind="conversation.paused",
-                summary=f"Paused {mark('live', label)}",
+                account_id=f"{tenant}-account",
+                occurred_at=T,
+                reason=mark(kind, label),
+                paused_at=T,
             ),
-            CommandOutcomeRow(
-                command_id=f"cmd-live-{label}",
+            CommandRejected(
                 tenant_id=tenant,
-                conversation_id=conversation,
+                occurred_at=T,
+                command_id=f"cmd-{kind}-{label}",
                 command_type="conversation.pause",
                 issued_by="router",
-                outcome="rejected",
-                code="resolved",
-                reason=mark("liveoutcome", label),
-                at=T + timedelta(minutes=1),
+                issued_at=T,
+                conversation_id=conversation,
+                code=Rejection.closed,
+                reason=mark("liveoutcome" if kind == "live" else kind, label),
             ),
         ]
-    for number, person in enumerate(PEOPLE):
-        rows.append(
-            TimelineRow(
-                id=f"live-person-{person}",
-                seq=1100 + number,
+    for person in PEOPLE:
+        events.append(
+            CommandApplied(
+                tenant_id="",
+                occurred_at=T,
+                command_id=f"cmd-{kind}-person-{person}",
+                command_type="person.set_status",
+                issued_by="router",
+                issued_at=T,
                 person_id=person,
-                at=T,
-                kind="person.status_changed",
-                summary=f"Back {mark('live', f'person-{person}')}",
+                summary=f"Back {mark(kind, f'person-{person}')}",
             )
         )
-    for number, tenant in enumerate(TENANTS):
-        rows.append(
-            TimelineRow(
-                id=f"live-tenant-{tenant}",
-                seq=1200 + number,
+    for tenant in TENANTS:
+        events.append(
+            CommandApplied(
                 tenant_id=tenant,
-                at=T,
-                kind="tenant.recomputed",
-                summary=f"Again {mark('live', f'tenant-{tenant}')}",
+                occurred_at=T,
+                command_id=f"cmd-{kind}-tenant-{tenant}",
+                command_type="tenant.recompute",
+                issued_by="apply",
+                issued_at=T,
+                summary=f"Again {mark(kind, f'tenant-{tenant}')}",
             )
         )
-    return rows
+    return events
 
 
 @pytest.fixture
@@ -554,24 +563,46 @@ class Service:
     app: FastAPI
     http: httpx.AsyncClient
     kept: KeptCommands
+    hub: LiveHub
+
+    async def publish(self, events: list[Event]) -> None:
+        """Events on SH_EVENTS, on their real subjects; back once the live hub has read them all."""
+        assert self.hub.js is not None
+        await publish_pipelined(
+            self.hub.js,
+            [Outgoing(subject_for(e), e.model_dump_json().encode(), f"walk:{e.event_id}") for e in events],
+        )
+        head = (await self.hub.js.stream_info("SH_EVENTS")).state.last_seq
+
+        async def read() -> bool:
+            return self.hub.head >= head
+
+        await eventually(read, what="the live hub read what was published")
 
 
 @pytest.fixture
-async def service(database_url: str) -> AsyncIterator[Service]:
+async def service(database_url: str, nc: Client) -> AsyncIterator[Service]:
     """The app as `create_app` composes it (every router, /healthz), without its lifespan: its
-    database sessions, clock and command sender are set by hand, the commands kept in memory."""
+    database sessions, clock and command sender are set by hand, the commands kept in memory;
+    its live hub reads SH_EVENTS of a real nats-server, where the walk publishes."""
     kept = KeptCommands()
     app = create_app(api_settings(database_url, nats_url="nats://127.0.0.1:1"))  # never connected
     engine = create_engine(database_url)
     app.state.sessions = session_factory(engine)
     app.state.commands = kept
     app.state.clock = Clock(T)
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    hub = LiveHub(js, app.state.sessions)
+    await hub.start()
+    app.state.live = hub
     # An exception in a route answers 500, as a server would, and the walk counts it.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=("127.0.0.1", 50000))
     try:
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as http:
-            yield Service(app, http, kept)
+            yield Service(app, http, kept, hub)
     finally:
+        await hub.stop()
         await engine.dispose()
 
 
@@ -851,8 +882,8 @@ class Walk:
                         self.fail("b", viewer, what, response, "a write done where they may not act")
 
     async def stream(self, route: Route) -> None:
-        """Every viewer's stream at once, from now (while everything gets a new entry) and from
-        the first event on."""
+        """Every viewer's stream at once, from now (while everything gets a new event) and from
+        the first event of SH_EVENTS on (what happened before they connected, then live)."""
         if "max_seconds" not in route.query:
             pytest.fail(f"{route.path} streams with no max_seconds: the walk cannot bound it")
         if route.params:
@@ -862,11 +893,12 @@ class Walk:
         for method, viewer in itertools.product(route.methods, VIEWERS):
             variants.append((method, viewer, {"max_seconds": 2}, {}))
             if resume is not None:
-                variants.append((method, viewer, {"max_seconds": 1}, {resume: Position().token()}))
+                variants.append((method, viewer, {"max_seconds": 1}, {resume: "0"}))
+        await self.service.publish(live_events(self.agency, "past"))
 
         async def later() -> None:
             await asyncio.sleep(0.5)
-            await self.agency.world.add(*live_rows(self.agency))
+            await self.service.publish(live_events(self.agency, "live"))
 
         writer = asyncio.create_task(later())
         answers = await asyncio.gather(
@@ -882,10 +914,16 @@ class Walk:
             self.check_answer(viewer, method, route, what, response, what)
             sight = SIGHTS[viewer]
             shown = markers_in(response.text)
-            if headers and sight.sees and response.status_code == 200:
-                expected = {mark("timeline", label) for label in sight.sees}
+            if headers and response.status_code == 200:
+                expected = (
+                    {mark("past", label) for label in sight.sees}
+                    | {mark("past", f"person-{person}") for person in sight.people}
+                    | {mark("past", f"tenant-{tenant}") for tenant in sight.config}
+                )
                 if missing := expected - shown:
                     self.fail("c", viewer, what, response, f"replayed without {sorted(missing)}")
+            if not headers and any(m.startswith("MARK<past") for m in shown):
+                self.fail("c", viewer, what, response, "a stream from now replayed the past")
             if not headers and viewer == "ada" and not any(m.startswith("MARK<live") for m in shown):
                 self.fail("c", viewer, what, response, "the live stream showed nothing that happened")
 

@@ -4,11 +4,11 @@ and bodies generated to fit the document and to break it, asked as each role, ne
 
 The document is the one the service's operations listener serves (`create_app(...).openapi()`),
 and the requests go in process to the app as the service composes it, less its lifespan (no
-NATS: commands are kept in memory) over a migrated SQLite database with two tenants in it.
-Each generated request is sent as the agency admin, an agent and a client viewer (session
-cookie and CSRF token), a tenant_admin token, and anonymously. A request that ends its own
-session or revokes its own token (signing out, revoking) is followed by a fresh one, so the
-next requests are still asked as that role.
+NATS: commands are kept in memory, and the live stream's hub reads no events) over a migrated
+SQLite database with two tenants in it. Each generated request is sent as the agency admin, an
+agent and a client viewer (session cookie and CSRF token), a tenant_admin token, and anonymously.
+A request that ends its own session or revokes its own token (signing out, revoking) is followed
+by a fresh one, so the next requests are still asked as that role.
 """
 
 import asyncio
@@ -30,6 +30,7 @@ from sqlmodel import create_engine as create_sync_engine
 from starlette.types import Receive, Scope, Send
 
 from services.api.actions import KeptCommands
+from services.api.live import LiveHub
 from services.api.main import create_app
 from shared import ids
 from shared.db.migrate import upgrade
@@ -144,6 +145,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     app.state.sessions = session_factory(engine)
     app.state.commands = KeptCommands()
     app.state.clock = Clock(T)
+    app.state.live = LiveHub(None, app.state.sessions)
     world = Fuzzed(WithoutLifespan(app), database, token=token)
     for role in PEOPLE:
         world.sign_in_again(role)

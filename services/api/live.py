@@ -1,0 +1,623 @@
+"""Live updates: one subscription to SH_EVENTS per api process, fanned out in memory to every
+connected browser, each receiving only what its person may see.
+
+`LiveHub` reads SH_EVENTS with one ordered, ephemeral consumer (no durable, nothing to
+acknowledge), from the stream's end when the process starts. For each event it decides what the
+browser is sent and who may see it (services/api/fanout.py), keeps it in a bounded buffer of
+recent updates, and hands it to the sessions that may see it. Sessions are indexed by the
+tenants they hold a role in, so an event is checked only against sessions that could see it.
+
+What it knows of each conversation (tenant, team, owner) comes from the events themselves; for
+a conversation it has not met yet, from the database, one query per batch of events.
+
+`GET /api/stream` (`live_router`) is the browser's end: the viewer's rights are worked out once
+when they connect, then each update is one Server-Sent Event whose id is its sequence in
+SH_EVENTS. A browser that reconnects sends `Last-Event-ID` and gets what it missed, from the
+buffer or, when that is older than the buffer, from JetStream itself, then the live updates, with
+nothing lost and nothing twice. A session too slow to keep up is closed; its browser reconnects
+and resumes the same way.
+"""
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from prometheus_client import Counter, Gauge
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.api.access import Action, Team
+from services.api.fanout import (
+    LAST_EVENT_ID,
+    Audience,
+    Facts,
+    PersonFacts,
+    Sight,
+    audience_of,
+    conversation_of,
+    facts_after,
+    may_see,
+    payload_of,
+    person_of,
+    position,
+    sequence_of,
+)
+from services.api.history import decode
+from services.api.reads import ERRORS
+from services.api.scope import Access, access
+from services.api.timeline import message_id_of
+from services.api.views import Problem
+from shared import subjects
+from shared.db.core import fetch_rows
+from shared.db.models import ConversationRow, RoleGrantRow, TeamMemberRow, TeamRow
+from shared.events import Event
+
+log = logging.getLogger(__name__)
+
+EVENTS = "sh.>"
+KEEPALIVE = 15.0  # seconds of silence before a comment keeps the connection open
+RETRY = b"retry: 2000\n\n"  # a browser reconnects 2 s after losing the stream
+BATCH = 500  # events read from SH_EVENTS at once (one database query for what is unknown)
+BUFFER_EVENTS = 20_000  # recent updates kept for resuming browsers...
+BUFFER_BYTES = 32 * 1024 * 1024  # ...and at most this much of them
+QUEUE_EVENTS = 1_000  # updates waiting for one session before it is closed as too slow
+CONVERSATIONS_KEPT = 50_000  # conversations whose tenant, team and owner are kept in memory
+PEOPLE_FOR = 60.0  # seconds a person's teams are trusted before they are read again
+REPLAY_WAIT = 5.0  # seconds a replay from JetStream waits for its next message
+SEND_AT_ONCE = 200  # updates of one session written in one piece
+
+SESSIONS = Gauge("stayhuman_api_live_sessions", "Browsers connected to the live stream")
+TAKEN = Counter("stayhuman_api_live_events_total", "Events of SH_EVENTS the live stream took", ["result"])
+DELIVERED = Counter("stayhuman_api_live_deliveries_total", "Updates handed to a session")
+CLOSED = Counter("stayhuman_api_live_closed_total", "Sessions closed for falling too far behind")
+RESUMED = Counter("stayhuman_api_live_resumed_total", "Streams resumed from Last-Event-ID", ["source"])
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One event as the browsers that may see it receive it."""
+
+    seq: int
+    audience: Audience
+    payload: bytes
+
+
+class Recent:
+    """The newest updates in stream order, bounded by count and by bytes. Everything after
+    `floor` that a person reads is here; what came at or before it has to come from JetStream."""
+
+    def __init__(self, max_events: int, max_bytes: int, floor: int = 0) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.floor = floor
+        self.updates: deque[Update] = deque()
+        self.size = 0
+
+    def add(self, update: Update) -> None:
+        self.updates.append(update)
+        self.size += len(update.payload)
+        while self.updates and (len(self.updates) > self.max_events or self.size > self.max_bytes):
+            gone = self.updates.popleft()
+            self.size -= len(gone.payload)
+            self.floor = gone.seq
+
+    def holds_after(self, seq: int) -> bool:
+        return seq >= self.floor
+
+    def between(self, after: int, upto: int) -> list[Update]:
+        """The updates with a sequence above `after` and at most `upto`, oldest first."""
+        found: list[Update] = []
+        for update in reversed(self.updates):
+            if update.seq <= after:
+                break
+            if update.seq <= upto:
+                found.append(update)
+        found.reverse()
+        return found
+
+
+def _intern(value: str | None) -> str | None:
+    return sys.intern(value) if value is not None else None
+
+
+class Known:
+    """What is known of conversations (tenant, team, owner) and people (teams, tenants): from the
+    events as they pass, and from the database for the rest. A replay keeps its own, falling back
+    on the hub's (`parent`) without changing it."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        kept: int = CONVERSATIONS_KEPT,
+        people_for: float = PEOPLE_FOR,
+        parent: "Known | None" = None,
+    ) -> None:
+        self.sessions = sessions
+        self.kept = kept
+        self.people_for = people_for
+        self.parent = parent
+        self.conversations: OrderedDict[str, Facts] = OrderedDict()
+        self.people: dict[str, tuple[float, PersonFacts]] = {}
+
+    def conversation(self, conversation_id: str) -> Facts | None:
+        facts = self.conversations.get(conversation_id)
+        if facts is not None:
+            self.conversations.move_to_end(conversation_id)
+            return facts
+        return self.parent.conversation(conversation_id) if self.parent is not None else None
+
+    def remember(self, conversation_id: str, facts: Facts) -> None:
+        self.conversations[conversation_id] = Facts(
+            sys.intern(facts.tenant_id), _intern(facts.team_id), _intern(facts.owner_id)
+        )
+        self.conversations.move_to_end(conversation_id)
+        while len(self.conversations) > self.kept:
+            self.conversations.popitem(last=False)
+
+    def person(self, person_id: str) -> PersonFacts | None:
+        kept = self.people.get(person_id)
+        if kept is not None and kept[0] > time.monotonic():
+            return kept[1]
+        return self.parent.person(person_id) if self.parent is not None else None
+
+    async def learn(self, events: Sequence[Event]) -> None:
+        """Read from the database, in one go, what these events need and nothing here knows yet."""
+        conversations: set[str] = set()
+        people: set[str] = set()
+        for event in events:
+            conversation = conversation_of(event)
+            if conversation is not None:
+                if self.conversation(conversation) is None:
+                    conversations.add(conversation)
+            elif (person := person_of(event)) is not None and self.person(person) is None:
+                people.add(person)
+        if not conversations and not people:
+            return
+        try:
+            async with self.sessions() as session:
+                if conversations:
+                    await self._conversations(session, conversations)
+                if people:
+                    await self._people(session, people)
+        except Exception:  # the database is away: the events still go to who the events say
+            log.warning("live updates could not read the database", exc_info=True)
+
+    async def _conversations(self, session: AsyncSession, wanted: set[str]) -> None:
+        rows = await fetch_rows(
+            session,
+            select(
+                col(ConversationRow.id),
+                col(ConversationRow.tenant_id),
+                col(ConversationRow.team_id),
+                col(ConversationRow.owner_id),
+            ).where(col(ConversationRow.id).in_(sorted(wanted))),
+        )
+        for row in rows:
+            self.remember(row.id, Facts(row.tenant_id, row.team_id, row.owner_id))
+
+    async def _people(self, session: AsyncSession, wanted: set[str]) -> None:
+        teams: dict[str, set[Team]] = {person: set() for person in wanted}
+        tenants: dict[str, set[str]] = {person: set() for person in wanted}
+        for row in await fetch_rows(
+            session,
+            select(col(TeamMemberRow.person_id), col(TeamRow.id), col(TeamRow.tenant_id))
+            .join(TeamRow, col(TeamRow.id) == col(TeamMemberRow.team_id))
+            .where(col(TeamMemberRow.person_id).in_(sorted(wanted))),
+        ):
+            teams[row.person_id].add(Team(row.id, row.tenant_id))
+        for row in await fetch_rows(
+            session,
+            select(col(RoleGrantRow.person_id), col(RoleGrantRow.tenant_id)).where(
+                col(RoleGrantRow.person_id).in_(sorted(wanted)), col(RoleGrantRow.tenant_id) != ""
+            ),
+        ):
+            tenants[row.person_id].add(row.tenant_id)
+        until = time.monotonic() + self.people_for
+        for person in wanted:
+            self.people[person] = (until, PersonFacts(frozenset(teams[person]), frozenset(tenants[person])))
+
+    def advance(self, event: Event, *, seq: int, message_id: str) -> Update | None:
+        """The update one event makes (None: nothing a person reads), and what it changes."""
+        conversation = conversation_of(event)
+        before = self.conversation(conversation) if conversation is not None else None
+        about = person_of(event) if conversation is None else None
+        audience = audience_of(event, before, self.person(about) if about is not None else None)
+        if conversation is not None:
+            after = facts_after(event, before)
+            if after is not None and after != before:
+                self.remember(conversation, after)
+        payload = payload_of(event, seq=seq, message_id=message_id)
+        return Update(seq, audience, payload) if payload is not None else None
+
+
+async def read(known: Known, msgs: Sequence[Msg]) -> list[Update]:
+    """The updates of a batch of SH_EVENTS, in order (one database query for what is unknown)."""
+    decoded: list[tuple[int, str, Event]] = []
+    for msg in msgs:
+        try:
+            decoded.append((msg.metadata.sequence.stream, message_id_of(msg), decode(msg.data)))
+        except ValueError:
+            TAKEN.labels("invalid").inc()
+    await known.learn([event for _, _, event in decoded])
+    updates: list[Update] = []
+    for seq, message_id, event in decoded:
+        try:
+            update = known.advance(event, seq=seq, message_id=message_id)
+        except Exception:
+            log.exception("an event could not be made an update", extra={"seq": seq})
+            TAKEN.labels("invalid").inc()
+            continue
+        TAKEN.labels("silent" if update is None else "update").inc()
+        if update is not None:
+            updates.append(update)
+    return updates
+
+
+async def next_batch(subscription: JetStreamContext.PushSubscription, wait: float | None) -> list[Msg]:
+    """The next message (waiting up to `wait`, None: for ever) and what is already pending."""
+    batch = [await subscription.next_msg(timeout=wait)]
+    while len(batch) < BATCH and subscription.pending_msgs:
+        batch.append(await subscription.next_msg(timeout=1.0))
+    return batch
+
+
+@dataclass
+class Replay:
+    """How a replay from JetStream ended: complete, or cut short."""
+
+    complete: bool = False
+
+
+@dataclass(eq=False)
+class Listener:
+    """One connected browser: what it may see, and the updates waiting for it (None: closed)."""
+
+    sight: Sight
+    queue: "asyncio.Queue[Update | None]"
+    closed: bool = False
+    registered: bool = True
+
+
+class LiveHub:
+    """SH_EVENTS, read once per process and fanned out to the connected browsers."""
+
+    def __init__(
+        self,
+        js: JetStreamContext | None,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        buffer_events: int = BUFFER_EVENTS,
+        buffer_bytes: int = BUFFER_BYTES,
+        queue_events: int = QUEUE_EVENTS,
+        conversations_kept: int = CONVERSATIONS_KEPT,
+        people_for: float = PEOPLE_FOR,
+    ) -> None:
+        """`js` None: a hub that is never started (no events), for an app served without NATS."""
+        self.js = js
+        self.sessions = sessions
+        self.known = Known(sessions, kept=conversations_kept, people_for=people_for)
+        self.recent = Recent(buffer_events, buffer_bytes)
+        self.queue_events = queue_events
+        self.head = 0  # the last sequence of SH_EVENTS taken
+        self.everywhere: set[Listener] = set()  # agency admins
+        self.by_tenant: dict[str, set[Listener]] = {}
+        self.by_person: dict[str, set[Listener]] = {}
+        self._subscription: JetStreamContext.PushSubscription | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def listeners(self) -> set[Listener]:
+        """Every session connected to this hub."""
+        found = set(self.everywhere)
+        for index in (self.by_tenant, self.by_person):
+            for listeners in index.values():
+                found |= listeners
+        return found
+
+    async def start(self) -> None:
+        """Subscribe from the end of SH_EVENTS as it is now."""
+        if self.js is None:
+            raise RuntimeError("a hub without JetStream cannot start")
+        info = await self.js.stream_info(subjects.EVENTS_STREAM)
+        self.head = info.state.last_seq
+        self.recent = Recent(self.recent.max_events, self.recent.max_bytes, floor=self.head)
+        self._subscription = await self._subscribe(self.head + 1)
+        self._task = asyncio.create_task(self._pump(self._subscription), name="live-updates")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+        for listener in self.listeners():
+            self._close(listener)
+
+    async def _subscribe(self, start: int) -> JetStreamContext.PushSubscription:
+        assert self.js is not None
+        return await self.js.subscribe(
+            EVENTS,
+            stream=subjects.EVENTS_STREAM,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
+            pending_msgs_limit=20_000,
+            pending_bytes_limit=64 * 1024 * 1024,
+        )
+
+    async def _pump(self, subscription: JetStreamContext.PushSubscription) -> None:
+        while True:
+            try:
+                batch = await next_batch(subscription, wait=None)
+            except NatsTimeoutError:
+                continue
+            except Exception:
+                log.warning("live updates could not read SH_EVENTS; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                await self.take(batch)
+            except Exception:
+                log.exception("live updates lost a batch of events")
+
+    async def take(self, msgs: Sequence[Msg]) -> None:
+        """Buffer and hand out the updates of a batch of SH_EVENTS, in order."""
+        fresh = [msg for msg in msgs if msg.metadata.sequence.stream > self.head]
+        if not fresh:
+            return
+        updates = await read(self.known, fresh)
+        # From here to the new head nothing awaits: a session that connects meanwhile either
+        # joined before these updates (it gets them live) or after (its replay has them).
+        for update in updates:
+            self.recent.add(update)
+            self._fan_out(update)
+        self.head = max(self.head, fresh[-1].metadata.sequence.stream)
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    def register(self, sight: Sight) -> Listener:
+        listener = Listener(sight, asyncio.Queue(self.queue_events))
+        if sight.tenants is None:
+            self.everywhere.add(listener)
+        else:
+            for tenant in sight.tenants:
+                self.by_tenant.setdefault(tenant, set()).add(listener)
+        if sight.person_id is not None:
+            self.by_person.setdefault(sight.person_id, set()).add(listener)
+        SESSIONS.inc()
+        return listener
+
+    def unregister(self, listener: Listener) -> None:
+        if not listener.registered:
+            return
+        listener.registered = False
+        self.everywhere.discard(listener)
+        for key in listener.sight.tenants or ():
+            self._discard(self.by_tenant, key, listener)
+        if listener.sight.person_id is not None:
+            self._discard(self.by_person, listener.sight.person_id, listener)
+        SESSIONS.dec()
+
+    @staticmethod
+    def _discard(index: dict[str, set[Listener]], key: str, listener: Listener) -> None:
+        listeners = index.get(key)
+        if listeners is not None:
+            listeners.discard(listener)
+            if not listeners:
+                del index[key]
+
+    def _fan_out(self, update: Update) -> None:
+        audience = update.audience
+        candidates = set(self.everywhere)
+        for tenant in audience.tenants:
+            candidates |= self.by_tenant.get(tenant, set())
+        for person in audience.people:
+            candidates |= self.by_person.get(person, set())
+        for listener in candidates:
+            if may_see(listener.sight, audience):
+                try:
+                    listener.queue.put_nowait(update)
+                except asyncio.QueueFull:
+                    CLOSED.inc()
+                    self._close(listener)
+                else:
+                    DELIVERED.inc()
+
+    def _close(self, listener: Listener) -> None:
+        """Stop a session: its stream ends, and its browser resumes from what it last received."""
+        if listener.closed:
+            return
+        listener.closed = True
+        self.unregister(listener)
+        while not listener.queue.empty():
+            listener.queue.get_nowait()
+        listener.queue.put_nowait(None)
+
+    # -- one browser's stream ------------------------------------------------------------------------
+
+    async def stream(self, sight: Sight, after: int | None, max_seconds: float) -> AsyncIterator[bytes]:
+        """What one browser is sent: what it missed after `after` (its Last-Event-ID), then the
+        live updates, for `max_seconds`."""
+        listener = self.register(sight)
+        joined = self.head  # updates after it come to the listener; those up to it, from a replay
+        try:
+            # From the start the browser holds a position, so even a first connection closed
+            # before its first event resumes where it began.
+            yield RETRY + (position(joined) if after is None else b"")
+            if after is not None and after < joined:
+                if self.recent.holds_after(after):
+                    RESUMED.labels("buffer").inc()
+                    shown = [
+                        u.payload for u in self.recent.between(after, joined) if may_see(sight, u.audience)
+                    ]
+                    for start in range(0, len(shown), SEND_AT_ONCE):
+                        yield b"".join(shown[start : start + SEND_AT_ONCE])
+                    yield position(joined)
+                else:
+                    RESUMED.labels("stream").inc()
+                    replay = Replay()
+                    async for chunk in self._replay(sight, after, joined, listener, replay):
+                        yield chunk
+                    if not replay.complete:
+                        return  # the browser resumes from the last position it was given
+            sent = joined if after is None else max(after, joined)
+            async for chunk in self._live(listener, sent, max_seconds):
+                yield chunk
+        finally:
+            self.unregister(listener)
+
+    async def _live(self, listener: Listener, sent: int, max_seconds: float) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + max_seconds
+        quiet_until = loop.time() + KEEPALIVE
+        queue = listener.queue
+        while True:
+            now = loop.time()
+            if now >= end:
+                return
+            try:
+                async with asyncio.timeout(min(end, quiet_until) - now):
+                    first = await queue.get()
+            except TimeoutError:
+                if loop.time() >= quiet_until and queue.empty() and not listener.closed:
+                    # Nothing waits for this session: all it may see up to the head was sent.
+                    sent = max(sent, self.head)
+                    yield f"id: {sent}\n: keep-alive\n\n".encode()
+                    quiet_until = loop.time() + KEEPALIVE
+                continue
+            batch = [first]
+            while len(batch) < SEND_AT_ONCE and not queue.empty():
+                batch.append(queue.get_nowait())
+            out: list[bytes] = []
+            for update in batch:
+                if update is not None and update.seq > sent:
+                    out.append(update.payload)
+                    sent = update.seq
+            if out:
+                yield b"".join(out)
+                quiet_until = loop.time() + KEEPALIVE
+            if any(update is None for update in batch):
+                return
+
+    async def _replay(
+        self, sight: Sight, after: int, upto: int, listener: Listener, replay: "Replay"
+    ) -> AsyncIterator[bytes]:
+        """What the viewer may see of SH_EVENTS after `after` up to `upto`, read from JetStream with
+        a consumer of its own; each piece ends with its position, the last with `upto`. It stops
+        early, incomplete (the browser resumes from the last position), if the session is closed
+        meanwhile or JetStream does not answer."""
+        if self.js is None:
+            return
+        subscription = await self._subscribe(after + 1)
+        known = Known(
+            self.sessions, kept=self.known.kept, people_for=self.known.people_for, parent=self.known
+        )
+        try:
+            while not listener.closed:
+                try:
+                    batch = await next_batch(subscription, wait=REPLAY_WAIT)
+                except NatsTimeoutError:
+                    try:
+                        pending = (await subscription.consumer_info()).num_pending
+                    except Exception:
+                        return
+                    if pending == 0:
+                        replay.complete = True  # what it missed is no longer kept: nothing to send
+                        yield position(upto)
+                    return
+                wanted = [msg for msg in batch if msg.metadata.sequence.stream <= upto]
+                updates = await read(known, wanted) if wanted else []
+                shown = [u.payload for u in updates if may_see(sight, u.audience)]
+                last = batch[-1].metadata
+                done = last.sequence.stream >= upto or not last.num_pending
+                reached = upto if done else last.sequence.stream
+                yield b"".join(shown) + position(reached)
+                if done:
+                    replay.complete = True
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+
+# -- the route ------------------------------------------------------------------------------------
+
+
+def resume_from(last_event_id: str | None) -> int | None:
+    """The sequence a browser resumes after (None: from now), or 400 naming the header."""
+    if not last_event_id:
+        return None
+    seq = sequence_of(last_event_id)
+    if seq is None:
+        raise HTTPException(
+            400,
+            {
+                "error": f"{LAST_EVENT_ID} is not a position of this stream: send back the id of "
+                "the last event received (a whole number)",
+                "field": LAST_EVENT_ID,
+            },
+        )
+    return seq
+
+
+def live_router() -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["read"], responses=ERRORS)
+    unavailable: dict[int | str, dict[str, Any]] = {
+        503: {"model": Problem, "description": "Live updates are not running in this process."}
+    }
+
+    @router.get(
+        "/stream",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."},
+            **unavailable,
+        },
+    )
+    async def stream(
+        request: Request,
+        access: Annotated[Access, Depends(access)],
+        max_seconds: Annotated[int, Query(ge=1, le=300, description="The stream ends after this long.")] = 60,
+        last_event_id: Annotated[str | None, Header(alias=LAST_EVENT_ID)] = None,
+    ) -> StreamingResponse:
+        """What happens next, live: each new timeline entry the viewer may see (`event: timeline`)
+        and each command outcome (`event: outcome`: of what they may see, or of a command they
+        gave). Each event's `id` is its sequence in SH_EVENTS: reconnect with it as
+        `Last-Event-ID` and the stream resumes after it, losing and repeating nothing. Without
+        one it starts now. A comment keeps the connection alive every 15 s; reconnect when the
+        stream ends (after `max_seconds`, or early if this browser fell too far behind)."""
+        access.require_some(Action.see)
+        after = resume_from(last_event_id)
+        hub: LiveHub | None = getattr(request.app.state, "live", None)
+        if hub is None:
+            raise HTTPException(503, {"error": "live updates are not running"})
+        sight = Sight.of(access.viewer)
+        # The stream reads nothing more from the database: give the connection back now.
+        await access.session.close()
+        return StreamingResponse(
+            hub.stream(sight, after, max_seconds),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return router

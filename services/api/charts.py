@@ -17,20 +17,22 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal
 
 from services.api.reports import Report, seconds
 
 Unit = Literal["count", "duration"]
 
-WIDTH = 640
-HEIGHT = 300
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 40, 44
+WIDTH = 480  # small enough that its text stays readable on a phone (14 units: 10.5 px at 360 px)
+HEIGHT = 260
+LEFT, RIGHT, TOP, BOTTOM = 52, 12, 40, 34
+FONT_SIZE = 14
 INK = "#1a1a1a"  # text: 17:1 on white
 GRID = "#767676"  # axes and grid: 4.5:1
 COLOURS = ("#1f4e79", "#a0410d", "#2e6b30", "#5b3a8c")  # each at least 6:1 on white
 DASHES = ("", "6 4", "2 3", "8 3 2 3")
-MAX_X_LABELS = 8
+MAX_X_LABELS = 6
 MAX_MARKERS = 62
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 
@@ -111,10 +113,11 @@ def _frame(
     labels: Sequence[str],
     series: Sequence[Series],
     unit: Unit,
+    swatches: bool = False,
 ) -> tuple[list[str], float, float]:
     """The opening of a chart: the svg element, its title and description, the legend, the
-    grid with its value axis. Returns the parts, the top of the value axis and the plot's
-    height in value per pixel."""
+    grid with its value axis (a legend of lines, or of `swatches` for bars). Returns the parts,
+    the top of the value axis and the plot's height."""
     ident = _id(chart_id)
     values = [v for s in series for v in s.values if v is not None and math.isfinite(v)]
     top_value = max(values, default=0.0)
@@ -125,7 +128,7 @@ def _frame(
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%"'
         f' role="img" aria-labelledby="{ident}-title {ident}-desc" font-family="{text(FONT)}"'
-        f' font-size="12" fill="{INK}">',
+        f' font-size="{FONT_SIZE}" fill="{INK}">',
         f'<title id="{ident}-title">{text(title)}</title>',
         f'<desc id="{ident}-desc">{text(description)}</desc>',
         f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
@@ -134,11 +137,15 @@ def _frame(
     for index, one in enumerate(series):
         colour, dash = COLOURS[index % len(COLOURS)], DASHES[index % len(DASHES)]
         dashed = f' stroke-dasharray="{dash}"' if dash else ""
-        parts.append(
-            f'<line x1="{x}" y1="18" x2="{x + 24}" y2="18" stroke="{colour}" stroke-width="3"{dashed}/>'
-        )
-        parts.append(f'<text x="{x + 30}" y="22">{text(one.name)}</text>')
-        x += 30 + 8 * min(len(one.name), 40) + 24
+        if swatches:
+            parts.append(f'<rect x="{x}" y="11" width="16" height="14" fill="{colour}"/>')
+        else:
+            parts.append(
+                f'<line x1="{x}" y1="18" x2="{x + 24}" y2="18" stroke="{colour}" stroke-width="3"{dashed}/>'
+            )
+        width = 16 if swatches else 24
+        parts.append(f'<text x="{x + width + 6}" y="23">{text(one.name)}</text>')
+        x += width + 6 + round(FONT_SIZE * 0.6 * min(len(one.name), 40)) + 20
     for tick in range(steps + 1):
         value = step * tick
         y = TOP + plot_height - plot_height * value / axis_top
@@ -158,13 +165,17 @@ def _frame(
 
 
 def _x_labels(labels: Sequence[str], xs: Sequence[float]) -> list[str]:
+    """Labels under the plot: at most MAX_X_LABELS of them, evenly, each kept inside the chart."""
     every = max(1, math.ceil(len(labels) / MAX_X_LABELS))
-    y = HEIGHT - BOTTOM + 18
-    return [
-        f'<text x="{x:.1f}" y="{y}" text-anchor="middle">{text(label)}</text>'
-        for index, (label, x) in enumerate(zip(labels, xs, strict=True))
-        if index % every == 0
-    ]
+    y = HEIGHT - BOTTOM + 20
+    shown = []
+    for index, (label, x) in enumerate(zip(labels, xs, strict=True)):
+        if index % every:
+            continue
+        half = FONT_SIZE * 0.3 * min(len(label), 40)  # about half its width
+        middle = min(max(x, half + 2), WIDTH - half - 2)
+        shown.append(f'<text x="{middle:.1f}" y="{y}" text-anchor="middle">{text(label)}</text>')
+    return shown
 
 
 def line_chart(
@@ -182,7 +193,7 @@ def line_chart(
     )
     width = WIDTH - LEFT - RIGHT
     n = len(labels)
-    xs = [LEFT + width / 2] if n == 1 else [LEFT + width * i / max(1, n - 1) for i in range(n)]
+    xs = [LEFT + width * (i + 0.5) / n for i in range(n)]  # the middle of each label's share
 
     def y_of(value: float) -> float:
         return TOP + plot_height - plot_height * value / axis_top
@@ -227,7 +238,13 @@ def bar_chart(
 ) -> str:
     """A group of bars per label, one bar per series, from zero up; none where a value is None."""
     parts, axis_top, plot_height = _frame(
-        title=title, description=description, chart_id=chart_id, labels=labels, series=series, unit=unit
+        title=title,
+        description=description,
+        chart_id=chart_id,
+        labels=labels,
+        series=series,
+        unit=unit,
+        swatches=True,
     )
     width = WIDTH - LEFT - RIGHT
     n = max(1, len(labels))
@@ -255,16 +272,29 @@ def bar_chart(
 # -- the report's charts -------------------------------------------------------------------------
 
 
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def day_label(iso: str) -> str:
+    """A bucket's ISO date as an axis shows it: "2 Nov"."""
+    try:
+        day = date.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return f"{day.day} {MONTHS[day.month - 1]}"
+
+
 def open_load_chart(report: Report, *, chart_id: str = "open-load") -> str:
     """Open conversations, and those awaiting a reply, at the end of each bucket."""
-    labels = [line.label for line in report.buckets]
+    dates = [line.label for line in report.buckets]
+    labels = [day_label(label) for label in dates]
     opened = [line.open for line in report.buckets]
     per = "week" if report.bucket == "week" else "day"
     if labels:
         peak = max(range(len(opened)), key=lambda i: opened[i])
         description = (
-            f"Open conversations at the end of each {per} from {labels[0]} to {labels[-1]}"
-            f" ({report.timezone}): highest {opened[peak]} on {labels[peak]}, {opened[-1]} at the end,"
+            f"Open conversations at the end of each {per} from {dates[0]} to {dates[-1]}"
+            f" ({report.timezone}): highest {opened[peak]} on {dates[peak]}, {opened[-1]} at the end,"
             f" of which {report.buckets[-1].awaiting} awaiting a reply."
         )
     else:
@@ -284,7 +314,7 @@ def open_load_chart(report: Report, *, chart_id: str = "open-load") -> str:
 
 def first_response_chart(report: Report, *, chart_id: str = "first-response") -> str:
     """The median and p90 first response time (business time) of each bucket."""
-    labels = [line.label for line in report.buckets]
+    labels = [day_label(line.label) for line in report.buckets]
     median = [_float(seconds(line.figures.first_response_median)) for line in report.buckets]
     p90 = [_float(seconds(line.figures.first_response_p90)) for line in report.buckets]
     summary = report.summary

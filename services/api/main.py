@@ -15,9 +15,11 @@ from fastapi import FastAPI
 
 from services.api.actions import JetStreamCommands, actions_router
 from services.api.auth import auth_router
+from services.api.config_reads import configuration_router
 from services.api.live import LiveHub, live_router
 from services.api.pages import mount_static, pages_router
 from services.api.reads import reads_router
+from services.api.report_reads import reports_router
 from services.api.security import install_security_headers
 from services.api.settings import ApiSettings
 from services.api.timeline import TIMELINE_CONSUMER, TimelineConsumer
@@ -114,6 +116,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(reads_router())
     app.include_router(live_router())
     app.include_router(actions_router())
+    app.include_router(configuration_router())
+    app.include_router(reports_router())
     app.include_router(pages_router())
     mount_static(app)
     document_invalid_requests(app)

@@ -23,16 +23,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from pydantic import BeforeValidator, StringConstraints
 from sqlmodel import col, select
 
 from services.api.access import Action, Target
 from services.api.auth import SESSION_COOKIE, authenticate
+from services.api.charts import first_response_chart, open_load_chart
 from services.api.config_reads import configuration_of
 from services.api.countdown import Countdown, calendar_of, countdown, duration_text
 from services.api.reads import (
     ConversationId,
     CursorParam,
-    Slug,
     by_due,
     by_opened_desc,
     conversation_detail,
@@ -44,6 +45,7 @@ from services.api.reads import (
     people_list,
     team_list,
 )
+from services.api.report_reads import report_for, report_view
 from services.api.scope import Access, access, not_found
 from services.api.views import ConversationItem
 from shared.db.models import CalendarRow, ConversationRow, PersonRow, SlaPolicyRow, TenantRow
@@ -487,7 +489,23 @@ async def board_context(access: Access, tenant: str | None, now: datetime) -> di
 
 # -- routes -----------------------------------------------------------------------------------
 
-Priority = Annotated[str | None, Query(min_length=1, max_length=16, pattern=SLUG_PATTERN)]
+
+def _blank(value: object) -> object:
+    """An empty form field is a filter not given (a GET form submits every field)."""
+    return value or None
+
+
+SlugText = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=SLUG_PATTERN)]
+Slug = Annotated[SlugText | None, BeforeValidator(_blank), Query()]
+Priority = Annotated[
+    Annotated[str, StringConstraints(min_length=1, max_length=16, pattern=SLUG_PATTERN)] | None,
+    BeforeValidator(_blank),
+    Query(),
+]
+# An empty form field means "not given": the reports page's filters submit them empty.
+ReportTime = Annotated[
+    Annotated[str, StringConstraints(max_length=64)] | None, BeforeValidator(_blank), Query()
+]
 OverdueOnly = Annotated[Literal["1", "0", ""] | None, Query()]
 
 
@@ -571,6 +589,34 @@ def pages_router() -> APIRouter:
     ) -> Response:
         context = await board_context(access, tenant, now_of(request))
         return render("board_body.html", **(await frame(access, "board")), **context, now=now_of(request))
+
+    @router.get("/inbox/reports", response_class=HTMLResponse)
+    async def reports(
+        request: Request,
+        access: Annotated[Access, Depends(access)],
+        tenant: Slug = None,
+        team: Slug = None,
+        person: Slug = None,
+        since: ReportTime = None,
+        until: ReportTime = None,
+        bucket: Literal["day", "week"] = "day",
+    ) -> Response:
+        asked = {"tenant": tenant, "team": team, "person": person, "since": since, "until": until}
+        report = await report_for(
+            access,
+            tenant=tenant,
+            team=team,
+            person=person,
+            since=since,
+            until=until,
+            bucket=bucket,
+            now=now_of(request),
+        )
+        charts = {"first_response": first_response_chart(report), "open_load": open_load_chart(report)}
+        view = report_view(report, tenant=tenant, team=team, person=person)
+        return render(
+            "reports.html", **(await frame(access, "reports")), report=view, charts=charts, asked=asked
+        )
 
     @router.get("/inbox/configuration", response_class=HTMLResponse)
     async def configuration(

@@ -384,3 +384,45 @@ async def test_the_configuration_page_shows_what_apply_set_to_who_may_read_it(
     assert (await http.get("/inbox/configuration", headers=agency.as_("kai"))).status_code == 403
     other = await http.get("/inbox/configuration", params={"tenant": "northwind"}, headers=agency.as_("tina"))
     assert other.status_code == 404 and "Northwind" not in other.text
+
+
+async def test_the_filter_form_as_a_browser_submits_it_empty_fields_and_all(
+    agency: Agency, http: httpx.AsyncClient
+) -> None:
+    mine = await kettle(agency, owner_id="kai", due_at=T)
+    page = await http.get("/inbox?tenant=&priority=", headers=agency.as_("kai"))
+    assert page.status_code == 200, page.text
+    assert mine in page.text
+    reports = await http.get(
+        "/inbox/reports?tenant=&team=&person=&since=&until=&bucket=day", headers=agency.as_("tina")
+    )
+    assert reports.status_code == 200, reports.text
+
+
+# -- reports ------------------------------------------------------------------------------------
+
+
+async def test_a_client_viewer_reads_reports_with_charts_and_csv_and_no_word_a_customer_wrote(
+    agency: Agency, http: httpx.AsyncClient
+) -> None:
+    conversation = await kettle(agency, owner_id="kai", due_at=T, text="My card number is 4111")
+    await agency.world.interaction(conversation, text="My card number is 4111")
+    await northwind(agency, owner_id="nils", text="Northwind words")
+
+    page = await http.get("/inbox/reports", params={"tenant": "kettle"}, headers=agency.as_("vera"))
+
+    assert page.status_code == 200, page.text
+    words = text_of(page.text)
+    assert "4111" not in page.text and "Northwind words" not in page.text
+    assert "SLA attainment" in words and "First response, median" in words
+    assert page.text.count('role="img"') == 2  # the two charts, inline SVG
+    assert "<script" not in page.text.split("<main")[1]
+    csv_links = re.findall(r'class="csv" href="([^"]+)"', page.text)
+    assert len(csv_links) == 3
+    for link in csv_links:
+        answer = await http.get(link.replace("&amp;", "&"), headers=agency.as_("vera"))
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+        assert "4111" not in answer.text
+
+    other = await http.get("/inbox/reports", params={"tenant": "northwind"}, headers=agency.as_("vera"))
+    assert other.status_code == 404 and "Northwind" not in text_of(other.text).replace("northwind", "")

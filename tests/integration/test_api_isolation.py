@@ -17,13 +17,15 @@ not asked of services/api/access.py: that is what is under test.
 
 For every route, method, viewer, target (each id of both tenants, and one that exists nowhere)
 and body (one per person or team a body can name), the test checks:
-(a) never a 5xx, and every 4xx is JSON with an "error";
+(a) never a 5xx, and every 4xx is JSON with an "error" (a page of the inbox: an HTML page
+    saying what went wrong);
 (b) a target the viewer may not see answers 403 or 404 (or the very 400 the same request gets
     for a target that does not exist), and a write succeeds only on a target they may act on;
-(c) no body (a listing, a page, an error, a stream) shows a marker outside the viewer's scope;
+(c) no body (a listing, a page, an error, a stream) shows a marker outside the viewer's scope
+    (a tenant's configuration also shows its people and teams to who may read it);
 (d) every command sent is about a conversation or person the viewer may act on, as the viewer;
 (e) an anonymous request answers 401 with JSON on every route but sign-in, setting a password
-    and /healthz.
+    and /healthz (a page of the inbox sends them to sign in instead).
 And the other way round, so that the walk cannot pass by refusing everything: each viewer was
 shown every conversation the table lets them see (its text, message, history and outcome),
 and sent a command about every conversation and person the table lets them act on.
@@ -40,17 +42,20 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import fastapi.routing
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client
 from pydantic import BaseModel
 from sqlalchemy import update
 from sqlmodel import col
+from starlette.routing import Mount
 
 from services.api.actions import KeptCommands
 from services.api.live import LiveHub
@@ -243,7 +248,13 @@ SIGHTS: dict[str, Sight] = {
 VIEWERS = tuple(SIGHTS)
 ACTING = ("ada", "tina", "rosa", "kai", "sam", "token:kettle-admin")
 # What anyone may ask without signing in.
-PUBLIC = {("POST", "/api/session"), ("POST", "/api/password"), ("GET", "/healthz")}
+PUBLIC = {
+    ("POST", "/api/session"),
+    ("POST", "/api/password"),
+    ("GET", "/healthz"),
+    ("GET", "/login"),  # the sign-in page
+    ("GET", "/"),  # sends everyone to My work (and so to sign in)
+}
 
 # -- markers ----------------------------------------------------------------------------------
 
@@ -295,6 +306,18 @@ def may_see(sight: Sight, kind: str, key: str) -> bool:
 
 def allowed_markers(sight: Sight) -> frozenset[str]:
     return frozenset(marker for marker, (kind, key) in MARKERS.items() if may_see(sight, kind, key))
+
+
+def configuration_markers(sight: Sight) -> frozenset[str]:
+    """What a tenant's configuration shows to who may read it (a team lead too): its people and
+    its teams. Allowed on the configuration routes only, so no other route may show them."""
+    people = {person for tenant in sight.config for person in PEOPLE_OF[tenant]}
+    teams = {key for key, (tenant, *_rest) in TEAMS.items() if tenant in sight.config}
+    return frozenset(
+        marker
+        for marker, (kind, key) in MARKERS.items()
+        if (kind == "person" and key in people) or (kind == "team" and key in teams)
+    )
 
 
 def markers_in(text: str) -> set[str]:
@@ -618,6 +641,7 @@ class Route:
     query: frozenset[str]
     headers: frozenset[str]  # header parameters, by the name sent
     streams: bool
+    page: bool = False  # a page of the inbox (HTML): errors are pages, strangers go to sign in
 
 
 def _model(annotation: Any) -> type[BaseModel] | None:
@@ -636,6 +660,12 @@ def routes_of(app: FastAPI) -> list[Route]:
     walk = getattr(fastapi.routing, "iter_route_contexts", None)  # FastAPI that includes routers lazily
     found = []
     for route in walk(app.routes) if walk is not None else app.routes:
+        mounted = getattr(route, "route", route)
+        if isinstance(mounted, Mount) and isinstance(mounted.app, StaticFiles):
+            # The pages' script, styles and htmx: the same files for everyone, no tenant's data.
+            folder = Path(str(mounted.app.directory))
+            assert mounted.path == "/static" and {p.name for p in folder.iterdir()} == STATIC
+            continue
         path: str | None = getattr(route, "path", None)
         methods = getattr(route, "methods", None)
         if path is None or not methods:
@@ -651,8 +681,10 @@ def routes_of(app: FastAPI) -> list[Route]:
         streams = (isinstance(response_class, type) and issubclass(response_class, StreamingResponse)) or (
             "text/event-stream" in repr(getattr(route, "responses", {}))
         )
+        page = isinstance(response_class, type) and issubclass(response_class, HTMLResponse)
         found.append(
             Route(
+                page=page,
                 path=path,
                 methods=tuple(sorted(methods)),
                 params=tuple(re.findall(r"{(\w+)(?::\w+)?}", path)),
@@ -664,6 +696,8 @@ def routes_of(app: FastAPI) -> list[Route]:
         )
     return found
 
+
+STATIC = {"htmx.min.js", "inbox.js", "inbox.css", "VENDORED.md"}
 
 NOWHERE = {
     "conversation_id": "5eed" * 8,
@@ -690,6 +724,8 @@ def targets(agency: Agency, param: str) -> list[Target]:
             known = [Target(param, tenant, "tenant", tenant) for tenant in TENANTS]
         case "name":
             known = [Target(param, name, "token", name) for name in TOKENS]
+        case "table":  # a report's CSV: the same figures as JSON, walked for every table
+            known = [Target(param, table, None, None) for table in ("days", "people", "teams")]
         case "command_id":
             commands = [f"cmd-{label}" for label in CONVERSATIONS]
             commands += [f"cmd-person-{person}" for person in PEOPLE]
@@ -816,18 +852,30 @@ class Walk:
         status = response.status_code
         if status >= 500:
             self.fail("a", viewer, what, response, "a server error")
-        if 400 <= status < 500 and method != "HEAD":
+        if 400 <= status < 500 and method != "HEAD" and route.page:
+            if (
+                "text/html" not in response.headers.get("content-type", "")
+                or "data-error" not in response.text
+            ):
+                self.fail("a", viewer, what, response, "a 4xx page that does not say what went wrong")
+        elif 400 <= status < 500 and method != "HEAD":
             try:
                 error = response.json().get("error")
             except ValueError:
                 error = None
             if not isinstance(error, str) or not error:
                 self.fail("a", viewer, what, response, "a 4xx without a JSON error")
-        if viewer == "anonymous" and (method, route.path) not in PUBLIC and status != 401:
-            self.fail("e", viewer, what, response, "not 401 without signing in")
+        if viewer == "anonymous" and (method, route.path) not in PUBLIC:
+            if route.page and not (status == 303 and response.headers["location"].startswith("/login?next=")):
+                self.fail("e", viewer, what, response, "a page not sending a stranger to sign in")
+            elif not route.page and status != 401:
+                self.fail("e", viewer, what, response, "not 401 without signing in")
         shown = markers_in(response.text)
         self.seen.setdefault(viewer, set()).update(shown)
-        leaked = shown - allowed_markers(SIGHTS[viewer]) - markers_in(asked)
+        allowed = allowed_markers(SIGHTS[viewer])
+        if route.path.endswith("/configuration"):
+            allowed |= configuration_markers(SIGHTS[viewer])
+        leaked = shown - allowed - markers_in(asked)
         if leaked:
             self.fail("c", viewer, what, response, f"shows {sorted(leaked)}")
 

@@ -174,7 +174,8 @@ async def me_of(access: Access) -> Me:
     if viewer.person_id:
         person = await access.session.get(PersonRow, viewer.person_id)
         name = person.name if person else viewer.person_id
-        status = person.status if person else ""
+        works = bool(viewer.member_of or viewer.leads)  # a status means something to who takes work
+        status = person.status if person and works else ""
     visible = viewer.tenants()
     query = select(TenantRow.id, TenantRow.name).order_by(col(TenantRow.id))
     if visible is not None:

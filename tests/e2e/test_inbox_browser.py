@@ -209,6 +209,27 @@ async def test_a_person_works_the_inbox_in_a_real_browser(
     await expect(lead.get_by_role("heading", name="Acme Outdoor")).to_be_visible()
     await lead.screenshot(path=shots / "board.png", full_page=True)
 
+    await lead.goto(stack.url("api", "/inbox/configuration"))
+    await expect(lead.get_by_role("heading", name="Configuration of Acme Outdoor")).to_be_visible()
+    await expect(lead.locator("pre.yaml")).to_contain_text("webhook_secret: <redacted>")
+    assert ACME_SECRET not in await lead.content()
+    await lead.screenshot(path=shots / "configuration.png", full_page=True)
+
+    # The client viewer lands on the reports: figures and charts, and no word a customer wrote.
+    viewer = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+    await sign_in(viewer, stack, "vic@example.com")
+    await expect(viewer).to_have_url(stack.url("api", "/inbox/reports"))
+    await expect(viewer.get_by_role("heading", name="Reports")).to_be_visible()
+    await expect(viewer.locator("svg[role=img]")).to_have_count(2)
+    content = await viewer.content()
+    for words in ("tent pole", "stoves to Norway", "while the inbox was down", "Globex secret words"):
+        assert words not in content
+    assert await viewer.locator("[data-figure=median]").inner_text() != "—"  # kai's replies were counted
+    await viewer.screenshot(path=shots / "reports.png", full_page=True)
+    refused = await viewer.goto(stack.url("api", f"/inbox/c/{first}"))
+    assert refused is not None and refused.status in (403, 404)
+    assert "tent pole" not in await viewer.content()
+
     # My work on a phone.
     phone = await (
         await browser.new_context(

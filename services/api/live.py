@@ -65,6 +65,7 @@ from shared import subjects
 from shared.db.core import fetch_rows
 from shared.db.models import ConversationRow, RoleGrantRow, TeamMemberRow, TeamRow
 from shared.events import Event
+from shared.logs import transient_trouble
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +195,10 @@ class Known:
                     await self._conversations(session, conversations)
                 if people:
                     await self._people(session, people)
-        except Exception:  # the database is away: the events still go to who the events say
-            log.warning("live updates could not read the database", exc_info=True)
+        except Exception as error:  # the database is away: the events still go to who the events say
+            transient_trouble.warn(
+                log, "live database", "live updates could not read the database", error=repr(error)
+            )
 
     async def _conversations(self, session: AsyncSession, wanted: set[str]) -> None:
         rows = await fetch_rows(
@@ -371,8 +374,10 @@ class LiveHub:
                 batch = await next_batch(subscription, wait=None)
             except NatsTimeoutError:
                 continue
-            except Exception:
-                log.warning("live updates could not read SH_EVENTS; retrying", exc_info=True)
+            except Exception as error:
+                transient_trouble.warn(
+                    log, "live nats", "live updates could not read SH_EVENTS; retrying", error=repr(error)
+                )
                 await asyncio.sleep(1.0)
                 continue
             try:

@@ -205,13 +205,14 @@ class Supervisor:
         for child in self.children:
             ops = f"  (operations: http://{host}:{child.ops_port})" if child.ops_port else ""
             self.say(f"  {child.label:<9} http://{host}:{child.port}{ops}")
+        self.say(f"  inbox     {api_url}/inbox")
         self.say(f"  webhooks  http://{host}:{ports['ingest']}/webhooks/generic/<account_id>")
         if self.mail_sink is not None:
             self.say(
                 f"  mailbox   http://{host}:{ports['notify']}/mailbox  (no SMTP server set: mail stays here)"
             )
         if logins:
-            self.say(f"  demo logins ({api_url}/api/session):")
+            self.say(f"  demo logins (sign in at {api_url}/login):")
             width = max(len(login.email) for login in logins)
             for login in logins:
                 self.say(f"    {login.role:<14} {login.email:<{width}}  {login.password}")

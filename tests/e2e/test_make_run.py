@@ -1,4 +1,6 @@
-"""`make run` as a newcomer meets it: the demo's overdue email shows up in the dev mailbox."""
+"""`make run` as a newcomer meets it: the demo's overdue email shows up in the dev mailbox, and
+with the inbox address and a demo login it printed, they sign in in a browser and answer one of
+the demo's conversations."""
 
 import asyncio
 import html
@@ -10,13 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 from sqlmodel import select
 
 from shared.db.models import InteractionRow
 from shared.db.session import create_engine, session_factory
 from stayhuman.demo.feed import ACCOUNT, FEED
 from stayhuman.natsserver import free_ports
-from tests.browser import dump_dom, screenshot
+from tests.browser import FLAGS, chromium, dump_dom, screenshot
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[2]
@@ -71,9 +74,38 @@ def test_make_run_shows_an_overdue_email_in_the_dev_mailbox(tmp_path: Path) -> N
         # it came in through ingest's signed webhook: stored once, with the correlation id ingest gave it
         assert len(rows) == 1 and rows[0].correlation_id and rows[0].direction == "inbound"
         assert any(rows[0].text == m.text for m in unanswered)
+        work_the_inbox(tmp_path, (tmp_path / "make-run.log").read_text(errors="replace"))
     finally:
         os.killpg(make.pid, signal.SIGTERM)
         try:
             make.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(make.pid, signal.SIGKILL)
+
+
+def work_the_inbox(tmp_path: Path, printed: str) -> None:
+    """Sign in where `make run` said, as the demo agent it printed, and answer a conversation."""
+    inbox = re.search(r"^  inbox     (http://\S+/inbox)$", printed, re.MULTILINE)
+    login = re.search(r"^    agent +(\S+@\S+) +(\S+)$", printed, re.MULTILINE)
+    assert inbox is not None and login is not None, printed[-3000:]
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(
+            executable_path=chromium(), args=[flag for flag in FLAGS if flag != "--headless"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(inbox.group(1))
+            page.get_by_label("Email").fill(login.group(1))
+            page.get_by_label("Password").fill(login.group(2))
+            page.get_by_role("button", name="Sign in").click()
+            rows = page.locator('[data-list="mine"] [data-row][data-respond] a.open')
+            rows.first.wait_for(timeout=60_000)
+            rows.first.click()
+            page.get_by_role("button", name="Mark responded").click()
+            expect(page.locator("[data-outcome]")).to_have_text("Marked responded", timeout=15_000)
+            expect(page.locator("[data-countdown]")).to_have_attribute(
+                "data-clock", "stopped", timeout=15_000
+            )
+            page.screenshot(path=tmp_path / "inbox.png", full_page=True)
+        finally:
+            browser.close()

@@ -213,7 +213,8 @@ def test_up_demo_prints_a_login_for_each_role_and_each_signs_in_with_it(tmp_path
         logs = stack.logs()
         api = f"http://127.0.0.1:{stack.ports['api']}"
         assert f"  api       {api}  (operations: http://127.0.0.1:{stack.ports['api-ops']})\n" in logs
-        assert f"  demo logins ({api}/api/session):\n" in logs
+        assert f"  inbox     {api}/inbox\n" in logs
+        assert f"  demo logins (sign in at {api}/login):\n" in logs
         printed = re.findall(r"^    ([a-z]+(?: [a-z]+)?) +(\S+@\S+) +(\S+)$", logs, re.MULTILINE)
         assert [(role, password) for role, _email, password in printed] == [
             (role, demo_password(person)) for role, person in ROLES

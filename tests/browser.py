@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser
+    from playwright.async_api import Browser, Page
 
 FLAGS = [
     "--headless",
@@ -69,3 +69,19 @@ async def playwright_browser() -> AsyncIterator["Browser"]:
             yield browser
         finally:
             await browser.close()
+
+
+AXE = Path(__file__).parent / "fixtures" / "axe" / "axe.min.js"
+
+
+async def accessibility_problems(page: "Page") -> list[str]:
+    """What axe-core finds against WCAG 2 A and AA on the page as it stands (labels, contrast,
+    names, structure), one line per rule broken. The page's context must bypass its CSP: axe
+    is loaded into it as a script of the test's."""
+    await page.add_script_tag(path=AXE)
+    found = await page.evaluate(
+        "async () => (await axe.run(document, {runOnly: {type: 'tag', values: "
+        "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})).violations"
+        ".map(v => `${v.impact} ${v.id}: ${v.help} (${v.nodes.map(n => n.target.join(' ')).join(', ')})`)"
+    )
+    return [str(line) for line in found]

@@ -29,7 +29,7 @@ from shared import ids
 from shared.db.core import CONVERSATIONS
 from stayhuman.invite import set_password
 from stayhuman.natsserver import EmbeddedNats
-from tests.browser import playwright_browser
+from tests.browser import accessibility_problems, playwright_browser
 from tests.e2e.stack import Stack, post_webhook
 from tests.helpers import eventually, generic_body, unique
 
@@ -229,6 +229,25 @@ async def test_a_person_works_the_inbox_in_a_real_browser(
     refused = await viewer.goto(stack.url("api", f"/inbox/c/{first}"))
     assert refused is not None and refused.status in (403, 404)
     assert "tent pole" not in await viewer.content()
+
+    # Every page passes axe-core's WCAG 2.1 A and AA rules (labels, contrast, names, structure).
+    checking = await browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    checker = await checking.new_page()
+    await checker.goto(stack.url("api", "/login"))
+    problems = {"/login": await accessibility_problems(checker)}
+    for person, paths in (
+        ("kai@example.com", ["/inbox", f"/inbox/c/{during}"]),
+        ("lena@example.com", ["/inbox/board", "/inbox/configuration"]),
+        ("vic@example.com", ["/inbox/reports"]),
+    ):
+        await checking.clear_cookies()
+        await sign_in(checker, stack, person, paths[0])
+        await expect(checker).to_have_url(stack.url("api", paths[0]))
+        for path in paths:
+            await checker.goto(stack.url("api", path))
+            problems[path] = await accessibility_problems(checker)
+    assert not any(problems.values()), problems
+    await checking.close()
 
     # My work on a phone.
     phone = await (

@@ -288,7 +288,11 @@
     };
     source.addEventListener("timeline", changed);
     source.addEventListener("outcome", changed);
+    let opened = false;
     source.addEventListener("open", () => {
+      // What changed between this page's rendering and the stream's start is in no event: look once.
+      if (!opened) refreshAll(0);
+      opened = true;
       if (state) state.textContent = "live";
       document.body.dataset.live = "open";
     });

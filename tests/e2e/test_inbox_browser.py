@@ -201,6 +201,17 @@ async def test_a_person_works_the_inbox_in_a_real_browser(
     got = [event["seq"] for event in heard if event["type"] == "timeline"]
     assert expected and set(expected) <= set(got), (expected, heard)
     assert len(got) == len(set(got)), f"an update came twice: {heard}"
+
+    # The keyboard: j and k move between conversations, r marks the one in focus responded.
+    await page.keyboard.press("j")
+    await expect(page.locator("[data-row] a.open").first).to_be_focused()
+    await page.locator(row(during) + " a.open").focus()
+    await page.keyboard.press("r")
+    await expect(page.locator("[data-outcome]")).to_have_text("Marked responded", timeout=10_000)
+    await expect(page.locator(row(during) + " [data-countdown]")).to_have_attribute(
+        "data-clock", "stopped", timeout=10_000
+    )
+    await expect(page.locator(row(during) + " a.open")).to_be_focused()  # kept across the refresh
     await context.close()
 
     # The team lead's board.

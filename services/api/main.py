@@ -96,7 +96,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     async def consuming() -> dict[str, str]:
         timeline = state.get("timeline")
-        return {"consumers": "ok" if timeline is not None and timeline.running else "stopped"}
+        live = getattr(app.state, "live", None)
+        return {
+            "consumers": "ok" if timeline is not None and timeline.running else "stopped",
+            "live": "ok" if live is not None and live.running else "stopped",
+        }
 
     app = FastAPI(
         title="StayHuman API",

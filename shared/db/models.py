@@ -221,6 +221,10 @@ class ConversationRow(SQLModel, table=True):
         Index("ix_conversation_tenant_state", "tenant_id", "state"),
         Index("ix_conversation_owner_state", "owner_id", "state"),
         Index("ix_conversation_queue", "team_id", "state", "owner_id", "due_at"),
+        # My work: what a person owns in due order (what they resolved has no due time: last).
+        Index("ix_conversation_owner_due", "owner_id", "due_at", "id"),
+        # The author card and author history: an author's conversations with a tenant, newest first.
+        Index("ix_conversation_author", "tenant_id", "author_id", "opened_at"),
     )
 
     id: str = Field(primary_key=True, max_length=32)

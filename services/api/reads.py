@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import AwareDatetime
-from sqlalchemy import ColumnElement, and_, case, func, or_, true
+from sqlalchemy import ColumnElement, and_, func, or_, true
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -275,7 +275,7 @@ def by_due(query: Any, cursor: str | None) -> Any:
             query = query.where(due.is_(None), ident > last_id)
         else:
             query = query.where(or_(due > at, and_(due == at, ident > last_id), due.is_(None)))
-    return query.order_by(case((due.is_(None), 1), else_=0), due, ident)
+    return query.order_by(due.asc().nulls_last(), ident)
 
 
 def due_cursor(row: ConversationRow) -> str:

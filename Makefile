@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run install test test-unit lint typecheck bench clean
+.PHONY: run install test test-unit lint typecheck bench bench-inbox clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ typecheck: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python -m tests.bench.smoke
+
+# The inbox on PostgreSQL (STAYHUMAN_TEST_POSTGRES_URL, else the local server): page and API
+# latency with 100,000 open conversations, then 1,000 agents on the live stream.
+bench-inbox: $(INSTALLED)
+	$(BIN)/python -m tests.bench.inbox
+	$(BIN)/python -m tests.bench.live
 
 clean:
 	rm -rf $(VENV) .stayhuman .pytest_cache .mypy_cache .ruff_cache

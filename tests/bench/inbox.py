@@ -14,15 +14,10 @@ under 150 ms. `make bench` runs it.
 
 import argparse
 import asyncio
-import os
 import random
 import secrets
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,7 +26,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from services.api.auth import SESSION_COOKIE
@@ -50,10 +45,9 @@ from shared.db.models import (
     TimelineRow,
     WebSessionRow,
 )
-from shared.secrets import new_key
-from stayhuman.natsserver import EmbeddedNats, free_ports
+from stayhuman.natsserver import EmbeddedNats
+from tests.bench.postgres_api import ApiProcess, create_database, drop_database, percentile
 
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 AGENT = "bench-agent"
 TEAMS = (("care", 0.45), ("sales", 0.35), ("social", 0.20))  # slug, share of a tenant's conversations
 TOPICS = ("billing", "delivery", "complaint", "returns", "product", "general")
@@ -74,50 +68,7 @@ SELECT_ONE = "SELECT 1 (asyncpg)"
 DEPTH = 20_000  # rows before the deep page of /api/conversations
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile of `values` (seconds), 0 when there are none."""
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, max(0, int(len(ordered) * fraction + 0.5) - 1))]
-
-
 # -- the database ----------------------------------------------------------------------------
-
-
-def admin_url() -> URL:
-    return make_url(os.environ.get("STAYHUMAN_TEST_POSTGRES_URL") or DEFAULT_POSTGRES)
-
-
-async def admin_connect() -> asyncpg.Connection:
-    base = admin_url()
-    return await asyncpg.connect(
-        host=base.host,
-        port=base.port or 5432,
-        user=base.username,
-        password=base.password,
-        database=base.database or "postgres",
-    )
-
-
-async def create_database() -> str:
-    name = f"sh_bench_inbox_{uuid.uuid4().hex[:10]}"
-    admin = await admin_connect()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return (
-        admin_url().set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
-    )
-
-
-async def drop_database(url: str) -> None:
-    admin = await admin_connect()
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def connect_args(url: str) -> dict[str, Any]:
@@ -530,72 +481,6 @@ async def deep_cursor(url: str, data: Data, depth: int) -> str:
     return encode_cursor("due", row["due_at"].isoformat() if row["due_at"] else None, row["id"])
 
 
-# -- the api ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Api:
-    """The api service in its own process, as `stayhuman api` runs it."""
-
-    database_url: str
-    nats_url: str
-    workdir: Path
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> "Api":
-        self.port, ops = free_ports(2)
-        env = {
-            **os.environ,
-            "STAYHUMAN_DATABASE_URL": self.database_url,
-            "STAYHUMAN_NATS_URL": self.nats_url,
-            "STAYHUMAN_API_PORT": str(self.port),
-            "STAYHUMAN_API_OPS_PORT": str(ops),
-            "STAYHUMAN_STATE_DIR": str(self.workdir / "state"),
-            "STAYHUMAN_SECRET_KEY": new_key(),
-            "STAYHUMAN_LOG_LEVEL": "warning",
-        }
-        log = (self.workdir / "api.log").open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "stayhuman", "api"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the api exited:\n{self.logs()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{ops}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"the api was not ready after {timeout}s:\n{self.logs()}")
-
-    def logs(self) -> str:
-        return (self.workdir / "api.log").read_text(errors="replace")[-5000:]
-
-    def rss_mb(self) -> float:
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 # -- measuring -------------------------------------------------------------------------------
 
 
@@ -682,12 +567,12 @@ async def main() -> None:
         tenants=args.tenants, people=args.people, open=args.open, resolved=args.resolved, owned=args.owned
     )
 
-    url = await create_database()
+    url = await create_database("sh_bench_inbox_")
     print(f"StayHuman inbox benchmark, PostgreSQL ({make_url(url).database})")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         server: EmbeddedNats | None = None
-        api: Api | None = None
+        api: ApiProcess | None = None
         try:
             started = time.monotonic()
             await asyncio.to_thread(upgrade, url)
@@ -703,7 +588,7 @@ async def main() -> None:
             depth = min(DEPTH, max(1, data.visible // 2))
             deep = await deep_cursor(url, data, depth)
             server = EmbeddedNats(work / "nats").start()
-            api = Api(url, server.url, work).start()
+            api = ApiProcess(url, server.url, work).start()
             base = f"http://127.0.0.1:{api.port}"
             headers = {"Cookie": f"{SESSION_COOKIE}={cookie}"}
             limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)

@@ -24,27 +24,21 @@ import argparse
 import asyncio
 import copy
 import json
-import os
 import random
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import httpx
 import nats
 from nats.js.api import StorageType, StreamConfig
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 
 from services.router.service import subject_for
 from shared import ids
@@ -61,58 +55,11 @@ from shared.db.models import (
 from shared.events import ConversationAssigned, DeadlineChanged, DeadlineKind, Event
 from shared.jetstream import publish_pipelined
 from shared.messages import Outgoing
-from shared.secrets import new_key
-from stayhuman.natsserver import EmbeddedNats, free_ports
+from stayhuman.natsserver import EmbeddedNats
 from tests.api_world import World
+from tests.bench.postgres_api import ApiProcess, cpu_seconds, create_database, drop_database, percentile
 
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 SESSION_COOKIE = "sh_session"
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile of `values`, 0 when there are none."""
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, max(0, int(len(ordered) * fraction + 0.5) - 1))]
-
-
-# -- the database -----------------------------------------------------------------------------------
-
-
-def admin_url() -> URL:
-    return make_url(os.environ.get("STAYHUMAN_TEST_POSTGRES_URL") or DEFAULT_POSTGRES)
-
-
-async def admin_connect() -> asyncpg.Connection:
-    base = admin_url()
-    return await asyncpg.connect(
-        host=base.host,
-        port=base.port or 5432,
-        user=base.username,
-        password=base.password,
-        database=base.database or "postgres",
-    )
-
-
-async def create_database() -> str:
-    name = f"sh_bench_live_{uuid.uuid4().hex[:10]}"
-    admin = await admin_connect()
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return (
-        admin_url().set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
-    )
-
-
-async def drop_database(url: str) -> None:
-    admin = await admin_connect()
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 # -- the agency -------------------------------------------------------------------------------------
@@ -310,89 +257,6 @@ async def publish_changes(js: Any, changes: Changes, rate: int, seconds: float) 
     return sent, loop.time() - started
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time a process has used (user and system), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-# -- the api, in its own process --------------------------------------------------------------------
-
-
-@dataclass
-class Api:
-    database_url: str
-    nats_url: str
-    workdir: Path
-    port: int = 0
-    ops: int = 0
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> "Api":
-        self.port, self.ops = free_ports(2)
-        env = {
-            **os.environ,
-            "STAYHUMAN_DATABASE_URL": self.database_url,
-            "STAYHUMAN_NATS_URL": self.nats_url,
-            "STAYHUMAN_API_PORT": str(self.port),
-            "STAYHUMAN_API_OPS_PORT": str(self.ops),
-            "STAYHUMAN_STATE_DIR": str(self.workdir / "state"),
-            "STAYHUMAN_SECRET_KEY": new_key(),
-            "STAYHUMAN_LOG_LEVEL": "warning",
-        }
-        log = (self.workdir / "api.log").open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "stayhuman", "api"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the api exited:\n{self.logs()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.ops}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"the api was not ready after {timeout}s:\n{self.logs()}")
-
-    def logs(self) -> str:
-        return (self.workdir / "api.log").read_text(errors="replace")[-5000:]
-
-    def status(self, key: str) -> int:
-        """A figure of /proc/<pid>/status, in kB (VmRSS, VmHWM)."""
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1])
-        return 0
-
-    def cpu_seconds(self) -> float:
-        assert self.process is not None
-        return cpu_seconds(self.process.pid)
-
-    def live_sessions(self) -> int:
-        text = httpx.get(f"http://127.0.0.1:{self.ops}/metrics", timeout=5).text
-        for line in text.splitlines():
-            if line.startswith("stayhuman_api_live_sessions "):
-                return int(float(line.split()[1]))
-        return 0
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 # -- the browsers (a client process) ----------------------------------------------------------------
 
 
@@ -522,13 +386,13 @@ async def main() -> None:
         await client(args.base, args.client)
         return
 
-    url = await create_database()
+    url = await create_database("sh_bench_live_")
     print(f"StayHuman live updates benchmark, PostgreSQL ({make_url(url).database})")
     clients: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         server: EmbeddedNats | None = None
-        api: Api | None = None
+        api: ApiProcess | None = None
         nc: Any = None
         try:
             await asyncio.to_thread(upgrade, url)
@@ -538,7 +402,7 @@ async def main() -> None:
                 f"{sum(len(t) for t in agency.teams.values())} teams, {len(agency.conversations)} conversations"
             )
             server = EmbeddedNats(work / "nats").start()
-            api = Api(url, server.url, work).start()
+            api = ApiProcess(url, server.url, work).start()
             nc = await nats.connect(server.url)
             js = nc.jetstream()
             changes = Changes(agency)

@@ -144,7 +144,14 @@ def error_page(request: Request, status: int, message: str) -> HTMLResponse:
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(templates.get_template(name).render(**context), status_code=status)
+    return HTMLResponse(
+        templates.get_template(name).render(**context), status_code=status, headers={"vary": "HX-Request"}
+    )
+
+
+def part_or_page(request: Request, part: str, page: str) -> str:
+    """The part of a page that changes when htmx asks for it (a live refresh), else the page."""
+    return part if request.headers.get("hx-request") == "true" else page
 
 
 def safe_next(target: str | None) -> str:
@@ -526,17 +533,6 @@ def pages_router() -> APIRouter:
                     return RedirectResponse(target, status_code=303)
         return render("login.html", next=target, me=None, nav=[], csrf="", page="login")
 
-    async def work(
-        request: Request, access: Access, tenant: str | None, priority: str | None, overdue: str | None,
-        cursor: str | None, template: str,
-    ) -> Response:  # fmt: skip
-        now = now_of(request)
-        if tenant is not None:
-            visible_tenant(access, tenant)
-        filters = WorkFilters(tenant=tenant, priority=priority, overdue=overdue == "1")
-        lists = await my_work_lists(access, filters, cursor, now)
-        return render(template, **(await frame(access, "work")), **lists, now=now, cursor=cursor)
-
     @router.get("/inbox", response_class=HTMLResponse)
     async def my_work(
         request: Request,
@@ -548,48 +544,29 @@ def pages_router() -> APIRouter:
     ) -> Response:
         if access.viewer.scope(Action.see).empty and not access.viewer.scope(Action.reports).empty:
             return RedirectResponse("/inbox/reports", status_code=303)  # a client viewer reads reports
-        return await work(request, access, tenant, priority, overdue, cursor, "my_work.html")
-
-    @router.get("/inbox/rows", response_class=HTMLResponse)
-    async def my_work_rows(
-        request: Request,
-        access: Annotated[Access, Depends(access)],
-        tenant: Slug = None,
-        priority: Priority = None,
-        overdue: OverdueOnly = None,
-        cursor: CursorParam = None,
-    ) -> Response:
-        return await work(request, access, tenant, priority, overdue, cursor, "work_lists.html")
+        now = now_of(request)
+        if tenant is not None:
+            visible_tenant(access, tenant)
+        filters = WorkFilters(tenant=tenant, priority=priority, overdue=overdue == "1")
+        lists = await my_work_lists(access, filters, cursor, now)
+        template = part_or_page(request, "work_lists.html", "my_work.html")
+        return render(template, **(await frame(access, "work")), **lists, now=now, cursor=cursor)
 
     @router.get("/inbox/c/{conversation_id}", response_class=HTMLResponse)
     async def conversation(
         conversation_id: ConversationId, request: Request, access: Annotated[Access, Depends(access)]
     ) -> Response:
         context = await conversation_page_context(access, conversation_id, now_of(request))
-        return render("conversation.html", **(await frame(access, "work")), **context, now=now_of(request))
-
-    @router.get("/inbox/c/{conversation_id}/body", response_class=HTMLResponse)
-    async def conversation_body(
-        conversation_id: ConversationId, request: Request, access: Annotated[Access, Depends(access)]
-    ) -> Response:
-        context = await conversation_page_context(access, conversation_id, now_of(request))
-        return render(
-            "conversation_body.html", **(await frame(access, "work")), **context, now=now_of(request)
-        )
+        template = part_or_page(request, "conversation_body.html", "conversation.html")
+        return render(template, **(await frame(access, "work")), **context, now=now_of(request))
 
     @router.get("/inbox/board", response_class=HTMLResponse)
     async def board(
         request: Request, access: Annotated[Access, Depends(access)], tenant: Slug = None
     ) -> Response:
         context = await board_context(access, tenant, now_of(request))
-        return render("board.html", **(await frame(access, "board")), **context, now=now_of(request))
-
-    @router.get("/inbox/board/body", response_class=HTMLResponse)
-    async def board_body(
-        request: Request, access: Annotated[Access, Depends(access)], tenant: Slug = None
-    ) -> Response:
-        context = await board_context(access, tenant, now_of(request))
-        return render("board_body.html", **(await frame(access, "board")), **context, now=now_of(request))
+        template = part_or_page(request, "board_body.html", "board.html")
+        return render(template, **(await frame(access, "board")), **context, now=now_of(request))
 
     @router.get("/inbox/reports", response_class=HTMLResponse)
     async def reports(

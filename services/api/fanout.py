@@ -18,13 +18,12 @@ same JSON a conversation's page lists) and, for a command's outcome, `event: out
 in SH_EVENTS, the position a browser resumes from (`Last-Event-ID`).
 """
 
-import json
 import re
 from dataclasses import dataclass, replace
-from typing import Any
 
 from services.api.access import Action, Scope, Target, Team, Viewer
 from services.api.history import CommandOutcomeEntry, entry_of, outcome_of
+from services.api.reads import timeline_entry
 from services.api.views import CommandOutcomeView, TimelineEntry
 from shared.events import (
     AlertFailed,
@@ -184,24 +183,7 @@ def sequence_of(text: str) -> int | None:
 def timeline_view(event: Event, *, seq: int, message_id: str) -> TimelineEntry | None:
     """The event's timeline entry as the API shows it; None for what is no part of a timeline."""
     entry = entry_of(event, message_id=message_id, seq=seq)
-    if entry is None:
-        return None
-    try:
-        detail: Any = json.loads(entry.detail)
-    except ValueError:
-        detail = {}
-    return TimelineEntry(
-        id=entry.id,
-        seq=entry.seq,
-        tenant=entry.tenant_id,
-        conversation_id=entry.conversation_id,
-        person_id=entry.person_id,
-        at=entry.at,
-        kind=entry.kind,
-        actor=entry.actor,
-        summary=entry.summary,
-        detail=detail if isinstance(detail, dict) else {},
-    )
+    return None if entry is None else timeline_entry(entry)
 
 
 def outcome_view(outcome: CommandOutcomeEntry) -> CommandOutcomeView:

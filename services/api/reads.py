@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.api.access import Action
 from services.api.auth import clock_of
+from services.api.history import TimelineEntry as HistoryEntry
 from services.api.scope import Access, access
 from services.api.security import safe_url
 from services.api.views import (
@@ -209,7 +210,8 @@ def outcome_view(command_id: str, row: CommandOutcomeRow | None) -> CommandOutco
     )
 
 
-def timeline_entry(row: TimelineRow) -> TimelineEntry:
+def timeline_entry(row: TimelineRow | HistoryEntry) -> TimelineEntry:
+    """A timeline entry as the API shows it: a stored row, or one made from an event just read."""
     try:
         detail = json.loads(row.detail)
     except ValueError:

@@ -25,7 +25,7 @@ them, the last 7 days in `tz` (today and the six days before, up to now).
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
@@ -721,36 +721,57 @@ TzParam = Annotated[
 TableParam = Annotated[str, Path(min_length=1, max_length=32, description="days, people or teams.")]
 
 
+@dataclass(frozen=True)
+class Asked:
+    """What a report is asked for, as the query string of either route gives it."""
+
+    tenant: str | None
+    team: str | None
+    person: str | None
+    since: str | None
+    until: str | None
+    bucket: Bucket
+    tz: str
+
+
+def asked(
+    tenant: TenantParam = None,
+    team: TeamParam = None,
+    person: PersonParam = None,
+    since: TimeParam = None,
+    until: TimeParam = None,
+    bucket: BucketParam = "day",
+    tz: TzParam = "UTC",
+) -> Asked:
+    return Asked(tenant, team, person, since, until, bucket, tz)
+
+
+async def report_asked(access: Access, query: Asked, now: datetime) -> Report:
+    return await report_for(
+        access,
+        tenant=query.tenant,
+        team=query.team,
+        person=query.person,
+        since=query.since,
+        until=query.until,
+        bucket=query.bucket,
+        now=now,
+        tz=query.tz,
+    )
+
+
 def reports_router() -> APIRouter:
     router = APIRouter(prefix="/api", tags=["reports"], responses={**ERRORS, **NOT_FOUND})
 
     @router.get("/reports", response_model=ReportView)
     async def reports(
-        request: Request,
-        access: Annotated[Access, Depends(access)],
-        tenant: TenantParam = None,
-        team: TeamParam = None,
-        person: PersonParam = None,
-        since: TimeParam = None,
-        until: TimeParam = None,
-        bucket: BucketParam = "day",
-        tz: TzParam = "UTC",
+        request: Request, access: Annotated[Access, Depends(access)], query: Annotated[Asked, Depends(asked)]
     ) -> ReportView:
         """First response times (median and p90, business time), SLA attainment, breaches,
         escalations, acknowledgements, open load and continuity over a period: in total, per
         day or week, per person and per team, of what the viewer's role lets them report on."""
-        report = await report_for(
-            access,
-            tenant=tenant,
-            team=team,
-            person=person,
-            since=since,
-            until=until,
-            bucket=bucket,
-            now=clock_of(request)(),
-            tz=tz,
-        )
-        return report_view(report, tenant=tenant, team=team, person=person)
+        report = await report_asked(access, query, clock_of(request)())
+        return report_view(report, tenant=query.tenant, team=query.team, person=query.person)
 
     @router.get(
         "/reports/{table}.csv",
@@ -761,28 +782,12 @@ def reports_router() -> APIRouter:
         table: TableParam,
         request: Request,
         access: Annotated[Access, Depends(access)],
-        tenant: TenantParam = None,
-        team: TeamParam = None,
-        person: PersonParam = None,
-        since: TimeParam = None,
-        until: TimeParam = None,
-        bucket: BucketParam = "day",
-        tz: TzParam = "UTC",
+        query: Annotated[Asked, Depends(asked)],
     ) -> Response:
         """One table of the report as CSV: `days`, `people` or `teams` (the same parameters)."""
         if table not in TABLES:
             raise bad("table", f"no table {table!r}: one of {', '.join(TABLES)}")
-        report = await report_for(
-            access,
-            tenant=tenant,
-            team=team,
-            person=person,
-            since=since,
-            until=until,
-            bucket=bucket,
-            now=clock_of(request)(),
-            tz=tz,
-        )
+        report = await report_asked(access, query, clock_of(request)())
         name = f"stayhuman-{table}-{report.start:%Y%m%d}-{report.until:%Y%m%d}.csv"
         return Response(
             report_csv(report, table),

@@ -3,7 +3,7 @@
 Every page takes `Access` like every route of the API, so a page shows exactly what the
 JSON answers would, and a conversation outside the viewer's reach is "not found" here too.
 A person who is not signed in is sent to the sign-in page and back. The pages load one
-script of their own (`static/inbox.js`) and htmx, both from this service (no CDN); actions
+script of their own (`static/inbox.js`, no framework, from this service, no CDN); actions
 post to the JSON API with the session's CSRF token, and live updates come from
 `GET /api/stream`, which refreshes the part of the page they concern.
 """
@@ -150,7 +150,8 @@ def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
 
 
 def part_or_page(request: Request, part: str, page: str) -> str:
-    """The part of a page that changes when htmx asks for it (a live refresh), else the page."""
+    """The part of a page that changes, when the page's script asks for it (a live refresh sends
+    `HX-Request: true`, as htmx would), else the whole page."""
     return part if request.headers.get("hx-request") == "true" else page
 
 
@@ -620,8 +621,8 @@ def pages_router() -> APIRouter:
 
 
 def mount_static(app: Any) -> None:
-    """The pages' own script, styles and vendored htmx, cached for a year: their address changes
-    with their content (`?v=` of `ASSETS`)."""
+    """The pages' own script and styles. Their address carries a digest of their content
+    (`?v=` of `ASSETS`), so a browser never runs an old script against a new page."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 

@@ -128,6 +128,12 @@ async def test_a_person_works_the_inbox_in_a_real_browser(
 
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
+    refused: list[str] = []  # what the pages' Content-Security-Policy blocked, and script errors
+    page.on(
+        "console",
+        lambda message: refused.append(f"{message.text} ({page.url})") if message.type == "error" else None,
+    )
+    page.on("pageerror", lambda error: refused.append(f"uncaught: {error}"))
     await sign_in(page, stack, "kai@example.com")
     await expect(page).to_have_url(stack.url("api", "/inbox"))
     await expect(page.locator(row(first, '[data-list="mine"]'))).to_be_visible()
@@ -201,6 +207,9 @@ async def test_a_person_works_the_inbox_in_a_real_browser(
     got = [event["seq"] for event in heard if event["type"] == "timeline"]
     assert expected and set(expected) <= set(got), (expected, heard)
     assert len(got) == len(set(got)), f"an update came twice: {heard}"
+    # (a refresh that failed while the api was down is no error of the page's)
+    blocked = [text for text in refused if "Content Security Policy" in text or text.startswith("uncaught")]
+    assert not blocked, blocked
 
     # The keyboard: j and k move between conversations, r marks the one in focus responded.
     await page.keyboard.press("j")

@@ -662,7 +662,7 @@ def routes_of(app: FastAPI) -> list[Route]:
     for route in walk(app.routes) if walk is not None else app.routes:
         mounted = getattr(route, "route", route)
         if isinstance(mounted, Mount) and isinstance(mounted.app, StaticFiles):
-            # The pages' script, styles and htmx: the same files for everyone, no tenant's data.
+            # The pages' script and styles: the same files for everyone, no tenant's data.
             folder = Path(str(mounted.app.directory))
             assert mounted.path == "/static" and {p.name for p in folder.iterdir()} == STATIC
             continue
@@ -697,7 +697,7 @@ def routes_of(app: FastAPI) -> list[Route]:
     return found
 
 
-STATIC = {"htmx.min.js", "inbox.js", "inbox.css", "VENDORED.md"}
+STATIC = {"inbox.js", "inbox.css"}
 
 NOWHERE = {
     "conversation_id": "5eed" * 8,

@@ -1,5 +1,6 @@
 // The inbox's own script: sign-in, actions, countdowns, keyboard shortcuts and live updates.
-// No framework and no build step; htmx swaps the parts of a page that change.
+// No framework, no build step, nothing inline: a live refresh asks the page's own address with
+// `HX-Request: true` and puts the part that changes in place.
 (function () {
   "use strict";
 
@@ -137,7 +138,16 @@
         timers.delete(container);
         const focused = document.activeElement && document.activeElement.closest("[data-row]");
         const keep = focused ? focused.dataset.id : null;
-        await htmx.ajax("GET", container.dataset.liveRefresh, { target: container, swap: "innerHTML" });
+        try {
+          const response = await fetch(container.dataset.liveRefresh, {
+            headers: { "HX-Request": "true" },
+            credentials: "same-origin",
+          });
+          if (!response.ok) return;
+          container.innerHTML = await response.text();
+        } catch (_) {
+          return; // the api is out of reach: the stream's reconnection will ask again
+        }
         if (keep) {
           const again = container.querySelector('[data-row][data-id="' + keep + '"] a.open');
           if (again) again.focus();

@@ -47,8 +47,8 @@ from services.api.reads import (
 )
 from services.api.report_reads import report_for, report_view
 from services.api.scope import Access, access, not_found
-from services.api.views import ConversationItem
-from shared.db.models import CalendarRow, ConversationRow, PersonRow, SlaPolicyRow, TenantRow
+from services.api.views import ConversationItem, DeadlineView
+from shared.db.models import CalendarRow, ConversationRow, PersonRow, SlaPolicyRow, TeamMemberRow, TenantRow
 from shared.ids import SLUG_PATTERN
 
 HERE = Path(__file__).parent
@@ -413,7 +413,7 @@ async def author_card(access: Access, row: ConversationRow, now: datetime) -> di
     }
 
 
-def actions_for(access: Access, row: ConversationRow) -> list[dict[str, str]]:
+def actions_for(access: Access, row: ConversationRow, deadline: DeadlineView | None) -> list[dict[str, str]]:
     """The actions the roles table gives the viewer on this conversation, in the state it is in."""
     target = Target(tenant_id=row.tenant_id, team_id=row.team_id, owner_id=row.owner_id)
     viewer = access.viewer
@@ -426,17 +426,37 @@ def actions_for(access: Access, row: ConversationRow) -> list[dict[str, str]]:
         actions.append({"verb": "claim", "label": "Claim", "key": "c"})
     if acts and row.state == "open" and row.awaiting_since is not None:
         actions.append({"verb": "mark-responded", "label": "Mark responded", "key": "r"})
+    if acts and me is not None and deadline is not None and deadline.state == "alerted":
+        if deadline.acknowledged_by is None:  # "I'm on it": stops the escalation
+            actions.append({"verb": "acknowledge", "label": "Acknowledge: I'm on it", "key": "y"})
     if acts and row.state == "open":
         actions.append({"verb": "pause", "label": "Pause", "key": "p", "ask": "Why pause it?"})
     if acts and row.state == "paused":
         actions.append({"verb": "resume", "label": "Resume", "key": "u"})
     if viewer.may(Action.reassign, target):
-        actions.append({"verb": "reassign", "label": "Reassign", "key": "a", "ask": "Give it to (person id)"})
+        actions.append({"verb": "reassign", "label": "Reassign", "key": "a", "ask": "Give it to"})
     if acts:
         actions.append(
             {"verb": "resolve", "label": "Resolve", "key": "x", "ask": "Why resolve it? (optional)"}
         )
     return [{"ask": "", **action} for action in actions]
+
+
+async def reassign_choices(access: Access, row: ConversationRow) -> list[tuple[str, str]]:
+    """Whom the viewer may give this conversation to: the people of its team they may reassign to."""
+    if row.team_id is None or not access.viewer.may(
+        Action.reassign, Target(tenant_id=row.tenant_id, team_id=row.team_id, owner_id=row.owner_id)
+    ):
+        return []
+    found = (
+        await access.session.exec(
+            select(PersonRow.id, PersonRow.name)
+            .join(TeamMemberRow, col(TeamMemberRow.person_id) == col(PersonRow.id))
+            .where(TeamMemberRow.team_id == row.team_id, access.people(Action.reassign))
+            .order_by(col(PersonRow.name))
+        )
+    ).all()
+    return [(person_id, name) for person_id, name in found if person_id != row.owner_id]
 
 
 async def conversation_page_context(access: Access, conversation_id: str, now: datetime) -> dict[str, Any]:
@@ -448,7 +468,8 @@ async def conversation_page_context(access: Access, conversation_id: str, now: d
         "detail": detail,
         "countdown": countdown_of(row, calendars, now),
         "author": await author_card(access, row, now),
-        "actions": actions_for(access, row),
+        "actions": actions_for(access, row, detail.deadline),
+        "choices": await reassign_choices(access, row),
         "tenant_name": (await tenant_facts(access, {row.tenant_id})).get(row.tenant_id, (row.tenant_id,))[0],
     }
 

@@ -229,6 +229,10 @@ async def test_a_person_works_the_inbox_in_a_real_browser(
     await expect(lead.get_by_role("heading", name="Acme Outdoor")).to_be_visible()
     await lead.screenshot(path=shots / "board.png", full_page=True)
 
+    await lead.goto(stack.url("api", f"/inbox/c/{during}"))
+    await lead.get_by_role("button", name="Back to Care's queue").click()  # a form's action
+    await expect(lead.locator("[data-outcome]")).to_have_text("Reassigned", timeout=10_000)
+    await expect(lead.get_by_label("Give it to")).to_be_visible()
     await lead.goto(stack.url("api", "/inbox/configuration"))
     await expect(lead.get_by_role("heading", name="Configuration of Acme Outdoor")).to_be_visible()
     await expect(lead.locator("pre.yaml")).to_contain_text("webhook_secret: <redacted>")

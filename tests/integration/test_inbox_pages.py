@@ -251,8 +251,17 @@ async def test_a_conversation_shows_its_thread_timeline_author_and_the_actions_o
 
     as_lead = await http.get(f"/inbox/c/{conversation}", headers=agency.as_("rosa"))
     assert re.findall(r'data-action="([a-z-]+)"', as_lead.text) == [
-        "claim", "mark-responded", "pause", "reassign", "resolve"
+        "claim", "mark-responded", "pause", "reassign", "reassign", "resolve"
     ]  # fmt: skip
+    give_to = as_lead.text.split('id="reassign-person"')[1].split("</select>")[0]
+    assert re.findall(r'<option value="([a-z]+)"', give_to) == ["rosa", "sam"]  # care's people but its owner
+    assert 'name="team" value="care"' in as_lead.text  # or back to care's queue
+
+    await agency.world.deadline(
+        conversation, due_at=T - timedelta(minutes=1), state="alerted", owner_id="kai"
+    )
+    alerted = await http.get(f"/inbox/c/{conversation}", headers=agency.as_("kai"))
+    assert "acknowledge" in re.findall(r'data-action="([a-z-]+)"', alerted.text)
 
 
 @pytest.mark.parametrize("person", ["kai", "rosa", "tina", "vera"])

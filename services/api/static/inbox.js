@@ -251,7 +251,7 @@
       } else if (document.body.dataset.conversation) {
         const button = document.querySelector('[aria-keyshortcuts="' + event.key + '"]');
         if (!button) return;
-        if (button.closest("form")) button.closest("form").querySelector("input").focus();
+        if (button.closest("form")) button.closest("form").querySelector("input:not([type=hidden]), select").focus();
         else button.click();
         event.preventDefault();
       }

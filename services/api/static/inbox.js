@@ -142,7 +142,12 @@
           const response = await fetch(container.dataset.liveRefresh, {
             headers: { "HX-Request": "true" },
             credentials: "same-origin",
+            redirect: "manual",
           });
+          if (response.type === "opaqueredirect") {
+            window.location.reload(); // signed out meanwhile: the page itself goes to sign in
+            return;
+          }
           if (!response.ok) return;
           container.innerHTML = await response.text();
         } catch (_) {

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import jinja2
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -645,7 +645,3 @@ def mount_static(app: Any) -> None:
     """The pages' own script and styles. Their address carries a digest of their content
     (`?v=` of `ASSETS`), so a browser never runs an old script against a new page."""
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-
-def quoted(text: str) -> str:
-    return quote(text, safe="")

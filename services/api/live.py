@@ -24,7 +24,7 @@ import logging
 import sys
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -40,7 +40,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.api.access import Action, Team
+from services.api.access import Action, Team, Viewer
+from services.api.auth import authenticate, settings_of
 from services.api.fanout import (
     LAST_EVENT_ID,
     Audience,
@@ -58,7 +59,7 @@ from services.api.fanout import (
 )
 from services.api.history import decode
 from services.api.reads import ERRORS
-from services.api.scope import Access, access
+from services.api.scope import Access, access, load_viewer
 from services.api.timeline import message_id_of
 from services.api.views import Problem
 from shared import subjects
@@ -460,7 +461,7 @@ class LiveHub:
 
     # -- one browser's stream ------------------------------------------------------------------------
 
-    async def stream(self, sight: Sight, after: int | None, max_seconds: float) -> AsyncIterator[bytes]:
+    async def stream(self, sight: Sight, after: int | None, max_seconds: float) -> AsyncGenerator[bytes]:
         """What one browser is sent: what it missed after `after` (its Last-Event-ID), then the
         live updates, for `max_seconds`."""
         listener = self.register(sight)
@@ -585,6 +586,33 @@ def resume_from(last_event_id: str | None) -> int | None:
     return seq
 
 
+async def signed_in_as(request: Request, viewer: Viewer) -> bool:
+    """Whether the request still signs in as this viewer, with the same roles."""
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    async with sessions() as session:
+        principal = await authenticate(request, session)
+        return principal is not None and await load_viewer(session, principal) == viewer
+
+
+async def while_signed_in(
+    request: Request, viewer: Viewer, stream: AsyncGenerator[bytes], every: float
+) -> AsyncIterator[bytes]:
+    """The stream, ended once its viewer signed out, lost their session or changed roles (checked
+    every `every` seconds, between two of its writes; the keep-alive writes every 15 s): the
+    browser reconnects, and is answered as who they are now."""
+    clock = asyncio.get_running_loop().time
+    check_at = clock() + every
+    try:
+        async for chunk in stream:
+            yield chunk
+            if clock() >= check_at:
+                if not await signed_in_as(request, viewer):
+                    return
+                check_at = clock() + every
+    finally:
+        await stream.aclose()
+
+
 def live_router() -> APIRouter:
     router = APIRouter(prefix="/api", tags=["read"], responses=ERRORS)
     unavailable: dict[int | str, dict[str, Any]] = {
@@ -619,8 +647,9 @@ def live_router() -> APIRouter:
         sight = Sight.of(access.viewer)
         # The stream reads nothing more from the database: give the connection back now.
         await access.session.close()
+        every = settings_of(request).live_recheck.total_seconds()
         return StreamingResponse(
-            hub.stream(sight, after, max_seconds),
+            while_signed_in(request, access.viewer, hub.stream(sight, after, max_seconds), every),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

@@ -26,6 +26,11 @@ class ApiSettings(CommonSettings):
     session_lifetime: Duration = Field(
         default=timedelta(days=14), description="A session ends this long after sign-in, used or not."
     )
+    live_recheck: Duration = Field(
+        default=timedelta(seconds=30),
+        description="How often an open live stream checks its viewer is still signed in with the same "
+        "roles; it ends when not (the browser reconnects as who they are now).",
+    )
     login_max_failures: int = Field(
         default=5, ge=1, description="Failed sign-ins to one account before it is locked for a while."
     )

@@ -14,7 +14,7 @@ import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,10 +22,14 @@ import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from sqlalchemy import delete
+from sqlmodel import col
 
 from services.api.live import LiveHub
 from services.api.main import create_app
 from services.router.service import subject_for
+from shared.db.core import execute
+from shared.db.models import RoleGrantRow, WebSessionRow
 from shared.events import (
     CommandApplied,
     CommandRejected,
@@ -229,13 +233,15 @@ async def build_agency(world: World) -> tuple[dict[str, str], dict[str, str], di
 
 
 @contextlib.asynccontextmanager
-async def agency_served(nc: Client, database_url: str, **hub: Any) -> AsyncIterator[Agency]:
+async def agency_served(
+    nc: Client, database_url: str, *, recheck: timedelta = timedelta(seconds=30), **hub: Any
+) -> AsyncIterator[Agency]:
     """The agency, and the api's app with a live hub of these sizes, served."""
     js = nc.jetstream()
     await ensure_streams(js, stream_configs(StreamSettings()))
     async with World(database_url) as world:
         teams, conversations, cookies = await build_agency(world)
-        app = build_api(database_url)
+        app = build_api(database_url, api_settings(database_url, live_recheck=recheck))
         live = LiveHub(js, app.state.sessions, **hub)
         await live.start()
         app.state.live = live
@@ -432,6 +438,27 @@ async def test_a_session_too_slow_to_keep_up_is_closed_and_resumes_without_loss(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_a_stream_ends_once_its_viewer_signs_out_or_loses_a_role(nc: Client, database_url: str) -> None:
+    async with agency_served(nc, database_url, recheck=timedelta(milliseconds=300)) as agency:
+        kai, tina, rosa = agency.browser("kai"), agency.browser("tina"), agency.browser("rosa")
+        for browser in (kai, tina, rosa):
+            browser.open(max_seconds=60)
+        await agency.connected(3)
+        async with agency.world.sessions() as session:
+            await execute(session, delete(WebSessionRow).where(col(WebSessionRow.person_id) == "kai"))
+            await execute(session, delete(RoleGrantRow).where(col(RoleGrantRow.person_id) == "tina"))
+            await session.commit()
+        for n in range(20):  # the streams write, and check who they write for
+            await agency.publish(agency.paused("kettle-care-kai", f"kettle-after-{n}"))
+            await asyncio.sleep(0.1)
+        await eventually(lambda: _true(kai.ended == 1 and tina.ended == 1), what="both streams ended")
+        assert rosa.ended == 0 and "kettle-after-19" in rosa.seen()  # still who she was: still live
+        await rosa.cut()
+        async with httpx.AsyncClient(base_url=agency.base) as http:
+            again = await http.get("/api/stream", params={"max_seconds": 1}, headers=kai.headers)
+        assert again.status_code == 401
 
 
 async def test_a_last_event_id_that_is_no_position_is_a_400_naming_it(nc: Client, database_url: str) -> None:

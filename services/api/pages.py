@@ -517,6 +517,21 @@ async def board_context(access: Access, tenant: str | None, now: datetime) -> di
     }
 
 
+async def report_choices(
+    access: Access, tenant: str | None, now: datetime
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The teams (slug, name) and people (id, name) of a tenant the reports form offers: those
+    the viewer may see (a client viewer sees none: their reports are per tenant)."""
+    if tenant is None:
+        return [], []
+    try:
+        teams = [(team.slug, team.name) for team in (await team_list(access, now, tenant)).items]
+        people = [(person.id, person.name) for person in (await people_list(access, now, tenant, None)).items]
+    except HTTPException:
+        return [], []
+    return teams, people
+
+
 # -- routes -----------------------------------------------------------------------------------
 
 
@@ -614,8 +629,15 @@ def pages_router() -> APIRouter:
         )
         charts = {"first_response": first_response_chart(report), "open_load": open_load_chart(report)}
         view = report_view(report, tenant=tenant, team=team, person=person)
+        teams, people = await report_choices(access, tenant, now_of(request))
         return render(
-            "reports.html", **(await frame(access, "reports")), report=view, charts=charts, asked=asked
+            "reports.html",
+            **(await frame(access, "reports")),
+            report=view,
+            charts=charts,
+            asked=asked,
+            teams=teams,
+            people=people,
         )
 
     @router.get("/inbox/configuration", response_class=HTMLResponse)

@@ -438,3 +438,25 @@ async def test_a_client_viewer_reads_reports_with_charts_and_csv_and_no_word_a_c
 
     other = await http.get("/inbox/reports", params={"tenant": "northwind"}, headers=agency.as_("vera"))
     assert other.status_code == 404 and "Northwind" not in text_of(other.text).replace("northwind", "")
+
+
+async def test_the_reports_form_offers_the_tenants_teams_and_people_the_viewer_may_see(
+    agency: Agency, http: httpx.AsyncClient
+) -> None:
+    page = await http.get("/inbox/reports", params={"tenant": "kettle"}, headers=agency.as_("tina"))
+    assert page.status_code == 200, page.text
+    form = page.text.split('<form class="filters"')[1].split("</form>")[0]
+    assert re.findall(r'<option value="([a-z]+)"', form.split('name="team"')[1].split("</select>")[0]) == [
+        "care"
+    ]
+    offered = re.findall(r'<option value="([a-z]+)"', form.split('name="person"')[1].split("</select>")[0])
+    assert set(offered) == {"kai", "rosa", "sam"} and "nils" not in form  # who answers there
+    narrowed = await http.get(
+        "/inbox/reports",
+        params={"tenant": "kettle", "team": "care", "person": "kai"},
+        headers=agency.as_("tina"),
+    )
+    assert narrowed.status_code == 200 and '<option value="kai" selected>' in narrowed.text
+
+    as_viewer = await http.get("/inbox/reports", params={"tenant": "kettle"}, headers=agency.as_("vera"))
+    assert as_viewer.status_code == 200 and 'name="person"' not in as_viewer.text  # figures per tenant only

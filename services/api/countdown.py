@@ -103,13 +103,17 @@ def calendar_of(
     holidays_subdivision: str | None = None,
     closed_days: str | None = None,
 ) -> BusinessCalendar:
-    """A calendar row's calendar (cached; rows `apply` wrote always parse). No row: always open."""
+    """A calendar row's calendar, parsed once (cached). No row, or one `apply` would have refused:
+    always open, so a page or a report still answers."""
     if timezone is None:
         return ALWAYS_OPEN
-    return BusinessCalendar.parse(
-        timezone=timezone,
-        hours=json.loads(hours) if hours else None,
-        holidays_country=holidays_country,
-        holidays_subdivision=holidays_subdivision,
-        closed_days=json.loads(closed_days) if closed_days else [],
-    )
+    try:
+        return BusinessCalendar.parse(
+            timezone=timezone,
+            hours=json.loads(hours) if hours else None,
+            holidays_country=holidays_country,
+            holidays_subdivision=holidays_subdivision,
+            closed_days=json.loads(closed_days) if closed_days else [],
+        )
+    except (ValueError, TypeError, AttributeError):  # CalendarError is a ValueError
+        return ALWAYS_OPEN

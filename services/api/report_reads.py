@@ -22,7 +22,6 @@ offset, or dates: `until` a date means to the end of that day), at most 366 days
 them, the last 7 days in `tz` (today and the six days before, up to now).
 """
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -40,6 +39,7 @@ from sqlmodel import col
 from services.api.access import Action, Viewer
 from services.api.auth import clock_of
 from services.api.charts import first_response_chart, open_load_chart
+from services.api.countdown import calendar_of as parsed_calendar
 from services.api.reads import ERRORS, NOT_FOUND
 from services.api.reports import (
     BUCKETS,
@@ -351,20 +351,10 @@ async def _calendars(access: Access, rows: Sequence[Any]) -> dict[tuple[str, str
 
 
 def calendar_of(row: Any) -> BusinessCalendar:
-    """A calendar row as the router reads it (services/router/sql.py); one `apply` would have
-    refused counts as always open rather than failing the report."""
-    try:
-        hours = json.loads(row.hours) if row.hours else None
-        closed = json.loads(row.closed_days) if row.closed_days else []
-        return BusinessCalendar.parse(
-            timezone=row.timezone,
-            hours=hours,
-            holidays_country=row.holidays_country,
-            holidays_subdivision=row.holidays_subdivision,
-            closed_days=closed,
-        )
-    except (ValueError, TypeError, AttributeError):  # CalendarError is a ValueError
-        return ALWAYS_OPEN
+    """A calendar row's calendar, as the inbox's countdowns read it (one parser, cached)."""
+    return parsed_calendar(
+        row.timezone, row.hours, row.holidays_country, row.holidays_subdivision, row.closed_days
+    )
 
 
 def _histories(

@@ -178,10 +178,57 @@ AnyNotifyCommand = Annotated[Acknowledge, Field(discriminator="type")]
 notify_command_adapter: TypeAdapter[AnyNotifyCommand] = TypeAdapter(AnyNotifyCommand)
 
 
-def subject_of(command: AnyCommand | Acknowledge) -> str:
+def _reply_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("write something to send")
+    return _printable(value)
+
+
+MAX_REPLY = 10_000  # the longest any platform takes (a YouTube comment); each has its own limit too
+
+
+class ReplyMethod(enum.StrEnum):
+    """How a reply goes out; `shared.reply_rules` says which a conversation allows now."""
+
+    comment_reply = "comment_reply"  # an answer under the comment (Facebook, Instagram, YouTube)
+    private_reply = "private_reply"  # Instagram: one DM answering a comment, within 7 days
+    send_api = "send_api"  # Messenger, Instagram DM: within 24 hours of the person's last message
+    human_agent = "human_agent"  # the same with the HUMAN_AGENT tag: up to 7 days, a person only
+    post = "post"  # X: a reply post; Bluesky: a post with reply references
+    dm = "dm"  # X: a message in the DM conversation
+    status = "status"  # Mastodon: a status in reply, mentioning the author
+    webhook = "webhook"  # generic and batch accounts: a signed request to the operator's URL
+
+
+class SendReply(ConversationCommand):
+    """A person sends a reply they wrote to the conversation's platform, as an answer to one of
+    its messages (`reply_to`, an interaction id; None: the customer's latest message).
+
+    Only the inbox sends it, for a signed-in person: `session` is the SHA-256 its session is kept
+    under, which the outbound service checks is live and that person's before anything is posted.
+    `command_id` is the reply's idempotency key: it is recorded before it is posted, once."""
+
+    type: Literal["conversation.reply"] = "conversation.reply"
+    version: Literal[1] = 1
+    person_id: str = Field(pattern=SLUG_PATTERN)
+    session: str = Field(pattern=r"^[0-9a-f]{64}$")
+    text: Annotated[str, Field(min_length=1, max_length=MAX_REPLY), AfterValidator(_reply_text)]
+    reply_to: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    method: ReplyMethod | None = None  # None: what the rules choose; else the one the person chose
+
+
+AnyOutboundCommand = Annotated[SendReply, Field(discriminator="type")]
+outbound_command_adapter: TypeAdapter[AnyOutboundCommand] = TypeAdapter(AnyOutboundCommand)
+
+
+def subject_of(command: AnyCommand | Acknowledge | SendReply) -> str:
     """Where a command is published: per person, per conversation, or per tenant."""
     verb = command.type.split(".", 1)[1]
     match command:
+        case SendReply():
+            return subjects.outbound_command(
+                tenant_id=command.tenant_id, conversation_id=command.conversation_id, verb=verb
+            )
         case Acknowledge():
             return subjects.notify_command(
                 tenant_id=command.tenant_id, conversation_id=command.conversation_id, verb=verb
@@ -197,5 +244,5 @@ def subject_of(command: AnyCommand | Acknowledge) -> str:
     raise TypeError(f"no subject for {type(command).__name__}")
 
 
-def msg_id_of(command: AnyCommand | Acknowledge) -> str:
+def msg_id_of(command: AnyCommand | Acknowledge | SendReply) -> str:
     return f"cmd:{command.command_id}"

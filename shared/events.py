@@ -111,6 +111,28 @@ class Event(BaseModel):
     correlation_id: str = ""
 
 
+MastodonVisibility = Literal["public", "unlisted", "private", "direct"]
+
+
+class ReplyContext(BaseModel):
+    """What a platform needs, beyond the message's own id, to answer it through its API.
+
+    Only what the platform gave is set: a Bluesky post's CID and its thread's root, the
+    visibility of a Mastodon status (a reply keeps it: direct stays direct), the accounts an X
+    post mentions and whom it answered (X lets a brand reply only where it was mentioned or
+    engaged), the conversation a DM belongs to."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cid: Annotated[str, Field(max_length=128), AfterValidator(_platform_id)] | None = None
+    root_uri: PlatformId | None = None
+    root_cid: Annotated[str, Field(max_length=128), AfterValidator(_platform_id)] | None = None
+    visibility: MastodonVisibility | None = None
+    mentions: Annotated[list[AuthorId], Field(max_length=100)] = Field(default_factory=list)
+    in_reply_to_user: AuthorId | None = None
+    dm_conversation_id: PlatformId | None = None
+
+
 class InteractionReceived(Event):
     """A normalised message from a platform, inbound or the brand's own reply."""
 
@@ -131,6 +153,10 @@ class InteractionReceived(Event):
     language: Annotated[str, Field(max_length=16)] | None = None
     created_at: AwareDatetime
     received_at: AwareDatetime
+    reply: ReplyContext | None = None  # what answering it through the platform's API needs
+    # An outbound reply sent from the inbox: the person who wrote it (None: written elsewhere,
+    # on the platform's own app, or the platform's echo of it).
+    sent_by: Annotated[str, Field(max_length=63)] | None = None
 
 
 class InteractionRetracted(Event):
@@ -299,6 +325,10 @@ class Rejection(enum.StrEnum):
     not_paused = "not_paused"
     already_paused = "already_paused"
     already_done = "already_done"  # nothing to change: it is so already
+    outside_window = "outside_window"  # the platform's rules do not let a reply go out now
+    platform_error = "platform_error"  # the platform refused the reply (its error is the reason)
+    in_doubt = "in_doubt"  # the platform's answer was lost: check on the platform before writing again
+    not_connected = "not_connected"  # the account has no write credentials, or they stopped working
     outdated = "outdated"  # it names a deadline or version that has moved on
     invalid = "invalid"  # anything else a person got wrong
 
@@ -397,3 +427,34 @@ class AlertAcknowledged(Event):
 
 AnyAlertEvent = Annotated[AlertSent | AlertFailed | AlertAcknowledged, Field(discriminator="type")]
 alert_event_adapter: TypeAdapter[AnyAlertEvent] = TypeAdapter(AnyAlertEvent)
+
+
+# What became of a reply written in the inbox (the outbound service publishes them).
+
+
+class ReplyState(enum.StrEnum):
+    sending = "sending"  # recorded, being posted (or posted and its answer not yet recorded)
+    sent = "sent"  # the platform has it: `platform_id` names it
+    failed = "failed"  # the platform refused it, or it was never posted: nothing went out
+    in_doubt = "in_doubt"  # it may have gone out and nothing could tell: a person checks on the platform
+
+
+class ReplyEvent(Event):
+    """One reply's state changed. `reply_id` is the command's id (its idempotency key)."""
+
+    type: Literal["reply.changed"] = "reply.changed"
+    version: Literal[1] = 1
+    reply_id: str
+    conversation_id: str
+    account_id: str
+    platform: Platform
+    person_id: str
+    state: ReplyState
+    method: str = ""  # how it went out: comment_reply, send_api, human_agent, status, post, ...
+    platform_id: str | None = None
+    url: str | None = None  # the reply on the platform, or where to check on it
+    error: str = ""  # the platform's words when it refused, or why it is in doubt
+    retry: bool = False  # failed and safe to send again
+
+
+reply_event_adapter: TypeAdapter[ReplyEvent] = TypeAdapter(ReplyEvent)

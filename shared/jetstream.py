@@ -90,6 +90,7 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
                 subjects.all_connector_problems(),
                 subjects.all_command_outcomes(),
                 subjects.all_alert_events(),
+                subjects.all_reply_events(),
             ],
             retention=RetentionPolicy.LIMITS,
             max_age=settings.events_max_age.total_seconds(),
@@ -124,10 +125,14 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
         ),
         StreamConfig(
             name=subjects.COMMANDS_STREAM,
-            subjects=[subjects.all_commands(), subjects.all_notify_commands()],
+            subjects=[
+                subjects.all_commands(),
+                subjects.all_notify_commands(),
+                subjects.all_outbound_commands(),
+            ],
             retention=RetentionPolicy.LIMITS,
             max_age=settings.commands_max_age.total_seconds(),
-            description="What people and operators ask: of the router (status, claim, reassign, pause, resolve), of notify (acknowledge)",
+            description="What people and operators ask: of the router (status, claim, reassign, pause, resolve), of notify (acknowledge), of outbound (reply)",
         ),
     ]
     for config in configs:

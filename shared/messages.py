@@ -7,7 +7,7 @@ router's application service, the outbox) needs no NATS client to say it.
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from shared.commands import Acknowledge, AnyCommand, msg_id_of, subject_of
+from shared.commands import Acknowledge, AnyCommand, SendReply, msg_id_of, subject_of
 from shared.logs import CORRELATION_HEADER
 
 MSG_ID = "Nats-Msg-Id"
@@ -33,7 +33,7 @@ def at_header(moment: datetime) -> str:
     return "@at " + moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def command_outgoing(command: AnyCommand | Acknowledge) -> Outgoing:
+def command_outgoing(command: AnyCommand | Acknowledge | SendReply) -> Outgoing:
     """A command, as published on its own subject under its own id (a retry does it once)."""
     return Outgoing(
         subject_of(command), command.model_dump_json().encode(), msg_id_of(command), command.correlation_id

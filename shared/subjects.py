@@ -170,6 +170,24 @@ def all_command_outcomes() -> str:
     return "sh.result.>"
 
 
+def outbound_command(*, tenant_id: str, conversation_id: str, verb: str) -> str:
+    """Commands the outbound service applies (send a reply): only a person's session asks them."""
+    return f"sh.out.{_token(tenant_id)}.{_token(conversation_id)}.{_token(verb)}"
+
+
+def all_outbound_commands() -> str:
+    return "sh.out.>"
+
+
+def reply_event(*, tenant_id: str, conversation_id: str) -> str:
+    """What became of the replies of one conversation (sending, sent, failed, in doubt)."""
+    return f"sh.reply.{_token(tenant_id)}.{_token(conversation_id)}"
+
+
+def all_reply_events() -> str:
+    return "sh.reply.>"
+
+
 AlertOutcome = Literal["sent", "failed", "acknowledged"]
 
 

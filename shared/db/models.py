@@ -177,6 +177,9 @@ class AccountRow(SQLModel, table=True):
     # Polled platforms: where the account's API is, and its sealed credentials.
     api_base_url: str | None = Field(default=None, max_length=512)
     credentials: str | None = None
+    # What posting replies needs (a page token, OAuth tokens, an app password, the outbound
+    # webhook's URL and secret), as `apply` set it: sealed JSON; None: replies are not connected.
+    reply_credentials: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
 
@@ -211,6 +214,9 @@ class InteractionRow(SQLModel, table=True):
     retracted_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
     conversation_id: str | None = Field(default=None, max_length=32)
     correlation_id: str = Field(default="", max_length=64)
+    # What answering it through the platform needs (`ReplyContext` as JSON), when the platform gave it.
+    reply_context: str | None = None
+    sent_by: str | None = Field(default=None, max_length=63)  # the person who wrote it in the inbox
 
 
 class ConversationRow(SQLModel, table=True):
@@ -563,3 +569,52 @@ class AppliedConfigurationRow(SQLModel, table=True):
     config_version: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     yaml: str = Field(sa_column=Column(Text, nullable=False))
     applied_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+
+
+class ReplyRow(SQLModel, table=True):
+    """A reply a person wrote in the inbox: recorded before it is posted, so it is posted at most
+    once (`id` is its command's id, the idempotency key) and never lost without a trace."""
+
+    __tablename__ = "reply"
+
+    __table_args__ = (
+        Index("ix_reply_conversation", "conversation_id", "requested_at"),
+        Index("ix_reply_state", "state", "updated_at"),
+        Index("ix_reply_platform_id", "account_id", "platform_id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    tenant_id: str = Field(max_length=63)
+    conversation_id: str = Field(max_length=32)
+    account_id: str = Field(max_length=63)
+    platform: str = Field(max_length=32)
+    person_id: str = Field(max_length=63)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    reply_to: str = Field(max_length=32)  # the interaction it answers
+    target: str = Field(max_length=512)  # the platform's id of what it answers
+    method: str = Field(max_length=32)
+    tag: str | None = Field(default=None, max_length=32)
+    key: str = Field(max_length=64)  # what the platform dedupes on: Idempotency-Key, record key
+    state: str = Field(max_length=16)  # sending, sent, failed, in_doubt
+    attempts: int = 0
+    platform_id: str | None = Field(default=None, max_length=512)
+    url: str | None = Field(default=None, max_length=2048)
+    error: str = Field(default="", max_length=1000)
+    requested_at: datetime = Field(sa_column=_utc())
+    started_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    sent_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())
+
+
+class ReplyTokenRow(SQLModel, table=True):
+    """Reply credentials as the outbound service last refreshed them (sealed JSON), kept while
+    `apply` gives the account the same ones (`source_sha256`); `failing` says they stopped working."""
+
+    __tablename__ = "replytoken"
+
+    account_id: str = Field(primary_key=True, max_length=63)
+    source_sha256: str = Field(max_length=64)
+    credentials: str = Field(sa_column=Column(Text, nullable=False))
+    expires_at: datetime | None = Field(default=None, sa_column=_utc(nullable=True))
+    failing: str = Field(default="", max_length=1000)  # "": working; else what the platform said
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_utc())

@@ -11,13 +11,14 @@ The owners:
 - `router`: conversations, their interactions, continuity, and what it applied.
 - `notify`: its copy of each deadline, alerts, deliveries, push subscriptions.
 - `ingest`: the state of its pollers.
+- `outbound`: the replies people write in the inbox, and the reply tokens it refreshed.
 - `api`: sign-in (logins, sessions, set-password links, throttles), the conversation
   timeline and the outcome of each command, both fed by its consumer of the events.
 """
 
 from typing import Literal
 
-Part = Literal["configuration", "router", "notify", "ingest", "api"]
+Part = Literal["configuration", "router", "notify", "ingest", "api", "outbound"]
 
 OWNER: dict[str, Part] = {
     "tenant": "configuration",
@@ -49,6 +50,8 @@ OWNER: dict[str, Part] = {
     "loginthrottle": "api",
     "timeline": "api",
     "commandoutcome": "api",
+    "reply": "outbound",
+    "replytoken": "outbound",
 }
 
 # Writes to a table another part owns, each for a reason that keeps one writer per column.
@@ -106,6 +109,23 @@ READS: dict[Part, frozenset[str]] = {
             "deadline",
             "alert",
             "delivery",
+            "reply",  # the replies of a conversation and what became of them
+            "replytoken",  # whether an account's reply connection is failing
+        }
+    ),
+    # Who may send (a live session), what a reply answers and where, the credentials to post it;
+    # the interactions of a thread to see whether a reply whose answer was lost went out.
+    "outbound": frozenset(
+        {
+            "tenant",
+            "person",
+            "account",
+            "conversation",
+            "interaction",
+            "websession",
+            "rolegrant",
+            "teammember",
+            "team",
         }
     ),
 }

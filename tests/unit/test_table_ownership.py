@@ -23,6 +23,7 @@ PARTS: dict[Part, list[str]] = {
     "notify": ["services/notify"],
     "ingest": ["services/ingest"],
     "api": ["services/api"],
+    "outbound": ["services/outbound"],
     "configuration": ["stayhuman", "shared/preflight.py"],
 }
 WRITERS = {"insert", "update", "delete", "pg_insert", "sqlite_insert"}

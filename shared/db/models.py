@@ -592,6 +592,7 @@ class ReplyRow(SQLModel, table=True):
     text: str = Field(sa_column=Column(Text, nullable=False))
     reply_to: str = Field(max_length=32)  # the interaction it answers
     target: str = Field(max_length=512)  # the platform's id of what it answers
+    thread_id: str = Field(max_length=512)  # the platform's thread it answers in
     method: str = Field(max_length=32)
     tag: str | None = Field(default=None, max_length=32)
     key: str = Field(max_length=64)  # what the platform dedupes on: Idempotency-Key, record key

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("reply_to", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("target", sqlmodel.sql.sqltypes.AutoString(length=512), nullable=False),
+        sa.Column("thread_id", sqlmodel.sql.sqltypes.AutoString(length=512), nullable=False),
         sa.Column("method", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
         sa.Column("tag", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column("key", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),

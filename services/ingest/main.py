@@ -21,6 +21,11 @@ from shared import subjects
 from shared.runtime import Runtime, install_error_handlers, liveness_router, ops_app
 
 
+def polling_units(settings: IngestSettings) -> int:
+    """The daily YouTube units the pollers may spend: the quota less what replies keep (at least one)."""
+    return max(1, settings.youtube_daily_quota - settings.youtube_reply_units)
+
+
 def create_app(settings: IngestSettings) -> FastAPI:
     runtime = Runtime("ingest", settings, required_streams=(subjects.INTERACTIONS_STREAM,))
 
@@ -36,7 +41,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
             app.state.publisher,
             box,
             interval=settings.poll_interval.total_seconds(),
-            youtube_daily_quota=settings.youtube_daily_quota,
+            youtube_daily_quota=polling_units(settings),
             mastodon_streaming=settings.mastodon_streaming,
             leases=Leases(runtime.js, replicas=settings.nats_replicas),
         )

@@ -38,7 +38,15 @@ class IngestSettings(CommonSettings):
         default=timedelta(seconds=30), description="How often each polled account is asked for news."
     )
     youtube_daily_quota: int = Field(
-        default=10_000, ge=1, description="YouTube Data API units a day, shared by the polled channels."
+        default=10_000,
+        ge=1,
+        description="YouTube Data API units a day, shared by the polled channels and replies.",
+    )
+    youtube_reply_units: int = Field(
+        default=2_500,
+        ge=0,
+        description="Of the daily YouTube quota, the units kept for replies from the inbox (50 a reply); "
+        "the pollers take the rest.",
     )
     mastodon_streaming: bool = Field(
         default=False,

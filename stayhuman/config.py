@@ -255,6 +255,84 @@ class TopicSpec(_Strict):
     escalation: Any = Field(default=None, description="A list of steps; absent: the tenant's chain.")
 
 
+def _http_url(value: str) -> str:
+    # Never echo the value: a URL may carry a token, often from the environment.
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (a port that is no number raises here)
+    except ValueError:
+        raise ValueError("not an http or https URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ValueError("not an http or https URL")
+    return value
+
+
+ReplyToken = Annotated[str, Field(min_length=8, max_length=4096)]
+ReplyUrl = Annotated[str, Field(max_length=2048), AfterValidator(_http_url)]
+# Kept without a trailing slash, as an account's api_base_url is: the clients append paths.
+BaseUrl = Annotated[ReplyUrl, AfterValidator(lambda url: url.rstrip("/"))]
+# What the inbox posts with, per platform: the keys its reply block needs, then those it may have.
+REPLY_KEYS: dict[Platform, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    Platform.facebook: (("page_access_token",), ("api_base_url",)),
+    Platform.instagram: (("page_access_token",), ("api_base_url",)),
+    Platform.x: (
+        ("access_token", "refresh_token", "client_id"),
+        ("client_secret", "api_base_url", "token_url"),
+    ),
+    Platform.youtube: (
+        ("access_token", "refresh_token", "client_id", "client_secret"),
+        ("api_base_url", "token_url"),
+    ),
+    Platform.mastodon: (("access_token",), ("api_base_url",)),
+    Platform.bluesky: (("identifier", "app_password"), ("api_base_url",)),
+    Platform.other: (("url", "secret"), ()),
+}
+# Redacted in the file kept per tenant; the rest (ids, a handle, URLs without credentials) is not.
+REPLY_SECRETS = (
+    "page_access_token",
+    "access_token",
+    "refresh_token",
+    "client_secret",
+    "app_password",
+    "secret",
+)
+REPLY_URLS = ("api_base_url", "token_url", "url")
+
+
+class ReplySpec(_Strict):
+    """What posting an account's replies takes; which keys depends on its platform (REPLY_KEYS).
+    Write the secrets as ${ENV_VAR}."""
+
+    page_access_token: ReplyToken | None = Field(default=None, description="facebook, instagram: the Page's.")
+    access_token: ReplyToken | None = Field(default=None, description="x, youtube: OAuth 2.0; mastodon.")
+    refresh_token: ReplyToken | None = Field(default=None, description="x, youtube: OAuth 2.0.")
+    client_id: str | None = Field(default=None, min_length=1, max_length=512, description="x, youtube.")
+    client_secret: ReplyToken | None = Field(
+        default=None, description="youtube; x for a confidential client."
+    )
+    identifier: str | None = Field(
+        default=None, min_length=1, max_length=2048, description="bluesky: the handle or DID."
+    )
+    app_password: ReplyToken | None = Field(default=None, description="bluesky.")
+    url: ReplyUrl | None = Field(default=None, description="other: the endpoint the replies are posted to.")
+    secret: str | None = Field(
+        default=None, min_length=16, max_length=512, description="other: signs what is posted to url."
+    )
+    api_base_url: BaseUrl | None = Field(default=None, description="Absent: the platform's own.")
+    token_url: ReplyUrl | None = Field(default=None, description="x, youtube: absent, the platform's own.")
+
+    def given(self) -> dict[str, str]:
+        """The keys the block gives, with their values (variables substituted)."""
+        given: dict[str, str] = self.model_dump(exclude_none=True)
+        return given
+
+
+def _takes(platform: Platform) -> str:
+    required, optional = REPLY_KEYS[platform]
+    takes = " and ".join(", ".join(required).rsplit(", ", 1))
+    return f"{takes} (optionally {', '.join(optional)})" if optional else takes
+
+
 class AccountSpec(_Strict):
     id: Slug
     platform: Platform
@@ -273,6 +351,10 @@ class AccountSpec(_Strict):
     access_token: str | None = Field(
         default=None, min_length=8, max_length=4096, description="Polled platforms: write it as ${ENV_VAR}."
     )
+    reply: ReplySpec | None = Field(
+        default=None,
+        description="What answering from the inbox posts with; absent: replies are not connected.",
+    )
 
     @model_validator(mode="after")
     def _generic_accounts_have_a_secret(self) -> "AccountSpec":
@@ -290,6 +372,33 @@ class AccountSpec(_Strict):
             if missing:
                 raise ValueError(f"a polled {self.platform.value} account needs {' and '.join(missing)} too")
         return self
+
+    def reply_problems(self) -> list[str]:
+        """What the reply block lacks or has that this platform does not use, each as
+        `reply.<key>: problem` (never a value: they are secrets)."""
+        if self.reply is None:
+            return []
+        required, optional = REPLY_KEYS[self.platform]
+        given = self.reply.given()
+        account = f"a platform: {self.platform.value} account"
+        problems = []
+        for key in ReplySpec.model_fields:
+            if key in given and key not in (*required, *optional):
+                problems.append(
+                    f"reply.{key}: {account} does not use {key}; its replies take {_takes(self.platform)}"
+                )
+            elif key in required and key not in given:
+                problems.append(f"reply.{key}: missing; {account} replies with {_takes(self.platform)}")
+        if (
+            self.platform is Platform.mastodon
+            and self.reply.api_base_url is None
+            and self.api_base_url is None
+        ):
+            problems.append(
+                f"reply.api_base_url: missing; {account} replies on its instance: give the instance's URL"
+                " here or as the account's api_base_url"
+            )
+        return problems
 
 
 class ApiTokenSpec(_Strict):
@@ -583,6 +692,7 @@ def _check_tenant(tenant: TenantSpec, where: str, people: set[str], problems: li
     for ai, account in enumerate(tenant.accounts):
         if account.team not in teams:
             problems.append(f"{where}.accounts[{ai}].team: no team {account.team!r} in tenant {tenant.id!r}")
+        problems.extend(f"{where}.accounts[{ai}].{problem}" for problem in account.reply_problems())
 
 
 def _check_named(where: str, named: list[str], people: set[str], problems: list[str]) -> None:
@@ -1020,6 +1130,12 @@ async def _apply_account(
             "credentials": _sealed(box, account.access_token, existing.credentials if existing else None)
             if account.access_token
             else None,
+            # The block's keys as JSON (sorted, so the same block seals once); None: not connected.
+            "reply_credentials": _sealed(
+                box, _json(account.reply.given()), existing.reply_credentials if existing else None
+            )
+            if account.reply
+            else None,
         },
         summary,
         "accounts",
@@ -1327,6 +1443,14 @@ def _url_has_credentials(value: Any) -> bool:
     return parts is not None and (parts.username is not None or parts.password is not None)
 
 
+def _url_password(value: str | None) -> str | None:
+    """The password a URL carries (user:password@host), if any."""
+    try:
+        return urlsplit(value).password if value else None
+    except ValueError:
+        return None
+
+
 def _redact_person(person: dict[str, Any]) -> dict[str, Any]:
     """A person as written, their Apprise URLs (which hold tokens) each `<redacted>`."""
     urls = person.get("apprise")
@@ -1342,12 +1466,20 @@ def _redact_account(account: dict[str, Any]) -> dict[str, Any]:
             redacted[key] = REDACTED
     if _url_has_credentials(redacted.get("api_base_url")):
         redacted["api_base_url"] = REDACTED
+    if isinstance(reply := account.get("reply"), dict):
+        redacted["reply"] = {
+            key: REDACTED
+            if (key in REPLY_SECRETS and value is not None)
+            or (key in REPLY_URLS and _url_has_credentials(value))
+            else value
+            for key, value in reply.items()
+        }
     return redacted
 
 
 def _redact_tenant(tenant: dict[str, Any]) -> dict[str, Any]:
-    """A tenant's part as written, with its webhook secrets, access tokens and API tokens
-    `<redacted>` (an API token keeps its name and role)."""
+    """A tenant's part as written, with its accounts' secrets (webhook secrets, access tokens,
+    those of reply blocks) and API tokens `<redacted>` (an API token keeps its name and role)."""
     redacted = dict(tenant)
     if isinstance(tenant.get("accounts"), list):
         redacted["accounts"] = [_redact_account(account) for account in _dicts(tenant["accounts"])]
@@ -1361,8 +1493,9 @@ def _redact_tenant(tenant: dict[str, Any]) -> dict[str, Any]:
 
 def redact(raw: dict[str, Any]) -> dict[str, Any]:
     """A file's mapping with each secret the schema has `<redacted>` where it is written: Apprise
-    URLs, accounts' webhook secrets and access tokens (and a base URL carrying credentials),
-    API tokens. The rest is as written; agency_admins is left out (it is no tenant's)."""
+    URLs, accounts' webhook secrets, access tokens and the secrets of their reply blocks (and
+    any of their URLs carrying credentials), API tokens. The rest is as written; agency_admins
+    is left out (it is no tenant's)."""
     return {
         "people": [_redact_person(person) for person in _dicts(raw.get("people"))],
         "tenants": [_redact_tenant(tenant) for tenant in _dicts(raw.get("tenants"))],
@@ -1378,6 +1511,10 @@ def secret_values(document: ConfigDocument) -> set[str]:
             values |= {value for value in (account.webhook_secret, account.access_token) if value}
             if account.api_base_url is not None and account.api_base_url.password:
                 values.add(account.api_base_url.password)
+            if account.reply is not None:
+                given = account.reply.given()
+                values |= {given[key] for key in REPLY_SECRETS if key in given}
+                values |= {password for key in REPLY_URLS if (password := _url_password(given.get(key)))}
     return {value for value in values if len(value) >= _SHORTEST_SECRET}
 
 

@@ -1,9 +1,23 @@
 from datetime import timedelta
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.notify.chain import Chain, Step, Target
-from stayhuman.config import ConfigError, Summary, cross_check, parse_config
+from stayhuman.config import (
+    REDACTED,
+    ConfigError,
+    Summary,
+    cross_check,
+    parse_config,
+    redact,
+    render_yaml,
+    scrub,
+    secret_values,
+)
 from tests.helpers import config_yaml
 
 
@@ -763,3 +777,228 @@ def test_the_summary_counts_role_grants() -> None:
         "created 1 role grant; updated nothing; removed 2 role grants;"
         " kept 1 role grant that the file no longer has (--prune removes them)"
     )
+
+
+# -- reply credentials ------------------------------------------------------------------------
+
+# A value for each key a reply block may have; the secrets are told apart by their text.
+REPLY_VALUES = {
+    "page_access_token": "EAAG-page-token-0001",
+    "access_token": "user-access-token-0002",
+    "refresh_token": "user-refresh-token-0003",
+    "client_id": "client-id-4",
+    "client_secret": "client-secret-0005",
+    "identifier": "kettle.bsky.social",
+    "app_password": "abcd-efgh-ijkl-mnop",
+    "url": "https://hooks.example.com/stayhuman",
+    "secret": "outbound-signing-secret-0006",
+    "api_base_url": "https://api.example.com",
+    "token_url": "https://api.example.com/oauth2/token",
+}
+REPLY_SECRET_KEYS = {
+    "page_access_token",
+    "access_token",
+    "refresh_token",
+    "client_secret",
+    "app_password",
+    "secret",
+}
+VALID_REPLIES = {
+    "facebook": ["page_access_token"],
+    "instagram": ["page_access_token", "api_base_url"],
+    "x": ["access_token", "refresh_token", "client_id", "client_secret", "token_url"],
+    "youtube": ["access_token", "refresh_token", "client_id", "client_secret"],
+    "mastodon": ["access_token", "api_base_url"],
+    "bluesky": ["identifier", "app_password"],
+    "other": ["url", "secret"],
+}
+
+
+def with_reply(platform: str, block: Any, **account: Any) -> str:
+    """The valid file with its one account on `platform`, replying with `block`."""
+    document = yaml.safe_load(valid())
+    document["tenants"][0]["accounts"][0].update(platform=platform, reply=block, **account)
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+@pytest.mark.parametrize(("platform", "keys"), VALID_REPLIES.items())
+def test_each_platform_takes_its_own_reply_keys(platform: str, keys: list[str]) -> None:
+    block = {key: REPLY_VALUES[key] for key in keys}
+    text = with_reply(platform, block)
+    assert problems_of(text) == []
+    reply = parse_config(text, source="config.yaml").tenants[0].accounts[0].reply
+    assert reply is not None and reply.given() == block
+
+
+def test_x_needs_no_client_secret_and_mastodon_may_reply_on_the_instance_it_polls() -> None:
+    x = {key: REPLY_VALUES[key] for key in ("access_token", "refresh_token", "client_id")}
+    assert problems_of(with_reply("x", x)) == []
+    polled = {"api_base_url": "https://mastodon.example", "external_id": "1090", "access_token": "r" * 20}
+    assert problems_of(with_reply("mastodon", {"access_token": REPLY_VALUES["access_token"]}, **polled)) == []
+
+
+def test_an_account_without_a_reply_block_is_not_connected() -> None:
+    assert parse_config(valid(), source="config.yaml").tenants[0].accounts[0].reply is None
+    assert problems_of(with_reply("facebook", None)) == []
+
+
+AT = "config.yaml: tenants[0].accounts[0].reply"
+
+
+@pytest.mark.parametrize(
+    ("platform", "keys", "expected"),
+    [
+        (
+            "facebook",
+            [],
+            [
+                f"{AT}.page_access_token: missing; a platform: facebook account replies with page_access_token"
+                " (optionally api_base_url)"
+            ],
+        ),
+        (
+            "x",
+            ["access_token", "client_secret"],
+            [
+                f"{AT}.{key}: missing; a platform: x account replies with access_token, refresh_token and"
+                " client_id (optionally client_secret, api_base_url, token_url)"
+                for key in ("refresh_token", "client_id")
+            ],
+        ),
+        (
+            "youtube",
+            ["access_token", "refresh_token", "client_id"],
+            [
+                f"{AT}.client_secret: missing; a platform: youtube account replies with access_token,"
+                " refresh_token, client_id and client_secret (optionally api_base_url, token_url)"
+            ],
+        ),
+        (
+            "mastodon",
+            ["access_token"],
+            [
+                f"{AT}.api_base_url: missing; a platform: mastodon account replies on its instance: give the"
+                " instance's URL here or as the account's api_base_url"
+            ],
+        ),
+        (
+            "bluesky",
+            ["identifier"],
+            [
+                f"{AT}.app_password: missing; a platform: bluesky account replies with identifier and app_password"
+                " (optionally api_base_url)"
+            ],
+        ),
+        ("other", ["secret"], [f"{AT}.url: missing; a platform: other account replies with url and secret"]),
+    ],
+)
+def test_missing_reply_keys_are_named(platform: str, keys: list[str], expected: list[str]) -> None:
+    assert problems_of(with_reply(platform, {key: REPLY_VALUES[key] for key in keys})) == expected
+
+
+@pytest.mark.parametrize(
+    ("platform", "extra", "takes"),
+    [
+        ("facebook", ["refresh_token", "app_password"], "page_access_token (optionally api_base_url)"),
+        ("instagram", ["token_url"], "page_access_token (optionally api_base_url)"),
+        ("bluesky", ["access_token"], "identifier and app_password (optionally api_base_url)"),
+        ("other", ["api_base_url", "page_access_token"], "url and secret"),
+        ("mastodon", ["client_id"], "access_token (optionally api_base_url)"),
+    ],
+)
+def test_reply_keys_a_platform_does_not_use_are_named(platform: str, extra: list[str], takes: str) -> None:
+    block = {key: REPLY_VALUES[key] for key in [*VALID_REPLIES[platform], *extra]}
+    problems = problems_of(with_reply(platform, block))
+    assert sorted(problems) == sorted(
+        f"{AT}.{key}: a platform: {platform} account does not use {key}; its replies take {takes}"
+        for key in extra
+    )
+    assert not any(REPLY_VALUES[key] in problem for problem in problems for key in REPLY_SECRET_KEYS)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("url", "ftp://hooks.example.com/in", "url: not an http or https URL"),
+        ("url", "https://", "url: not an http or https URL"),
+        ("url", "https://hooks.example.com:port/in", "url: not an http or https URL"),
+        ("secret", "too-short-secret", None),  # 16 characters: long enough
+        ("secret", "short-secret-15", "secret: String should have at least 16 characters"),
+        ("password", "a-password-0007", "password: Extra inputs are not permitted"),
+    ],
+)
+def test_reply_values_are_checked_and_never_repeated(key: str, value: str, problem: str | None) -> None:
+    block = {"url": REPLY_VALUES["url"], "secret": REPLY_VALUES["secret"], key: value}
+    problems = problems_of(with_reply("other", block))
+    assert problems == ([f"{AT}.{problem}"] if problem else [])
+    assert not any(value in line for line in problems)
+
+
+def test_a_page_token_shorter_than_a_token_is_refused() -> None:
+    assert problems_of(with_reply("facebook", {"page_access_token": "short"})) == [
+        f"{AT}.page_access_token: String should have at least 8 characters"
+    ]
+
+
+def test_reply_secrets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KETTLE_PAGE_TOKEN", "EAAG-from-the-environment")
+    text = with_reply("facebook", {"page_access_token": "${KETTLE_PAGE_TOKEN}"})
+    reply = parse_config(text, source="config.yaml").tenants[0].accounts[0].reply
+    assert reply is not None and reply.given() == {"page_access_token": "EAAG-from-the-environment"}
+    monkeypatch.delenv("KETTLE_PAGE_TOKEN")
+    assert (
+        problems_of(text)[0] == f"{AT}.page_access_token: environment variable KETTLE_PAGE_TOKEN is not set"
+    )
+
+
+def test_a_reply_base_url_is_kept_without_its_trailing_slash() -> None:
+    block = {
+        "page_access_token": REPLY_VALUES["page_access_token"],
+        "api_base_url": "http://127.0.0.1:8123/v21.0/",
+    }
+    reply = parse_config(with_reply("facebook", block), source="config.yaml").tenants[0].accounts[0].reply
+    assert reply is not None and reply.api_base_url == "http://127.0.0.1:8123/v21.0"
+
+
+def kept_account(text: str) -> tuple[dict[str, Any], str]:
+    """The account as the file kept for its tenant has it, and that file's whole text."""
+    document = parse_config(text, source="config.yaml")
+    kept = scrub(redact(document.source()), secret_values(document))
+    return kept["tenants"][0]["accounts"][0], render_yaml(kept)
+
+
+@pytest.mark.parametrize(("platform", "keys"), VALID_REPLIES.items())
+def test_reply_secrets_are_redacted_in_the_kept_file(platform: str, keys: list[str]) -> None:
+    block = {key: REPLY_VALUES[key] for key in keys}
+    expected = {key: REDACTED if key in REPLY_SECRET_KEYS else value for key, value in block.items()}
+    document = parse_config(with_reply(platform, block), source="config.yaml")
+    assert redact(document.source())["tenants"][0]["accounts"][0]["reply"] == expected  # where written
+    assert {block[key] for key in keys if key in REPLY_SECRET_KEYS} <= secret_values(document)
+    account, text = kept_account(with_reply(platform, block))
+    assert account["reply"] == expected
+    assert not any(block[key] in text for key in keys if key in REPLY_SECRET_KEYS)
+
+
+def test_a_reply_url_with_credentials_is_redacted_and_its_password_wherever_it_is_pasted() -> None:
+    url = "https://stayhuman:hook-password-0008@hooks.example.com/in"
+    document = yaml.safe_load(with_reply("other", {"url": url, "secret": REPLY_VALUES["secret"]}))
+    document["tenants"][0]["topics"] = [{"name": "general", "default": True, "team": "care"}]
+    document["tenants"][0]["name"] = "Acme hook-password-0008"
+    account, text = kept_account(yaml.safe_dump(document, sort_keys=False))
+    assert account["reply"] == {"url": REDACTED, "secret": REDACTED}
+    assert "hook-password-0008" not in text and "hooks.example.com" not in text
+
+
+@given(
+    secret=st.text(
+        st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp")),
+        min_size=16,
+        max_size=60,
+    )
+)
+def test_no_reply_secret_reaches_the_kept_file(secret: str) -> None:
+    """Whatever a secret's text, the kept file holds it nowhere (not even pasted into a name)."""
+    document = yaml.safe_load(with_reply("other", {"url": REPLY_VALUES["url"], "secret": secret}))
+    document["tenants"][0]["name"] = f"Acme {secret}"
+    _, text = kept_account(yaml.safe_dump(document, sort_keys=False))
+    assert secret not in text

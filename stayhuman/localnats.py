@@ -17,7 +17,7 @@ from pathlib import Path
 
 from shared.settings import CommonSettings, SettingsError
 
-SERVICE_USERS = ("ingest", "router", "notify", "api")
+SERVICE_USERS = ("ingest", "router", "notify", "api", "outbound")
 OPERATOR = "operator"
 PERMISSIONS = Path(__file__).with_name("nats-permissions.conf")
 

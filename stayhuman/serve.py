@@ -51,7 +51,15 @@ def _api() -> tuple[Any, Any, int]:
     return settings, create_app, settings.api_port
 
 
-SERVICES = {"ingest": _ingest, "router": _router, "notify": _notify, "api": _api}
+def _outbound() -> tuple[Any, Any, int]:
+    from services.outbound.main import create_app
+    from services.outbound.settings import OutboundSettings
+
+    settings = load_settings(OutboundSettings)
+    return settings, create_app, settings.outbound_port
+
+
+SERVICES = {"ingest": _ingest, "router": _router, "notify": _notify, "api": _api, "outbound": _outbound}
 
 
 def raise_open_file_limit() -> None:

@@ -28,7 +28,7 @@ from stayhuman.demo.feed import play_in_background
 from stayhuman.devmail import DevMailSink
 from stayhuman.natsserver import EmbeddedNats
 
-SERVICES = ("ingest", "router", "notify", "api")
+SERVICES = ("ingest", "router", "notify", "api", "outbound")
 RESTART_DELAY_MAX = 30.0  # seconds between restarts of a service that keeps exiting
 START_ATTEMPTS = 5  # starts of one service, in a row, before `up` gives up while starting
 
@@ -43,6 +43,7 @@ class UpSettings(CommonSettings):
     notify_ops_port: int = 9082
     api_port: int = 8083
     api_ops_port: int = 9083
+    outbound_port: int = 8085
     api_public_url: str | None = None
 
 
@@ -181,6 +182,7 @@ class Supervisor:
             "router": self.settings.router_port,
             "notify": self.settings.notify_port,
             "api": self.settings.api_port,
+            "outbound": self.settings.outbound_port,
         }
         host = self.settings.host
         api_url = (self.settings.api_public_url or f"http://{_reachable(host)}:{ports['api']}").rstrip("/")

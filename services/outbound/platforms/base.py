@@ -56,6 +56,8 @@ class Outgoing:
     target: Target
     person_id: str  # who wrote it (the generic webhook carries it; platforms do not)
     person_name: str = ""
+    conversation_id: str = ""
+    account_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Meta and X connectors against the platforms' documented payloads (tests/fixtures)."""
+"""The connectors against the platforms' documented payloads (tests/fixtures)."""
 
 import json
 from datetime import UTC, datetime
@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.ingest.connectors import meta, x
 from services.ingest.connectors.model import MalformedPayload
-from shared.events import Direction, Kind, Platform
+from shared.events import Direction, InteractionReceived, Kind, Platform, ReplyContext
 from tests.helpers import generic_body
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "platforms"
@@ -374,3 +376,230 @@ def test_a_language_the_platform_gives_is_kept() -> None:
     )
     assert kept.language == "it"
     assert to_event is not None
+
+
+# -- what answering needs (ReplyContext) -----------------------------------------------------
+
+BRAND_DID = "did:plc:bluebirdcoffee000000000"
+
+
+def _bluesky_page() -> dict[str, Any]:
+    return json.loads((FIXTURES / "bluesky_list_notifications.json").read_text())
+
+
+def _bluesky(page: dict[str, Any]) -> list[Any]:
+    from services.ingest.connectors import bluesky
+    from services.ingest.connectors.feeds import Walk
+
+    parsed = bluesky.parse_notifications(page, own_did=BRAND_DID, walk=Walk(None, now=datetime.now(UTC)))
+    assert parsed.rejected == []
+    return parsed.drafts
+
+
+def test_a_bluesky_post_carries_its_cid_and_its_threads_root() -> None:
+    mention, reply = _bluesky(_bluesky_page())
+    own = "at://did:plc:abcdefghijklmnopqrstuvwx/app.bsky.feed.post/3kmention111a"
+    assert mention.reply == ReplyContext(  # a post that answers nothing is its own thread's root
+        cid="bafyreiaqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq",
+        root_uri=own,
+        root_cid="bafyreiaqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq",
+    )
+    assert reply.reply == ReplyContext(
+        cid="bafyreibrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr",
+        root_uri="at://did:plc:bluebirdcoffee000000000/app.bsky.feed.post/3kbrandpost22a",
+        root_cid="bafyreicssssssssssssssssssssssssssssssssssssssssssssssssssss",
+    )
+
+
+def test_a_bluesky_post_with_a_malformed_cid_or_root_is_kept_without_what_it_lacks() -> None:
+    page = _bluesky_page()
+    mention, reply = page["notifications"]
+    mention["cid"] = {"$link": "not a string"}
+    del reply["record"]["reply"]["root"]["cid"]
+    bare, answering = _bluesky(page)
+    assert bare.reply == ReplyContext(root_uri=mention["uri"])  # no CID: answered on Bluesky
+    # a reply whose root cannot be read gets nothing: an answer would split its thread
+    assert answering.reply is None and answering.kind is Kind.reply and answering.text
+
+
+def test_the_brands_own_bluesky_reply_carries_its_context_too() -> None:
+    from services.ingest.connectors import bluesky
+    from services.ingest.connectors.feeds import Walk
+
+    answered = _bluesky_page()["notifications"][1]
+    post = {
+        "uri": f"at://{BRAND_DID}/app.bsky.feed.post/3kbrandreply3c",
+        "cid": "bafyreidtttttttttttttttttttttttttttttttttttttttttttttttttttt",
+        "author": {"did": BRAND_DID, "handle": "bluebird.coffee"},
+        "indexedAt": "2025-11-26T00:05:00.000Z",
+        "record": {
+            "$type": "app.bsky.feed.post",
+            "text": "Sorry! Answering now.",
+            "createdAt": "2025-11-26T00:05:00.000Z",
+            "reply": {
+                "root": answered["record"]["reply"]["root"],
+                "parent": {"uri": answered["uri"], "cid": answered["cid"]},
+            },
+        },
+    }
+    walk = Walk(None, now=datetime.now(UTC))
+    (own,) = bluesky.parse_author_feed({"feed": [{"post": post}]}, own_did=BRAND_DID, walk=walk).drafts
+    assert own.direction is Direction.outbound and own.reply is not None
+    assert (own.reply.cid, own.reply.root_cid) == (post["cid"], answered["record"]["reply"]["root"]["cid"])
+
+
+def test_a_mastodon_status_carries_its_visibility() -> None:
+    from services.ingest.connectors import mastodon
+
+    page = json.loads((FIXTURES / "mastodon_notifications_page.json").read_text())
+    (public,) = mastodon.parse_notifications(page, own_id="9001", platform_account_id="9001").drafts
+    assert public.reply == ReplyContext(visibility="public")
+    status = page[0]["status"]
+    variants = [
+        {**page[0], "id": str(n), "status": {**status, "id": str(n), "visibility": visibility}}
+        for n, visibility in enumerate(["direct", "unlisted", "private", "everyone", 7, None], start=2)
+    ]
+    parsed = mastodon.parse_notifications(variants, own_id="9001", platform_account_id="9001")
+    assert parsed.rejected == []
+    assert [d.reply.visibility if d.reply else None for d in parsed.drafts] == [
+        "direct", "unlisted", "private", None, None, None,
+    ]  # fmt: skip
+    assert parsed.drafts[0].kind is Kind.dm
+
+
+def test_an_x_mention_carries_whom_it_mentions_and_answers(signed: dict[str, Any]) -> None:
+    (mention,) = x.parse(body_of(signed["x_mention"])).drafts
+    assert mention.reply == ReplyContext(
+        mentions=["1500000000000000001"], in_reply_to_user="1500000000000000001"
+    )
+
+
+def _tweet(**fields: Any) -> dict[str, Any]:
+    return {
+        "id_str": "1860000000000000900",
+        "text": "@a @b hello",
+        "created_at": "Wed Nov 26 00:00:00 +0000 2025",
+        "user": {"id_str": "1500000000000000777", "screen_name": "priyanotes"},
+        **fields,
+    }
+
+
+def _one_tweet(tweet: dict[str, Any]) -> Any:
+    parsed = x.parse(
+        json.dumps({"for_user_id": "1500000000000000001", "tweet_create_events": [tweet]}).encode()
+    )
+    assert parsed.rejected == []
+    (draft,) = parsed.drafts
+    return draft
+
+
+def test_x_mentions_of_a_long_tweet_and_of_api_v2_are_read() -> None:
+    long = _tweet(
+        entities={"user_mentions": [{"id_str": "11", "screen_name": "a"}]},
+        extended_tweet={
+            "full_text": "@a @b hello, a long text",
+            "entities": {"user_mentions": [{"id_str": "11"}, {"id_str": "22"}]},
+        },
+    )
+    assert _one_tweet(long).reply == ReplyContext(mentions=["11", "22"])
+    v2 = _tweet(
+        entities={"mentions": [{"start": 0, "end": 2, "username": "a", "id": "33"}]}, in_reply_to_user_id="44"
+    )
+    assert _one_tweet(v2).reply == ReplyContext(mentions=["33"], in_reply_to_user="44")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"entities": "not an object"},
+        {"entities": {"user_mentions": "not a list"}},
+        {
+            "entities": {
+                "user_mentions": [7, None, {"id_str": 12}, {"id": 13}, {"id_str": ""}, {"id_str": "a\x00"}]
+            }
+        },
+        {"extended_tweet": {"full_text": "hi", "entities": []}},
+        {"in_reply_to_user_id_str": 1500000000000000001, "in_reply_to_user_id": 1500000000000000001},
+        {"in_reply_to_user_id_str": None},
+    ],
+)
+def test_malformed_x_mentions_are_left_out_and_the_tweet_is_kept(fields: dict[str, Any]) -> None:
+    draft = _one_tweet(_tweet(**fields))
+    assert draft.reply is None and draft.external_id == "1860000000000000900"
+
+
+def test_a_malformed_x_mention_among_good_ones_is_dropped_alone() -> None:
+    draft = _one_tweet(
+        _tweet(entities={"user_mentions": [{"id_str": "1\n2"}, {"id_str": "1500000000000000001"}]})
+    )
+    assert draft.reply == ReplyContext(mentions=["1500000000000000001"])
+
+
+def test_an_x_dm_and_the_brands_answer_name_the_same_conversation(signed: dict[str, Any]) -> None:
+    (dm,) = x.parse(body_of(signed["x_dm"])).drafts
+    (answer,) = x.parse(body_of(signed["x_dm_own_reply"])).drafts
+    expected = ReplyContext(dm_conversation_id="1500000000000000001-1500000000000000777")
+    assert dm.reply == answer.reply == expected
+
+
+def test_an_x_dm_conversation_puts_the_lower_id_first_as_numbers() -> None:
+    def dm(sender: str, recipient: str, **extra: Any) -> Any:
+        event = {
+            "type": "message_create",
+            "id": "5",
+            "created_timestamp": "1764115200000",
+            "message_create": {
+                "sender_id": sender,
+                "target": {"recipient_id": recipient},
+                "message_data": {"text": "hi"},
+            },
+            **extra,
+        }
+        (draft,) = x.parse(
+            json.dumps({"for_user_id": "100", "direct_message_events": [event]}).encode()
+        ).drafts
+        return draft.reply
+
+    assert dm("99", "100") == dm("100", "99") == ReplyContext(dm_conversation_id="99-100")  # not "100-99"
+    assert dm("99", "100", dm_conversation_id="99-100-group") == ReplyContext(
+        dm_conversation_id="99-100-group"
+    )
+    assert dm("user-a", "100") is None  # not X's ids: nothing to name it by
+
+
+def test_the_context_goes_with_the_interaction_event(signed: dict[str, Any]) -> None:
+    from services.ingest.connectors.model import to_received
+
+    (mention,) = x.parse(body_of(signed["x_mention"])).drafts
+    event = to_received(
+        mention,
+        tenant_id="t",
+        account_id="a",
+        received_at=datetime(2025, 11, 26, 1, tzinfo=UTC),
+        correlation_id="",
+    )
+    assert event.reply == mention.reply
+    assert InteractionReceived.model_validate_json(event.model_dump_json()).reply == mention.reply
+    (message,) = meta.parse(body_of(signed["meta_messenger_message"])).drafts
+    assert message.reply is None  # Messenger needs nothing beyond the thread's PSID
+
+
+# Anything a platform could put where a context field is read: scalars, lists, objects.
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=600),
+    lambda inner: st.lists(inner, max_size=120) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=150,
+)
+
+
+@given(st.dictionaries(st.sampled_from(list(ReplyContext.model_fields)), ANY_JSON))
+def test_reply_context_keeps_what_fits_and_never_raises(given_fields: dict[str, Any]) -> None:
+    from services.ingest.connectors.model import reply_context
+
+    context = reply_context(**given_fields)
+    if context is None:
+        return
+    for name in context.model_fields_set:
+        value = given_fields[name]
+        kept = getattr(context, name)
+        assert kept == value or (isinstance(value, list) and all(item in value for item in kept))

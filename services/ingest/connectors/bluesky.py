@@ -25,8 +25,8 @@ from services.ingest.connectors.feeds import (
     time_or_none,
     url_of,
 )
-from services.ingest.connectors.model import Draft, MalformedPayload, Parsed, mapping
-from shared.events import Author, Direction, Kind, Platform
+from services.ingest.connectors.model import Draft, MalformedPayload, Parsed, mapping, reply_context
+from shared.events import Author, Direction, Kind, Platform, ReplyContext
 
 PAGE = 50
 _KINDS = {"mention": Kind.mention, "reply": Kind.reply, "quote": Kind.quote}
@@ -51,11 +51,31 @@ def _post_url(uri: str, handle: str) -> str | None:
     return url_of(f"https://bsky.app/profile/{handle}/post/{rkey}")
 
 
+def _context(uri: str, cid: object, record: dict[str, Any], root: dict[str, Any]) -> ReplyContext | None:
+    """The post's CID and its thread's root, which an answer names (a top-level post is its own
+    root). A reply whose root cannot be read gets none: answered as if it began the thread, the
+    answer would split the thread, so it is answered on Bluesky instead."""
+    if record.get("reply") is None:
+        return reply_context(cid=cid, root_uri=uri, root_cid=cid)
+    context = reply_context(cid=cid, root_uri=root.get("uri"), root_cid=root.get("cid"))
+    if context is None or context.root_uri is None or context.root_cid is None:
+        return None
+    return context
+
+
 def _draft(
-    uri: str, author: dict[str, Any], record: dict[str, Any], *, indexed: datetime, own_did: str, kind: Kind
+    uri: str,
+    cid: object,
+    author: dict[str, Any],
+    record: dict[str, Any],
+    *,
+    indexed: datetime,
+    own_did: str,
+    kind: Kind,
 ) -> Draft:
     reply = mapping(record.get("reply"), "record.reply")
-    root = optional_id(mapping(reply.get("root"), "record.reply.root").get("uri"), "reply.root.uri")
+    root_ref = mapping(reply.get("root"), "record.reply.root")
+    root = optional_id(root_ref.get("uri"), "reply.root.uri")
     parent = optional_id(mapping(reply.get("parent"), "record.reply.parent").get("uri"), "reply.parent.uri")
     did = text_of(author.get("did"), "author.did")
     handle = text_of(author.get("handle"), "author.handle")
@@ -78,6 +98,7 @@ def _draft(
         # later than when the network indexed the post.
         created_at=min(written, indexed) if written is not None else indexed,
         url=_post_url(uri, handle or did),
+        reply=_context(uri, cid, record, root_ref),
     )
 
 
@@ -113,6 +134,7 @@ def parse_notifications(page: Any, *, own_did: str, walk: Walk) -> Parsed:
             parsed.drafts.append(
                 _draft(
                     id_of(item.get("uri"), "uri"),
+                    item.get("cid"),
                     mapping(item.get("author"), "author"),
                     mapping(item.get("record"), "record"),
                     indexed=time_of(item.get("indexedAt"), "indexedAt"),
@@ -161,6 +183,7 @@ def parse_author_feed(page: Any, *, own_did: str, walk: Walk) -> Parsed:
             parsed.drafts.append(
                 _draft(
                     id_of(post.get("uri"), "post.uri"),
+                    post.get("cid"),
                     author,
                     record,
                     indexed=time_of(post.get("indexedAt"), "post.indexedAt"),

@@ -22,7 +22,14 @@ from services.ingest.connectors.feeds import (
     time_of,
     url_of,
 )
-from services.ingest.connectors.model import Draft, MalformedPayload, Parsed, items, mapping
+from services.ingest.connectors.model import (
+    Draft,
+    MalformedPayload,
+    Parsed,
+    items,
+    mapping,
+    reply_context,
+)
 from services.ingest.connectors.text import html_to_text
 from shared.events import Author, Direction, Kind, Platform
 
@@ -98,6 +105,8 @@ def _status(status: dict[str, Any], *, own_id: str, platform_account_id: str) ->
         text=_text(status.get("content")),
         url=url_of(status.get("url")) or url_of(status.get("uri")),
         created_at=time_of(status.get("created_at"), "created_at"),
+        # an answer keeps the status's visibility: direct stays direct
+        reply=reply_context(visibility=status.get("visibility")),
     )
 
 

@@ -19,6 +19,7 @@ from shared.events import (
     InteractionRetracted,
     Kind,
     Platform,
+    ReplyContext,
     storable_text,
 )
 from shared.ids import interaction_id
@@ -43,6 +44,7 @@ class Draft:
     language: str | None = None
     retracted: bool = False  # the author removed it
     where: str = ""  # where in the delivery it came from, e.g. entry[2].changes[0]
+    reply: ReplyContext | None = None  # what answering it through the platform's API needs
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,31 @@ def from_epoch(value: float | str, *, milliseconds: bool) -> datetime:
         raise ValueError(f"not a time: {str(value)[:40]!r}") from error
 
 
+def reply_context(**given: object) -> ReplyContext | None:
+    """What answering a message needs, of what the platform gave (`ReplyContext`'s fields by
+    name; None or [] for what it did not give). A value not in the documented shape is left
+    out, and an id in a list that is not one is dropped from it: the message is stored all the
+    same, only answering it through the API may then be refused. None when nothing is left."""
+    kept: dict[str, object] = {}
+    for name, value in given.items():
+        if name not in ReplyContext.model_fields:
+            raise TypeError(f"ReplyContext has no field {name!r}")
+        if isinstance(value, list):
+            value = [item for item in value if _fits(name, [item])]
+        if value is None or value == [] or not _fits(name, value):
+            continue
+        kept[name] = value
+    return ReplyContext.model_validate(kept) if kept else None
+
+
+def _fits(name: str, value: object) -> bool:
+    try:
+        ReplyContext.model_validate({name: value})
+    except ValidationError:
+        return False
+    return True
+
+
 def edit_version_of(text: str) -> int:
     """Platforms send an edit under the same id with no counter: the new text tells edits apart."""
     return zlib.crc32(text.encode()) or 1
@@ -274,4 +301,5 @@ def to_received(
         language=draft.language or detect_language(draft.text),
         created_at=draft.created_at,
         received_at=received_at,
+        reply=draft.reply,
     )

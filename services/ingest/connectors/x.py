@@ -22,6 +22,7 @@ from services.ingest.connectors.model import (
     load_json,
     mapping,
     platform_id,
+    reply_context,
     signature_matches,
 )
 from shared.events import Author, Direction, Kind, Platform
@@ -32,6 +33,7 @@ SIGNATURE_HEADER = "x-twitter-webhooks-signature"
 # token, so signing anything else would sign forged deliveries (an event body is a JSON
 # object, which no token of this form can be).
 CRC_TOKEN = re.compile(r"^[A-Za-z0-9+/_-]{8,256}={0,2}$")
+_USER_ID = re.compile(r"[0-9]{1,30}")
 
 
 class BadCrcToken(ValueError):
@@ -126,8 +128,40 @@ def _tweet(parsed: Parsed, account: str, tweet: dict[str, Any], _users: dict[str
             ),
             created_at=_created(tweet),
             url=f"https://x.com/{user.get('screen_name', 'i')}/status/{tweet_id}",
+            # X lets the brand answer where it was mentioned or answered
+            reply=reply_context(
+                mentions=_mentioned(tweet),
+                in_reply_to_user=tweet.get("in_reply_to_user_id_str", tweet.get("in_reply_to_user_id")),
+            ),
         )
     )
+
+
+def _mentioned(tweet: dict[str, Any]) -> list[object]:
+    """The ids of the users a tweet mentions: `entities.user_mentions[].id_str` (Account
+    Activity; a long tweet's full list is under `extended_tweet`), or `entities.mentions[].id`
+    (API v2). Whatever is not in that shape is passed over."""
+    extended = tweet.get("extended_tweet")
+    found: list[object] = []
+    for entities in (tweet.get("entities"), extended.get("entities") if isinstance(extended, dict) else None):
+        if not isinstance(entities, dict):
+            continue
+        for key, field in (("user_mentions", "id_str"), ("mentions", "id")):
+            listed = entities.get(key)
+            if isinstance(listed, list):
+                found += [mention.get(field) for mention in listed if isinstance(mention, dict)]
+    return list(dict.fromkeys(user for user in found if isinstance(user, str)))
+
+
+def _dm_conversation(event: dict[str, Any], sender: str, recipient: str) -> object:
+    """The DM conversation as X names it: given (API v2), or for two users the pair of their
+    ids, the lower first, as X writes it (`<low>-<high>`)."""
+    if event.get("dm_conversation_id") is not None:
+        return event["dm_conversation_id"]
+    if _USER_ID.fullmatch(sender) and _USER_ID.fullmatch(recipient):
+        low, high = sorted((sender, recipient), key=int)
+        return f"{low}-{high}"
+    return None
 
 
 def _direct_message(parsed: Parsed, account: str, event: dict[str, Any], users: dict[str, Any]) -> None:
@@ -155,5 +189,6 @@ def _direct_message(parsed: Parsed, account: str, event: dict[str, Any], users: 
             ),
             text=str(mapping(create.get("message_data"), "message_data").get("text") or ""),
             created_at=from_epoch(event.get("created_timestamp", 0), milliseconds=True),
+            reply=reply_context(dm_conversation_id=_dm_conversation(event, sender, recipient)),
         )
     )

@@ -162,10 +162,13 @@ class Reply:
     created_at: datetime
     correlation_id: str = ""
     edit_version: int = 0
+    sent_by: str | None = None  # who wrote it in the inbox (None: written elsewhere, or not known yet)
 
     @classmethod
     def of(cls, ix: InteractionReceived) -> "Reply":
-        return cls(ix.interaction_id, ix.thread_id, ix.created_at, ix.correlation_id, ix.edit_version)
+        return cls(
+            ix.interaction_id, ix.thread_id, ix.created_at, ix.correlation_id, ix.edit_version, ix.sent_by
+        )
 
 
 @dataclass(frozen=True)
@@ -490,8 +493,8 @@ def _reply(
     world: World, conversation: Conversation, reply: Reply, key: str, *, answered_by: str | None = None
 ) -> None:
     """The brand answered: the clock stops, the owner's load is released, whoever answered
-    (`answered_by`, by default the owner) is who the author goes to next time, the resolution
-    target runs and the auto-resolve timer is armed."""
+    (`answered_by`, else who wrote the reply in the inbox, else the owner) is who the author goes
+    to next time, the resolution target runs and the auto-resolve timer is armed."""
     if not _answers(conversation, reply):
         return
     conversation.state = State.responded
@@ -499,10 +502,9 @@ def _reply(
     conversation.awaiting_since = None
     conversation.paused_at = None
     conversation.paused_remaining_seconds = None
-    answerer = answered_by or conversation.owner_id
+    answerer = answered_by or _sender(world, conversation, reply) or conversation.owner_id
     if answerer is not None:
-        world.answered[(conversation.account_id, conversation.author_id)] = answerer
-        world.continuity[(conversation.account_id, conversation.author_id)] = answerer
+        _remember_answerer(world, conversation, answerer)
     _settle_load(world, conversation)
     world.touch(conversation)
     world.emit(
@@ -517,6 +519,32 @@ def _reply(
         world, conversation, _resolution(world, conversation), reply.correlation_id, reason="responded"
     )
     _arm_auto_resolve(world, conversation, reply.created_at)
+
+
+def _sender(world: World, conversation: Conversation, reply: Reply) -> str | None:
+    """Who wrote a reply in the inbox, when they are an active person serving the conversation's
+    tenant (someone removed or moved away since is not who the author goes to next)."""
+    person = world.people.get(reply.sent_by or "")
+    if person is None or not person.active or not world.serves(person.id, conversation.tenant_id):
+        return None
+    return person.id
+
+
+def _remember_answerer(world: World, conversation: Conversation, person_id: str) -> None:
+    world.answered[(conversation.account_id, conversation.author_id)] = person_id
+    world.continuity[(conversation.account_id, conversation.author_id)] = person_id
+
+
+def credit_sender(world: World, conversation: Conversation, reply: Reply) -> None:
+    """Who wrote a reply in the inbox became known after the reply was routed (the platform's echo
+    of it came first, naming nobody): when it is the reply that answered the conversation last,
+    the author goes to its writer next time rather than to the owner it was credited to. Nothing
+    else moves: the conversation was answered once, by that reply."""
+    if conversation.responded_at != reply.created_at or reply.edit_version != 0:
+        return
+    sender = _sender(world, conversation, reply)
+    if sender is not None:
+        _remember_answerer(world, conversation, sender)
 
 
 def _resolution(world: World, conversation: Conversation) -> DueTimes | None:

@@ -22,7 +22,7 @@ from services.router.conversations import (
     TenantRules,
     World,
 )
-from services.router.ports import COMMAND_MEMORY, Ids, LoadConflict, RandomIds
+from services.router.ports import COMMAND_MEMORY, Ids, LoadConflict, RandomIds, reply_context_json
 from shared.events import InteractionReceived
 from shared.messages import Outgoing
 
@@ -42,6 +42,8 @@ class StoredInteraction:
     edit_version: int
     conversation_id: str | None
     retracted_at: datetime | None = None
+    reply_context: str | None = None  # `ReplyContext` as JSON
+    sent_by: str | None = None
 
 
 @dataclass
@@ -158,7 +160,7 @@ class MemoryUnitOfWork:
         for i in sorted(filter(wanted, self.state.interactions.values()), key=lambda i: (i.created_at, i.id)):
             assert i.conversation_id is not None
             world.replies.setdefault(i.conversation_id, []).append(
-                Reply(i.id, i.thread_id, i.created_at, i.correlation_id, i.edit_version)
+                Reply(i.id, i.thread_id, i.created_at, i.correlation_id, i.edit_version, i.sent_by)
             )
 
     async def add_interactions(self, stored: list[tuple[InteractionReceived, str | None]]) -> None:
@@ -176,7 +178,20 @@ class MemoryUnitOfWork:
                 correlation_id=ix.correlation_id,
                 edit_version=ix.edit_version,
                 conversation_id=conversation_id,
+                reply_context=reply_context_json(ix),
+                sent_by=ix.sent_by,
             )
+
+    async def name_senders(self, senders: dict[str, str]) -> list[tuple[str, Reply]]:
+        named = []
+        for interaction_id, person_id in sorted(senders.items()):
+            i = self.state.interactions.get(interaction_id)
+            if i is None or i.direction != "outbound" or i.sent_by is not None or i.conversation_id is None:
+                continue
+            i.sent_by = person_id
+            reply = Reply(i.id, i.thread_id, i.created_at, i.correlation_id, i.edit_version, person_id)
+            named.append((i.conversation_id, reply))
+        return named
 
     async def move_interactions(self, moves: dict[str, str]) -> None:
         for interaction_id, target in moves.items():

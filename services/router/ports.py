@@ -14,12 +14,18 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from services.router.conversations import Conversation, World
+from services.router.conversations import Conversation, Reply, World
 from shared.events import InteractionReceived, utcnow
 from shared.messages import Outgoing
 
 # Processed command ids are kept a little longer than SH_COMMANDS keeps the commands.
 COMMAND_MEMORY = timedelta(days=8)
+
+
+def reply_context_json(ix: InteractionReceived) -> str | None:
+    """What answering an interaction needs, as both repositories keep it (`ReplyContext` as JSON,
+    only the fields the platform gave), or None when it gave nothing."""
+    return ix.reply.model_dump_json(exclude_defaults=True) if ix.reply is not None else None
 
 
 class LoadConflict(RuntimeError):
@@ -67,6 +73,12 @@ class UnitOfWork(Protocol):
 
     async def add_interactions(self, stored: list[tuple[InteractionReceived, str | None]]) -> None:
         """Keep interactions, each with where it belongs (a conversation, a waiting key, none)."""
+
+    async def name_senders(self, senders: dict[str, str]) -> list[tuple[str, Reply]]:
+        """Who wrote stored replies (interaction id -> person), for those that name nobody yet: the
+        platform's echo of a reply sent from the inbox came before the reply's own interaction.
+        Returns the replies named now, each with where it is kept (a conversation, a waiting key)."""
+        ...
 
     async def move_interactions(self, moves: dict[str, str]) -> None:
         """Replies that were waiting joined a conversation: interaction id -> conversation id."""

@@ -114,19 +114,30 @@ class Router:
             await uow.lock_accounts({e.account_id for e in batch})
             known = await uow.known_interactions([ix.interaction_id for ix in interactions])
             fresh: dict[str, InteractionReceived] = {}
+            senders: dict[str, str] = {}  # replies stored already, and who wrote them in the inbox
             for ix in interactions:
-                if ix.interaction_id in known or ix.interaction_id in fresh:
-                    outcome.counters.duplicates += 1
-                else:
+                if ix.interaction_id not in known and ix.interaction_id not in fresh:
                     fresh[ix.interaction_id] = ix
-            if not fresh and not retractions:
+                    continue
+                outcome.counters.duplicates += 1
+                if ix.sent_by is None or ix.direction is not Direction.outbound:
+                    continue
+                # A reply sent from the inbox, and its echo from the platform: one message, whichever
+                # came first; the writer is credited either way.
+                earlier = fresh.get(ix.interaction_id)
+                if earlier is None:
+                    senders[ix.interaction_id] = ix.sent_by
+                elif earlier.sent_by is None:
+                    fresh[ix.interaction_id] = earlier.model_copy(update={"sent_by": ix.sent_by})
+            named = await uow.name_senders(senders) if senders else []
+            if not fresh and not retractions and not named:
                 return outcome
             cids = await self._conversation_ids(uow, [*fresh.values(), *retractions])
             world = await uow.load_world(
                 now=now,
                 backfill_cutoff=self.backfill_cutoff,
                 new_id=self.ids.new_id,
-                conversation_ids=set(cids.values()),
+                conversation_ids=set(cids.values()) | {where for where, _ in named},
                 account_ids={ix.account_id for ix in fresh.values()},
             )
             await uow.load_continuity(world, {(ix.account_id, ix.author.id) for ix in fresh.values()})
@@ -185,6 +196,10 @@ class Router:
                 )
                 carriers.append((len(world.events), carrier_of()))
                 conversations.retract(world, retraction, cid, still_waiting=waiting)
+            for where, reply in named:
+                # a reply still waiting for its conversation is credited when it joins one
+                if where in world.conversations:
+                    conversations.credit_sender(world, world.conversations[where], reply)
             await settle(uow, world, outcome, carriers)
         outcome.counters.routed = len(stored)
         outcome.counters.retracted = len(retractions)

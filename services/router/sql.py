@@ -29,7 +29,7 @@ from services.router.conversations import (
     random_id,
 )
 from services.router.deadlines import Sla, Targets
-from services.router.ports import COMMAND_MEMORY, LoadConflict
+from services.router.ports import COMMAND_MEMORY, LoadConflict, reply_context_json
 from services.router.topics import Rule, Topic
 from shared import outbox
 from shared.businesstime import ALWAYS_OPEN, BusinessCalendar
@@ -118,6 +118,7 @@ async def load_replies(
             INTERACTIONS.c.created_at,
             INTERACTIONS.c.correlation_id,
             INTERACTIONS.c.edit_version,
+            INTERACTIONS.c.sent_by,
         )
         .where(
             INTERACTIONS.c.direction == "outbound",
@@ -128,8 +129,51 @@ async def load_replies(
     )
     for row in rows:
         world.replies.setdefault(row.conversation_id, []).append(
-            Reply(row.id, row.thread_id, row.created_at, row.correlation_id, row.edit_version)
+            Reply(row.id, row.thread_id, row.created_at, row.correlation_id, row.edit_version, row.sent_by)
         )
+
+
+async def name_senders(*, session: AsyncSession, senders: dict[str, str]) -> list[tuple[str, Reply]]:
+    """Who wrote stored replies that name nobody yet (their platform's echo came first); returns
+    those named now with where they are kept. The account lock keeps other routers out between
+    the read and the write."""
+    if not senders:
+        return []
+    rows = await fetch_rows(
+        session,
+        select(
+            INTERACTIONS.c.id,
+            INTERACTIONS.c.conversation_id,
+            INTERACTIONS.c.thread_id,
+            INTERACTIONS.c.created_at,
+            INTERACTIONS.c.correlation_id,
+            INTERACTIONS.c.edit_version,
+        )
+        .where(
+            INTERACTIONS.c.id.in_(list(senders)),
+            INTERACTIONS.c.direction == "outbound",
+            INTERACTIONS.c.sent_by.is_(None),
+            INTERACTIONS.c.conversation_id.is_not(None),
+        )
+        .order_by(INTERACTIONS.c.id),
+    )
+    named = [
+        (
+            row.conversation_id,
+            Reply(
+                row.id, row.thread_id, row.created_at, row.correlation_id, row.edit_version, senders[row.id]
+            ),
+        )
+        for row in rows
+    ]
+    await execute(
+        session,
+        update(INTERACTIONS)
+        .where(INTERACTIONS.c.id == bindparam("interaction_id"), INTERACTIONS.c.sent_by.is_(None))
+        .values(sent_by=bindparam("person_id")),
+        [{"interaction_id": reply.interaction_id, "person_id": reply.sent_by} for _, reply in named],
+    )
+    return named
 
 
 async def move_interactions(*, session: AsyncSession, moves: dict[str, str]) -> None:
@@ -581,6 +625,8 @@ def _interaction_row(ix: InteractionReceived, conversation_id: str | None) -> di
         "received_at": ix.received_at,
         "conversation_id": conversation_id,
         "correlation_id": ix.correlation_id,
+        "reply_context": reply_context_json(ix),
+        "sent_by": ix.sent_by,
     }
 
 
@@ -631,6 +677,9 @@ class SqlUnitOfWork:
 
     async def add_interactions(self, stored: list[tuple[InteractionReceived, str | None]]) -> None:
         await add_interactions(session=self.session, rows=[_interaction_row(ix, c) for ix, c in stored])
+
+    async def name_senders(self, senders: dict[str, str]) -> list[tuple[str, Reply]]:
+        return await name_senders(session=self.session, senders=senders)
 
     async def move_interactions(self, moves: dict[str, str]) -> None:
         await move_interactions(session=self.session, moves=moves)

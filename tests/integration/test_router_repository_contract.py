@@ -9,6 +9,10 @@ in-memory repository seeded with the same configuration; the outcomes, serialize
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from services.router.conversations import random_id
 from services.router.memory import MemoryRepository
 from services.router.ports import CountingIds, Repository
@@ -16,6 +20,7 @@ from services.router.service import Router
 from services.router.sql import SqlRepository
 from shared import ids
 from shared.commands import AnyCommand, Claim, Pause, Reassign, Resolve, Resume, SetStatus
+from shared.db.models import ContinuityRow, InteractionRow
 from shared.db.session import create_engine, session_factory
 from shared.events import (
     Author,
@@ -25,6 +30,7 @@ from shared.events import (
     Kind,
     Platform,
     Rejection,
+    ReplyContext,
 )
 from stayhuman.config import apply_config, parse_config
 from tests.unit.routing_world import serialized
@@ -64,6 +70,8 @@ def ix(
     author: str = "ann",
     account: str = "acme-fb",
     outbound: bool = False,
+    sent_by: str | None = None,
+    reply: ReplyContext | None = None,
 ) -> InteractionReceived:
     tenant = account.split("-")[0]
     return InteractionReceived(
@@ -83,6 +91,8 @@ def ix(
         created_at=T0 + at * MINUTE,
         received_at=T0 + at * MINUTE,
         correlation_id=f"cid-{external_id}",
+        sent_by=sent_by,
+        reply=reply,
     )
 
 
@@ -167,12 +177,53 @@ def scenario() -> list[tuple[str, Step]]:
         ),
         ("back", apply(command(SetStatus, 9, person_id="maria", status="available"), at=14)),
         ("resolve", apply(command(Resolve, 10, tenant_id="acme", conversation_id=c), at=15)),
+        (
+            "what answering needs",
+            route(ix("m-g", "g", at=16, author="gus", reply=ReplyContext(visibility="direct")), at=16),
+        ),
+        ("an answer from the inbox", route(ix("r-g", "g", at=17, outbound=True, sent_by="li"), at=17)),
+        ("its echo", route(ix("r-g", "g", at=17, outbound=True), at=18)),
+        ("a message", route(ix("m-h", "h", at=19, author="hal"), at=19)),
+        ("an echo before its answer", route(ix("r-h", "h", at=20, outbound=True), at=20)),
+        ("the answer after its echo", route(ix("r-h", "h", at=20, outbound=True, sent_by="maria"), at=21)),
+        ("its redelivery", route(ix("r-h", "h", at=20, outbound=True, sent_by="maria"), at=22)),
     ]
 
 
 async def run(repository: Repository) -> list[tuple[str, bytes]]:
     router = Router(repository, backfill_cutoff=timedelta(hours=24), ids=CountingIds())
     return [(name, await step(router)) for name, step in scenario()]
+
+
+def interaction(external_id: str) -> str:
+    return ids.interaction_id(tenant_id="acme", account_id="acme-fb", external_id=external_id, edit_version=0)
+
+
+STORED = ["m-g", "r-g", "m-h", "r-h"]
+
+
+async def stored_in_sql(sessions: async_sessionmaker[AsyncSession]) -> tuple[object, ...]:
+    """What the scenario left of replies in the database: context and writers, continuity."""
+    async with sessions() as session:
+        rows = {
+            row.external_id: (row.reply_context, row.sent_by)
+            for row in (
+                await session.exec(
+                    select(InteractionRow).where(col(InteractionRow.id).in_([interaction(e) for e in STORED]))
+                )
+            ).all()
+        }
+        continuity = {
+            (row.account_id, row.author_id): row.person_id
+            for row in (await session.exec(select(ContinuityRow))).all()
+        }
+    return [rows[e] for e in STORED], continuity
+
+
+def stored_in_memory(repository: MemoryRepository) -> tuple[object, ...]:
+    kept = repository.state.interactions
+    rows = [(kept[interaction(e)].reply_context, kept[interaction(e)].sent_by) for e in STORED]
+    return rows, dict(repository.state.continuity)
 
 
 async def test_the_sql_and_the_memory_repository_give_the_same_outcomes(database_url: str) -> None:
@@ -190,12 +241,21 @@ async def test_the_sql_and_the_memory_repository_give_the_same_outcomes(database
                 person_ids={"maria", "li", "sam"},
             )
         in_sql = await run(sql)
+        kept_in_sql = await stored_in_sql(sessions)
     finally:
         await engine.dispose()
-    in_memory = await run(MemoryRepository.of(world))
+    memory = MemoryRepository.of(world)
+    in_memory = await run(memory)
 
     for (name, from_sql), (_, from_memory) in zip(in_sql, in_memory, strict=True):
         assert from_sql == from_memory, name
+    assert kept_in_sql == stored_in_memory(memory)
+    rows, continuity = kept_in_sql
+    assert rows == [('{"visibility":"direct"}', None), (None, "li"), (None, None), (None, "maria")]
+    assert continuity[("acme-fb", "gus")] == "li" and continuity[("acme-fb", "hal")] == "maria"
+    assert b'"outgoing": []' in dict(in_sql)["its echo"]
+    assert b'"outgoing": []' in dict(in_sql)["the answer after its echo"]
+    assert b"conversation.responded" in dict(in_sql)["an echo before its answer"]
     everything = b"".join(out for _, out in in_sql)
     for code in (Rejection.closed, Rejection.unknown_conversation, Rejection.not_a_member):
         assert f'\\"code\\":\\"{code}\\"'.encode() in everything, code

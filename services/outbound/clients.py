@@ -2,13 +2,16 @@
 
 from typing import Any
 
-from services.outbound.platforms.base import PlatformClient
+import httpx
+
+from services.outbound.platforms.base import TIMEOUT, PlatformClient
 from shared.events import Platform
 
 
 class Clients:
-    def __init__(self, *, allow_private_webhooks: bool = False) -> None:
+    def __init__(self, *, allow_private_webhooks: bool = False, timeout: httpx.Timeout = TIMEOUT) -> None:
         self.allow_private_webhooks = allow_private_webhooks
+        self.timeout = timeout
         self._made: dict[Platform, Any] = {}
 
     def for_platform(self, platform: Platform) -> PlatformClient:
@@ -22,27 +25,27 @@ class Clients:
             case Platform.facebook | Platform.instagram:
                 from services.outbound.platforms.meta import MetaClient
 
-                return MetaClient(platform)
+                return MetaClient(platform, timeout=self.timeout)
             case Platform.youtube:
                 from services.outbound.platforms.youtube import YouTubeClient
 
-                return YouTubeClient()
+                return YouTubeClient(timeout=self.timeout)
             case Platform.x:
                 from services.outbound.platforms.x import XClient
 
-                return XClient()
+                return XClient(timeout=self.timeout)
             case Platform.mastodon:
                 from services.outbound.platforms.mastodon import MastodonClient
 
-                return MastodonClient()
+                return MastodonClient(timeout=self.timeout)
             case Platform.bluesky:
                 from services.outbound.platforms.bluesky import BlueskyClient
 
-                return BlueskyClient()
+                return BlueskyClient(timeout=self.timeout)
             case Platform.other:
                 from services.outbound.platforms.webhook import WebhookClient
 
-                return WebhookClient(allow_private=self.allow_private_webhooks)
+                return WebhookClient(allow_private=self.allow_private_webhooks, timeout=self.timeout)
         raise ValueError(f"no client posts to {platform}")
 
     async def close(self) -> None:

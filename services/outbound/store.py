@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.db.core import execute
 from shared.db.models import (
     AccountRow,
     ConversationRow,
@@ -156,14 +157,16 @@ class SqlStore:
         """Record a reply before anything is posted; the stored one when it was recorded already."""
         async with self.sessions() as session, session.begin():
             values = row.model_dump()
-            await session.execute(dialect_insert(session, ReplyRow).values(**values).on_conflict_do_nothing())
+            await execute(
+                session, dialect_insert(session, ReplyRow).values(**values).on_conflict_do_nothing()
+            )
         stored = await self.get(row.id)
         assert stored is not None
         return stored
 
     async def update(self, reply_id: str, **values: Any) -> ReplyRow:
         async with self.sessions() as session, session.begin():
-            await session.execute(update(ReplyRow).where(col(ReplyRow.id) == reply_id).values(**values))
+            await execute(session, update(ReplyRow).where(col(ReplyRow.id) == reply_id).values(**values))
         stored = await self.get(reply_id)
         assert stored is not None
         return stored
@@ -194,10 +197,11 @@ class SqlStore:
                 "updated_at": now,
             }
             insert = dialect_insert(session, ReplyTokenRow).values(**values)
-            await session.execute(
+            await execute(
+                session,
                 insert.on_conflict_do_update(
                     index_elements=["account_id"], set_={k: v for k, v in values.items() if k != "account_id"}
-                )
+                ),
             )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel
 
 from services.outbound.clients import Clients
 from services.outbound.service import Handled, Outbound, Policy
@@ -68,7 +69,7 @@ def messages_of(handled: Handled) -> list[Any]:
     decoded: list[Any] = []
     for message in handled.messages:
         data = json.loads(message.payload)
-        kind = {
+        kind: type[BaseModel] = {
             "interaction.received": InteractionReceived,
             "reply.changed": ReplyEvent,
             "command.applied": CommandApplied,

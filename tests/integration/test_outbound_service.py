@@ -69,13 +69,14 @@ def messages_of(handled: Handled) -> list[Any]:
     decoded: list[Any] = []
     for message in handled.messages:
         data = json.loads(message.payload)
-        kind: type[BaseModel] = {
+        kinds: dict[str, type[BaseModel]] = {
             "interaction.received": InteractionReceived,
             "reply.changed": ReplyEvent,
             "command.applied": CommandApplied,
             "command.rejected": CommandRejected,
             "connector.problem": ConnectorProblem,
-        }[data["type"]]
+        }
+        kind = kinds[data["type"]]
         decoded.append(kind.model_validate(data))
     return decoded
 

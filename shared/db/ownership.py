@@ -115,19 +115,7 @@ READS: dict[Part, frozenset[str]] = {
     ),
     # Who may send (a live session), what a reply answers and where, the credentials to post it;
     # the interactions of a thread to see whether a reply whose answer was lost went out.
-    "outbound": frozenset(
-        {
-            "tenant",
-            "person",
-            "account",
-            "conversation",
-            "interaction",
-            "websession",
-            "rolegrant",
-            "teammember",
-            "team",
-        }
-    ),
+    "outbound": frozenset({"person", "account", "conversation", "interaction", "websession"}),
 }
 
 # Columns of `person` that only the router writes.

@@ -336,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("router", "run the router service (conversations, owners, deadlines)"),
         ("notify", "run the notify service (timers and alerts)"),
         ("api", "run the api service (the inbox's HTTP API, sign-in, the conversation timeline)"),
+        ("outbound", "run the outbound service (replies from the inbox, posted to the platforms)"),
     ):
         commands.add_parser(name, help=text).set_defaults(func=cmd_service)
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=cmd_migrate)

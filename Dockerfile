@@ -21,6 +21,6 @@ ENV PATH=/opt/stayhuman/bin:$PATH \
     STAYHUMAN_STATE_DIR=/var/lib/stayhuman
 USER stayhuman
 WORKDIR /var/lib/stayhuman
-EXPOSE 8080 8081 8082 8083
+EXPOSE 8080 8081 8082 8083 8085
 ENTRYPOINT ["stayhuman"]
 CMD ["--help"]

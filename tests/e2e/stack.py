@@ -42,7 +42,7 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         if not self.ports:
-            names = ("ingest", "ingest-ops", "router", "notify", "notify-ops", "api", "api-ops")
+            names = ("ingest", "ingest-ops", "router", "notify", "notify-ops", "api", "api-ops", "outbound")
             self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         env = {
             **os.environ,
@@ -55,6 +55,7 @@ class Stack:
             "STAYHUMAN_NOTIFY_OPS_PORT": str(self.ports["notify-ops"]),
             "STAYHUMAN_API_PORT": str(self.ports["api"]),
             "STAYHUMAN_API_OPS_PORT": str(self.ports["api-ops"]),
+            "STAYHUMAN_OUTBOUND_PORT": str(self.ports["outbound"]),
             "STAYHUMAN_LOG_JSON": "true",
             **self.env_overrides,
         }
@@ -119,8 +120,8 @@ class Stack:
         raise RuntimeError(f"stayhuman up not ready:\n{self.log_path.read_text()[-5000:]}")
 
     def url(self, service: str, path: str) -> str:
-        """`service` is ingest, router, notify or api, or `ingest-ops`, `notify-ops` or `api-ops`
-        for their operations listeners (readiness, metrics)."""
+        """`service` is ingest, router, notify, api or outbound, or `ingest-ops`, `notify-ops` or
+        `api-ops` for their operations listeners (readiness, metrics)."""
         return f"http://127.0.0.1:{self.ports[service]}{path}"
 
     def service_pid(self, service: str) -> int:

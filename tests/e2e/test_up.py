@@ -52,7 +52,7 @@ def test_bad_settings_stop_with_the_variable_named(tmp_path: Path) -> None:
 
 def test_sigterm_stops_every_process(tmp_path: Path) -> None:
     stack = Stack(tmp_path / "stack").start()
-    pids = [stack.service_pid(service) for service in ("ingest", "router", "notify", "api")]
+    pids = [stack.service_pid(service) for service in ("ingest", "router", "notify", "api", "outbound")]
     stack.stop()
     assert stack.process is not None and stack.process.returncode == 0
     for pid in pids:

@@ -22,14 +22,18 @@ from services.ingest.main import create_app as ingest_app
 from services.ingest.settings import IngestSettings
 from services.notify.main import create_app as notify_app
 from services.notify.settings import NotifySettings
+from services.outbound.consumers import CONSUMER as OUTBOUND_CONSUMER
+from services.outbound.main import create_app as outbound_app
+from services.outbound.settings import OutboundSettings
 from services.router.main import create_app as router_app
 from services.router.settings import RouterSettings
 from shared import subjects
-from shared.commands import PersonStatus, subject_of
+from shared.commands import PersonStatus, SendReply, subject_of
 from shared.ids import SLUG_PATTERN
 from shared.preflight import Action, ConversationRef, Request, make_command
 from shared.secrets import new_key, new_vapid_pem
 from stayhuman import localnats, serve, supervisor
+from stayhuman.cli import build_parser, cmd_service
 from stayhuman.supervisor import UpSettings
 from tests.fuzz import properties
 from tests.kustomize import build, containers, pod_specs
@@ -42,6 +46,7 @@ SERVICE_SETTINGS: dict[str, Any] = {
     "router": RouterSettings,
     "notify": NotifySettings,
     "api": ApiSettings,
+    "outbound": OutboundSettings,
 }
 SETTINGS = (*SERVICE_SETTINGS.values(), UpSettings)
 KNOWN = {f"STAYHUMAN_{name.upper()}" for settings in SETTINGS for name in settings.model_fields}
@@ -64,8 +69,10 @@ def test_every_service_runs_everywhere() -> None:
     """A service is run by `stayhuman <name>`, by `up`, as its own NATS user, in compose and on
     Kubernetes: none of them may leave one out."""
     assert set(serve.SERVICES) == set(SERVICE_SETTINGS) == set(supervisor.SERVICES)
+    for name in SERVICE_SETTINGS:  # the image's entry point: `stayhuman <name>` is a command
+        assert build_parser().parse_args([name]).func is cmd_service, name
     assert set(localnats.SERVICE_USERS) == set(SERVICE_SETTINGS)
-    assert PORTS == {"ingest": 8080, "router": 8081, "notify": 8082, "api": 8083}
+    assert PORTS == {"ingest": 8080, "router": 8081, "notify": 8082, "api": 8083, "outbound": 8085}
     assert OPS_PORTS == {"ingest": 9080, "notify": 9082, "api": 9083}
     for name in SERVICE_SETTINGS:  # `up` runs each on the port the service itself defaults to
         assert _default(UpSettings, f"{name}_port") == PORTS[name]
@@ -78,6 +85,12 @@ def test_public_listeners_serve_no_metrics_docs_or_readiness(service: str) -> No
     served = listeners(service)
     assert not {"/metrics", "/docs", "/openapi.json", "/readyz"} & served["public"]
     assert {"/metrics", "/docs", "/openapi.json", "/readyz", "/healthz"} <= served["ops"]
+
+
+def test_outbound_serves_nothing_but_health_readiness_and_metrics() -> None:
+    """Outbound holds the platforms' write credentials: its one listener answers the probes and
+    the metrics scraper, and nothing else (no API, no docs)."""
+    assert listeners("outbound") == {"public": {"/healthz", "/readyz", "/metrics"}}
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +124,7 @@ def listeners(service: str) -> dict[str, set[str]]:
             )
         ),
         "api": lambda: api_app(ApiSettings(nats_url="nats://x", database_url=url, smtp_host="smtp.invalid")),
+        "outbound": lambda: outbound_app(OutboundSettings(nats_url="nats://x", database_url=url, **keys)),
     }
     app = apps[service]()
     served = {"public": _paths(app.routes)}
@@ -134,7 +148,7 @@ def _paths(routes: list[Any]) -> set[str]:
 def test_every_manifest_validates_against_kubernetes(manifests: list[dict[str, Any]]) -> None:
     kinds = sorted({d["kind"] for d in manifests})
     assert kinds == [
-        "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Job", "Namespace",
+        "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Job", "Namespace", "NetworkPolicy",
         "PodDisruptionBudget", "Secret", "Service", "StatefulSet",
     ]  # fmt: skip
     for document in manifests:
@@ -171,6 +185,37 @@ def test_services_have_probes_limits_budgets_and_autoscaling(manifests: list[dic
     assert all(d["metadata"].get("namespace") == "stayhuman" for d in manifests if d["kind"] != "Namespace")
     nats = next(d for d in manifests if d["kind"] == "StatefulSet")
     assert nats["spec"]["replicas"] == 3 and "nats" in budgets
+
+
+def test_outbound_lets_in_only_the_scraper_and_reaches_only_nats_the_database_dns_and_https(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """The pods holding the platforms' write credentials take connections on their one port
+    (probes, metrics) and open them only to NATS, PostgreSQL, DNS and HTTPS on public addresses."""
+    policies = {d["metadata"]["name"]: d["spec"] for d in manifests if d["kind"] == "NetworkPolicy"}
+    assert set(policies) == {"stayhuman-outbound"}
+    policy = policies["stayhuman-outbound"]
+    deployment = next(d for d in manifests if d["metadata"]["name"] == "stayhuman-outbound")
+    assert policy["podSelector"]["matchLabels"] == deployment["spec"]["template"]["metadata"]["labels"]
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]  # both ways, what is not listed is refused
+    [ingress] = policy["ingress"]
+    assert ingress["ports"] == [{"protocol": "TCP", "port": "http"}]
+    assert ingress["from"] == [{"namespaceSelector": {}}]  # from pods of the cluster: the scraper
+    egress = {
+        (port["protocol"], port["port"]): rule.get("to", "anywhere")
+        for rule in policy["egress"]
+        for port in rule["ports"]
+    }
+    nats = next(d for d in manifests if d["kind"] == "StatefulSet")
+    assert egress.pop(("TCP", 4222)) == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": nats["metadata"]["name"]}}}
+    ]
+    assert nats["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "nats"
+    blocks = [to["ipBlock"] for to in egress.pop(("TCP", 443))]
+    assert [block["cidr"] for block in blocks] == ["0.0.0.0/0", "::/0"]
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(blocks[0]["except"])
+    assert {"fc00::/7", "fe80::/10"} <= set(blocks[1]["except"])
+    assert egress == {("TCP", 5432): "anywhere", ("UDP", 53): "anywhere", ("TCP", 53): "anywhere"}
 
 
 def test_manifests_use_only_real_ports_paths_and_settings(manifests: list[dict[str, Any]]) -> None:
@@ -245,6 +290,7 @@ KEYS = {
     "notify": {"STAYHUMAN_SECRET_KEY", "STAYHUMAN_VAPID_PRIVATE_KEY", "STAYHUMAN_LINK_KEY"},
     "router": set(),
     "api": set(),
+    "outbound": {"STAYHUMAN_SECRET_KEY"},  # opens the reply credentials `apply` sealed
 }
 SECRET_KEYS = {
     "STAYHUMAN_SECRET_KEY": "secret-key",
@@ -413,3 +459,66 @@ def test_the_api_consumes_the_events_and_publishes_nothing_but_commands() -> Non
         subjects.conversation_command(tenant_id="kettle", conversation_id=conversation, verb="auto_resolve"),
     ):
         assert not allows(api["publish"], subject), subject
+
+
+def test_outbound_consumes_the_reply_commands_and_publishes_only_what_became_of_them() -> None:
+    """Its consumer of the reply commands: it declares it, acknowledges and dead-letters on its
+    own subjects; it publishes the sent reply as the brand's interaction, the reply's events, the
+    command's outcome and a failing connection, and no command, no other event or letter."""
+    outbound = nats_users()["outbound"]
+    commands, replies = subjects.COMMANDS_STREAM, OUTBOUND_CONSUMER
+    assert outbound["subscribe"] == ["_INBOX.>"]
+    conversation = "0" * 32
+    for subject in (
+        f"$JS.API.STREAM.INFO.{commands}",
+        f"$JS.API.STREAM.INFO.{subjects.INTERACTIONS_STREAM}",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{commands}.{replies}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{commands}.{replies}",
+        f"$JS.ACK.{commands}.{replies}.1.42.42.1700000000000000000.0",
+        subjects.dead_letter(stream=commands, consumer=replies),
+        subjects.interaction_received(tenant_id="kettle", account_id="kettle-fb"),
+        subjects.reply_event(tenant_id="kettle", conversation_id=conversation),
+        subjects.command_outcome(tenant_id="kettle", person_id=None, outcome="applied"),
+        subjects.command_outcome(tenant_id="kettle", person_id=None, outcome="rejected"),
+        subjects.connector_problem(tenant_id="kettle", account_id="kettle-fb"),
+    ):
+        assert allows(outbound["publish"], subject), subject
+    for subject in (
+        subjects.outbound_command(tenant_id="kettle", conversation_id=conversation, verb="reply"),
+        subjects.conversation_command(
+            tenant_id="kettle", conversation_id=conversation, verb="mark_responded"
+        ),
+        subjects.notify_command(tenant_id="kettle", conversation_id=conversation, verb="acknowledge"),
+        subjects.person_command(person_id="kai", verb="set_status"),
+        subjects.conversation_event(tenant_id="kettle", conversation_id=conversation, event="responded"),
+        subjects.deadline(tenant_id="kettle", conversation_id=conversation),
+        subjects.timer_schedule(tenant_id="kettle", conversation_id=conversation),
+        subjects.alert_event(tenant_id="kettle", outcome="sent"),
+        subjects.archive(source="meta"),
+        subjects.dead_letter(stream=commands, consumer="router-commands"),
+        subjects.dead_letter(stream=subjects.EVENTS_STREAM, consumer=TIMELINE_CONSUMER),
+        f"$JS.ACK.{subjects.EVENTS_STREAM}.{TIMELINE_CONSUMER}.1.42.42.1700000000000000000.0",
+        f"$JS.ACK.{subjects.INTERACTIONS_STREAM}.router-interactions.1.42.42.1700000000000000000.0",
+        "$KV.SH_POLL_LEASES.kettle-fb",
+    ):
+        assert not allows(outbound["publish"], subject), subject
+
+
+@properties(100)
+@given(tenant=SLUGS, conversation=CONVERSATION_IDS, person=SLUGS)
+def test_only_the_inbox_and_the_operator_may_ask_for_a_reply(
+    tenant: str, conversation: str, person: str
+) -> None:
+    """A reply is posted for a person signed in to the inbox: the api publishes its command (and
+    the command line may replay one from the dead letters); no other service can ask for one."""
+    command = SendReply(
+        tenant_id=tenant, conversation_id=conversation, person_id=person, session="0" * 64, text="Hello"
+    )
+    users = nats_users()
+    assert {user for user, user_of in users.items() if allows(user_of["publish"], subject_of(command))} == {
+        "api",
+        localnats.OPERATOR,
+    }
+    for verb in ("delete", "edit"):  # the api sends replies, nothing else outbound might one day do
+        other = subjects.outbound_command(tenant_id=tenant, conversation_id=conversation, verb=verb)
+        assert not allows(users["api"]["publish"], other), other

@@ -13,6 +13,7 @@ import pytest
 from services.api.settings import ApiSettings
 from services.ingest.settings import IngestSettings
 from services.notify.settings import NotifySettings
+from services.outbound.settings import OutboundSettings
 from services.router.settings import RouterSettings
 from shared.events import Platform
 from stayhuman.supervisor import DEMO_CONFIG, UpSettings
@@ -28,7 +29,14 @@ def shell_blocks() -> list[str]:
 
 def test_every_setting_is_documented() -> None:
     text = README.read_text()
-    for settings in (IngestSettings, RouterSettings, NotifySettings, ApiSettings, UpSettings):
+    for settings in (
+        IngestSettings,
+        RouterSettings,
+        NotifySettings,
+        ApiSettings,
+        OutboundSettings,
+        UpSettings,
+    ):
         for name in settings.model_fields:
             assert f"STAYHUMAN_{name.upper()}`" in text, f"STAYHUMAN_{name.upper()} missing from README"
 

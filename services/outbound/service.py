@@ -197,7 +197,10 @@ class Outbound:
             return Handled([*first, *self.settled(command, row)])
         loaded = dict(credentials.values)
         for attempt in range(2):  # the second after refreshing an expired token
-            row = await self.store.update(row.id, attempts=row.attempts + 1, started_at=now, updated_at=now)
+            claimed = await self.store.start_attempt(row, now)
+            if claimed is None:  # another replica took this attempt (a redelivery raced it): look later
+                return Handled(first, retry_in=self.policy.retry_delay)
+            row = claimed
             try:
                 posted = await client.post(outgoing, credentials)
             except CredentialsFailed as failed:  # a value the platform needs is missing: nothing was sent

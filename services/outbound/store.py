@@ -164,6 +164,24 @@ class SqlStore:
         assert stored is not None
         return stored
 
+    async def start_attempt(self, row: ReplyRow, now: datetime) -> ReplyRow | None:
+        """Record an attempt before it is made, if nobody else did since `row` was read (two
+        replicas holding the same command make one attempt); None when another did."""
+        async with self.sessions() as session, session.begin():
+            result = await execute(
+                session,
+                update(ReplyRow)
+                .where(
+                    col(ReplyRow.id) == row.id,
+                    col(ReplyRow.attempts) == row.attempts,
+                    col(ReplyRow.state) == ReplyState.sending,
+                )
+                .values(attempts=row.attempts + 1, started_at=now, updated_at=now),
+            )
+            if result.rowcount != 1:
+                return None
+        return await self.get(row.id)
+
     async def update(self, reply_id: str, **values: Any) -> ReplyRow:
         async with self.sessions() as session, session.begin():
             await execute(session, update(ReplyRow).where(col(ReplyRow.id) == reply_id).values(**values))

@@ -332,3 +332,20 @@ async def test_a_revoked_mastodon_token_fails_the_reply_and_tells_the_operator(
     [outcome] = messages_of(await on_mastodon.service.handle(second, now=utcnow(), last_delivery=False))
     assert isinstance(outcome, CommandRejected) and outcome.code == "not_connected"
     assert len(mastodon.requests("POST", "/api/v1/statuses")) == 1
+
+
+async def test_two_replicas_holding_the_same_command_post_it_once(on_x: Setup, x: FakeX) -> None:
+    """A redelivery that races the first delivery (another replica) makes no second attempt."""
+    x.hold = 0.5
+    command = on_x.command()
+    results = await asyncio.gather(
+        *(on_x.service.handle(command, now=utcnow(), last_delivery=False) for _ in range(3))
+    )
+    assert len(x.own_posts()) == 1
+    assert sum(1 for handled in results if handled.retry_in is not None) >= 1
+    x.hold = None
+    for handled in results:
+        if handled.retry_in is not None:
+            await on_x.service.handle(command, now=utcnow(), last_delivery=False)
+    row = await on_x.row(command.command_id)
+    assert row is not None and row.state == "sent" and len(x.own_posts()) == 1

@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from services.outbound import decisions
+from services.outbound.decisions import Next, Seen
 from services.outbound.platforms.base import (
     Credentials,
     CredentialsFailed,
@@ -183,20 +185,23 @@ class Outbound:
         outgoing = await self._outgoing(row, answered)
         if row.started_at is not None:
             # An attempt was made and its answer is not recorded: find out before posting again.
-            known = await self._went_out(client, row, answered, outgoing)
-            if isinstance(known, Posted):
-                row = await self._sent(row, known, now)
-                return Handled([*first, *self.settled(command, row)])
-            if known is None and not client.idempotent:
-                row = await self._settle(row, ReplyState.in_doubt, now,
-                                         error="its answer was lost and the thread could not be read")  # fmt: skip
-                return Handled([*first, *self.settled(command, row)])
+            earlier, there = await self._went_out(client, row, answered, outgoing)
+            match decisions.after_unanswered(idempotent=client.idempotent, seen=earlier):
+                case Next.sent:
+                    assert there is not None
+                    row = await self._sent(row, there, now)
+                    return Handled([*first, *self.settled(command, row)])
+                case Next.in_doubt:
+                    error = "its answer was lost and the thread could not be read"
+                    row = await self._settle(row, ReplyState.in_doubt, now, error=error)
+                    return Handled([*first, *self.settled(command, row)])
         credentials = await self._credentials(answered)
         if isinstance(credentials, str):
             row = await self._settle(row, ReplyState.failed, now, error=credentials)
             return Handled([*first, *self.settled(command, row)])
         loaded = dict(credentials.values)
-        for attempt in range(2):  # the second after refreshing an expired token
+        refreshed = False
+        while True:
             claimed = await self.store.start_attempt(row, now)
             if claimed is None:  # another replica took this attempt (a redelivery raced it): look later
                 return Handled(first, retry_in=self.policy.retry_delay)
@@ -213,7 +218,14 @@ class Outbound:
                 row = await self.store.update(
                     row.id, started_at=None, error=refused.error[:1000], updated_at=now
                 )
-                if refused.expired and attempt == 0:
+                step = decisions.after_refused(
+                    expired=refused.expired,
+                    retry=refused.retry,
+                    refreshed=refreshed,
+                    last_delivery=last_delivery,
+                )
+                if step is Next.refresh:
+                    refreshed = True
                     renewed = await self._refresh(client, answered, credentials, now)
                     if isinstance(renewed, Credentials):
                         credentials = renewed
@@ -229,56 +241,55 @@ class Outbound:
                     return Handled(
                         [*first, *self.settled(command, row), self._problem(answered, renewed, now)]
                     )
-                if refused.retry and not last_delivery:
+                if step is Next.later:
                     return Handled(first, retry_in=refused.retry_after or self.policy.retry_delay)
                 row = await self._settle(row, ReplyState.failed, now, error=refused.error, retry=refused.retry,
                                          window=refused.window)  # fmt: skip
                 return Handled([*first, *self.settled(command, row)])
             except Lost as lost:
                 log.warning("the answer to reply %s was lost: %s", row.id, lost)
-                if client.idempotent:
-                    if last_delivery:
-                        row = await self._settle(row, ReplyState.in_doubt, now, error=f"no answer: {lost}")
+                seen: Seen | None = None
+                found: Posted | None = None
+                if not client.idempotent:
+                    await self.sleep(self.policy.settle)
+                    seen, found = await self._went_out(client, row, answered, outgoing)
+                match decisions.after_lost(
+                    idempotent=client.idempotent, seen=seen, last_delivery=last_delivery
+                ):
+                    case Next.sent:
+                        assert found is not None
+                        row = await self._sent(row, found, now)
                         return Handled([*first, *self.settled(command, row)])
-                    return Handled(first, retry_in=self.policy.retry_delay)
-                await self.sleep(self.policy.settle)
-                known = await self._went_out(client, row, answered, outgoing)
-                if isinstance(known, Posted):
-                    row = await self._sent(row, known, now)
-                    return Handled([*first, *self.settled(command, row)])
-                if known is False and not last_delivery:
-                    return Handled(
-                        first, retry_in=self.policy.retry_delay
-                    )  # not there: the next delivery looks again first
+                    case Next.later:  # the next delivery looks again (or, idempotent, posts again)
+                        return Handled(first, retry_in=self.policy.retry_delay)
                 row = await self._settle(row, ReplyState.in_doubt, now, error=f"no answer: {lost}")
                 return Handled([*first, *self.settled(command, row)])
             if credentials.values != loaded:  # the client renewed a session while posting
                 await self._keep_credentials(answered, credentials, now)
             row = await self._sent(row, posted, now)
             return Handled([*first, *self.settled(command, row)])
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _went_out(
         self, client: PlatformClient, row: ReplyRow, answered: Answered, outgoing: Post
-    ) -> Posted | bool | None:
-        """Whether an attempt whose answer is not recorded went out: the reply (Posted), False
-        when surely not, None when that cannot be told. The platform's echo, if ingest has
-        stored it, answers first; an idempotent platform needs no answer (False: post again)."""
+    ) -> tuple[Seen, Posted | None]:
+        """Whether an attempt whose answer is not recorded went out. The platform's echo, if
+        ingest has stored it, answers first; an idempotent platform needs no reading (posting
+        again under the same key is the answer); else the thread is read."""
         since = row.started_at or row.requested_at
         echo = await self.store.echo(row.account_id, row.conversation_id, row.text, since)
         if echo is not None and echo.sent_by in (None, row.person_id):
-            return Posted(echo.external_id, echo.url, echo.created_at)
+            return Seen.there, Posted(echo.external_id, echo.url, echo.created_at)
         if client.idempotent:
-            return False
+            return Seen.unknown, None
         credentials = await self._credentials(answered)
         if isinstance(credentials, str):
-            return None
+            return Seen.unknown, None
         try:
             found = await client.find(outgoing, credentials, since)
         except (Unreadable, Refused, Lost, CredentialsFailed) as error:
             log.warning("could not read the thread of reply %s: %s", row.id, error)
-            return None
-        return found if found is not None else False
+            return Seen.unknown, None
+        return (Seen.there, found) if found is not None else (Seen.absent, None)
 
     async def _outgoing(self, row: ReplyRow, answered: Answered) -> Post:
         ix = answered.interaction

@@ -42,6 +42,7 @@ class ReplyConsumer:
     service: Outbound
     max_deliver: int
     concurrency: int = 16
+    heartbeat: float = 10.0  # seconds between "still working" to JetStream: well inside the ack wait
     _slots: asyncio.Semaphore = field(init=False)
     _tasks: set["asyncio.Task[None]"] = field(init=False, default_factory=set)
 
@@ -71,7 +72,7 @@ class ReplyConsumer:
             last = is_last_delivery(msg, self.max_deliver)
             try:
                 work = asyncio.create_task(self.service.handle(command, now=utcnow(), last_delivery=last))
-                await _heartbeat(msg, work)
+                await _heartbeat(msg, work, self.heartbeat)
                 handled = work.result()
                 if handled.messages:
                     await publish_pipelined(self.js, handled.messages)

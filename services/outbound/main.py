@@ -56,6 +56,8 @@ def create_app(settings: OutboundSettings) -> FastAPI:
             service,
             max_deliver=settings.outbound_max_deliver,
             concurrency=settings.outbound_concurrency,
+            # A reply still being posted is never delivered to a second handler meanwhile.
+            heartbeat=min(10.0, settings.outbound_ack_wait.total_seconds() / 3),
         )
         consumer = BatchConsumer(
             js=runtime.js,

@@ -55,6 +55,7 @@ from shared.events import (
     Rejection,
     ReplyEvent,
     ReplyState,
+    utcnow,
 )
 from shared.ids import interaction_id
 from shared.messages import Outgoing
@@ -284,12 +285,19 @@ class Outbound:
         credentials = await self._credentials(answered)
         if isinstance(credentials, str):
             return Seen.unknown, None
-        try:
-            found = await client.find(outgoing, credentials, since)
-        except (Unreadable, Refused, Lost, CredentialsFailed) as error:
-            log.warning("could not read the thread of reply %s: %s", row.id, error)
-            return Seen.unknown, None
-        return (Seen.there, found) if found is not None else (Seen.absent, None)
+        for attempt in range(2):  # the second with a renewed token: one that merely expired reads again
+            try:
+                found = await client.find(outgoing, credentials, since)
+            except (Unreadable, Refused, Lost, CredentialsFailed) as error:
+                log.warning("could not read the thread of reply %s: %s", row.id, error)
+                if attempt == 0 and not isinstance(error, CredentialsFailed):
+                    renewed = await self._refresh(client, answered, credentials, utcnow())
+                    if isinstance(renewed, Credentials):
+                        credentials = renewed
+                        continue
+                return Seen.unknown, None
+            return (Seen.there, found) if found is not None else (Seen.absent, None)
+        return Seen.unknown, None
 
     async def _outgoing(self, row: ReplyRow, answered: Answered) -> Post:
         ix = answered.interaction

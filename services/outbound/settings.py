@@ -10,7 +10,9 @@ class OutboundSettings(CommonSettings):
         default=8085, description="HTTP port of outbound (health, readiness, metrics; nothing public)."
     )
     outbound_ack_wait: Duration = Field(
-        default=timedelta(seconds=60), description="Redelivery delay of a reply command not yet answered."
+        default=timedelta(seconds=60),
+        description="Redelivery delay of a reply command not yet answered (a live handler says it is "
+        "still working every third of it, so only a dead one's command is delivered again).",
     )
     outbound_max_deliver: int = Field(
         default=8, ge=2, description="Deliveries of a reply command before it is failed and dead-lettered."

@@ -297,7 +297,8 @@ async def test_after_a_crash_mid_post_x_is_read_first_and_in_doubt_when_it_canno
     x.hold = math.inf
     await died_mid_post(on_x, other, x)
     x.hold = None
-    x.expire()  # the timeline cannot be read now
+    x.expire()  # the timeline cannot be read now: the token was revoked, its refresh token too
+    x.refresh_token = "revoked"
     handled = await on_x.service.handle(other, now=utcnow(), last_delivery=False)
     row = await on_x.row(other.command_id)
     assert row is not None and row.state == "in_doubt", (row, [(r.method, r.path) for r in x.received])
@@ -347,5 +348,18 @@ async def test_two_replicas_holding_the_same_command_post_it_once(on_x: Setup, x
     for handled in results:
         if handled.retry_in is not None:
             await on_x.service.handle(command, now=utcnow(), last_delivery=False)
+    row = await on_x.row(command.command_id)
+    assert row is not None and row.state == "sent" and len(x.own_posts()) == 1
+
+
+async def test_after_a_crash_a_token_that_merely_expired_is_renewed_to_read_the_timeline(
+    on_x: Setup, x: FakeX
+) -> None:
+    x.hold = math.inf
+    command = on_x.command()
+    await died_mid_post(on_x, command, x)
+    x.hold = None
+    x.expire()  # access tokens last two hours on X; the refresh token still works
+    await on_x.service.handle(command, now=utcnow(), last_delivery=False)
     row = await on_x.row(command.command_id)
     assert row is not None and row.state == "sent" and len(x.own_posts()) == 1

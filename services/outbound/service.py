@@ -39,7 +39,8 @@ from services.outbound.platforms.base import (
 from services.outbound.platforms.base import (
     Outgoing as Post,
 )
-from services.outbound.store import Answered, SqlStore, credentials_json, source_of
+from services.outbound.ports import Answered, ReplyStore
+from services.outbound.store import credentials_json, source_of
 from shared import reply_rules, subjects
 from shared.commands import ReplyMethod, SendReply
 from shared.db.models import ReplyRow
@@ -85,7 +86,7 @@ class Policy:
 
 @dataclass
 class Outbound:
-    store: SqlStore
+    store: ReplyStore
     box: SecretBox
     clients: Callable[[Platform], PlatformClient]
     policy: Policy = field(default_factory=Policy)

@@ -8,7 +8,6 @@ answer was lost says it went out)."""
 
 import hashlib
 import json
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.outbound.ports import Answered
 from shared.db.core import execute
 from shared.db.models import (
     AccountRow,
@@ -29,16 +29,6 @@ from shared.db.models import (
 )
 from shared.db.session import dialect_insert
 from shared.events import ReplyContext, ReplyState
-
-
-@dataclass(frozen=True)
-class Answered:
-    """The message a reply answers, with its conversation and account."""
-
-    conversation: ConversationRow
-    account: AccountRow
-    interaction: InteractionRow
-    context: ReplyContext | None
 
 
 def context_of(stored: str | None) -> ReplyContext | None:

@@ -59,6 +59,7 @@ ROUTERS = (
     ("services.api.reads", "reads_router"),
     ("services.api.live", "live_router"),
     ("services.api.actions", "actions_router"),
+    ("services.api.replies", "replies_router"),
     ("services.api.config_reads", "configuration_router"),
     ("services.api.report_reads", "reports_router"),
     ("services.api.pages", "pages_router"),

@@ -28,7 +28,7 @@ from services.api.access import Action
 from services.api.reads import CONVERSATION_ID_PATTERN, ERRORS, NOT_FOUND, outcome_view
 from services.api.scope import Access, access, forbidden
 from services.api.views import CommandOutcomeView, NotSent
-from shared.commands import PersonStatus
+from shared.commands import PersonStatus, SendReply
 from shared.db.models import CommandOutcomeRow, ConversationRow, TeamRow
 from shared.ids import SLUG_PATTERN
 from shared.jetstream import publish_retrying
@@ -45,8 +45,13 @@ class CommandNotSent(Exception):
     """NATS did not store the command: nothing was sent, nothing changes."""
 
 
+# What the api sends: the router's and notify's commands (checked by preflight), and replies
+# to the outbound service (checked by shared.reply_rules, services/api/replies.py).
+Sendable = AnyPreparedCommand | SendReply
+
+
 class CommandSender(Protocol):
-    async def send(self, command: AnyPreparedCommand) -> None:
+    async def send(self, command: Sendable) -> None:
         """Return once the command is stored; raise CommandNotSent when it could not be."""
         ...
 
@@ -58,7 +63,7 @@ class JetStreamCommands:
         self.js = js
         self.timeout = timeout
 
-    async def send(self, command: AnyPreparedCommand) -> None:
+    async def send(self, command: Sendable) -> None:
         outgoing = command_outgoing(command)  # subject_of(command), its JSON, Nats-Msg-Id msg_id_of(command)
         try:
             await publish_retrying(
@@ -77,10 +82,10 @@ class KeptCommands:
     """A sender that keeps what it is given (tests, and a service without NATS); `failing`
     makes it refuse as an unreachable NATS would."""
 
-    sent: list[AnyPreparedCommand] = field(default_factory=list)
+    sent: list[Sendable] = field(default_factory=list)
     failing: bool = False
 
-    async def send(self, command: AnyPreparedCommand) -> None:
+    async def send(self, command: Sendable) -> None:
         if self.failing:
             raise CommandNotSent("NATS does not answer")
         self.sent.append(command)
@@ -167,7 +172,7 @@ async def await_outcome(
 
 
 async def dispatch(
-    request: Request, response: Response, access: Access, command: AnyPreparedCommand, wait: float
+    request: Request, response: Response, access: Access, command: Sendable, wait: float
 ) -> CommandOutcomeView:
     """Send the command; answer 202 pending, or 200 with its outcome if it comes within `wait`."""
     # The checks are done: the database connection goes back to the pool while NATS and the

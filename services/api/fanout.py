@@ -4,9 +4,10 @@ The api's live stream (services/api/live.py) takes every event of SH_EVENTS once
 and hands it to the sessions allowed to see it, deciding as every read decides (the roles table
 of services/api/access.py, through `Scope.covers`):
 
-- an event about a conversation is seen by whoever sees the conversation just before it or just
-  after it, so a conversation given to another team or person leaves the old owner's list live
-  too (it disappears there instead of lingering);
+- an event about a conversation (a reply's fate too: sending, sent, failed, in doubt) is seen by
+  whoever sees the conversation just before it or just after it, so a conversation given to
+  another team or person leaves the old owner's list live too (it disappears there instead of
+  lingering);
 - an event about a person alone (their status, an alert sent to them) by whoever sees that
   person: their teams' and tenants' people;
 - an event about a whole tenant (a recompute after `apply`) by whoever reads its configuration;

@@ -43,8 +43,12 @@ from shared.events import (
     ConversationResumed,
     DeadlineChanged,
     Event,
+    Kind,
+    ReplyEvent,
+    ReplyState,
     storable_text,
 )
+from shared.reply_rules import platform_name
 
 SH_EVENT = (
     ConversationOpened
@@ -61,6 +65,7 @@ SH_EVENT = (
     | AlertSent
     | AlertFailed
     | AlertAcknowledged
+    | ReplyEvent
 )
 AnyShEvent = Annotated[SH_EVENT, Field(discriminator="type")]
 sh_event_adapter: TypeAdapter[AnyShEvent] = TypeAdapter(AnyShEvent)
@@ -244,6 +249,8 @@ def _describe(event: Event, by: str | None) -> Described | None:
         case AlertAcknowledged():
             sentence = f"{event.person_id} acknowledged the alert: escalation stopped"
             return event.acknowledged_at, event.person_id, event.person_id, sentence
+        case ReplyEvent():
+            return event.occurred_at, event.person_id, event.person_id, _reply(event)
     return None
 
 
@@ -324,6 +331,23 @@ def _command(event: CommandOutcome) -> str:
         )
     said = event.summary if isinstance(event, CommandApplied) else ""
     return f"{asked} applied: {said}" if said else f"{asked} applied"
+
+
+# The kind of message each method answers, for the platform's name ("Messenger" is Facebook's DMs).
+_REPLY_KINDS = {"send_api": Kind.dm, "human_agent": Kind.dm, "private_reply": Kind.dm, "dm": Kind.dm}
+
+
+def _reply(event: ReplyEvent) -> str:
+    where = platform_name(event.platform, _REPLY_KINDS.get(event.method, Kind.comment))
+    match event.state:
+        case ReplyState.sending:
+            return f"Sending {event.person_id}'s reply"
+        case ReplyState.sent:
+            return f"Reply sent by {event.person_id} on {where}"
+        case ReplyState.failed:
+            error = event.error.strip()
+            return f"Reply failed: {error}" if error else f"Reply by {event.person_id} failed on {where}"
+    return f"Reply in doubt: check on {where}"
 
 
 _ALERTS = {

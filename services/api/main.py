@@ -19,6 +19,7 @@ from services.api.config_reads import configuration_router
 from services.api.live import LiveHub, live_router
 from services.api.pages import mount_static, pages_router
 from services.api.reads import reads_router
+from services.api.replies import replies_router
 from services.api.report_reads import reports_router
 from services.api.security import install_security_headers
 from services.api.settings import ApiSettings
@@ -120,6 +121,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(reads_router())
     app.include_router(live_router())
     app.include_router(actions_router())
+    app.include_router(replies_router())
     app.include_router(configuration_router())
     app.include_router(reports_router())
     app.include_router(pages_router())

@@ -5,7 +5,9 @@ JSON answers would, and a conversation outside the viewer's reach is "not found"
 A person who is not signed in is sent to the sign-in page and back. The pages load one
 script of their own (`static/inbox.js`, no framework, from this service, no CDN); actions
 post to the JSON API with the session's CSRF token, and live updates come from
-`GET /api/stream`, which refreshes the part of the page they concern.
+`GET /api/stream`, which refreshes the part of the page they concern. A conversation's page
+says what the platform's rules allow before anything is typed, and its reply box posts to
+`POST /api/conversations/{id}/replies` (services/api/replies.py); a live refresh keeps the draft.
 """
 
 import hashlib
@@ -27,7 +29,7 @@ from pydantic import BeforeValidator, StringConstraints
 from sqlmodel import col, select
 
 from services.api.access import Action, Target
-from services.api.auth import SESSION_COOKIE, authenticate
+from services.api.auth import SESSION_COOKIE, authenticate, settings_of
 from services.api.charts import first_response_chart, open_load_chart
 from services.api.config_reads import configuration_of
 from services.api.countdown import Countdown, calendar_of, countdown, duration_text
@@ -45,9 +47,11 @@ from services.api.reads import (
     people_list,
     team_list,
 )
+from services.api.replies import reply_list
 from services.api.report_reads import report_for, report_view
 from services.api.scope import Access, access, not_found
-from services.api.views import ConversationItem, DeadlineView
+from services.api.views import ConversationItem, DeadlineView, Message, ReplyView
+from shared import ids
 from shared.db.models import CalendarRow, ConversationRow, PersonRow, SlaPolicyRow, TeamMemberRow, TenantRow
 from shared.ids import SLUG_PATTERN
 
@@ -459,13 +463,50 @@ async def reassign_choices(access: Access, row: ConversationRow) -> list[tuple[s
     return [(person_id, name) for person_id, name in found if person_id != row.owner_id]
 
 
-async def conversation_page_context(access: Access, conversation_id: str, now: datetime) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ThreadItem:
+    """One entry of the thread: a message (with the inbox's reply it is the echo of, if any), or
+    a reply written in the inbox that is not in the thread yet (sending, failed, in doubt)."""
+
+    at: datetime
+    message: Message | None
+    reply: ReplyView | None
+
+
+def thread_of(
+    row: ConversationRow, messages: Sequence[Message], replies: Sequence[ReplyView]
+) -> list[ThreadItem]:
+    """Messages and replies in the order they were written. A sent reply shows once: as the
+    message the platform echoed under its id, once that came, with who wrote it."""
+    echoes = {
+        ids.interaction_id(
+            tenant_id=row.tenant_id, account_id=row.account_id, external_id=reply.platform_id, edit_version=0
+        ): reply
+        for reply in replies
+        if reply.state == "sent" and reply.platform_id
+    }
+    items = [ThreadItem(message.created_at, message, echoes.get(message.id)) for message in messages]
+    echoed = {item.reply.id for item in items if item.reply is not None}
+    items += [
+        ThreadItem(reply.sent_at or reply.requested_at, None, reply)
+        for reply in replies
+        if reply.id not in echoed
+    ]
+    return sorted(items, key=lambda item: item.at)
+
+
+async def conversation_page_context(
+    access: Access, conversation_id: str, now: datetime, youtube_units: int
+) -> dict[str, Any]:
     row = await access.conversation(conversation_id)
     detail = await conversation_detail(access, row, now)
     calendars = await calendars_of(access, [row])
+    replies = await reply_list(access, row, now, youtube_units)
     return {
         "row": row,
         "detail": detail,
+        "replies": replies,
+        "thread": thread_of(row, detail.messages, replies.items),
         "countdown": countdown_of(row, calendars, now),
         "author": await author_card(access, row, now),
         "actions": actions_for(access, row, detail.deadline),
@@ -593,7 +634,9 @@ def pages_router() -> APIRouter:
     async def conversation(
         conversation_id: ConversationId, request: Request, access: Annotated[Access, Depends(access)]
     ) -> Response:
-        context = await conversation_page_context(access, conversation_id, now_of(request))
+        context = await conversation_page_context(
+            access, conversation_id, now_of(request), settings_of(request).youtube_units_for_replies()
+        )
         template = part_or_page(request, "conversation_body.html", "conversation.html")
         return render(template, **(await frame(access, "work")), **context, now=now_of(request))
 

@@ -759,6 +759,7 @@ def messages_of(rows: Sequence[InteractionRow]) -> list[Message]:
             edited=versions[key] > 1,
             retracted=key in retracted,
             retracted_at=retracted.get(key),
+            sent_by=row.sent_by,
         )
         for key, row in newest.items()
     ]

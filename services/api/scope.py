@@ -155,6 +155,12 @@ class Access:
     def scope(self, action: Action) -> Scope:
         return self.viewer.scope(action)
 
+    @property
+    def session_sha256(self) -> str | None:
+        """The SHA-256 the asking person's session is kept under (`websession.id_sha256`); None
+        for a token. A reply carries it, so the outbound service posts only for a live session."""
+        return self.principal.session_id
+
     def conversations(self, action: Action = Action.see) -> ColumnElement[bool]:
         return conversation_filter(self.require_some(action))
 

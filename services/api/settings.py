@@ -52,6 +52,15 @@ class ApiSettings(CommonSettings):
     api_max_deliver: int = Field(
         default=10, ge=2, description="Deliveries before an event goes to the dead letter."
     )
+    youtube_daily_quota: int = Field(
+        default=10_000, ge=0, description="YouTube Data API units a day, shared by polling and replies."
+    )
+    youtube_reply_units: int = Field(
+        default=2_500,
+        ge=0,
+        description="Of the daily YouTube quota, the units replies may take (50 a reply), as outbound "
+        "counts them: the inbox shows what is left today, and no reply box when a reply would not fit.",
+    )
     smtp_host: str | None = Field(default=None, description="SMTP server for set-password links.")
     smtp_port: int = Field(default=587, description="SMTP port.")
     smtp_security: Literal["starttls", "tls", "none"] = Field(
@@ -68,6 +77,10 @@ class ApiSettings(CommonSettings):
         if value is not None and urlsplit(value).scheme not in ("http", "https"):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/") if value else value
+
+    def youtube_units_for_replies(self) -> int:
+        """The part of the daily YouTube quota replies may take (the pollers keep the rest)."""
+        return min(self.youtube_reply_units, self.youtube_daily_quota)
 
     def public_url(self) -> str:
         return self.api_public_url or f"http://127.0.0.1:{self.api_port}"

@@ -69,6 +69,9 @@ class Message(BaseModel):
     edited: bool
     retracted: bool
     retracted_at: datetime | None
+    sent_by: str | None = Field(
+        default=None, description="The brand's reply written in the inbox: the person who wrote it."
+    )
 
 
 class TimelineEntry(BaseModel):
@@ -202,3 +205,68 @@ class NotSent(BaseModel):
     error: str
     field: str
     command_id: str
+
+
+class WayView(BaseModel):
+    """One way a reply can go out now."""
+
+    method: str = Field(
+        description="comment_reply, private_reply, send_api, human_agent, post, dm, status or webhook."
+    )
+    tag: str | None = Field(description="HUMAN_AGENT for a Messenger or Instagram DM after 24 hours.")
+    until: datetime | None = Field(description="When this way closes (null: no window).")
+    label: str = Field(description='For people: "Messenger: 3 h 12 min left in the window".')
+    max_length: int = Field(description="The most characters the platform takes this way.")
+
+
+class ReplyVerdict(BaseModel):
+    """What the platform's rules allow for a reply to the conversation now."""
+
+    platform: str = Field(description='The platform as people call it: "Messenger", "Instagram", "X" ...')
+    reply_to: str | None = Field(description="The message a reply answers by default: the customer's latest.")
+    ways: list[WayView] = Field(
+        description="The ways open now, the default first; none: not through the API."
+    )
+    reason: str = Field(description="A sentence saying what is possible, or why nothing is.")
+    link: str | None = Field(description="Where to answer on the platform itself (http or https only).")
+    max_length: int = Field(description="The most characters the default way takes.")
+    may_send: bool = Field(
+        description="Whether you may send a reply here (a signed-in person who may act on it)."
+    )
+
+
+class ReplyView(BaseModel):
+    """One reply written in the inbox, and what became of it."""
+
+    id: str = Field(description="The reply's id: the command id it was sent with.")
+    state: str = Field(
+        description="sending; sent (the platform has it); failed (nothing went out); in_doubt (it may "
+        "have gone out: check on the platform, it is never sent again by itself)."
+    )
+    method: str
+    tag: str | None
+    person: PersonRef = Field(description="Who wrote it.")
+    text: str
+    reply_to: str = Field(description="The message it answers (an interaction id).")
+    requested_at: datetime
+    sent_at: datetime | None
+    error: str = Field(description="The platform's words when it refused, or why it is in doubt.")
+    platform_id: str | None = Field(description="The platform's id of the reply, once sent.")
+    url: str | None = Field(
+        description="The reply on the platform, or where to check on it (http or https only)."
+    )
+    retry: bool = Field(description="Failed, and sending it again may work.")
+
+
+class ReplyList(BaseModel):
+    items: list[ReplyView] = Field(description="The conversation's replies, newest last.")
+    complete: bool = Field(description="False when only the newest replies are listed.")
+    verdict: ReplyVerdict
+
+
+class ReplyRefusal(BaseModel):
+    """A reply the platform's rules do not let go out now: nothing was sent."""
+
+    error: str
+    field: Literal["text", "method"]
+    link: str | None = Field(description="Where to answer on the platform itself, when known.")

@@ -6,7 +6,8 @@ conversation no team holds; northwind has north (lead nora; nora, nils and sam) 
 called care (nils). sam serves both tenants. ada is the agency admin, tina kettle's tenant
 admin, vera its client viewer, nadia northwind's tenant admin; kettle has a tenant_admin token
 and a client_viewer token. Every conversation has a message, a deadline, a timeline entry and a
-command outcome; every person and tenant has a timeline entry and an outcome of their own. Each
+command outcome and a reply written in the inbox (every account is connected for replies, so a
+reply a viewer may send is sent); every person and tenant has a timeline entry and an outcome of their own. Each
 carries a marker naming what it belongs to (`MARK<conv:kettle-care-1>`), so a body showing
 something outside the viewer's scope says what.
 
@@ -57,18 +58,27 @@ from sqlalchemy import update
 from sqlmodel import col
 from starlette.routing import Mount
 
-from services.api.actions import KeptCommands
+from services.api.actions import KeptCommands, Sendable
 from services.api.live import LiveHub
 from services.api.main import create_app
 from services.router.service import subject_for
-from shared.commands import Acknowledge, Claim, Reassign
+from shared import ids, subjects
+from shared.commands import Acknowledge, Claim, Reassign, SendReply
 from shared.db.core import execute
-from shared.db.models import ApiTokenRow, CommandOutcomeRow, TimelineRow
+from shared.db.models import AccountRow, ApiTokenRow, CommandOutcomeRow, ReplyRow, TimelineRow
 from shared.db.session import create_engine, session_factory, transaction
-from shared.events import CommandApplied, CommandRejected, ConversationPaused, Event, Rejection
+from shared.events import (
+    CommandApplied,
+    CommandRejected,
+    ConversationPaused,
+    Event,
+    Platform,
+    Rejection,
+    ReplyEvent,
+    ReplyState,
+)
 from shared.jetstream import StreamSettings, ensure_streams, publish_pipelined, stream_configs
 from shared.messages import Outgoing
-from shared.preflight import AnyPreparedCommand
 from tests.api_world import BASE_URL, Clock, SignedIn, World, api_settings, bearer
 from tests.helpers import eventually
 
@@ -103,6 +113,15 @@ CONVERSATIONS: dict[str, tuple[str, str | None, str | None]] = {  # label: tenan
     "northwind-north-2": ("northwind", "northwind/north", "sam"),
     "northwind-north-3": ("northwind", "northwind/north", None),
     "northwind-care-1": ("northwind", "northwind/care", None),
+}
+# Who wrote the reply of each conversation nobody owns (an owner wrote their own's): someone every
+# viewer who sees the conversation also sees.
+REPLIED_BY = {
+    "kettle-care-3": "rosa",
+    "kettle-social-2": "sid",
+    "kettle-noteam-1": "kai",
+    "northwind-north-3": "nils",
+    "northwind-care-1": "nils",
 }
 TOKENS: dict[str, tuple[str, str]] = {  # name: tenant, role
     "marktok-kettle-admin": ("kettle", "tenant_admin"),
@@ -269,7 +288,7 @@ MARKERS: dict[str, tuple[str, str]] = {
     **{
         mark(kind, label): ("conversation", label)
         for label in CONVERSATIONS
-        for kind in ("conv", "message", "timeline", "outcome", "live", "liveoutcome", "past")
+        for kind in ("conv", "message", "timeline", "outcome", "live", "liveoutcome", "past", "reply")
     },
     **{
         mark(kind, f"person-{person}"): ("person", person)
@@ -428,6 +447,8 @@ async def build_agency(world: World) -> Agency:
         accounts[key] = (team_id, await world.account(tenant, team_id, account_id=key.replace("/", "-")))
     for person, role, tenant in GRANTS:
         await world.grant(person, role, tenant)
+    async with transaction(world.sessions) as session:  # connected for replies, as `apply` leaves it
+        await execute(session, update(AccountRow).values(reply_credentials="sealed:page-token"))
     rows: list[Any] = []
     for number, (label, (tenant, team, owner)) in enumerate(CONVERSATIONS.items()):
         team_id, account = accounts[team or f"{tenant}/care"]
@@ -442,7 +463,7 @@ async def build_agency(world: World) -> Agency:
             thread_id=f"thread-{label}",
         )
         agency.conversation_ids[label] = conversation
-        await world.interaction(conversation, text=f"Still waiting {mark('message', label)}")
+        message = await world.interaction(conversation, text=f"Still waiting {mark('message', label)}")
         await world.deadline(conversation, due_at=T + timedelta(hours=1), version=2)
         rows += [
             TimelineRow(
@@ -455,6 +476,24 @@ async def build_agency(world: World) -> Agency:
                 kind="conversation.assigned",
                 actor="router",
                 summary=f"Assigned {mark('timeline', label)}",
+            ),
+            ReplyRow(
+                id=f"reply-{label}",
+                tenant_id=tenant,
+                conversation_id=conversation,
+                account_id=account,
+                platform="facebook",
+                person_id=owner or REPLIED_BY[label],
+                text=f"We are on it {mark('reply', label)}",
+                reply_to=message,
+                target=f"msg-{label}",
+                thread_id=f"thread-{label}",
+                method="comment_reply",
+                key=f"reply-{label}",
+                state="failed",
+                error="(#1) An unknown error occurred",
+                requested_at=T - timedelta(minutes=25),
+                updated_at=T - timedelta(minutes=25),
             ),
             CommandOutcomeRow(
                 command_id=f"cmd-{label}",
@@ -519,6 +558,13 @@ async def build_agency(world: World) -> Agency:
     return agency
 
 
+def subject_of(event: Event) -> str:
+    """Where the event is published: the router's subjects, and the outbound service's for replies."""
+    if isinstance(event, ReplyEvent):
+        return subjects.reply_event(tenant_id=event.tenant_id, conversation_id=event.conversation_id)
+    return subject_for(event)
+
+
 def live_events(agency: Agency, kind: str) -> list[Event]:
     """Events published on SH_EVENTS, as the router and notify publish them, while the streams
     are open (`live`) or before they are (`past`): a pause and a refused command for every
@@ -545,6 +591,17 @@ def live_events(agency: Agency, kind: str) -> list[Event]:
                 conversation_id=conversation,
                 code=Rejection.closed,
                 reason=mark("liveoutcome" if kind == "live" else kind, label),
+            ),
+            ReplyEvent(
+                tenant_id=tenant,
+                conversation_id=conversation,
+                account_id=f"{tenant}-account",
+                occurred_at=T,
+                reply_id=f"reply-{kind}-{label}",
+                platform=Platform.facebook,
+                person_id="kai",
+                state=ReplyState.failed,
+                error=mark(kind, label),
             ),
         ]
     for person in PEOPLE:
@@ -593,7 +650,7 @@ class Service:
         assert self.hub.js is not None
         await publish_pipelined(
             self.hub.js,
-            [Outgoing(subject_for(e), e.model_dump_json().encode(), f"walk:{e.event_id}") for e in events],
+            [Outgoing(subject_of(e), e.model_dump_json().encode(), f"walk:{e.event_id}") for e in events],
         )
         head = (await self.hub.js.stream_info("SH_EVENTS")).state.last_seq
 
@@ -744,6 +801,7 @@ CHOICES: dict[str, list[Any]] = {
     "status": ["away"],
     "reason": ["x"],
     "note": ["x"],
+    "text": ["Thanks, we are on it"],
     "email": ["kai@example.com"],
     "password": ["correct horse battery staple"],
     "token": ["A" * 32],
@@ -880,7 +938,7 @@ class Walk:
             self.fail("c", viewer, what, response, f"shows {sorted(leaked)}")
 
     def check_commands(
-        self, viewer: str, what: str, response: httpx.Response, commands: list[AnyPreparedCommand]
+        self, viewer: str, what: str, response: httpx.Response, commands: list[Sendable]
     ) -> None:
         """(d): each command sent is one the viewer may send."""
         sight = SIGHTS[viewer]
@@ -990,7 +1048,7 @@ def _without(text: str, combo: Iterable[Target]) -> str:
     return text
 
 
-def command_problems(agency: Agency, sight: Sight, command: AnyPreparedCommand) -> list[str]:
+def command_problems(agency: Agency, sight: Sight, command: Sendable) -> list[str]:
     """Why the viewer should not have sent this command (none: they may)."""
     problems = []
     if command.issued_by != sight.issuer:
@@ -1010,6 +1068,14 @@ def command_problems(agency: Agency, sight: Sight, command: AnyPreparedCommand) 
     if getattr(command, "tenant_id", None) != tenant:
         problems.append(f"tenant {getattr(command, 'tenant_id', None)} for {label} of {tenant}")
     me = sight.issuer
+    if isinstance(command, SendReply):  # a reply: the person's own, from their own session
+        if label not in sight.acts:
+            problems.append(f"a reply on {label}, on which they may not act")
+        if person != me or me.startswith("token:"):
+            problems.append(f"a reply written as {person}")
+        if command.session != ids.token_sha256(agency.signed[me].cookie if me in agency.signed else ""):
+            problems.append("a reply carrying another session than theirs")
+        return problems
     if isinstance(command, Reassign) or (isinstance(command, Claim) and person != me):
         if label not in sight.reassigns:
             problems.append(f"{label}, which they may not reassign")
@@ -1041,7 +1107,7 @@ async def test_every_route_keeps_every_viewer_within_their_scope(agency: Agency,
 
     # The walk saw and did what the table gives each viewer, no less: it cannot pass by refusing.
     for viewer, sight in SIGHTS.items():
-        for kind in ("conv", "message", "timeline", "outcome"):
+        for kind in ("conv", "message", "timeline", "outcome", "reply"):
             expected = {mark(kind, label) for label in sight.sees}
             shown = {mark(kind, label) for label in CONVERSATIONS} & walk.seen.get(viewer, set())
             if shown != expected:

@@ -37,6 +37,8 @@ from shared.events import (
     Event,
     Platform,
     Rejection,
+    ReplyEvent,
+    ReplyState,
 )
 from tests.fuzz import properties
 
@@ -270,6 +272,33 @@ KETTLE_ADMINS = {"ada", "tina", "kettle-token"}
             {"ada", "nadia", "sam", "nils", "kai"},
         ),
         (
+            "kai's reply that failed on a conversation of his: who sees the conversation",
+            ReplyEvent(
+                **conv(),
+                reply_id="reply-1",
+                platform=Platform.facebook,
+                person_id="kai",
+                state=ReplyState.failed,
+                error="(#10) This message is sent outside of allowed window",
+            ),
+            Facts("kettle", CARE.id, "kai"),
+            None,
+            KETTLE_ADMINS | {"rosa", "kai", "sam"},
+        ),
+        (
+            "a reply on northwind's conversation: northwind's side, not the kettle agent who wrote it",
+            ReplyEvent(
+                **conv("northwind"),
+                reply_id="reply-2",
+                platform=Platform.x,
+                person_id="kai",
+                state=ReplyState.sent,
+            ),
+            Facts("northwind", NORTH.id, "nils"),
+            None,
+            {"ada", "nadia", "sam", "nils"},
+        ),
+        (
             "a tenant command of tina's: she reads it, the agents do not",
             outcome(command_type="tenant.recompute", issued_by="tina"),
             None,
@@ -410,3 +439,17 @@ def test_a_last_event_id_is_a_whole_number() -> None:
 def test_any_last_event_id_is_a_sequence_or_nothing(text: str) -> None:
     seq = sequence_of(text)
     assert seq is None or (0 <= seq < 2**63 and text.isascii() and int(text) == seq)
+
+
+def test_a_reply_event_is_a_timeline_event_the_conversation_page_refreshes_on() -> None:
+    event = ReplyEvent(
+        **conv(), reply_id="reply-1", platform=Platform.facebook, person_id="kai", state=ReplyState.sent,
+        method="send_api", platform_id="m_1", url="https://www.facebook.com/m_1",
+    )  # fmt: skip
+    payload = payload_of(event, seq=9, message_id="reply:reply-1:sent")
+    assert payload is not None
+    [block] = blocks(payload)
+    assert (block["id"], block["event"]) == ("9", "timeline")
+    entry = TimelineEntry.model_validate_json(block["data"])
+    assert entry.conversation_id == CONV and entry.kind == "reply.changed" and entry.actor == "kai"
+    assert entry.summary == "Reply sent by kai on Messenger"

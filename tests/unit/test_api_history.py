@@ -44,6 +44,8 @@ from shared.events import (
     Event,
     Platform,
     Rejection,
+    ReplyEvent,
+    ReplyState,
 )
 from tests.fuzz import properties
 
@@ -269,6 +271,54 @@ def test_an_acknowledgement_is_the_persons_doing() -> None:
     )  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("platform", "method", "state", "error", "said"),
+    [
+        (Platform.facebook, "send_api", ReplyState.sent, "", "Reply sent by kai on Messenger"),
+        (Platform.facebook, "human_agent", ReplyState.sent, "", "Reply sent by kai on Messenger"),
+        (Platform.facebook, "comment_reply", ReplyState.sent, "", "Reply sent by kai on Facebook"),
+        (
+            Platform.instagram,
+            "private_reply",
+            ReplyState.in_doubt,
+            "timed out",
+            "Reply in doubt: check on Instagram",
+        ),
+        (Platform.x, "post", ReplyState.sending, "", "Sending kai's reply"),
+        (
+            Platform.x,
+            "post",
+            ReplyState.failed,
+            "Reply to this conversation is not allowed because you have not been mentioned",
+            "Reply failed: Reply to this conversation is not allowed because you have not been mentioned",
+        ),
+        (Platform.mastodon, "status", ReplyState.failed, "", "Reply by kai failed on Mastodon"),
+    ],
+)
+def test_a_reply_says_who_wrote_it_where_and_what_became_of_it(
+    platform: Platform, method: str, state: ReplyState, error: str, said: str
+) -> None:
+    event = ReplyEvent(
+        **AROUND,
+        reply_id="reply-1",
+        platform=platform,
+        person_id="kai",
+        state=state,
+        method=method,
+        error=error,
+    )
+    kept = entry(event)
+    assert kept.summary == said
+    assert (kept.actor, kept.person_id, kept.conversation_id, kept.kind) == (
+        "kai",
+        "kai",
+        CONV,
+        "reply.changed",
+    )
+    assert decode(event.model_dump_json().encode()) == event  # the consumer keeps it (no dead letter)
+    assert outcome_of(event) is None
+
+
 def test_a_connector_problem_is_no_part_of_a_timeline() -> None:
     event = ConnectorProblem(
         tenant_id="acme", account_id="acme-fb", platform=Platform.facebook, problem="failing", detail="token revoked",
@@ -361,6 +411,11 @@ EVENTS: dict[type[BaseModel], dict[str, st.SearchStrategy[Any]]] = {
     AlertAcknowledged: {
         **BASE, "conversation_id": TEXT, "deadline_version": st.integers(), "person_id": TEXT,
         "acknowledged_at": WHEN, "command_id": MAYBE,
+    },
+    ReplyEvent: {
+        **CONVERSATION, "reply_id": TEXT, "platform": st.sampled_from(Platform), "person_id": TEXT,
+        "state": st.sampled_from(ReplyState), "method": TEXT, "platform_id": MAYBE, "url": MAYBE, "error": TEXT,
+        "retry": st.booleans(),
     },
 }  # fmt: skip
 

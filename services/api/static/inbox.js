@@ -149,7 +149,10 @@
             return;
           }
           if (!response.ok) return;
-          container.innerHTML = await response.text();
+          const html = await response.text();
+          const draft = keepDraft(container);
+          container.innerHTML = html;
+          restoreDraft(container, draft);
         } catch (_) {
           return; // the api is out of reach: the stream's reconnection will ask again
         }
@@ -225,6 +228,203 @@
       });
       act(form.dataset.conversationId, form.dataset.action, body);
     });
+  }
+
+  // -- replies ---------------------------------------------------------------------------------
+  // The reply box: a live count against the platform's limit, the draft kept across live
+  // refreshes (and reloads: sessionStorage), and one key per draft, so sending it again after a
+  // lost answer posts it once.
+
+  function tell(text, kind, link) {
+    const outcome = document.querySelector("[data-outcome]");
+    if (outcome) {
+      outcome.textContent = text;
+      outcome.dataset.kind = kind;
+      if (link && link.href) {
+        const a = document.createElement("a");
+        a.href = link.href;
+        a.rel = "noopener noreferrer";
+        a.target = "_blank";
+        a.textContent = link.text;
+        outcome.append(" ", a);
+      }
+    }
+    announce(text);
+  }
+
+  function newKey() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return "reply-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  const draftKey = (form) => "stayhuman:reply:" + form.dataset.conversationId;
+
+  function saveDraft(form) {
+    const box = form.querySelector("textarea[name=text]");
+    try {
+      if (box.value) sessionStorage.setItem(draftKey(form), JSON.stringify({ text: box.value, key: form.dataset.key || "", keyFor: form.dataset.keyFor || "" }));
+      else sessionStorage.removeItem(draftKey(form));
+    } catch (_) {
+      // storage refused (private mode, full): the draft lives in the page only
+    }
+  }
+
+  function limit(form) {
+    const way = form.querySelector('input[name="method"]:checked') || form.querySelector('input[name="method"][type="hidden"]');
+    return Number((way && way.dataset.max) || form.querySelector("textarea[name=text]").dataset.max || 0);
+  }
+
+  function count(form) {
+    const box = form.querySelector("textarea[name=text]");
+    const shown = form.querySelector("[data-reply-count]");
+    if (!box || !shown) return;
+    const max = limit(form);
+    const used = Array.from(box.value).length; // characters as platforms count them, not UTF-16 units
+    const over = max > 0 && used > max;
+    shown.textContent =
+      used.toLocaleString("en") + " of " + max.toLocaleString("en") + " characters" +
+      (over ? ": " + (used - max).toLocaleString("en") + " too many" : "");
+    shown.dataset.over = over ? "yes" : "no";
+    box.setAttribute("aria-invalid", over ? "true" : "false");
+    const button = form.querySelector("[data-reply-send]");
+    if (button) button.disabled = over || !box.value.trim() || form.dataset.sending === "yes";
+  }
+
+  function keepDraft(root) {
+    const form = root.querySelector("form[data-reply]");
+    if (!form) return null;
+    const box = form.querySelector("textarea[name=text]");
+    const way = form.querySelector('input[name="method"]:checked');
+    const focused = document.activeElement;
+    return {
+      text: box.value,
+      start: box.selectionStart,
+      end: box.selectionEnd,
+      focus: focused === box ? "text" : focused && focused.name === "method" && form.contains(focused) ? "method" : "",
+      method: way ? way.value : null,
+      key: form.dataset.key || "",
+      keyFor: form.dataset.keyFor || "",
+      sending: form.dataset.sending || "",
+    };
+  }
+
+  function restoreDraft(root, draft) {
+    const form = root.querySelector("form[data-reply]");
+    if (!form) return;
+    const box = form.querySelector("textarea[name=text]");
+    if (!draft) {
+      try {
+        draft = JSON.parse(sessionStorage.getItem(draftKey(form)) || "null");
+      } catch (_) {
+        draft = null;
+      }
+    }
+    if (draft) {
+      box.value = draft.text || "";
+      form.dataset.key = draft.key || "";
+      form.dataset.keyFor = draft.keyFor || "";
+      form.dataset.sending = draft.sending || "";
+      const way = draft.method && form.querySelector('input[name="method"][value="' + draft.method + '"]');
+      if (way) way.checked = true;
+      if (draft.focus === "text") {
+        box.focus();
+        if (typeof draft.start === "number") box.setSelectionRange(draft.start, draft.end);
+      } else if (draft.focus === "method") {
+        (form.querySelector('input[name="method"]:checked') || box).focus();
+      }
+    }
+    count(form);
+  }
+
+  async function reply(form, body, done) {
+    const conversation = form.dataset.conversationId;
+    const platform = form.dataset.platform || "the platform";
+    form.dataset.sending = "yes";
+    if (form.matches("[data-reply]")) count(form);
+    tell("Sending your reply…", "pending");
+    const url = "/api/conversations/" + encodeURIComponent(conversation) + "/replies?wait=5";
+    let status = 0;
+    let answer = {};
+    try {
+      ({ status, answer } = await send("POST", url, body));
+      if (status === 202 && answer.outcome_url) {
+        for (let i = 0; i < 20 && answer.status === "pending"; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          ({ answer } = await send("GET", answer.outcome_url));
+        }
+      }
+    } catch (_) {
+      answer = { error: "the inbox could not be reached; send it again (it goes out once)" };
+    }
+    // A live refresh may have put a new reply box in place meanwhile: the one on the page now.
+    const box = form.matches("[data-reply]")
+      ? document.querySelector('form[data-reply][data-conversation-id="' + conversation + '"]') || form
+      : form;
+    form.dataset.sending = "";
+    box.dataset.sending = "";
+    form = box;
+    if (status === 200 || status === 202) {
+      done(form);
+      if (answer.status === "applied") tell("Reply sent on " + platform + ".", "applied");
+      else if (answer.status === "rejected") tell("Not sent: " + (answer.reason || answer.code || "no reason given"), "rejected");
+      else tell("Your reply is on its way: the thread shows when " + platform + " has it.", "pending");
+    } else {
+      const link = answer.link ? { href: answer.link, text: "Answer on " + platform } : null;
+      tell("Not sent: " + (answer.error || "error " + status), "rejected", link);
+    }
+    if (form.matches("[data-reply]")) count(form);
+    refreshAll(50);
+  }
+
+  function bindReplies(root) {
+    root.addEventListener("input", (event) => {
+      const form = event.target.closest("form[data-reply]");
+      if (!form) return;
+      count(form);
+      saveDraft(form);
+    });
+    root.addEventListener("change", (event) => {
+      const form = event.target.closest("form[data-reply]");
+      if (form) count(form);
+    });
+    root.addEventListener("submit", (event) => {
+      const form = event.target.closest("form[data-reply], form[data-reply-again]");
+      if (!form) return;
+      event.preventDefault();
+      if (form.dataset.sending === "yes") return;
+      const body = {};
+      new FormData(form).forEach((value, key) => {
+        if (value !== "") body[key] = value;
+      });
+      if (!body.text || !body.text.trim()) return;
+      if (form.matches("[data-reply-again]")) {
+        body.command_id = newKey();
+        reply(form, body, () => {});
+        return;
+      }
+      if (Array.from(body.text).length > limit(form)) return;
+      // The same text sent again keeps its key (posted once); a changed text is a new reply.
+      if (!form.dataset.key || form.dataset.keyFor !== body.text) {
+        form.dataset.key = newKey();
+        form.dataset.keyFor = body.text;
+      }
+      body.command_id = form.dataset.key;
+      saveDraft(form);
+      reply(form, body, (sent) => {
+        const box = sent.querySelector("textarea[name=text]");
+        if (!box || box.value !== body.text) return; // written on meanwhile: a new draft, kept
+        box.value = "";
+        sent.dataset.key = "";
+        sent.dataset.keyFor = "";
+        try {
+          sessionStorage.removeItem(draftKey(sent));
+        } catch (_) {
+          // nothing kept
+        }
+      });
+    });
+    root.querySelectorAll("form[data-reply]").forEach((form) => restoreDraft(form.parentElement, null));
   }
 
   // -- keyboard --------------------------------------------------------------------------------
@@ -322,6 +522,7 @@
     document.querySelectorAll("[data-sign-out]").forEach(signOut);
     document.querySelectorAll("select[data-status]").forEach(status);
     bindActions(document.getElementById("main") || document.body);
+    bindReplies(document.getElementById("main") || document.body);
     keys();
     live();
     setInterval(tick, 1000);

@@ -18,6 +18,7 @@ The platforms' rules, as their write APIs document them:
 - Other (generic and batch accounts): a signed request to the operator's endpoint.
 """
 
+import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -97,6 +98,41 @@ class Situation:
     private_reply_used: bool = False  # Instagram: a private reply already went to this comment
     youtube_units_left: int | None = None  # None: not counted
     link: str | None = None  # where to answer on the platform (the message's url), if known
+
+
+def context_of(stored: str | None) -> ReplyContext | None:
+    """What answering a message needs, as ingest stored it (JSON); None when nothing readable is."""
+    if not stored:
+        return None
+    try:
+        return ReplyContext.model_validate_json(stored)
+    except ValueError:
+        return None
+
+
+def credentials_source(sealed: str) -> str:
+    """What identifies the reply credentials `apply` gave an account (their ciphertext stays the
+    same while they do): tokens the outbound service refreshed, and a failure it recorded, belong
+    to those credentials only."""
+    return hashlib.sha256(sealed.encode()).hexdigest()
+
+
+def failing_of(sealed: str | None, token_source: str | None, token_failing: str) -> str:
+    """Why the account's reply connection is failing ("" when it is not): what the outbound service
+    recorded, while the account still has the credentials it was recorded for."""
+    if sealed and token_source is not None and token_source == credentials_source(sealed):
+        return token_failing
+    return ""
+
+
+def youtube_units_left(budget: int, replies_today: int) -> int:
+    """What is left today of the YouTube units kept for replies, 50 a reply posted or being posted."""
+    return max(0, budget - YOUTUBE_REPLY_UNITS * replies_today)
+
+
+def utc_day(now: datetime) -> datetime:
+    """The start of `now`'s day in UTC (YouTube's quota is counted per day)."""
+    return datetime.combine(now.astimezone(UTC).date(), datetime.min.time(), tzinfo=UTC)
 
 
 @dataclass(frozen=True)

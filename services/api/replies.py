@@ -14,11 +14,10 @@ The `reply` table (the outbound service records each reply there before posting 
 became of each: `GET .../replies` lists them with the rules' verdict for the conversation now.
 """
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -53,7 +52,7 @@ from shared.db.models import (
     ReplyTokenRow,
     TimelineRow,
 )
-from shared.events import Kind, Platform, ReplyContext, ReplyState
+from shared.events import Kind, Platform, ReplyState
 
 REPLY_LIMIT = 200  # the newest replies a conversation lists
 
@@ -103,16 +102,6 @@ class Answering:
         return reply_rules.platform_name(self.situation.platform, self.situation.kind)
 
 
-def context_of(text: str | None) -> ReplyContext | None:
-    """What answering the message needs, as ingest kept it; None when it kept nothing readable."""
-    if not text:
-        return None
-    try:
-        return ReplyContext.model_validate_json(text)
-    except ValueError:
-        return None
-
-
 async def answered(
     session: AsyncSession, conversation: ConversationRow, reply_to: str | None
 ) -> InteractionRow | None:
@@ -147,23 +136,16 @@ async def answered(
 async def youtube_units_left(session: AsyncSession, units: int, now: datetime) -> int:
     """What is left today (a UTC day) of the YouTube quota units replies may take, as the outbound
     service counts them: 50 for each reply posted, or being posted, since the day began."""
-    day = datetime.combine(now.astimezone(UTC).date(), time(), tzinfo=UTC)
     posted = (
         await session.exec(
             select(func.count()).where(
                 ReplyRow.platform == Platform.youtube.value,
                 col(ReplyRow.started_at).is_not(None) | (ReplyRow.state == ReplyState.sent.value),
-                col(ReplyRow.requested_at) >= day,
+                col(ReplyRow.requested_at) >= reply_rules.utc_day(now),
             )
         )
     ).one()
-    return max(0, units - reply_rules.YOUTUBE_REPLY_UNITS * int(posted or 0))
-
-
-def source_of(sealed: str) -> str:
-    """What identifies the reply credentials `apply` gave (the outbound service keeps the tokens it
-    refreshed under it: a failure recorded for older credentials is not theirs)."""
-    return hashlib.sha256(sealed.encode()).hexdigest()
+    return reply_rules.youtube_units_left(units, int(posted or 0))
 
 
 async def answering(
@@ -181,8 +163,8 @@ async def answering(
     account = await session.get(AccountRow, conversation.account_id)
     credentials = account.reply_credentials if account is not None else None
     token = await session.get(ReplyTokenRow, conversation.account_id) if credentials else None
-    failing = (
-        token.failing if token is not None and token.source_sha256 == source_of(credentials or "") else ""
+    failing = reply_rules.failing_of(
+        credentials, token.source_sha256 if token else None, token.failing if token else ""
     )
     known = True
     try:
@@ -210,7 +192,7 @@ async def answering(
         kind=kind,
         answered_at=interaction.created_at,
         last_inbound_at=conversation.last_inbound_at,
-        context=context_of(interaction.reply_context),
+        context=reply_rules.context_of(interaction.reply_context),
         account_external_id=account.external_id if account else None,
         connected=bool(credentials) and known,
         failing=failing,

@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from services.outbound import decisions
 from services.outbound.decisions import Next, Seen
@@ -40,7 +40,7 @@ from services.outbound.platforms.base import (
     Outgoing as Post,
 )
 from services.outbound.ports import Answered, ReplyStore
-from services.outbound.store import credentials_json, source_of
+from services.outbound.store import credentials_json
 from shared import reply_rules, subjects
 from shared.commands import ReplyMethod, SendReply
 from shared.db.models import ReplyRow
@@ -64,7 +64,6 @@ from shared.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 
-YOUTUBE_REPLY_UNITS = 50
 SETTLED = (ReplyState.sent, ReplyState.failed, ReplyState.in_doubt)
 
 
@@ -149,16 +148,14 @@ class Outbound:
     async def _situation(self, answered: Answered, reply_id: str, now: datetime) -> reply_rules.Situation:
         account = answered.account
         platform = Platform(account.platform)
-        failing = ""
-        if account.reply_credentials:
-            token = await self.store.refreshed(account.id)
-            if token is not None and token.source_sha256 == source_of(account.reply_credentials):
-                failing = token.failing
+        token = await self.store.refreshed(account.id) if account.reply_credentials else None
+        failing = reply_rules.failing_of(
+            account.reply_credentials, token.source_sha256 if token else None, token.failing if token else ""
+        )
         units_left = None
         if platform is Platform.youtube and self.policy.youtube_reply_units is not None:
-            day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-            used = await self.store.youtube_replies_since(day, reply_id) * YOUTUBE_REPLY_UNITS
-            units_left = max(0, self.policy.youtube_reply_units - used)
+            replies = await self.store.youtube_replies_since(reply_rules.utc_day(now), reply_id)
+            units_left = reply_rules.youtube_units_left(self.policy.youtube_reply_units, replies)
         ix = answered.interaction
         return reply_rules.Situation(
             platform=platform,
@@ -339,7 +336,7 @@ class Outbound:
             return "replies are not connected for this account"
         token = await self.store.refreshed(answered.account.id)
         try:
-            if token is not None and token.source_sha256 == source_of(sealed):
+            if token is not None and token.source_sha256 == reply_rules.credentials_source(sealed):
                 if token.failing:
                     return f"the connection is failing: {token.failing}"
                 values = json.loads(self.box.open(token.credentials))
@@ -383,7 +380,7 @@ class Outbound:
             return
         await self.store.keep_token(
             answered.account.id,
-            source=source_of(sealed),
+            source=reply_rules.credentials_source(sealed),
             sealed=self.box.seal(credentials_json(credentials.values)),
             expires_at=credentials.expires_at,
             failing=failing,

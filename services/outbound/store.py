@@ -6,7 +6,6 @@ a reply names may send it), the conversation and the message a reply answers, th
 its sealed reply credentials, and the thread's outbound interactions (an echo of a reply whose
 answer was lost says it went out)."""
 
-import hashlib
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.outbound.ports import Answered
+from shared import reply_rules
 from shared.db.core import execute
 from shared.db.models import (
     AccountRow,
@@ -28,22 +28,7 @@ from shared.db.models import (
     WebSessionRow,
 )
 from shared.db.session import dialect_insert
-from shared.events import ReplyContext, ReplyState
-
-
-def context_of(stored: str | None) -> ReplyContext | None:
-    """The interaction's reply context as stored; None when absent or no longer readable."""
-    if not stored:
-        return None
-    try:
-        return ReplyContext.model_validate_json(stored)
-    except ValueError:
-        return None
-
-
-def source_of(sealed: str) -> str:
-    """What identifies the credentials `apply` gave (their ciphertext stays the same while they do)."""
-    return hashlib.sha256(sealed.encode()).hexdigest()
+from shared.events import ReplyState
 
 
 class SqlStore:
@@ -91,7 +76,9 @@ class SqlStore:
             interaction = (await session.exec(query)).first()
             if interaction is None:
                 return None
-            return Answered(conversation, account, interaction, context_of(interaction.reply_context))
+            return Answered(
+                conversation, account, interaction, reply_rules.context_of(interaction.reply_context)
+            )
 
     async def private_reply_used(self, account_id: str, target: str, reply_id: str) -> bool:
         """Instagram allows one private reply to a comment: one went (or may have gone) already."""

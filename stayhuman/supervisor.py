@@ -25,6 +25,7 @@ from shared.settings import CommonSettings
 from stayhuman import localnats
 from stayhuman.demo import ROLES, DemoLogin, demo_password
 from stayhuman.demo.feed import play_in_background
+from stayhuman.demo.platform import URL_VARIABLE, DemoPlatform
 from stayhuman.devmail import DevMailSink
 from stayhuman.natsserver import EmbeddedNats
 
@@ -122,6 +123,7 @@ class Supervisor:
     say: Callable[[str], None] = field(default=lambda text: print(text, flush=True))
     nats: EmbeddedNats | None = None
     mail_sink: DevMailSink | None = None
+    demo_platform: DemoPlatform | None = None
     children: list[Child] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -159,7 +161,13 @@ class Supervisor:
         # The keys not set: made once in the state folder, the same for every child (and `apply`).
         keys = self.settings.development_keys()
         logins: list[DemoLogin] = []
+        host = self.settings.host
+        ingest_url = f"http://{_reachable(host)}:{self.settings.ingest_port}"
         if self.demo:
+            # The demo account's replies go to the demo platform: its address is in the demo
+            # configuration as ${STAYHUMAN_DEMO_PLATFORM_URL}, so it runs before that is applied.
+            self.demo_platform = DemoPlatform(ingest_url, state).start()
+            os.environ[URL_VARIABLE] = self.demo_platform.url
             self.say(f"demo configuration: {apply_demo(database_url)}")
             logins = set_demo_passwords(database_url)
         env = {
@@ -184,7 +192,6 @@ class Supervisor:
             "api": self.settings.api_port,
             "outbound": self.settings.outbound_port,
         }
-        host = self.settings.host
         api_url = (self.settings.api_public_url or f"http://{_reachable(host)}:{ports['api']}").rstrip("/")
         env["STAYHUMAN_API_PUBLIC_URL"] = api_url  # set-password links and the cookies' Secure flag
         for name in SERVICES:
@@ -213,14 +220,16 @@ class Supervisor:
             self.say(
                 f"  mailbox   http://{host}:{ports['notify']}/mailbox  (no SMTP server set: mail stays here)"
             )
+        if self.demo_platform is not None:
+            self.say(f"  platform  {self.demo_platform.url}/  (demo: the replies it received)")
         if logins:
             self.say(f"  demo logins (sign in at {api_url}/login):")
             width = max(len(login.email) for login in logins)
             for login in logins:
                 self.say(f"    {login.role:<14} {login.email:<{width}}  {login.password}")
         self.say("Ctrl-C stops everything.")
-        if self.demo:
-            play_in_background(f"http://{host}:{ports['ingest']}", database_url, self.say)
+        if self.demo_platform is not None:
+            play_in_background(ingest_url, database_url, self.say, wrote=self.demo_platform.wrote)
 
     def _wait_ready(self, timeout: float) -> None:
         """Wait until every service answers /readyz. One that exits meanwhile is restarted as it
@@ -298,6 +307,8 @@ class Supervisor:
                 child.process.wait()
         if self.mail_sink is not None:
             self.mail_sink.stop()
+        if self.demo_platform is not None:
+            self.demo_platform.stop()
         if self.nats is not None:
             localnats.withdraw(self.settings.state_dir.resolve())
             self.nats.stop()

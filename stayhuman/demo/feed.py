@@ -70,24 +70,30 @@ def show_assignments(database_url: str, threads: set[str], say: Callable[[str], 
         time.sleep(0.2)
 
 
-def play(ingest_url: str, database_url: str, say: Callable[[str], None], run_id: str | None = None) -> None:
-    """Send the feed, say who got what, then send the brand's replies when they are due."""
+def play(
+    ingest_url: str,
+    database_url: str,
+    say: Callable[[str], None],
+    run_id: str | None = None,
+    wrote: Callable[[dict[str, object]], None] = lambda _document: None,
+) -> None:
+    """Send the feed, say who got what, then send the brand's replies when they are due.
+    `wrote` hears each customer's message first (the demo platform, where they wrote it)."""
     run = run_id or datetime.now(UTC).strftime("%H%M%S")
     started = time.monotonic()
     for index, message in enumerate(FEED):
-        post(
-            ingest_url,
-            {
-                "external_id": f"demo-{run}-{index}",
-                "kind": message.kind,
-                "direction": "inbound",
-                "thread_id": f"{message.thread}-{run}",
-                "author": {"id": f"demo-author-{index}", "name": message.author},
-                "text": message.text,
-                "created_at": datetime.now(UTC).isoformat(),
-                "url": f"https://www.facebook.example/{TENANT}/{message.thread}-{run}",
-            },
-        )
+        document: dict[str, object] = {
+            "external_id": f"demo-{run}-{index}",
+            "kind": message.kind,
+            "direction": "inbound",
+            "thread_id": f"{message.thread}-{run}",
+            "author": {"id": f"demo-author-{index}", "name": message.author},
+            "text": message.text,
+            "created_at": datetime.now(UTC).isoformat(),
+            "url": f"https://www.facebook.example/{TENANT}/{message.thread}-{run}",
+        }
+        wrote(document)
+        post(ingest_url, document)
         say(f"demo: {message.author} wrote {message.text!r} (signed webhook accepted)")
     show_assignments(database_url, {f"{m.thread}-{run}" for m in FEED}, say)
     say("demo: unanswered conversations become overdue emails after 45 seconds")
@@ -110,10 +116,15 @@ def play(ingest_url: str, database_url: str, say: Callable[[str], None], run_id:
         say(f"demo: {BRAND} answered {message.author} in time: no alert for that one")
 
 
-def play_in_background(ingest_url: str, database_url: str, say: Callable[[str], None]) -> threading.Thread:
+def play_in_background(
+    ingest_url: str,
+    database_url: str,
+    say: Callable[[str], None],
+    wrote: Callable[[dict[str, object]], None] = lambda _document: None,
+) -> threading.Thread:
     def run() -> None:
         try:
-            play(ingest_url, database_url, say)
+            play(ingest_url, database_url, say, wrote=wrote)
         except Exception as error:  # the demo must never take the stack down
             say(f"demo: feed stopped: {error}")
 

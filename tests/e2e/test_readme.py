@@ -72,6 +72,10 @@ def test_the_curl_example_is_routed_to_a_deadline_next_to_the_example_configurat
         subprocess.run(
             ["bash", "-euo", "pipefail", "-c", apply_snippet], cwd=ROOT, env=stack.env(), check=True
         )
+        # The demo's replies go to the platform `up --demo` printed: the same address, no change.
+        platform = re.search(r"^  platform  (http://\S+)/  ", stack.logs(), re.MULTILINE)
+        assert platform is not None, stack.logs()[-3000:]
+        stack.env_overrides["STAYHUMAN_DEMO_PLATFORM_URL"] = platform.group(1)
         again = stack.cli("apply", "-f", str(DEMO_CONFIG))
         assert again.stdout.endswith(": created nothing; updated nothing\n")  # the example changed none of it
         sent_at = datetime.now(UTC)

@@ -545,9 +545,13 @@ async def test_the_apply_command_line(
 
 
 @pytest.mark.parametrize("name", ["example", "demo"])
-async def test_the_shipped_files_apply_and_apply_again_as_a_no_op(sessions: Sessions, name: str) -> None:
+async def test_the_shipped_files_apply_and_apply_again_as_a_no_op(
+    sessions: Sessions, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from stayhuman.config import load_config
     from stayhuman.supervisor import DEMO_CONFIG
+
+    monkeypatch.setenv("STAYHUMAN_DEMO_PLATFORM_URL", "http://127.0.0.1:8086")  # `up --demo` sets it
 
     path = Path(__file__).parents[2] / "examples" / "stayhuman.yaml" if name == "example" else DEMO_CONFIG
     first = await apply_config(sessions, load_config(path), source=str(path), box=BOX, prune=True)

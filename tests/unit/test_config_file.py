@@ -96,12 +96,13 @@ def test_secrets_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         parse_config(valid().replace("s" * 20, "${ACME_SECRET}"), source="a.yaml")
 
 
-def test_the_shipped_examples_are_valid() -> None:
+def test_the_shipped_examples_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     from pathlib import Path
 
     from stayhuman.config import load_config
     from stayhuman.supervisor import DEMO_CONFIG
 
+    monkeypatch.setenv("STAYHUMAN_DEMO_PLATFORM_URL", "http://127.0.0.1:8086")  # `up --demo` sets it
     for path in (Path(__file__).parents[2] / "examples" / "stayhuman.yaml", DEMO_CONFIG):
         document = load_config(path)
         cross_check(document, source=str(path), known_people=set())
@@ -674,13 +675,14 @@ def test_a_team_lead_need_not_be_a_member() -> None:
     assert error.value.problems == ["a.yaml: tenants[0].teams[0].lead: no person 'ghost'"]
 
 
-def test_the_example_and_the_demo_share_no_ids() -> None:
+def test_the_example_and_the_demo_share_no_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     """Applied to one installation, neither changes the other (people are installation-wide)."""
     from pathlib import Path
 
     from stayhuman.config import load_config
     from stayhuman.supervisor import DEMO_CONFIG
 
+    monkeypatch.setenv("STAYHUMAN_DEMO_PLATFORM_URL", "http://127.0.0.1:8086")  # `up --demo` sets it
     example = load_config(Path(__file__).parents[2] / "examples" / "stayhuman.yaml")
     demo = load_config(DEMO_CONFIG)
 

@@ -28,7 +28,12 @@ READERS = [
     ["resolve", "0123456789ab"],
     ["push-link", "maria"],
 ]
-SERVICES = [["ingest"], ["router"], ["notify"], ["outbound"]]  # they refuse a missing or unmigrated database too
+SERVICES = [
+    ["ingest"],
+    ["router"],
+    ["notify"],
+    ["outbound"],
+]  # they refuse a missing or unmigrated database too
 CONFIG = config_yaml(tenant="acme", account="acme-fb", secret="acme-secret-0123456789", people=["maria"])
 
 

@@ -138,14 +138,18 @@ class MetaClient:
         name = _name(self.platform, outgoing.target.kind)
         http = self._client()
         request = http.build_request(
-            "POST", _url(credentials, write.path), data=write.form, json=write.json, headers=_auth(token)
+            "POST",
+            wire.endpoint(credentials, GRAPH, write.path),
+            data=write.form,
+            json=write.json,
+            headers=wire.bearer(token),
         )
         response = await wire.send(http, request, platform=name)
         if response.status_code >= 500:
             raise Lost(f"{name} answered HTTP {response.status_code}: the reply may have gone out")
         if response.status_code >= 300:
             raise _scrubbed(refusal(self.platform, outgoing.target.kind, response), token)
-        answer = _json(response)
+        answer = wire.json_of(response)
         posted = answer.get("message_id") or answer.get("id")
         if not isinstance(posted, str) or not posted:
             raise Lost(f"{name} answered {response.status_code} without the reply's id")
@@ -183,7 +187,10 @@ class MetaClient:
         name = _name(self.platform, Kind.comment)
         http = self._client()
         request = http.build_request(
-            "GET", _url(credentials, "me"), params={"fields": "id"}, headers=_auth(token)
+            "GET",
+            wire.endpoint(credentials, GRAPH, "me"),
+            params={"fields": "id"},
+            headers=wire.bearer(token),
         )
         try:
             response = await wire.read(http, request, platform=name)
@@ -233,7 +240,10 @@ class _Reader:
 
     async def get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         request = self.http.build_request(
-            "GET", _url(self.credentials, path), params=params, headers=_auth(self.token)
+            "GET",
+            wire.endpoint(self.credentials, GRAPH, path),
+            params=params,
+            headers=wire.bearer(self.token),
         )
         response = await wire.read(self.http, request, platform=self.name)
         if response.status_code != 200:
@@ -259,7 +269,7 @@ class _Reader:
         seen: list[_Seen] = []
         page = first if first is not None else await self.get(path, params)
         for _ in range(PAGES):
-            items = [item for item in map(read, _list(page.get("data"))) if item is not None]
+            items = [item for item in map(read, wire.listed(page.get("data"))) if item is not None]
             seen += items
             after = _after(page)
             if after is None or (newest_first and _reached(items, since - CLOCK_SKEW)):
@@ -289,7 +299,7 @@ class _Reader:
             },
         )
         seen: list[_Seen] = []
-        for conversation in _list(answer.get("data")):
+        for conversation in wire.listed(answer.get("data")):
             if not isinstance(conversation, dict) or not isinstance(conversation.get("id"), str):
                 continue
             messages = conversation.get("messages")
@@ -393,25 +403,8 @@ def _node(value: str) -> str:
     return value
 
 
-def _url(credentials: Credentials, path: str) -> str:
-    base = credentials.values.get("api_base_url") or GRAPH
-    return f"{str(base).rstrip('/')}/{path}"
-
-
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    return mapping(wire.body_of(response))
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
 def _error(response: httpx.Response) -> dict[str, Any]:
-    error = _json(response).get("error")
+    error = wire.json_of(response).get("error")
     return error if isinstance(error, dict) else {}
 
 

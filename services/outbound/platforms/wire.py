@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from services.outbound.platforms.base import Lost, Refused, Unreadable
+from services.outbound.platforms.base import Credentials, Lost, Refused, Unreadable
 
 # The platform's clock and ours differ a little; a reply found this long before `since` is
 # still the one sent (the same text, to the same message, by the brand).
@@ -62,6 +62,26 @@ def body_of(response: httpx.Response) -> Any:
         return json.loads(response.content)
     except ValueError:
         return None
+
+
+def endpoint(credentials: Credentials, default: str, path: str) -> str:
+    """The address of `path` on the platform: the credentials' `api_base_url`, else the platform's own."""
+    base = credentials.values.get("api_base_url") or default
+    return f"{str(base).rstrip('/')}/{path}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The token in the Authorization header (never in a URL, which logs would keep)."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def json_of(response: httpx.Response) -> dict[str, Any]:
+    """The response's JSON object ({} when it is none)."""
+    return mapping(body_of(response))
+
+
+def listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def mapping(value: Any) -> dict[str, Any]:

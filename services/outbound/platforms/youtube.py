@@ -50,8 +50,8 @@ def thread_of(thread_id: str) -> str:
 
 def refusal(response: httpx.Response) -> Refused:
     """What a Data API error answer (4xx) means for the reply: nothing went out, and why."""
-    error = mapping(_json(response).get("error"))
-    reasons = {str(item.get("reason")) for item in _list(error.get("errors")) if isinstance(item, dict)}
+    error = mapping(wire.json_of(response).get("error"))
+    reasons = {str(item.get("reason")) for item in wire.listed(error.get("errors")) if isinstance(item, dict)}
     message = _message(error) or f"YouTube answered HTTP {response.status_code}"
     status = response.status_code
     if status == 401:
@@ -89,14 +89,18 @@ class YouTubeClient:
         body = {"snippet": {"parentId": thread_of(outgoing.target.thread_id), "textOriginal": outgoing.text}}
         http = self._client()
         request = http.build_request(
-            "POST", _url(credentials, "comments"), params={"part": "snippet"}, json=body, headers=_auth(token)
+            "POST",
+            wire.endpoint(credentials, API, "comments"),
+            params={"part": "snippet"},
+            json=body,
+            headers=wire.bearer(token),
         )
         response = await wire.send(http, request, platform="YouTube")
         if response.status_code >= 500:
             raise Lost(f"YouTube answered HTTP {response.status_code}: the reply may have gone out")
         if response.status_code >= 300:
             raise _scrubbed(refusal(response), token)
-        comment = _json(response)
+        comment = wire.json_of(response)
         if not isinstance(comment.get("id"), str) or not comment["id"]:
             raise Lost(f"YouTube answered {response.status_code} without the reply's id")
         return _posted(comment)
@@ -115,7 +119,7 @@ class YouTubeClient:
             page = await self._read(credentials, token, params)
             found += [
                 comment
-                for comment in map(mapping, _list(page.get("items")))
+                for comment in map(mapping, wire.listed(page.get("items")))
                 if _is_reply(comment, channel=channel, text=outgoing.text, since=since)
             ]
             following = page.get("nextPageToken")
@@ -149,7 +153,7 @@ class YouTubeClient:
                 retry=True,
                 retry_after=wire.retry_after(response),
             )
-        answer = _json(response)
+        answer = wire.json_of(response)
         token = answer.get("access_token")
         if response.status_code != 200 or not isinstance(token, str) or not token:
             code = str(answer.get("error") or f"HTTP {response.status_code}")
@@ -171,13 +175,13 @@ class YouTubeClient:
         """One page of the thread's replies; Unreadable when it cannot be had."""
         http = self._client()
         request = http.build_request(
-            "GET", _url(credentials, "comments"), params=params, headers=_auth(token)
+            "GET", wire.endpoint(credentials, API, "comments"), params=params, headers=wire.bearer(token)
         )
         response = await wire.read(http, request, platform="YouTube")
         if response.status_code != 200:
-            said = _message(mapping(_json(response).get("error"))) or f"HTTP {response.status_code}"
+            said = _message(mapping(wire.json_of(response).get("error"))) or f"HTTP {response.status_code}"
             raise Unreadable(_scrub(f"YouTube: the thread could not be read: {said}", token))
-        page = _json(response)
+        page = wire.json_of(response)
         if not isinstance(page.get("items"), list):
             raise Unreadable("YouTube: the thread could not be read: the answer has no items")
         return page
@@ -217,23 +221,6 @@ def _posted(comment: dict[str, Any]) -> Posted:
         else None
     )
     return Posted(platform_id=comment["id"], url=url, created_at=parse_time(snippet.get("publishedAt")))
-
-
-def _url(credentials: Credentials, path: str) -> str:
-    base = credentials.values.get("api_base_url") or API
-    return f"{str(base).rstrip('/')}/{path}"
-
-
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    return mapping(wire.body_of(response))
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def _message(error: dict[str, Any]) -> str:

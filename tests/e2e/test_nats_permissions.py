@@ -14,9 +14,10 @@ import nats
 import pytest
 from sqlmodel import select
 
-from shared.commands import Claim, msg_id_of, subject_of
-from shared.db.models import ConversationRow, TimelineRow
+from shared.commands import Claim, SendReply, msg_id_of, subject_of
+from shared.db.models import CommandOutcomeRow, ConversationRow, TimelineRow
 from shared.db.session import create_engine, session_factory
+from shared.messages import command_outgoing
 from shared.subjects import COMMANDS_STREAM
 from stayhuman.natsserver import EmbeddedNats, free_port, free_ports
 from tests.e2e.stack import post_webhook
@@ -31,6 +32,7 @@ PASSWORDS = {
     "router": "router-pw-456",
     "notify": "notify-pw-789",
     "api": "api-pw-321",
+    "outbound": "outbound-pw-654",
 }
 OPERATOR_PASSWORD = "operator-pw-000"
 
@@ -96,7 +98,7 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
         async with httpx.AsyncClient() as client:
 
             async def ready() -> bool:
-                for port in [ops_port, ports["router"], notify_ops, api_ops]:
+                for port in [ops_port, ports["router"], notify_ops, api_ops, ports["outbound"]]:
                     try:
                         if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code != 200:
                             return False
@@ -154,11 +156,31 @@ async def test_each_service_works_with_its_own_user_and_is_held_to_its_subjects(
                 timeout=5,
             )
             assert ack.stream == COMMANDS_STREAM
+            # ... and a reply a person wrote, which outbound takes and answers as its own user (this
+            # one names no live session: refused, and nothing reaches a platform)
+            reply = SendReply(
+                tenant_id="acme", conversation_id=conversation.id, person_id="maria", session="0" * 64,
+                text="On its way!", issued_by="maria",
+            )  # fmt: skip
+            outgoing = command_outgoing(reply)
+            ack = await api.jetstream().publish(
+                outgoing.subject, outgoing.payload, headers=outgoing.all_headers(), timeout=5
+            )
+            assert ack.stream == COMMANDS_STREAM
         finally:
             await api.close()
 
+        async def reply_refused() -> CommandOutcomeRow | None:
+            async with session_factory(engine)() as session:
+                return await session.get(CommandOutcomeRow, reply.command_id)
+
+        engine = create_engine(database)
+        outcome = await eventually(reply_refused, timeout=20, what="outbound's outcome of the reply")
+        await engine.dispose()
+        assert outcome is not None and outcome.outcome == "rejected" and "session" in outcome.reason
+
         # held to their subjects: neither ingest nor the api may publish the router's events
-        for user in ("ingest", "api"):
+        for user in ("ingest", "api", "outbound"):
             errors = await errors_publishing(secured_nats.url, user, "sh.conv.acme.x.assigned")
             assert any("permissions violation" in str(error).lower() for error in errors), (user, errors)
     finally:

@@ -112,10 +112,17 @@ async def consuming(world: World, *, max_deliver: int = 5) -> AsyncIterator[None
         await batches.stop()
 
 
-async def all_taken(world: World) -> bool:
-    """Every message of SH_EVENTS delivered to the timeline and acknowledged (or dead-lettered)."""
-    info = await world.js.consumer_info(subjects.EVENTS_STREAM, TIMELINE_CONSUMER)
-    return info.num_pending == 0 and info.num_ack_pending == 0
+async def all_taken(world: World, within: float = 5.0) -> bool:
+    """Every message of SH_EVENTS delivered to the timeline and acknowledged (or dead-lettered).
+    An ack reaches the server a moment after it is sent: looked at for up to `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        info = await world.js.consumer_info(subjects.EVENTS_STREAM, TIMELINE_CONSUMER)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return True
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
 
 
 def subject_of(event: Event) -> str:

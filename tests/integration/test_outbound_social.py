@@ -3,6 +3,7 @@ requests sent, every documented error and what it means for the reply, refreshin
 a post whose answer is lost (found once, never made twice) and the webhook's guard against
 private addresses."""
 
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -676,7 +677,9 @@ def _webhook_reply(text: str = "Your refund is on its way.") -> Outgoing:
     target = _target(
         Platform.other, Kind.comment, thread_id="ticket-42", external_id="msg-9", author_id="cust-1"
     )
-    return _outgoing(target, ReplyMethod.webhook, text)
+    return dataclasses.replace(
+        _outgoing(target, ReplyMethod.webhook, text), conversation_id="c" * 32, account_id="acme-tickets"
+    )
 
 
 async def test_a_webhook_reply_is_one_signed_post_the_receiver_verifies(receiver: FakeReceiver) -> None:
@@ -702,8 +705,8 @@ async def test_a_webhook_reply_is_one_signed_post_the_receiver_verifies(receiver
     )
     assert body == {
         "reply_id": outgoing.reply_id,
-        "conversation_id": None,
-        "account_id": None,
+        "conversation_id": "c" * 32,
+        "account_id": "acme-tickets",
         "thread_id": "ticket-42",
         "in_reply_to": "msg-9",
         "text": "Your refund is on its way.",

@@ -70,8 +70,8 @@ def delivery(outgoing: Outgoing, sent_at: datetime) -> dict[str, Any]:
     return {
         "reply_id": outgoing.reply_id,
         # Outgoing does not carry these yet; the receiver gets null until it does.
-        "conversation_id": getattr(outgoing, "conversation_id", None),
-        "account_id": getattr(outgoing, "account_id", None),
+        "conversation_id": outgoing.conversation_id or None,
+        "account_id": outgoing.account_id or None,
         "thread_id": target.thread_id,
         "in_reply_to": target.external_id,
         "text": outgoing.text,

@@ -101,6 +101,15 @@ class Outbound:
             if row.state not in SETTLED and row.attempts == 0:
                 return await self._send(command, row, now=now, last_delivery=last_delivery,
                                         first=[self._event(row)])  # fmt: skip
+        if (row.tenant_id, row.conversation_id, row.person_id) != (
+            command.tenant_id,
+            command.conversation_id,
+            command.person_id,
+        ):
+            # A command id that already names someone else's reply: nothing of that reply is told
+            # or done again (its outcome already holds that id).
+            log.warning("reply command %s names another reply; ignored", command.command_id)
+            return Handled()
         if row.state in SETTLED:
             return Handled(self.settled(command, row))
         return await self._send(command, row, now=now, last_delivery=last_delivery, first=[])

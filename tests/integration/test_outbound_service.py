@@ -363,3 +363,21 @@ async def test_after_a_crash_a_token_that_merely_expired_is_renewed_to_read_the_
     await on_x.service.handle(command, now=utcnow(), last_delivery=False)
     row = await on_x.row(command.command_id)
     assert row is not None and row.state == "sent" and len(x.own_posts()) == 1
+
+
+async def test_a_command_id_that_names_another_persons_reply_tells_and_does_nothing(
+    on_mastodon: Setup, mastodon: FakeMastodonWrites
+) -> None:
+    first = on_mastodon.command()
+    await on_mastodon.service.handle(first, now=utcnow(), last_delivery=False)
+    await on_mastodon.world.person("maria", name="Maria Lopez")
+    maria = await on_mastodon.world.session_for("maria")
+    stolen = on_mastodon.command(
+        command_id=first.command_id,
+        person_id="maria",
+        session=ids.token_sha256(maria.cookie),
+        text="mine now",
+    )
+    handled = await on_mastodon.service.handle(stolen, now=utcnow(), last_delivery=False)
+    assert handled.messages == [] and handled.retry_in is None
+    assert len(mastodon.own_statuses()) == 1

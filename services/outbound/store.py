@@ -7,7 +7,7 @@ its sealed reply credentials, and the thread's outbound interactions (an echo of
 answer was lost says it went out)."""
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, update
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.outbound.platforms import wire
 from services.outbound.ports import Answered
 from shared import reply_rules
 from shared.db.core import execute
@@ -115,12 +116,12 @@ class SqlStore:
                     InteractionRow.account_id == account_id,
                     InteractionRow.conversation_id == conversation_id,
                     InteractionRow.direction == "outbound",
-                    InteractionRow.created_at >= since - timedelta(minutes=2),
+                    InteractionRow.created_at >= since - wire.CLOCK_SKEW,
                 )
                 .order_by(col(InteractionRow.created_at))
             )
             for row in (await session.exec(query)).all():
-                if _same_text(row.text, text):
+                if wire.same_text(text, row.text):
                     return row
             return None
 
@@ -198,13 +199,6 @@ class SqlStore:
                     index_elements=["account_id"], set_={k: v for k, v in values.items() if k != "account_id"}
                 ),
             )
-
-
-def _same_text(stored: str, sent: str) -> bool:
-    """Platforms trim and normalise what they keep; a reply matches its echo when the words do."""
-    return " ".join(stored.split()) == " ".join(sent.split()) or " ".join(sent.split()) in " ".join(
-        stored.split()
-    )
 
 
 def credentials_json(values: dict[str, Any]) -> str:

@@ -381,3 +381,25 @@ async def test_a_command_id_that_names_another_persons_reply_tells_and_does_noth
     handled = await on_mastodon.service.handle(stolen, now=utcnow(), last_delivery=False)
     assert handled.messages == [] and handled.retry_in is None
     assert len(mastodon.own_statuses()) == 1
+
+
+async def test_a_brand_message_that_only_contains_the_words_is_not_taken_for_the_lost_reply(
+    on_x: Setup, x: FakeX
+) -> None:
+    """Only the same text (as a platform shows it back) is the echo: a longer message of the brand
+    that holds the reply's words does not make a reply whose answer was lost count as sent."""
+    await on_x.world.interaction(
+        on_x.conversation_id,
+        direction="outbound",
+        text="Thanks! We will call you tomorrow.",
+        external_id="earlier",
+    )
+    x.hold = math.inf
+    command = on_x.command(text="Thanks!")
+    await died_mid_post(on_x, command, x)
+    x.hold = None
+    x.expire()
+    x.refresh_token = "revoked"  # the timeline cannot be read: only the stored echo could tell
+    await on_x.service.handle(command, now=utcnow(), last_delivery=False)
+    row = await on_x.row(command.command_id)
+    assert row is not None and row.state == "in_doubt", row

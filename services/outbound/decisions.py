@@ -62,3 +62,22 @@ def after_lost(*, idempotent: bool, seen: Seen | None, last_delivery: bool) -> N
     if idempotent or seen is Seen.absent:
         return Next.later
     return Next.in_doubt
+
+
+def recorded(platform_id: str, url: str | None, *, fallback: str) -> tuple[str, str | None]:
+    """What is kept of a platform's answer: its id if an interaction can carry it (1 to 512
+    characters, no control characters), else `fallback` (the reply's own key, so the reply is
+    still recorded and answers the conversation); its link only if a person may follow it."""
+    if not (0 < len(platform_id) <= 512) or not _clean(platform_id):
+        platform_id = fallback
+    if url is not None and not (
+        len(url) <= 2048 and url.lower().startswith(("https://", "http://")) and _clean(url)
+    ):
+        url = None
+    return platform_id, url
+
+
+def _clean(text: str) -> bool:
+    return not any(
+        ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF for ch in text
+    )

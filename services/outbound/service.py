@@ -399,10 +399,12 @@ class Outbound:
     # -- outcomes -----------------------------------------------------------------------------
 
     async def _sent(self, row: ReplyRow, posted: Posted, now: datetime) -> ReplyRow:
+        platform_id, url = decisions.recorded(
+            posted.platform_id, posted.url, fallback=f"{row.platform}:{row.key}"
+        )
         return await self.store.update(
-            row.id, state=ReplyState.sent, platform_id=posted.platform_id[:512],
-            url=(posted.url or None) and posted.url[:2048], sent_at=posted.created_at or now,
-            error="", updated_at=now,
+            row.id, state=ReplyState.sent, platform_id=platform_id, url=url,
+            sent_at=posted.created_at or now, error="", updated_at=now,
         )  # fmt: skip
 
     async def _settle(

@@ -2,10 +2,12 @@
 that does not dedupe, unless its thread shows it did not go out."""
 
 import itertools
+from datetime import UTC, datetime
 
 import pytest
 
-from services.outbound.decisions import Next, Seen, after_lost, after_refused, after_unanswered
+from services.outbound.decisions import Next, Seen, after_lost, after_refused, after_unanswered, recorded
+from shared.events import InteractionReceived
 
 
 @pytest.mark.parametrize(
@@ -74,3 +76,22 @@ def test_no_turn_posts_what_may_have_gone_out_where_the_platform_does_not_dedupe
         assert after_refused(expired=expired, retry=retry, refreshed=refreshed, last_delivery=last) in (
             Next.refresh, Next.later, Next.failed,
         )  # fmt: skip
+
+
+def test_what_a_platform_answers_is_kept_only_as_an_interaction_can_carry_it() -> None:
+    """A hostile or broken answer (a webhook receiver's id with a newline, a link to javascript:)
+    must not leave a reply sent whose interaction can never be published."""
+    assert recorded("m_123", "https://x.example/1", fallback="k") == ("m_123", "https://x.example/1")
+    assert recorded("bad\nid", None, fallback="other:k") == ("other:k", None)
+    assert recorded("x" * 513, None, fallback="other:k") == ("other:k", None)
+    assert recorded("", None, fallback="other:k") == ("other:k", None)
+    assert recorded("ok", "javascript:alert(1)", fallback="k") == ("ok", None)
+    assert recorded("ok", "https://x.example/\u0000", fallback="k") == ("ok", None)
+    assert recorded("ok", "https://x.example/" + "a" * 2048, fallback="k") == ("ok", None)
+    platform_id, url = recorded("\ud800", "https://x.example/ok", fallback="other:k")
+    ix = InteractionReceived(
+        tenant_id="acme", interaction_id="i" * 32, account_id="a", platform="other", external_id=platform_id,
+        kind="reply", direction="outbound", thread_id="t", author={"id": "brand"}, text="hi", url=url,
+        created_at=datetime.now(UTC), received_at=datetime.now(UTC),
+    )  # fmt: skip
+    assert ix.external_id == "other:k"

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from services.outbound.service import Outbound
 from shared import subjects
 from shared.commands import SendReply, outbound_command_adapter
-from shared.events import ReplyState, utcnow
+from shared.events import utcnow
 from shared.jetstream import dead_letter, is_last_delivery, publish_pipelined
 
 log = logging.getLogger(__name__)
@@ -98,16 +98,10 @@ class ReplyConsumer:
         """The last delivery failed: settle the reply so the person sees it, keep the command."""
         HANDLED.labels("dead_letter").inc()
         try:
-            row = await self.service.store.get(command.command_id)
-            if row is not None and row.state == ReplyState.sending:
-                state = ReplyState.in_doubt if row.started_at is not None else ReplyState.failed
-                row = await self.service.store.update(
-                    row.id,
-                    state=state,
-                    error=f"could not be sent: {type(error).__name__}",
-                    updated_at=utcnow(),
-                )
-                await publish_pipelined(self.js, self.service.settled(command, row))
+            messages = await self.service.give_up(
+                command, f"could not be sent: {type(error).__name__}", utcnow()
+            )
+            await publish_pipelined(self.js, messages)
         except Exception:
             log.exception("reply %s could not be settled; it stays on the dead letter", command.command_id)
         await dead_letter(self.js, msg, stream=subjects.COMMANDS_STREAM, consumer=CONSUMER,

@@ -64,6 +64,12 @@ def after_lost(*, idempotent: bool, seen: Seen | None, last_delivery: bool) -> N
     return Next.in_doubt
 
 
+def given_up(*, attempt_recorded: bool) -> Next:
+    """No delivery is left and the reply is still being sent: in doubt if an attempt may have
+    reached the platform, else failed (nothing went out)."""
+    return Next.in_doubt if attempt_recorded else Next.failed
+
+
 def recorded(platform_id: str, url: str | None, *, fallback: str) -> tuple[str, str | None]:
     """What is kept of a platform's answer: its id if an interaction can carry it (1 to 512
     characters, no control characters), else `fallback` (the reply's own key, so the reply is

@@ -114,6 +114,17 @@ class Outbound:
             return Handled(self.settled(command, row))
         return await self._send(command, row, now=now, last_delivery=last_delivery, first=[])
 
+    async def give_up(self, command: SendReply, error: str, now: datetime) -> list[Outgoing]:
+        """The command's last delivery failed: settle a reply still being sent (so its writer sees
+        what became of it) and return what to publish; nothing for one settled already."""
+        row = await self.store.get(command.command_id)
+        if row is None or row.state != ReplyState.sending:
+            return []
+        fate = decisions.given_up(attempt_recorded=row.started_at is not None)
+        state = ReplyState.in_doubt if fate is Next.in_doubt else ReplyState.failed
+        row = await self._settle(row, state, now, error=error)
+        return self.settled(command, row)
+
     # -- before anything is recorded ----------------------------------------------------------
 
     async def _check(self, command: SendReply, now: datetime) -> ReplyRow | Handled:

@@ -403,3 +403,16 @@ async def test_a_brand_message_that_only_contains_the_words_is_not_taken_for_the
     await on_x.service.handle(command, now=utcnow(), last_delivery=False)
     row = await on_x.row(command.command_id)
     assert row is not None and row.state == "in_doubt", row
+
+
+async def test_a_reply_whose_last_delivery_failed_is_settled_for_its_writer(on_x: Setup, x: FakeX) -> None:
+    """In doubt when an attempt may have reached the platform; a settled reply is told nothing again."""
+    x.hold = math.inf
+    command = on_x.command()
+    await died_mid_post(on_x, command, x)
+    messages = await on_x.service.give_up(command, "could not be sent: OperationalError", utcnow())
+    row = await on_x.row(command.command_id)
+    assert row is not None and row.state == "in_doubt"
+    rejected = [e for e in messages_of(Handled(messages)) if isinstance(e, CommandRejected)]
+    assert rejected and rejected[0].code == "in_doubt"
+    assert await on_x.service.give_up(command, "again", utcnow()) == []

@@ -6,7 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.outbound.decisions import Next, Seen, after_lost, after_refused, after_unanswered, recorded
+from services.outbound.decisions import (
+    Next,
+    Seen,
+    after_lost,
+    after_refused,
+    after_unanswered,
+    given_up,
+    recorded,
+)
 from shared.events import InteractionReceived
 
 
@@ -95,3 +103,8 @@ def test_what_a_platform_answers_is_kept_only_as_an_interaction_can_carry_it() -
         created_at=datetime.now(UTC), received_at=datetime.now(UTC),
     )  # fmt: skip
     assert ix.external_id == "other:k"
+
+
+def test_giving_up_says_in_doubt_only_where_an_attempt_may_have_gone_out() -> None:
+    assert given_up(attempt_recorded=True) is Next.in_doubt
+    assert given_up(attempt_recorded=False) is Next.failed

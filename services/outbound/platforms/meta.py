@@ -110,7 +110,7 @@ def refusal(platform: Platform, kind: Kind, response: httpx.Response) -> Refused
     return Refused(message, retry=error.get("is_transient") is True, status=status)
 
 
-class MetaClient:
+class MetaClient(wire.HttpHolder):
     """Facebook or Instagram replies through the Graph API (see the module's docstring).
 
     `http` is a client the caller keeps open (its timeout is the caller's); without one the
@@ -128,9 +128,7 @@ class MetaClient:
         if platform not in (Platform.facebook, Platform.instagram):
             raise ValueError(f"MetaClient answers on facebook or instagram, not {platform}")
         self.platform: Platform = platform
-        self._http = http
-        self._timeout = timeout
-        self._own: httpx.AsyncClient | None = None
+        super().__init__(http, timeout)
 
     async def post(self, outgoing: Outgoing, credentials: Credentials) -> Posted:
         token = credentials.get(TOKEN_FIELD)
@@ -206,18 +204,6 @@ class MetaClient:
         raise CredentialsFailed(
             f"{name}: {refused.error} (a Page access token does not refresh: set a new one)"
         )
-
-    async def aclose(self) -> None:
-        if self._own is not None:
-            await self._own.aclose()
-            self._own = None
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is not None:
-            return self._http
-        if self._own is None:
-            self._own = httpx.AsyncClient(timeout=self._timeout)
-        return self._own
 
 
 @dataclass(frozen=True)

@@ -165,3 +165,25 @@ def not_before(moment: datetime | None, since: datetime) -> bool:
     """The platform's time of a post is at or after `since`, give or take the clocks' skew
     (a post without a time is taken as recent: the read itself asked for recent posts)."""
     return moment is None or moment >= since - CLOCK_SKEW
+
+
+class HttpHolder:
+    """An HTTP client given (tests, a shared pool) or opened on first use with `timeout`, and
+    closed by `aclose` only when it was opened here."""
+
+    def __init__(self, http: httpx.AsyncClient | None, timeout: httpx.Timeout) -> None:
+        self._http = http
+        self._timeout = timeout
+        self._own: httpx.AsyncClient | None = None
+
+    async def aclose(self) -> None:
+        if self._own is not None:
+            await self._own.aclose()
+            self._own = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is not None:
+            return self._http
+        if self._own is None:
+            self._own = httpx.AsyncClient(timeout=self._timeout)
+        return self._own

@@ -69,7 +69,7 @@ def refusal(response: httpx.Response) -> Refused:
     return Refused(f"YouTube: {message}", status=status)
 
 
-class YouTubeClient:
+class YouTubeClient(wire.HttpHolder):
     """Replies under YouTube comments (see the module's docstring). `http` is a client the
     caller keeps open; without one the client opens its own, with `timeout`, on first use, and
     `aclose` closes it."""
@@ -78,9 +78,7 @@ class YouTubeClient:
     idempotent = False
 
     def __init__(self, *, http: httpx.AsyncClient | None = None, timeout: httpx.Timeout = TIMEOUT) -> None:
-        self._http = http
-        self._timeout = timeout
-        self._own: httpx.AsyncClient | None = None
+        super().__init__(http, timeout)
 
     async def post(self, outgoing: Outgoing, credentials: Credentials) -> Posted:
         token = credentials.get("access_token")
@@ -185,18 +183,6 @@ class YouTubeClient:
         if not isinstance(page.get("items"), list):
             raise Unreadable("YouTube: the thread could not be read: the answer has no items")
         return page
-
-    async def aclose(self) -> None:
-        if self._own is not None:
-            await self._own.aclose()
-            self._own = None
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is not None:
-            return self._http
-        if self._own is None:
-            self._own = httpx.AsyncClient(timeout=self._timeout)
-        return self._own
 
 
 def _is_reply(comment: dict[str, Any], *, channel: str | None, text: str, since: datetime) -> bool:

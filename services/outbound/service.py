@@ -26,6 +26,7 @@ from datetime import datetime
 
 from services.outbound import decisions
 from services.outbound.decisions import Next, Seen
+from services.outbound.platforms import wire
 from services.outbound.platforms.base import (
     Credentials,
     CredentialsFailed,
@@ -295,7 +296,16 @@ class Outbound:
         ingest has stored it, answers first; an idempotent platform needs no reading (posting
         again under the same key is the answer); else the thread is read."""
         since = row.started_at or row.requested_at
-        echo = await self.store.echo(row.account_id, row.conversation_id, row.text, since)
+        echo = next(
+            (
+                message
+                for message in await self.store.brand_messages(
+                    row.account_id, row.conversation_id, since - wire.CLOCK_SKEW
+                )
+                if wire.same_text(row.text, message.text)
+            ),
+            None,
+        )
         if echo is not None and echo.sent_by in (None, row.person_id):
             return Seen.there, Posted(echo.external_id, echo.url, echo.created_at)
         if client.idempotent:

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.outbound.platforms import wire
 from services.outbound.ports import Answered
 from shared import reply_rules
 from shared.db.core import execute
@@ -104,11 +103,11 @@ class SqlStore:
             )
             return int((await session.exec(query)).one())
 
-    async def echo(
-        self, account_id: str, conversation_id: str, text: str, since: datetime
-    ) -> InteractionRow | None:
-        """The brand's message in the thread with this text, written since `since`: a reply whose
-        answer was lost that the platform's echo (webhook or poll) shows went out."""
+    async def brand_messages(
+        self, account_id: str, conversation_id: str, since: datetime
+    ) -> list[InteractionRow]:
+        """The brand's messages in the thread written since `since`: where the platform's echo of
+        a reply whose answer was lost would be."""
         async with self.sessions() as session:
             query = (
                 select(InteractionRow)
@@ -116,14 +115,11 @@ class SqlStore:
                     InteractionRow.account_id == account_id,
                     InteractionRow.conversation_id == conversation_id,
                     InteractionRow.direction == "outbound",
-                    InteractionRow.created_at >= since - wire.CLOCK_SKEW,
+                    InteractionRow.created_at >= since,
                 )
                 .order_by(col(InteractionRow.created_at))
             )
-            for row in (await session.exec(query)).all():
-                if wire.same_text(text, row.text):
-                    return row
-            return None
+            return list((await session.exec(query)).all())
 
     # -- replies ----------------------------------------------------------------------------
 

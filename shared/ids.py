@@ -5,6 +5,7 @@ redelivered message or a second router replica computes the same id and the
 database's primary key settles any race.
 """
 
+import functools
 import hashlib
 import re
 import uuid
@@ -30,6 +31,11 @@ def interaction_id(*, tenant_id: str, account_id: str, external_id: str, edit_ve
 
 def conversation_id(*, account_id: str, thread_id: str) -> str:
     """The id of the conversation that a platform thread on an account belongs to."""
+    return _conversation_id(account_id, thread_id)
+
+
+@functools.lru_cache(maxsize=8192)  # a routing batch asks for the same threads several times
+def _conversation_id(account_id: str, thread_id: str) -> str:
     return _derive("conversation", account_id, thread_id)
 
 

@@ -147,7 +147,7 @@ class InteractionConsumer:
             log.warning("events not yet published; the outbox relay will retry", exc_info=True)
         else:
             if outcome.outbox_id is not None:
-                await self.router.repository.delete_outbox([outcome.outbox_id])
+                self.router.published(outcome.outbox_id)  # deleted by the next unit of work
         for msg, item in items:
             if key_of(item) in outcome.unknown:
                 ROUTED.labels("dead_letter").inc()
@@ -177,14 +177,20 @@ class CommandConsumer(InteractionConsumer):
 
 @dataclass
 class OutboxRelay:
-    """Publishes messages that were committed but not published (a crash, a NATS outage)."""
+    """Publishes messages that were committed but not published (a crash, a NATS outage).
+
+    Given the router, it first deletes the rows its consumers published and no unit of
+    work has deleted yet (the router was idle since), so it never publishes them again."""
 
     js: JetStreamContext
     repository: Repository
     grace: timedelta = timedelta(seconds=10)
     clock: Clock = field(default_factory=SystemClock)
+    router: Router | None = None
 
     async def relay_once(self, *, everything: bool = False) -> int:
+        if self.router is not None:
+            await self.router.forget_published()
         older_than = None if everything else self.clock.now() - self.grace
         pending = await self.repository.pending_outbox(older_than=older_than, limit=20)
         if not pending:

@@ -186,7 +186,7 @@ def create_app(settings: RouterSettings) -> FastAPI:
         )
         relay = asyncio.create_task(
             relay_forever(
-                OutboxRelay(runtime.js, repository),
+                OutboxRelay(runtime.js, repository, router=service),
                 settings.outbox_relay_interval.total_seconds(),
             )
         )

@@ -285,6 +285,10 @@ class MemoryUnitOfWork:
         self.state.outbox[row_id] = (now, list(messages))
         return row_id
 
+    async def delete_outbox(self, ids: list[str]) -> None:
+        for row_id in ids:
+            self.state.outbox.pop(row_id, None)
+
 
 class MemoryRepository:
     """The router's repository in memory (see `ports.Repository`); `of(world)` seeds it."""

@@ -120,6 +120,9 @@ class UnitOfWork(Protocol):
         """Keep the messages with the state that caused them; returns the outbox row's id."""
         ...
 
+    async def delete_outbox(self, ids: list[str]) -> None:
+        """Forget outbox rows whose messages an earlier unit of work's consumer published."""
+
 
 class Repository(Protocol):
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:

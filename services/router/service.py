@@ -8,7 +8,8 @@ acknowledges: the consumers do what the outcome says, after the commit.
 """
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -96,6 +97,28 @@ class Router:
     repository: Repository
     backfill_cutoff: timedelta
     ids: Ids = field(default_factory=RandomIds)
+    # Outbox rows whose messages are published: deleted by the next unit of work (or by
+    # `forget_published` when none comes), not by a transaction of their own.
+    _published: set[str] = field(default_factory=set)
+
+    def published(self, outbox_id: str) -> None:
+        """The consumer published an outcome's messages: its outbox row may go."""
+        self._published.add(outbox_id)
+
+    async def forget_published(self) -> None:
+        """Delete the rows of published outcomes now (an idle router, before the relay looks)."""
+        done = sorted(self._published)
+        if done:
+            await self.repository.delete_outbox(done)
+            self._published.difference_update(done)
+
+    @asynccontextmanager
+    async def _unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        done = sorted(self._published)
+        async with self.repository.unit_of_work() as uow:
+            await uow.delete_outbox(done)
+            yield uow
+        self._published.difference_update(done)  # committed
 
     async def route(
         self,
@@ -110,7 +133,7 @@ class Router:
         outcome = Outcome()
         interactions = [e for e in batch if isinstance(e, InteractionReceived)]
         retractions = [e for e in batch if isinstance(e, InteractionRetracted)]
-        async with self.repository.unit_of_work() as uow:
+        async with self._unit_of_work() as uow:
             await uow.lock_accounts({e.account_id for e in batch})
             known = await uow.known_interactions([ix.interaction_id for ix in interactions])
             fresh: dict[str, InteractionReceived] = {}
@@ -223,7 +246,7 @@ class Router:
         """Commands from people, operators and the router's own timers, each applied or rejected
         with its reason; a command applied already (a redelivery) does nothing again."""
         outcome = Outcome()
-        async with self.repository.unit_of_work() as uow:
+        async with self._unit_of_work() as uow:
             seen = await uow.seen_commands({c.command_id for c in commands})
             todo: dict[str, AnyCommand] = {}
             for command in commands:
@@ -296,13 +319,15 @@ async def settle(
     await uow.save_world(world)
     marks = sorted(carriers or [], key=lambda item: item[0])
     skipped = conversations.superseded(world.events)
+    trace: dict[str, str] = {}
+    mark = 0
     for index, emitted in enumerate(world.events):
+        # each event carries the trace of the last item routed at or before it
+        while mark < len(marks) and marks[mark][0] <= index:
+            trace = marks[mark][1]
+            mark += 1
         if index in skipped:
             continue
-        trace: dict[str, str] = {}
-        for first, carrier in marks:
-            if first <= index:
-                trace = carrier
         outcome.events.append(emitted)
         outcome.outgoing.append(event_outgoing(emitted, trace))
     outcome.timers = list(world.timers)

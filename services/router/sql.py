@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -355,9 +356,11 @@ async def load_world(
     person_ids: Iterable[str] = (),
     tenant_ids: Iterable[str] = (),
     owned_by: Iterable[str] = (),
+    rules: "RulesCache | None" = None,
 ) -> World:
     """Lock and load what a transaction may change, always in the same order: conversations
-    (by id), then people (by id). Rules (tenants, topics, policies, teams) are read unlocked."""
+    (by id), then people (by id). Rules (tenants, topics, policies, teams) are read unlocked,
+    through `rules` when given."""
     world = World(now=now, backfill_cutoff=backfill_cutoff, new_id=new_id)
     person_ids = set(person_ids)
     owned_by = set(owned_by)
@@ -400,7 +403,10 @@ async def load_world(
             .where(MEMBERS.c.person_id.in_(person_ids)),
         )
         tenant_ids |= {row.tenant_id for row in rows}
-    await _load_rules(session, world, tenant_ids)
+    if rules is not None:
+        await rules.load(session, world, tenant_ids)
+    else:
+        await _load_rules(session, world, tenant_ids)
     wanted = person_ids | {p for team in world.teams.values() for p in team.members}
     wanted |= {c.owner_id for c in world.conversations.values() if c.owner_id}
     if wanted:
@@ -409,6 +415,49 @@ async def load_world(
         )
         world.people = {row.id: _person(row) for row in rows}
     return world
+
+
+@dataclass
+class _Rules:
+    version: int
+    tenant: TenantRules
+    teams: dict[str, Team]
+
+
+class RulesCache:
+    """Each tenant's rules (topics, policies, calendars, teams and their members) as last read,
+    with the configuration version they were read at. `stayhuman apply` moves a tenant's version
+    on with every change to them in the same transaction, so one query for the versions tells
+    which tenants must be read again. The objects are shared between units of work: the domain
+    only reads them."""
+
+    def __init__(self) -> None:
+        self._rules: dict[str, _Rules] = {}
+
+    async def load(self, session: AsyncSession, world: World, tenant_ids: set[str]) -> None:
+        if not tenant_ids:
+            return
+        versions = {
+            row.id: row.config_version
+            for row in await fetch_rows(
+                session, select(TENANTS.c.id, TENANTS.c.config_version).where(TENANTS.c.id.in_(tenant_ids))
+            )
+        }
+        stale = {t for t, v in versions.items() if t not in self._rules or self._rules[t].version != v}
+        for tenant_id in set(self._rules) & (tenant_ids - set(versions)):
+            del self._rules[tenant_id]  # removed
+        if stale:
+            fresh = World(now=world.now, backfill_cutoff=world.backfill_cutoff)
+            await _load_rules(session, fresh, stale)
+            for tenant_id, rules in fresh.tenants.items():
+                teams = {k: team for k, team in fresh.teams.items() if team.tenant_id == tenant_id}
+                # the version the rules were read at: a newer apply makes them stale, not wrong
+                self._rules[tenant_id] = _Rules(versions[tenant_id], rules, teams)
+        for tenant_id in versions:
+            if tenant_id in self._rules:
+                cached = self._rules[tenant_id]
+                world.tenants[tenant_id] = cached.tenant
+                world.teams.update(cached.teams)
 
 
 async def _load_rules(session: AsyncSession, world: World, tenant_ids: set[str]) -> None:
@@ -633,8 +682,9 @@ def _interaction_row(ix: InteractionReceived, conversation_id: str | None) -> di
 class SqlUnitOfWork:
     """The repository port's unit of work over one session (see `ports.UnitOfWork`)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, rules: RulesCache | None = None) -> None:
         self.session = session
+        self.rules = rules
 
     async def lock_accounts(self, account_ids: Iterable[str]) -> None:
         await lock_accounts(session=self.session, account_ids=account_ids)
@@ -667,6 +717,7 @@ class SqlUnitOfWork:
             person_ids=person_ids,
             tenant_ids=tenant_ids,
             owned_by=owned_by,
+            rules=self.rules,
         )
 
     async def load_continuity(self, world: World, pairs: set[tuple[str, str]]) -> None:
@@ -715,17 +766,22 @@ class SqlUnitOfWork:
     async def add_outbox(self, messages: list[Outgoing], now: datetime) -> str | None:
         return await outbox.add_outbox(session=self.session, messages=messages)
 
+    async def delete_outbox(self, ids: list[str]) -> None:
+        if ids:
+            await outbox.delete_outbox(session=self.session, ids=ids)
+
 
 class SqlRepository:
     """The router's repository in the database the sessions open (see `ports.Repository`)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
+        self.rules = RulesCache()
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[SqlUnitOfWork]:
         async with transaction(self.sessions) as session:
-            yield SqlUnitOfWork(session)
+            yield SqlUnitOfWork(session, self.rules)
 
     async def pending_outbox(self, *, older_than: datetime | None, limit: int) -> dict[str, list[Outgoing]]:
         async with self.sessions() as session:

@@ -128,12 +128,17 @@ async def test_batch_opens_assigns_and_responds(setup: Setup) -> None:
         event("m3", thread_id="post-1", created_at=t0 + timedelta(seconds=5)),
         event("r1", thread_id="post-1", direction="outbound", created_at=t0 + timedelta(seconds=30)),
     )
-    await router(setup).handle_batch(await fetch_all(setup.js, 4))
+    consumer = router(setup)
+    await consumer.handle_batch(await fetch_all(setup.js, 4))
     async with setup.sessions() as session:
         conversations = {c.thread_id: c for c in (await session.exec(select(ConversationRow))).all()}
         interactions = (await session.exec(select(InteractionRow))).all()
         outbox = (await session.exec(select(OutboxBatchRow))).all()
-    assert len(interactions) == 4 and outbox == []
+    # published: its outbox row goes with the next unit of work, or when the router is idle
+    assert len(interactions) == 4 and len(outbox) == 1
+    await consumer.router.forget_published()
+    async with setup.sessions() as session:
+        assert (await session.exec(select(OutboxBatchRow))).all() == []
     assert conversations["post-1"].state == "responded"
     assert conversations["post-2"].state == "open"
     assert {conversations["post-1"].owner_id, conversations["post-2"].owner_id} == {"maria", "li"}
@@ -371,3 +376,23 @@ async def test_a_reply_to_a_message_not_yet_seen_waits_for_it_across_threads(set
     assert conversation.thread_id == "tweet:A"
     assert conversation.state == "responded" and conversation.responded_at == at[3]
     assert {interactions[x].conversation_id for x in ("A", "R1", "B", "R2")} == {conversation.id}
+
+
+async def test_a_router_routes_by_the_rules_an_apply_changed_since_its_last_batch(setup: Setup) -> None:
+    """The router keeps each tenant's rules between batches; an apply that changes them (a new
+    target, a team without maria) is followed from the next batch on, by the same router."""
+    routing = service(setup)
+    t0 = datetime.now(UTC) - timedelta(minutes=1)
+    await routing.route([event("before", thread_id="before", created_at=t0)], datetime.now(UTC))
+    document = parse_config(
+        config_yaml(tenant="acme", account="acme-fb", secret="s" * 20, people=["li"], first_response="2h"),
+        source="t.yaml",
+    )
+    await apply_config(setup.sessions, document, source="t.yaml")
+    for i in range(4):
+        await routing.route([event(f"after-{i}", thread_id=f"after-{i}", created_at=t0)], datetime.now(UTC))
+    async with setup.sessions() as session:
+        rows = {c.thread_id: c for c in (await session.exec(select(ConversationRow))).all()}
+    assert rows["before"].due_at == t0 + timedelta(minutes=30)
+    assert {rows[f"after-{i}"].owner_id for i in range(4)} == {"li"}
+    assert {rows[f"after-{i}"].due_at for i in range(4)} == {t0 + timedelta(hours=2)}

@@ -14,6 +14,7 @@ from services.notify.ports import (
     AlertClaim,
     AssignmentContext,
     ClaimOutcome,
+    CurrentDeadline,
     Delivery,
     DeliveryUpdate,
     EventBatch,
@@ -58,8 +59,12 @@ class MemoryRepository:
     log: dict[str, _Delivery] = field(default_factory=dict)
     outbox: dict[str, tuple[EventBatch, datetime]] = field(default_factory=dict)
 
-    async def store_deadlines(self, events: Iterable[DeadlineChanged], *, now: datetime) -> None:
+    async def store_deadlines(
+        self, events: Iterable[DeadlineChanged], *, now: datetime
+    ) -> dict[str, CurrentDeadline]:
+        named = []
         for e in events:
+            named.append(e.conversation_id)
             known = self.stored.get(e.conversation_id)
             if known is not None and known.version >= e.deadline_version:
                 continue
@@ -67,9 +72,15 @@ class MemoryRepository:
                 conversation_id=e.conversation_id, tenant_id=e.tenant_id, version=e.deadline_version,
                 due_at=e.due_at, state=DeadlineState.armed if e.due_at else DeadlineState.cleared, warn_at=e.warn_at,
             )  # fmt: skip
+        return await self.current(named)
 
     async def deadlines(self, ids: Iterable[str]) -> dict[str, WatchedDeadline]:
         return {i: self.stored[i] for i in ids if i in self.stored}
+
+    async def current(self, ids: Iterable[str]) -> dict[str, CurrentDeadline]:
+        ids = list(ids)
+        chains = await self.chains(ids)
+        return {i: CurrentDeadline(self.stored[i], chains.get(i, Chain())) for i in ids if i in self.stored}
 
     async def armed_deadlines(self, *, after: str, limit: int) -> list[WatchedDeadline]:
         armed = sorted(

@@ -168,6 +168,15 @@ class AckResult:
 
 
 @dataclass(frozen=True)
+class CurrentDeadline:
+    """A conversation's current deadline and its escalation chain, read together (once per batch
+    of deadlines, once per fired timer) and passed along rather than read again."""
+
+    deadline: WatchedDeadline
+    chain: Chain = field(default_factory=Chain)
+
+
+@dataclass(frozen=True)
 class AssignmentContext:
     tenant_name: str
     platform: str
@@ -180,10 +189,16 @@ class AssignmentContext:
 class NotifyRepository(Protocol):
     """notify's state. Each call is one transaction."""
 
-    async def store_deadlines(self, events: Iterable[DeadlineChanged], *, now: datetime) -> None:
-        """Keep each conversation's newest deadline; an older version never overwrites a newer one."""
+    async def store_deadlines(
+        self, events: Iterable[DeadlineChanged], *, now: datetime
+    ) -> dict[str, CurrentDeadline]:
+        """Keep each conversation's newest deadline (an older version never overwrites a newer
+        one), and give back the current deadline and chain of each, in the same transaction."""
 
     async def deadlines(self, ids: Iterable[str]) -> dict[str, WatchedDeadline]: ...
+
+    async def current(self, ids: Iterable[str]) -> dict[str, CurrentDeadline]:
+        """Each conversation's stored deadline with its escalation chain, in one read."""
 
     async def armed_deadlines(self, *, after: str, limit: int) -> list[WatchedDeadline]: ...
 

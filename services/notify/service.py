@@ -206,27 +206,28 @@ class NotifyService:
         if not newest:
             return Outcome()
         now = self.clock.now()
-        await self.repository.store_deadlines(newest.values(), now=now)
-        current = await self.repository.deadlines(newest)
-        chains = await self.repository.chains(newest)
+        current = await self.repository.store_deadlines(newest.values(), now=now)
         to_arm: list[TimerPayload] = []
         to_cancel: list[tuple[str, str]] = []
+        logging_info = log.isEnabledFor(logging.INFO)
         for event in newest.values():
-            deadline = current.get(event.conversation_id)
-            if deadline is None or deadline.version != event.deadline_version:
+            found = current.get(event.conversation_id)
+            if found is None or found.deadline.version != event.deadline_version:
                 continue  # a newer version is already stored: it decides
-            chain = chains.get(event.conversation_id, Chain())
+            deadline, chain = found.deadline, found.chain
             timer = next_timer(deadline, chain, after_step=None, now=now)
             too_late = unschedulable(deadline, chain, after_step=None, now=now)
             if timer is not None:
                 with span("arm deadline", parent=(traces or {}).get(event.conversation_id)):
-                    timer = timer.model_copy(update={"trace": carrier_of()})
+                    carrier = carrier_of()
+                if carrier:  # tracing is on: the timer carries it on
+                    timer = timer.model_copy(update={"trace": carrier})
                 to_arm.append(timer)
             elif deadline.state == DeadlineState.cleared or too_late is not None:
                 to_cancel.append((deadline.tenant_id, deadline.conversation_id))
             if too_late is not None:
                 log_unschedulable(deadline, too_late)
-            else:
+            elif logging_info:
                 token = correlation_id.set(event.correlation_id)  # follows the interaction into notify
                 log.info(
                     "deadline armed" if timer is not None else "deadline cleared",

@@ -18,6 +18,7 @@ from services.notify.ports import (
     AlertClaim,
     AssignmentContext,
     ClaimOutcome,
+    CurrentDeadline,
     Delivery,
     DeliveryUpdate,
     Envelope,
@@ -61,36 +62,77 @@ def _deadline(row: Any) -> WatchedDeadline:
     )
 
 
-async def store_deadlines(*, session: AsyncSession, events: Iterable[DeadlineChanged], now: datetime) -> None:
-    """Keep each conversation's newest deadline; an older version never overwrites a newer one."""
-    rows = [
-        {
-            "conversation_id": e.conversation_id,
-            "tenant_id": e.tenant_id,
-            "version": e.deadline_version,
-            "kind": e.kind.value if e.kind else None,
-            "owner_id": e.owner_id,
-            "started_at": e.started_at,
-            "warn_at": e.warn_at,
-            "due_at": e.due_at,
-            "state": DeadlineState.armed if e.due_at else DeadlineState.cleared,
-            # a new version is a new deadline: its timeline starts over, unacknowledged
-            "last_step": None,
-            "acknowledged_at": None,
-            "acknowledged_by": None,
-            "updated_at": now,
-        }
-        for e in events
-    ]
-    if not rows:
-        return
-    statement = dialect_insert(session, DEADLINES).values(rows)
+def _deadline_row(e: DeadlineChanged, now: datetime) -> dict[str, Any]:
+    return {
+        "conversation_id": e.conversation_id,
+        "tenant_id": e.tenant_id,
+        "version": e.deadline_version,
+        "kind": e.kind.value if e.kind else None,
+        "owner_id": e.owner_id,
+        "started_at": e.started_at,
+        "warn_at": e.warn_at,
+        "due_at": e.due_at,
+        "state": DeadlineState.armed if e.due_at else DeadlineState.cleared,
+        # a new version is a new deadline: its timeline starts over, unacknowledged
+        "last_step": None,
+        "acknowledged_at": None,
+        "acknowledged_by": None,
+        "updated_at": now,
+    }
+
+
+async def store_deadlines(
+    *, session: AsyncSession, events: Iterable[DeadlineChanged], now: datetime
+) -> dict[str, CurrentDeadline]:
+    """Keep each conversation's newest deadline (an older version never overwrites a newer one),
+    and give back the current deadline and escalation chain of each.
+
+    One statement for the batch (executemany, its SQL compiled once); the rows it wrote are
+    known from RETURNING and are the events themselves, so only those it left alone (a newer
+    or the same version stored before) are read back."""
+    newest: dict[str, DeadlineChanged] = {}
+    for e in events:
+        known = newest.get(e.conversation_id)
+        if known is None or known.deadline_version < e.deadline_version:
+            newest[e.conversation_id] = e
+    if not newest:
+        return {}
+    events = list(newest.values())
+    rows = [_deadline_row(e, now) for e in events]
+    statement = dialect_insert(session, DEADLINES)
     statement = statement.on_conflict_do_update(
         index_elements=["conversation_id"],
         set_={name: statement.excluded[name] for name in rows[0] if name != "conversation_id"},
         where=DEADLINES.c.version < statement.excluded.version,
+    ).returning(DEADLINES.c.conversation_id)
+    connection = await session.connection()
+    written = {row[0] for row in await connection.execute(statement, rows)}
+    current = {e.conversation_id: _watched(e) for e in events if e.conversation_id in written}
+    left = [e.conversation_id for e in events if e.conversation_id not in written]
+    if left:
+        current.update(await get_deadlines(session=session, ids=left))
+    chains = await get_chains(session=session, ids=list(current))
+    return {cid: CurrentDeadline(d, chains.get(cid, Chain())) for cid, d in current.items()}
+
+
+def _watched(e: DeadlineChanged) -> WatchedDeadline:
+    """The deadline as `store_deadlines` just wrote it."""
+    return WatchedDeadline(
+        conversation_id=e.conversation_id,
+        tenant_id=e.tenant_id,
+        version=e.deadline_version,
+        due_at=e.due_at,
+        state=DeadlineState.armed if e.due_at else DeadlineState.cleared,
+        warn_at=e.warn_at,
     )
-    await execute(session, statement)
+
+
+async def get_current(*, session: AsyncSession, ids: Iterable[str]) -> dict[str, CurrentDeadline]:
+    deadlines = await get_deadlines(session=session, ids=ids)
+    if not deadlines:
+        return {}
+    chains = await get_chains(session=session, ids=list(deadlines))
+    return {cid: CurrentDeadline(d, chains.get(cid, Chain())) for cid, d in deadlines.items()}
 
 
 async def get_deadlines(*, session: AsyncSession, ids: Iterable[str]) -> dict[str, WatchedDeadline]:
@@ -647,9 +689,15 @@ class SqlRepository:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
 
-    async def store_deadlines(self, events: Iterable[DeadlineChanged], *, now: datetime) -> None:
+    async def store_deadlines(
+        self, events: Iterable[DeadlineChanged], *, now: datetime
+    ) -> dict[str, CurrentDeadline]:
         async with transaction(self.sessions) as session:
-            await store_deadlines(session=session, events=list(events), now=now)
+            return await store_deadlines(session=session, events=list(events), now=now)
+
+    async def current(self, ids: Iterable[str]) -> dict[str, CurrentDeadline]:
+        async with self.sessions() as session:
+            return await get_current(session=session, ids=list(ids))
 
     async def deadlines(self, ids: Iterable[str]) -> dict[str, WatchedDeadline]:
         async with self.sessions() as session:

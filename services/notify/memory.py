@@ -126,7 +126,7 @@ class MemoryRepository:
 
     async def open_deliveries(
         self, *, fired: TimerPayload, wanted: list[tuple[str, str]], recipients: str, attempts: int,
-        lease_until: datetime, now: datetime,
+        lease_until: datetime, now: datetime, finished: bool,
     ) -> list[Delivery]:  # fmt: skip
         alert = alert_id(fired.conversation_id, fired.deadline_version, fired.step)
         for channel, person in wanted:
@@ -141,6 +141,10 @@ class MemoryRepository:
         await self.finish_alert(
             conversation_id=fired.conversation_id, version=fired.deadline_version, step=fired.step,
             status="sent", attempts=attempts, recipients=recipients, now=now,
+        )  # fmt: skip
+        await self.advance(
+            conversation_id=fired.conversation_id, version=fired.deadline_version, step=fired.step,
+            finished=finished, now=now,
         )  # fmt: skip
         return taken
 
@@ -220,13 +224,17 @@ class MemoryRepository:
         return AckResult(AckOutcome.acknowledged, d.tenant_id, now)
 
     async def overdue_context(
-        self, *, conversation_id: str, version: int, due_at: datetime
+        self, *, conversation_id: str, version: int, due_at: datetime, chain: Chain | None = None
     ) -> OverdueContext | None:
         known = self.conversations.get(conversation_id)
         if known is None:
             return None
         current = self.waiting.get(conversation_id, version)
-        return replace(known, deadline_version=version, due_at=due_at, still_waiting=current == version)
+        return replace(
+            known, deadline_version=version, due_at=due_at, still_waiting=current == version,
+            preferences=await self.preferences(known.people),
+            link_generations=await self.link_generations(known.people),
+        )  # fmt: skip
 
     async def assignment_context(self, *, conversation_id: str, person_id: str) -> AssignmentContext | None:
         known = self.conversations.get(conversation_id)

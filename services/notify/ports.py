@@ -43,6 +43,9 @@ class OverdueContext:
     lead: Recipient | None = None
     manager: Recipient | None = None
     people: dict[str, Recipient] = field(default_factory=dict)  # anyone a chain may name, by id
+    # read with `people`, so that planning and sending an alert read nothing more
+    preferences: dict[str, Preferences] = field(default_factory=dict)
+    link_generations: dict[str, int] = field(default_factory=dict)  # of their push links
 
 
 @dataclass(frozen=True)
@@ -238,9 +241,11 @@ class NotifyRepository(Protocol):
         attempts: int,
         lease_until: datetime,
         now: datetime,
+        finished: bool,
     ) -> list[Delivery]:
-        """Log the (channel, person) deliveries of a claimed alert, take those not done yet, and
-        mark the alert handled."""
+        """Log the (channel, person) deliveries of a claimed alert, take those not done yet, mark
+        the alert handled, and note it on the deadline's timeline as `advance` does (one
+        transaction)."""
 
     async def claim_owed(
         self,
@@ -277,8 +282,10 @@ class NotifyRepository(Protocol):
         a conversation of another tenant is unknown (nothing is written)."""
 
     async def overdue_context(
-        self, *, conversation_id: str, version: int, due_at: datetime
-    ) -> OverdueContext | None: ...
+        self, *, conversation_id: str, version: int, due_at: datetime, chain: Chain | None = None
+    ) -> OverdueContext | None:
+        """What an alert says and whom it may reach (with their preferences); `chain`: the
+        conversation's chain when the caller has read it already."""
 
     async def assignment_context(
         self, *, conversation_id: str, person_id: str

@@ -276,11 +276,13 @@ class NotifyService:
         armed; the deliveries go out after the timer is acknowledged (`Outcome.then`)."""
         if fired.step == "retry":
             return await self.retry(fired)
-        current = (await self.repository.deadlines([fired.conversation_id])).get(fired.conversation_id)
+        # The deadline and its chain, read once: everything below decides from them.
+        found = (await self.repository.current([fired.conversation_id])).get(fired.conversation_id)
+        current = found.deadline if found else None
+        chain = found.chain if found else Chain()
         judgement = judge_fired(current, fired)
         FIRED.labels(judgement.verdict.value).inc()
         if judgement.verdict is Verdict.rearm and current is not None:
-            chain = await self._chain(fired.conversation_id)
             timer = next_timer(current, chain, after_step=current.last_step, now=self.clock.now())
             await self.scheduler.arm([timer] if timer else [], again=True)
         if judgement.verdict is not Verdict.send:
@@ -292,8 +294,8 @@ class NotifyService:
                     "reason": judgement.ignored,
                 },
             )
-            if judgement.silenced:
-                await self._advance(fired)  # past a silenced step: what comes after it
+            if judgement.silenced and current is not None:
+                await self._advance(fired, current, chain)  # past a silenced step: what comes after it
             return Outcome()
         assert current is not None and current.due_at is not None
         if fired.attempt == 0 and fired.step == "breach":
@@ -304,11 +306,12 @@ class NotifyService:
             step=fired.step, lease_until=now + self.policy.lease, now=now,
         )  # fmt: skip
         if claim.outcome is ClaimOutcome.done:
-            await self._advance(fired)  # handled before (a redelivery): make sure the next is armed
+            # handled before (a redelivery): make sure the next is armed
+            await self._advance(fired, current, chain)
             return Outcome()
         if claim.outcome is ClaimOutcome.busy:
             return Outcome(retry_in=claim.retry_in)  # another replica is sending it right now
-        context, entries = await self._context(fired, current)
+        context, entries = await self._context(fired, current, chain)
         planned = {entry.step: entry for entry in entries}.get(fired.step)
         target = planned.notify if planned else Target.owner
         people = recipients(context, target, planned.person_id if planned else None) if context else []
@@ -319,13 +322,18 @@ class NotifyService:
                 status="skipped", attempts=claim.attempts, error=why.value, now=now,
             )  # fmt: skip
             log.info("alert skipped", extra={"conversation_id": fired.conversation_id, "reason": why})
-            await self._advance(fired)
+            await self._advance(fired, current, chain)
             return Outcome()
         later = entries[[e.step for e in entries].index(fired.step) + 1 :] if planned else []
         backups = standby(context, later)
-        preferences = await self.repository.preferences([p.id for p in people] + backups)
+        wanted = {p.id for p in people} | set(backups)
+        preferences = {p: prefs for p, prefs in context.preferences.items() if p in wanted}
         kind = kind_of(fired.step)
         deliveries = plan_deliveries(kind, [p.id for p in people], preferences, standby=backups, now=now)
+        timer = self._after(fired, current, chain)
+        # The deliveries logged, the alert marked handled and the deadline's timeline advanced in
+        # one transaction. Should notify die before the timers below are armed, the redelivered
+        # timer finds its claim done and arms the next alert (`_advance`).
         rows = await self.repository.open_deliveries(
             fired=fired,
             wanted=[(d.channel, d.person_id) for d in deliveries],
@@ -333,22 +341,30 @@ class NotifyService:
             attempts=claim.attempts + 1,
             lease_until=now + self.policy.lease,
             now=now,
+            finished=timer is None,
         )
         if rows:
             # A safety net before anything is sent: should this process die while sending,
             # the retry finds the deliveries whose lease ran out and sends them.
             await self.scheduler.arm([retry_timer(fired, attempt=1, at=now + self.policy.lease)], again=True)
-        await self._advance(fired)
+        if timer is not None:
+            await self.scheduler.arm([timer])
         return Outcome(then=Sending(fired, context, tuple(rows)) if rows else None)
 
     async def retry(self, fired: TimerPayload) -> Outcome:
         """Deliveries still owed for this deadline version, tried again (a replayed dead letter,
         attempt 0, takes the failed ones too)."""
-        current = (await self.repository.deadlines([fired.conversation_id])).get(fired.conversation_id)
-        if current is None or current.version != fired.deadline_version or current.due_at is None:
+        found = (await self.repository.current([fired.conversation_id])).get(fired.conversation_id)
+        current = found.deadline if found else None
+        if (
+            found is None
+            or current is None
+            or current.version != fired.deadline_version
+            or current.due_at is None
+        ):
             log.info("retry dropped: the deadline moved on", extra={"conversation_id": fired.conversation_id})
             return Outcome()
-        context, _entries = await self._context(fired, current)
+        context, _entries = await self._context(fired, current, found.chain)
         if context is None or not context.still_waiting:
             return Outcome()
         now = self.clock.now()
@@ -367,7 +383,7 @@ class NotifyService:
             return Outcome()
         now = self.clock.now()
         results: dict[str, tuple[bool, bool, str]] = {}  # delivery id -> (ok, permanent, error or detail)
-        generations = await self.repository.link_generations({r.person_id for r in rows})
+        generations = context.link_generations
         by_step: dict[str, list[Delivery]] = {}
         for row in rows:
             by_step.setdefault(row.step, []).append(row)
@@ -557,13 +573,21 @@ class NotifyService:
         person: Recipient | None = None
         skipped: list[DeliveryUpdate] = []
         listed: list[Delivery] = []
+        found = await self.repository.current({r.conversation_id for r in rows})
         for r in rows:
-            current = (await self.repository.deadlines([r.conversation_id])).get(r.conversation_id)
+            known = found.get(r.conversation_id)
+            current = known.deadline if known else None
             context = None
-            if current is not None and current.due_at is not None and current.version == r.deadline_version:
+            if (
+                known is not None
+                and current is not None
+                and current.due_at is not None
+                and current.version == r.deadline_version
+            ):
                 context = await self.repository.overdue_context(
-                    conversation_id=r.conversation_id, version=r.deadline_version, due_at=current.due_at
-                )
+                    conversation_id=r.conversation_id, version=r.deadline_version, due_at=current.due_at,
+                    chain=known.chain,
+                )  # fmt: skip
             if context is None or not context.still_waiting or person_id not in context.people:
                 skipped.append(
                     DeliveryUpdate(r.id, "skipped", r.attempts, error=Skipped.no_longer_waiting.value)
@@ -794,10 +818,11 @@ class NotifyService:
     async def _rearm_after_ack(self, conversation_id: str) -> None:
         """Put the next alert an acknowledgement leaves (if any) on the conversation's timer, so
         that a silenced escalation step does not even fire."""
-        deadline = (await self.repository.deadlines([conversation_id])).get(conversation_id)
-        if deadline is None or deadline.due_at is None:
+        found = (await self.repository.current([conversation_id])).get(conversation_id)
+        if found is None or found.deadline.due_at is None:
             return
-        timer = next_timer(deadline, await self._chain(conversation_id), after_step=deadline.last_step)
+        deadline = found.deadline
+        timer = next_timer(deadline, found.chain, after_step=deadline.last_step)
         if timer is None:
             await self.scheduler.cancel([(deadline.tenant_id, conversation_id)])
         else:
@@ -805,29 +830,34 @@ class NotifyService:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    async def _chain(self, conversation_id: str) -> Chain:
-        return (await self.repository.chains([conversation_id])).get(conversation_id, Chain())
-
     async def _context(
-        self, fired: TimerPayload, current: WatchedDeadline
+        self, fired: TimerPayload, current: WatchedDeadline, chain: Chain
     ) -> tuple[OverdueContext | None, list[PlannedAlert]]:
         assert current.due_at is not None
         context = await self.repository.overdue_context(
-            conversation_id=fired.conversation_id, version=fired.deadline_version, due_at=current.due_at
-        )
-        chain = await self._chain(fired.conversation_id)
+            conversation_id=fired.conversation_id, version=fired.deadline_version, due_at=current.due_at,
+            chain=chain,
+        )  # fmt: skip
         return context, timeline(warn_at=current.warn_at, due_at=current.due_at, chain=chain)
 
-    async def _advance(self, fired: TimerPayload) -> None:
-        """The alert `fired` is handled: note it, and arm the one after it (or nothing: done)."""
-        fresh = (await self.repository.deadlines([fired.conversation_id])).get(fired.conversation_id)
-        if fresh is None or fresh.version != fired.deadline_version:
-            return  # a newer deadline has its own timeline
-        chain = await self._chain(fired.conversation_id)
-        timer = next_timer(fresh, chain, after_step=fired.step)
-        too_late = unschedulable(fresh, chain, after_step=fired.step)
+    def _after(self, fired: TimerPayload, current: WatchedDeadline, chain: Chain) -> TimerPayload | None:
+        """The timer after the alert `fired` (None: it was the last), said loudly when what comes
+        next falls after what NATS can schedule."""
+        too_late = unschedulable(current, chain, after_step=fired.step)
         if too_late is not None:
-            log_unschedulable(fresh, too_late)
+            log_unschedulable(current, too_late)
+        return next_timer(current, chain, after_step=fired.step)
+
+    async def _advance(self, fired: TimerPayload, current: WatchedDeadline, chain: Chain) -> None:
+        """The alert `fired` is handled: note it, and arm the one after it (or nothing: done).
+
+        `current` is the deadline as read when the timer fired. Should it have changed since (a
+        newer version, an acknowledgement), the update below matches only its own version, and
+        the timer armed from it is judged when it fires against what is current then (a newer
+        version ignores it, an acknowledgement silences it): no alert goes out that should not."""
+        if current.version != fired.deadline_version:
+            return  # a newer deadline has its own timeline
+        timer = self._after(fired, current, chain)
         await self.repository.advance(
             conversation_id=fired.conversation_id, version=fired.deadline_version, step=fired.step,
             finished=timer is None, now=self.clock.now(),

@@ -351,29 +351,29 @@ async def get_chains(*, session: AsyncSession, ids: Iterable[str]) -> dict[str, 
 
 
 async def get_overdue_context(
-    *, session: AsyncSession, conversation_id: str, version: int, due_at: datetime
+    *, session: AsyncSession, conversation_id: str, version: int, due_at: datetime, chain: Chain | None = None
 ) -> OverdueContext | None:
+    """What an alert says and whom it may reach, with their preferences and push link
+    generations: four reads (three when the caller passes the conversation's chain)."""
     row = await fetch_rows(
         session,
         select(
             CONVERSATIONS,
             TENANTS.c.name.label("tenant_name"),
+            TENANTS.c.manager_id.label("manager_id"),
+            TENANTS.c.escalation.label("tenant_escalation"),
             ACCOUNTS.c.handle.label("account_handle"),
+            TEAMS.c.lead_id.label("lead_id"),
         )
         .join(TENANTS, TENANTS.c.id == CONVERSATIONS.c.tenant_id)
         .join(ACCOUNTS, ACCOUNTS.c.id == CONVERSATIONS.c.account_id)
+        .outerjoin(TEAMS, TEAMS.c.id == CONVERSATIONS.c.team_id)
         .where(CONVERSATIONS.c.id == conversation_id),
     )
     if not row:
         return None
     conversation = row[0]
-    team_row = await fetch_rows(session, select(TEAMS.c.lead_id).where(TEAMS.c.id == conversation.team_id))
-    tenant_row = await fetch_rows(
-        session,
-        select(TENANTS.c.manager_id, TENANTS.c.escalation).where(TENANTS.c.id == conversation.tenant_id),
-    )
-    lead_id = team_row[0].lead_id if team_row else None
-    manager_id = tenant_row[0].manager_id if tenant_row else None
+    lead_id, manager_id = conversation.lead_id, conversation.manager_id
     members = await fetch_rows(
         session,
         select(PEOPLE.c.id)
@@ -382,19 +382,15 @@ async def get_overdue_context(
         .order_by(PEOPLE.c.id),
     )
     team_ids = [m.id for m in members]
-    named = {step.person_id for step in _chain(tenant_row[0].escalation if tenant_row else None).steps}
-    for chain in (await get_chains(session=session, ids=[conversation_id])).values():
-        named |= {step.person_id for step in chain.steps}
+    if chain is None:
+        chain = (await get_chains(session=session, ids=[conversation_id])).get(conversation_id, Chain())
+    named = {step.person_id for step in _chain(conversation.tenant_escalation).steps}
+    named |= {step.person_id for step in chain.steps}
     wanted = {*team_ids, conversation.owner_id, lead_id, manager_id, *named} - {None}
-    people = {
-        p.id: Recipient(p.name, p.email, p.id)
-        for p in await fetch_rows(
-            session,
-            select(PEOPLE.c.id, PEOPLE.c.name, PEOPLE.c.email).where(
-                PEOPLE.c.id.in_(wanted), PEOPLE.c.active.is_(True)
-            ),
-        )
-    }
+    found = await fetch_rows(
+        session, select(PEOPLE).where(PEOPLE.c.id.in_(wanted), PEOPLE.c.active.is_(True))
+    )
+    people = {p.id: Recipient(p.name, p.email, p.id) for p in found}
     return OverdueContext(
         conversation_id=conversation.id,
         deadline_version=version,
@@ -416,6 +412,8 @@ async def get_overdue_context(
         lead=people.get(lead_id or ""),
         manager=people.get(manager_id or ""),
         people=people,
+        preferences={p.id: _preferences(p) for p in found},
+        link_generations=await link_generations(session=session, people=list(people)),
     )
 
 
@@ -552,17 +550,17 @@ async def get_preferences(
 ) -> tuple[dict[str, Preferences], dict[str, str]]:
     """People's alert preferences, and their sealed Apprise URLs."""
     rows = await fetch_rows(session, select(PEOPLE).where(PEOPLE.c.id.in_(list(people))))
-    preferences = {
-        row.id: Preferences.parse(
-            row.notify,
-            row.quiet_hours,
-            row.timezone,
-            working_hours=row.working_hours,
-            present=row.active and row.status != "offline",
-        )
-        for row in rows
-    }
-    return preferences, {row.id: row.apprise_urls for row in rows}
+    return {row.id: _preferences(row) for row in rows}, {row.id: row.apprise_urls for row in rows}
+
+
+def _preferences(row: Any) -> Preferences:
+    return Preferences.parse(
+        row.notify,
+        row.quiet_hours,
+        row.timezone,
+        working_hours=row.working_hours,
+        present=row.active and row.status != "offline",
+    )
 
 
 async def recently_sent(
@@ -739,7 +737,7 @@ class SqlRepository:
 
     async def open_deliveries(
         self, *, fired: TimerPayload, wanted: list[tuple[str, str]], recipients: str, attempts: int,
-        lease_until: datetime, now: datetime,
+        lease_until: datetime, now: datetime, finished: bool,
     ) -> list[Delivery]:  # fmt: skip
         async with transaction(self.sessions) as session:
             rows = await claim_deliveries(
@@ -748,6 +746,10 @@ class SqlRepository:
             await finish_alert(
                 session=session, conversation_id=fired.conversation_id, version=fired.deadline_version,
                 step=fired.step, status="sent", attempts=attempts, now=now, recipients=recipients,
+            )  # fmt: skip
+            await advance(
+                session=session, conversation_id=fired.conversation_id, version=fired.deadline_version,
+                step=fired.step, finished=finished, now=now,
             )  # fmt: skip
             return rows
 
@@ -807,11 +809,11 @@ class SqlRepository:
             )  # fmt: skip
 
     async def overdue_context(
-        self, *, conversation_id: str, version: int, due_at: datetime
+        self, *, conversation_id: str, version: int, due_at: datetime, chain: Chain | None = None
     ) -> OverdueContext | None:
         async with self.sessions() as session:
             return await get_overdue_context(
-                session=session, conversation_id=conversation_id, version=version, due_at=due_at
+                session=session, conversation_id=conversation_id, version=version, due_at=due_at, chain=chain
             )
 
     async def assignment_context(self, *, conversation_id: str, person_id: str) -> AssignmentContext | None:

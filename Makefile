@@ -35,8 +35,10 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(BIN)/mypy shared services stayhuman
 
+# `stayhuman bench` starts its own NATS, database and services; BENCH_ARGS e.g. --quick, --full,
+# --both, --database-url postgresql://postgres@127.0.0.1:5432/postgres
 bench: $(INSTALLED)
-	$(BIN)/python -m tests.bench.smoke
+	$(BIN)/python -m stayhuman bench $(BENCH_ARGS)
 
 # The inbox on PostgreSQL (STAYHUMAN_TEST_POSTGRES_URL, else the local server): page and API
 # latency with 100,000 open conversations, then 1,000 agents on the live stream.

@@ -59,6 +59,12 @@ def cmd_service(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from stayhuman.bench.main import run
+
+    return run(args)
+
+
 def cmd_migrate(_args: argparse.Namespace) -> int:
     from shared.db.migrate import current_revision_sync
     from stayhuman.database import migrate, reaching
@@ -321,6 +327,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stayhuman.bench.options import add_arguments as bench_options
     from stayhuman.inspect import DEFAULT_LIMIT
 
     parser = argparse.ArgumentParser(
@@ -340,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         commands.add_parser(name, help=text).set_defaults(func=cmd_service)
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=cmd_migrate)
+    bench = commands.add_parser(
+        "bench", help="measure throughput and latency on this machine, beside raw JetStream (starts its own)"
+    )
+    bench_options(bench)
+    bench.set_defaults(func=cmd_bench)
     apply = commands.add_parser(
         "apply", help="create or update people, tenants, accounts, teams, SLA policies, calendars and topics"
     )

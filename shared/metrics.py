@@ -3,25 +3,40 @@
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from fastapi import APIRouter, Response
 from nats.js import JetStreamContext
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
+# With several worker processes (multiprocess mode), a gauge shows the value its last writer set.
 CONSUMER_PENDING = Gauge(
-    "stayhuman_consumer_pending", "Messages not yet delivered to a consumer (its lag)", ["stream", "consumer"]
+    "stayhuman_consumer_pending",
+    "Messages not yet delivered to a consumer (its lag)",
+    ["stream", "consumer"],
+    multiprocess_mode="livemostrecent",
 )
 CONSUMER_ACK_PENDING = Gauge(
-    "stayhuman_consumer_ack_pending", "Messages delivered but not yet acknowledged", ["stream", "consumer"]
+    "stayhuman_consumer_ack_pending",
+    "Messages delivered but not yet acknowledged",
+    ["stream", "consumer"],
+    multiprocess_mode="livemostrecent",
 )
 
 
-def metrics_router() -> APIRouter:
+def metrics_router(multiprocess_dir: Path | None = None) -> APIRouter:
+    """`GET /metrics`: this process's metrics; or, given the folder where several worker processes
+    write theirs (Prometheus multiprocess mode), every worker's added up, whichever one answers."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        if multiprocess_dir is None:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(multiprocess_dir))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
 

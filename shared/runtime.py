@@ -12,6 +12,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -262,10 +263,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": "invalid request", "problems": problems}, status_code=400)
 
 
-def ops_app(runtime: Runtime, public: FastAPI, extra: Any = None) -> FastAPI:
+def ops_app(
+    runtime: Runtime, public: FastAPI, extra: Any = None, *, metrics_dir: Path | None = None
+) -> FastAPI:
     """The operations listener of a service with a public port: health, readiness, metrics and
     the public API's documentation, which name tenants, teams and internals and so are not
-    served next to what the internet reaches."""
+    served next to what the internet reaches. `metrics_dir`: where the service's worker
+    processes write their metrics (Prometheus multiprocess mode), to serve them added up."""
     from fastapi.openapi.docs import get_swagger_ui_html
 
     from shared.metrics import metrics_router
@@ -274,7 +278,7 @@ def ops_app(runtime: Runtime, public: FastAPI, extra: Any = None) -> FastAPI:
         title=f"StayHuman {runtime.service} operations", docs_url=None, redoc_url=None, openapi_url=None
     )
     ops.include_router(health_router(runtime, extra=extra))
-    ops.include_router(metrics_router())
+    ops.include_router(metrics_router(metrics_dir))
 
     @ops.get("/openapi.json", include_in_schema=False)
     async def openapi() -> JSONResponse:

@@ -3,8 +3,9 @@
 import asyncio
 import contextlib
 import resource
+import shutil
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import uvicorn
@@ -15,8 +16,14 @@ from shared.tracing import configure_tracing, shutdown_tracing
 
 
 def _ingest() -> tuple[Any, Any, int]:
-    from services.ingest.main import create_app
     from services.ingest.settings import IngestSettings
+
+    def create_app(settings: IngestSettings, **options: Any) -> Any:
+        # Imported only here: with several workers, prometheus_client must first be imported
+        # after the parent set up the workers' metrics folder.
+        from services.ingest.main import create_app
+
+        return create_app(settings, **options)
 
     settings = load_settings(IngestSettings)
     return settings, create_app, settings.ingest_port
@@ -90,15 +97,41 @@ def _listen(host: str, port: int, variable: str) -> socket.socket:
 
 def serve(name: str, *, check: Callable[[Any], None] | None = None) -> None:
     """Run one service until it is stopped. `check`: what must hold before it starts (its
-    settings are read first, so a bad setting is named before anything else)."""
+    settings are read first, so a bad setting is named before anything else). A service whose
+    settings have `worker_count()` (ingest) runs that many worker processes when it is over 1."""
     settings, create_app, port = SERVICES[name]()
     if check is not None:
         check(settings)
     raise_open_file_limit()
     configure_logging(service=name, level=settings.log_level, json_logs=settings.log_json)
+    workers = settings.worker_count() if hasattr(settings, "worker_count") else 1
+    if workers > 1:
+        code = _serve_workers(name, settings, create_app, port, workers)
+        if code:
+            raise SystemExit(code)
+        return
     configure_tracing(service=name, endpoint=settings.otel_endpoint)
     app = create_app(settings)
-    config = uvicorn.Config(
+    server = uvicorn.Server(_config(app, settings, port))
+    ops = getattr(app.state, "ops_app", None)
+    ops_socket = None
+    if ops is not None:
+        ops_socket = _listen(
+            settings.host, ops_port(settings, name) or 0, f"STAYHUMAN_{name.upper()}_OPS_PORT"
+        )
+    try:
+        if ops is None or ops_socket is None:
+            run(server.serve())
+        else:
+            run(_serve_both(server, ops, ops_socket))
+    finally:
+        shutdown_tracing()
+    if not server.started:
+        raise SystemExit(3)  # the lifespan failed: its error is in the log above
+
+
+def _config(app: Any, settings: Any, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=port,
@@ -109,22 +142,49 @@ def serve(name: str, *, check: Callable[[Any], None] | None = None) -> None:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
-    ops = getattr(app.state, "ops_app", None)
-    ops_socket = None
-    if ops is not None:
-        ops_socket = _listen(
-            settings.host, ops_port(settings, name) or 0, f"STAYHUMAN_{name.upper()}_OPS_PORT"
-        )
+
+
+def _serve_workers(name: str, settings: Any, create_app: Any, port: int, workers: int) -> int:
+    """`workers` processes sharing the public and operations sockets, bound here first so that
+    a taken port is named before any worker starts. The app is made here too, so that a bad
+    setting stops the service as it does with one process; each worker runs its own copy
+    (nothing in it is connected or running before the worker starts it)."""
+    from stayhuman.workers import START_FAILED, WorkerPool, metrics_folder
+
+    public = _listen(settings.host, port, f"STAYHUMAN_{name.upper()}_PORT")
+    public.listen(2048)  # connections wait in the queue while a worker starts again
+    ops_socket = _listen(settings.host, ops_port(settings, name) or 0, f"STAYHUMAN_{name.upper()}_OPS_PORT")
+    metrics_dir = metrics_folder(name)
     try:
-        if ops is None or ops_socket is None:
-            asyncio.run(server.serve())
-        else:
-            asyncio.run(_serve_both(server, ops, ops_socket))
+        app = create_app(settings, metrics_dir=metrics_dir)
+
+        def work(_index: int) -> int:
+            configure_tracing(service=name, endpoint=settings.otel_endpoint)
+            server = uvicorn.Server(_config(app, settings, port))
+            try:
+                run(_serve_both(server, app.state.ops_app, ops_socket, public=public))
+            finally:
+                shutdown_tracing()
+            return 0 if server.started else START_FAILED
+
+        return WorkerPool(name, workers, work, metrics_dir=metrics_dir).run()
     finally:
-        shutdown_tracing()
-    if not server.started:
-        raise SystemExit(3)  # the lifespan failed: its error is in the log above
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        public.close()
+        ops_socket.close()
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine on uvloop when it is installed (several times less CPU per
+    request than asyncio's own loop), else on asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        factory = None
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
 class _QuietServer(uvicorn.Server):
@@ -135,13 +195,16 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-async def _serve_both(server: uvicorn.Server, ops: Any, ops_socket: socket.socket) -> None:
+async def _serve_both(
+    server: uvicorn.Server, ops: Any, ops_socket: socket.socket, *, public: socket.socket | None = None
+) -> None:
     """The public listener and the operations listener in one process; the public one owns the
-    lifespan, and the operations one stops with it."""
+    lifespan, and the operations one stops with it. `public`: a socket already bound (a worker's,
+    shared with the others), else the public server binds its own."""
     ops_server = _QuietServer(uvicorn.Config(ops, log_config=None, access_log=False, lifespan="off"))
     ops_task = asyncio.create_task(ops_server.serve(sockets=[ops_socket]))
     try:
-        await server.serve()
+        await server.serve(sockets=[public] if public is not None else None)
     finally:
         ops_server.should_exit = True
         await ops_task

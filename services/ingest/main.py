@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -26,7 +27,9 @@ def polling_units(settings: IngestSettings) -> int:
     return max(1, settings.youtube_daily_quota - settings.youtube_reply_units)
 
 
-def create_app(settings: IngestSettings) -> FastAPI:
+def create_app(settings: IngestSettings, *, metrics_dir: Path | None = None) -> FastAPI:
+    """The ingest app. `metrics_dir`: the folder where each of several worker processes writes
+    its metrics (Prometheus multiprocess mode): `/metrics` serves them added up."""
     runtime = Runtime("ingest", settings, required_streams=(subjects.INTERACTIONS_STREAM,))
 
     @asynccontextmanager
@@ -80,5 +83,5 @@ def create_app(settings: IngestSettings) -> FastAPI:
         read_timeout=settings.body_read_timeout.total_seconds(),
         max_concurrent=settings.max_concurrent_requests,
     )
-    app.state.ops_app = ops_app(runtime, app)
+    app.state.ops_app = ops_app(runtime, app, metrics_dir=metrics_dir)
     return app

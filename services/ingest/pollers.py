@@ -44,7 +44,10 @@ REJECTED = Counter(
     ["platform"],
 )
 CONNECTOR_FAILING = Gauge(
-    "stayhuman_connector_failing", "1 while an account's connector keeps failing", ["account", "platform"]
+    "stayhuman_connector_failing",
+    "1 while an account's connector keeps failing",
+    ["account", "platform"],
+    multiprocess_mode="livemostrecent",  # set by the worker that holds the account's lease
 )
 
 

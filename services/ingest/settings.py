@@ -1,3 +1,4 @@
+import os
 from datetime import timedelta
 
 from pydantic import Field, SecretStr
@@ -11,11 +12,18 @@ class IngestSettings(CommonSettings):
         default=9080,
         description="Port of ingest's operations listener (health, readiness, metrics, API docs).",
     )
+    ingest_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Worker processes that share ingest's ports (unset: one per CPU); 1 runs it in one process.",
+    )
     body_read_timeout: Duration = Field(
         default=timedelta(seconds=10), description="Time a client has to send a whole request body."
     )
     max_concurrent_requests: int = Field(
-        default=1000, ge=1, description="Requests verified and stored at once; more are answered 503 at once."
+        default=1000,
+        ge=1,
+        description="Requests verified and stored at once (by each worker); more are answered 503 at once.",
     )
     max_body_bytes: int = Field(default=1_048_576, description="Largest webhook body accepted.")
     max_batch_bytes: int = Field(default=16_777_216, description="Largest /v1/interactions body accepted.")
@@ -52,3 +60,10 @@ class IngestSettings(CommonSettings):
         default=False,
         description="Also listen to Mastodon's streaming API: news arrive at once; polling stays the source of truth.",
     )
+
+    def worker_count(self) -> int:
+        """The worker processes to run: as set, else one per CPU this process may use."""
+        if self.ingest_workers is not None:
+            return self.ingest_workers
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+        return max(1, len(usable))

@@ -88,6 +88,8 @@ class Runtime:
     stream_settings: StreamSettings = field(default_factory=StreamSettings)
     # What to do when NATS is gone for good: stop this process, so that it is started again.
     on_lost: Callable[[], None] = field(default=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    # SQLite: each transaction holds the write lock from its start (see `create_engine`).
+    exclusive_writes: bool = False
 
     def __post_init__(self) -> None:
         self.stream_settings = StreamSettings(
@@ -106,7 +108,7 @@ class Runtime:
         )
         self._last_nats_error: Exception | None = None
         self._stopping = False
-        self.engine = create_engine(self.settings.sqlalchemy_url)
+        self.engine = create_engine(self.settings.sqlalchemy_url, exclusive_writes=self.exclusive_writes)
         self.sessions = session_factory(self.engine)
 
     @property

@@ -20,7 +20,6 @@ from pathlib import Path
 from pydantic import Field
 
 from shared.db.migrate import upgrade
-from shared.db.session import is_sqlite
 from shared.settings import CommonSettings
 from stayhuman import localnats
 from stayhuman.demo import ROLES, DemoLogin, demo_password
@@ -127,15 +126,7 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def check(self) -> None:
-        if self.routers > 1 and is_sqlite(self.settings.sqlalchemy_url):
-            raise SystemExit(
-                "stayhuman up: error: more than one router needs PostgreSQL "
-                "(set STAYHUMAN_DATABASE_URL); SQLite allows a single router"
-            )
-
     def start(self) -> None:
-        self.check()
         state = self.settings.state_dir.resolve()
         # Every tenant's messages are in here (the SQLite file, the NATS store, the mailbox):
         # whatever `up` and its children create is readable by its owner only.

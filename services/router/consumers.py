@@ -57,9 +57,10 @@ class InteractionConsumer:
     js: JetStreamContext
     router: Router
     max_deliver: int
-    # One routing unit of work at a time per process (the accounts' locks order them across
-    # processes); every consumer of a process shares it.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # How many units of work of this process run at once, shared by every consumer of the
+    # process: one on SQLite (one writer), a few on PostgreSQL, where the accounts' locks and
+    # the people's row locks (taken in one order) keep two that meet one after the other.
+    lock: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     consumer: str = CONSUMER
     clock: Clock = field(default_factory=SystemClock)
 

@@ -5,7 +5,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,10 +23,9 @@ from services.router.settings import RouterSettings
 from services.router.sql import SqlRepository
 from shared import subjects
 from shared.commands import CheckAvailability
-from shared.db.session import sqlite_path
+from shared.db.session import is_sqlite
 from shared.events import utcnow
 from shared.jetstream import BatchConsumer, publish_pipelined, work_consumer
-from shared.locks import LockFile
 from shared.messages import command_outgoing
 from shared.metrics import every, metrics_router, observe_consumers
 from shared.runtime import Runtime, health_router, install_error_handlers
@@ -84,11 +82,6 @@ async def check_everyone(runtime: Runtime, repository: SqlRepository) -> None:
     )
 
 
-def sqlite_lock(settings: RouterSettings) -> LockFile | None:
-    path = sqlite_path(settings.sqlalchemy_url)
-    return LockFile(Path(f"{path}.router.lock")) if path else None
-
-
 async def relay_forever(relay: OutboxRelay, interval: float) -> None:
     with contextlib.suppress(Exception):
         await relay.relay_once(everything=True)
@@ -104,6 +97,7 @@ def create_app(settings: RouterSettings) -> FastAPI:
     runtime = Runtime(
         "router",
         settings,
+        exclusive_writes=True,  # SQLite: routers take turns, a whole unit of work each
         required_streams=(
             subjects.INTERACTIONS_STREAM,
             subjects.EVENTS_STREAM,
@@ -111,9 +105,6 @@ def create_app(settings: RouterSettings) -> FastAPI:
             subjects.TIMERS_STREAM,
         ),
     )
-    lock = sqlite_lock(settings)
-    if lock is not None:
-        lock.acquire("a router")  # before anything else: a second one must not start at all
     state: dict[str, list[BatchConsumer]] = {}
 
     @asynccontextmanager
@@ -121,12 +112,18 @@ def create_app(settings: RouterSettings) -> FastAPI:
         await runtime.start()
         repository = SqlRepository(runtime.sessions)
         service = Router(repository, backfill_cutoff=settings.backfill_cutoff)
-        router = InteractionConsumer(js=runtime.js, router=service, max_deliver=settings.router_max_deliver)
+        units = 1 if is_sqlite(settings.sqlalchemy_url) else settings.router_concurrency
+        router = InteractionConsumer(
+            js=runtime.js,
+            router=service,
+            max_deliver=settings.router_max_deliver,
+            lock=asyncio.Semaphore(units),
+        )
         commands = CommandConsumer(
             js=runtime.js,
             router=service,
             max_deliver=settings.router_max_deliver,
-            lock=router.lock,  # one routing transaction at a time per process
+            lock=router.lock,  # the process's units of work, whoever starts them
         )
         timers = CommandConsumer(
             js=runtime.js,
@@ -198,8 +195,6 @@ def create_app(settings: RouterSettings) -> FastAPI:
             for consumer in consumers:
                 await consumer.stop()
             await runtime.stop()
-            if lock is not None:
-                lock.release()
 
     async def consuming() -> dict[str, str]:
         consumers = state.get("consumers") or []

@@ -32,6 +32,11 @@ class LoadConflict(RuntimeError):
     """An owner's load could not change as planned: another transaction got there first."""
 
 
+class Contention(RuntimeError):
+    """The database gave up a unit of work for another's sake (a deadlock, a serialization
+    failure): nothing of it was kept, and doing it again is safe."""
+
+
 class UnitOfWork(Protocol):
     """One transaction: everything written in it is kept together, or nothing is."""
 

@@ -7,7 +7,9 @@ publish in the outbox in that same transaction. It neither publishes nor
 acknowledges: the consumers do what the outcome says, after the commit.
 """
 
+import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from datetime import datetime, timedelta
 from services.router import conversations
 from services.router.commands import Applied, apply_command
 from services.router.conversations import Conversation, Emitted, Timer, World
-from services.router.ports import Ids, RandomIds, Repository, UnitOfWork
+from services.router.ports import Contention, Ids, RandomIds, Repository, UnitOfWork
 from shared import subjects
 from shared.commands import (
     AnyCommand,
@@ -56,6 +58,9 @@ Interaction = InteractionReceived | InteractionRetracted
 
 # Queued conversations looked at per person who frees capacity, per transaction.
 QUEUE_SCAN = 50
+
+# How often a unit of work the database gave up (a deadlock) is done again before its batch fails.
+CONTENTION_ATTEMPTS = 5
 
 
 @dataclass
@@ -129,7 +134,30 @@ class Router:
     ) -> Outcome:
         """Interactions, new or withdrawn: stored once, joined to or opening their
         conversations, assigned, their clocks set. `traces`: each item's trace headers by key."""
-        traces = traces or {}
+        for attempt in range(1, CONTENTION_ATTEMPTS + 1):
+            try:
+                return await self._route(batch, now, traces or {})
+            except Contention:
+                if attempt == CONTENTION_ATTEMPTS:
+                    raise
+                await _back_off(attempt)
+        raise AssertionError("unreachable")
+
+    async def apply(self, commands: Sequence[AnyCommand], now: datetime) -> Outcome:
+        """Commands from people, operators and the router's own timers, each applied or rejected
+        with its reason; a command applied already (a redelivery) does nothing again."""
+        for attempt in range(1, CONTENTION_ATTEMPTS + 1):
+            try:
+                return await self._apply(commands, now)
+            except Contention:
+                if attempt == CONTENTION_ATTEMPTS:
+                    raise
+                await _back_off(attempt)
+        raise AssertionError("unreachable")
+
+    async def _route(
+        self, batch: Sequence[Interaction], now: datetime, traces: Mapping[str, Mapping[str, str] | None]
+    ) -> Outcome:
         outcome = Outcome()
         interactions = [e for e in batch if isinstance(e, InteractionReceived)]
         retractions = [e for e in batch if isinstance(e, InteractionRetracted)]
@@ -242,9 +270,7 @@ class Router:
                 cids[ix.interaction_id] = parents[(ix.account_id, ix.parent_id)]
         return cids
 
-    async def apply(self, commands: Sequence[AnyCommand], now: datetime) -> Outcome:
-        """Commands from people, operators and the router's own timers, each applied or rejected
-        with its reason; a command applied already (a redelivery) does nothing again."""
+    async def _apply(self, commands: Sequence[AnyCommand], now: datetime) -> Outcome:
         outcome = Outcome()
         async with self._unit_of_work() as uow:
             seen = await uow.seen_commands({c.command_id for c in commands})
@@ -284,6 +310,12 @@ class Router:
             tenant_ids=tenants,
             owned_by=people,
         )
+
+
+async def _back_off(attempt: int) -> None:
+    """A short, random wait before a unit of work given up for another's sake runs again, so
+    the two do not meet the same way twice."""
+    await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)
 
 
 def _outcome_event(world: World, command: AnyCommand, verdict: Applied | conversations.Refusal) -> Event:

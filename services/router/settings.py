@@ -11,6 +11,13 @@ class RouterSettings(CommonSettings):
     router_ack_wait: Duration = Field(
         default=timedelta(seconds=30), description="Redelivery delay of an unacknowledged message."
     )
+    router_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="Units of work a router runs at once on PostgreSQL (lanes side by side; "
+        "SQLite takes one at a time).",
+    )
     router_max_deliver: int = Field(
         default=5, ge=2, description="Deliveries before a message goes to the dead letter."
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -30,7 +31,7 @@ from services.router.conversations import (
     random_id,
 )
 from services.router.deadlines import Sla, Targets
-from services.router.ports import COMMAND_MEMORY, LoadConflict, reply_context_json
+from services.router.ports import COMMAND_MEMORY, Contention, LoadConflict, reply_context_json
 from services.router.topics import Rule, Topic
 from shared import outbox
 from shared.businesstime import ALWAYS_OPEN, BusinessCalendar
@@ -54,6 +55,9 @@ from shared.db.session import dialect_insert, transaction
 from shared.events import InteractionReceived
 from shared.messages import Outgoing
 
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back.
+_GAVE_WAY = {"40P01", "40001"}
+
 
 def _is_postgresql(session: AsyncSession) -> bool:
     return session.bind is not None and session.bind.dialect.name == "postgresql"
@@ -73,7 +77,8 @@ async def lock_accounts(*, session: AsyncSession, account_ids: Iterable[str]) ->
     """Route each account's messages one transaction at a time across routers, before anything
     is read: a transaction-scoped advisory lock per account, taken in one global order (no
     deadlock). Otherwise a reply could look for its conversation while another router's
-    transaction is still opening it, and find none. SQLite has one writer (one router) anyway.
+    transaction is still opening it, and find none. On SQLite the router's transactions hold the
+    database's write lock from their start (`create_engine(exclusive_writes=True)`).
 
     Per account rather than per thread: a routing transaction locks every person of the
     account's tenant anyway, and a batch takes one lock per account instead of up to three
@@ -780,8 +785,13 @@ class SqlRepository:
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[SqlUnitOfWork]:
-        async with transaction(self.sessions) as session:
-            yield SqlUnitOfWork(session, self.rules)
+        try:
+            async with transaction(self.sessions) as session:
+                yield SqlUnitOfWork(session, self.rules)
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) in _GAVE_WAY:
+                raise Contention(str(error.orig)) from error
+            raise
 
     async def pending_outbox(self, *, older_than: datetime | None, limit: int) -> dict[str, list[Outgoing]]:
         async with self.sessions() as session:

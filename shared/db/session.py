@@ -37,8 +37,14 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An engine with the pragmas that make SQLite safe under concurrent processes."""
+def create_engine(url: str, *, exclusive_writes: bool = False, **kwargs: Any) -> AsyncEngine:
+    """An engine with the pragmas that make SQLite safe under concurrent processes.
+
+    `exclusive_writes` (SQLite): every transaction takes the database's write lock when it
+    begins (BEGIN IMMEDIATE), so the units of work of several processes run one after the
+    other, each seeing what the one before it committed, as if they held every row lock of
+    PostgreSQL; a process waits for the lock (busy timeout) instead of failing to upgrade a
+    read into a write."""
     url = async_url(url)
     if is_sqlite(url):
         path = sqlite_path(url)
@@ -54,6 +60,14 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            if exclusive_writes:
+                dbapi_connection.isolation_level = None  # the driver leaves BEGIN to the listener
+
+        if exclusive_writes:
+
+            @event.listens_for(engine.sync_engine, "begin")
+            def _begin_immediate(connection: Any) -> None:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_size", 10)

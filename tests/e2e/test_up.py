@@ -21,25 +21,6 @@ from tests.helpers import installation_keys
 pytestmark = pytest.mark.e2e
 
 
-def test_a_second_router_is_refused_on_sqlite(stack: Stack) -> None:
-    second = subprocess.run(
-        [sys.executable, "-m", "stayhuman", "router"],
-        env={**stack.env(), "STAYHUMAN_ROUTER_PORT": "0", "STAYHUMAN_NATS_URL": "nats://127.0.0.1:1"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert second.returncode == 2
-    assert "a router is already running against this SQLite database" in second.stderr
-    assert "PostgreSQL" in second.stderr
-
-
-def test_up_refuses_several_routers_on_sqlite(tmp_path: Path) -> None:
-    result = Stack(tmp_path).cli("up", "--routers", "2", check=False)
-    assert result.returncode != 0
-    assert "more than one router needs PostgreSQL" in result.stderr
-
-
 def test_bad_settings_stop_with_the_variable_named(tmp_path: Path) -> None:
     stack = Stack(
         tmp_path,

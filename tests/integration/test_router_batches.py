@@ -1,5 +1,6 @@
 """The router's hot path against a real nats-server and each database."""
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from sqlalchemy import delete
+from sqlalchemy import delete, make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -396,3 +397,36 @@ async def test_a_router_routes_by_the_rules_an_apply_changed_since_its_last_batc
     assert rows["before"].due_at == t0 + timedelta(minutes=30)
     assert {rows[f"after-{i}"].owner_id for i in range(4)} == {"li"}
     assert {rows[f"after-{i}"].due_at for i in range(4)} == {t0 + timedelta(hours=2)}
+
+
+async def test_a_unit_of_work_that_postgresql_gives_up_in_a_deadlock_is_done_again(
+    setup: Setup, database_url: str
+) -> None:
+    """Another transaction holds maria's row and then asks for the account the router holds:
+    PostgreSQL breaks the deadlock by giving up the router's unit of work (it waited first);
+    the router does it again once the other has finished, and the message is routed."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's units of work take the write lock at their start: no deadlock")
+    import asyncpg
+
+    from services.router.sql import _advisory_key
+
+    other = await asyncpg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(False))
+    try:
+        transaction_ = other.transaction()
+        await transaction_.start()
+        await other.execute("SET deadlock_timeout = '10s'")  # the router's check (1 s) finds it first
+        await other.fetch("SELECT id FROM person WHERE id = 'maria' FOR UPDATE")
+        routing = asyncio.create_task(
+            service(setup).route([event("locked", thread_id="locked")], datetime.now(UTC))
+        )
+        await asyncio.sleep(0.5)  # the router holds the account and waits for maria
+        await other.execute("SELECT pg_advisory_xact_lock($1)", _advisory_key("account", "acme-fb"))
+        await transaction_.commit()
+        outcome = await asyncio.wait_for(routing, timeout=30)
+    finally:
+        await other.close()
+    assert outcome.counters.routed == 1
+    async with setup.sessions() as session:
+        row = (await session.exec(select(ConversationRow).where(ConversationRow.thread_id == "locked"))).one()
+    assert row.owner_id in {"maria", "li"}

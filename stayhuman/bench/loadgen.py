@@ -61,6 +61,8 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
             length = int(value)
     if length:
         await reader.readexactly(length)
+    if not status_line:
+        raise ConnectionResetError("the server closed the connection")
     return int(status_line.split()[1])
 
 

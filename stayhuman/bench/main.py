@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,22 +53,32 @@ def choose_loadgen(wanted: str, say: Callable[[str], None]) -> str:
 
 
 async def _figures(phases: Phases, *, postgres: bool, full: bool) -> None:
+    """Each figure in turn; one that fails is said and left out, the others still run."""
+
+    async def attempt(what: str, step: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            return await step()
+        except Exception as error:
+            phases.say(f"  {what}: failed, left out: {type(error).__name__}: {error}")
+            return None
+
     try:
-        await phases.webhooks()
-        await phases.batch()
-        one = await phases.router()
-        await phases.deadlines()
-        await phases.paced()
+        await attempt("webhooks", phases.webhooks)
+        await attempt("batch API", phases.batch)
+        one = await attempt("router", phases.router)
+        await attempt("deadlines", phases.deadlines)
+        await attempt("paced webhooks", phases.paced)
         if full:
-            await phases.due_to_smtp()
-        if postgres:
+            await attempt("due -> SMTP", phases.due_to_smtp)
+        if postgres and one is not None:
             phases.say("  (restarting with 3 routers)")
             phases.stack.stop()
             phases.stack.start(routers=3)
-            three = await phases.router(key="routers_3", routers=3)
-            phases.routers_compared(one, three)
+            three = await attempt("3 routers", lambda: phases.router(key="routers_3", routers=3))
+            if three is not None:
+                phases.routers_compared(one, three)
         if full:
-            await phases.memory()
+            await attempt("memory", phases.memory)
     finally:
         await phases.close()
 

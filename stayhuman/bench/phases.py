@@ -373,7 +373,13 @@ class Phases:
                         body,
                         {"Content-Type": "application/json", "Authorization": f"Bearer {tenant.token}"},
                     )
-                    status = await loadgen._exchange(reader, writer, request)
+                    try:
+                        status = await loadgen._exchange(reader, writer, request)
+                    except (ConnectionError, asyncio.IncompleteReadError):
+                        # idle while the backlog drained, past the server's keep-alive: again
+                        writer.close()
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                        status = await loadgen._exchange(reader, writer, request)
                     if status == 202:
                         progress["sent"] += size
                         progress["batches"] += 1

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, case, delete, func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -471,39 +471,30 @@ async def claim_deliveries(
             ],
         )
     statuses = ["queued", "retrying", "sending", *(["failed"] if include_failed else [])]
-    query = select(DELIVERIES).where(
-        DELIVERIES.c.status.in_(statuses),
-        (DELIVERIES.c.lease_until.is_(None)) | (DELIVERIES.c.lease_until < now),
-    )
     if wanted:
-        query = query.where(DELIVERIES.c.alert_id == alert)
+        which = DELIVERIES.c.alert_id == alert
     else:  # a retry: every delivery of this deadline version still owed
-        query = query.where(
-            DELIVERIES.c.conversation_id == fired.conversation_id,
-            DELIVERIES.c.deadline_version == fired.deadline_version,
+        which = (DELIVERIES.c.conversation_id == fired.conversation_id) & (
+            DELIVERIES.c.deadline_version == fired.deadline_version
         )
-    rows = await fetch_rows(session, query)
-    taken = []
-    for row in rows:
-        done = await execute(
-            session,
-            update(DELIVERIES)
-            .where(DELIVERIES.c.id == row.id, DELIVERIES.c.status == row.status)
-            # a failed delivery taken again (a replayed dead letter) starts its attempts over
-            .values(
-                status="sending",
-                lease_until=lease_until,
-                attempts=0 if row.status == "failed" else row.attempts,
-            ),
-        )
-        if done.rowcount == 1:
-            taken.append(row.id)
-    if not taken:
-        return []
+    # One statement takes them: a delivery another replica took meanwhile no longer matches.
     rows = await fetch_rows(
-        session, select(DELIVERIES).where(DELIVERIES.c.id.in_(taken)).order_by(DELIVERIES.c.id)
+        session,
+        update(DELIVERIES)
+        .where(
+            which,
+            DELIVERIES.c.status.in_(statuses),
+            (DELIVERIES.c.lease_until.is_(None)) | (DELIVERIES.c.lease_until < now),
+        )
+        .values(
+            status="sending",
+            lease_until=lease_until,
+            # a failed delivery taken again (a replayed dead letter) starts its attempts over
+            attempts=case((DELIVERIES.c.status == "failed", 0), else_=DELIVERIES.c.attempts),
+        )
+        .returning(*DELIVERIES.c),
     )
-    return [_delivery(row) for row in rows]
+    return sorted((_delivery(row) for row in rows), key=lambda d: d.id)
 
 
 def _delivery(row: Any) -> Delivery:
@@ -520,29 +511,33 @@ def _delivery(row: Any) -> Delivery:
     )
 
 
-async def finish_delivery(
-    *,
-    session: AsyncSession,
-    row_id: str,
-    status: str,
-    attempts: int,
-    now: datetime,
-    error: str = "",
-    detail: str = "",
-) -> None:
+_FINISH_DELIVERY = (
+    update(DELIVERIES)
+    .where(DELIVERIES.c.id == bindparam("row_id"))
+    .values(
+        status=bindparam("new_status"),
+        attempts=bindparam("new_attempts"),
+        lease_until=None,
+        last_error=bindparam("error"),
+        detail=bindparam("new_detail"),
+        sent_at=bindparam("at"),
+    )
+)
+
+
+async def finish_deliveries(*, session: AsyncSession, updates: list[DeliveryUpdate], now: datetime) -> None:
+    """Each delivery's outcome, in one statement (executemany)."""
     await execute(
         session,
-        update(DELIVERIES)
-        .where(DELIVERIES.c.id == row_id)
-        .values(
-            status=status,
-            attempts=attempts,
-            lease_until=None,
-            last_error=error[:2000],
-            detail=detail[:500],
-            sent_at=now if status == "sent" else None,
-        ),
-    )
+        _FINISH_DELIVERY,
+        [
+            {
+                "row_id": u.id, "new_status": u.status, "new_attempts": u.attempts, "error": u.error[:2000],
+                "new_detail": u.detail[:500], "at": now if u.status == "sent" else None,
+            }
+            for u in updates
+        ],
+    )  # fmt: skip
 
 
 async def get_preferences(
@@ -775,11 +770,7 @@ class SqlRepository:
         self, updates: list[DeliveryUpdate], *, events: EventBatch | None, now: datetime
     ) -> None:
         async with transaction(self.sessions) as session:
-            for u in updates:
-                await finish_delivery(
-                    session=session, row_id=u.id, status=u.status, attempts=u.attempts, now=now,
-                    error=u.error, detail=u.detail,
-                )  # fmt: skip
+            await finish_deliveries(session=session, updates=updates, now=now)
             if events is not None and events.envelopes:
                 await add_events(session=session, events=events, now=now)
 

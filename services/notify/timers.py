@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.notify.chain import Chain, PlannedAlert, next_alert, timeline
 from shared.events import AwareDatetime
@@ -57,7 +57,9 @@ class TimerPayload(BaseModel):
     step: str = "breach"  # warning, breach, escalation-<n>[.<repeat>]
     attempt: int = 0
     at: AwareDatetime
-    trace: dict[str, str] = {}  # the W3C trace context that armed it (the fired copy has no headers)
+    # The W3C trace context that armed it (the fired copy has no headers). A factory, not `{}`:
+    # pydantic deep-copies a mutable default for every timer built.
+    trace: dict[str, str] = Field(default_factory=dict)
 
 
 def next_timer(

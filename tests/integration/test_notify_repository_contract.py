@@ -18,7 +18,7 @@ from stayhuman.config import apply_config, parse_config
 from tests.helpers import config_yaml
 from tests.notify_world import T0, World, context, deadline, events_of, fired
 
-C1, C2, C3, C4 = "1" * 32, "2" * 32, "3" * 32, "4" * 32
+C1, C2, C3, C4, C5 = "1" * 32, "2" * 32, "3" * 32, "4" * 32, "5" * 32
 VERSIONS = {C1: 3, C2: 1, C3: 1, C4: 1}  # each conversation's deadline version at the router
 
 
@@ -38,6 +38,13 @@ async def scenario(repository: NotifyRepository) -> list[Any]:
     await service.deadlines_changed([deadline(C1, 3, T0)])
     await service.deadlines_changed([deadline(C1, 2, T0 + timedelta(minutes=5))])
     said.append((await repository.deadlines([C1]))[C1])
+    # storing gives back what is current, with the chain: a redelivery or an older version leaves
+    # the stored one; a conversation the router has not written yet has the default chain
+    stored = await repository.store_deadlines(
+        [deadline(C1, 3, T0 + timedelta(hours=1)), deadline(C1, 2, T0), deadline(C5, 1, T0)], now=T0
+    )
+    said.append(sorted((cid, c.deadline, c.chain) for cid, c in stored.items()))
+    said.append(sorted((await repository.current([C1, C5, "6" * 32])).items()))
     # fire and claim once (a stale timer of version 1 sends nothing)
     said.append(events_of(await world.fire(fired(C1, 1))))
     said.append(events_of(await world.fire(fired(C1, 3))))

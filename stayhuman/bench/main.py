@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 import urllib.request
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         print(text, flush=True)
 
+    signal.signal(signal.SIGTERM, _interrupt)
     began = time.monotonic()
     sizes = sizes_of(args)
     mode = "quick" if args.quick else "full" if args.full else "default"
@@ -165,11 +167,15 @@ def run(args: argparse.Namespace) -> int:
         )
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    say("")
-    say(table(figures, reference_rate))
-    say("")
-    say(f"finished in {elapsed:.0f} s; figures written to {json_path}")
+        say("")
+        say(table(figures, reference_rate))
+        say("")
+        say(f"finished in {elapsed:.0f} s; figures written to {json_path}")
     return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # stopped from outside: stop the services, keep what was measured
 
 
 def _server_version(url: str) -> str:

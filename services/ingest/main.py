@@ -60,7 +60,14 @@ def create_app(settings: IngestSettings, *, metrics_dir: Path | None = None) -> 
     # The public listener serves webhooks (and liveness) only: readiness, metrics and the API's
     # documentation are on the operations listener (STAYHUMAN_INGEST_OPS_PORT).
     app = FastAPI(
-        title="StayHuman ingest", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        title="StayHuman ingest",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        # FastAPI's own OpenTelemetry looks up its providers on every request; only spans can be
+        # configured here (STAYHUMAN_OTEL_ENDPOINT), so only they are looked for, and only then.
+        telemetry={"tracing": bool(settings.otel_endpoint), "metrics": False, "logs": False},
     )
     app.state.settings = settings
     box = settings.service_secret_box()  # never made here: every replica opens what apply sealed

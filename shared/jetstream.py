@@ -6,12 +6,15 @@ that uses them, so any start order works and a redeploy converges the settings.
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -26,6 +29,7 @@ from nats.js.api import (
     SubjectTransform,
 )
 from nats.js.errors import (
+    APIError,
     BadRequestError,
     NoStreamResponseError,
     NotFoundError,
@@ -268,15 +272,92 @@ async def publish_pipelined(
     return acks
 
 
+class _AckInbox:
+    """The replies to a connection's pipelined publishes: one wildcard subscription, each
+    publish's reply subject a counter under it. What nats-py's `publish_async` does, without its
+    per-message semaphore wait, random token and walk over the ack's dataclass fields, which
+    cost more than the rest of a publish."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.prefix = ""
+        self.futures: dict[str, asyncio.Future[PubAck]] = {}
+        self.count = 0
+        self.started = False
+        self._starting = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._starting:
+            if not self.started:
+                self.prefix = f"{self.nc.new_inbox()}."
+                await self.nc.subscribe(f"{self.prefix}*", cb=self._on_ack)
+                self.started = True
+
+    async def publish(self, message: Outgoing) -> tuple[str, asyncio.Future[PubAck]]:
+        self.count += 1
+        token = str(self.count)
+        future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        self.futures[token] = future
+        try:
+            await self.nc.publish(
+                message.subject, message.payload, reply=self.prefix + token, headers=message.all_headers()
+            )
+        except BaseException:
+            del self.futures[token]
+            raise
+        return token, future
+
+    async def _on_ack(self, msg: Msg) -> None:
+        future = self.futures.pop(msg.subject[len(self.prefix) :], None)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(NoStreamResponseError())
+            return
+        try:
+            response = json.loads(msg.data)
+            error = response.get("error")
+            if error is not None:
+                future.set_exception(APIError.from_error(error))
+                return
+            future.set_result(
+                PubAck(
+                    stream=response["stream"],
+                    seq=response["seq"],
+                    domain=response.get("domain"),
+                    duplicate=response.get("duplicate"),
+                )
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as problem:
+            future.set_exception(APIError(description=f"unreadable publish ack: {problem}"))
+
+
+_ACK_INBOXES: "weakref.WeakKeyDictionary[Client, _AckInbox]" = weakref.WeakKeyDictionary()
+
+
+async def _ack_inbox(js: JetStreamContext) -> _AckInbox:
+    nc = js._nc
+    inbox = _ACK_INBOXES.get(nc)
+    if inbox is None:
+        inbox = _ACK_INBOXES[nc] = _AckInbox(nc)
+    if not inbox.started:
+        await inbox.start()
+    return inbox
+
+
 async def _publish_round(
     js: JetStreamContext, messages: list[Outgoing], acks: dict[str, PubAck], *, timeout: float
 ) -> tuple[list[Outgoing], BaseException | None]:
-    # No wait_stall: with one, nats-py wraps every publish in a task, which yields
-    # to the loop and costs one socket write per message instead of one per batch.
-    futures = [await js.publish_async(m.subject, m.payload, headers=m.all_headers()) for m in messages]
+    # Every publish is written to the connection's buffer first and flushed together: one
+    # socket write per batch, the acks in flight at once.
+    inbox = await _ack_inbox(js)
+    sent = [await inbox.publish(m) for m in messages]
+    futures = [future for _token, future in sent]
     _, not_done = await asyncio.wait(futures, timeout=timeout)
-    for future in not_done:
-        future.cancel()
+    for token, future in sent:
+        if future in not_done:
+            future.cancel()
+            inbox.futures.pop(token, None)
     failed: list[Outgoing] = []
     error: BaseException | None = NatsTimeoutError() if not_done else None
     fatal: BaseException | None = None

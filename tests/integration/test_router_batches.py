@@ -173,14 +173,25 @@ async def test_redelivered_batch_changes_nothing(setup: Setup) -> None:
         assert len((await session.exec(select(InteractionRow))).all()) == 2
 
 
+class FailingConnection:
+    """A connection whose publishes fail: NATS went away right after the commit."""
+
+    def __init__(self, real: Client) -> None:
+        self._real = real
+
+    async def publish(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("nats unavailable")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
 class FailingPublishes:
     """A JetStream that stores nothing: NATS went away right after the commit."""
 
     def __init__(self, real: JetStreamContext) -> None:
         self._real = real
-
-    async def publish_async(self, *args: Any, **kwargs: Any) -> Any:
-        raise ConnectionError("nats unavailable")
+        self._nc = FailingConnection(real._nc)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)

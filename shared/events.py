@@ -15,6 +15,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 
 def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is UTC:  # most of them, as the services make them
+        return value
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a timezone offset, e.g. 2026-11-26T10:00:00Z")
     try:

@@ -31,6 +31,8 @@ def create_app(settings: IngestSettings, *, metrics_dir: Path | None = None) -> 
     """The ingest app. `metrics_dir`: the folder where each of several worker processes writes
     its metrics (Prometheus multiprocess mode): `/metrics` serves them added up."""
     runtime = Runtime("ingest", settings, required_streams=(subjects.INTERACTIONS_STREAM,))
+    if metrics_dir is not None:
+        warm_up()  # several workers: the language model is loaded once, here, and shared when they fork
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

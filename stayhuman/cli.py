@@ -40,7 +40,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_service(args: argparse.Namespace) -> int:
     from shared.jetstream import ServerTooOld
-    from shared.locks import AlreadyRunning
     from stayhuman.database import check_schema
     from stayhuman.serve import ListenerUnavailable, serve
 
@@ -54,7 +53,7 @@ def cmd_service(args: argparse.Namespace) -> int:
 
     try:
         serve(args.command, check=database_ready)
-    except (AlreadyRunning, ServerTooOld, ListenerUnavailable) as error:
+    except (ServerTooOld, ListenerUnavailable) as error:
         return _fail(str(error))
     return 0
 
@@ -335,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = commands.add_parser("up", help="start NATS (unless configured), migrate, run all services")
-    up.add_argument("--routers", type=int, default=1, help="router processes (PostgreSQL only for >1)")
+    up.add_argument("--routers", type=int, default=1, help="router processes (on SQLite they take turns with each routing transaction)")
     up.add_argument("--demo", action="store_true", help="apply the demo configuration first")
     up.set_defaults(func=cmd_up)
     for name, text in (

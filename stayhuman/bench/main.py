@@ -73,9 +73,12 @@ async def _figures(phases: Phases, *, postgres: bool, full: bool) -> None:
             await attempt("due -> SMTP", phases.due_to_smtp)
         if postgres and one is not None:
             phases.say("  (restarting with 3 routers)")
-            phases.stack.stop()
-            phases.stack.start(routers=3)
-            three = await attempt("3 routers", lambda: phases.router(key="routers_3", routers=3))
+
+            async def three_routers() -> Figure:
+                await asyncio.to_thread(phases.stack.restart, 3)
+                return await phases.router(key="routers_3", routers=3)
+
+            three = await attempt("3 routers", three_routers)
             if three is not None:
                 phases.routers_compared(one, three)
         if full:

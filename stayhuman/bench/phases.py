@@ -728,9 +728,7 @@ class Phases:
         seeded = time.monotonic()
         await seed_conversations(self.engine, self.tenants, count)
         self.say(f"  (seeded in {time.monotonic() - seeded:.0f} s; restarting the services over them)")
-        routers = self.stack.routers
-        await asyncio.to_thread(self.stack.stop)
-        await asyncio.to_thread(self.stack.start, routers)
+        await asyncio.to_thread(self.stack.restart, self.stack.routers)
         figures_before, saved, say = len(self.figures), self.sizes, self.say
         self.sizes = dataclasses.replace(saved, router=min(saved.router, 5000))
         self.say = lambda _text: None

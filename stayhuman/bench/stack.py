@@ -50,6 +50,18 @@ class SmtpSink:
         self._controller.start()
         return self
 
+    def restart(self, routers: int, attempts: int = 2) -> None:
+        """Stop and start again with `routers` routers; on a busy machine a service may miss
+        `up`'s readiness limit once, so it is tried `attempts` times."""
+        for attempt in range(attempts):
+            self.stop()
+            try:
+                self.start(routers)
+                return
+            except RuntimeError:
+                if attempt + 1 == attempts:
+                    raise
+
     def stop(self) -> None:
         self._controller.stop()
 
@@ -172,6 +184,18 @@ class BenchStack:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"stayhuman up not ready:\n{self.log_path.read_text()[-5000:]}")
+
+    def restart(self, routers: int, attempts: int = 2) -> None:
+        """Stop and start again with `routers` routers; on a busy machine a service may miss
+        `up`'s readiness limit once, so it is tried `attempts` times."""
+        for attempt in range(attempts):
+            self.stop()
+            try:
+                self.start(routers)
+                return
+            except RuntimeError:
+                if attempt + 1 == attempts:
+                    raise
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -50,18 +50,6 @@ class SmtpSink:
         self._controller.start()
         return self
 
-    def restart(self, routers: int, attempts: int = 2) -> None:
-        """Stop and start again with `routers` routers; on a busy machine a service may miss
-        `up`'s readiness limit once, so it is tried `attempts` times."""
-        for attempt in range(attempts):
-            self.stop()
-            try:
-                self.start(routers)
-                return
-            except RuntimeError:
-                if attempt + 1 == attempts:
-                    raise
-
     def stop(self) -> None:
         self._controller.stop()
 

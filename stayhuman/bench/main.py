@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
                 database_url = (
                     fresh.url if fresh else f"sqlite+aiosqlite:///{workdir / label.lower() / 'stayhuman.db'}"
                 )
-                machine["databases"].append(label + (f" ({_server_version(database_url)})" if fresh else ""))
+                machine["databases"].append(_server_version(database_url) if fresh else label)
                 stack = BenchStack(workdir / label.lower() / "stack", database_url, server, smtp)
                 say(f"{label}: migrating, applying {len(tenants)} tenants, starting `stayhuman up`...")
                 stack.prepare(config_yaml(tenants))

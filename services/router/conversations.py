@@ -253,6 +253,30 @@ class World:
         return [self.people[p] for p in team.members if p in self.people] if team else []
 
 
+def teams_in_reach(world: World, interactions: list[InteractionReceived], cids: dict[str, str]) -> set[str]:
+    """The teams whose people routing these interactions may assign: the teams of the
+    conversations loaded, and the team each customer message that opens a conversation goes to
+    (its topic's, or its account's), chosen as `_open` chooses it. Only their people need be
+    locked; the tenants' other teams are left to other units of work."""
+    reach = {c.team_id for c in world.conversations.values() if c.team_id}
+    for ix in interactions:
+        if ix.direction is not Direction.inbound or cids.get(ix.interaction_id) in world.conversations:
+            continue
+        account = world.accounts.get(ix.account_id)
+        tenant = world.tenants.get(account.tenant_id) if account else None
+        if account is None or tenant is None:
+            continue
+        topic = (
+            choose_topic(tenant.topics, Facts.of(ix, vip=is_vip(ix.author, tenant.vip)))
+            if tenant.topics
+            else None
+        )
+        team_id = account.team_id if topic is None else topic.team_id
+        if team_id:
+            reach.add(team_id)
+    return reach
+
+
 # -- interactions ----------------------------------------------------------------------------
 
 

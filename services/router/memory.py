@@ -109,6 +109,7 @@ class MemoryUnitOfWork:
         person_ids: Iterable[str] = (),
         tenant_ids: Iterable[str] = (),
         owned_by: Iterable[str] = (),
+        reach: Callable[[World], set[str]] | None = None,
     ) -> World:
         state = self.state
         world = World(now=now, backfill_cutoff=backfill_cutoff, new_id=new_id)
@@ -135,7 +136,10 @@ class MemoryUnitOfWork:
             for t in sorted(state.teams.values(), key=lambda t: t.id)
             if t.tenant_id in tenant_ids
         }
-        people = person_ids | {p for team in world.teams.values() for p in team.members}
+        teams = (
+            world.teams if reach is None else {t: world.teams[t] for t in reach(world) if t in world.teams}
+        )
+        people = person_ids | {p for team in teams.values() for p in team.members}
         people |= {c.owner_id for c in world.conversations.values() if c.owner_id}
         world.people = {p: replace(state.people[p]) for p in sorted(people) if p in state.people}
         return world

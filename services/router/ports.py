@@ -63,10 +63,12 @@ class UnitOfWork(Protocol):
         person_ids: Iterable[str] = (),
         tenant_ids: Iterable[str] = (),
         owned_by: Iterable[str] = (),
+        reach: Callable[[World], set[str]] | None = None,
     ) -> World:
         """Lock and load what the transaction may change: these conversations and those the
         `owned_by` people own (open or paused), the accounts, the rules of every tenant involved
-        (the people's too), and every person of their teams."""
+        (the people's too), and the people named, the owners, and every person of the teams
+        `reach` names once the rest is loaded (when None: of every team of those tenants)."""
         ...
 
     async def load_continuity(self, world: World, pairs: set[tuple[str, str]]) -> None:

@@ -190,6 +190,7 @@ class Router:
                 new_id=self.ids.new_id,
                 conversation_ids=set(cids.values()) | {where for where, _ in named},
                 account_ids={ix.account_id for ix in fresh.values()},
+                reach=lambda world: conversations.teams_in_reach(world, list(fresh.values()), cids),
             )
             await uow.load_continuity(world, {(ix.account_id, ix.author.id) for ix in fresh.values()})
             customers = [ix for ix in fresh.values() if ix.direction is Direction.inbound]

@@ -362,6 +362,7 @@ async def load_world(
     tenant_ids: Iterable[str] = (),
     owned_by: Iterable[str] = (),
     rules: "RulesCache | None" = None,
+    reach: Callable[[World], set[str]] | None = None,
 ) -> World:
     """Lock and load what a transaction may change, always in the same order: conversations
     (by id), then people (by id). Rules (tenants, topics, policies, teams) are read unlocked,
@@ -412,7 +413,8 @@ async def load_world(
         await rules.load(session, world, tenant_ids)
     else:
         await _load_rules(session, world, tenant_ids)
-    wanted = person_ids | {p for team in world.teams.values() for p in team.members}
+    teams = world.teams if reach is None else {t: world.teams[t] for t in reach(world) if t in world.teams}
+    wanted = person_ids | {p for team in teams.values() for p in team.members}
     wanted |= {c.owner_id for c in world.conversations.values() if c.owner_id}
     if wanted:
         rows = await fetch_rows(
@@ -711,6 +713,7 @@ class SqlUnitOfWork:
         person_ids: Iterable[str] = (),
         tenant_ids: Iterable[str] = (),
         owned_by: Iterable[str] = (),
+        reach: Callable[[World], set[str]] | None = None,
     ) -> World:
         return await load_world(
             session=self.session,
@@ -723,6 +726,7 @@ class SqlUnitOfWork:
             tenant_ids=tenant_ids,
             owned_by=owned_by,
             rules=self.rules,
+            reach=reach,
         )
 
     async def load_continuity(self, world: World, pairs: set[tuple[str, str]]) -> None:

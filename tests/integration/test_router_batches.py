@@ -441,3 +441,59 @@ async def test_a_unit_of_work_that_postgresql_gives_up_in_a_deadlock_is_done_aga
     async with setup.sessions() as session:
         row = (await session.exec(select(ConversationRow).where(ConversationRow.thread_id == "locked"))).one()
     assert row.owner_id in {"maria", "li"}
+
+
+TWO_TEAMS = """
+people:
+  - {id: cara, name: Cara, email: cara@example.com, capacity: 100}
+  - {id: bill, name: Bill, email: bill@example.com, capacity: 100}
+tenants:
+  - id: acme
+    name: Acme
+    sla_policies: [{name: standard, first_response: 30m}]
+    teams:
+      - {id: care, name: Care, sla_policy: standard, members: [cara]}
+      - {id: billing, name: Billing, sla_policy: standard, members: [bill]}
+    topics:
+      - {name: invoices, match: {keywords: [invoice]}, team: billing}
+      - {name: general, default: true, team: care}
+    accounts:
+      - {id: acme-fb, platform: facebook, handle: Acme, team: care, webhook_secret: ssssssssssssssssssss}
+"""
+
+
+async def test_routing_locks_only_the_people_of_the_teams_it_may_assign(
+    setup: Setup, database_url: str
+) -> None:
+    """While another transaction holds Cara's row (care), a message about an invoice (billing)
+    is routed to Bill without waiting: a batch locks the people of the teams its messages go
+    to and of the conversations it loads, not every person of the tenant. A message for care
+    waits for Cara's row and is routed once it is free."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no row locks: its units of work take turns as a whole")
+    import asyncpg
+
+    await apply_config(setup.sessions, parse_config(TWO_TEAMS, source="t.yaml"), source="t.yaml")
+    other = await asyncpg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(False))
+    try:
+        transaction_ = other.transaction()
+        await transaction_.start()
+        await other.fetch("SELECT id FROM person WHERE id = 'cara' FOR UPDATE")
+        routing = service(setup)
+        billed = await asyncio.wait_for(
+            routing.route([event("bill-1", thread_id="inv", text="Where is my invoice?")], datetime.now(UTC)),
+            timeout=10,
+        )
+        care = asyncio.create_task(
+            routing.route([event("care-1", thread_id="hello", text="Hello there")], datetime.now(UTC))
+        )
+        await asyncio.sleep(0.5)
+        assert not care.done()  # it waits for Cara's row
+        await transaction_.commit()
+        cared = await asyncio.wait_for(care, timeout=10)
+    finally:
+        await other.close()
+    assert billed.counters.assigned == 1 and cared.counters.assigned == 1
+    async with setup.sessions() as session:
+        owners = {c.thread_id: c.owner_id for c in (await session.exec(select(ConversationRow))).all()}
+    assert owners == {"inv": "bill", "hello": "cara"}

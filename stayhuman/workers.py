@@ -80,7 +80,8 @@ class WorkerPool:
         previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             for index in range(self.count):
-                self._start(Worker(index))
+                if not self._stopping:
+                    self._start(Worker(index))
             log.info("workers started", extra={"service": self.service, "workers": self.count})
             while self.workers:
                 self._reap()
@@ -98,14 +99,19 @@ class WorkerPool:
 
     def _start(self, worker: Worker) -> None:
         parent = os.getpid()
+        # Signals wait until the worker has its own handlers and the parent knows its pid: a
+        # SIGTERM in between is neither handled by the parent's handler in the worker nor missed.
+        stopping = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
+                for sig in stopping:
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
                 os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the parent, which stops each worker once
                 _die_with(parent)
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    signal.signal(sig, signal.SIG_DFL)
                 code = self.work(worker.index)
             except BaseException:
                 log.exception("worker failed", extra={"service": self.service, "worker": worker.index})
@@ -118,6 +124,7 @@ class WorkerPool:
         worker.pid = pid
         worker.started_at = time.monotonic()
         self.workers[worker.index] = worker
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
 
     def _reap(self) -> None:
         while True:

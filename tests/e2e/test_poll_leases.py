@@ -59,6 +59,9 @@ async def test_one_of_two_ingest_replicas_polls_and_the_other_goes_on_when_it_is
         "STAYHUMAN_SECRET_KEY": new_key(),
         "STAYHUMAN_POLL_INTERVAL": "1s",
         "STAYHUMAN_LOG_JSON": "true",
+        # one process per replica, so that the lease holder is the replica's own process (each
+        # worker of a replica holds leases the same way)
+        "STAYHUMAN_INGEST_WORKERS": "1",
     }
     text = config_yaml(tenant="bluebird", account="bluebird-fb", secret="s" * 24, people=["maria"])
     text += (

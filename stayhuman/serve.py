@@ -175,8 +175,8 @@ def _serve_workers(name: str, settings: Any, create_app: Any, port: int, workers
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
-    """Run a service's main coroutine on uvloop when it is installed (several times less CPU per
-    request than asyncio's own loop), else on asyncio's."""
+    """Run a service's main coroutine on uvloop when it is installed (a compiled event loop),
+    else on asyncio's."""
     try:
         import uvloop
     except ImportError:

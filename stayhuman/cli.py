@@ -334,7 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = commands.add_parser("up", help="start NATS (unless configured), migrate, run all services")
-    up.add_argument("--routers", type=int, default=1, help="router processes (on SQLite they take turns with each routing transaction)")
+    up.add_argument(
+        "--routers",
+        type=int,
+        default=1,
+        help="router processes (on SQLite they take turns with each routing transaction)",
+    )
     up.add_argument("--demo", action="store_true", help="apply the demo configuration first")
     up.set_defaults(func=cmd_up)
     for name, text in (

@@ -113,6 +113,8 @@ class WorkerPool:
                 os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the parent, which stops each worker once
                 _die_with(parent)
                 code = self.work(worker.index)
+            except SystemExit as stop:  # uvicorn exits 3 when the lifespan failed: the start failed
+                code = stop.code if isinstance(stop.code, int) else 1
             except BaseException:
                 log.exception("worker failed", extra={"service": self.service, "worker": worker.index})
             finally:

@@ -410,14 +410,14 @@ async def test_a_router_routes_by_the_rules_an_apply_changed_since_its_last_batc
     assert {rows[f"after-{i}"].due_at for i in range(4)} == {t0 + timedelta(hours=2)}
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("empty_database_url", ["postgres"], indirect=True)  # SQLite's take turns whole
 async def test_a_unit_of_work_that_postgresql_gives_up_in_a_deadlock_is_done_again(
     setup: Setup, database_url: str
 ) -> None:
     """Another transaction holds maria's row and then asks for the account the router holds:
     PostgreSQL breaks the deadlock by giving up the router's unit of work (it waited first);
     the router does it again once the other has finished, and the message is routed."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite's units of work take the write lock at their start: no deadlock")
     import asyncpg
 
     from services.router.sql import _advisory_key
@@ -462,6 +462,8 @@ tenants:
 """
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("empty_database_url", ["postgres"], indirect=True)  # SQLite has no row locks
 async def test_routing_locks_only_the_people_of_the_teams_it_may_assign(
     setup: Setup, database_url: str
 ) -> None:
@@ -469,8 +471,6 @@ async def test_routing_locks_only_the_people_of_the_teams_it_may_assign(
     is routed to Bill without waiting: a batch locks the people of the teams its messages go
     to and of the conversations it loads, not every person of the tenant. A message for care
     waits for Cara's row and is routed once it is free."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no row locks: its units of work take turns as a whole")
     import asyncpg
 
     await apply_config(setup.sessions, parse_config(TWO_TEAMS, source="t.yaml"), source="t.yaml")

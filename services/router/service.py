@@ -10,7 +10,7 @@ acknowledges: the consumers do what the outcome says, after the commit.
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -110,20 +110,43 @@ class Router:
         """The consumer published an outcome's messages: its outbox row may go."""
         self._published.add(outbox_id)
 
+    def _take_published(self) -> list[str]:
+        """The rows one unit of work deletes: taken from the set, so that two running at once
+        (PostgreSQL) never wait on each other's deletes; given back if it does not commit."""
+        done = sorted(self._published)
+        self._published.difference_update(done)
+        return done
+
     async def forget_published(self) -> None:
         """Delete the rows of published outcomes now (an idle router, before the relay looks)."""
-        done = sorted(self._published)
+        done = self._take_published()
         if done:
-            await self.repository.delete_outbox(done)
-            self._published.difference_update(done)
+            try:
+                await self.repository.delete_outbox(done)
+            except BaseException:
+                self._published.update(done)
+                raise
 
     @asynccontextmanager
     async def _unit_of_work(self) -> AsyncIterator[UnitOfWork]:
-        done = sorted(self._published)
-        async with self.repository.unit_of_work() as uow:
-            await uow.delete_outbox(done)
-            yield uow
-        self._published.difference_update(done)  # committed
+        done = self._take_published()
+        try:
+            async with self.repository.unit_of_work() as uow:
+                await uow.delete_outbox(done)
+                yield uow
+        except BaseException:
+            self._published.update(done)
+            raise
+
+    async def _retrying(self, work: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        """Do a unit of work again when the database gave it up for another's sake (a deadlock),
+        after a short random wait so that the two do not meet the same way twice."""
+        for attempt in range(1, CONTENTION_ATTEMPTS):
+            try:
+                return await work()
+            except Contention:
+                await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)
+        return await work()
 
     async def route(
         self,
@@ -134,26 +157,12 @@ class Router:
     ) -> Outcome:
         """Interactions, new or withdrawn: stored once, joined to or opening their
         conversations, assigned, their clocks set. `traces`: each item's trace headers by key."""
-        for attempt in range(1, CONTENTION_ATTEMPTS + 1):
-            try:
-                return await self._route(batch, now, traces or {})
-            except Contention:
-                if attempt == CONTENTION_ATTEMPTS:
-                    raise
-                await _back_off(attempt)
-        raise AssertionError("unreachable")
+        return await self._retrying(lambda: self._route(batch, now, traces or {}))
 
     async def apply(self, commands: Sequence[AnyCommand], now: datetime) -> Outcome:
         """Commands from people, operators and the router's own timers, each applied or rejected
         with its reason; a command applied already (a redelivery) does nothing again."""
-        for attempt in range(1, CONTENTION_ATTEMPTS + 1):
-            try:
-                return await self._apply(commands, now)
-            except Contention:
-                if attempt == CONTENTION_ATTEMPTS:
-                    raise
-                await _back_off(attempt)
-        raise AssertionError("unreachable")
+        return await self._retrying(lambda: self._apply(commands, now))
 
     async def _route(
         self, batch: Sequence[Interaction], now: datetime, traces: Mapping[str, Mapping[str, str] | None]
@@ -311,12 +320,6 @@ class Router:
             tenant_ids=tenants,
             owned_by=people,
         )
-
-
-async def _back_off(attempt: int) -> None:
-    """A short, random wait before a unit of work given up for another's sake runs again, so
-    the two do not meet the same way twice."""
-    await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)
 
 
 def _outcome_event(world: World, command: AnyCommand, verdict: Applied | conversations.Refusal) -> Event:

@@ -14,7 +14,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -557,6 +570,28 @@ async def take_queued(*, session: AsyncSession, team_ids: set[str], limit: int) 
     return [Conversation(**row._mapping) for row in rows]
 
 
+async def _change_loads(session: AsyncSession, deltas: dict[str, int]) -> None:
+    """Every person's load moved by its delta in one statement, each row only within bounds (never
+    past capacity, never below zero); if any row is out of bounds, nothing of the unit of work
+    stands. The rows are locked already (`load_world`), so one statement takes no new locks."""
+    if not deltas:
+        return
+    delta = case(
+        *((PEOPLE.c.id == person_id, literal(change)) for person_id, change in deltas.items()), else_=0
+    )
+    within = or_(
+        and_(delta > 0, PEOPLE.c.load + delta <= PEOPLE.c.capacity),
+        and_(delta < 0, PEOPLE.c.load + delta >= 0),
+    )
+    result = await execute(
+        session,
+        update(PEOPLE).where(PEOPLE.c.id.in_(list(deltas)), within).values(load=PEOPLE.c.load + delta),
+    )
+    if result.rowcount != len(deltas):
+        changes = ", ".join(f"{person_id} by {change}" for person_id, change in deltas.items())
+        raise LoadConflict(f"the loads could not all change ({changes}): one would pass its bounds")
+
+
 async def save_world(*, session: AsyncSession, world: World) -> None:
     """Write what the world's operations changed: conversations, loads (conditionally), continuity."""
     await save_conversations(
@@ -564,17 +599,7 @@ async def save_world(*, session: AsyncSession, world: World) -> None:
         created=[world.conversations[c] for c in sorted(world.created)],
         changed=[world.conversations[c] for c in sorted(world.changed - world.created)],
     )
-    for person_id in sorted(world.load_deltas):
-        delta = world.load_deltas[person_id]
-        if delta == 0:
-            continue
-        guard = (PEOPLE.c.load + delta <= PEOPLE.c.capacity) if delta > 0 else (PEOPLE.c.load + delta >= 0)
-        result = await execute(
-            session,
-            update(PEOPLE).where(PEOPLE.c.id == person_id, guard).values(load=PEOPLE.c.load + delta),
-        )
-        if result.rowcount != 1:
-            raise LoadConflict(f"the load of {person_id} could not change by {delta}")
+    await _change_loads(session, {p: d for p, d in sorted(world.load_deltas.items()) if d != 0})
     for person_id, status in sorted(world.statuses.items()):
         await execute(session, update(PEOPLE).where(PEOPLE.c.id == person_id).values(status=status))
     if world.assigned_people:

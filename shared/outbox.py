@@ -23,17 +23,35 @@ from shared.messages import Outgoing, command_outgoing  # noqa: F401 (here since
 RELAY_AT_ONCE = timedelta(days=1)
 
 
+# A row holds its messages one after another, each a line of JSON saying where it goes and how
+# long its payload is, then the payload's bytes as they will be published. (Rows written before
+# this format are lines of JSON with the payload as a string in them: still read.)
+_FORMAT = b"stayhuman-outbox 2\n"
+
+
 def encode(messages: list[Outgoing]) -> bytes:
-    lines = [
-        json.dumps(
-            [m.subject, m.msg_id, m.correlation_id, m.payload.decode(), m.headers], separators=(",", ":")
-        )
-        for m in messages
-    ]
-    return "\n".join(lines).encode()
+    parts = [_FORMAT]
+    for m in messages:
+        head = [m.subject, m.msg_id, m.correlation_id, m.headers, len(m.payload)]
+        parts.append(json.dumps(head, separators=(",", ":")).encode() + b"\n")
+        parts.append(m.payload)
+    return b"".join(parts)
 
 
 def decode(blob: bytes) -> list[Outgoing]:
+    if not blob.startswith(_FORMAT):
+        return _decode_lines(blob)
+    result = []
+    at = len(_FORMAT)
+    while at < len(blob):
+        end = blob.index(b"\n", at)
+        subject, msg_id, correlation_id, headers, size = json.loads(blob[at:end])
+        at = end + 1 + size
+        result.append(Outgoing(subject, blob[end + 1 : at], msg_id, correlation_id, headers))
+    return result
+
+
+def _decode_lines(blob: bytes) -> list[Outgoing]:
     result = []
     for line in blob.decode().splitlines():
         subject, msg_id, correlation_id, payload, headers = json.loads(line)

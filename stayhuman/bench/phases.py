@@ -123,7 +123,7 @@ class Sizes:
     webhook_seconds: float = 10.0  # wrk's run
     batch_seconds: float = 20.0
     batch_size: int = 500
-    router: int = 10_000
+    router: int = 20_000
     deadlines: int = 20_000
     paced_rate: float = 1000.0
     paced_seconds: float = 5.0
@@ -238,15 +238,19 @@ class Phases:
         ]
 
     async def webhooks(self) -> None:
+        """Ingest's figure with only ingest running; then the whole path with everything running."""
         await self.settle()
         before = await self.assigned()
-        if self.loadgen == "wrk":
-            accepted, figure = await self._webhooks_wrk()
-        else:
-            accepted, figure = await self._webhooks_python()
+        with self.stack.alone("ingest") as paused:
+            accepted, figure = await self._webhooks()
+        figure.note += f"; {_paused(paused)}"
         self.figures.append(figure)
         self._show(figure)
-        started = time.time() - figure.seconds
+        await self.wait_assigned(before + accepted)  # the paused router catches up
+        await self.settle()
+        before = await self.assigned()
+        accepted, loaded = await self._webhooks()
+        started = time.time() - loaded.seconds
         done_at = await self.wait_assigned(before + accepted)
         whole = Figure(
             key="webhook_to_assigned",
@@ -256,10 +260,17 @@ class Phases:
             unit="/s",
             count=accepted,
             seconds=done_at - started,
-            note=f"from the first webhook sent until all {accepted} conversations were assigned",
+            note=f"every service running; from the first webhook sent until all {accepted} "
+            f"conversations were assigned (ingest answered {loaded.value:,.0f}/s meanwhile, "
+            f"p99 {loaded.p99_ms or 0:.0f} ms)",
         )
         self.figures.append(whole)
         self._show(whole)
+
+    async def _webhooks(self) -> tuple[int, Figure]:
+        if self.loadgen == "wrk":
+            return await self._webhooks_wrk()
+        return await self._webhooks_python()
 
     def _ack_targets(self) -> list[Target]:
         return [Target("value", ">=", 3000, "/s"), Target("p99", "<=", 50, "ms")]
@@ -391,14 +402,15 @@ class Phases:
             finally:
                 writer.close()
 
-        watcher = asyncio.create_task(watch())
-        started = time.time()
-        try:
-            await asyncio.gather(*(sender(lane) for lane in range(BATCH_CONNECTIONS)))
-        finally:
-            watcher.cancel()
-        sent = progress["sent"]
-        done_at = await self.wait_assigned(before + sent)
+        with self.stack.alone("ingest", "router") as paused:
+            watcher = asyncio.create_task(watch())
+            started = time.time()
+            try:
+                await asyncio.gather(*(sender(lane) for lane in range(BATCH_CONNECTIONS)))
+            finally:
+                watcher.cancel()
+            sent = progress["sent"]
+            done_at = await self.wait_assigned(before + sent)
         figure = Figure(
             key="batch_to_assigned",
             title=f"batch API -> assigned, sustained {seconds:.0f} s",
@@ -410,7 +422,7 @@ class Phases:
             targets=[Target("value", ">=", 5000, "/s")],
             target_from_reference=0.1,
             note=f"{progress['batches']} batches of {size} over {BATCH_CONNECTIONS} connections for {seconds:.0f} s, at most "
-            f"{window} waiting to be assigned; {progress['refused']} refused",
+            f"{window} waiting to be assigned; {progress['refused']} refused; {_paused(paused)}",
         )
         self.figures.append(figure)
         self._show(figure)
@@ -456,10 +468,11 @@ class Phases:
         try:
             js = nc.jetstream()
             before = await self.assigned()
-            started = time.time()
-            for chunk in range(0, count, CHUNK):
-                await publish_pipelined(js, messages[chunk : chunk + CHUNK])
-            done_at = await self.wait_assigned(before + count)
+            with self.stack.alone("router") as paused:
+                started = time.time()
+                for chunk in range(0, count, CHUNK):
+                    await publish_pipelined(js, messages[chunk : chunk + CHUNK])
+                done_at = await self.wait_assigned(before + count)
         finally:
             await nc.close()
         cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
@@ -474,7 +487,7 @@ class Phases:
             seconds=done_at - started,
             targets=[Target("value", ">=", 5000, "/s")] if routers == 1 and self.database == "SQLite" else [],
             note=f"{len(self.tenants)} tenants; router CPU {cpu / count * 1000:.2f} ms per interaction "
-            f"({len(pids)} process{'es' if len(pids) > 1 else ''})",
+            f"({len(pids)} process{'es' if len(pids) > 1 else ''}); {_paused(paused)}",
         )
         self.figures.append(figure)
         self._show(figure)
@@ -547,7 +560,8 @@ class Phases:
         messages = self._deadlines(
             count, due=datetime.now(UTC) + timedelta(days=1), spread_seconds=3600, tag="deadline"
         )
-        seconds = await self.arm(messages)
+        with self.stack.alone("notify") as paused:
+            seconds = await self.arm(messages)
         figure = Figure(
             key="deadline_armed",
             title="notify, deadline -> armed",
@@ -557,7 +571,8 @@ class Phases:
             count=count,
             seconds=seconds,
             targets=[Target("value", ">=", 10_000, "/s")],
-            note="deadline contracts published as the router does; armed = the timer is on SH_TIMERS",
+            note="deadline contracts published as the router does; armed = the timer is on SH_TIMERS; "
+            + _paused(paused),
         )
         self.figures.append(figure)
         self._show(figure)
@@ -761,6 +776,11 @@ class Phases:
         self.say(f"  {figure.title:<46} {number(figure.value, figure.unit):>12}{extra}")
         if figure.note:
             self.say(f"    {figure.note}")
+
+
+def _paused(names: Sequence[str]) -> str:
+    """Which services a figure ran without (see `BenchStack.alone`)."""
+    return f"{', '.join(names)} paused meanwhile" if names else "nothing else running"
 
 
 async def seed_conversations(engine: AsyncEngine, tenants: Sequence[Tenant], count: int) -> None:

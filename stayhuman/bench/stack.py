@@ -2,6 +2,7 @@
 on free ports in a folder of its own."""
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import os
@@ -11,6 +12,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +205,29 @@ class BenchStack:
         if self.process is None:
             return {}
         return service_processes(self.process.pid)
+
+    @contextlib.contextmanager
+    def alone(self, *services: str) -> Iterator[list[str]]:
+        """Only `services` run (routers are router, router-1...; "router" keeps them all): every
+        other service is stopped (SIGSTOP) until the block ends and then continued, so that the
+        figure of one part is not shared with the rest of the pipeline on a machine of few cores.
+        Yields the names of the services paused. Their messages wait on their streams meanwhile."""
+        paused: list[str] = []
+        stopped: list[int] = []
+        try:
+            for name, family in sorted(self.processes().items()):
+                if any(name == wanted or name.startswith(f"{wanted}-") for wanted in services):
+                    continue
+                for pid in family:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGSTOP)
+                        stopped.append(pid)
+                paused.append(name)
+            yield paused
+        finally:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def service_pids(self) -> dict[str, int]:
         """The process id of each service (routers as router, router-1...)."""

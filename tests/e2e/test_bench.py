@@ -53,3 +53,10 @@ def test_bench_measures_every_figure_and_writes_them(tmp_path: Path) -> None:
     assert found["settings"]["loadgen"] == "python"
     assert f"figures written to {out}" in done.stdout
     assert "| signed webhooks -> JetStream ack" in done.stdout
+    # each part measured on its own, the others paused and continued afterwards (the paced figure
+    # after them needs every service)
+    assert figures["webhook_ack"]["note"].endswith("api, notify, outbound, router paused meanwhile")
+    assert figures["router_alone"]["note"].endswith("api, ingest, notify, outbound paused meanwhile")
+    assert figures["deadline_armed"]["note"].endswith("api, ingest, outbound, router paused meanwhile")
+    assert figures["batch_to_assigned"]["note"].endswith("api, notify, outbound paused meanwhile")
+    assert figures["webhook_to_assigned"]["note"].startswith("every service running")

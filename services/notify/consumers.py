@@ -186,10 +186,13 @@ class TimerConsumer:
 
 
 @dataclass
-class OneByOne:
-    """Messages handled one at a time through the service: an invalid one is dead-lettered at
-    once; a failure is tried again after `retry_delay`, and on its last delivery dead-lettered
-    with its error (never nak'ed into a silent drop at max_deliver)."""
+class Isolating:
+    """Messages taken in batches, each handled on its own through the service. What the whole
+    batch needs is read once (`prepare`); a message it leaves nothing to do for is acked at
+    once. An invalid message is dead-lettered at once; a failure, of the batch's read or of one
+    message, is tried again after `retry_delay`, and on its last delivery dead-lettered with
+    its error (never nak'ed into a silent drop at max_deliver). One failing message never holds
+    back the others of its batch."""
 
     js: JetStreamContext
     service: NotifyService
@@ -203,37 +206,75 @@ class OneByOne:
     def decode(self, data: bytes) -> Any:
         raise NotImplementedError
 
-    async def call(self, item: Any, msg: Msg, *, last: bool) -> Outcome:
+    async def prepare(self, items: list[Any]) -> list[Any]:
+        """What `call` needs for each item, read for the whole batch at once; None for an item
+        with nothing to do. Each item as it is unless a consumer reads ahead."""
+        return items
+
+    async def call(self, work: Any, msg: Msg, *, last: bool) -> Outcome:
         raise NotImplementedError
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
+        decoded: list[tuple[Msg, Any]] = []
         for msg in msgs:
             try:
-                item = self.decode(msg.data)
+                decoded.append((msg, self.decode(msg.data)))
             except ValidationError as error:
                 await self._dead_letter(msg, f"invalid {self.what}: {error}")
-                continue
-            last = is_last_delivery(msg, self.max_deliver)
-            try:
-                outcome = await with_heartbeat(msg, self.call(item, msg, last=last))
-                await self.publisher.publish(outcome, stream=self.stream, consumer=self.consumer)
-            except Exception as error:
-                if last:
-                    await self._dead_letter(msg, f"{type(error).__name__}: {error}")
-                    continue
-                log.warning(f"{self.what} failed; it will be retried", exc_info=True)
-                outcome = Outcome(retry_in=self.retry_delay)
-            if outcome.retry_in is None:
+        if not decoded:
+            return
+        try:
+            prepared = await self.prepare([item for _msg, item in decoded])
+        except Exception as error:
+            log.warning(f"reading for a batch of {self.what}s failed; it will be retried", exc_info=True)
+            for msg, _item in decoded:
+                await self._failed(msg, error)
+            return
+        todo = [(msg, work) for (msg, _item), work in zip(decoded, prepared, strict=True) if work is not None]
+        for (msg, _item), work in zip(decoded, prepared, strict=True):
+            if work is None:
                 await msg.ack()
-            else:
-                await msg.nak(delay=outcome.retry_in)
+        for msg, work in todo:
+            await self._one(msg, work)
+
+    async def _one(self, msg: Msg, work: Any) -> None:
+        last = is_last_delivery(msg, self.max_deliver)
+        try:
+            outcome = await with_heartbeat(msg, self.call(work, msg, last=last))
+            await self.publisher.publish(outcome, stream=self.stream, consumer=self.consumer)
+        except Exception as error:
+            log.warning(f"{self.what} failed; it will be retried", exc_info=True)
+            await self._failed(msg, error)
+            return
+        if outcome.retry_in is None:
+            await msg.ack()
+        else:
+            await msg.nak(delay=outcome.retry_in)
+
+    async def _failed(self, msg: Msg, error: Exception) -> None:
+        """A message whose handling failed: dead-lettered with its error on its last delivery,
+        else delivered again after `retry_delay`."""
+        if is_last_delivery(msg, self.max_deliver):
+            await self._dead_letter(msg, f"{type(error).__name__}: {error}")
+        else:
+            await msg.nak(delay=self.retry_delay)
 
     async def _dead_letter(self, msg: Msg, error: str) -> None:
         await dead_letter(self.js, msg, stream=self.stream, consumer=self.consumer, error=error)
 
 
-class AssignmentConsumer(OneByOne):
-    """Conversations assigned: a notice to the new owner, when they asked for one."""
+@dataclass(frozen=True)
+class Notice:
+    """An assignment with the channels its owner asked to hear of it on."""
+
+    event: ConversationAssigned
+    channels: tuple[str, ...]
+
+
+class AssignmentConsumer(Isolating):
+    """Conversations assigned: a notice to the new owner, when they asked for one. The owners'
+    preferences are read once per batch; most owners ask for none, and their assignments are
+    acked without another read."""
 
     consumer = ASSIGNED_CONSUMER
     what = "assignment notice"
@@ -241,12 +282,19 @@ class AssignmentConsumer(OneByOne):
     def decode(self, data: bytes) -> ConversationAssigned:
         return ConversationAssigned.model_validate_json(data)
 
-    async def call(self, item: ConversationAssigned, msg: Msg, *, last: bool) -> Outcome:
-        return await self.service.conversation_assigned(item, last_try=last)
+    async def prepare(self, items: list[ConversationAssigned]) -> list[Notice | None]:
+        wanted = await self.service.assignment_channels(items)
+        return [
+            Notice(event, channels) if channels else None
+            for event, channels in zip(items, wanted, strict=True)
+        ]
+
+    async def call(self, work: Notice, msg: Msg, *, last: bool) -> Outcome:
+        return await self.service.conversation_assigned(work.event, last_try=last, channels=work.channels)
 
 
-class OperatorConsumer(OneByOne):
-    """Connector problems reported by ingest, emailed to the operator."""
+class OperatorConsumer(Isolating):
+    """Connector problems reported by ingest, emailed to the operator (rare: nothing to read ahead)."""
 
     consumer = OPERATOR_CONSUMER
     what = "operator alert"
@@ -254,12 +302,13 @@ class OperatorConsumer(OneByOne):
     def decode(self, data: bytes) -> ConnectorProblem:
         return ConnectorProblem.model_validate_json(data)
 
-    async def call(self, item: ConnectorProblem, msg: Msg, *, last: bool) -> Outcome:
-        return await self.service.connector_problem(item, attempt=msg.metadata.num_delivered, last_try=last)
+    async def call(self, work: ConnectorProblem, msg: Msg, *, last: bool) -> Outcome:
+        return await self.service.connector_problem(work, attempt=msg.metadata.num_delivered, last_try=last)
 
 
-class CommandConsumer(OneByOne):
-    """notify's commands (`sh.ncmd.>`): acknowledge. One outcome event per command."""
+class CommandConsumer(Isolating):
+    """notify's commands (`sh.ncmd.>`): acknowledge. One outcome event per command, each applied
+    in its own transaction (they come at the pace people click: nothing to read ahead)."""
 
     stream = subjects.COMMANDS_STREAM
     consumer = COMMAND_CONSUMER
@@ -268,8 +317,8 @@ class CommandConsumer(OneByOne):
     def decode(self, data: bytes) -> Acknowledge:
         return notify_command_adapter.validate_json(data)
 
-    async def call(self, item: Acknowledge, msg: Msg, *, last: bool) -> Outcome:
-        return (await self.service.acknowledge(item))[1]
+    async def call(self, work: Acknowledge, msg: Msg, *, last: bool) -> Outcome:
+        return (await self.service.acknowledge(work))[1]
 
 
 @dataclass

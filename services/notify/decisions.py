@@ -9,14 +9,14 @@ of the escalation chain who is on shift.
 import enum
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from services.notify.timers import DeadlineState, TimerPayload, WatchedDeadline
 from shared.businesstime import BusinessCalendar
-from shared.events import AlertKind
+from shared.events import AlertKind, ConversationAssigned
 
 CHANNELS = ("email", "push", "apprise")
 KINDS = ("assigned", "warning", "breach", "escalation")
@@ -224,6 +224,28 @@ class Skipped(enum.StrEnum):
     no_longer_waiting = "no_longer_waiting"  # answered, or the deadline moved on
     nobody_to_tell = "nobody_to_tell"
     not_a_person = "not_a_person"  # no longer an active person
+
+
+# -- assignment notices -------------------------------------------------------------------------
+
+STALE_ASSIGNMENT = timedelta(minutes=10)  # older assignments are not news (a backlog)
+
+
+def assignment_news_to(event: ConversationAssigned, *, now: datetime) -> str | None:
+    """The person an assignment is news to: its new owner, unless there is none, the owner did
+    not change, or the assignment is older than `STALE_ASSIGNMENT` (a backlog read late)."""
+    owner = event.owner_id
+    if owner is None or owner == event.previous_owner_id or now - event.assigned_at > STALE_ASSIGNMENT:
+        return None
+    return owner
+
+
+def assignment_channels(owner: str | None, preferences: Mapping[str, Preferences]) -> tuple[str, ...]:
+    """The channels `owner` asked to hear of assignments on: none unless they asked, and none
+    for someone who is not a known person."""
+    if owner is None or owner not in preferences:
+        return ()
+    return preferences[owner].for_kind("assigned")
 
 
 # -- retry or give up ---------------------------------------------------------------------------

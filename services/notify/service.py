@@ -33,6 +33,8 @@ from services.notify.decisions import (
     Pending,
     Skipped,
     Verdict,
+    assignment_channels,
+    assignment_news_to,
     fate_of,
     held_for_burst,
     judge_fired,
@@ -106,8 +108,6 @@ LATENESS = Histogram(
     "From the due time to the alert handed to the mail server",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
-
-STALE_ASSIGNMENT = timedelta(minutes=10)  # older assignments are not news (a backlog)
 
 
 @dataclass(frozen=True)
@@ -629,18 +629,28 @@ class NotifyService:
 
     # -- assignment notices and operator alerts ----------------------------------------------
 
-    async def conversation_assigned(self, event: ConversationAssigned, *, last_try: bool) -> Outcome:
+    async def assignment_channels(self, events: Sequence[ConversationAssigned]) -> list[tuple[str, ...]]:
+        """The channels each assignment is to be told on (none: nobody to tell), from one read
+        of the preferences of the owners the batch is news to."""
+        now = self.clock.now()
+        owners = [assignment_news_to(event, now=now) for event in events]
+        wanted = {owner for owner in owners if owner is not None}
+        preferences = await self.repository.preferences(wanted) if wanted else {}
+        return [assignment_channels(owner, preferences) for owner in owners]
+
+    async def conversation_assigned(
+        self, event: ConversationAssigned, *, last_try: bool, channels: tuple[str, ...] | None = None
+    ) -> Outcome:
         """Tell a person a conversation is now theirs, on the channels they chose for it (nobody
         gets these unless they ask). Each channel is claimed once: a redelivery retries only
-        the channels that failed for now, never one that went."""
+        the channels that failed for now, never one that went. `channels`: what
+        `assignment_channels` gave for this event (read here when not given)."""
+        if channels is None:
+            channels = (await self.assignment_channels([event]))[0]
         owner = event.owner_id
+        if not channels or owner is None:
+            return Outcome()
         now = self.clock.now()
-        if owner is None or owner == event.previous_owner_id or now - event.assigned_at > STALE_ASSIGNMENT:
-            return Outcome()
-        preferences = await self.repository.preferences([owner])
-        channels = preferences[owner].for_kind("assigned") if owner in preferences else ()
-        if not channels:
-            return Outcome()
         step = f"assigned-{event.event_id[:12]}"
         claimed: list[tuple[str, int]] = []  # (channel, attempts before)
         busy: list[float] = []

@@ -348,6 +348,24 @@ def test_an_assignment_that_is_no_news_tells_nobody(
     run(scenario)
 
 
+def test_a_batch_of_assignments_gets_the_channels_each_owner_asked_for() -> None:
+    async def scenario() -> None:
+        world = assignment_world("email", "push")
+        batch = [
+            assigned(C1, "maria"),
+            assigned(C2, "li"),  # li asked for nothing
+            assigned(C1, "maria", previous_owner_id="maria"),  # no change
+            assigned(C2, "maria", assigned_at=T0 - timedelta(minutes=11)),  # a backlog
+            assigned(C1, "ghost"),  # nobody notify knows
+            assigned(C1, None),
+            assigned(C2, "maria", event_id="f" * 32),
+        ]
+        channels = await world.service.assignment_channels(batch)
+        assert channels == [("email", "push"), (), (), (), (), (), ("email", "push")]
+
+    run(scenario)
+
+
 def test_an_assignment_to_someone_not_on_the_conversation_s_team_tells_nobody() -> None:
     async def scenario() -> None:
         world = assignment_world("email")

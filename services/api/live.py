@@ -2,13 +2,19 @@
 connected browser, each receiving only what its person may see.
 
 `LiveHub` reads SH_EVENTS with one ordered, ephemeral consumer (no durable, nothing to
-acknowledge), from the stream's end when the process starts. For each event it decides what the
-browser is sent and who may see it (services/api/fanout.py), keeps it in a bounded buffer of
-recent updates, and hands it to the sessions that may see it. Sessions are indexed by the
-tenants they hold a role in, so an event is checked only against sessions that could see it.
+acknowledge), from the stream's end when the process starts. Each event is kept as it was
+published in a bounded buffer of recent updates. Who may see it (services/api/fanout.py) is
+worked out, in stream order, only once someone may: while a session is connected, or when a
+browser resumes from the buffer; what the browser is sent is rendered only for a session that
+may see it, once per event handed out, and again for each browser that resumes over it. With
+nobody connected, an event costs the api its place in the buffer and nothing more. Sessions are
+indexed by the tenants they hold a role in, so an event is checked only against sessions that
+could see it.
 
 What it knows of each conversation (tenant, team, owner) comes from the events themselves; for
-a conversation it has not met yet, from the database, one query per batch of events.
+a conversation it has not met yet, from the database, one query per batch of events worked out.
+Events that leave the buffer before anyone needed them leave that knowledge behind them: it is
+dropped, and read again from the database as conversations come up.
 
 `GET /api/stream` (`live_router`) is the browser's end: the viewer's rights are worked out once
 when they connect, then each update is one Server-Sent Event whose id is its sequence in
@@ -44,6 +50,7 @@ from services.api.access import Action, Team, Viewer
 from services.api.auth import authenticate, settings_of
 from services.api.fanout import (
     LAST_EVENT_ID,
+    MAX_SEQUENCE,
     Audience,
     Facts,
     PersonFacts,
@@ -75,7 +82,7 @@ KEEPALIVE = 15.0  # seconds of silence before a comment keeps the connection ope
 RETRY = b"retry: 2000\n\n"  # a browser reconnects 2 s after losing the stream
 BATCH = 500  # events read from SH_EVENTS at once (one database query for what is unknown)
 BUFFER_EVENTS = 20_000  # recent updates kept for resuming browsers...
-BUFFER_BYTES = 32 * 1024 * 1024  # ...and at most this much of them
+BUFFER_BYTES = 32 * 1024 * 1024  # ...and at most this much of them, as published
 QUEUE_EVENTS = 1_000  # updates waiting for one session before it is closed as too slow
 CONVERSATIONS_KEPT = 50_000  # conversations whose tenant, team and owner are kept in memory
 PEOPLE_FOR = 60.0  # seconds a person's teams are trusted before they are read again
@@ -83,24 +90,42 @@ REPLAY_WAIT = 5.0  # seconds a replay from JetStream waits for its next message
 SEND_AT_ONCE = 200  # updates of one session written in one piece
 
 SESSIONS = Gauge("stayhuman_api_live_sessions", "Browsers connected to the live stream")
-TAKEN = Counter("stayhuman_api_live_events_total", "Events of SH_EVENTS the live stream took", ["result"])
+TAKEN = Counter(
+    "stayhuman_api_live_events_total",
+    "Events of SH_EVENTS the live stream took (kept), and those it could not read (invalid)",
+    ["result"],
+)
 DELIVERED = Counter("stayhuman_api_live_deliveries_total", "Updates handed to a session")
 CLOSED = Counter("stayhuman_api_live_closed_total", "Sessions closed for falling too far behind")
 RESUMED = Counter("stayhuman_api_live_resumed_total", "Streams resumed from Last-Event-ID", ["source"])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Update:
-    """One event as the browsers that may see it receive it."""
+    """One event of SH_EVENTS as the hub keeps it: the message as published and, once worked
+    out, who may see it (`audience` None: nobody, or not worked out yet)."""
 
     seq: int
-    audience: Audience
-    payload: bytes
+    message_id: str
+    data: bytes
+    audience: Audience | None = None
+
+
+def render(update: Update) -> bytes | None:
+    """The Server-Sent Events an update becomes for a browser that may see it (None: nothing a
+    person reads, or no event at all)."""
+    try:
+        return payload_of(decode(update.data), seq=update.seq, message_id=update.message_id)
+    except ValueError:
+        return None
+    except Exception:
+        log.exception("an event could not be made an update", extra={"seq": update.seq})
+        return None
 
 
 class Recent:
     """The newest updates in stream order, bounded by count and by bytes. Everything after
-    `floor` that a person reads is here; what came at or before it has to come from JetStream."""
+    `floor` is here; what came at or before it has to come from JetStream."""
 
     def __init__(self, max_events: int, max_bytes: int, floor: int = 0) -> None:
         self.max_events = max_events
@@ -111,10 +136,10 @@ class Recent:
 
     def add(self, update: Update) -> None:
         self.updates.append(update)
-        self.size += len(update.payload)
+        self.size += len(update.data)
         while self.updates and (len(self.updates) > self.max_events or self.size > self.max_bytes):
             gone = self.updates.popleft()
-            self.size -= len(gone.payload)
+            self.size -= len(gone.data)
             self.floor = gone.seq
 
     def holds_after(self, seq: int) -> bool:
@@ -162,6 +187,10 @@ class Known:
             self.conversations.move_to_end(conversation_id)
             return facts
         return self.parent.conversation(conversation_id) if self.parent is not None else None
+
+    def forget(self) -> None:
+        """Drop what is known of every conversation (the database is read again for each)."""
+        self.conversations.clear()
 
     def remember(self, conversation_id: str, facts: Facts) -> None:
         self.conversations[conversation_id] = Facts(
@@ -235,8 +264,8 @@ class Known:
         for person in wanted:
             self.people[person] = (until, PersonFacts(frozenset(teams[person]), frozenset(tenants[person])))
 
-    def advance(self, event: Event, *, seq: int, message_id: str) -> Update | None:
-        """The update one event makes (None: nothing a person reads), and what it changes."""
+    def advance(self, event: Event) -> Audience:
+        """Who may see one event, and what it changes of what is known."""
         conversation = conversation_of(event)
         before = self.conversation(conversation) if conversation is not None else None
         about = person_of(event) if conversation is None else None
@@ -245,31 +274,30 @@ class Known:
             after = facts_after(event, before)
             if after is not None and after != before:
                 self.remember(conversation, after)
-        payload = payload_of(event, seq=seq, message_id=message_id)
-        return Update(seq, audience, payload) if payload is not None else None
+        return audience
 
 
-async def read(known: Known, msgs: Sequence[Msg]) -> list[Update]:
-    """The updates of a batch of SH_EVENTS, in order (one database query for what is unknown)."""
-    decoded: list[tuple[int, str, Event]] = []
-    for msg in msgs:
+def updates_of(msgs: Sequence[Msg]) -> list[Update]:
+    """Messages of SH_EVENTS as the hub keeps them, nothing worked out yet."""
+    return [Update(msg.metadata.sequence.stream, message_id_of(msg), msg.data) for msg in msgs]
+
+
+async def work_out(known: Known, updates: Sequence[Update]) -> None:
+    """Who may see each update, in stream order (one database query for what is unknown); an
+    update that is no event stays seen by nobody."""
+    decoded: list[tuple[Update, Event]] = []
+    for update in updates:
         try:
-            decoded.append((msg.metadata.sequence.stream, message_id_of(msg), decode(msg.data)))
+            decoded.append((update, decode(update.data)))
         except ValueError:
             TAKEN.labels("invalid").inc()
-    await known.learn([event for _, _, event in decoded])
-    updates: list[Update] = []
-    for seq, message_id, event in decoded:
+    await known.learn([event for _, event in decoded])
+    for update, event in decoded:
         try:
-            update = known.advance(event, seq=seq, message_id=message_id)
+            update.audience = known.advance(event)
         except Exception:
-            log.exception("an event could not be made an update", extra={"seq": seq})
+            log.exception("who may see an event could not be worked out", extra={"seq": update.seq})
             TAKEN.labels("invalid").inc()
-            continue
-        TAKEN.labels("silent" if update is None else "update").inc()
-        if update is not None:
-            updates.append(update)
-    return updates
 
 
 async def next_batch(subscription: JetStreamContext.PushSubscription, wait: float | None) -> list[Msg]:
@@ -292,7 +320,7 @@ class Listener:
     """One connected browser: what it may see, and the updates waiting for it (None: closed)."""
 
     sight: Sight
-    queue: "asyncio.Queue[Update | None]"
+    queue: "asyncio.Queue[tuple[int, bytes] | None]"  # an update's sequence and what it sends
     closed: bool = False
     registered: bool = True
 
@@ -318,6 +346,8 @@ class LiveHub:
         self.recent = Recent(buffer_events, buffer_bytes)
         self.queue_events = queue_events
         self.head = 0  # the last sequence of SH_EVENTS taken
+        self.resolved = 0  # the last sequence whose audience is worked out (or given up, see take)
+        self._working = asyncio.Lock()  # audiences are worked out in stream order, one batch at a time
         self.everywhere: set[Listener] = set()  # agency admins
         self.by_tenant: dict[str, set[Listener]] = {}
         self.by_person: dict[str, set[Listener]] = {}
@@ -327,6 +357,11 @@ class LiveHub:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def listening(self) -> bool:
+        """Whether any session is connected."""
+        return bool(self.everywhere or self.by_tenant or self.by_person)
 
     def listeners(self) -> set[Listener]:
         """Every session connected to this hub."""
@@ -343,6 +378,7 @@ class LiveHub:
         info = await self.js.stream_info(subjects.EVENTS_STREAM)
         self.head = info.state.last_seq
         self.recent = Recent(self.recent.max_events, self.recent.max_bytes, floor=self.head)
+        self.resolved = self.head
         self._subscription = await self._subscribe(self.head + 1)
         self._task = asyncio.create_task(self._pump(self._subscription), name="live-updates")
 
@@ -387,17 +423,41 @@ class LiveHub:
                 log.exception("live updates lost a batch of events")
 
     async def take(self, msgs: Sequence[Msg]) -> None:
-        """Buffer and hand out the updates of a batch of SH_EVENTS, in order."""
-        fresh = [msg for msg in msgs if msg.metadata.sequence.stream > self.head]
+        """Buffer a batch of SH_EVENTS and, while someone is connected, hand out its updates."""
+        fresh = updates_of([msg for msg in msgs if msg.metadata.sequence.stream > self.head])
         if not fresh:
             return
-        updates = await read(self.known, fresh)
-        # From here to the new head nothing awaits: a session that connects meanwhile either
-        # joined before these updates (it gets them live) or after (its replay has them).
-        for update in updates:
-            self.recent.add(update)
-            self._fan_out(update)
-        self.head = max(self.head, fresh[-1].metadata.sequence.stream)
+        TAKEN.labels("kept").inc(len(fresh))
+        async with self._working:
+            if self.listening:
+                await self._work_out(fresh)
+            # From here to the new head nothing awaits: a session that connects meanwhile either
+            # joined before these updates (it gets them live) or after (its replay has them).
+            for update in fresh:
+                self.recent.add(update)
+            if self.recent.floor > self.resolved:
+                # Updates nobody was there for left the buffer unread: what they changed of
+                # their conversations is unknown, so nothing known of a conversation is trusted.
+                self.known.forget()
+                self.resolved = self.recent.floor
+            if self.resolved >= fresh[-1].seq:
+                for update in fresh:
+                    self._fan_out(update)
+            self.head = max(self.head, fresh[-1].seq)
+
+    async def catch_up(self) -> None:
+        """Work out who may see every update the buffer holds (a browser resumes over them)."""
+        async with self._working:
+            await self._work_out([])
+
+    async def _work_out(self, fresh: Sequence[Update]) -> None:
+        """Who may see the buffered updates not worked out yet, then `fresh`, in stream order;
+        the caller holds `_working`."""
+        pending = [*self.recent.between(self.resolved, MAX_SEQUENCE), *fresh]
+        for start in range(0, len(pending), BATCH):
+            chunk = pending[start : start + BATCH]
+            await work_out(self.known, chunk)
+            self.resolved = max(self.resolved, chunk[-1].seq)
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -433,16 +493,24 @@ class LiveHub:
                 del index[key]
 
     def _fan_out(self, update: Update) -> None:
+        """Hand an update to every session that may see it, rendered once for all of them."""
         audience = update.audience
+        if audience is None:
+            return
         candidates = set(self.everywhere)
         for tenant in audience.tenants:
             candidates |= self.by_tenant.get(tenant, set())
         for person in audience.people:
             candidates |= self.by_person.get(person, set())
+        payload: bytes | None = None
         for listener in candidates:
             if may_see(listener.sight, audience):
+                if payload is None:
+                    payload = render(update)
+                    if payload is None:
+                        return
                 try:
-                    listener.queue.put_nowait(update)
+                    listener.queue.put_nowait((update.seq, payload))
                 except asyncio.QueueFull:
                     CLOSED.inc()
                     self._close(listener)
@@ -472,12 +540,18 @@ class LiveHub:
             yield RETRY + (position(joined) if after is None else b"")
             if after is not None and after < joined:
                 if self.recent.holds_after(after):
+                    await self.catch_up()
+                if self.recent.holds_after(after):
                     RESUMED.labels("buffer").inc()
-                    shown = [
-                        u.payload for u in self.recent.between(after, joined) if may_see(sight, u.audience)
+                    missed = [
+                        u
+                        for u in self.recent.between(after, joined)
+                        if u.audience is not None and may_see(sight, u.audience)
                     ]
-                    for start in range(0, len(shown), SEND_AT_ONCE):
-                        yield b"".join(shown[start : start + SEND_AT_ONCE])
+                    for start in range(0, len(missed), SEND_AT_ONCE):
+                        shown = [p for u in missed[start : start + SEND_AT_ONCE] if (p := render(u))]
+                        if shown:
+                            yield b"".join(shown)
                     yield position(joined)
                 else:
                     RESUMED.labels("stream").inc()
@@ -515,14 +589,14 @@ class LiveHub:
             while len(batch) < SEND_AT_ONCE and not queue.empty():
                 batch.append(queue.get_nowait())
             out: list[bytes] = []
-            for update in batch:
-                if update is not None and update.seq > sent:
-                    out.append(update.payload)
-                    sent = update.seq
+            for piece in batch:
+                if piece is not None and piece[0] > sent:
+                    out.append(piece[1])
+                    sent = piece[0]
             if out:
                 yield b"".join(out)
                 quiet_until = loop.time() + KEEPALIVE
-            if any(update is None for update in batch):
+            if any(piece is None for piece in batch):
                 return
 
     async def _replay(
@@ -551,9 +625,13 @@ class LiveHub:
                         replay.complete = True  # what it missed is no longer kept: nothing to send
                         yield position(upto)
                     return
-                wanted = [msg for msg in batch if msg.metadata.sequence.stream <= upto]
-                updates = await read(known, wanted) if wanted else []
-                shown = [u.payload for u in updates if may_see(sight, u.audience)]
+                updates = updates_of([msg for msg in batch if msg.metadata.sequence.stream <= upto])
+                await work_out(known, updates)
+                shown = [
+                    p
+                    for u in updates
+                    if u.audience is not None and may_see(sight, u.audience) and (p := render(u))
+                ]
                 last = batch[-1].metadata
                 done = last.sequence.stream >= upto or not last.num_pending
                 reached = upto if done else last.sequence.stream

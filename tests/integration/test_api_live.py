@@ -22,14 +22,14 @@ import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlmodel import col
 
 from services.api.live import LiveHub
 from services.api.main import create_app
 from services.router.service import subject_for
 from shared.db.core import execute
-from shared.db.models import RoleGrantRow, WebSessionRow
+from shared.db.models import ConversationRow, RoleGrantRow, WebSessionRow
 from shared.events import (
     CommandApplied,
     CommandRejected,
@@ -197,6 +197,24 @@ class Agency:
             occurred_at=T,
             reason=f"mark:{marker or label}",
             paused_at=T,
+        )
+
+    def reassigned(
+        self, label: str, team: str, owner: str, previous: str, marker: str
+    ) -> ConversationAssigned:
+        """The conversation `label` given to `owner` in `team` (one of `self.teams`)."""
+        tenant = label.split("-")[0]
+        return ConversationAssigned(
+            tenant_id=tenant,
+            conversation_id=self.conversations[label],
+            account_id=f"{tenant}-acct",
+            occurred_at=T,
+            team_id=self.teams[team],  # type: ignore[attr-defined]
+            owner_id=owner,
+            previous_owner_id=previous,
+            reason=f"mark:{marker}",
+            assigned_at=T,
+            step="reassign",
         )
 
 
@@ -406,6 +424,88 @@ async def test_a_browser_resumes_from_the_buffer_and_from_beyond_it_losing_and_r
         await eventually(lambda: _true(len(tina.events) == 19), what="the next live one")
         assert tina.seen() == [f"kettle-{n}" for n in range(19)]
         await tina.cut()
+
+
+async def test_what_happened_while_nobody_was_connected_is_resumed_as_each_viewer_may_see_it(
+    nc: Client, database_url: str
+) -> None:
+    async with agency_served(nc, database_url) as agency:
+        browsers = {viewer: agency.browser(viewer) for viewer in ("rosa", "kai", "sid", "tina", "nadia")}
+        for browser in browsers.values():
+            browser.open()
+        await agency.connected(len(browsers))
+        await agency.publish(agency.paused("kettle-care-kai", "kettle-0"))
+        await eventually(lambda: _true(browsers["kai"].seen() == ["kettle-0"]), what="kai's first event")
+        for browser in browsers.values():
+            await browser.cut()
+        await agency.connected(0)
+
+        # Nobody is connected: kai's conversation goes to sid in social, and on.
+        await agency.publish(
+            agency.paused("kettle-care-kai", "kettle-1"),
+            agency.reassigned("kettle-care-kai", "social", "sid", "kai", "kettle-2"),
+            agency.paused("kettle-care-kai", "kettle-3"),
+            agency.paused("northwind-north-nils", "northwind-4"),
+            agency.paused("kettle-care-queue", "kettle-5"),
+        )
+        await eventually(lambda: _true(agency.hub.head >= 6), what="the hub read them")
+        for browser in browsers.values():
+            browser.open()
+        await agency.connected(len(browsers))
+        await agency.publish(agency.paused("kettle-social-sid", "kettle-6"))
+        expected = {
+            "rosa": ["kettle-0", "kettle-1", "kettle-2", "kettle-5"],
+            "kai": ["kettle-0", "kettle-1", "kettle-2", "kettle-5"],
+            "sid": ["kettle-2", "kettle-3", "kettle-6"],
+            "tina": ["kettle-0", "kettle-1", "kettle-2", "kettle-3", "kettle-5", "kettle-6"],
+            "nadia": ["northwind-4"],
+        }
+        await eventually(lambda: _true("kettle-6" in browsers["tina"].seen()), what="the live one")
+        await eventually(lambda: _true("kettle-6" in browsers["sid"].seen()), what="sid's live one")
+        for viewer, browser in browsers.items():
+            assert browser.seen() == expected[viewer], viewer
+            assert browser.connections == 2, viewer
+            await browser.cut()
+
+
+async def test_a_conversation_moved_while_its_events_left_the_buffer_unseen_is_read_again(
+    nc: Client, database_url: str
+) -> None:
+    async with agency_served(nc, database_url, buffer_events=4) as agency:
+        kai = agency.browser("kai")
+        kai.open()
+        await agency.connected(1)
+        await agency.publish(agency.paused("kettle-care-kai", "kettle-0"))  # the hub learns it is care's
+        await eventually(lambda: _true(kai.seen() == ["kettle-0"]), what="kai's event")
+        await kai.cut()
+        await agency.connected(0)
+
+        # Nobody is connected: the conversation goes to sid, and more than the buffer holds passes.
+        await agency.publish(agency.reassigned("kettle-care-kai", "social", "sid", "kai", "kettle-1"))
+        async with agency.world.sessions() as session:
+            await execute(
+                session,
+                update(ConversationRow)
+                .where(col(ConversationRow.id) == agency.conversations["kettle-care-kai"])
+                .values(team_id=agency.teams["social"], owner_id="sid"),  # type: ignore[attr-defined]
+            )
+            await session.commit()
+        await agency.publish(*(agency.paused("northwind-north-nils", f"northwind-{n}") for n in range(6)))
+        await eventually(lambda: _true(agency.hub.head >= 8), what="the hub read them")
+        assert not agency.hub.recent.holds_after(2)
+
+        sid, kai = agency.browser("sid"), agency.browser("kai")
+        sid.open()
+        kai.open()
+        await agency.connected(2)
+        await agency.publish(
+            agency.paused("kettle-care-kai", "kettle-2"), agency.paused("kettle-care-queue", "kettle-3")
+        )
+        await eventually(lambda: _true(sid.seen() == ["kettle-2"]), what="sid's event")
+        await eventually(lambda: _true(kai.seen() == ["kettle-3"]), what="kai's event")
+        assert "kettle-2" not in kai.seen() and "kettle-3" not in sid.seen()
+        await sid.cut()
+        await kai.cut()
 
 
 async def test_a_session_too_slow_to_keep_up_is_closed_and_resumes_without_loss(

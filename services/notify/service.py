@@ -67,7 +67,7 @@ from services.notify.timers import (
     TimerPayload,
     WatchedDeadline,
     next_timer,
-    unschedulable,
+    plan_timer,
 )
 from shared import subjects
 from shared.commands import Acknowledge
@@ -215,8 +215,7 @@ class NotifyService:
             if found is None or found.deadline.version != event.deadline_version:
                 continue  # a newer version is already stored: it decides
             deadline, chain = found.deadline, found.chain
-            timer = next_timer(deadline, chain, after_step=None, now=now)
-            too_late = unschedulable(deadline, chain, after_step=None, now=now)
+            timer, too_late = plan_timer(deadline, chain, after_step=None, now=now)
             if timer is not None:
                 with span("arm deadline", parent=(traces or {}).get(event.conversation_id)):
                     carrier = carrier_of()
@@ -256,12 +255,10 @@ class NotifyService:
                 if deadline.conversation_id in armed:
                     continue
                 chain = chains.get(deadline.conversation_id, Chain())
-                timer = next_timer(deadline, chain, after_step=deadline.last_step, now=now)
+                timer, too_late = plan_timer(deadline, chain, after_step=deadline.last_step, now=now)
                 if timer is not None:
                     missing.append(timer)
-                elif (
-                    too_late := unschedulable(deadline, chain, after_step=deadline.last_step, now=now)
-                ) is not None:
+                elif too_late is not None:
                     log_unschedulable(deadline, too_late)
             await self.scheduler.arm(missing, again=True)
             rearmed += len(missing)
@@ -853,10 +850,10 @@ class NotifyService:
     def _after(self, fired: TimerPayload, current: WatchedDeadline, chain: Chain) -> TimerPayload | None:
         """The timer after the alert `fired` (None: it was the last), said loudly when what comes
         next falls after what NATS can schedule."""
-        too_late = unschedulable(current, chain, after_step=fired.step)
+        timer, too_late = plan_timer(current, chain, after_step=fired.step)
         if too_late is not None:
             log_unschedulable(current, too_late)
-        return next_timer(current, chain, after_step=fired.step)
+        return timer
 
     async def _advance(self, fired: TimerPayload, current: WatchedDeadline, chain: Chain) -> None:
         """The alert `fired` is handled: note it, and arm the one after it (or nothing: done).

@@ -62,24 +62,36 @@ class TimerPayload(BaseModel):
     trace: dict[str, str] = Field(default_factory=dict)
 
 
-def next_timer(
+def plan_timer(
     deadline: WatchedDeadline, chain: Chain, *, after_step: str | None, now: datetime | None = None
-) -> TimerPayload | None:
-    """The timer a deadline needs next, or None when nothing is left to arm (or what is left
-    falls after what NATS can schedule: see `unschedulable`).
+) -> tuple[TimerPayload | None, PlannedAlert | None]:
+    """The timer a deadline needs next (None when nothing is left to arm) and, when its next
+    entry falls after what NATS can schedule, that entry (not armed), from one look at its
+    timeline.
 
     `after_step`: the alert just handled (None: from the start of the timeline). `now`:
     skip what is already past (arming a new deadline, reconciling), except the breach."""
     entry = _next_entry(deadline, chain, after_step=after_step, now=now)
-    if entry is None or not schedulable(entry.at):
-        return None
-    return TimerPayload(
+    if entry is None:
+        return None, None
+    if not schedulable(entry.at):
+        return None, entry
+    timer = TimerPayload(
         tenant_id=deadline.tenant_id,
         conversation_id=deadline.conversation_id,
         deadline_version=deadline.version,
         step=entry.step,
         at=entry.at,
     )
+    return timer, None
+
+
+def next_timer(
+    deadline: WatchedDeadline, chain: Chain, *, after_step: str | None, now: datetime | None = None
+) -> TimerPayload | None:
+    """The timer a deadline needs next, or None when nothing is left to arm (or what is left
+    falls after what NATS can schedule: see `unschedulable`)."""
+    return plan_timer(deadline, chain, after_step=after_step, now=now)[0]
 
 
 def _next_entry(
@@ -101,8 +113,7 @@ def unschedulable(
 ) -> PlannedAlert | None:
     """The next entry of a deadline's timeline when it falls after what NATS can schedule
     (and so is not armed), else None."""
-    entry = _next_entry(deadline, chain, after_step=after_step, now=now)
-    return entry if entry is not None and not schedulable(entry.at) else None
+    return plan_timer(deadline, chain, after_step=after_step, now=now)[1]
 
 
 def breach_timer(deadline: WatchedDeadline) -> TimerPayload | None:

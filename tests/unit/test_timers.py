@@ -11,6 +11,7 @@ from services.notify.timers import (
     WatchedDeadline,
     breach_timer,
     next_timer,
+    plan_timer,
     schedulable,
     unschedulable,
 )
@@ -145,3 +146,14 @@ def test_only_the_entries_nats_can_schedule_are_armed() -> None:
     left = unschedulable(close, late_chain, after_step="breach")
     assert left is not None and left.step == "escalation-1"
     assert schedulable(datetime(2261, 12, 31, 23, 59, tzinfo=UTC))
+
+
+def test_one_look_at_a_timeline_gives_the_timer_to_arm_or_the_entry_nats_cannot_schedule() -> None:
+    late_chain = Chain.parse([{"after": f"{300 * 365}d", "notify": "lead"}])
+    close = WatchedDeadline(conversation_id="c" * 32, tenant_id="acme", version=1, due_at=T0, state="armed")
+    timer, too_late = plan_timer(close, late_chain, after_step=None)
+    assert timer is not None and (timer.step, timer.at, too_late) == ("breach", T0, None)
+    timer, too_late = plan_timer(close, late_chain, after_step="breach")
+    assert timer is None and too_late is not None and too_late.step == "escalation-1"
+    assert plan_timer(close, late_chain, after_step="escalation-1") == (None, None)  # nothing left
+    assert plan_timer(deadline(1, state="cleared"), late_chain, after_step=None) == (None, None)

@@ -9,16 +9,15 @@ batch that fails is written again one message at a time, so one message that can
 holds back no other, and reaches the dead letter on its last delivery, never dropped.
 """
 
-import asyncio
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import Counter
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy import Table, TextClause, bindparam, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -35,9 +34,7 @@ from services.api.history import (
     unstorable,
 )
 from shared import subjects
-from shared.db.core import execute, fetch_rows
 from shared.db.models import CommandOutcomeRow, TimelineRow
-from shared.db.session import dialect_insert, transaction
 from shared.jetstream import dead_letter, is_last_delivery
 from shared.messages import MSG_ID
 
@@ -46,6 +43,30 @@ log = logging.getLogger(__name__)
 TIMELINE_CONSUMER = "api-timeline"
 
 KEPT = Counter("stayhuman_api_timeline_events_total", "Events the timeline consumer took", ["result"])
+
+
+def insert_absent(table: Table) -> TextClause:
+    """INSERT of one row of `table` (every column) unless one with its key is there: the same
+    SQL on SQLite and PostgreSQL, as a text statement SQLAlchemy compiles once (it compiles a
+    dialect's INSERT ... ON CONFLICT again on every execution), each value bound as its column's
+    type."""
+    names = [column.name for column in table.columns]
+    columns = ", ".join(f'"{name}"' for name in names)
+    values = ", ".join(f":{name}" for name in names)
+    return text(
+        f'INSERT INTO "{table.name}" ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING'
+    ).bindparams(*(bindparam(column.name, type_=column.type) for column in table.columns))
+
+
+def row_of(table: Table, entry: object) -> dict[str, Any]:
+    """The values of one row of `table`, from the entry's fields of the same names."""
+    return {column.name: getattr(entry, column.name) for column in table.columns}
+
+
+TIMELINE_TABLE: Table = TimelineRow.__table__  # type: ignore[attr-defined]
+OUTCOME_TABLE: Table = CommandOutcomeRow.__table__  # type: ignore[attr-defined]
+INSERT_ENTRY = insert_absent(TIMELINE_TABLE)
+INSERT_OUTCOME = insert_absent(OUTCOME_TABLE)
 
 
 @dataclass(frozen=True)
@@ -101,6 +122,9 @@ class TimelineConsumer:
     ) -> None:
         self.js = js
         self.sessions = sessions
+        # Rows are written on a connection of the sessions' engine: an ORM session around a
+        # batch's few statements cost more than the statements themselves.
+        self.engine: AsyncEngine = sessions.kw["bind"]
         self.max_deliver = max_deliver
         self.retry_delay = retry_delay
 
@@ -153,11 +177,11 @@ class TimelineConsumer:
     async def _store(self, reads: list[Read]) -> None:
         """One transaction: the entries and outcomes not yet kept, and the names of who asked on
         entries stored before their command's outcome came."""
-        async with transaction(self.sessions) as session:
+        async with self.engine.begin() as connection:
             issuers = {r.outcome.command_id: r.outcome.issued_by for r in reads if r.outcome is not None}
             wanted = {r.command_id for r in reads if r.command_id} - issuers.keys()
             if wanted:
-                issuers.update(await _issuers(session, wanted))
+                issuers.update(await _issuers(connection, wanted))
             entries: dict[str, TimelineEntry] = {}
             outcomes: dict[str, CommandOutcomeEntry] = {}
             for r in reads:
@@ -170,23 +194,25 @@ class TimelineConsumer:
                     entries.setdefault(entry.id, entry)
                 if r.outcome is not None:
                     outcomes.setdefault(r.outcome.command_id, r.outcome)
-            await execute(
-                session,
-                dialect_insert(session, TimelineRow).on_conflict_do_nothing(),
-                [asdict(e) for e in entries.values()],
-            )
-            await execute(
-                session,
-                dialect_insert(session, CommandOutcomeRow).on_conflict_do_nothing(),
-                [asdict(o) for o in outcomes.values()],
-            )
-            await _name_who_asked(session, list(outcomes.values()))
+            if entries:
+                await connection.execute(INSERT_ENTRY, [row_of(TIMELINE_TABLE, e) for e in entries.values()])
+            if outcomes:
+                await connection.execute(
+                    INSERT_OUTCOME, [row_of(OUTCOME_TABLE, o) for o in outcomes.values()]
+                )
+            await _name_who_asked(connection, list(outcomes.values()))
         KEPT.labels("stored").inc(len(entries))
         KEPT.labels("skipped").inc(sum(1 for r in reads if r.entry is None))
 
     async def _ack(self, reads: list[Read]) -> None:
-        results = await asyncio.gather(*(r.msg.ack() for r in reads), return_exceptions=True)
-        failed = sum(1 for result in results if isinstance(result, BaseException))
+        """Acknowledge the messages of a batch; each ack is written to the connection's buffer,
+        so they go out together."""
+        failed = 0
+        for r in reads:
+            try:
+                await r.msg.ack()
+            except Exception:
+                failed += 1
         if failed:  # stored: a redelivery finds them there and writes nothing
             log.warning("acks not sent; those events come again", extra={"count": failed})
 
@@ -197,10 +223,9 @@ class TimelineConsumer:
         )
 
 
-async def _issuers(session: AsyncSession, command_ids: set[str]) -> dict[str, str]:
+async def _issuers(connection: AsyncConnection, command_ids: set[str]) -> dict[str, str]:
     """Who sent each of these commands, from the outcomes already kept."""
-    rows = await fetch_rows(
-        session,
+    rows = await connection.execute(
         select(col(CommandOutcomeRow.command_id), col(CommandOutcomeRow.issued_by)).where(
             col(CommandOutcomeRow.command_id).in_(command_ids)
         ),
@@ -208,7 +233,7 @@ async def _issuers(session: AsyncSession, command_ids: set[str]) -> dict[str, st
     return {row.command_id: row.issued_by for row in rows}
 
 
-async def _name_who_asked(session: AsyncSession, outcomes: list[CommandOutcomeEntry]) -> None:
+async def _name_who_asked(connection: AsyncConnection, outcomes: list[CommandOutcomeEntry]) -> None:
     """The router publishes a command's events before its outcome, so they may be stored in an
     earlier batch, not yet knowing who asked: with the outcome here, their entries say it."""
     asked = {
@@ -218,8 +243,7 @@ async def _name_who_asked(session: AsyncSession, outcomes: list[CommandOutcomeEn
     }
     if not asked:
         return
-    rows = await fetch_rows(
-        session,
+    rows = await connection.execute(
         select(col(TimelineRow.id), col(TimelineRow.seq), col(TimelineRow.detail)).where(
             col(TimelineRow.conversation_id).in_({o.conversation_id for o in asked.values()}),
             col(TimelineRow.kind).in_(ATTRIBUTED),
@@ -239,10 +263,10 @@ async def _name_who_asked(session: AsyncSession, outcomes: list[CommandOutcomeEn
         entry = entry_of(event, message_id=row.id, seq=row.seq, issued_by=outcome.issued_by)
         if entry is not None and entry.actor != ROUTER:
             changes.append({"row": row.id, "by": entry.actor, "sentence": entry.summary})
-    await execute(
-        session,
-        update(TimelineRow)
-        .where(col(TimelineRow.id) == bindparam("row"))
-        .values(actor=bindparam("by"), summary=bindparam("sentence")),
-        changes,
-    )
+    if changes:
+        await connection.execute(
+            update(TimelineRow)
+            .where(col(TimelineRow.id) == bindparam("row"))
+            .values(actor=bindparam("by"), summary=bindparam("sentence")),
+            changes,
+        )

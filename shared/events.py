@@ -7,11 +7,12 @@ Events are facts named in the past tense. Each carries its own `type` and
 
 import enum
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+
+from shared import ids
 
 
 def _aware_utc(value: datetime) -> datetime:
@@ -107,7 +108,7 @@ class Author(BaseModel):
 class Event(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    event_id: str = Field(default_factory=ids.new_id)
     occurred_at: AwareDatetime = Field(default_factory=utcnow)
     tenant_id: str
     correlation_id: str = ""

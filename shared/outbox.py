@@ -8,7 +8,6 @@ between commit and publish only delays a message, never loses or doubles it.
 """
 
 import json
-import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, insert, select
@@ -16,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db.core import OUTBOX, execute, fetch_rows
 from shared.events import utcnow
+from shared.ids import new_id
 from shared.messages import Outgoing, command_outgoing  # noqa: F401 (here since before)
 
 # Rows written for the relay alone (nobody publishes them first) are dated this far
@@ -68,7 +68,7 @@ async def add_outbox(
     change): the relay takes them at its next pass."""
     if not messages:
         return None
-    row_id = uuid.uuid4().hex
+    row_id = new_id()
     created_at = utcnow() - RELAY_AT_ONCE if relay_only else utcnow()
     await execute(session, insert(OUTBOX).values(id=row_id, messages=encode(messages), created_at=created_at))
     return row_id

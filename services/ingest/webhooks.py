@@ -2,7 +2,6 @@
 
 import logging
 import time
-import uuid
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -16,6 +15,7 @@ from services.ingest.connectors.model import MalformedPayload, load_json
 from services.ingest.generic import SIGNATURE_HEADER, GenericInteraction, normalise, signature_valid
 from services.ingest.publisher import InteractionPublisher, RawPayload
 from shared.events import storable_text, utcnow
+from shared.ids import new_id
 from shared.jetstream import MessageTooLarge
 from shared.logs import CORRELATION_HEADER, correlation_id
 from shared.tracing import span
@@ -143,4 +143,4 @@ def request_correlation_id(request: Request) -> str:
     given = request.headers.get(CORRELATION_HEADER, "")
     if given and len(given) <= 64 and given.isascii() and given.isprintable():
         return given
-    return uuid.uuid4().hex
+    return new_id()

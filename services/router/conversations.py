@@ -13,7 +13,6 @@ against their owner's capacity.
 
 import enum
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -181,7 +180,7 @@ class Timer:
 
 
 def random_id() -> str:
-    return uuid.uuid4().hex
+    return ids.new_id()
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ so that the same input, at the same time, with the same ids, gives the same
 output byte for byte.
 """
 
-import uuid
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from services.router.conversations import Conversation, Reply, World
+from shared import ids
 from shared.events import InteractionReceived, utcnow
 from shared.messages import Outgoing
 
@@ -161,7 +161,7 @@ class SystemClock:
 
 class RandomIds:
     def new_id(self) -> str:
-        return uuid.uuid4().hex
+        return ids.new_id()
 
 
 class CountingIds:

@@ -5,7 +5,8 @@ are restarted, deliveries come twice (the same webhooks again, and messages repu
 JetStream under new ids) and a poison message is put straight on the interactions subject.
 Afterwards every interaction answered 202 is stored once and its conversation assigned once,
 every conversation left unanswered past its SLA is alerted once, no answered one is, and the
-poison message is on the dead letter with its error."""
+poison message is on the dead letter with its error. And a lone NATS server (no cluster) killed
+and started again under load loses and doubles nothing."""
 
 import asyncio
 import json
@@ -29,6 +30,7 @@ from shared import subjects
 from shared.db.core import CONVERSATIONS, INTERACTIONS
 from shared.ids import conversation_id
 from shared.jetstream import DLQ_ERROR
+from stayhuman.natsserver import EmbeddedNats
 from tests.chaos import (
     Timeline,
     WebhookSender,
@@ -321,3 +323,99 @@ async def _chaos(tmp_path: Path, postgres_url: str, cluster: NatsCluster, smtp: 
         print("\n".join(["what was done:", *timeline.entries]))
         await nc.close()
         stack.stop()
+
+
+@pytest.mark.timeout(300)  # a bound on a stuck run; a run takes about a minute
+async def test_a_lone_nats_server_killed_under_load_and_started_again_loses_and_doubles_nothing(
+    tmp_path: Path,
+) -> None:
+    """One nats-server, as a small installation runs it (SQLite, one router): killed with SIGKILL
+    while webhooks arrive, started again on its store a few seconds later. Meanwhile ingest holds
+    the requests in hand until the server is back (or answers 503 past its wait, and the platform
+    sends again); afterwards every delivery was accepted, and each accepted interaction is stored
+    once and its conversation assigned once."""
+    tenants = ("north", "south")
+    server = EmbeddedNats(tmp_path / "nats").start()
+    stack = Stack.configured(
+        tmp_path / "stack",
+        _config(tenants, {}),
+        nats=server,
+        STAYHUMAN_LOG_LEVEL="warning",
+        STAYHUMAN_ROUTER_ACK_WAIT="5s",
+    )
+    timeline = Timeline()
+    stack.start()
+    timeline.note("up on one nats-server and SQLite")
+    try:
+        async with WebhookSender(
+            lambda account: stack.url("ingest", f"/webhooks/generic/{account}"),
+            {f"{tenant}-fb": _secret(tenant) for tenant in tenants},
+        ) as sender:
+            stop = asyncio.Event()
+
+            def bulk(n: int) -> None:
+                tenant = tenants[n % len(tenants)]
+                sender.send(f"{tenant}-fb", f"b{n}", generic(f"b{n}", f"b{n}"))
+
+            load = asyncio.create_task(paced(RATE, stop, bulk, sender.busy))
+
+            async def accepted_at_least(count: int) -> bool:
+                return len(sender.accepted()) >= count
+
+            await eventually(lambda: accepted_at_least(300), timeout=60, what="traffic flowing")
+            await asyncio.to_thread(server.kill)
+            killed_at = time.monotonic()
+            before = len(sender.accepted())
+            timeline.note(f"nats-server killed ({before} accepted so far)")
+            await asyncio.sleep(3)
+            refused = sender.statuses["503"]
+            await asyncio.to_thread(server.start)
+            restarted_at = time.monotonic()
+            timeline.note(f"nats-server started again on its store ({refused} answers of 503 meanwhile)")
+            await eventually(
+                lambda: accepted_at_least(before + 600), timeout=90, what="traffic flowing again"
+            )
+            stop.set()
+            sent = await load
+            await sender.drain()
+            timeline.note(f"load stopped: {sent} webhooks, {len(sender.deliveries)} deliveries")
+        accepted = sender.accepted()
+        print(f"statuses over all attempts: {dict(sender.statuses)}")
+        assert [d for d in sender.deliveries if d.interaction_id is None] == []
+        waited = [d for d in accepted if d.sent_at < restarted_at and d.accepted_at > restarted_at]
+        print(f"{len(waited)} deliveries sent before the restart were answered 202 after it")
+        assert [d for d in accepted if killed_at + 0.5 < d.accepted_at < restarted_at] == []
+        assert waited, "no delivery waited for the server: it was not down"
+        ids = {d.interaction_id for d in accepted}
+        threads = {conversation_id(account_id=d.account, thread_id=d.thread) for d in accepted}
+        nc = await nats.connect(server.url)
+        try:
+            streams = (subjects.INTERACTIONS_STREAM, subjects.EVENTS_STREAM)
+            await eventually(
+                lambda: consumers_idle(nc, *streams), timeout=90, interval=0.5, what="consumers settled"
+            )
+            timeline.note("every consumer settled")
+            rows = await stack.query(select(INTERACTIONS.c.id))
+            per_interaction = Counter(row.id for row in rows)
+            conversations = await stack.query(select(CONVERSATIONS.c.id, CONVERSATIONS.c.owner_id))
+            owners = {row.id: row.owner_id for row in conversations}
+            assigned = await assigned_per_conversation(nc)
+            dead = await read_all(nc, "sh.dlq.>")
+        finally:
+            await nc.close()
+        print(
+            f"counted: {len(accepted)} deliveries accepted ({len(ids)} interactions, {len(threads)} "
+            f"conversations); {len(rows)} interaction rows, {len(conversations)} conversations; "
+            f"{sum(assigned.values())} ConversationAssigned for {len(assigned)} conversations; "
+            f"{len(dead)} dead letters"
+        )
+        assert {i: n for i, n in per_interaction.items() if n != 1} == {}
+        assert ids == set(per_interaction)
+        assert set(owners) == threads and None not in owners.values()
+        assert {cid: n for cid, n in assigned.items() if n != 1} == {}, "a conversation assigned twice"
+        assert set(assigned) == threads
+        assert dead == []
+    finally:
+        print("\n".join(["what was done:", *timeline.entries]))
+        stack.stop()
+        server.stop()

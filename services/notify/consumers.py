@@ -226,7 +226,11 @@ class Isolating:
         try:
             prepared = await self.prepare([item for _msg, item in decoded])
         except Exception as error:
-            log.warning(f"reading for a batch of {self.what}s failed; it will be retried", exc_info=True)
+            log.warning(
+                f"reading for a batch of {self.what}s failed; each will be retried, or kept on the dead "
+                "letter on its last delivery",
+                exc_info=True,
+            )
             for msg, _item in decoded:
                 await self._failed(msg, error)
             return
@@ -243,7 +247,10 @@ class Isolating:
             outcome = await with_heartbeat(msg, self.call(work, msg, last=last))
             await self.publisher.publish(outcome, stream=self.stream, consumer=self.consumer)
         except Exception as error:
-            log.warning(f"{self.what} failed; it will be retried", exc_info=True)
+            then = (
+                "kept on the dead letter" if is_last_delivery(msg, self.max_deliver) else "it will be retried"
+            )
+            log.warning(f"{self.what} failed; {then}", exc_info=True)
             await self._failed(msg, error)
             return
         if outcome.retry_in is None:

@@ -42,7 +42,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -70,7 +70,6 @@ from services.api.scope import Access, access, load_viewer
 from services.api.timeline import message_id_of
 from services.api.views import Problem
 from shared import subjects
-from shared.db.core import fetch_rows
 from shared.db.models import ConversationRow, RoleGrantRow, TeamMemberRow, TeamRow
 from shared.events import Event
 from shared.logs import transient_trouble
@@ -111,11 +110,13 @@ class Update:
     audience: Audience | None = None
 
 
-def render(update: Update) -> bytes | None:
+def render(update: Update, event: Event | None = None) -> bytes | None:
     """The Server-Sent Events an update becomes for a browser that may see it (None: nothing a
-    person reads, or no event at all)."""
+    person reads, or no event at all); `event`: the update's, when already decoded."""
     try:
-        return payload_of(decode(update.data), seq=update.seq, message_id=update.message_id)
+        if event is None:
+            event = decode(update.data)
+        return payload_of(event, seq=update.seq, message_id=update.message_id)
     except ValueError:
         return None
     except Exception:
@@ -175,6 +176,9 @@ class Known:
         parent: "Known | None" = None,
     ) -> None:
         self.sessions = sessions
+        # Read on a connection of the sessions' engine: an ORM session around one query cost
+        # more than the query.
+        self.engine: AsyncEngine = sessions.kw["bind"]
         self.kept = kept
         self.people_for = people_for
         self.parent = parent
@@ -220,19 +224,18 @@ class Known:
         if not conversations and not people:
             return
         try:
-            async with self.sessions() as session:
+            async with self.engine.connect() as connection:
                 if conversations:
-                    await self._conversations(session, conversations)
+                    await self._conversations(connection, conversations)
                 if people:
-                    await self._people(session, people)
+                    await self._people(connection, people)
         except Exception as error:  # the database is away: the events still go to who the events say
             transient_trouble.warn(
                 log, "live database", "live updates could not read the database", error=repr(error)
             )
 
-    async def _conversations(self, session: AsyncSession, wanted: set[str]) -> None:
-        rows = await fetch_rows(
-            session,
+    async def _conversations(self, connection: AsyncConnection, wanted: set[str]) -> None:
+        rows = await connection.execute(
             select(
                 col(ConversationRow.id),
                 col(ConversationRow.tenant_id),
@@ -243,23 +246,21 @@ class Known:
         for row in rows:
             self.remember(row.id, Facts(row.tenant_id, row.team_id, row.owner_id))
 
-    async def _people(self, session: AsyncSession, wanted: set[str]) -> None:
+    async def _people(self, connection: AsyncConnection, wanted: set[str]) -> None:
         teams: dict[str, set[Team]] = {person: set() for person in wanted}
         tenants: dict[str, set[str]] = {person: set() for person in wanted}
-        for row in await fetch_rows(
-            session,
+        for row in await connection.execute(
             select(col(TeamMemberRow.person_id), col(TeamRow.id), col(TeamRow.tenant_id))
             .join(TeamRow, col(TeamRow.id) == col(TeamMemberRow.team_id))
             .where(col(TeamMemberRow.person_id).in_(sorted(wanted))),
         ):
             teams[row.person_id].add(Team(row.id, row.tenant_id))
-        for row in await fetch_rows(
-            session,
+        for grant in await connection.execute(
             select(col(RoleGrantRow.person_id), col(RoleGrantRow.tenant_id)).where(
                 col(RoleGrantRow.person_id).in_(sorted(wanted)), col(RoleGrantRow.tenant_id) != ""
             ),
         ):
-            tenants[row.person_id].add(row.tenant_id)
+            tenants[grant.person_id].add(grant.tenant_id)
         until = time.monotonic() + self.people_for
         for person in wanted:
             self.people[person] = (until, PersonFacts(frozenset(teams[person]), frozenset(tenants[person])))
@@ -282,9 +283,9 @@ def updates_of(msgs: Sequence[Msg]) -> list[Update]:
     return [Update(msg.metadata.sequence.stream, message_id_of(msg), msg.data) for msg in msgs]
 
 
-async def work_out(known: Known, updates: Sequence[Update]) -> None:
+async def work_out(known: Known, updates: Sequence[Update]) -> list[tuple[Update, Event]]:
     """Who may see each update, in stream order (one database query for what is unknown); an
-    update that is no event stays seen by nobody."""
+    update that is no event stays seen by nobody. Returns the updates that are events, decoded."""
     decoded: list[tuple[Update, Event]] = []
     for update in updates:
         try:
@@ -298,6 +299,7 @@ async def work_out(known: Known, updates: Sequence[Update]) -> None:
         except Exception:
             log.exception("who may see an event could not be worked out", extra={"seq": update.seq})
             TAKEN.labels("invalid").inc()
+    return decoded
 
 
 async def next_batch(subscription: JetStreamContext.PushSubscription, wait: float | None) -> list[Msg]:
@@ -429,8 +431,7 @@ class LiveHub:
             return
         TAKEN.labels("kept").inc(len(fresh))
         async with self._working:
-            if self.listening:
-                await self._work_out(fresh)
+            events = await self._work_out(fresh) if self.listening else {}
             # From here to the new head nothing awaits: a session that connects meanwhile either
             # joined before these updates (it gets them live) or after (its replay has them).
             for update in fresh:
@@ -442,7 +443,7 @@ class LiveHub:
                 self.resolved = self.recent.floor
             if self.resolved >= fresh[-1].seq:
                 for update in fresh:
-                    self._fan_out(update)
+                    self._fan_out(update, events.get(update.seq))
             self.head = max(self.head, fresh[-1].seq)
 
     async def catch_up(self) -> None:
@@ -450,14 +451,18 @@ class LiveHub:
         async with self._working:
             await self._work_out([])
 
-    async def _work_out(self, fresh: Sequence[Update]) -> None:
+    async def _work_out(self, fresh: Sequence[Update]) -> dict[int, Event]:
         """Who may see the buffered updates not worked out yet, then `fresh`, in stream order;
-        the caller holds `_working`."""
+        the caller holds `_working`. Returns the events of `fresh`, decoded, by sequence."""
         pending = [*self.recent.between(self.resolved, MAX_SEQUENCE), *fresh]
+        events: dict[int, Event] = {}
         for start in range(0, len(pending), BATCH):
             chunk = pending[start : start + BATCH]
-            await work_out(self.known, chunk)
+            for update, event in await work_out(self.known, chunk):
+                if update.seq > self.head:
+                    events[update.seq] = event
             self.resolved = max(self.resolved, chunk[-1].seq)
+        return events
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -492,7 +497,7 @@ class LiveHub:
             if not listeners:
                 del index[key]
 
-    def _fan_out(self, update: Update) -> None:
+    def _fan_out(self, update: Update, event: Event | None = None) -> None:
         """Hand an update to every session that may see it, rendered once for all of them."""
         audience = update.audience
         if audience is None:
@@ -506,7 +511,7 @@ class LiveHub:
         for listener in candidates:
             if may_see(listener.sight, audience):
                 if payload is None:
-                    payload = render(update)
+                    payload = render(update, event)
                     if payload is None:
                         return
                 try:
@@ -626,11 +631,10 @@ class LiveHub:
                         yield position(upto)
                     return
                 updates = updates_of([msg for msg in batch if msg.metadata.sequence.stream <= upto])
-                await work_out(known, updates)
                 shown = [
                     p
-                    for u in updates
-                    if u.audience is not None and may_see(sight, u.audience) and (p := render(u))
+                    for u, event in await work_out(known, updates)
+                    if u.audience is not None and may_see(sight, u.audience) and (p := render(u, event))
                 ]
                 last = batch[-1].metadata
                 done = last.sequence.stream >= upto or not last.num_pending

@@ -16,15 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
 REJECTED = Counter("stayhuman_ingest_rejected_total", "Webhook requests refused", ["status"])
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[Message], Any]
 
 
 class _TooLarge(Exception):
@@ -75,7 +71,7 @@ class RequestGuard:
 
     def __init__(
         self,
-        app: Callable[[Scope, Receive, Send], Any],
+        app: ASGIApp,
         *,
         body_limit: Callable[[str], int],
         read_timeout: float,
@@ -90,8 +86,21 @@ class RequestGuard:
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.admit(self.app, scope, receive, send)
+
+    def around(self, app: ASGIApp) -> ASGIApp:
+        """`app` behind this guard: its requests take the same `max_concurrent` places (an
+        app that sends some paths elsewhere keeps one cap on all of its work)."""
+
+        async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+            await self.admit(app, scope, receive, send)
+
+        return guarded
+
+    async def admit(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the body within the limits, take a place, and let `app` answer."""
         if scope["type"] != "http" or scope["path"] in self.unguarded:
-            await self.app(scope, receive, send)
+            await app(scope, receive, send)
             return
         limit = self.body_limit(scope["path"])
         declared = _declared_length(scope)
@@ -121,7 +130,7 @@ class RequestGuard:
             return
         self.in_flight += 1
         try:
-            await self.app(scope, _replay(body, receive), send)
+            await app(scope, _replay(body, receive), send)
         finally:
             self.in_flight -= 1
 

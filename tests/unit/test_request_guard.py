@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ class SlowApp:
         self.release = asyncio.Event()
         self.bodies: list[bytes] = []
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         message = await receive()
         self.bodies.append(message["body"])
         await self.release.wait()
@@ -65,13 +66,13 @@ async def test_a_body_that_trickles_in_is_cut_off_without_taking_a_place() -> No
     app = SlowApp()
     app.release.set()
     guard = guarded(app, read_timeout=0.3)
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def trickle() -> dict[str, Any]:
         await asyncio.sleep(10)  # a client sending nothing more
         return {"type": "http.request", "body": b"x", "more_body": True}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     scope = {"type": "http", "path": "/webhooks/x", "headers": [], "method": "POST"}

@@ -544,8 +544,9 @@ class LiveHub:
             # before its first event resumes where it began.
             yield RETRY + (position(joined) if after is None else b"")
             if after is not None and after < joined:
-                if self.recent.holds_after(after):
-                    await self.catch_up()
+                # What the buffer holds is worked out first: the resumption reads it, or a replay
+                # from JetStream starts from what the hub knows now.
+                await self.catch_up()
                 if self.recent.holds_after(after):
                     RESUMED.labels("buffer").inc()
                     missed = [

@@ -8,6 +8,10 @@ message at a time, so a poison message cannot hold the others back and reaches t
 dead letter on its last delivery. A crash anywhere leaves either nothing
 (redelivery redoes it) or committed state whose messages the outbox relay
 publishes under the same ids.
+
+The lanes' batches that wait for a unit of work go into the next one together: one
+transaction for all of them instead of one each in turn, so a quiet tenant's message
+waits for at most the unit running and its own, however many lanes a burst keeps busy.
 """
 
 import asyncio
@@ -51,6 +55,14 @@ ROUTING_LATENCY = Histogram(
 
 
 @dataclass
+class _Waiting:
+    """A lane's batch waiting for a unit of work, and that unit's outcome once committed."""
+
+    items: list[tuple[Msg, Any]]
+    outcome: "asyncio.Future[Outcome]"
+
+
+@dataclass
 class InteractionConsumer:
     """Interactions (new and withdrawn) from the lanes of SH_INTERACTIONS."""
 
@@ -63,16 +75,20 @@ class InteractionConsumer:
     lock: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     consumer: str = CONSUMER
     clock: Clock = field(default_factory=SystemClock)
+    # Most messages of the batches waiting that one unit of work takes together.
+    max_together: int = 1000
+    _waiting: list["_Waiting"] = field(default_factory=list)
 
     what = "interaction"
+    together = True  # batches of several lanes in one unit of work
 
     def _decode(self, data: bytes) -> Any:
         return interaction_adapter.validate_json(data)
 
     async def _decide(self, items: list[tuple[Msg, Any]]) -> Outcome:
+        """One unit of work for `items` (the caller holds the lock)."""
         traces = {key_of(item): msg.headers for msg, item in items}
-        async with self.lock:
-            outcome = await self.router.route([item for _msg, item in items], self.clock.now(), traces=traces)
+        outcome = await self.router.route([item for _msg, item in items], self.clock.now(), traces=traces)
         # counted once committed: a batch rolled back and routed again counts once
         counters = outcome.counters
         ROUTED.labels("duplicate").inc(counters.duplicates)
@@ -96,10 +112,10 @@ class InteractionConsumer:
             except (ValueError, OverflowError) as error:  # e.g. an instant before year 1 in UTC
                 ROUTED.labels("dead_letter").inc()
                 await self._dead_letter(msg, f"invalid {self.what}: {type(error).__name__}: {error}")
-        if len(items) == 1:
-            await self._route_alone(items[0])
-            return
         if not items:
+            return
+        if len(items) == 1 and not self.together:
+            await self._route_alone(items[0])
             return
         try:
             await self._route(items)
@@ -115,7 +131,7 @@ class InteractionConsumer:
         on the dead letter with its error (never nak'ed into a silent drop at max_deliver)."""
         msg, _item = item
         try:
-            await self._route([item])
+            await self._route([item], together=False)
         except Exception as error:
             last = is_last_delivery(msg, self.max_deliver)
             log.warning(
@@ -137,9 +153,7 @@ class InteractionConsumer:
         stream = msg.metadata.stream if msg.metadata else subjects.INTERACTIONS_STREAM
         await dead_letter(self.js, msg, stream=stream, consumer=self.consumer, error=error)
 
-    async def _route(self, items: list[tuple[Msg, Any]]) -> None:
-        with BATCH_SECONDS.time():
-            outcome = await self._decide(items)
+    async def _publish(self, outcome: Outcome) -> None:
         try:
             await publish_pipelined(self.js, outcome.outgoing)
         except Exception:
@@ -149,6 +163,65 @@ class InteractionConsumer:
         else:
             if outcome.outbox_id is not None:
                 self.router.published(outcome.outbox_id)  # deleted by the next unit of work
+
+    async def _with_others(self, items: list[tuple[Msg, Any]]) -> Outcome:
+        """Route `items` in the next unit of work, with the other lanes' batches waiting then.
+
+        Whichever waiting lane gets the lock routes the batches waiting, oldest first (as many
+        as `max_together` messages allow, at least one), and publishes their messages once the
+        lock is free for the next unit; each lane then acknowledges its own messages. A unit
+        that fails fails for each of its batches, and each routes its messages one by one."""
+        mine = _Waiting(items, asyncio.get_running_loop().create_future())
+        self._waiting.append(mine)
+        try:
+            while not mine.outcome.done():
+                async with self.lock:
+                    if mine.outcome.done():
+                        break
+                    group = self._take_waiting()
+                    if not group:
+                        break  # ours was taken by the unit that is publishing: its outcome comes
+                    try:
+                        with BATCH_SECONDS.time():
+                            outcome = await self._decide(
+                                [item for waiting in group for item in waiting.items]
+                            )
+                    except Exception as error:
+                        for waiting in group:
+                            waiting.outcome.set_exception(error)
+                        continue
+                    except BaseException:
+                        for waiting in group:
+                            waiting.outcome.set_exception(RuntimeError("unit of work interrupted"))
+                        raise
+                try:
+                    await self._publish(outcome)
+                finally:
+                    for waiting in group:  # committed: each lane acknowledges its own messages
+                        waiting.outcome.set_result(outcome)
+        except BaseException:
+            if mine in self._waiting:
+                self._waiting.remove(mine)  # stopped before any unit took it
+            raise
+        return await mine.outcome
+
+    def _take_waiting(self) -> list["_Waiting"]:
+        taken: list[_Waiting] = []
+        count = 0
+        while self._waiting and (not taken or count + len(self._waiting[0].items) <= self.max_together):
+            waiting = self._waiting.pop(0)
+            taken.append(waiting)
+            count += len(waiting.items)
+        return taken
+
+    async def _route(self, items: list[tuple[Msg, Any]], *, together: bool = True) -> None:
+        if together and self.together:
+            outcome = await self._with_others(items)
+        else:
+            async with self.lock:
+                with BATCH_SECONDS.time():
+                    outcome = await self._decide(items)
+            await self._publish(outcome)
         for msg, item in items:
             if key_of(item) in outcome.unknown:
                 ROUTED.labels("dead_letter").inc()
@@ -164,13 +237,13 @@ class CommandConsumer(InteractionConsumer):
 
     consumer: str = COMMANDS_CONSUMER
     what = "command"
+    together = False
 
     def _decode(self, data: bytes) -> Any:
         return command_adapter.validate_json(data)
 
     async def _decide(self, items: list[tuple[Msg, Any]]) -> Outcome:
-        async with self.lock:
-            outcome = await self.router.apply([item for _msg, item in items], self.clock.now())
+        outcome = await self.router.apply([item for _msg, item in items], self.clock.now())
         for kind, count in outcome.counters.commands.items():
             COMMANDS.labels(kind).inc(count)
         return outcome

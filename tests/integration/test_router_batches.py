@@ -497,3 +497,49 @@ async def test_routing_locks_only_the_people_of_the_teams_it_may_assign(
     async with setup.sessions() as session:
         owners = {c.thread_id: c.owner_id for c in (await session.exec(select(ConversationRow))).all()}
     assert owners == {"inv": "bill", "hello": "cara"}
+
+
+async def test_the_batches_of_lanes_waiting_for_a_unit_of_work_go_into_the_next_one_together(
+    setup: Setup,
+) -> None:
+    """Three lanes' batches arrive while a unit of work runs: they are routed in one unit after
+    it (one moment of routing for the three), and each lane acknowledges its own messages."""
+    await publish(
+        setup.js, event("m1", thread_id="a"), event("m2", thread_id="b"), event("m3", thread_id="c")
+    )
+    msgs = await fetch_all(setup.js, 3)
+    consumer = router(setup)
+    async with consumer.lock:  # a unit of work running
+        lanes = [asyncio.create_task(consumer.handle_batch([msg])) for msg in msgs]
+        await asyncio.sleep(0.2)
+        assert not any(lane.done() for lane in lanes)
+    await asyncio.gather(*lanes)
+    async with setup.sessions() as session:
+        conversations = (await session.exec(select(ConversationRow))).all()
+    assert len(conversations) == 3
+    assert len({c.assigned_at for c in conversations}) == 1  # the `now` of one unit of work
+    info = await setup.js.consumer_info(subjects.INTERACTIONS_STREAM, CONSUMER)
+    assert info.num_ack_pending == 0
+
+
+async def test_a_poison_message_in_a_unit_of_lanes_together_holds_back_none_of_the_others(
+    setup: Setup,
+) -> None:
+    """A unit of work of several lanes' batches fails for one poison message: each lane routes
+    its messages one by one, the others are stored and acknowledged, the poison message comes
+    again (and on its last delivery goes to the dead letter)."""
+    await refuse_in_database(setup.sessions, "interaction", "external_id")
+    await publish(
+        setup.js, event("m1", thread_id="a"), event("poison", thread_id="b"), event("m3", thread_id="c")
+    )
+    msgs = await fetch_all(setup.js, 3)
+    consumer = router(setup)
+    async with consumer.lock:
+        lanes = [asyncio.create_task(consumer.handle_batch([msg])) for msg in msgs]
+        await asyncio.sleep(0.2)
+    await asyncio.gather(*lanes)
+    async with setup.sessions() as session:
+        stored = {row.external_id for row in (await session.exec(select(InteractionRow))).all()}
+    assert stored == {"m1", "m3"}
+    info = await setup.js.consumer_info(subjects.INTERACTIONS_STREAM, CONSUMER)
+    assert info.num_ack_pending == 1  # the poison message, nak'ed: delivered again

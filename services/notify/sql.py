@@ -99,20 +99,33 @@ async def store_deadlines(
         return {}
     events = list(newest.values())
     rows = [_deadline_row(e, now) for e in events]
-    statement = dialect_insert(session, DEADLINES)
-    statement = statement.on_conflict_do_update(
-        index_elements=["conversation_id"],
-        set_={name: statement.excluded[name] for name in rows[0] if name != "conversation_id"},
-        where=DEADLINES.c.version < statement.excluded.version,
-    ).returning(DEADLINES.c.conversation_id)
     connection = await session.connection()
-    written = {row[0] for row in await connection.execute(statement, rows)}
+    written = {row[0] for row in await connection.execute(_store_statement(session, rows[0]), rows)}
     current = {e.conversation_id: _watched(e) for e in events if e.conversation_id in written}
     left = [e.conversation_id for e in events if e.conversation_id not in written]
     if left:
         current.update(await get_deadlines(session=session, ids=left))
     chains = await get_chains(session=session, ids=list(current))
     return {cid: CurrentDeadline(d, chains.get(cid, Chain())) for cid, d in current.items()}
+
+
+_STORE_STATEMENTS: dict[str, Any] = {}
+
+
+def _store_statement(session: AsyncSession, row: dict[str, Any]) -> Any:
+    """The upsert of `store_deadlines` for the session's database, built once: SQLAlchemy
+    compiles a dialect's INSERT ... ON CONFLICT again on every execution (it is not cached),
+    and building it cost as much again, every batch."""
+    name = session.bind.dialect.name if session.bind is not None else "sqlite"
+    statement = _STORE_STATEMENTS.get(name)
+    if statement is None:
+        insert = dialect_insert(session, DEADLINES)
+        statement = _STORE_STATEMENTS[name] = insert.on_conflict_do_update(
+            index_elements=["conversation_id"],
+            set_={column: insert.excluded[column] for column in row if column != "conversation_id"},
+            where=DEADLINES.c.version < insert.excluded.version,
+        ).returning(DEADLINES.c.conversation_id)
+    return statement
 
 
 def _watched(e: DeadlineChanged) -> WatchedDeadline:
@@ -135,8 +148,22 @@ async def get_current(*, session: AsyncSession, ids: Iterable[str]) -> dict[str,
     return {cid: CurrentDeadline(d, chains.get(cid, Chain())) for cid, d in deadlines.items()}
 
 
+# Selects built once (SQLAlchemy caches their compiled form, but building one costs every call).
+_DEADLINES_OF = select(DEADLINES).where(DEADLINES.c.conversation_id.in_(bindparam("ids", expanding=True)))
+_CHAINS_OF = (
+    select(CONVERSATIONS.c.id, TENANTS.c.escalation, TOPICS.c.escalation.label("topic_escalation"))
+    .join(TENANTS, TENANTS.c.id == CONVERSATIONS.c.tenant_id)
+    .outerjoin(
+        TOPICS,
+        (TOPICS.c.tenant_id == CONVERSATIONS.c.tenant_id) & (TOPICS.c.name == CONVERSATIONS.c.topic),
+    )
+    .where(CONVERSATIONS.c.id.in_(bindparam("ids", expanding=True)))
+)
+
+
 async def get_deadlines(*, session: AsyncSession, ids: Iterable[str]) -> dict[str, WatchedDeadline]:
-    rows = await fetch_rows(session, select(DEADLINES).where(DEADLINES.c.conversation_id.in_(list(ids))))
+    connection = await session.connection()
+    rows = await connection.execute(_DEADLINES_OF, {"ids": list(ids)})
     return {row.conversation_id: _deadline(row) for row in rows}
 
 
@@ -337,16 +364,8 @@ def _chain(text: str | None) -> Chain:
 
 async def get_chains(*, session: AsyncSession, ids: Iterable[str]) -> dict[str, Chain]:
     """The escalation chain of each conversation: its topic's, else its tenant's."""
-    rows = await fetch_rows(
-        session,
-        select(CONVERSATIONS.c.id, TENANTS.c.escalation, TOPICS.c.escalation.label("topic_escalation"))
-        .join(TENANTS, TENANTS.c.id == CONVERSATIONS.c.tenant_id)
-        .outerjoin(
-            TOPICS,
-            (TOPICS.c.tenant_id == CONVERSATIONS.c.tenant_id) & (TOPICS.c.name == CONVERSATIONS.c.topic),
-        )
-        .where(CONVERSATIONS.c.id.in_(list(ids))),
-    )
+    connection = await session.connection()
+    rows = await connection.execute(_CHAINS_OF, {"ids": list(ids)})
     return {row.id: _chain(row.topic_escalation or row.escalation) for row in rows}
 
 

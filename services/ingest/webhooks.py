@@ -119,6 +119,8 @@ async def generic_webhook(account_id: str, request: Request) -> JSONResponse:
     answer = await accept_generic(
         account_id, request.headers, body, _directory(request), _publisher(request), started
     )
+    if answer.status >= 400:
+        raise answer.error()  # FastAPI's telemetry sees the refusal, its error handler answers it
     return answer.response()
 
 

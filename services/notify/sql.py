@@ -160,6 +160,8 @@ _CHAINS_OF = (
     .where(CONVERSATIONS.c.id.in_(bindparam("ids", expanding=True)))
 )
 
+_PEOPLE_OF = select(PEOPLE).where(PEOPLE.c.id.in_(bindparam("ids", expanding=True)))
+
 
 async def get_deadlines(*, session: AsyncSession, ids: Iterable[str]) -> dict[str, WatchedDeadline]:
     connection = await session.connection()
@@ -563,7 +565,8 @@ async def get_preferences(
     *, session: AsyncSession, people: Iterable[str]
 ) -> tuple[dict[str, Preferences], dict[str, str]]:
     """People's alert preferences, and their sealed Apprise URLs."""
-    rows = await fetch_rows(session, select(PEOPLE).where(PEOPLE.c.id.in_(list(people))))
+    connection = await session.connection()
+    rows = (await connection.execute(_PEOPLE_OF, {"ids": list(people)})).all()
     return {row.id: _preferences(row) for row in rows}, {row.id: row.apprise_urls for row in rows}
 
 

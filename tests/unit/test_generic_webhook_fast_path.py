@@ -1,6 +1,7 @@
 """The generic webhook is answered ahead of FastAPI when tracing is off, and by its FastAPI
 route when tracing is on: both give the same answer, byte for byte, to every kind of request."""
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -12,8 +13,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from services.ingest.publisher import RawPayload
 from shared.events import InteractionReceived
-from tests.helpers import generic_body, sign
-from tests.ingest_fakes import GENERIC_SECRET, Client, KeepingPublisher, ingest_app
+from tests.helpers import eventually, generic_body, sign
+from tests.ingest_fakes import GENERIC_SECRET, TOKEN, Client, KeepingPublisher, ingest_app
 
 TRACED = {"otel_endpoint": "http://collector.invalid:4318/v1/traces"}
 
@@ -131,3 +132,47 @@ def test_the_fast_path_skips_fastapi() -> None:
         assert app.middleware_stack is not None
     finally:
         running.close()
+
+
+class Held(KeepingPublisher):
+    """A JetStream that acknowledges only when released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.waiting = 0
+
+    async def publish(self, event: InteractionReceived, *, raw: RawPayload | None = None) -> bool:
+        self.waiting += 1
+        await self.release.wait()
+        return await super().publish(event, raw=raw)
+
+
+async def test_the_fast_path_and_the_other_routes_share_one_cap_on_work_at_once() -> None:
+    publisher = Held()
+    app = ingest_app(publisher, max_concurrent_requests=1)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingest.test") as client:
+        held = asyncio.create_task(
+            client.post("/webhooks/generic/acme-fb", content=BODY, headers=_signed(BODY))
+        )
+        await eventually(lambda: _true(publisher.waiting == 1), timeout=5, interval=0.01, what="held")
+        other = generic_body("fast-4")
+        refused = await client.post("/webhooks/generic/acme-fb", content=other, headers=_signed(other))
+        batch = await client.post(
+            "/v1/interactions",
+            content=b'{"interactions": []}',
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        publisher.release.set()
+        assert (await held).status_code == 202
+        after = await client.post("/webhooks/generic/acme-fb", content=other, headers=_signed(other))
+    for response in (refused, batch):
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+        assert response.json() == {"error": "too many requests at once, retry later"}
+    assert after.status_code == 202
+
+
+async def _true(value: bool) -> bool:
+    return value

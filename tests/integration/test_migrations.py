@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import column, insert, select, table, text
 
@@ -59,3 +61,25 @@ async def test_the_job_upgrades_from_the_previous_revision_keeping_data(empty_da
         assert (await connection.execute(text("SELECT count(*) FROM deadline"))).scalar() == 0
         assert (await connection.execute(text("SELECT count(external_id) FROM account"))).scalar() == 0
     await engine.dispose()
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgres"], indirect=True)  # SQLite does not compress
+async def test_on_postgresql_the_outbox_is_compressed_with_lz4_and_a_downgrade_undoes_it(
+    empty_database_url: str,
+) -> None:
+    """A unit of work writes its messages to the outbox as one value of about a megabyte:
+    PostgreSQL's default compression (pglz) took as long as the unit's other writes."""
+    await asyncio.to_thread(migrate_job, empty_database_url)
+    query = text(
+        "SELECT attcompression::text, attstorage::text FROM pg_attribute "
+        "WHERE attrelid = 'outboxbatch'::regclass AND attname = 'messages'"
+    )
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.connect() as connection:
+            assert tuple((await connection.execute(query)).one()) == ("l", "x")
+        await asyncio.to_thread(command.downgrade, alembic_config(empty_database_url), "0021")
+        async with engine.connect() as connection:
+            assert tuple((await connection.execute(query)).one()) == ("", "x")
+    finally:
+        await engine.dispose()

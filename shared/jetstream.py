@@ -6,8 +6,10 @@ that uses them, so any start order works and a redeploy converges the settings.
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import re
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,7 +18,7 @@ from datetime import timedelta
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import BadHeaderError, ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -298,10 +300,17 @@ class _AckInbox:
         token = str(self.count)
         future: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
         self.futures[token] = future
+        nc = self.nc
         try:
-            await self.nc.publish(
-                message.subject, message.payload, reply=self.prefix + token, headers=message.all_headers()
-            )
+            if nc.is_connected and not nc.is_draining_pubs:
+                # The HPUB written as it goes on the wire: nats-py's publish checks each header
+                # name with a regular expression and re-encodes each value, every message (the
+                # size was checked before: `check_size`).
+                await _write(nc, _hpub(message, self.prefix + token), len(message.payload))
+            else:  # the client's own checks, errors and buffering while it reconnects
+                await nc.publish(
+                    message.subject, message.payload, reply=self.prefix + token, headers=message.all_headers()
+                )
         except BaseException:
             del self.futures[token]
             raise
@@ -330,6 +339,61 @@ class _AckInbox:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as problem:
             future.set_exception(APIError(description=f"unreadable publish ack: {problem}"))
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+
+
+@functools.lru_cache(maxsize=1024)
+def _header_name(name: str) -> bytes:
+    """A header name as it goes on the wire (names are few: each is checked once)."""
+    if not _HEADER_NAME.fullmatch(name):
+        raise BadHeaderError(name)
+    return name.encode()
+
+
+def _hpub(message: Outgoing, reply: str) -> bytes:
+    lines = [b"NATS/1.0\r\n"]
+    for name, value in message.all_headers().items():
+        value = str(value).strip()
+        if "\r" in value or "\n" in value:
+            value = value.translate(_NEWLINES)
+        lines += (_header_name(name), b": ", value.encode(), b"\r\n")
+    lines.append(b"\r\n")
+    head = b"".join(lines)
+    size = len(head) + len(message.payload)
+    return b"".join(
+        (f"HPUB {message.subject} {reply} {len(head)} {size}\r\n".encode(), head, message.payload, b"\r\n")
+    )
+
+
+async def _write(nc: Client, command: bytes, payload_size: int) -> None:
+    """What nats-py's publish does once the command is built: buffer it, and kick the flusher
+    unless a flush is already due."""
+    nc.stats["out_msgs"] += 1
+    nc.stats["out_bytes"] += payload_size
+    await nc._send_command(command)
+    if nc._flush_queue is not None and nc._flush_queue.empty():
+        await nc._flush_pending()
+
+
+async def ack_all(msgs: Sequence[Msg]) -> None:
+    """Acknowledge `msgs` (each delivered by JetStream), written together and flushed once:
+    what `Msg.ack` does for each, without a publish call per message."""
+    if not msgs:
+        return
+    nc = msgs[0]._client
+    if not nc.is_connected or nc.is_draining_pubs:
+        for msg in msgs:
+            await msg.ack()
+        return
+    for msg in msgs:
+        msg._check_reply()  # a JetStream message, not acknowledged yet
+        await nc._send_command(b"PUB " + msg.reply.encode() + b" 0\r\n\r\n")
+        msg._ackd = True
+    if nc._flush_queue is not None and nc._flush_queue.empty():
+        await nc._flush_pending()
 
 
 _ACK_INBOXES: "weakref.WeakKeyDictionary[Client, _AckInbox]" = weakref.WeakKeyDictionary()

@@ -30,7 +30,7 @@ from services.router.service import Outcome, Router, key_of
 from shared import subjects
 from shared.commands import command_adapter
 from shared.events import interaction_adapter
-from shared.jetstream import dead_letter, is_last_delivery, publish_pipelined
+from shared.jetstream import ack_all, dead_letter, is_last_delivery, publish_pipelined
 
 log = logging.getLogger(__name__)
 
@@ -222,12 +222,14 @@ class InteractionConsumer:
                 with BATCH_SECONDS.time():
                     outcome = await self._decide(items)
             await self._publish(outcome)
+        done = []
         for msg, item in items:
             if key_of(item) in outcome.unknown:
                 ROUTED.labels("dead_letter").inc()
                 await self._dead_letter(msg, f"unknown account {item.account_id!r}")
             else:
-                await msg.ack()
+                done.append(msg)
+        await ack_all(done)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
+from nats.errors import BadHeaderError, NoRespondersError
 from nats.js.errors import NoStreamResponseError
 
 from shared import subjects
@@ -28,6 +28,7 @@ from shared.jetstream import (
     stream_configs,
     work_consumer,
 )
+from shared.logs import CORRELATION_HEADER
 from tests.helpers import eventually
 
 
@@ -65,6 +66,27 @@ async def test_pipelined_publish_stores_everything(nc: Client) -> None:
     await publish_pipelined(js, messages)
     await publish_pipelined(js, messages[:100])  # republished: deduplicated
     assert (await js.stream_info(subjects.INTERACTIONS_STREAM)).state.messages == 2000
+
+
+async def test_pipelined_publish_stores_headers_as_nats_py_would_send_them(nc: Client) -> None:
+    """Pipelined publishes write their commands themselves: what arrives is what nats-py's
+    `publish` sends (values trimmed, line breaks as spaces), and a bad header name is refused."""
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    subject = subjects.interaction_received(tenant_id="acme", account_id="a")
+    headers = {"traceparent": "00-abc-def-01", "Sh-Note": " two\r\nlines ", "Sh-Empty": ""}
+    await publish_pipelined(js, [Outgoing(subject, b'{"a": 1}', "with-headers", "corr-1", headers=headers)])
+    stored = await js.get_last_msg(subjects.INTERACTIONS_STREAM, subjects.all_interactions())
+    assert stored.data == b'{"a": 1}'
+    assert stored.headers == {
+        MSG_ID: "with-headers",
+        "traceparent": "00-abc-def-01",
+        "Sh-Note": "two  lines",
+        "Sh-Empty": "",
+        CORRELATION_HEADER: "corr-1",
+    }
+    with pytest.raises(BadHeaderError):
+        await publish_pipelined(js, [Outgoing(subject, b"{}", "bad", headers={"bad name": "x"})])
 
 
 async def test_pipelined_publish_retries_then_raises_when_nothing_stores(nc: Client) -> None:

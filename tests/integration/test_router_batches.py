@@ -176,6 +176,8 @@ async def test_redelivered_batch_changes_nothing(setup: Setup) -> None:
 class FailingConnection:
     """A connection whose publishes fail: NATS went away right after the commit."""
 
+    is_connected = False  # publishing goes through `publish`, which fails
+
     def __init__(self, real: Client) -> None:
         self._real = real
 

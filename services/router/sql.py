@@ -63,6 +63,7 @@ from shared.db.core import (
     TOPICS,
     execute,
     fetch_rows,
+    insert_many,
 )
 from shared.db.session import dialect_insert, transaction
 from shared.events import InteractionReceived
@@ -107,7 +108,7 @@ async def get_known_interaction_ids(*, session: AsyncSession, ids: Iterable[str]
 
 
 async def add_interactions(*, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    await execute(session, insert(INTERACTIONS), rows)
+    await insert_many(session, INTERACTIONS, rows)
 
 
 async def load_replies(
@@ -216,7 +217,7 @@ def _values(conversation: Conversation) -> dict[str, Any]:
 async def save_conversations(
     *, session: AsyncSession, created: list[Conversation], changed: list[Conversation]
 ) -> None:
-    await execute(session, insert(CONVERSATIONS), [_values(c) for c in created])
+    await insert_many(session, CONVERSATIONS, [_values(c) for c in created])
     columns = [c.name for c in CONVERSATIONS.columns if c.name != "id"]
     statement = (
         update(CONVERSATIONS)

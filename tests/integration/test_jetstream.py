@@ -235,6 +235,46 @@ async def test_a_handler_that_always_fails_dead_letters_on_the_last_delivery(
     assert max(deliveries) == 3 and deliveries.count(3) == 3
 
 
+async def test_a_backlog_is_taken_in_batches_of_at_most_the_batch_size_each_message_once(nc: Client) -> None:
+    """A lone message is handled at once; a backlog in batches of up to `batch_size`, the first
+    message of each taken with a long poll and the rest of what is there with one request."""
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    subject = subjects.interaction_received(tenant_id="acme", account_id="acme-fb")
+    await publish_pipelined(js, [Outgoing(subject, f"m{i}".encode(), f"m{i}") for i in range(1234)])
+    batches: list[list[bytes]] = []
+
+    async def handler(batch: list) -> None:  # type: ignore[type-arg]
+        batches.append([m.data for m in batch])
+        for m in batch:
+            await m.ack()
+
+    consumer = BatchConsumer(
+        js=js,
+        stream=subjects.INTERACTIONS_STREAM,
+        config=work_consumer(
+            durable="backlog",
+            filter_subject=subjects.all_interactions(),
+            ack_wait=timedelta(seconds=30),
+            max_deliver=3,
+        ),
+        handler=handler,
+        batch_size=500,
+        idle_timeout=0.5,
+    )
+    await consumer.start()
+    await eventually(lambda: asyncio.sleep(0, sum(map(len, batches)) >= 1234), timeout=20)
+    await js.publish(subject, b"late", headers={MSG_ID: "late"})  # a lone one: at once
+    await eventually(lambda: asyncio.sleep(0, sum(map(len, batches)) >= 1235), timeout=5)
+    await consumer.stop()
+    taken = [data for batch in batches for data in batch]
+    assert sorted(taken) == sorted([f"m{i}".encode() for i in range(1234)] + [b"late"])
+    assert max(map(len, batches)) == 500 and len(batches) <= 5, [len(b) for b in batches]
+    assert batches[-1] == [b"late"]
+    info = await js.consumer_info(subjects.INTERACTIONS_STREAM, "backlog")
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+
+
 async def test_a_message_larger_than_max_payload_is_refused_before_it_reaches_the_server(
     nc: Client,
 ) -> None:

@@ -119,12 +119,22 @@ class InteractionConsumer:
             return
         try:
             await self._route(items)
-        except Exception:
-            # Isolate the message that fails so one poison message cannot hold back
-            # the batch, and so it reaches the dead letter on its last delivery.
-            log.warning("batch failed; routing its messages one by one", exc_info=True)
-            for item in items:
-                await self._route_alone(item)
+            return
+        except Exception as error:
+            failure = error
+        if self.together and len(items) > 1:
+            # Another lane's message may have failed the unit: this batch alone first, rather
+            # than a unit of work for each of its messages.
+            try:
+                await self._route(items, together=False)
+                return
+            except Exception as error:
+                failure = error
+        # Isolate the message that fails so one poison message cannot hold back
+        # the batch, and so it reaches the dead letter on its last delivery.
+        log.warning("batch failed; routing its messages one by one", exc_info=failure)
+        for item in items:
+            await self._route_alone(item)
 
     async def _route_alone(self, item: tuple[Msg, Any]) -> None:
         """Route one message; if that fails, it comes again, or on its last delivery it is kept

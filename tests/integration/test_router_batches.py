@@ -545,3 +545,30 @@ async def test_a_poison_message_in_a_unit_of_lanes_together_holds_back_none_of_t
     assert stored == {"m1", "m3"}
     info = await setup.js.consumer_info(subjects.INTERACTIONS_STREAM, CONSUMER)
     assert info.num_ack_pending == 1  # the poison message, nak'ed: delivered again
+
+
+async def test_a_lane_whose_unit_failed_for_another_lanes_message_routes_its_batch_in_one_unit(
+    setup: Setup,
+) -> None:
+    """A poison message fails the unit of two lanes' batches: the other lane's batch is routed
+    again as one unit (not a unit for each message), the poison's lane one message at a time."""
+    await refuse_in_database(setup.sessions, "interaction", "external_id")
+    await publish(
+        setup.js,
+        event("a1", thread_id="a1"),
+        event("a2", thread_id="a2"),
+        event("poison", thread_id="p"),
+        event("b2", thread_id="b2"),
+    )
+    msgs = await fetch_all(setup.js, 4)
+    consumer = router(setup)
+    async with consumer.lock:
+        lanes = [asyncio.create_task(consumer.handle_batch(batch)) for batch in (msgs[:2], msgs[2:])]
+        await asyncio.sleep(0.2)
+    await asyncio.gather(*lanes)
+    async with setup.sessions() as session:
+        conversations = {c.thread_id: c for c in (await session.exec(select(ConversationRow))).all()}
+    assert set(conversations) == {"a1", "a2", "b2"}
+    assert conversations["a1"].assigned_at == conversations["a2"].assigned_at  # one unit of work
+    info = await setup.js.consumer_info(subjects.INTERACTIONS_STREAM, CONSUMER)
+    assert info.num_ack_pending == 1  # the poison message, nak'ed: delivered again

@@ -465,9 +465,11 @@ async def _take_pending(
             return True
         if JetStreamContext._is_heartbeat(status) or status == StatusCode.CONFLICT:
             return True
-        if status in (StatusCode.NO_MESSAGES, StatusCode.REQUEST_TIMEOUT):
-            return False
-        raise APIError.from_msg(msg)
+        if status not in (StatusCode.NO_MESSAGES, StatusCode.REQUEST_TIMEOUT):
+            # the request ended otherwise: what was taken is handed on all the same (raising
+            # would leave it unacknowledged until its ack wait)
+            log.warning("pull request ended", extra={"status": status, "error": repr(APIError.from_msg(msg))})
+        return False
 
     while not queue.empty() and len(taken) < wanted:  # delivered for an earlier request
         take(queue.get_nowait())

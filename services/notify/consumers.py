@@ -21,7 +21,7 @@ from services.notify.timers import TimerPayload
 from shared import subjects
 from shared.commands import Acknowledge, notify_command_adapter
 from shared.events import ConnectorProblem, ConversationAssigned, DeadlineChanged, utcnow
-from shared.jetstream import dead_letter, is_last_delivery, keep_dead_letter, publish_pipelined
+from shared.jetstream import ack_all, dead_letter, is_last_delivery, keep_dead_letter, publish_pipelined
 from shared.messages import Outgoing
 from shared.tracing import span
 
@@ -235,9 +235,7 @@ class Isolating:
                 await self._failed(msg, error)
             return
         todo = [(msg, work) for (msg, _item), work in zip(decoded, prepared, strict=True) if work is not None]
-        for (msg, _item), work in zip(decoded, prepared, strict=True):
-            if work is None:
-                await msg.ack()
+        await ack_all([msg for (msg, _item), work in zip(decoded, prepared, strict=True) if work is None])
         for msg, work in todo:
             await self._one(msg, work)
 
@@ -247,9 +245,7 @@ class Isolating:
             outcome = await with_heartbeat(msg, self.call(work, msg, last=last))
             await self.publisher.publish(outcome, stream=self.stream, consumer=self.consumer)
         except Exception as error:
-            then = (
-                "kept on the dead letter" if is_last_delivery(msg, self.max_deliver) else "it will be retried"
-            )
+            then = "kept on the dead letter" if last else "it will be retried"
             log.warning(f"{self.what} failed; {then}", exc_info=True)
             await self._failed(msg, error)
             return

@@ -95,6 +95,15 @@ async def _restarted(port: int, old: int) -> int:
     return await eventually(new_pid, timeout=60, interval=0.2, what=f"a new process on port {port}")
 
 
+async def _stored(stack: Stack, nc: nats.NATS) -> tuple[Counter[str], dict[str, str | None], Counter[str]]:
+    """What the run left: rows per interaction id, each conversation's owner, and the
+    ConversationAssigned events per conversation."""
+    rows = await stack.query(select(INTERACTIONS.c.id))
+    conversations = await stack.query(select(CONVERSATIONS.c.id, CONVERSATIONS.c.owner_id))
+    owners = {row.id: row.owner_id for row in conversations}
+    return Counter(row.id for row in rows), owners, await assigned_per_conversation(nc)
+
+
 async def _postgres_accepts(url: str) -> bool:
     target = make_url(url)
     try:
@@ -289,11 +298,7 @@ async def _chaos(tmp_path: Path, postgres_url: str, cluster: NatsCluster, smtp: 
         )
         timeline.note("every consumer settled")
 
-        rows = await stack.query(select(INTERACTIONS.c.id))
-        per_interaction = Counter(row.id for row in rows)
-        conversations = await stack.query(select(CONVERSATIONS.c.id, CONVERSATIONS.c.owner_id))
-        owners = {row.id: row.owner_id for row in conversations}
-        assigned = await assigned_per_conversation(nc)
+        per_interaction, owners, assigned = await _stored(stack, nc)
         alerts: dict[str, set[str]] = {}
         for mail in smtp.messages():
             alerts.setdefault(str(mail.message["X-StayHuman-Conversation"]), set()).add(
@@ -303,7 +308,7 @@ async def _chaos(tmp_path: Path, postgres_url: str, cluster: NatsCluster, smtp: 
         poisoned = [m for m in dead if m.data == poison]
         print(
             f"counted: {len(accepted)} deliveries accepted ({len(ids)} interactions, {len(threads)} conversations); "
-            f"{len(rows)} interaction rows, {len(conversations)} conversations "
+            f"{sum(per_interaction.values())} interaction rows, {len(owners)} conversations "
             f"({sum(1 for o in owners.values() if o)} with an owner); {sum(assigned.values())} ConversationAssigned "
             f"for {len(assigned)} conversations; {len(smtp.messages())} emails, {len(alerts)} conversations alerted "
             f"({sum(len(v) for v in alerts.values())} distinct Message-IDs); {len(dead)} dead letters"
@@ -395,17 +400,13 @@ async def test_a_lone_nats_server_killed_under_load_and_started_again_loses_and_
                 lambda: consumers_idle(nc, *streams), timeout=90, interval=0.5, what="consumers settled"
             )
             timeline.note("every consumer settled")
-            rows = await stack.query(select(INTERACTIONS.c.id))
-            per_interaction = Counter(row.id for row in rows)
-            conversations = await stack.query(select(CONVERSATIONS.c.id, CONVERSATIONS.c.owner_id))
-            owners = {row.id: row.owner_id for row in conversations}
-            assigned = await assigned_per_conversation(nc)
+            per_interaction, owners, assigned = await _stored(stack, nc)
             dead = await read_all(nc, "sh.dlq.>")
         finally:
             await nc.close()
         print(
             f"counted: {len(accepted)} deliveries accepted ({len(ids)} interactions, {len(threads)} "
-            f"conversations); {len(rows)} interaction rows, {len(conversations)} conversations; "
+            f"conversations); {sum(per_interaction.values())} interaction rows, {len(owners)} conversations; "
             f"{sum(assigned.values())} ConversationAssigned for {len(assigned)} conversations; "
             f"{len(dead)} dead letters"
         )

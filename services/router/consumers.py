@@ -30,7 +30,7 @@ from services.router.service import Outcome, Router, key_of
 from shared import subjects
 from shared.commands import command_adapter
 from shared.events import interaction_adapter
-from shared.jetstream import ack_all, dead_letter, is_last_delivery, publish_pipelined
+from shared.jetstream import ack_all, dead_letter, deliveries, is_last_delivery, publish_pipelined
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class InteractionConsumer:
     async def handle_batch(self, msgs: list[Msg]) -> None:
         items: list[tuple[Msg, Any]] = []
         for msg in msgs:
-            if msg.metadata.num_delivered > 1:
+            if deliveries(msg) > 1:
                 REDELIVERED.inc()
             try:
                 items.append((msg, self._decode(msg.data)))
@@ -149,7 +149,7 @@ class InteractionConsumer:
                 exc_info=True,
                 extra={
                     "consumer": self.consumer,
-                    "deliveries": msg.metadata.num_delivered,
+                    "deliveries": deliveries(msg),
                     "dead_letter": last,
                 },
             )

@@ -27,13 +27,15 @@ RELAY_AT_ONCE = timedelta(days=1)
 # long its payload is, then the payload's bytes as they will be published. (Rows written before
 # this format are lines of JSON with the payload as a string in them: still read.)
 _FORMAT = b"stayhuman-outbox 2\n"
+# One encoder for every head line: `json.dumps` with separators of its own builds an encoder a call.
+_HEAD = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def encode(messages: list[Outgoing]) -> bytes:
     parts = [_FORMAT]
     for m in messages:
         head = [m.subject, m.msg_id, m.correlation_id, m.headers, len(m.payload)]
-        parts.append(json.dumps(head, separators=(",", ":")).encode() + b"\n")
+        parts.append(_HEAD(head).encode() + b"\n")
         parts.append(m.payload)
     return b"".join(parts)
 

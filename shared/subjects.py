@@ -4,6 +4,7 @@ Subjects carry only tenant ids and internal ids (slugs and hex UUIDs). Raw platf
 ids contain dots, slashes and URIs, so they never appear in a subject.
 """
 
+import functools
 from typing import Literal
 
 from shared.ids import is_slug
@@ -18,6 +19,7 @@ COMMANDS_STREAM = "SH_COMMANDS"
 ConversationEvent = Literal["opened", "assigned", "responded", "reopened", "paused", "resumed", "resolved"]
 
 
+@functools.lru_cache(maxsize=16384)  # the router names each tenant and conversation several times a batch
 def _token(value: str) -> str:
     if not is_slug(value) and not _is_hex_id(value):
         raise ValueError(f"{value!r} cannot be used in a subject")

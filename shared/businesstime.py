@@ -121,13 +121,13 @@ class BusinessCalendar:
         if duration < _ZERO:
             raise ValueError(f"duration must not be negative, got {duration}")
         start = _as_utc(start)
-        if limit is not None and (start > limit or duration > self._most_open_between(start, limit)):
-            return None
-        if self._always_open:
+        if self._always_open:  # exact at once: no bound needed
             due = _plus(start, duration)
             if due is None and limit is None:
                 raise CalendarError(f"{duration} after {start.isoformat()} is after the year 9999")
             return due if due is None or limit is None or due <= limit else None
+        if limit is not None and (start > limit or duration > self._most_open_between(start, limit)):
+            return None
         remaining = duration
         for begin, end in self._intervals(_day_before(self._local_date(start))):
             if limit is not None and begin > limit:
@@ -146,8 +146,7 @@ class BusinessCalendar:
     def _most_open_between(self, start: datetime, limit: datetime) -> timedelta:
         """An upper bound of the business time in [start, limit]: whole weeks of open hours."""
         weeks = (limit - start) // timedelta(weeks=1) + 2
-        week = sum((end - begin for day in self.hours for begin, end in day), 0)
-        return timedelta(minutes=week) * weeks + _WEEK_SLACK * weeks
+        return (self._open_per_week + _WEEK_SLACK) * weeks
 
     def elapsed(self, start: datetime, end: datetime) -> timedelta:
         """The business time within [start, end); zero when end <= start."""
@@ -198,6 +197,10 @@ class BusinessCalendar:
             and self.holidays_country is None
             and not self.closed_days
         )
+
+    @cached_property
+    def _open_per_week(self) -> timedelta:
+        return timedelta(minutes=sum(end - begin for day in self.hours for begin, end in day))
 
     @cached_property
     def _day_cache(self) -> dict[date, tuple[_Interval, ...]]:

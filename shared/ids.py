@@ -27,8 +27,16 @@ def is_slug(value: str) -> bool:
     return bool(_SLUG.fullmatch(value))  # `match` with `$` lets a trailing newline through
 
 
+_NAMESPACE_BYTES = _NAMESPACE.bytes
+
+
 def _derive(*parts: str) -> str:
-    return uuid.uuid5(_NAMESPACE, "\x1f".join(parts)).hex
+    """`uuid.uuid5(_NAMESPACE, name).hex`, digit for digit, without building a UUID (a quarter of
+    its cost: the router derives a few ids for every message)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex()
 
 
 def interaction_id(*, tenant_id: str, account_id: str, external_id: str, edit_version: int) -> str:

@@ -1,4 +1,8 @@
+import uuid
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared import ids, subjects
 
@@ -38,3 +42,15 @@ def test_a_trailing_newline_is_no_slug() -> None:
     from shared.ids import is_slug
 
     assert is_slug("acme") and not is_slug("acme\n") and not is_slug("acme\r\n")
+
+
+@given(st.lists(st.text(), min_size=1, max_size=5))
+def test_derived_ids_are_the_uuid5_of_their_parts_digit_for_digit(parts: list[str]) -> None:
+    """Stored rows name conversations and interactions by these ids: they must never change."""
+    assert ids._derive(*parts) == uuid.uuid5(ids._NAMESPACE, "\x1f".join(parts)).hex
+
+
+def test_a_conversation_id_is_the_one_stored_since_the_first_release() -> None:
+    assert ids.conversation_id(account_id="acme-fb", thread_id="t1") == (
+        uuid.uuid5(uuid.UUID("5b0f3f4e-6a53-4d1e-9a59-2b1c8d7e0c11"), "conversation\x1facme-fb\x1ft1").hex
+    )

@@ -39,7 +39,7 @@ from services.notify.scheduler import TimerScheduler
 from services.notify.senders import AppriseChannel, EmailChannel, Mailer, PushChannel
 from services.notify.service import NotifyService, Policy
 from services.notify.settings import NotifySettings
-from services.notify.sql import SqlRepository, plan_each_call
+from services.notify.sql import SqlRepository
 from services.notify.templates import Templates
 from shared import subjects
 from shared.events import utcnow
@@ -227,7 +227,6 @@ def create_app(settings: NotifySettings) -> FastAPI:
         settings,
         required_streams=(subjects.EVENTS_STREAM, subjects.TIMERS_STREAM, subjects.COMMANDS_STREAM),
     )
-    plan_each_call(runtime.engine)  # before its first connection
     mailer = SmtpMailer(settings)
     state: dict[str, NotifyWorkers] = {}
 

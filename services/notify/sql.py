@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, event, func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy import bindparam, case, delete, func, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.notify.chain import Chain
@@ -47,25 +47,6 @@ from shared.db.session import dialect_insert, transaction
 from shared.events import DeadlineChanged
 
 NOTIFY_OUTBOX = NotifyOutboxRow.__table__  # type: ignore[attr-defined]
-
-
-def plan_each_call(engine: AsyncEngine) -> None:
-    """PostgreSQL: plan each statement with the values it is called with, on the tables as they
-    are (`plan_cache_mode = force_custom_plan`, set when a connection opens).
-
-    asyncpg prepares a statement once per connection, and after five calls PostgreSQL may keep
-    one generic plan for it, costed on the table sizes of that moment and kept as they grow
-    (until the next ANALYZE, never without autovacuum). The escalation chains' lookup, planned
-    while `conversation` held 5,000 rows, kept a sequential scan of it: at 65,000 rows each batch
-    of 500 deadlines cost PostgreSQL 1 to 2 s of CPU, and notify armed 450 to 900 a second
-    instead of thousands. Planning every call costs far less (5 to 15 µs of PostgreSQL CPU a deadline)."""
-    if engine.dialect.name != "postgresql":
-        return
-
-    @event.listens_for(engine.sync_engine, "do_connect")
-    def _custom_plans(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
-        settings = cparams.setdefault("server_settings", {})
-        settings["plan_cache_mode"] = "force_custom_plan"
 
 
 def _deadline(row: Any) -> WatchedDeadline:

@@ -74,8 +74,20 @@ def create_engine(url: str, *, exclusive_writes: bool = False, **kwargs: Any) ->
     kwargs.setdefault("pool_pre_ping", True)
     # A host that does not answer at all fails in 10 s, not asyncpg's 60: readiness says so
     # and a command stops, instead of hanging.
-    kwargs.setdefault("connect_args", {"timeout": 10})
-    return create_async_engine(url, **kwargs)
+    connect_args = {"timeout": 10, **kwargs.pop("connect_args", {})}
+    # Each statement planned with the values it is called with, on the tables as they are.
+    # asyncpg prepares a statement once per connection, and after five calls PostgreSQL may keep
+    # one generic plan for it, costed on the table sizes of that moment and kept as they grow
+    # (until the next ANALYZE; never, without autovacuum). notify's escalation chains' lookup,
+    # planned while `conversation` held 5,000 rows, kept a sequential scan of it: at 65,000 rows
+    # each batch of 500 deadlines cost PostgreSQL 1 to 2 s of CPU, and notify armed 450 to 900
+    # a second instead of thousands. Planning every call costs 5 to 15 µs of PostgreSQL CPU a
+    # statement. Set when a connection opens: no round trip of its own.
+    connect_args["server_settings"] = {
+        "plan_cache_mode": "force_custom_plan",
+        **connect_args.get("server_settings", {}),
+    }
+    return create_async_engine(url, connect_args=connect_args, **kwargs)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

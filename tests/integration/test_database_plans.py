@@ -1,22 +1,21 @@
-"""notify's statements on PostgreSQL are planned at each call, on the tables as they are: a
-generic plan kept from when a table was small (asyncpg prepares each statement once per
-connection) made the escalation chains' lookup scan all of `conversation` for every batch of
-deadlines, 1 to 2 s of PostgreSQL's CPU per 500 at 65,000 conversations."""
+"""Every service's statements on PostgreSQL are planned at each call, on the tables as they are
+(`create_engine`): a generic plan kept from when a table was small (asyncpg prepares each
+statement once per connection) made notify's escalation chains' lookup scan all of
+`conversation` for every batch of deadlines, 1 to 2 s of PostgreSQL's CPU per 500 at 65,000
+conversations."""
 
 import uuid
 
 import pytest
 from sqlalchemy import text
 
-from services.notify.sql import get_chains, plan_each_call
+from services.notify.sql import get_chains
 from shared.db.session import create_engine, session_factory, transaction
 
 
+@pytest.mark.parametrize("empty_database_url", ["postgres"], indirect=True)  # SQLite plans each anyway
 async def test_the_chains_lookup_is_planned_at_each_call_on_postgresql(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("a PostgreSQL matter (SQLite plans every statement anyway)")
     engine = create_engine(database_url)
-    plan_each_call(engine)
     sessions = session_factory(engine)
     try:
         async with transaction(sessions) as session:
@@ -38,11 +37,9 @@ async def test_the_chains_lookup_is_planned_at_each_call_on_postgresql(database_
         await engine.dispose()
 
 
-async def test_sqlite_engines_are_left_as_they_are(database_url: str) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("the SQLite side")
+@pytest.mark.parametrize("empty_database_url", ["sqlite"], indirect=True)
+async def test_sqlite_engines_take_no_such_setting(database_url: str) -> None:
     engine = create_engine(database_url)
-    plan_each_call(engine)
     try:
         async with transaction(session_factory(engine)) as session:
             assert await get_chains(session=session, ids=["0" * 32]) == {}

@@ -384,7 +384,9 @@ async def _fill_queues(uow: UnitOfWork, world: World) -> list[Outgoing]:
     for person_id in freed:
         if any(t not in world.teams for t in memberships.get(person_id, set())):
             check = CheckAvailability(
-                command_id=f"freed-{person_id}-{world.new_id()[-12:]}",
+                # the whole fresh id, so that no other check (another router, a restart) has it;
+                # the person after it as far as the id's 64 characters allow
+                command_id=f"freed-{world.new_id()}-{person_id}"[:64],
                 person_id=person_id,
                 issued_by="router",
                 issued_at=world.now,

@@ -184,8 +184,30 @@ async def test_a_person_freed_who_also_serves_another_tenant_has_a_check_sent_fo
     outcome = await router.route([reply], T0 + MINUTE)
     checks = [m for m in outcome.outgoing if m.subject == "sh.cmd.person.alice.check_availability"]
     assert len(checks) == 1
-    assert json.loads(checks[0].payload)["command_id"].startswith("freed-alice-")
+    command_id = json.loads(checks[0].payload)["command_id"]
+    assert command_id.startswith("freed-") and command_id.endswith("-alice")
     assert outcome.outgoing[-1] == checks[0]  # after the events and the timers
+
+
+async def test_a_freed_persons_check_has_an_id_of_its_own_that_fits_whatever_their_id() -> None:
+    """The check's id is its `Nats-Msg-Id` and the key it is applied once by: the whole of a
+    fresh id, never a part that another router or a restarted one could make again; a person
+    id of 63 characters still leaves it within a command id's 64."""
+    long = "a" * 63
+    world = build_world([Person(long)])
+    repo = repository(world)
+    kettle = ids.team_id(tenant_id="kettle", slug="care")
+    repo.state.teams[kettle] = Team(kettle, "kettle", "care", [long])
+    router = service(repo)
+    made = []
+    for thread in ("t1", "t2"):
+        await opened(router, world, thread=thread)
+        reply = message(world, thread=thread, outbound=True, external_id=f"r-{thread}", at=T0 + MINUTE)
+        outcome = await router.route([reply], T0 + MINUTE)
+        [check] = [m for m in outcome.outgoing if m.subject == f"sh.cmd.person.{long}.check_availability"]
+        made.append(json.loads(check.payload)["command_id"])
+    assert all(len(c) <= 64 and c.startswith("freed-") for c in made)
+    assert made[0] != made[1] and made[0][6:38] != made[1][6:38]  # two whole fresh ids
 
 
 async def test_events_carry_the_tenants_configuration_version() -> None:

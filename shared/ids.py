@@ -7,7 +7,6 @@ database's primary key settles any race.
 
 import functools
 import hashlib
-import itertools
 import os
 import re
 import uuid
@@ -17,25 +16,10 @@ _SLUG = re.compile(SLUG_PATTERN)
 _NAMESPACE = uuid.UUID("5b0f3f4e-6a53-4d1e-9a59-2b1c8d7e0c11")
 
 
-def _fresh_prefix() -> None:
-    global _prefix, _serial
-    _prefix = os.urandom(8).hex()
-    _serial = itertools.count()
-
-
-_prefix = ""
-_serial = itertools.count()
-_fresh_prefix()
-os.register_at_fork(after_in_child=_fresh_prefix)  # a forked worker never repeats its parent's ids
-
-
 def new_id() -> str:
-    """A fresh id, unique everywhere: 32 hex digits, a random 64-bit prefix drawn from the
-    operating system's generator when the process starts (again in a forked child), then a
-    counter. The router makes a few for every message: a system call each, as `os.urandom`,
-    let other threads take the interpreter lock at every one. Not a secret: nothing that
-    guards anything is made with it."""
-    return f"{_prefix}{next(_serial):016x}"
+    """A fresh random id: 32 hex digits, 128 bits from the operating system's generator (what
+    `uuid4().hex` gives, without building a UUID: a quarter of its cost)."""
+    return os.urandom(16).hex()
 
 
 def is_slug(value: str) -> bool:

@@ -1,4 +1,3 @@
-import os
 import uuid
 
 import pytest
@@ -55,20 +54,3 @@ def test_a_conversation_id_is_the_one_stored_since_the_first_release() -> None:
     assert ids.conversation_id(account_id="acme-fb", thread_id="t1") == (
         uuid.uuid5(uuid.UUID("5b0f3f4e-6a53-4d1e-9a59-2b1c8d7e0c11"), "conversation\x1facme-fb\x1ft1").hex
     )
-
-
-def test_new_ids_are_32_hex_digits_and_never_repeat_even_in_a_forked_child() -> None:
-    made = [ids.new_id() for _ in range(10_000)]
-    assert len(set(made)) == len(made)
-    assert all(len(i) == 32 and int(i, 16) >= 0 for i in made)
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover (the child)
-        os.write(write, ids.new_id().encode())
-        os._exit(0)
-    os.close(write)
-    os.waitpid(child, 0)
-    theirs = os.read(read, 64).decode()
-    os.close(read)
-    mine = ids.new_id()
-    assert len(theirs) == 32 and theirs[:16] != mine[:16]

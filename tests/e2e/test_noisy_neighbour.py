@@ -11,6 +11,7 @@ what is measured is the routing and not the test's own HTTP client."""
 import asyncio
 from pathlib import Path
 
+import httpx
 import nats
 import pytest
 from sqlalchemy import select
@@ -33,8 +34,21 @@ SECONDS = 15.0
 # A quiet tenant's message routed alone takes a unit of work of its own, a few milliseconds;
 # beside a burst it waits for the unit running (at most one, see the consumer) and goes in the
 # next one. Below this a p99 is a unit's length and the machine's scheduling, not fairness: a
-# quiet value smaller than it is taken as it.
+# quiet value smaller than it is taken as it. On a slower machine the units of the burst take
+# longer: the resolution is then four of their mean length (the one running and its own, each
+# at its tail about twice the mean), as the router's own histogram measured it meanwhile.
 RESOLUTION_MS = 25.0
+UNITS_PER_RESOLUTION = 4
+
+
+def _units(metrics: str) -> tuple[float, float]:
+    """The router's units of work so far: (seconds in all, how many)."""
+    found = dict.fromkeys(("sum", "count"), 0.0)
+    for line in metrics.splitlines():
+        for part in found:
+            if line.startswith(f"stayhuman_router_batch_seconds_{part} "):
+                found[part] = float(line.split()[1])
+    return found["sum"], found["count"]
 
 
 def _secret(tenant: str) -> str:
@@ -115,7 +129,12 @@ async def test_a_tenant_bursting_at_ten_times_the_rate_leaves_the_others_routing
             timeline.note(f"{name}: published {sent} a second apart evenly, every conversation assigned")
 
         await phase("alone", burst=False)
-        await phase("burst", burst=True)
+        async with httpx.AsyncClient(timeout=10) as client:
+            seconds_before, units_before = _units((await client.get(stack.url("router", "/metrics"))).text)
+            await phase("burst", burst=True)
+            seconds_after, units_after = _units((await client.get(stack.url("router", "/metrics"))).text)
+        unit_ms = (seconds_after - seconds_before) / max(1.0, units_after - units_before) * 1000
+        resolution = max(RESOLUTION_MS, UNITS_PER_RESOLUTION * unit_ms)
         lanes: dict[str, set[str]] = {}
         info = await js.stream_info(subjects.INTERACTIONS_STREAM, subjects_filter=">")
         for subject in info.state.subjects or {}:
@@ -131,9 +150,10 @@ async def test_a_tenant_bursting_at_ten_times_the_rate_leaves_the_others_routing
             f"routing latency, quiet tenants: alone p50 {percentile(quiet_alone, 0.5):.1f} ms, "
             f"p99 {p99_alone:.1f} ms ({len(quiet_alone)}); beside the burst p50 "
             f"{percentile(quiet_beside, 0.5):.1f} ms, p99 {p99_beside:.1f} ms ({len(quiet_beside)}); "
-            f"the burst's own p99 {percentile(beside[BURST], 0.99):.1f} ms ({len(beside[BURST])}); lanes {lanes}"
+            f"the burst's own p99 {percentile(beside[BURST], 0.99):.1f} ms ({len(beside[BURST])}); lanes {lanes}; "
+            f"a unit of work {unit_ms:.1f} ms on average beside the burst, so a resolution of {resolution:.0f} ms"
         )
-        assert p99_beside <= 2 * max(p99_alone, RESOLUTION_MS)
+        assert p99_beside <= 2 * max(p99_alone, resolution)
     finally:
         print("\n".join(["what was done:", *timeline.entries]))
         await nc.close()

@@ -168,6 +168,9 @@ def _serve_workers(name: str, settings: Any, create_app: Any, port: int, workers
                 shutdown_tracing()
             return 0 if server.started else START_FAILED
 
+        # frozen before the fork, what the workers inherit is never traced by their collections,
+        # so its pages stay shared with this process instead of being copied into each worker
+        tune_gc()
         return WorkerPool(name, workers, work, metrics_dir=metrics_dir).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

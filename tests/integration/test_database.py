@@ -184,3 +184,22 @@ async def test_an_account_without_a_webhook_secret_is_stored_with_an_empty_one(d
     await engine.dispose()
     assert dropped.updated == {"accounts": 1} and again.updated == {}
     assert stored == ""
+
+
+async def test_sqlite_checkpoints_rarely_and_the_router_keeps_its_pages_in_memory(tmp_path: Path) -> None:
+    """A checkpoint per 10,000 pages of log, and a 32 MB page cache for the router's connections
+    (a writer: `exclusive_writes`), where SQLite's defaults are 1,000 pages and 2 MB; the other
+    services' connections keep the default cache."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'pragmas.db'}"
+    found = {}
+    for writer in (True, False):
+        engine = create_engine(url, exclusive_writes=writer)
+        try:
+            async with engine.connect() as connection:
+                found[writer] = [
+                    (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                    for name in ("wal_autocheckpoint", "cache_size")
+                ]
+        finally:
+            await engine.dispose()
+    assert found == {True: [10_000, -32_768], False: [10_000, -2000]}

@@ -83,13 +83,27 @@ class NotifyWorkers:
     service: NotifyService
     publisher: Publisher
     timers: TimerConsumer
+    reconciling: "asyncio.Task[int] | None" = None
 
     async def start(self) -> None:
+        """Consume at once; re-arm what the timers stream lacks meanwhile. With a million
+        deadlines armed the reconciler reads them all (minutes), and notify is ready and sending
+        before it ends, not after."""
         for consumer in self.consumers:
             await consumer.start()
-        await self.service.reconcile()
+        self.reconciling = asyncio.create_task(self._reconcile(), name="reconcile-timers")
+
+    async def _reconcile(self) -> int:
+        try:
+            return await self.service.reconcile()
+        except Exception:
+            log.exception("timers not reconciled; the next start tries again")
+            return 0
 
     async def stop(self) -> None:
+        if self.reconciling is not None and not self.reconciling.done():
+            self.reconciling.cancel()
+            await asyncio.gather(self.reconciling, return_exceptions=True)
         for consumer in self.consumers:
             await consumer.stop()
         await self.timers.drain()

@@ -225,7 +225,10 @@ async def test_reconciler_rearms_a_purged_schedule(world: World) -> None:
     await world.js.purge_stream(
         subjects.TIMERS_STREAM, subject=subjects.timer_schedule(tenant_id="acme", conversation_id=cid)
     )
-    await world.start_notify()  # reconciles at start
+    await world.start_notify()  # reconciles at start, while it already consumes
+    assert world.workers is not None and world.workers.reconciling is not None
+    assert not world.workers.reconciling.done()  # started, not waited for
+    assert await world.workers.reconciling == 1
     assert await _armed(world, cid)
     await eventually(lambda: _mails(world, cid), timeout=10, what="the email of the re-armed timer")
 

@@ -69,9 +69,8 @@ def deadline(*, tenant_id: str, conversation_id: str) -> str:
     return f"sh.deadline.{_token(tenant_id)}.{_token(conversation_id)}"
 
 
-def all_deadlines(*, tenant_id: str | None = None) -> str:
-    """Every deadline contract, or every one of a tenant."""
-    return f"sh.deadline.{_token(tenant_id)}.*" if tenant_id is not None else "sh.deadline.>"
+def all_deadlines() -> str:
+    return "sh.deadline.>"
 
 
 def timer_schedule(*, tenant_id: str, conversation_id: str) -> str:

@@ -689,9 +689,7 @@ class Phases:
         recorder = self.stack.smtp.recorder
         mark = len(recorder.accepted)
         try:
-            # the due tenant's only: a subscriber to all of them is cut off as a slow consumer
-            # while notify's reconciler or a million far deadlines pass by
-            await nc.subscribe(subjects.all_deadlines(tenant_id=tenant.id), cb=on_deadline)
+            await nc.subscribe(subjects.all_deadlines(), cb=on_deadline)
             await nc.flush()
             result = await asyncio.to_thread(
                 loadgen.run_processes,

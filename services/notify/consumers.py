@@ -52,11 +52,15 @@ def _outgoing(envelopes: tuple[Envelope, ...]) -> list[Outgoing]:
 
 @dataclass
 class Publisher:
-    """Publishes what an outcome says. Events from the outbox are marked published after; one
-    whose publish fails stays there for `relay` (same message ids, so never doubled)."""
+    """Publishes what an outcome says. Events from the outbox are marked published after, in one
+    transaction for many alerts (`flush_every`, and before each relay); one whose publish fails
+    stays there for `relay`. Should notify die between publishing and clearing, the relay
+    publishes them again under the same message ids, which JetStream drops as duplicates."""
 
     js: JetStreamContext
     repository: NotifyRepository
+    flush_every: int = 100
+    _published: list[str] = field(init=False, default_factory=list)
 
     async def publish(self, outcome: Outcome, *, stream: str, consumer: str) -> None:
         """Replies first (raising: the command is redone and rebuilds them the same), then the
@@ -66,20 +70,36 @@ class Publisher:
         for batch in outcome.events:
             try:
                 await publish_pipelined(self.js, _outgoing(batch.envelopes))
-                await self.repository.published([batch.id])
             except Exception:
                 log.warning("alert events not published yet; the relay will", exc_info=True)
+                continue
+            self._published.append(batch.id)
+        if len(self._published) >= self.flush_every:
+            await self.flush()
         for letter in outcome.dead_letters:
             await keep_dead_letter(
                 self.js, stream=stream, consumer=consumer, subject=letter.subject, data=letter.data,
                 error=letter.error, key=letter.key,
             )  # fmt: skip
 
+    async def flush(self) -> None:
+        """Clear the published events from the outbox; kept for the next flush if that fails."""
+        ids, self._published = self._published, []
+        if not ids:
+            return
+        try:
+            await self.repository.published(ids)
+        except Exception:
+            log.warning("published alert events not cleared from the outbox yet", exc_info=True)
+            self._published = ids + self._published
+
     async def relay_pending(self) -> None:
         await self.relay()
 
     async def relay(self, *, grace: timedelta = timedelta(seconds=10), limit: int = 100) -> int:
-        """Publish the outbox's events older than `grace` (their publish failed or notify died)."""
+        """Publish the outbox's events older than `grace` (their publish failed or notify died);
+        what was published but not yet cleared is cleared first, not published again."""
+        await self.flush()
         done = 0
         for batch in await self.repository.pending_events(older_than=utcnow() - grace, limit=limit):
             await publish_pipelined(self.js, _outgoing(batch.envelopes))

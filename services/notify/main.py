@@ -107,6 +107,7 @@ class NotifyWorkers:
         for consumer in self.consumers:
             await consumer.stop()
         await self.timers.drain()
+        await self.publisher.flush()
 
     @property
     def running(self) -> bool:

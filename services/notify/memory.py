@@ -3,7 +3,7 @@ version, step), leases, the delivery log, acknowledgements, versions that only g
 and simulations. `conversations`, `people`, `chains` and `preferences_of` stand for what the
 router and `apply` keep in the database."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -12,8 +12,11 @@ from services.notify.decisions import AckOutcome, Preferences
 from services.notify.ports import (
     AckResult,
     AlertClaim,
+    AlertStart,
+    AlertStarted,
     AssignmentContext,
     ClaimOutcome,
+    ContextWanted,
     CurrentDeadline,
     Delivery,
     DeliveryUpdate,
@@ -21,7 +24,7 @@ from services.notify.ports import (
     OverdueContext,
 )
 from services.notify.sql import alert_id, delivery_id
-from services.notify.timers import DeadlineState, TimerPayload, WatchedDeadline
+from services.notify.timers import DeadlineState, WatchedDeadline
 from shared.events import DeadlineChanged
 
 
@@ -124,29 +127,46 @@ class MemoryRepository:
             alert.status, alert.attempts, alert.lease_until = status, attempts, None
             alert.recipients, alert.error = recipients, error
 
-    async def open_deliveries(
-        self, *, fired: TimerPayload, wanted: list[tuple[str, str]], recipients: str, attempts: int,
-        lease_until: datetime, now: datetime, finished: bool,
-    ) -> list[Delivery]:  # fmt: skip
-        alert = alert_id(fired.conversation_id, fired.deadline_version, fired.step)
-        for channel, person in wanted:
-            key = delivery_id(alert, channel, person)
-            if key not in self.log:
-                row = Delivery(key, fired.conversation_id, fired.deadline_version, fired.step, fired.tenant_id,
-                               channel, person, "queued", 0)  # fmt: skip
-                self.log[key] = _Delivery(row, None, now)
-        taken = self._take(
-            [d for d in self.log.values() if d.row.id.startswith(f"{alert}|")], False, lease_until, now
-        )
-        await self.finish_alert(
-            conversation_id=fired.conversation_id, version=fired.deadline_version, step=fired.step,
-            status="sent", attempts=attempts, recipients=recipients, now=now,
+    async def start_alerts(
+        self, starts: Sequence[AlertStart], *, lease_until: datetime, now: datetime
+    ) -> list[AlertStarted]:
+        return [await self._start(start, lease_until, now) for start in starts]
+
+    async def _start(self, start: AlertStart, lease_until: datetime, now: datetime) -> AlertStarted:
+        fired = start.fired
+        claim = await self.claim_alert(
+            tenant_id=fired.tenant_id, conversation_id=fired.conversation_id, version=fired.deadline_version,
+            step=fired.step, lease_until=lease_until, now=now,
         )  # fmt: skip
+        if claim.outcome is ClaimOutcome.busy:
+            return AlertStarted(claim)
+        taken: list[Delivery] = []
+        if claim.outcome is ClaimOutcome.claimed:
+            alert = alert_id(fired.conversation_id, fired.deadline_version, fired.step)
+            if start.skipped is None:
+                for channel, person in start.wanted:
+                    key = delivery_id(alert, channel, person)
+                    if key not in self.log:
+                        row = Delivery(key, fired.conversation_id, fired.deadline_version, fired.step,
+                                       fired.tenant_id, channel, person, "queued", 0)  # fmt: skip
+                        self.log[key] = _Delivery(row, None, now)
+                taken = self._take(
+                    [d for d in self.log.values() if d.row.id.startswith(f"{alert}|")],
+                    False,
+                    lease_until,
+                    now,
+                )
+            await self.finish_alert(
+                conversation_id=fired.conversation_id, version=fired.deadline_version, step=fired.step,
+                status="sent" if start.skipped is None else "skipped",
+                attempts=claim.attempts + (1 if start.skipped is None else 0), recipients=start.recipients,
+                error=start.skipped or "", now=now,
+            )  # fmt: skip
         await self.advance(
             conversation_id=fired.conversation_id, version=fired.deadline_version, step=fired.step,
-            finished=finished, now=now,
+            finished=start.finished, now=now,
         )  # fmt: skip
-        return taken
+        return AlertStarted(claim, tuple(taken))
 
     def _take(
         self, found: list[_Delivery], include_failed: bool, lease_until: datetime, now: datetime
@@ -235,6 +255,14 @@ class MemoryRepository:
             preferences=await self.preferences(known.people),
             link_generations=await self.link_generations(known.people),
         )  # fmt: skip
+
+    async def overdue_contexts(self, wanted: Sequence[ContextWanted]) -> list[OverdueContext | None]:
+        return [
+            await self.overdue_context(
+                conversation_id=w.conversation_id, version=w.version, due_at=w.due_at, chain=w.chain
+            )
+            for w in wanted
+        ]
 
     async def assignment_context(self, *, conversation_id: str, person_id: str) -> AssignmentContext | None:
         known = self.conversations.get(conversation_id)

@@ -3,7 +3,7 @@ carry every message, a clock and ids. Adapters: `sql.py` and `memory.py` (the re
 `scheduler.py` (JetStream schedules), `senders.py` (email, Web Push, Apprise)."""
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -140,6 +140,37 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class AlertStart:
+    """A fired alert as the service planned it, for `start_alerts`: the deliveries it wants
+    (channel, person), or why nobody is told (`skipped`); `finished`: it is the last alert of its
+    deadline's timeline."""
+
+    fired: TimerPayload
+    wanted: tuple[tuple[str, str], ...]
+    recipients: str
+    finished: bool
+    skipped: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertStarted:
+    """What `start_alerts` did with one alert: its claim, and the deliveries it took to send."""
+
+    claim: AlertClaim
+    deliveries: tuple[Delivery, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContextWanted:
+    """An overdue context to read: the conversation, its deadline version and due time, its chain."""
+
+    conversation_id: str
+    version: int
+    due_at: datetime
+    chain: Chain
+
+
+@dataclass(frozen=True)
 class DeliveryUpdate:
     id: str
     status: str  # sent, retrying, failed, dropped, grouped, skipped
@@ -232,20 +263,13 @@ class NotifyRepository(Protocol):
         now: datetime,
     ) -> None: ...
 
-    async def open_deliveries(
-        self,
-        *,
-        fired: TimerPayload,
-        wanted: list[tuple[str, str]],
-        recipients: str,
-        attempts: int,
-        lease_until: datetime,
-        now: datetime,
-        finished: bool,
-    ) -> list[Delivery]:
-        """Log the (channel, person) deliveries of a claimed alert, take those not done yet, mark
-        the alert handled, and note it on the deadline's timeline as `advance` does (one
-        transaction)."""
+    async def start_alerts(
+        self, starts: Sequence[AlertStart], *, lease_until: datetime, now: datetime
+    ) -> list[AlertStarted]:
+        """Many fired alerts in one transaction, each claimed once across replicas (as
+        `claim_alert`). A claimed one is marked skipped, or has its deliveries logged and those
+        not done yet taken, and is marked handled; unless another replica holds it, it is noted
+        on its deadline's timeline as `advance` does. In the order given."""
 
     async def claim_owed(
         self,
@@ -286,6 +310,9 @@ class NotifyRepository(Protocol):
     ) -> OverdueContext | None:
         """What an alert says and whom it may reach (with their preferences); `chain`: the
         conversation's chain when the caller has read it already."""
+
+    async def overdue_contexts(self, wanted: Sequence[ContextWanted]) -> list[OverdueContext | None]:
+        """`overdue_context` for many alerts, in one read; in the order given."""
 
     async def assignment_context(
         self, *, conversation_id: str, person_id: str

@@ -30,6 +30,7 @@ from services.notify.compose import (
 from services.notify.decisions import (
     AckOutcome,
     Fate,
+    Judgement,
     Pending,
     Skipped,
     Verdict,
@@ -44,9 +45,11 @@ from services.notify.decisions import (
     window_end,
 )
 from services.notify.ports import (
+    AlertStart,
     Channel,
     ClaimOutcome,
     Clock,
+    ContextWanted,
     Delivery,
     DeliveryError,
     DeliveryUpdate,
@@ -269,84 +272,123 @@ class NotifyService:
     # -- fired timers -----------------------------------------------------------------------
 
     async def timer_fired(self, fired: TimerPayload) -> Outcome:
-        """One alert of a timeline: claimed once, planned per person and channel, the next one
-        armed; the deliveries go out after the timer is acknowledged (`Outcome.then`)."""
-        if fired.step == "retry":
-            return await self.retry(fired)
-        # The deadline and its chain, read once: everything below decides from them.
-        found = (await self.repository.current([fired.conversation_id])).get(fired.conversation_id)
-        current = found.deadline if found else None
-        chain = found.chain if found else Chain()
-        judgement = judge_fired(current, fired)
-        FIRED.labels(judgement.verdict.value).inc()
+        """One fired timer: `timers_fired` with a batch of one."""
+        return (await self.timers_fired([fired]))[0]
+
+    async def timers_fired(self, batch: Sequence[TimerPayload]) -> list[Outcome]:
+        """Alerts of timelines, each claimed once, planned per person and channel, the next one
+        armed; the deliveries go out after the timer is acknowledged (`Outcome.then`). For the
+        whole batch the deadlines and chains are read once, the contexts in one read, the claims
+        and deliveries written in one transaction and the timers armed in one publish. Retries
+        go one by one (`retry`). The outcomes in the order given."""
+        outcomes: dict[int, Outcome] = {}
+        alerts = {fired.conversation_id for fired in batch if fired.step != "retry"}
+        found = await self.repository.current(alerts) if alerts else {}
+        due: list[tuple[int, TimerPayload, WatchedDeadline, Chain]] = []
+        for i, fired in enumerate(batch):
+            if fired.step == "retry":
+                outcomes[i] = await self.retry(fired)
+                continue
+            known = found.get(fired.conversation_id)
+            current = known.deadline if known else None
+            chain = known.chain if known else Chain()
+            judgement = judge_fired(current, fired)
+            FIRED.labels(judgement.verdict.value).inc()
+            if judgement.verdict is Verdict.send and current is not None:
+                due.append((i, fired, current, chain))
+            else:
+                await self._not_sent(fired, current, chain, judgement)
+                outcomes[i] = Outcome()
+        if due:
+            outcomes.update(zip([i for i, *_ in due], await self._start(due), strict=True))
+        return [outcomes[i] for i in range(len(batch))]
+
+    async def _not_sent(
+        self, fired: TimerPayload, current: WatchedDeadline | None, chain: Chain, judgement: Judgement
+    ) -> None:
+        """A timer that sends nothing: a stale one re-arms the current deadline's timer, a
+        silenced step moves the timeline past it."""
         if judgement.verdict is Verdict.rearm and current is not None:
             timer = next_timer(current, chain, after_step=current.last_step, now=self.clock.now())
             await self.scheduler.arm([timer] if timer else [], again=True)
-        if judgement.verdict is not Verdict.send:
-            log.info(
-                "timer ignored",
-                extra={
-                    "conversation_id": fired.conversation_id,
-                    "step": fired.step,
-                    "reason": judgement.ignored,
-                },
-            )
-            if judgement.silenced and current is not None:
-                await self._advance(fired, current, chain)  # past a silenced step: what comes after it
-            return Outcome()
-        assert current is not None and current.due_at is not None
-        if fired.attempt == 0 and fired.step == "breach":
-            BREACHES.inc()
-        now = self.clock.now()
-        claim = await self.repository.claim_alert(
-            tenant_id=fired.tenant_id, conversation_id=fired.conversation_id, version=fired.deadline_version,
-            step=fired.step, lease_until=now + self.policy.lease, now=now,
-        )  # fmt: skip
-        if claim.outcome is ClaimOutcome.done:
-            # handled before (a redelivery): make sure the next is armed
-            await self._advance(fired, current, chain)
-            return Outcome()
-        if claim.outcome is ClaimOutcome.busy:
-            return Outcome(retry_in=claim.retry_in)  # another replica is sending it right now
-        context, entries = await self._context(fired, current, chain)
-        planned = {entry.step: entry for entry in entries}.get(fired.step)
-        target = planned.notify if planned else Target.owner
-        people = recipients(context, target, planned.person_id if planned else None) if context else []
-        if context is None or not context.still_waiting or not people:
-            why = Skipped.nobody_to_tell if context and context.still_waiting else Skipped.no_longer_waiting
-            await self.repository.finish_alert(
-                conversation_id=fired.conversation_id, version=fired.deadline_version, step=fired.step,
-                status="skipped", attempts=claim.attempts, error=why.value, now=now,
-            )  # fmt: skip
-            log.info("alert skipped", extra={"conversation_id": fired.conversation_id, "reason": why})
-            await self._advance(fired, current, chain)
-            return Outcome()
-        later = entries[[e.step for e in entries].index(fired.step) + 1 :] if planned else []
-        backups = standby(context, later)
-        wanted = {p.id for p in people} | set(backups)
-        preferences = {p: prefs for p, prefs in context.preferences.items() if p in wanted}
-        kind = kind_of(fired.step)
-        deliveries = plan_deliveries(kind, [p.id for p in people], preferences, standby=backups, now=now)
-        timer = self._after(fired, current, chain)
-        # The deliveries logged, the alert marked handled and the deadline's timeline advanced in
-        # one transaction. Should notify die before the timers below are armed, the redelivered
-        # timer finds its claim done and arms the next alert (`_advance`).
-        rows = await self.repository.open_deliveries(
-            fired=fired,
-            wanted=[(d.channel, d.person_id) for d in deliveries],
-            recipients=", ".join(f"{d.person_id}:{d.channel}" for d in deliveries),
-            attempts=claim.attempts + 1,
-            lease_until=now + self.policy.lease,
-            now=now,
-            finished=timer is None,
+        log.info(
+            "timer ignored",
+            extra={"conversation_id": fired.conversation_id, "step": fired.step, "reason": judgement.ignored},
         )
-        if rows:
-            # A safety net before anything is sent: should this process die while sending,
-            # the retry finds the deliveries whose lease ran out and sends them.
-            await self.scheduler.arm([retry_timer(fired, attempt=1, at=now + self.policy.lease)], again=True)
-        if timer is not None:
-            await self.scheduler.arm([timer])
-        return Outcome(then=Sending(fired, context, tuple(rows)) if rows else None)
+        if judgement.silenced and current is not None:
+            await self._advance(fired, current, chain)  # past a silenced step: what comes after it
+
+    async def _start(self, due: list[tuple[int, TimerPayload, WatchedDeadline, Chain]]) -> list[Outcome]:
+        """The alerts that fell due: planned from their contexts, then claimed and opened."""
+        now = self.clock.now()
+        wanted_contexts: list[ContextWanted] = []
+        for _i, fired, current, chain in due:
+            assert current.due_at is not None  # a deadline that sends is armed
+            wanted_contexts.append(
+                ContextWanted(fired.conversation_id, fired.deadline_version, current.due_at, chain)
+            )
+        contexts = await self.repository.overdue_contexts(wanted_contexts)
+        starts: list[AlertStart] = []
+        afters: list[TimerPayload | None] = []
+        for (_i, fired, current, chain), context in zip(due, contexts, strict=True):
+            assert current.due_at is not None
+            if fired.attempt == 0 and fired.step == "breach":
+                BREACHES.inc()
+            entries = timeline(warn_at=current.warn_at, due_at=current.due_at, chain=chain)
+            planned = {entry.step: entry for entry in entries}.get(fired.step)
+            target = planned.notify if planned else Target.owner
+            people = recipients(context, target, planned.person_id if planned else None) if context else []
+            afters.append(self._after(fired, current, chain))
+            last = afters[-1] is None
+            if context is None or not context.still_waiting or not people:
+                why = (
+                    Skipped.nobody_to_tell if context and context.still_waiting else Skipped.no_longer_waiting
+                )
+                starts.append(AlertStart(fired, (), "", last, skipped=why.value))
+                continue
+            later = entries[[e.step for e in entries].index(fired.step) + 1 :] if planned else []
+            backups = standby(context, later)
+            wanted = {p.id for p in people} | set(backups)
+            preferences = {p: prefs for p, prefs in context.preferences.items() if p in wanted}
+            deliveries = plan_deliveries(
+                kind_of(fired.step), [p.id for p in people], preferences, standby=backups, now=now
+            )
+            starts.append(
+                AlertStart(
+                    fired,
+                    tuple((d.channel, d.person_id) for d in deliveries),
+                    ", ".join(f"{d.person_id}:{d.channel}" for d in deliveries),
+                    last,
+                )
+            )
+        # The deliveries logged, each alert marked handled and its deadline's timeline advanced
+        # in one transaction. Should notify die before the timers below are armed, the
+        # redelivered timer finds its claim done and arms the next alert.
+        started = await self.repository.start_alerts(starts, lease_until=now + self.policy.lease, now=now)
+        outcomes: list[Outcome] = []
+        safety: list[TimerPayload] = []
+        nexts: list[TimerPayload] = []
+        for start, after, context, result in zip(starts, afters, contexts, started, strict=True):
+            fired = start.fired
+            if result.claim.outcome is ClaimOutcome.busy:
+                outcomes.append(Outcome(retry_in=result.claim.retry_in))  # another replica is sending it
+                continue
+            if after is not None:
+                nexts.append(after)
+            if start.skipped and result.claim.outcome is ClaimOutcome.claimed:
+                log.info(
+                    "alert skipped", extra={"conversation_id": fired.conversation_id, "reason": start.skipped}
+                )
+            if result.deliveries and context is not None:
+                # A safety net before anything is sent: should this process die while sending,
+                # the retry finds the deliveries whose lease ran out and sends them.
+                safety.append(retry_timer(fired, attempt=1, at=now + self.policy.lease))
+                outcomes.append(Outcome(then=Sending(fired, context, result.deliveries)))
+            else:
+                outcomes.append(Outcome())
+        await self.scheduler.arm(safety, again=True)
+        await self.scheduler.arm(nexts)
+        return outcomes
 
     async def retry(self, fired: TimerPayload) -> Outcome:
         """Deliveries still owed for this deadline version, tried again (a replayed dead letter,

@@ -3,7 +3,7 @@ alert claims, the delivery log, acknowledgements and the outbox of alert events.
 
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +16,11 @@ from services.notify.decisions import AckOutcome, Preferences
 from services.notify.ports import (
     AckResult,
     AlertClaim,
+    AlertStart,
+    AlertStarted,
     AssignmentContext,
     ClaimOutcome,
+    ContextWanted,
     CurrentDeadline,
     Delivery,
     DeliveryUpdate,
@@ -369,6 +372,36 @@ async def get_chains(*, session: AsyncSession, ids: Iterable[str]) -> dict[str, 
     connection = await session.connection()
     rows = await connection.execute(_CHAINS_OF, {"ids": list(ids)})
     return {row.id: _chain(row.topic_escalation or row.escalation) for row in rows}
+
+
+async def start_alert(
+    *, session: AsyncSession, start: AlertStart, lease_until: datetime, now: datetime
+) -> AlertStarted:
+    """One alert of `SqlRepository.start_alerts`, in its transaction."""
+    fired = start.fired
+    claim = await claim_alert(
+        session=session, tenant_id=fired.tenant_id, conversation_id=fired.conversation_id,
+        version=fired.deadline_version, step=fired.step, lease_until=lease_until, now=now,
+    )  # fmt: skip
+    if claim.outcome is ClaimOutcome.busy:
+        return AlertStarted(claim)
+    rows: list[Delivery] = []
+    if claim.outcome is ClaimOutcome.claimed:
+        if start.skipped is None:
+            rows = await claim_deliveries(
+                session=session, fired=fired, wanted=list(start.wanted), lease_until=lease_until, now=now
+            )
+        await finish_alert(
+            session=session, conversation_id=fired.conversation_id, version=fired.deadline_version,
+            step=fired.step, now=now, status="sent" if start.skipped is None else "skipped",
+            attempts=claim.attempts + (1 if start.skipped is None else 0), recipients=start.recipients,
+            error=start.skipped or "",
+        )  # fmt: skip
+    await advance(
+        session=session, conversation_id=fired.conversation_id, version=fired.deadline_version,
+        step=fired.step, finished=start.finished, now=now,
+    )  # fmt: skip
+    return AlertStarted(claim, tuple(rows))
 
 
 async def get_overdue_context(
@@ -752,23 +785,14 @@ class SqlRepository:
                 attempts=attempts, now=now, recipients=recipients, error=error,
             )  # fmt: skip
 
-    async def open_deliveries(
-        self, *, fired: TimerPayload, wanted: list[tuple[str, str]], recipients: str, attempts: int,
-        lease_until: datetime, now: datetime, finished: bool,
-    ) -> list[Delivery]:  # fmt: skip
+    async def start_alerts(
+        self, starts: Sequence[AlertStart], *, lease_until: datetime, now: datetime
+    ) -> list[AlertStarted]:
         async with transaction(self.sessions) as session:
-            rows = await claim_deliveries(
-                session=session, fired=fired, wanted=wanted, lease_until=lease_until, now=now
-            )
-            await finish_alert(
-                session=session, conversation_id=fired.conversation_id, version=fired.deadline_version,
-                step=fired.step, status="sent", attempts=attempts, now=now, recipients=recipients,
-            )  # fmt: skip
-            await advance(
-                session=session, conversation_id=fired.conversation_id, version=fired.deadline_version,
-                step=fired.step, finished=finished, now=now,
-            )  # fmt: skip
-            return rows
+            return [
+                await start_alert(session=session, start=start, lease_until=lease_until, now=now)
+                for start in starts
+            ]
 
     async def claim_owed(
         self,
@@ -828,6 +852,19 @@ class SqlRepository:
             return await get_overdue_context(
                 session=session, conversation_id=conversation_id, version=version, due_at=due_at, chain=chain
             )
+
+    async def overdue_contexts(self, wanted: Sequence[ContextWanted]) -> list[OverdueContext | None]:
+        async with self.sessions() as session:
+            return [
+                await get_overdue_context(
+                    session=session,
+                    conversation_id=w.conversation_id,
+                    version=w.version,
+                    due_at=w.due_at,
+                    chain=w.chain,
+                )
+                for w in wanted
+            ]
 
     async def assignment_context(self, *, conversation_id: str, person_id: str) -> AssignmentContext | None:
         async with self.sessions() as session:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from services.notify.acks import Acknowledged, NotifyStarting
 from services.notify.decisions import AckOutcome
 from services.notify.ports import Envelope, NotifyRepository
-from services.notify.service import NotifyService, Outcome
+from services.notify.service import NotifyService, Outcome, Sending
 from services.notify.timers import TimerPayload
 from shared import subjects
 from shared.commands import Acknowledge, notify_command_adapter
@@ -36,14 +36,15 @@ COMMAND_CONSUMER = "notify-commands"
 T = TypeVar("T")
 
 
-async def with_heartbeat(msg: Msg, work: Awaitable[T], every: float = 10.0) -> T:
-    """Run `work`, telling JetStream the message is in progress while it is slow."""
+async def with_heartbeat(msgs: list[Msg], work: Awaitable[T], every: float = 10.0) -> T:
+    """Run `work`, telling JetStream its messages are in progress while it is slow."""
     task = asyncio.ensure_future(work)
     while True:
         done, _ = await asyncio.wait({task}, timeout=every)
         if done:
             return task.result()
-        await msg.in_progress()
+        for msg in msgs:
+            await msg.in_progress()
 
 
 def _outgoing(envelopes: tuple[Envelope, ...]) -> list[Outgoing]:
@@ -138,8 +139,10 @@ class DeadlineConsumer:
 
 @dataclass
 class TimerConsumer:
-    """Fired timers: alerts, retries and the ends of burst windows. Each in its own task, so one
-    slow SMTP send never holds back timers that fall due meanwhile."""
+    """Fired timers: alerts, retries and the ends of burst windows. The alerts of a batch are
+    started together (`NotifyService.timers_fired`: one read, one transaction); what each sends
+    then goes in its own task, as do retries and window ends, so one slow SMTP send never holds
+    back timers that fall due meanwhile."""
 
     js: JetStreamContext
     service: NotifyService
@@ -155,22 +158,80 @@ class TimerConsumer:
         self._slots = asyncio.Semaphore(self.concurrency)
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
+        alerts: list[tuple[Msg, TimerPayload]] = []
         for msg in msgs:
-            await self._slots.acquire()
-            task = asyncio.create_task(self._one(msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if not msg.subject.startswith("sh.timer.fired.group."):
+                try:
+                    fired = TimerPayload.model_validate_json(msg.data)
+                except ValidationError as error:
+                    await self._dead_letter(msg, f"invalid timer: {error}")
+                    continue
+                if fired.step != "retry":
+                    alerts.append((msg, fired))
+                    continue
+            await self._spawn(self._one(msg))
+        if alerts:
+            await self._alerts(alerts)
 
     async def drain(self) -> None:
         """Let the alerts in flight finish (on shutdown)."""
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.drain_timeout)
 
+    async def _spawn(self, work: Awaitable[None]) -> None:
+        await self._slots.acquire()
+        task = asyncio.create_task(self._in_slot(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _in_slot(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        finally:
+            self._slots.release()
+
+    async def _alerts(self, alerts: list[tuple[Msg, TimerPayload]]) -> None:
+        """Alerts started together, acked (or nak'ed while another replica holds one), then
+        each one's deliveries sent in its own task. Should the batch fail, each is tried alone."""
+        try:
+            outcomes = await with_heartbeat(
+                [msg for msg, _ in alerts], self.service.timers_fired([fired for _, fired in alerts])
+            )
+        except Exception:
+            log.warning("a batch of fired timers failed; each is tried on its own", exc_info=True)
+            for msg, _fired in alerts:
+                await self._spawn(self._one(msg))
+            return
+        done = list(zip(alerts, outcomes, strict=True))
+        for (msg, _fired), outcome in done:
+            if outcome.retry_in is not None:
+                await msg.nak(delay=outcome.retry_in)
+        await ack_all([msg for (msg, _fired), outcome in done if outcome.retry_in is None])
+        for (_msg, fired), outcome in done:
+            if outcome.then is not None:
+                await self._spawn(self._send(fired, outcome.then))
+
+    async def _send(self, fired: TimerPayload, sending: Sending) -> None:
+        """What a started alert owes, sent once its timer is acknowledged: should this fail,
+        the retry timer armed with it sends what is still owed."""
+        try:
+            with span(
+                "handle timer",
+                parent=fired.trace,
+                attributes={"stayhuman.conversation_id": fired.conversation_id},
+            ):
+                await self._publish(await self.service.send(sending))
+        except Exception:
+            log.exception(
+                "alert not sent; its retry timer will", extra={"conversation_id": fired.conversation_id}
+            )
+
     async def _one(self, msg: Msg) -> None:
+        """A timer on its own: a window's end, a retry, or an alert whose batch failed."""
         try:
             if msg.subject.startswith("sh.timer.fired.group."):
                 _prefix, person_id, channel = msg.subject.rsplit(".", 2)
-                outcome = await with_heartbeat(msg, self.service.window_ended(person_id, channel))
+                outcome = await with_heartbeat([msg], self.service.window_ended(person_id, channel))
                 await self._publish(outcome)
                 await msg.ack()
                 return
@@ -195,8 +256,6 @@ class TimerConsumer:
                 await self._dead_letter(msg, f"{type(error).__name__}: {error}")
             else:
                 await msg.nak(delay=self.retry_delay)
-        finally:
-            self._slots.release()
 
     async def _publish(self, outcome: Outcome) -> None:
         await self.publisher.publish(outcome, stream=subjects.TIMERS_STREAM, consumer=TIMER_CONSUMER)
@@ -262,7 +321,7 @@ class Isolating:
     async def _one(self, msg: Msg, work: Any) -> None:
         last = is_last_delivery(msg, self.max_deliver)
         try:
-            outcome = await with_heartbeat(msg, self.call(work, msg, last=last))
+            outcome = await with_heartbeat([msg], self.call(work, msg, last=last))
             await self.publisher.publish(outcome, stream=self.stream, consumer=self.consumer)
         except Exception as error:
             then = "kept on the dead letter" if last else "it will be retried"

@@ -1,17 +1,20 @@
-"""notify's publisher against a real nats-server: alert events go on the bus at once, and are
-cleared from the outbox in one transaction for many alerts, never published twice by the relay."""
+"""notify's publisher and timer consumer against a real nats-server: alert events go on the bus
+at once and are cleared from the outbox in one transaction for many alerts, never published twice
+by the relay; a batch of fired timers that fails is tried one timer at a time."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from nats.aio.client import Client
 
-from services.notify.consumers import Publisher
+from services.notify.consumers import Publisher, TimerConsumer
 from services.notify.memory import MemoryRepository
-from services.notify.ports import Envelope, EventBatch
+from services.notify.ports import AlertStart, AlertStarted, Envelope, EventBatch
 from services.notify.service import Outcome
 from shared import subjects
 from shared.jetstream import StreamSettings, ensure_streams, stream_configs
-from tests.notify_world import T0
+from tests.notify_world import T0, World, context, deadline, fired
 
 
 @dataclass
@@ -79,3 +82,44 @@ async def test_a_failed_clear_keeps_the_ids_for_the_next(nc: Client) -> None:
     await publisher.flush()
     assert outbox.outbox == {} and outbox.deletes == 1
     assert await on_the_bus(nc) == 1
+
+
+@dataclass
+class Poisoned(MemoryRepository):
+    """notify's in-memory repository, whose transaction fails for any batch holding `poison`."""
+
+    poison: str = ""
+    batches: int = 0
+
+    async def start_alerts(
+        self, starts: Sequence[AlertStart], *, lease_until: datetime, now: datetime
+    ) -> list[AlertStarted]:
+        self.batches += 1
+        if any(start.fired.conversation_id == self.poison for start in starts):
+            raise ValueError("a row the database refuses")
+        return await super().start_alerts(starts, lease_until=lease_until, now=now)
+
+
+async def test_a_batch_of_timers_that_fails_is_tried_one_by_one_so_the_others_still_alert(nc: Client) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js, stream_configs(StreamSettings()))
+    good, bad = "a" * 32, "b" * 32
+    repository = Poisoned(conversations={c: context(c) for c in (good, bad)}, poison=bad)
+    world = World(repository)
+    await world.service.deadlines_changed([deadline(good, 1, T0), deadline(bad, 1, T0)])
+    for cid in (bad, good):
+        await js.publish(
+            subjects.timer_fired(tenant_id="acme", conversation_id=cid),
+            fired(cid, 1).model_dump_json().encode(),
+        )
+    pull = await js.pull_subscribe(subjects.all_timers_fired(), "test-timers", stream=subjects.TIMERS_STREAM)
+    msgs = await pull.fetch(2, timeout=5)
+    consumer = TimerConsumer(js, world.service, Publisher(js, repository), max_deliver=5, retry_delay=30)
+
+    await consumer.handle_batch(msgs)
+    await consumer.drain()
+
+    assert repository.batches == 3  # the batch of two, then each alone
+    assert [m.key for m in world.email.sent] == [f"overdue.{good}.v1"]
+    info = await js.consumer_info(subjects.TIMERS_STREAM, "test-timers")
+    assert info.num_ack_pending == 1  # the poisoned one, nak'ed: it comes again after its delay

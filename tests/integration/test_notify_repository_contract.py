@@ -18,8 +18,8 @@ from stayhuman.config import apply_config, parse_config
 from tests.helpers import config_yaml
 from tests.notify_world import T0, World, context, deadline, events_of, fired
 
-C1, C2, C3, C4, C5 = "1" * 32, "2" * 32, "3" * 32, "4" * 32, "5" * 32
-VERSIONS = {C1: 3, C2: 1, C3: 1, C4: 1}  # each conversation's deadline version at the router
+C1, C2, C3, C4, C5, C6 = "1" * 32, "2" * 32, "3" * 32, "4" * 32, "5" * 32, "6" * 32
+VERSIONS = {C1: 3, C2: 1, C3: 1, C4: 1, C6: 1}  # each conversation's deadline version at the router
 
 
 def ack(version: int, command_id: str, tenant: str = "acme") -> Acknowledge:
@@ -44,7 +44,7 @@ async def scenario(repository: NotifyRepository) -> list[Any]:
         [deadline(C1, 3, T0 + timedelta(hours=1)), deadline(C1, 2, T0), deadline(C5, 1, T0)], now=T0
     )
     said.append(sorted((cid, c.deadline, c.chain) for cid, c in stored.items()))
-    said.append(sorted((await repository.current([C1, C5, "6" * 32])).items()))
+    said.append(sorted((await repository.current([C1, C5, "7" * 32])).items()))
     # fire and claim once (a stale timer of version 1 sends nothing)
     said.append(events_of(await world.fire(fired(C1, 1))))
     said.append(events_of(await world.fire(fired(C1, 3))))
@@ -71,6 +71,15 @@ async def scenario(repository: NotifyRepository) -> list[Any]:
     for command in (*commands, ack(3, "cmd00001")):
         outcome, published = await service.acknowledge(command)
         said.append((outcome, events_of(published)))
+    # a batch, as the timer consumer hands it over: a stale timer, one already sent, a new one
+    # twice (sent once), one with no conversation (skipped)
+    world.clock.at = T0 + timedelta(minutes=20)
+    await service.deadlines_changed([deadline(C6, 1, T0)])
+    batch = await service.timers_fired([fired(C1, 1), fired(C6, 1), fired(C1, 3), fired(C6, 1), fired(C5, 1)])
+    said.append([(o.retry_in, o.then is not None) for o in batch])
+    for o in batch:
+        if o.then is not None:
+            said.append(events_of(await service.send(o.then)))
     said.append([(m.subject, m.key, [r.email for r in m.to]) for m in world.email.sent])
     said.append(
         [(t.conversation_id, t.deadline_version, t.step, t.attempt, t.at) for t in world.scheduler.armed]

@@ -3,6 +3,7 @@ says, then ack or nak. Poison messages and the last delivery of a failing one go
 letter; slow work keeps telling JetStream it is in progress."""
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -169,7 +170,7 @@ class TimerConsumer:
                 if fired.step != "retry":
                     alerts.append((msg, fired))
                     continue
-            await self._spawn(self._one(msg))
+            await self._spawn(functools.partial(self._one, msg))
         if alerts:
             await self._alerts(alerts)
 
@@ -178,15 +179,16 @@ class TimerConsumer:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.drain_timeout)
 
-    async def _spawn(self, work: Awaitable[None]) -> None:
+    async def _spawn(self, work: Callable[[], Awaitable[None]]) -> None:
+        """`work` in a task of its own once one of `concurrency` slots is free."""
         await self._slots.acquire()
         task = asyncio.create_task(self._in_slot(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _in_slot(self, work: Awaitable[None]) -> None:
+    async def _in_slot(self, work: Callable[[], Awaitable[None]]) -> None:
         try:
-            await work
+            await work()
         finally:
             self._slots.release()
 
@@ -200,7 +202,7 @@ class TimerConsumer:
         except Exception:
             log.warning("a batch of fired timers failed; each is tried on its own", exc_info=True)
             for msg, _fired in alerts:
-                await self._spawn(self._one(msg))
+                await self._spawn(functools.partial(self._one, msg))
             return
         done = list(zip(alerts, outcomes, strict=True))
         for (msg, _fired), outcome in done:
@@ -209,7 +211,7 @@ class TimerConsumer:
         await ack_all([msg for (msg, _fired), outcome in done if outcome.retry_in is None])
         for (_msg, fired), outcome in done:
             if outcome.then is not None:
-                await self._spawn(self._send(fired, outcome.then))
+                await self._spawn(functools.partial(self._send, fired, outcome.then))
 
     async def _send(self, fired: TimerPayload, sending: Sending) -> None:
         """What a started alert owes, sent once its timer is acknowledged: should this fail,

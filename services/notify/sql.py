@@ -407,68 +407,107 @@ async def start_alert(
 async def get_overdue_context(
     *, session: AsyncSession, conversation_id: str, version: int, due_at: datetime, chain: Chain | None = None
 ) -> OverdueContext | None:
-    """What an alert says and whom it may reach, with their preferences and push link
-    generations: four reads (three when the caller passes the conversation's chain)."""
-    row = await fetch_rows(
-        session,
-        select(
-            CONVERSATIONS,
-            TENANTS.c.name.label("tenant_name"),
-            TENANTS.c.manager_id.label("manager_id"),
-            TENANTS.c.escalation.label("tenant_escalation"),
-            ACCOUNTS.c.handle.label("account_handle"),
-            TEAMS.c.lead_id.label("lead_id"),
-        )
-        .join(TENANTS, TENANTS.c.id == CONVERSATIONS.c.tenant_id)
-        .join(ACCOUNTS, ACCOUNTS.c.id == CONVERSATIONS.c.account_id)
-        .outerjoin(TEAMS, TEAMS.c.id == CONVERSATIONS.c.team_id)
-        .where(CONVERSATIONS.c.id == conversation_id),
-    )
-    if not row:
-        return None
-    conversation = row[0]
-    lead_id, manager_id = conversation.lead_id, conversation.manager_id
-    members = await fetch_rows(
-        session,
-        select(PEOPLE.c.id)
-        .join(MEMBERS, MEMBERS.c.person_id == PEOPLE.c.id)
-        .where(MEMBERS.c.team_id == conversation.team_id)
-        .order_by(PEOPLE.c.id),
-    )
-    team_ids = [m.id for m in members]
+    """What an alert says and whom it may reach (`get_overdue_contexts` for one)."""
     if chain is None:
         chain = (await get_chains(session=session, ids=[conversation_id])).get(conversation_id, Chain())
-    named = {step.person_id for step in _chain(conversation.tenant_escalation).steps}
-    named |= {step.person_id for step in chain.steps}
-    wanted = {*team_ids, conversation.owner_id, lead_id, manager_id, *named} - {None}
-    found = await fetch_rows(
-        session, select(PEOPLE).where(PEOPLE.c.id.in_(wanted), PEOPLE.c.active.is_(True))
+    wanted = ContextWanted(conversation_id, version, due_at, chain)
+    return (await get_overdue_contexts(session=session, wanted=[wanted]))[0]
+
+
+_CONTEXTS_OF = (
+    select(
+        CONVERSATIONS,
+        TENANTS.c.name.label("tenant_name"),
+        TENANTS.c.manager_id.label("manager_id"),
+        TENANTS.c.escalation.label("tenant_escalation"),
+        ACCOUNTS.c.handle.label("account_handle"),
+        TEAMS.c.lead_id.label("lead_id"),
     )
-    people = {p.id: Recipient(p.name, p.email, p.id) for p in found}
-    return OverdueContext(
-        conversation_id=conversation.id,
-        deadline_version=version,
-        tenant_name=conversation.tenant_name,
-        account_id=conversation.account_id,
-        account_handle=conversation.account_handle,
-        platform=conversation.platform,
-        author_name=conversation.author_name or conversation.author_id,
-        text=conversation.last_inbound_text,
-        url=conversation.last_inbound_url,
-        waiting_since=conversation.awaiting_since or conversation.opened_at,
-        due_at=due_at,
-        owner=people.get(conversation.owner_id or ""),
-        team=[people[p] for p in team_ids if p in people],
-        # The router's own record closes the window in which it has committed a
-        # reply whose cleared deadline has not reached notify yet.
-        still_waiting=conversation.deadline_version == version and conversation.due_at is not None,
-        tenant_id=conversation.tenant_id,
-        lead=people.get(lead_id or ""),
-        manager=people.get(manager_id or ""),
-        people=people,
-        preferences={p.id: _preferences(p) for p in found},
-        link_generations=await link_generations(session=session, people=list(people)),
-    )
+    .join(TENANTS, TENANTS.c.id == CONVERSATIONS.c.tenant_id)
+    .join(ACCOUNTS, ACCOUNTS.c.id == CONVERSATIONS.c.account_id)
+    .outerjoin(TEAMS, TEAMS.c.id == CONVERSATIONS.c.team_id)
+    .where(CONVERSATIONS.c.id.in_(bindparam("ids", expanding=True)))
+)
+_MEMBERS_OF = (
+    select(MEMBERS.c.team_id, PEOPLE.c.id)
+    .join(MEMBERS, MEMBERS.c.person_id == PEOPLE.c.id)
+    .where(MEMBERS.c.team_id.in_(bindparam("ids", expanding=True)))
+    .order_by(PEOPLE.c.id)
+)
+_ACTIVE_PEOPLE_OF = select(PEOPLE).where(
+    PEOPLE.c.id.in_(bindparam("ids", expanding=True)), PEOPLE.c.active.is_(True)
+)
+
+
+async def get_overdue_contexts(
+    *, session: AsyncSession, wanted: Sequence[ContextWanted]
+) -> list[OverdueContext | None]:
+    """What each alert says and whom it may reach, with their preferences and push link
+    generations: four reads for the whole batch, whatever its size. In the order given."""
+    if not wanted:
+        return []
+    connection = await session.connection()
+
+    async def rows_of(statement: Any, ids: list[str]) -> Sequence[Any]:
+        return (await connection.execute(statement, {"ids": ids})).all() if ids else []
+
+    conversations = {
+        row.id: row for row in await rows_of(_CONTEXTS_OF, sorted({w.conversation_id for w in wanted}))
+    }
+    teams = sorted({c.team_id for c in conversations.values() if c.team_id is not None})
+    members: dict[str, list[str]] = {}
+    for row in await rows_of(_MEMBERS_OF, teams):
+        members.setdefault(row.team_id, []).append(row.id)
+    asked: dict[tuple[str, int], set[str]] = {}
+    for w in wanted:
+        conversation = conversations.get(w.conversation_id)
+        if conversation is None:
+            continue
+        named = {step.person_id for step in _chain(conversation.tenant_escalation).steps}
+        named |= {step.person_id for step in w.chain.steps}
+        asked[w.conversation_id, w.version] = {
+            *members.get(conversation.team_id, []), conversation.owner_id, conversation.lead_id,
+            conversation.manager_id, *named,
+        } - {None}  # fmt: skip
+    everyone = sorted(set().union(*asked.values())) if asked else []
+    active = {p.id: p for p in await rows_of(_ACTIVE_PEOPLE_OF, everyone)}
+    generations = await link_generations(session=session, people=list(active))
+    contexts: list[OverdueContext | None] = []
+    for w in wanted:
+        conversation = conversations.get(w.conversation_id)
+        if conversation is None:
+            contexts.append(None)
+            continue
+        found = [active[p] for p in sorted(asked[w.conversation_id, w.version]) if p in active]
+        people = {p.id: Recipient(p.name, p.email, p.id) for p in found}
+        lead_id, manager_id = conversation.lead_id, conversation.manager_id
+        contexts.append(
+            OverdueContext(
+                conversation_id=conversation.id,
+                deadline_version=w.version,
+                tenant_name=conversation.tenant_name,
+                account_id=conversation.account_id,
+                account_handle=conversation.account_handle,
+                platform=conversation.platform,
+                author_name=conversation.author_name or conversation.author_id,
+                text=conversation.last_inbound_text,
+                url=conversation.last_inbound_url,
+                waiting_since=conversation.awaiting_since or conversation.opened_at,
+                due_at=w.due_at,
+                owner=people.get(conversation.owner_id or ""),
+                team=[people[p] for p in members.get(conversation.team_id, []) if p in people],
+                # The router's own record closes the window in which it has committed a
+                # reply whose cleared deadline has not reached notify yet.
+                still_waiting=conversation.deadline_version == w.version and conversation.due_at is not None,
+                tenant_id=conversation.tenant_id,
+                lead=people.get(lead_id or ""),
+                manager=people.get(manager_id or ""),
+                people=people,
+                preferences={p.id: _preferences(p) for p in found},
+                link_generations={p: generations.get(p, 0) for p in people},
+            )
+        )
+    return contexts
 
 
 async def get_account_names(*, session: AsyncSession, account_id: str) -> tuple[str, str]:
@@ -855,16 +894,7 @@ class SqlRepository:
 
     async def overdue_contexts(self, wanted: Sequence[ContextWanted]) -> list[OverdueContext | None]:
         async with self.sessions() as session:
-            return [
-                await get_overdue_context(
-                    session=session,
-                    conversation_id=w.conversation_id,
-                    version=w.version,
-                    due_at=w.due_at,
-                    chain=w.chain,
-                )
-                for w in wanted
-            ]
+            return await get_overdue_contexts(session=session, wanted=wanted)
 
     async def assignment_context(self, *, conversation_id: str, person_id: str) -> AssignmentContext | None:
         async with self.sessions() as session:

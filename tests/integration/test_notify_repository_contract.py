@@ -6,11 +6,13 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
+from services.notify.chain import Chain
 from services.notify.memory import MemoryRepository
-from services.notify.ports import NotifyRepository
+from services.notify.ports import ContextWanted, NotifyRepository
 from services.notify.sql import SqlRepository
+from shared import ids
 from shared.commands import Acknowledge
 from shared.db.models import ConversationRow
 from shared.db.session import create_engine, session_factory, transaction
@@ -128,3 +130,36 @@ async def test_the_sql_and_the_memory_repository_give_the_same_outcomes(database
     got = await scenario(await sql(database_url))
     for index, (one, other) in enumerate(zip(got, expected, strict=True)):
         assert one == other, index
+
+
+async def test_contexts_read_for_a_batch_are_each_conversations_own(database_url: str) -> None:
+    repository = await sql(database_url)
+    try:
+        async with transaction(repository.sessions) as session:
+            connection = await session.connection()
+            table = ConversationRow.__table__  # type: ignore[attr-defined]
+            care = ids.team_id(tenant_id="acme", slug="care")
+            await connection.execute(update(table).where(table.c.id == C1).values(team_id=care))
+            await connection.execute(
+                update(table).where(table.c.id == C2).values(owner_id="li", team_id=None)
+            )
+        wanted = [ContextWanted(c, v, T0, Chain()) for c, v in VERSIONS.items()]
+        wanted += [ContextWanted(C5, 1, T0, Chain()), ContextWanted(C1, 2, T0, Chain())]
+
+        together = await repository.overdue_contexts(wanted)
+        alone = [(await repository.overdue_contexts([w]))[0] for w in wanted]
+    finally:
+        await repository.sessions.kw["bind"].dispose()
+
+    assert together == alone
+    first, second = together[0], together[1]
+    assert first is not None and second is not None
+    assert (
+        first.owner is not None
+        and first.owner.id == "maria"
+        and {p.id for p in first.team} == {"li", "maria"}
+    )
+    assert second.owner is not None and second.owner.id == "li" and second.team == []
+    assert "maria" not in second.people  # nobody of the other conversation's team
+    assert together[-2] is None  # no such conversation
+    assert together[-1] is not None and not together[-1].still_waiting  # an older version

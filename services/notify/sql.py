@@ -46,7 +46,7 @@ from shared.db.core import (
     fetch_rows,
 )
 from shared.db.models import NotifyOutboxRow
-from shared.db.session import dialect_insert, transaction
+from shared.db.session import dialect_insert, insert_ignoring, transaction
 from shared.events import DeadlineChanged
 
 NOTIFY_OUTBOX = NotifyOutboxRow.__table__  # type: ignore[attr-defined]
@@ -202,8 +202,7 @@ async def claim_alert(
     key = alert_id(conversation_id, version, step)
     inserted = await execute(
         session,
-        dialect_insert(session, ALERTS)
-        .values(
+        insert_ignoring(session, ALERTS).values(
             id=key,
             conversation_id=conversation_id,
             deadline_version=version,
@@ -217,8 +216,7 @@ async def claim_alert(
             lease_until=lease_until,
             last_error="",
             created_at=now,
-        )
-        .on_conflict_do_nothing(),
+        ),
     )
     if inserted.rowcount == 1:
         return AlertClaim(ClaimOutcome.claimed, 0)
@@ -334,8 +332,7 @@ async def acknowledge(
         return AckResult(AckOutcome.already, tenant_id, _aware(current[0].acknowledged_at))
     await execute(
         session,
-        dialect_insert(session, ALERTS)
-        .values(
+        insert_ignoring(session, ALERTS).values(
             id=ack_id,
             conversation_id=conversation_id,
             deadline_version=version,
@@ -349,8 +346,7 @@ async def acknowledge(
             last_error="",
             created_at=now,
             sent_at=now,
-        )
-        .on_conflict_do_nothing(),
+        ),
     )
     return AckResult(AckOutcome.acknowledged, tenant_id, now)
 
@@ -543,7 +539,7 @@ async def claim_deliveries(
     if wanted:
         await execute(
             session,
-            dialect_insert(session, DELIVERIES).on_conflict_do_nothing(),
+            insert_ignoring(session, DELIVERIES),
             [
                 {
                     "id": delivery_id(alert, channel, person),
@@ -764,9 +760,9 @@ def _decode(row_id: str, blob: bytes) -> EventBatch:
 async def add_events(*, session: AsyncSession, events: EventBatch, now: datetime) -> None:
     await execute(
         session,
-        dialect_insert(session, NOTIFY_OUTBOX)
-        .values(id=events.id, messages=_encode(events), created_at=now)
-        .on_conflict_do_nothing(),
+        insert_ignoring(session, NOTIFY_OUTBOX).values(
+            id=events.id, messages=_encode(events), created_at=now
+        ),
     )
 
 

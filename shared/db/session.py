@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.dialects.postgresql import dml as postgresql_dml
+from sqlalchemy.dialects.sqlite import dml as sqlite_dml
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -130,3 +132,41 @@ def dialect_insert(session: AsyncSession, table: Any) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(table)
+
+
+# SQLAlchemy's own SQLite and PostgreSQL inserts do not take part in its statement cache (their
+# ON CONFLICT clauses have no cache key): each is compiled again on every execution, and that
+# on every alert. The inserts below are the same statements, with a clause of one form only (DO
+# NOTHING on any conflict, no target) whose cache key is its class: compiled once per table and
+# set of columns, like a plain INSERT.
+
+
+class _SqliteDoNothing(sqlite_dml.OnConflictDoNothing):
+    inherit_cache = True
+    _traverse_internals: Any = []
+
+
+class _SqliteInsertIgnoring(sqlite_dml.Insert):
+    inherit_cache = True
+
+
+class _PostgresDoNothing(postgresql_dml.OnConflictDoNothing):
+    inherit_cache = True
+    _traverse_internals: Any = []
+
+
+class _PostgresInsertIgnoring(postgresql_dml.Insert):
+    inherit_cache = True
+
+
+def insert_ignoring(session: AsyncSession, table: Any) -> Any:
+    """`INSERT ... ON CONFLICT DO NOTHING` (a row that conflicts on any unique key is left as it
+    is) for the session's database, compiled once and then taken from SQLAlchemy's cache."""
+    name = session.bind.dialect.name if session.bind is not None else "sqlite"
+    if name == "postgresql":
+        statement: Any = _PostgresInsertIgnoring(table)
+        statement._post_values_clause = _PostgresDoNothing()
+    else:
+        statement = _SqliteInsertIgnoring(table)
+        statement._post_values_clause = _SqliteDoNothing()
+    return statement

@@ -158,8 +158,7 @@ class MemoryRepository:
                 )
             await self.finish_alert(
                 conversation_id=fired.conversation_id, version=fired.deadline_version, step=fired.step,
-                status="sent" if start.skipped is None else "skipped",
-                attempts=claim.attempts + (1 if start.skipped is None else 0), recipients=start.recipients,
+                status=start.status, attempts=start.attempts(claim), recipients=start.recipients,
                 error=start.skipped or "", now=now,
             )  # fmt: skip
         await self.advance(
@@ -243,8 +242,8 @@ class MemoryRepository:
         )
         return AckResult(AckOutcome.acknowledged, d.tenant_id, now)
 
-    async def overdue_context(
-        self, *, conversation_id: str, version: int, due_at: datetime, chain: Chain | None = None
+    async def _context_of(
+        self, conversation_id: str, version: int, due_at: datetime
     ) -> OverdueContext | None:
         known = self.conversations.get(conversation_id)
         if known is None:
@@ -257,12 +256,7 @@ class MemoryRepository:
         )  # fmt: skip
 
     async def overdue_contexts(self, wanted: Sequence[ContextWanted]) -> list[OverdueContext | None]:
-        return [
-            await self.overdue_context(
-                conversation_id=w.conversation_id, version=w.version, due_at=w.due_at, chain=w.chain
-            )
-            for w in wanted
-        ]
+        return [await self._context_of(w.conversation_id, w.version, w.due_at) for w in wanted]
 
     async def assignment_context(self, *, conversation_id: str, person_id: str) -> AssignmentContext | None:
         known = self.conversations.get(conversation_id)

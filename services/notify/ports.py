@@ -147,9 +147,21 @@ class AlertStart:
 
     fired: TimerPayload
     wanted: tuple[tuple[str, str], ...]
-    recipients: str
     finished: bool
     skipped: str | None = None
+
+    @property
+    def status(self) -> str:
+        """The alert's status once claimed: handled (its deliveries opened), or skipped."""
+        return "sent" if self.skipped is None else "skipped"
+
+    @property
+    def recipients(self) -> str:
+        return ", ".join(f"{person}:{channel}" for channel, person in self.wanted)
+
+    def attempts(self, claimed: AlertClaim) -> int:
+        """The alert's attempts once claimed: one more when its deliveries are opened."""
+        return claimed.attempts + (1 if self.skipped is None else 0)
 
 
 @dataclass(frozen=True)
@@ -305,14 +317,10 @@ class NotifyRepository(Protocol):
         """Stop the escalation of this deadline version. A command seen before gets its first answer;
         a conversation of another tenant is unknown (nothing is written)."""
 
-    async def overdue_context(
-        self, *, conversation_id: str, version: int, due_at: datetime, chain: Chain | None = None
-    ) -> OverdueContext | None:
-        """What an alert says and whom it may reach (with their preferences); `chain`: the
-        conversation's chain when the caller has read it already."""
-
     async def overdue_contexts(self, wanted: Sequence[ContextWanted]) -> list[OverdueContext | None]:
-        """`overdue_context` for many alerts, in one read; in the order given."""
+        """What each alert says and whom it may reach (with their preferences and push link
+        generations), in one read for them all; in the order given, None for a conversation
+        that is not known."""
 
     async def assignment_context(
         self, *, conversation_id: str, person_id: str

@@ -344,7 +344,7 @@ class NotifyService:
                 why = (
                     Skipped.nobody_to_tell if context and context.still_waiting else Skipped.no_longer_waiting
                 )
-                starts.append(AlertStart(fired, (), "", last, skipped=why.value))
+                starts.append(AlertStart(fired, (), last, skipped=why.value))
                 continue
             later = entries[[e.step for e in entries].index(fired.step) + 1 :] if planned else []
             backups = standby(context, later)
@@ -353,14 +353,7 @@ class NotifyService:
             deliveries = plan_deliveries(
                 kind_of(fired.step), [p.id for p in people], preferences, standby=backups, now=now
             )
-            starts.append(
-                AlertStart(
-                    fired,
-                    tuple((d.channel, d.person_id) for d in deliveries),
-                    ", ".join(f"{d.person_id}:{d.channel}" for d in deliveries),
-                    last,
-                )
-            )
+            starts.append(AlertStart(fired, tuple((d.channel, d.person_id) for d in deliveries), last))
         # The deliveries logged, each alert marked handled and its deadline's timeline advanced
         # in one transaction. Should notify die before the timers below are armed, the
         # redelivered timer finds its claim done and arms the next alert.
@@ -403,7 +396,9 @@ class NotifyService:
         ):
             log.info("retry dropped: the deadline moved on", extra={"conversation_id": fired.conversation_id})
             return Outcome()
-        context, _entries = await self._context(fired, current, found.chain)
+        (context,) = await self.repository.overdue_contexts(
+            [ContextWanted(fired.conversation_id, fired.deadline_version, current.due_at, found.chain)]
+        )
         if context is None or not context.still_waiting:
             return Outcome()
         now = self.clock.now()
@@ -613,20 +608,23 @@ class NotifyService:
         skipped: list[DeliveryUpdate] = []
         listed: list[Delivery] = []
         found = await self.repository.current({r.conversation_id for r in rows})
-        for r in rows:
+        readable: list[tuple[int, ContextWanted]] = []
+        for i, r in enumerate(rows):
             known = found.get(r.conversation_id)
             current = known.deadline if known else None
-            context = None
             if (
                 known is not None
                 and current is not None
                 and current.due_at is not None
                 and current.version == r.deadline_version
             ):
-                context = await self.repository.overdue_context(
-                    conversation_id=r.conversation_id, version=r.deadline_version, due_at=current.due_at,
-                    chain=known.chain,
-                )  # fmt: skip
+                readable.append(
+                    (i, ContextWanted(r.conversation_id, r.deadline_version, current.due_at, known.chain))
+                )
+        read = await self.repository.overdue_contexts([w for _i, w in readable]) if readable else []
+        contexts = dict(zip([i for i, _w in readable], read, strict=True))
+        for i, r in enumerate(rows):
+            context = contexts.get(i)
             if context is None or not context.still_waiting or person_id not in context.people:
                 skipped.append(
                     DeliveryUpdate(r.id, "skipped", r.attempts, error=Skipped.no_longer_waiting.value)
@@ -878,16 +876,6 @@ class NotifyService:
             await self.scheduler.arm([timer], again=True)
 
     # -- helpers ----------------------------------------------------------------------------
-
-    async def _context(
-        self, fired: TimerPayload, current: WatchedDeadline, chain: Chain
-    ) -> tuple[OverdueContext | None, list[PlannedAlert]]:
-        assert current.due_at is not None
-        context = await self.repository.overdue_context(
-            conversation_id=fired.conversation_id, version=fired.deadline_version, due_at=current.due_at,
-            chain=chain,
-        )  # fmt: skip
-        return context, timeline(warn_at=current.warn_at, due_at=current.due_at, chain=chain)
 
     def _after(self, fired: TimerPayload, current: WatchedDeadline, chain: Chain) -> TimerPayload | None:
         """The timer after the alert `fired` (None: it was the last), said loudly when what comes

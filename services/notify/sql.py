@@ -389,8 +389,8 @@ async def start_alert(
             )
         await finish_alert(
             session=session, conversation_id=fired.conversation_id, version=fired.deadline_version,
-            step=fired.step, now=now, status="sent" if start.skipped is None else "skipped",
-            attempts=claim.attempts + (1 if start.skipped is None else 0), recipients=start.recipients,
+            step=fired.step, now=now, status=start.status,
+            attempts=start.attempts(claim), recipients=start.recipients,
             error=start.skipped or "",
         )  # fmt: skip
     await advance(
@@ -398,16 +398,6 @@ async def start_alert(
         step=fired.step, finished=start.finished, now=now,
     )  # fmt: skip
     return AlertStarted(claim, tuple(rows))
-
-
-async def get_overdue_context(
-    *, session: AsyncSession, conversation_id: str, version: int, due_at: datetime, chain: Chain | None = None
-) -> OverdueContext | None:
-    """What an alert says and whom it may reach (`get_overdue_contexts` for one)."""
-    if chain is None:
-        chain = (await get_chains(session=session, ids=[conversation_id])).get(conversation_id, Chain())
-    wanted = ContextWanted(conversation_id, version, due_at, chain)
-    return (await get_overdue_contexts(session=session, wanted=[wanted]))[0]
 
 
 _CONTEXTS_OF = (
@@ -454,14 +444,14 @@ async def get_overdue_contexts(
     members: dict[str, list[str]] = {}
     for row in await rows_of(_MEMBERS_OF, teams):
         members.setdefault(row.team_id, []).append(row.id)
-    asked: dict[tuple[str, int], set[str]] = {}
+    asked: dict[str, set[str]] = {}
     for w in wanted:
         conversation = conversations.get(w.conversation_id)
         if conversation is None:
             continue
         named = {step.person_id for step in _chain(conversation.tenant_escalation).steps}
         named |= {step.person_id for step in w.chain.steps}
-        asked[w.conversation_id, w.version] = {
+        asked[w.conversation_id] = {
             *members.get(conversation.team_id, []), conversation.owner_id, conversation.lead_id,
             conversation.manager_id, *named,
         } - {None}  # fmt: skip
@@ -474,7 +464,7 @@ async def get_overdue_contexts(
         if conversation is None:
             contexts.append(None)
             continue
-        found = [active[p] for p in sorted(asked[w.conversation_id, w.version]) if p in active]
+        found = [active[p] for p in sorted(asked[w.conversation_id]) if p in active]
         people = {p.id: Recipient(p.name, p.email, p.id) for p in found}
         lead_id, manager_id = conversation.lead_id, conversation.manager_id
         contexts.append(
@@ -879,14 +869,6 @@ class SqlRepository:
                 session=session, tenant_id=tenant_id, conversation_id=conversation_id, version=version,
                 person_id=person_id, command_id=command_id, now=now,
             )  # fmt: skip
-
-    async def overdue_context(
-        self, *, conversation_id: str, version: int, due_at: datetime, chain: Chain | None = None
-    ) -> OverdueContext | None:
-        async with self.sessions() as session:
-            return await get_overdue_context(
-                session=session, conversation_id=conversation_id, version=version, due_at=due_at, chain=chain
-            )
 
     async def overdue_contexts(self, wanted: Sequence[ContextWanted]) -> list[OverdueContext | None]:
         async with self.sessions() as session:
